@@ -1,0 +1,100 @@
+"""Input checks shared by every public entry point: fail early, name the problem and the fix."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import jax
+import numpy as np
+
+
+class WSAEInputError(ValueError):
+  """Bad input to a wsae_jax function. A `ValueError`, so `except ValueError` catches it."""
+
+
+def _is_concrete(x: Any) -> bool:
+  """True when `x` holds values we can look at (not a tracer inside jit/vmap)."""
+  return not isinstance(x, jax.core.Tracer)
+
+
+def check_rank(name: str, x: Any, rank: int, *, hint: str = "") -> None:
+  ndim = np.ndim(x)
+  if ndim != rank:
+    raise WSAEInputError(
+        f"{name} must have rank {rank}, got shape {tuple(np.shape(x))} (rank {ndim})."
+        + (f" {hint}" if hint else ""))
+
+
+def check_float(name: str, x: Any) -> None:
+  dtype = np.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype
+  if not np.issubdtype(dtype, np.floating) and str(dtype) != "bfloat16":
+    raise WSAEInputError(
+        f"{name} must be a floating-point array, got dtype {dtype}. "
+        f"Convert it with x.astype(np.float32).")
+
+
+def check_finite(name: str, x: Any) -> None:
+  """Raises if a concrete array holds NaN or inf (tracers are skipped)."""
+  if not _is_concrete(x):
+    return
+  arr = np.asarray(x)
+  if arr.dtype.kind == "f" or str(arr.dtype) == "bfloat16":
+    bad = ~np.isfinite(arr.astype(np.float32) if str(arr.dtype) == "bfloat16" else arr)
+    if bad.any():
+      idx = tuple(int(i) for i in np.argwhere(bad)[0])
+      raise WSAEInputError(
+          f"{name} contains {int(bad.sum())} non-finite value(s) (NaN or inf); the first is at "
+          f"index {idx}. Clean or drop those rows before training.")
+
+
+def check_matrix(name: str, x: Any, *, shape: tuple[int | None, ...] | None = None) -> None:
+  check_float(name, x)
+  if shape is not None:
+    check_rank(name, x, len(shape))
+    for axis, (want, got) in enumerate(zip(shape, np.shape(x))):
+      if want is not None and want != got:
+        raise WSAEInputError(
+            f"{name} has shape {tuple(np.shape(x))}, but axis {axis} must be {want} "
+            f"(expected shape {tuple('*' if s is None else s for s in shape)}).")
+  check_finite(name, x)
+
+
+def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> None:
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    raise WSAEInputError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
+  if low is not None and value < low:
+    raise WSAEInputError(f"{name} must be >= {low}, got {value}.")
+  if high is not None and value > high:
+    raise WSAEInputError(f"{name} must be <= {high}, got {value}.")
+
+
+def check_range(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False) -> None:
+  """Checks a concrete scalar (or every entry of a concrete array) lies in a range."""
+  if not _is_concrete(value):
+    return
+  arr = np.asarray(value, dtype=np.float64)
+  lo = "(" if low_open else "["
+  hi = ")" if high_open else "]"
+  allowed = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+  bad = ~np.isfinite(arr)
+  if low is not None:
+    bad |= (arr <= low) if low_open else (arr < low)
+  if high is not None:
+    bad |= (arr >= high) if high_open else (arr > high)
+  if bad.any():
+    seen = arr[bad].ravel()[0] if arr.ndim else float(arr)
+    raise WSAEInputError(f"{name} must lie in {allowed}, got {seen!r}.")
+
+
+def check_gamma(gamma: Any, d_in: int, name: str = "gamma") -> None:
+  """γ must be a finite, strictly positive vector of length d_in."""
+  if gamma is None:
+    return
+  check_float(name, gamma)
+  if np.shape(gamma) != (d_in,):
+    raise WSAEInputError(
+        f"{name} must have shape ({d_in},) (one weight per input dimension), "
+        f"got shape {tuple(np.shape(gamma))}.")
+  check_range(name, gamma, low=0.0, low_open=True)

@@ -1,0 +1,146 @@
+"""Batch sources for training: batch `t` is a function of `(seed, t)`, so runs are reproducible.
+
+A source exposes `d_in`, `batch_size` and `batch(step, sharding) -> x_BxD` already placed on the
+mesh. `as_source` turns what a user has (a `SyntheticSource`, an array of activations, an iterable
+of batches) into one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+
+from wsae_jax import _validate as V
+from wsae_jax import superposition as sp
+
+
+class SyntheticSource:
+  """On-device superposition data: `x ~ sample_features(fold_in(key, step))`, `x_p = x W_pᵀ`.
+
+  Args:
+    W_p: superposition matrix `(n_p, n)`.
+    sparsity: probability that a feature is 0, in [0, 1).
+    batch_size: examples per step.
+    seed: data seed; the batch at `step` depends only on `(seed, step)`.
+    magnitude: law of the active magnitudes (see `sample_features`).
+  """
+
+  def __init__(self, W_p, sparsity: float, batch_size: int, *, seed: int = 0,
+               magnitude: sp.Magnitude = "uniform"):
+    V.check_matrix("W_p", W_p, shape=(None, None))
+    V.check_range("sparsity", sparsity, low=0.0, high=1.0, high_open=True)
+    V.check_int("batch_size", batch_size, low=1)
+    if magnitude not in sp.MAGNITUDES:
+      raise V.WSAEInputError(f"magnitude must be one of {sp.MAGNITUDES}, got {magnitude!r}.")
+    self.W_p = jnp.asarray(W_p, jnp.float32)
+    self.sparsity = float(sparsity)
+    self.batch_size = batch_size
+    self.seed = seed
+    self.magnitude = magnitude
+    self.d_in, self.n = self.W_p.shape
+    self._key = jax.random.key(seed)
+    self._gen = {}
+
+  def features(self, step, batch_size: int | None = None) -> jax.Array:
+    """Ground-truth features `(batch, n)` of step `step`."""
+    return sp.sample_features(jax.random.fold_in(self._key, step), batch_size or self.batch_size,
+                              self.n, self.sparsity, magnitude=self.magnitude)
+
+  def sample(self, step, batch_size: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """`(x, x_p)` of step `step`; use a step outside the training range for held-out data."""
+    x = self.features(step, batch_size)
+    return x, sp.observe(x, self.W_p)
+
+  def batch(self, step: int, sharding: NamedSharding | None = None) -> jax.Array:
+    gen = self._gen.get(sharding)
+    if gen is None:
+      gen = jax.jit(lambda s: sp.observe(self.features(s), self.W_p), out_shardings=sharding)
+      self._gen[sharding] = gen
+    return gen(jnp.int32(step))
+
+
+class ArraySource:
+  """Minibatches from an in-memory (or memmapped) `(num_tokens, d_in)` array.
+
+  Each epoch visits every row once in an order drawn from `fold_in(key(seed), epoch)`; a final
+  partial batch is dropped. The whole array is checked for NaN/inf and dtype up front.
+  """
+
+  def __init__(self, x_NxD, batch_size: int, *, seed: int = 0, shuffle: bool = True,
+               check: bool = True):
+    V.check_rank("activations", x_NxD, 2, hint="Pass a (num_tokens, d_in) matrix.")
+    V.check_float("activations", x_NxD)
+    V.check_int("batch_size", batch_size, low=1)
+    if np.shape(x_NxD)[0] < batch_size:
+      raise V.WSAEInputError(
+          f"activations have {np.shape(x_NxD)[0]} rows, fewer than batch_size={batch_size}; "
+          f"lower batch_size or provide more data.")
+    if check:
+      V.check_finite("activations", x_NxD)
+    self.x = x_NxD
+    self.batch_size = batch_size
+    self.seed = seed
+    self.shuffle = shuffle
+    self.d_in = int(np.shape(x_NxD)[1])
+    self.steps_per_epoch = int(np.shape(x_NxD)[0]) // batch_size
+    self._cached_order: tuple[int, np.ndarray | None] = (-1, None)
+
+  def _order(self, epoch: int) -> np.ndarray:
+    if self._cached_order[0] != epoch:
+      n = int(np.shape(self.x)[0])
+      order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
+               else np.arange(n))
+      self._cached_order = (epoch, order)
+    return self._cached_order[1]
+
+  def indices(self, step: int) -> np.ndarray:
+    epoch, i = divmod(int(step), self.steps_per_epoch)
+    idx = self._order(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
+    return np.sort(idx)  # sorted reads are friendlier to memmapped files.
+
+  def batch(self, step: int, sharding: NamedSharding | None = None) -> jax.Array:
+    rows = np.asarray(self.x[self.indices(step)], np.float32)
+    return jax.device_put(rows, sharding)
+
+
+class IterableSource:
+  """Wraps an iterable of `(batch, d_in)` arrays; steps must be requested in order."""
+
+  def __init__(self, batches: Iterable[Any], batch_size: int | None = None):
+    self._it: Iterator[Any] = iter(batches)
+    self._first = np.asarray(next(self._it))
+    V.check_rank("batch", self._first, 2, hint="Each batch must be (batch_size, d_in).")
+    V.check_float("batch", self._first)
+    self.batch_size = batch_size or self._first.shape[0]
+    self.d_in = int(self._first.shape[1])
+    self._next_step = 0
+
+  def batch(self, step: int, sharding: NamedSharding | None = None) -> jax.Array:
+    if step != self._next_step:
+      raise V.WSAEInputError(
+          f"IterableSource serves steps in order; asked for step {step}, next is {self._next_step}.")
+    rows = self._first if step == 0 else np.asarray(next(self._it))
+    if rows.shape != (self.batch_size, self.d_in):
+      raise V.WSAEInputError(
+          f"batch at step {step} has shape {rows.shape}, expected {(self.batch_size, self.d_in)}.")
+    self._next_step += 1
+    return jax.device_put(np.asarray(rows, np.float32), sharding)
+
+
+def as_source(data, batch_size: int | None = None, *, seed: int = 0):
+  """Turns a source, a `(tokens, d_in)` array, or an iterable of batches into a batch source."""
+  if hasattr(data, "batch") and hasattr(data, "d_in"):
+    return data
+  if isinstance(data, (np.ndarray, jax.Array)) or hasattr(data, "__array__"):
+    if batch_size is None:
+      raise V.WSAEInputError("batch_size is required to draw minibatches from an array.")
+    return ArraySource(data, batch_size, seed=seed)
+  if isinstance(data, Iterable):
+    return IterableSource(data, batch_size)
+  raise V.WSAEInputError(
+      f"cannot train from {type(data).__name__}; pass a SyntheticSource, a (tokens, d_in) array or "
+      f"an iterable of (batch, d_in) arrays.")

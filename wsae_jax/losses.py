@@ -1,0 +1,100 @@
+"""Pure SAE losses with per-input-dimension reweighting: `loss(...) -> (scalar, aux_metrics)`.
+
+The weighted reconstruction error is the paper's `‖Γ (x − x̂)‖²`, `Γ = diag(γ)`: each squared error
+is weighted by `γ_i²`. `gamma=None` is the ordinary (unweighted) SAE loss.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from wsae_jax import sae as sae_lib
+
+
+def _weighted_sq_err(x_BxD, x_hat_BxD, gamma_D):
+  err = (x_BxD - x_hat_BxD) ** 2
+  if gamma_D is not None:
+    err = err * jnp.square(gamma_D)
+  return jnp.mean(jnp.sum(err, axis=-1))
+
+
+def reconstruction_loss(x_BxD: jax.Array, x_hat_BxD: jax.Array,
+                        gamma=None) -> tuple[jax.Array, dict]:
+  """Batch mean of `Σ_i γ_i² (x_i − x̂_i)²`; with `gamma=None` the plain squared error.
+
+  Returns `(loss, {"mse": unweighted squared error})`.
+
+  >>> x = jnp.array([[1.0, 2.0]]); x_hat = jnp.array([[0.0, 0.0]])
+  >>> float(reconstruction_loss(x, x_hat, gamma=jnp.array([1.0, 0.5]))[0])
+  2.0
+  """
+  loss = _weighted_sq_err(x_BxD, x_hat_BxD, gamma)
+  mse = loss if gamma is None else _weighted_sq_err(x_BxD, x_hat_BxD, None)
+  return loss, {"mse": mse}
+
+
+def _common_aux(x_BxD, z_BxM, mse):
+  var = jnp.sum(jnp.var(x_BxD, axis=0))
+  return {"mse": mse,
+          "fvu": mse / jnp.maximum(var, jnp.finfo(x_BxD.dtype).tiny),
+          "l0": jnp.mean(jnp.sum(z_BxM > 0, axis=-1).astype(jnp.float32)),
+          "fired": jnp.any(z_BxM > 0, axis=0)}
+
+
+def tied_loss(cfg: sae_lib.TiedSAEConfig, params, x_BxD, *, gamma=None, **_):
+  """The theory's `L_(W)SAE = E‖Γ(x_p − W_mᵀ σ(W_m x_p))‖²`; no sparsity term."""
+  z, x_hat = sae_lib.forward(cfg, params, x_BxD)
+  recon, r_aux = reconstruction_loss(x_BxD, x_hat, gamma)
+  return recon, {"loss": recon, "recon": recon, **_common_aux(x_BxD, z, r_aux["mse"])}
+
+
+def relu_loss(cfg: sae_lib.ReLUSAEConfig, params, x_BxD, *, gamma=None, **_):
+  """Weighted reconstruction plus `λ · E Σ_j z_j ‖W_dec[j]‖` (Anthropic, April 2024)."""
+  z, x_hat = sae_lib.forward(cfg, params, x_BxD)
+  recon, r_aux = reconstruction_loss(x_BxD, x_hat, gamma)
+  dec_norms_M = jnp.linalg.norm(params["W_dec"], axis=-1)
+  sparsity = jnp.mean(z @ dec_norms_M)
+  loss = recon + cfg.l1_coefficient * sparsity
+  return loss, {"loss": loss, "recon": recon, "l1": sparsity,
+                **_common_aux(x_BxD, z, r_aux["mse"])}
+
+
+def topk_loss(cfg: sae_lib.TopKSAEConfig, params, x_BxD, *, gamma=None, dead_M=None, **_):
+  """Weighted reconstruction plus the AuxK loss.
+
+  AuxK (Gao et al. 2024): the `aux_k` largest pre-activations among dead latents reconstruct the
+  (stopped-gradient) residual `x − x̂` through the decoder without bias; weighted by γ like the main
+  term and scaled by `min(n_dead / aux_k, 1)` (as SAELens does), so it fades as latents revive.
+  `dead_M` is a boolean mask of dead latents (None: no AuxK term).
+  """
+  pre = sae_lib.pre_activations(cfg, params, x_BxD)
+  z = sae_lib.topk_activation(pre, cfg.k)
+  x_hat = sae_lib.decode(cfg, params, z)
+  recon, r_aux = reconstruction_loss(x_BxD, x_hat, gamma)
+  if dead_M is None:
+    aux = jnp.zeros((), recon.dtype)
+  else:
+    aux_k = cfg.resolved_aux_k
+    residual = jax.lax.stop_gradient(x_BxD - x_hat)
+    dead_pre = jnp.where(dead_M, pre, -jnp.inf)
+    z_aux = sae_lib.topk_activation(dead_pre, aux_k)
+    e_hat = z_aux @ params["W_dec"]
+    n_dead = jnp.sum(dead_M)
+    scale = jnp.minimum(n_dead / aux_k, 1.0).astype(recon.dtype)
+    aux = scale * reconstruction_loss(residual, e_hat, gamma)[0]
+  loss = recon + cfg.aux_coefficient * aux
+  return loss, {"loss": loss, "recon": recon, "aux_k": aux,
+                **_common_aux(x_BxD, z, r_aux["mse"])}
+
+
+_LOSSES = {"tied": tied_loss, "relu": relu_loss, "topk": topk_loss}
+
+
+def sae_loss(cfg: sae_lib.SAEConfig, params, x_BxD, *, gamma=None, dead_M=None):
+  """The training loss of `cfg`'s architecture: `(scalar, aux_metrics)`.
+
+  `aux_metrics` holds scalars (`loss`, `recon`, `mse`, `fvu`, `l0`, and the architecture's
+  penalty) plus `fired`, a `(d_sae,)` mask of latents active anywhere in the batch.
+  """
+  return _LOSSES[cfg.architecture](cfg, params, x_BxD, gamma=gamma, dead_M=dead_M)

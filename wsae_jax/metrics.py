@@ -1,0 +1,176 @@
+"""How well an SAE recovers ground truth, and how it behaves: matching, MMCS, MCC, L_GT and more.
+
+Conventions: `directions_MxP` are learned directions in the observed space (decoder rows or encoder
+columns), `W_p_PxN` the ground-truth superposition matrix (its columns are the true directions),
+`x_BxN` true features, `z_BxM` SAE latents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from wsae_jax import _validate as V
+from wsae_jax import sae as sae_lib
+
+
+def _unit(v, axis):
+  v = np.asarray(v, np.float64)
+  return v / np.maximum(np.linalg.norm(v, axis=axis, keepdims=True), 1e-12)
+
+
+def abs_cosine(directions_MxP, W_p_PxN) -> np.ndarray:
+  """`|cos|` between each learned direction and each true direction, shape `(M, N)`."""
+  V.check_rank("directions", directions_MxP, 2)
+  V.check_rank("W_p", W_p_PxN, 2)
+  if np.shape(directions_MxP)[1] != np.shape(W_p_PxN)[0]:
+    raise V.WSAEInputError(
+        f"directions have width {np.shape(directions_MxP)[1]} but W_p has "
+        f"{np.shape(W_p_PxN)[0]} rows; both must live in the observed space (n_p).")
+  return np.abs(_unit(directions_MxP, 1) @ _unit(W_p_PxN, 0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Matching:
+  """A one-to-one assignment of true features to latents (Hungarian on |cos|)."""
+
+  latent_of_feature: np.ndarray
+  """`(n,)` latent index matched to each true feature, -1 where none (when d_sae < n)."""
+  cos: np.ndarray
+  """`(n,)` |cos| of each matched pair (0 where unmatched)."""
+
+  @property
+  def mean_cos(self) -> float:
+    return float(self.cos.mean())
+
+
+def match_latents(directions_MxP, W_p_PxN) -> Matching:
+  """Hungarian matching of learned directions to true directions maximising total |cos|."""
+  c = abs_cosine(directions_MxP, W_p_PxN)
+  rows, cols = linear_sum_assignment(c, maximize=True)
+  n = c.shape[1]
+  latent = np.full(n, -1, np.int64)
+  cos = np.zeros(n)
+  latent[cols] = rows
+  cos[cols] = c[rows, cols]
+  return Matching(latent, cos)
+
+
+def mmcs(directions_MxP, W_p_PxN) -> float:
+  """Mean over true features of the max |cos| with any learned direction."""
+  return float(abs_cosine(directions_MxP, W_p_PxN).max(axis=0).mean())
+
+
+def mcc(z_BxM, x_BxN) -> float:
+  """Mean correlation coefficient: Hungarian matching on |Pearson r| between latents and features.
+
+  Constant columns have correlation 0 with everything.
+  """
+  z = np.asarray(z_BxM, np.float64)
+  x = np.asarray(x_BxN, np.float64)
+  zc, xc = z - z.mean(0), x - x.mean(0)
+  zn, xn = np.linalg.norm(zc, axis=0), np.linalg.norm(xc, axis=0)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    r = np.abs((zc.T @ xc) / np.outer(zn, xn))
+  r = np.nan_to_num(r)
+  rows, cols = linear_sum_assignment(r, maximize=True)
+  return float(r[rows, cols].sum() / x.shape[1])
+
+
+def matched_latents(z_BxM, matching: Matching) -> np.ndarray:
+  """Latents reordered to the true features, `(batch, n)`; unmatched features read 0."""
+  z = np.asarray(z_BxM)
+  out = np.zeros((z.shape[0], matching.latent_of_feature.shape[0]), z.dtype)
+  ok = matching.latent_of_feature >= 0
+  out[:, ok] = z[:, matching.latent_of_feature[ok]]
+  return out
+
+
+def gt_loss(x_BxN, z_BxM, matching: Matching) -> float:
+  """`L_GT = E‖x − P z‖²` with `P` the matching (unmatched latents are the zero padding)."""
+  x = np.asarray(x_BxN, np.float64)
+  return float(np.mean(np.sum((x - matched_latents(z_BxM, matching)) ** 2, axis=1)))
+
+
+def features_per_latent(sae_cfg, params, W_p_PxN, *, magnitude: float = 1.0,
+                        threshold: float = 0.0) -> float:
+  """The paper's Fig. 2 quantity: how many true features activate a latent when shown alone.
+
+  Each true feature `j` is presented alone at `magnitude` (`x_p = magnitude · W_p[:, j]`); a latent
+  counts feature j if its activation exceeds `threshold`. Averaged over latents that at least one
+  feature activates (a latent nothing activates explains no feature).
+  """
+  W_p = jnp.asarray(W_p_PxN, jnp.float32)
+  z_NxM = np.asarray(sae_lib.encode(sae_cfg, params, magnitude * W_p.T))
+  counts_M = (z_NxM > threshold).sum(axis=0)
+  alive = counts_M > 0
+  return float(counts_M[alive].mean()) if alive.any() else 0.0
+
+
+def fvu(x_BxD, x_hat_BxD) -> float:
+  """Fraction of variance unexplained: `Σ(x − x̂)² / Σ(x − mean x)²`."""
+  x = np.asarray(x_BxD, np.float64)
+  x_hat = np.asarray(x_hat_BxD, np.float64)
+  return float(np.sum((x - x_hat) ** 2) / max(np.sum((x - x.mean(0)) ** 2), 1e-300))
+
+
+def l0(z_BxM) -> float:
+  """Mean number of non-zero latents per example."""
+  return float(np.mean(np.sum(np.asarray(z_BxM) != 0, axis=1)))
+
+
+def dead_fraction(z_BxM) -> float:
+  """Fraction of latents that are zero on every example of the sample."""
+  return float(np.mean(~np.any(np.asarray(z_BxM) != 0, axis=0)))
+
+
+def latent_variance(z_BxM) -> np.ndarray:
+  """Per-latent variance over the sample, `(d_sae,)`."""
+  return np.var(np.asarray(z_BxM, np.float64), axis=0)
+
+
+def shrinkage_vanishing(x_BxN, x_m_BxN) -> tuple[np.ndarray, np.ndarray]:
+  """Per true feature: mean `x_m,j / x_j` and fraction `x_m,j == 0`, both over samples with `x_j > 0`.
+
+  `x_m` must already be aligned with the true features (e.g. `matched_latents`). Features never
+  active in the sample give NaN.
+  """
+  x = np.asarray(x_BxN, np.float64)
+  xm = np.asarray(x_m_BxN, np.float64)
+  active = x > 0
+  count = active.sum(0)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    ratio = np.where(active, xm / np.where(active, x, 1.0), 0.0).sum(0) / count
+    vanish = (active & (xm == 0)).sum(0) / count
+  return ratio, vanish
+
+
+def evaluate(sae_cfg, params, x_BxN, W_p_PxN, *, gamma=None) -> dict:
+  """Every metric of a trained SAE on a held-out sample from a known superposition problem."""
+  from wsae_jax import losses  # local: metrics is importable without the loss code.
+  W_p = np.asarray(W_p_PxN, np.float32)
+  x_p = jnp.asarray(np.asarray(x_BxN, np.float32) @ W_p.T)
+  z, x_hat = jax.device_get(sae_lib.forward(sae_cfg, params, x_p))
+  dirs = np.asarray(sae_lib.decoder_matrix(sae_cfg, params))
+  m = match_latents(dirs, W_p)
+  shrink, vanish = shrinkage_vanishing(x_BxN, matched_latents(z, m))
+  lv = latent_variance(matched_latents(z, m))
+  return {
+      "l_sae": float(losses.reconstruction_loss(x_p, x_hat, gamma)[0]),
+      "mse": float(losses.reconstruction_loss(x_p, x_hat)[0]),
+      "l_gt": gt_loss(x_BxN, z, m),
+      "mmcs": mmcs(dirs, W_p),
+      "match_cos": m.mean_cos,
+      "mcc": mcc(z, x_BxN),
+      "features_per_latent": features_per_latent(sae_cfg, params, W_p),
+      "fvu": fvu(x_p, x_hat),
+      "l0": l0(z),
+      "dead_frac": dead_fraction(z),
+      "latent_var": float(np.mean(lv)),
+      "shrinkage": float(np.nanmean(shrink)),
+      "vanishing": float(np.nanmean(vanish)),
+  }

@@ -1,0 +1,191 @@
+"""The SAE family: one frozen config per architecture, parameters as plain dicts with SAELens names.
+
+Parameter names and shapes follow SAELens: `W_enc (d_in, d_sae)`, `W_dec (d_sae, d_in)`,
+`b_enc (d_sae,)`, `b_dec (d_in,)`. The tied theory SAE stores only `W_enc`; its decoder is
+`W_enc.T` (see `decoder_matrix`).
+
+Architectures:
+  * `TiedSAEConfig`: the paper's SAE, `z = ReLU(x W_enc)`, `x̂ = z W_encᵀ`, no biases.
+  * `ReLUSAEConfig`: untied with biases; L1 penalty weighted by decoder row norms (Anthropic's
+    April-2024 recipe), `z = ReLU(x W_enc + b_enc)`, `x̂ = z W_dec + b_dec`.
+  * `TopKSAEConfig`: OpenAI's Top-k SAE, `z = TopK(ReLU((x − b_dec) W_enc + b_enc))`, unit-norm
+    decoder rows, with the AuxK loss on dead latents.
+
+Each config is hashable (a valid `static_argnums` value) and is checked when it is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar, Union
+
+import jax
+import jax.numpy as jnp
+
+from wsae_jax import _validate as V
+
+Params = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _BaseSAEConfig:
+  d_in: int
+  """Input (observed activation) dimension."""
+  d_sae: int
+  """Number of latents (dictionary size)."""
+  dtype: str = "float32"
+  """Parameter dtype."""
+
+  architecture: ClassVar[str] = ""
+
+  def __post_init__(self):
+    V.check_int("d_in", self.d_in, low=1)
+    V.check_int("d_sae", self.d_sae, low=1)
+    if self.dtype not in ("float32", "float64", "bfloat16"):
+      raise V.WSAEInputError(
+          f"dtype must be 'float32', 'float64' or 'bfloat16', got {self.dtype!r}.")
+
+  def to_dict(self) -> dict:
+    return {"architecture": self.architecture, **dataclasses.asdict(self)}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TiedSAEConfig(_BaseSAEConfig):
+  """The theory's SAE: tied weights, no biases, ReLU; loss is reconstruction only."""
+
+  architecture: ClassVar[str] = "tied"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReLUSAEConfig(_BaseSAEConfig):
+  """Untied ReLU SAE with an L1 penalty `λ Σ_j z_j ‖W_dec[j]‖`."""
+
+  l1_coefficient: float = 1e-3
+  """λ, the sparsity penalty on decoder-norm-weighted activations."""
+  init_decoder_norm: float = 0.1
+  """Norm of the decoder rows at initialisation (Anthropic suggest 0.05-1)."""
+
+  architecture: ClassVar[str] = "relu"
+
+  def __post_init__(self):
+    super().__post_init__()
+    V.check_range("l1_coefficient", self.l1_coefficient, low=0.0)
+    V.check_range("init_decoder_norm", self.init_decoder_norm, low=0.0, low_open=True)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TopKSAEConfig(_BaseSAEConfig):
+  """Top-k SAE with unit-norm decoder rows and the AuxK loss for dead latents."""
+
+  k: int = 32
+  """Number of active latents per example."""
+  aux_k: int | None = None
+  """Latents used by the AuxK loss (None: d_in // 2, capped at d_sae)."""
+  aux_coefficient: float = 1.0 / 32.0
+  """Weight of the AuxK loss."""
+  dead_after_tokens: int = 10_000_000
+  """A latent that has not fired for this many training tokens counts as dead."""
+
+  architecture: ClassVar[str] = "topk"
+
+  def __post_init__(self):
+    super().__post_init__()
+    V.check_int("k", self.k, low=1)
+    if self.k > self.d_sae:
+      raise V.WSAEInputError(
+          f"k must be <= d_sae (cannot keep {self.k} of {self.d_sae} latents); lower k or "
+          f"raise d_sae.")
+    if self.aux_k is not None:
+      V.check_int("aux_k", self.aux_k, low=1, high=self.d_sae)
+    V.check_range("aux_coefficient", self.aux_coefficient, low=0.0)
+    V.check_int("dead_after_tokens", self.dead_after_tokens, low=1)
+
+  @property
+  def resolved_aux_k(self) -> int:
+    return self.aux_k if self.aux_k is not None else max(1, min(self.d_in // 2, self.d_sae))
+
+
+SAEConfig = Union[TiedSAEConfig, ReLUSAEConfig, TopKSAEConfig]
+ARCHITECTURES = {c.architecture: c for c in (TiedSAEConfig, ReLUSAEConfig, TopKSAEConfig)}
+
+
+def make_config(architecture: str, **kwargs) -> SAEConfig:
+  """Builds the config for an architecture name ("tied", "relu", "topk")."""
+  if architecture not in ARCHITECTURES:
+    raise V.WSAEInputError(
+        f"unknown architecture {architecture!r}; choose one of {sorted(ARCHITECTURES)}.")
+  return ARCHITECTURES[architecture](**kwargs)
+
+
+def _unit_rows(key, shape, dtype):
+  w = jax.random.normal(key, shape, jnp.float32)
+  return (w / jnp.linalg.norm(w, axis=-1, keepdims=True)).astype(dtype)
+
+
+def init(cfg: SAEConfig, key: jax.Array) -> Params:
+  """Initial parameters.
+
+  Tied: columns of `W_enc` are random unit vectors. ReLU: decoder rows random with norm
+  `init_decoder_norm`, `W_enc = W_decᵀ`, zero biases. Top-k: unit decoder rows, `W_enc = W_decᵀ`,
+  zero biases (set `b_dec` to the data mean or geometric median afterwards if you like).
+  """
+  dtype = jnp.dtype(cfg.dtype)
+  w_dec = _unit_rows(key, (cfg.d_sae, cfg.d_in), dtype)
+  if isinstance(cfg, TiedSAEConfig):
+    return {"W_enc": w_dec.T}
+  if isinstance(cfg, ReLUSAEConfig):
+    w_dec = w_dec * jnp.asarray(cfg.init_decoder_norm, dtype)
+  return {"W_enc": w_dec.T, "W_dec": w_dec,
+          "b_enc": jnp.zeros((cfg.d_sae,), dtype), "b_dec": jnp.zeros((cfg.d_in,), dtype)}
+
+
+def decoder_matrix(cfg: SAEConfig, params: Params) -> jax.Array:
+  """`W_dec` of shape `(d_sae, d_in)`; for the tied SAE this is `W_encᵀ`."""
+  return params["W_enc"].T if isinstance(cfg, TiedSAEConfig) else params["W_dec"]
+
+
+def pre_activations(cfg: SAEConfig, params: Params, x_BxD: jax.Array) -> jax.Array:
+  """Encoder pre-activations `(batch, d_sae)`, before ReLU / Top-k."""
+  if isinstance(cfg, TiedSAEConfig):
+    return x_BxD @ params["W_enc"]
+  if isinstance(cfg, TopKSAEConfig):
+    return (x_BxD - params["b_dec"]) @ params["W_enc"] + params["b_enc"]
+  return x_BxD @ params["W_enc"] + params["b_enc"]
+
+
+def topk_activation(pre_BxM: jax.Array, k: int) -> jax.Array:
+  """Keeps the k largest pre-activations per row (after ReLU), zero elsewhere.
+
+  Exactly k entries survive the selection; entries whose value is <= 0 are then zeroed by the
+  ReLU, so a row has k non-zeros whenever it has at least k positive pre-activations.
+  """
+  vals_BxK, idx_BxK = jax.lax.top_k(pre_BxM, k)
+  rows = jnp.arange(pre_BxM.shape[0])[:, None]
+  return jnp.zeros_like(pre_BxM).at[rows, idx_BxK].set(jax.nn.relu(vals_BxK))
+
+
+def encode(cfg: SAEConfig, params: Params, x_BxD: jax.Array) -> jax.Array:
+  """Latent activations `z`, shape `(batch, d_sae)`."""
+  pre = pre_activations(cfg, params, x_BxD)
+  if isinstance(cfg, TopKSAEConfig):
+    return topk_activation(pre, cfg.k)
+  return jax.nn.relu(pre)
+
+
+def decode(cfg: SAEConfig, params: Params, z_BxM: jax.Array) -> jax.Array:
+  """Reconstruction `x̂`, shape `(batch, d_in)`."""
+  x_hat = z_BxM @ decoder_matrix(cfg, params)
+  if isinstance(cfg, TiedSAEConfig):
+    return x_hat
+  return x_hat + params["b_dec"]
+
+
+def forward(cfg: SAEConfig, params: Params, x_BxD: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`(z, x̂)` for a batch."""
+  z = encode(cfg, params, x_BxD)
+  return z, decode(cfg, params, z)
+
+
+def num_params(params: Params) -> int:
+  return sum(math.prod(p.shape) for p in jax.tree.leaves(params))

@@ -1,0 +1,234 @@
+"""The trainer: one jitted, donated `train_step(state, x_BxD, gamma) -> (state, metrics)`.
+
+Parameters are created already replicated over a `Mesh(("data",))`; each batch is split over the
+mesh's devices. A step whose loss or gradient is not finite is not applied: the state is frozen at
+the last finite one and `diverged_at` records the step, so `train` can stop and return it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import warnings
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+
+from wsae_jax import _validate as V
+from wsae_jax import data as data_lib
+from wsae_jax import losses
+from wsae_jax import optim
+from wsae_jax import parallel
+from wsae_jax import sae as sae_lib
+from wsae_jax import weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+  """How to train one SAE."""
+
+  steps: int = 2000
+  """Number of optimiser steps."""
+  batch_size: int = 1024
+  """Examples per step (global, over all devices)."""
+  learning_rate: float = 1e-3
+  """Peak Adam learning rate."""
+  warmup_steps: int = 100
+  """Linear warm-up from 0 to the peak learning rate."""
+  decay_fraction: float = 0.0
+  """Fraction of the final steps over which the learning rate decays linearly to 0."""
+  b1: float = 0.9
+  """Adam β1."""
+  b2: float = 0.999
+  """Adam β2."""
+  grad_clip: float | None = 1.0
+  """Global gradient-norm clip (None: off)."""
+  seed: int = 0
+  """Seed of the parameter initialisation (data sources carry their own seeds)."""
+  log_every: int = 100
+  """Steps between metric records (and NaN checks)."""
+
+  def __post_init__(self):
+    V.check_int("steps", self.steps, low=1)
+    V.check_int("batch_size", self.batch_size, low=1)
+    V.check_range("learning_rate", self.learning_rate, low=0.0, low_open=True)
+    V.check_int("warmup_steps", self.warmup_steps, low=0)
+    V.check_range("decay_fraction", self.decay_fraction, low=0.0, high=1.0)
+    V.check_range("b1", self.b1, low=0.0, high=1.0, high_open=True)
+    V.check_range("b2", self.b2, low=0.0, high=1.0, high_open=True)
+    if self.grad_clip is not None:
+      V.check_range("grad_clip", self.grad_clip, low=0.0, low_open=True)
+    V.check_int("log_every", self.log_every, low=1)
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step reads and writes. A pytree; replicated over the data mesh."""
+
+  step: jax.Array
+  params: dict
+  opt_state: Any
+  tokens_since_fired: jax.Array
+  """`(d_sae,)` tokens since each latent last fired (drives AuxK and dead-latent metrics)."""
+  diverged_at: jax.Array
+  """First step whose loss or gradient was not finite, or -1."""
+
+
+def make_optimizer(sae_cfg, train_cfg: TrainConfig) -> optax.GradientTransformation:
+  return optim.make_optimizer(
+      sae_cfg, learning_rate=train_cfg.learning_rate, steps=train_cfg.steps,
+      warmup_steps=train_cfg.warmup_steps, decay_fraction=train_cfg.decay_fraction,
+      b1=train_cfg.b1, b2=train_cfg.b2, grad_clip=train_cfg.grad_clip)
+
+
+def init_state(sae_cfg, train_cfg: TrainConfig, *, mesh: Mesh | None = None,
+               params: dict | None = None) -> TrainState:
+  """A fresh `TrainState`, created directly with replicated shardings on `mesh`."""
+  mesh = mesh or parallel.data_mesh()
+  opt = make_optimizer(sae_cfg, train_cfg)
+
+  def _init(p):
+    p = sae_lib.init(sae_cfg, jax.random.key(train_cfg.seed)) if p is None else p
+    return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=opt.init(p),
+                      tokens_since_fired=jnp.zeros((sae_cfg.d_sae,), jnp.int32),
+                      diverged_at=jnp.full((), -1, jnp.int32))
+
+  return jax.jit(_init, out_shardings=parallel.replicated(mesh))(params)
+
+
+def _where_tree(pred, new, old):
+  return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+def make_train_step(sae_cfg, train_cfg: TrainConfig, *, mesh: Mesh | None = None
+                    ) -> Callable[[TrainState, jax.Array, jax.Array | None],
+                                  tuple[TrainState, dict]]:
+  """Builds the jitted step `(state, x_BxD, gamma) -> (state, metrics)`; `state` is donated."""
+  mesh = mesh or parallel.data_mesh()
+  opt = make_optimizer(sae_cfg, train_cfg)
+  dead_after = getattr(sae_cfg, "dead_after_tokens", None)
+  repl, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+
+  def step_fn(state: TrainState, x_BxD, gamma_D):
+    dead_M = None if dead_after is None else state.tokens_since_fired >= dead_after
+    grad_fn = jax.value_and_grad(
+        lambda p: losses.sae_loss(sae_cfg, p, x_BxD, gamma=gamma_D, dead_M=dead_M), has_aux=True)
+    (loss, aux), grads = grad_fn(state.params)
+    updates, opt_state = opt.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    fired = aux.pop("fired")
+    tsf = jnp.where(fired, 0, state.tokens_since_fired + x_BxD.shape[0])
+    grad_norm = optax.global_norm(grads)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (state.diverged_at < 0)
+    new = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                     tokens_since_fired=tsf, diverged_at=state.diverged_at)
+    frozen = state.replace(
+        diverged_at=jnp.where(state.diverged_at < 0, state.step, state.diverged_at))
+    metrics = {**aux, "grad_norm": grad_norm}
+    return _where_tree(ok, new, frozen), metrics
+
+  return jax.jit(step_fn, in_shardings=(repl, batch, repl), out_shardings=(repl, repl),
+                 donate_argnums=0)
+
+
+@dataclasses.dataclass
+class History:
+  """Metrics recorded every `log_every` steps, and how the run ended."""
+
+  records: list[dict] = dataclasses.field(default_factory=list)
+  diverged_at: int | None = None
+  seconds: float = 0.0
+
+  def column(self, name: str) -> np.ndarray:
+    return np.asarray([r[name] for r in self.records])
+
+  def last(self) -> dict:
+    return self.records[-1] if self.records else {}
+
+
+def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | None = None,
+          mesh: Mesh | None = None, progress: bool | str = True,
+          state: TrainState | None = None) -> tuple[TrainState, History]:
+  """Trains one SAE and returns `(final_state, history)`.
+
+  Args:
+    sae_cfg: an SAE config (`TiedSAEConfig`, `ReLUSAEConfig`, `TopKSAEConfig`).
+    train_cfg: a `TrainConfig`.
+    data: a batch source (`SyntheticSource`, `ArraySource`, …), a `(tokens, d_in)` array, or an
+      iterable of `(batch, d_in)` arrays.
+    gamma: per-input-dimension weights, shape `(d_in,)`, > 0 (None: the plain SAE).
+    params: initial parameters (default: `sae.init` with `train_cfg.seed`).
+    mesh: device mesh with a "data" axis (default: all devices).
+    progress: show a progress bar (a string is used as its description).
+    state: a `TrainState` to continue from (its `step` is where training resumes).
+
+  If a step produces a non-finite loss or gradient, training stops at the next record, warns with
+  the step number, and returns the last finite state with `history.diverged_at` set.
+  """
+  mesh = mesh or parallel.data_mesh()
+  source = data_lib.as_source(data, train_cfg.batch_size, seed=train_cfg.seed)
+  if source.d_in != sae_cfg.d_in:
+    raise V.WSAEInputError(
+        f"data has d_in={source.d_in} but the SAE config has d_in={sae_cfg.d_in}; they must match.")
+  if source.batch_size != train_cfg.batch_size:
+    raise V.WSAEInputError(
+        f"data yields batches of {source.batch_size} but train_cfg.batch_size is "
+        f"{train_cfg.batch_size}; make them equal.")
+  parallel.check_batch_divisible(train_cfg.batch_size, mesh)
+  gamma = weights.as_gamma(gamma, sae_cfg.d_in)
+  if params is not None:
+    expected = jax.eval_shape(lambda: sae_lib.init(sae_cfg, jax.random.key(0)))
+    got = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), params)
+    if jax.tree.structure(expected) != jax.tree.structure(got) or any(
+        e.shape != g.shape for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got))):
+      raise V.WSAEInputError(
+          f"params do not fit the {sae_cfg.architecture} config: expected "
+          f"{ {k: v.shape for k, v in expected.items()} }, got { {k: v.shape for k, v in got.items()} }.")
+
+  if state is None:
+    state = init_state(sae_cfg, train_cfg, mesh=mesh, params=params)
+  step_fn = make_train_step(sae_cfg, train_cfg, mesh=mesh)
+  if gamma is not None:
+    gamma = jax.device_put(gamma, parallel.replicated(mesh))
+  batch_sharding = parallel.batch_sharded(mesh)
+  start = int(state.step)
+  history = History()
+  t0 = time.perf_counter()
+  desc = progress if isinstance(progress, str) else sae_cfg.architecture
+  bar = tqdm(total=train_cfg.steps, initial=start, desc=desc, disable=not progress,
+             dynamic_ncols=True, leave=False)
+  window = train_cfg.log_every * train_cfg.batch_size
+  try:
+    for step in range(start, train_cfg.steps):
+      state, metrics = step_fn(state, source.batch(step, batch_sharding), gamma)
+      last = step + 1 == train_cfg.steps
+      if (step + 1) % train_cfg.log_every == 0 or last:
+        rec, diverged, tsf = jax.device_get((metrics, state.diverged_at, state.tokens_since_fired))
+        rec = {k: float(v) for k, v in rec.items()}
+        rec["step"] = step + 1
+        rec["dead_frac"] = float(np.mean(tsf >= window))
+        if diverged >= 0:
+          history.diverged_at = int(diverged)
+          msg = (f"training stopped: the loss or gradient became non-finite at step {int(diverged)}; "
+                 f"returning the last finite state (step {int(diverged)}). Lower the learning "
+                 f"rate, check the data for NaN/inf, or enable grad_clip.")
+          bar.write(msg)
+          warnings.warn(msg, RuntimeWarning, stacklevel=2)
+          break
+        history.records.append(rec)
+        bar.set_postfix(loss=f"{rec['loss']:.4g}", l0=f"{rec['l0']:.1f}", refresh=False)
+        bar.update(step + 1 - bar.n)
+  finally:
+    bar.close()
+  jax.block_until_ready(state)
+  history.seconds = time.perf_counter() - t0
+  return state, history
