@@ -21,7 +21,9 @@ from wsae_jax.sae import (ReLUSAEConfig, TiedSAEConfig, TopKSAEConfig, decode, e
                           make_config)
 from wsae_jax.superposition import (observe, polygon_matrix, random_matrix, sample_features,
                                     toy_model_matrix)
-from wsae_jax.train import History, TrainConfig, TrainState, make_train_step, train
+# `train` stays the module (wsae_jax.train.train is the loop), so it is not shadowed here.
+from wsae_jax import train
+from wsae_jax.train import History, TrainConfig, TrainState, make_train_step
 from wsae_jax.weights import consistency_weights, semantic_consistency, variance_weights
 
 __version__ = "0.1.0"

@@ -127,7 +127,7 @@ def make_train_step(sae_cfg, train_cfg: TrainConfig, *, mesh: Mesh | None = None
     params = optax.apply_updates(state.params, updates)
     fired = aux.pop("fired")
     tsf = jnp.where(fired, 0, state.tokens_since_fired + x_BxD.shape[0])
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (state.diverged_at < 0)
     new = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                      tokens_since_fired=tsf, diverged_at=state.diverged_at)

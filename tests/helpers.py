@@ -1,0 +1,16 @@
+"""The one tolerance helper the tests use."""
+
+import jax
+import numpy as np
+
+
+def assert_close(actual, expected, rtol=1e-6, atol=1e-6, err_msg=""):
+  """Elementwise closeness of two pytrees of arrays (lists and scalars count as one array)."""
+  if not isinstance(expected, dict):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+  a_leaves, a_tree = jax.tree.flatten(actual)
+  e_leaves, e_tree = jax.tree.flatten(expected)
+  assert a_tree == e_tree, f"tree structures differ: {a_tree} vs {e_tree}"
+  for a, e in zip(a_leaves, e_leaves):
+    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(e, np.float64),
+                               rtol=rtol, atol=atol, err_msg=err_msg)

@@ -1,0 +1,41 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from wsae_jax import cli
+
+
+def test_help_lists_commands_and_options(capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(["--help"])
+  assert e.value.code == 0
+  assert "demo" in capsys.readouterr().out
+  with pytest.raises(SystemExit):
+    cli.main(["demo", "--help"])
+  out = capsys.readouterr().out
+  for opt in ("--out", "--geometry", "--sparsities", "--alpha", "--arch", "--steps", "--seeds"):
+    assert opt in out
+
+
+def test_tiny_demo_writes_json_and_png(tmp_path):
+  rc = cli.main(["demo", "--out", str(tmp_path), "--steps", "40", "--sparsities", "0.9",
+                 "--eval-samples", "256", "--batch-size", "64", "--no-progress"])
+  assert rc == 0
+  result = json.loads((tmp_path / "demo.json").read_text())
+  assert {r["model"] for r in result["rows"]} == {"SAE", "WSAE"}
+  for r in result["rows"]:
+    assert r["l_gt"] >= 0 and 0 <= r["mmcs"] <= 1
+  assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_cli_input_is_a_clear_error(tmp_path, capsys):
+  assert cli.main(["demo", "--out", str(tmp_path), "--sparsities", "1.5"]) == 2
+  assert "sparsity must lie in [0.0, 1.0)" in capsys.readouterr().err
+
+
+def test_console_script_entry_point():
+  out = subprocess.run([sys.executable, "-m", "wsae_jax.cli", "--help"], capture_output=True,
+                       text=True, check=True).stdout
+  assert "Weighted sparse autoencoders" in out

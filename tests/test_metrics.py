@@ -1,0 +1,89 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import wsae_jax as w
+from wsae_jax import metrics
+from helpers import assert_close
+
+RNG = np.random.default_rng(0)
+
+
+def test_match_latents_recovers_a_permutation_with_sign_and_scale():
+  W = np.asarray(w.random_matrix(jax.random.key(0), 6, 9))
+  perm = RNG.permutation(12)[:9]  # 12 latents, 9 features: 3 extra latents
+  dirs = RNG.standard_normal((12, 6)) * 0.01
+  signs = RNG.choice([-1.0, 1.0], 9)
+  dirs[perm] = (W * signs * RNG.uniform(0.5, 2.0, 9)).T
+  m = metrics.match_latents(dirs, W)
+  assert np.array_equal(m.latent_of_feature, perm)
+  assert_close(m.cos, np.ones(9), atol=1e-6)
+  assert_close(metrics.mmcs(dirs, W), 1.0, atol=1e-6)
+
+
+def test_fewer_latents_than_features_leaves_some_unmatched():
+  W = np.eye(4)
+  m = metrics.match_latents(np.eye(4)[:2], W)
+  assert sorted(m.latent_of_feature.tolist()) == [-1, -1, 0, 1]
+
+
+def test_mcc_is_one_for_a_scaled_permutation_and_low_for_noise():
+  x = RNG.random((500, 5))
+  z = np.concatenate([x[:, ::-1] * 3.0 + 1.0, RNG.random((500, 2))], axis=1)
+  assert_close(metrics.mcc(z, x), 1.0, atol=1e-9)
+  assert metrics.mcc(RNG.random((500, 5)), x) < 0.2
+
+
+def test_gt_loss_shrinkage_vanishing_on_example_1():
+  # PAPER.md Example 1: x = (0.5, 1.0, 0.8), W_p = [[1,0,0],[0,1,-1]] -> x_m = (0.5, 0.2, 0).
+  x = np.array([[0.5, 1.0, 0.8]])
+  W = np.array([[1.0, 0, 0], [0, 1.0, -1.0]])
+  x_m = np.maximum(x @ W.T @ W, 0)
+  assert_close(x_m, [[0.5, 0.2, 0.0]], atol=1e-12)
+  m = metrics.match_latents(W.T, W)  # the closed-form encoder: latent j is feature j
+  assert np.array_equal(m.latent_of_feature, [0, 1, 2])
+  assert_close(metrics.gt_loss(x, x_m, m), 0.8 ** 2 + 0.8 ** 2, rtol=1e-12)
+  shrink, vanish = metrics.shrinkage_vanishing(x, x_m)
+  assert_close(shrink, [1.0, 0.2, 0.0], atol=1e-12)
+  assert_close(vanish, [0.0, 0.0, 1.0])
+
+
+def test_features_per_latent_counts_features_shown_alone():
+  # Tied SAE whose latents are the triangle directions: feature j activates latent j only
+  # (the other two triangle directions have cos -1/2).
+  W = w.polygon_matrix(1, 3)
+  cfg = w.TiedSAEConfig(d_in=2, d_sae=3)
+  assert metrics.features_per_latent(cfg, {"W_enc": jnp.asarray(W)}, W) == 1.0
+  # Digon pair seen by a square's axes: every latent answers one feature... and a latent along
+  # (1, 1)/√2 in a square answers two features (its neighbours at ±45°).
+  sq = w.polygon_matrix(1, 4)
+  diag = np.array([[1.0, 1.0]]).T / np.sqrt(2)
+  assert metrics.features_per_latent(w.TiedSAEConfig(d_in=2, d_sae=1),
+                                     {"W_enc": jnp.asarray(diag, jnp.float32)}, sq) == 2.0
+
+
+def test_simple_metrics_match_numpy():
+  z = np.array([[0, 1.0, 0], [2.0, 0, 0], [0, 3.0, 0]])
+  assert metrics.l0(z) == 1.0
+  assert_close(metrics.dead_fraction(z), 1 / 3)
+  assert_close(metrics.latent_variance(z), np.var(z, axis=0))
+  x = RNG.random((50, 4))
+  x_hat = x + 0.1 * RNG.standard_normal((50, 4))
+  assert_close(metrics.fvu(x, x_hat), np.sum((x - x_hat) ** 2) / np.sum((x - x.mean(0)) ** 2))
+
+
+def test_evaluate_on_the_closed_form_of_a_digon_problem():
+  # Pure digons: the closed-form tied SAE reconstructs x_p exactly but loses features (L_GT > 0).
+  W = w.polygon_matrix(4, 2)
+  cfg = w.TiedSAEConfig(d_in=8, d_sae=8)
+  x = np.asarray(w.sample_features(jax.random.key(1), 4000, 8, 0.5))
+  m = metrics.evaluate(cfg, {"W_enc": jnp.asarray(W)}, x, W)
+  assert m["l_sae"] < 1e-10 and m["l_gt"] > 0.01
+  assert_close(m["mmcs"], 1.0, atol=1e-6)
+  assert 0 < m["vanishing"] < 1
+
+
+def test_metric_inputs_checked():
+  with pytest.raises(w.WSAEInputError, match="observed space"):
+    metrics.abs_cosine(np.ones((3, 4)), np.ones((5, 2)))

@@ -1,0 +1,116 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import wsae_jax as w
+from wsae_jax import sae
+from helpers import assert_close
+
+D_IN, D_SAE = 6, 10
+
+
+def _relu(v):
+  return np.maximum(v, 0.0)
+
+
+def np_forward(cfg, p, x):
+  """Slow, obvious numpy reference for every architecture."""
+  p = {k: np.asarray(v, np.float64) for k, v in p.items()}
+  x = np.asarray(x, np.float64)
+  if cfg.architecture == "tied":
+    z = _relu(x @ p["W_enc"])
+    return z, z @ p["W_enc"].T
+  if cfg.architecture == "relu":
+    z = _relu(x @ p["W_enc"] + p["b_enc"])
+    return z, z @ p["W_dec"] + p["b_dec"]
+  pre = (x - p["b_dec"]) @ p["W_enc"] + p["b_enc"]
+  z = np.zeros_like(pre)
+  for b in range(pre.shape[0]):
+    top = np.argsort(-pre[b])[:cfg.k]
+    z[b, top] = _relu(pre[b, top])
+  return z, z @ p["W_dec"] + p["b_dec"]
+
+
+def _random_params(cfg, seed=0):
+  p = sae.init(cfg, jax.random.key(seed))
+  rng = np.random.default_rng(seed)
+  # Non-trivial biases so that the reference checks them too.
+  return {k: jnp.asarray(v + 0.1 * rng.standard_normal(v.shape), jnp.float32) for k, v in p.items()}
+
+
+CONFIGS = [w.TiedSAEConfig(d_in=D_IN, d_sae=D_SAE), w.ReLUSAEConfig(d_in=D_IN, d_sae=D_SAE),
+           w.TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3)]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.architecture)
+def test_encode_decode_match_numpy(cfg):
+  p = _random_params(cfg)
+  x = np.random.default_rng(1).standard_normal((16, D_IN)).astype(np.float32)
+  z, x_hat = sae.forward(cfg, p, x)
+  z_ref, x_hat_ref = np_forward(cfg, p, x)
+  assert_close(z, z_ref, rtol=1e-5, atol=1e-5)
+  assert_close(x_hat, x_hat_ref, rtol=1e-5, atol=1e-5)
+  assert_close(sae.decode(cfg, p, z), x_hat, rtol=1e-6, atol=1e-6)
+
+
+def test_param_names_and_shapes_follow_saelens():
+  p = sae.init(CONFIGS[1], jax.random.key(0))
+  assert {k: v.shape for k, v in p.items()} == {
+      "W_enc": (D_IN, D_SAE), "W_dec": (D_SAE, D_IN), "b_enc": (D_SAE,), "b_dec": (D_IN,)}
+  assert set(sae.init(CONFIGS[0], jax.random.key(0))) == {"W_enc"}
+  assert sae.decoder_matrix(CONFIGS[0], sae.init(CONFIGS[0], jax.random.key(0))).shape == (D_SAE, D_IN)
+
+
+def test_topk_has_exactly_k_nonzeros():
+  cfg = w.TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=4)
+  p = _random_params(cfg)
+  p["b_enc"] = jnp.full((D_SAE,), 10.0)  # every pre-activation positive
+  x = np.random.default_rng(2).standard_normal((32, D_IN)).astype(np.float32)
+  z = np.asarray(sae.encode(cfg, p, x))
+  assert np.all((z != 0).sum(axis=1) == 4)
+  # Without the bias some rows have fewer than k positive pre-activations: never more than k.
+  p["b_enc"] = jnp.full((D_SAE,), -1.0)
+  assert np.all((np.asarray(sae.encode(cfg, p, x)) != 0).sum(axis=1) <= 4)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.architecture)
+def test_permuting_latents_permutes_outputs(cfg):
+  p = _random_params(cfg)
+  perm = np.random.default_rng(3).permutation(D_SAE)
+  q = dict(p)
+  q["W_enc"] = p["W_enc"][:, perm]
+  if "W_dec" in p:
+    q["W_dec"], q["b_enc"] = p["W_dec"][perm], p["b_enc"][perm]
+  x = np.random.default_rng(4).standard_normal((8, D_IN)).astype(np.float32)
+  z, x_hat = sae.forward(cfg, p, x)
+  zq, x_hat_q = sae.forward(cfg, q, x)
+  assert_close(zq, np.asarray(z)[:, perm], atol=1e-6)
+  assert_close(x_hat_q, x_hat, rtol=1e-5, atol=1e-5)
+
+
+def test_topk_init_has_unit_decoder_rows():
+  p = sae.init(CONFIGS[2], jax.random.key(0))
+  assert_close(jnp.linalg.norm(p["W_dec"], axis=1), np.ones(D_SAE), atol=1e-6)
+  assert_close(p["W_enc"], p["W_dec"].T)
+
+
+def test_config_is_hashable_and_frozen():
+  cfg = CONFIGS[2]
+  assert hash(cfg) == hash(w.TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3))
+  with pytest.raises(Exception):
+    cfg.k = 5
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: w.TopKSAEConfig(d_in=4, d_sae=8, k=9), "k must be <= d_sae"),
+    (lambda: w.TopKSAEConfig(d_in=4, d_sae=8, k=0), "k must be >= 1"),
+    (lambda: w.TiedSAEConfig(d_in=4, d_sae=0), "d_sae must be >= 1"),
+    (lambda: w.ReLUSAEConfig(d_in=0, d_sae=4), "d_in must be >= 1"),
+    (lambda: w.ReLUSAEConfig(d_in=4, d_sae=4, l1_coefficient=-1.0), "l1_coefficient"),
+    (lambda: w.TiedSAEConfig(d_in=4.5, d_sae=4), "d_in must be an integer"),
+    (lambda: w.make_config("gated", d_in=4, d_sae=4), "unknown architecture 'gated'"),
+])
+def test_bad_configs_raise(make, match):
+  with pytest.raises(w.WSAEInputError, match=match):
+    make()
