@@ -10,8 +10,10 @@ Modules, one idea each:
   data           batch sources (synthetic on-device, arrays, iterables)
   train          TrainConfig, TrainState, the jitted step and the training loop
   metrics        matching, MMCS, MCC, L_GT, features per latent, shrinkage, FVU, L0
+  closed_form    the paper's analytic SAE (Thm 1), loss identities (Thm 4/5), grid solver
 """
 
+from wsae_jax import closed_form
 from wsae_jax._validate import WSAEInputError
 from wsae_jax.data import ArraySource, IterableSource, SyntheticSource, as_source
 from wsae_jax.losses import reconstruction_loss, sae_loss
@@ -29,7 +31,7 @@ from wsae_jax.weights import consistency_weights, semantic_consistency, variance
 __version__ = "0.1.0"
 
 __all__ = [
-    "ArraySource", "History", "IterableSource", "ReLUSAEConfig", "SyntheticSource",
+    "closed_form", "ArraySource", "History", "IterableSource", "ReLUSAEConfig", "SyntheticSource",
     "TiedSAEConfig", "TopKSAEConfig", "TrainConfig", "TrainState", "WSAEInputError", "as_source",
     "consistency_weights", "data_mesh", "decode", "encode", "evaluate", "make_config",
     "make_train_step", "match_latents", "mcc", "mmcs", "observe", "polygon_matrix",
