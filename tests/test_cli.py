@@ -39,3 +39,16 @@ def test_console_script_entry_point():
   out = subprocess.run([sys.executable, "-m", "wsae_jax.cli", "--help"], capture_output=True,
                        text=True, check=True).stdout
   assert "Weighted sparse autoencoders" in out
+
+
+def test_theory_prints_per_feature_table(tmp_path, capsys):
+  out_json = tmp_path / "d.json"
+  assert cli.main(["theory", "--planes", "2", "--k", "2", "--mono", "1", "--sparsity", "0.5",
+                   "--samples", "4096", "--json", str(out_json)]) == 0
+  out = capsys.readouterr().out
+  assert "plane 1 #1" in out and "mono 0" in out and "non-positive interference yes" in out
+  d = json.loads(out_json.read_text())
+  assert len(d["shrinkage"]) == 5
+  assert d["vanishing"][-1] == 0.0  # the monosemantic feature never vanishes
+  # A digon pair: whenever both are active, the smaller one vanishes.
+  assert 0.2 < d["vanishing"][0] < 0.5

@@ -51,12 +51,83 @@ def _run_demo(args):
   demo.run(demo.DemoConfig(**fields), progress=not args.no_progress)
 
 
+def _add_theory(sub):
+  p = sub.add_parser(
+      "theory", help="closed-form diagnostics (shrinking, vanishing, identifiability) for a geometry",
+      description="Runs closed_form.diagnose on a chosen superposition geometry: per true feature, "
+      "the expected shrinkage E[x_m,j/x_j | x_j>0] and vanishing probability P(x_m,j=0 | x_j>0) of "
+      "the paper's closed-form SAE, its L_SAE, L_GT and the Thm 4/5 gap, and which identifiability "
+      "conditions hold.",
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  p.add_argument("--geometry", choices=("polygon", "random", "toy"), default="polygon",
+                 help="polygon: k-gons in orthogonal planes plus monosemantic dims; random: unit "
+                 "Gaussian directions; toy: a trained Elhage toy model")
+  p.add_argument("--planes", type=int, default=4, help="polygon: number of 2-D planes")
+  p.add_argument("--k", type=int, default=3, help="polygon: features per plane (2 digon, 3 triangle…)")
+  p.add_argument("--mono", type=int, default=2, help="polygon: monosemantic dimensions")
+  p.add_argument("--n", type=int, default=40, help="random/toy: number of true features")
+  p.add_argument("--n-p", type=int, default=20, help="random/toy: observed dimensions")
+  p.add_argument("--sparsity", type=float, default=0.9, help="feature sparsity S in [0, 1)")
+  p.add_argument("--d-sae", type=int, default=None, help="SAE width (default: n)")
+  p.add_argument("--alpha", type=float, default=None,
+                 help="weight the loss with the model's variance weights γ = s^α (default: plain SAE)")
+  p.add_argument("--samples", type=int, default=100_000, help="Monte-Carlo samples")
+  p.add_argument("--seed", type=int, default=0, help="PRNG seed")
+  p.add_argument("--json", default=None, help="also write the diagnosis to this JSON file")
+  p.set_defaults(func=_run_theory)
+
+
+def _run_theory(args):
+  import json
+
+  import jax
+  import numpy as np
+
+  from wsae_jax import closed_form, superposition as sp
+  V.check_range("sparsity", args.sparsity, low=0.0, high=1.0, high_open=True)
+  key = jax.random.key(args.seed)
+  if args.geometry == "polygon":
+    W = sp.polygon_matrix(args.planes, args.k, n_mono=args.mono)
+    labels = [f"plane {j // args.k} #{j % args.k}" for j in range(args.planes * args.k)]
+    labels += [f"mono {m}" for m in range(args.mono)]
+  elif args.geometry == "random":
+    W = np.asarray(sp.random_matrix(key, args.n_p, args.n))
+    labels = [f"feature {j}" for j in range(args.n)]
+  else:
+    W = sp.toy_model_matrix(key, args.n, args.n_p, args.sparsity)
+    labels = [f"feature {j}" for j in range(args.n)]
+  n = W.shape[1]
+  gamma = None if args.alpha is None else np.asarray(closed_form.model_variance_weights(W, args.alpha))
+  d = closed_form.diagnose(W, args.sparsity, args.d_sae or n, key=jax.random.fold_in(key, 1),
+                           num_samples=args.samples, gamma=gamma)
+  c = d["conditions"]
+  print(f"W_p {W.shape}, S={args.sparsity}, d_sae={c['d_sae']}, {d['num_samples']} samples"
+        + ("" if gamma is None else f", γ = s^{args.alpha}"))
+  print(f"closed form: L_SAE={d['l_sae']:.6g}  L_GT={d['l_gt']:.6g}  gap={d['gap']:.6g}  "
+        f"Thm 4/5 predicted gap={d['predicted_gap']:.6g}")
+  print(f"conditions: extreme sparsity {'yes' if c['extreme_sparsity'] else 'no'} "
+        f"(P(>=2 active)={c['p_two_or_more_active']:.3g}); d_sae >= n "
+        f"{'yes' if c['enough_latents'] else 'no'} ({c['d_sae']} vs {c['n']}); non-positive "
+        f"interference {'yes' if c['nonpositive_interference'] else 'no'} "
+        f"(max w_i·w_j={c['max_interference']:.3g}, coherence={c['mutual_coherence']:.3g})")
+  print(f"\n{'feature':>16} {'shrinkage':>10} {'vanishing':>10}")
+  for lab, s_j, v_j in zip(labels, d["shrinkage"], d["vanishing"]):
+    print(f"{lab:>16} {s_j:>10.4f} {v_j:>10.4f}")
+  if args.json:
+    out = {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in d.items()}
+    out["W_p"] = np.asarray(W).tolist()
+    with open(args.json, "w") as f:
+      json.dump(out, f, indent=2)
+    print(f"\nwrote {args.json}")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="wsae",
       description="Weighted sparse autoencoders in JAX. Each subcommand has its own --help.")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
   _add_demo(sub)
+  _add_theory(sub)
   return parser
 
 
