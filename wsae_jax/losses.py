@@ -49,27 +49,32 @@ def tied_loss(cfg: sae_lib.TiedSAEConfig, params, x_BxD, *, gamma=None, **_):
   return recon, {"loss": recon, "recon": recon, **_common_aux(x_BxD, z, r_aux["mse"])}
 
 
-def relu_loss(cfg: sae_lib.ReLUSAEConfig, params, x_BxD, *, gamma=None, **_):
-  """Weighted reconstruction plus `λ · E Σ_j z_j ‖W_dec[j]‖` (Anthropic, April 2024)."""
+def relu_loss(cfg: sae_lib.ReLUSAEConfig, params, x_BxD, *, gamma=None, l1_coefficient=None, **_):
+  """Weighted reconstruction plus `λ · E Σ_j z_j ‖W_dec[j]‖` (Anthropic, April 2024).
+
+  `l1_coefficient` overrides `cfg.l1_coefficient` (it may be traced, e.g. one value per sweep member).
+  """
   z, x_hat = sae_lib.forward(cfg, params, x_BxD)
   recon, r_aux = reconstruction_loss(x_BxD, x_hat, gamma)
   dec_norms_M = jnp.linalg.norm(params["W_dec"], axis=-1)
   sparsity = jnp.mean(z @ dec_norms_M)
-  loss = recon + cfg.l1_coefficient * sparsity
+  lam = cfg.l1_coefficient if l1_coefficient is None else l1_coefficient
+  loss = recon + lam * sparsity
   return loss, {"loss": loss, "recon": recon, "l1": sparsity,
                 **_common_aux(x_BxD, z, r_aux["mse"])}
 
 
-def topk_loss(cfg: sae_lib.TopKSAEConfig, params, x_BxD, *, gamma=None, dead_M=None, **_):
+def topk_loss(cfg: sae_lib.TopKSAEConfig, params, x_BxD, *, gamma=None, dead_M=None, k=None, **_):
   """Weighted reconstruction plus the AuxK loss.
 
   AuxK (Gao et al. 2024): the `aux_k` largest pre-activations among dead latents reconstruct the
   (stopped-gradient) residual `x − x̂` through the decoder without bias; weighted by γ like the main
   term and scaled by `min(n_dead / aux_k, 1)` (as SAELens does), so it fades as latents revive.
-  `dead_M` is a boolean mask of dead latents (None: no AuxK term).
+  `dead_M` is a boolean mask of dead latents (None: no AuxK term). `k` (<= cfg.k, may be traced)
+  keeps only the k largest of the cfg.k selected latents, so one compiled program serves many k.
   """
   pre = sae_lib.pre_activations(cfg, params, x_BxD)
-  z = sae_lib.topk_activation(pre, cfg.k)
+  z = sae_lib.topk_activation(pre, cfg.k, k_active=k)
   x_hat = sae_lib.decode(cfg, params, z)
   recon, r_aux = reconstruction_loss(x_BxD, x_hat, gamma)
   if dead_M is None:
@@ -91,10 +96,13 @@ def topk_loss(cfg: sae_lib.TopKSAEConfig, params, x_BxD, *, gamma=None, dead_M=N
 _LOSSES = {"tied": tied_loss, "relu": relu_loss, "topk": topk_loss}
 
 
-def sae_loss(cfg: sae_lib.SAEConfig, params, x_BxD, *, gamma=None, dead_M=None):
+def sae_loss(cfg: sae_lib.SAEConfig, params, x_BxD, *, gamma=None, dead_M=None,
+             l1_coefficient=None, k=None):
   """The training loss of `cfg`'s architecture: `(scalar, aux_metrics)`.
 
   `aux_metrics` holds scalars (`loss`, `recon`, `mse`, `fvu`, `l0`, and the architecture's
   penalty) plus `fired`, a `(d_sae,)` mask of latents active anywhere in the batch.
+  `l1_coefficient` (relu) and `k` (topk) override the config's values and may be traced.
   """
-  return _LOSSES[cfg.architecture](cfg, params, x_BxD, gamma=gamma, dead_M=dead_M)
+  return _LOSSES[cfg.architecture](cfg, params, x_BxD, gamma=gamma, dead_M=dead_M,
+                                   l1_coefficient=l1_coefficient, k=k)

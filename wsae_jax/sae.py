@@ -154,13 +154,17 @@ def pre_activations(cfg: SAEConfig, params: Params, x_BxD: jax.Array) -> jax.Arr
   return x_BxD @ params["W_enc"] + params["b_enc"]
 
 
-def topk_activation(pre_BxM: jax.Array, k: int) -> jax.Array:
+def topk_activation(pre_BxM: jax.Array, k: int, k_active=None) -> jax.Array:
   """Keeps the k largest pre-activations per row (after ReLU), zero elsewhere.
 
   Exactly k entries survive the selection; entries whose value is <= 0 are then zeroed by the
   ReLU, so a row has k non-zeros whenever it has at least k positive pre-activations.
+  `k_active` (<= k, may be traced) keeps only the first `k_active` ranks: Top-k for many k in
+  one compiled program.
   """
   vals_BxK, idx_BxK = jax.lax.top_k(pre_BxM, k)
+  if k_active is not None:
+    vals_BxK = jnp.where(jnp.arange(k) < k_active, vals_BxK, 0.0)
   rows = jnp.arange(pre_BxM.shape[0])[:, None]
   return jnp.zeros_like(pre_BxM).at[rows, idx_BxK].set(jax.nn.relu(vals_BxK))
 

@@ -83,30 +83,64 @@ class TrainState:
   """First step whose loss or gradient was not finite, or -1."""
 
 
-def make_optimizer(sae_cfg, train_cfg: TrainConfig) -> optax.GradientTransformation:
+def make_optimizer(sae_cfg, train_cfg: TrainConfig, learning_rate=None) -> optax.GradientTransformation:
+  """The optimiser chain of `train_cfg`; `learning_rate` (may be traced) overrides its peak rate."""
   return optim.make_optimizer(
-      sae_cfg, learning_rate=train_cfg.learning_rate, steps=train_cfg.steps,
-      warmup_steps=train_cfg.warmup_steps, decay_fraction=train_cfg.decay_fraction,
-      b1=train_cfg.b1, b2=train_cfg.b2, grad_clip=train_cfg.grad_clip)
+      sae_cfg, learning_rate=train_cfg.learning_rate if learning_rate is None else learning_rate,
+      steps=train_cfg.steps, warmup_steps=train_cfg.warmup_steps,
+      decay_fraction=train_cfg.decay_fraction, b1=train_cfg.b1, b2=train_cfg.b2,
+      grad_clip=train_cfg.grad_clip)
+
+
+def new_state(sae_cfg, train_cfg: TrainConfig, params: dict | None = None, seed=None) -> TrainState:
+  """An unsharded fresh state (parameters from `seed`, default `train_cfg.seed`)."""
+  if params is None:
+    params = sae_lib.init(sae_cfg, jax.random.key(train_cfg.seed if seed is None else seed))
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=make_optimizer(sae_cfg, train_cfg).init(params),
+                    tokens_since_fired=jnp.zeros((sae_cfg.d_sae,), jnp.int32),
+                    diverged_at=jnp.full((), -1, jnp.int32))
 
 
 def init_state(sae_cfg, train_cfg: TrainConfig, *, mesh: Mesh | None = None,
                params: dict | None = None) -> TrainState:
   """A fresh `TrainState`, created directly with replicated shardings on `mesh`."""
   mesh = mesh or parallel.data_mesh()
-  opt = make_optimizer(sae_cfg, train_cfg)
-
-  def _init(p):
-    p = sae_lib.init(sae_cfg, jax.random.key(train_cfg.seed)) if p is None else p
-    return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=opt.init(p),
-                      tokens_since_fired=jnp.zeros((sae_cfg.d_sae,), jnp.int32),
-                      diverged_at=jnp.full((), -1, jnp.int32))
-
-  return jax.jit(_init, out_shardings=parallel.replicated(mesh))(params)
+  return jax.jit(lambda p: new_state(sae_cfg, train_cfg, p),
+                 out_shardings=parallel.replicated(mesh))(params)
 
 
 def _where_tree(pred, new, old):
   return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+def apply_step(sae_cfg, opt: optax.GradientTransformation, state: TrainState, x_BxD, gamma_D, *,
+               batch_size: int, loss_kwargs: dict | None = None,
+               reduce: Callable[[Any], Any] = lambda t: t) -> tuple[TrainState, dict]:
+  """One optimiser step of one SAE: the maths shared by `train` and `sweep.train_sweep`.
+
+  `reduce` combines per-device gradients and metrics when the batch is split by hand
+  (`shard_map`); under `jax.jit` sharding it is the identity. A step whose loss or gradient is not
+  finite is not applied, and `diverged_at` records it (the member is frozen from then on).
+  """
+  dead_after = getattr(sae_cfg, "dead_after_tokens", None)
+  dead_M = None if dead_after is None else state.tokens_since_fired >= dead_after
+  grad_fn = jax.value_and_grad(
+      lambda p: losses.sae_loss(sae_cfg, p, x_BxD, gamma=gamma_D, dead_M=dead_M,
+                                **(loss_kwargs or {})), has_aux=True)
+  (loss, aux), grads = grad_fn(state.params)
+  fired = aux.pop("fired")
+  loss, aux, grads, fired = reduce((loss, aux, grads, fired.astype(jnp.int32)))
+  updates, opt_state = opt.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  tsf = jnp.where(fired > 0, 0, state.tokens_since_fired + batch_size)
+  grad_norm = optax.tree.norm(grads)
+  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (state.diverged_at < 0)
+  new = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                   tokens_since_fired=tsf, diverged_at=state.diverged_at)
+  frozen = state.replace(
+      diverged_at=jnp.where(state.diverged_at < 0, state.step, state.diverged_at))
+  return _where_tree(ok, new, frozen), {**aux, "grad_norm": grad_norm}
 
 
 def make_train_step(sae_cfg, train_cfg: TrainConfig, *, mesh: Mesh | None = None
@@ -115,26 +149,10 @@ def make_train_step(sae_cfg, train_cfg: TrainConfig, *, mesh: Mesh | None = None
   """Builds the jitted step `(state, x_BxD, gamma) -> (state, metrics)`; `state` is donated."""
   mesh = mesh or parallel.data_mesh()
   opt = make_optimizer(sae_cfg, train_cfg)
-  dead_after = getattr(sae_cfg, "dead_after_tokens", None)
   repl, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
   def step_fn(state: TrainState, x_BxD, gamma_D):
-    dead_M = None if dead_after is None else state.tokens_since_fired >= dead_after
-    grad_fn = jax.value_and_grad(
-        lambda p: losses.sae_loss(sae_cfg, p, x_BxD, gamma=gamma_D, dead_M=dead_M), has_aux=True)
-    (loss, aux), grads = grad_fn(state.params)
-    updates, opt_state = opt.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    fired = aux.pop("fired")
-    tsf = jnp.where(fired, 0, state.tokens_since_fired + x_BxD.shape[0])
-    grad_norm = optax.tree.norm(grads)
-    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (state.diverged_at < 0)
-    new = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
-                     tokens_since_fired=tsf, diverged_at=state.diverged_at)
-    frozen = state.replace(
-        diverged_at=jnp.where(state.diverged_at < 0, state.step, state.diverged_at))
-    metrics = {**aux, "grad_norm": grad_norm}
-    return _where_tree(ok, new, frozen), metrics
+    return apply_step(sae_cfg, opt, state, x_BxD, gamma_D, batch_size=x_BxD.shape[0])
 
   return jax.jit(step_fn, in_shardings=(repl, batch, repl), out_shardings=(repl, repl),
                  donate_argnums=0)
