@@ -52,3 +52,41 @@ def test_theory_prints_per_feature_table(tmp_path, capsys):
   assert d["vanishing"][-1] == 0.0  # the monosemantic feature never vanishes
   # A digon pair: whenever both are active, the smaller one vanishes.
   assert 0.2 < d["vanishing"][0] < 0.5
+
+
+def test_sweep_file_runs_and_writes_results(tmp_path, capsys):
+  cfg = tmp_path / "s.toml"
+  cfg.write_text(f"""
+[sae]
+architecture = "topk"
+d_sae = 16
+[train]
+steps = 20
+batch_size = 64
+log_every = 10
+[data]
+geometry = "polygon"
+planes = 2
+k = 3
+mono = 2
+[grid]
+seed = [0, 1]
+k = [2, 3]
+sparsity = [0.9]
+[output]
+dir = "{tmp_path / 'out'}"
+""")
+  assert cli.main(["sweep", str(cfg), "--no-progress"]) == 0
+  rows = json.loads((tmp_path / "out" / "sweep.json").read_text())["rows"]
+  assert [r["k"] for r in rows] == [2, 3, 2, 3]
+  assert all(r["l0"] <= r["k"] for r in rows)
+  assert (tmp_path / "out" / "sweep.csv").exists() and (tmp_path / "out" / "sweep.png").exists()
+
+
+def test_sweep_file_errors_are_clear(tmp_path, capsys):
+  bad = tmp_path / "bad.toml"
+  bad.write_text("[sae]\narchitecture = 'tied'\n[grid]\nseed=[0]\n")
+  assert cli.main(["sweep", str(bad)]) == 2
+  assert "missing the [data] table" in capsys.readouterr().err
+  assert cli.main(["sweep", str(tmp_path / "nope.toml")]) == 2
+  assert "does not exist" in capsys.readouterr().err

@@ -121,6 +121,23 @@ def _run_theory(args):
     print(f"\nwrote {args.json}")
 
 
+def _add_sweep(sub):
+  from wsae_jax.sweep import SWEEP_FILE_DOC
+  p = sub.add_parser(
+      "sweep", help="train a whole hyperparameter sweep as one compiled program",
+      description="Trains every member of the grid a sweep file describes together (vmap over "
+      "members, sharded over devices) and writes sweep.json, sweep.csv and sweep.png.\n\n"
+      + SWEEP_FILE_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("config", help="sweep file (.toml or .json)")
+  p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+  p.set_defaults(func=_run_sweep)
+
+
+def _run_sweep(args):
+  from wsae_jax import sweep
+  sweep.run_sweep_file(args.config, progress=not args.no_progress)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="wsae",
@@ -128,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
   sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
   _add_demo(sub)
   _add_theory(sub)
+  _add_sweep(sub)
   return parser
 
 

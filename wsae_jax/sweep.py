@@ -203,10 +203,9 @@ def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk
     n_data = jax.lax.psum(1, DATA_AXIS)
 
     def reduce(t):
-      loss, aux, grads, fired = t
+      loss, aux, fired = t
       mean = lambda a: jax.lax.psum(a, DATA_AXIS) / n_data
-      return (mean(loss), jax.tree.map(mean, aux), jax.tree.map(mean, grads),
-              jax.lax.psum(fired, DATA_AXIS))
+      return mean(loss), jax.tree.map(mean, aux), jax.lax.psum(fired, DATA_AXIS)
 
     def member_step(state, hp_m, x_BxD, step):
       opt = train_lib.make_optimizer(sae_cfg, train_cfg, learning_rate=hp_m["learning_rate"])
@@ -314,8 +313,8 @@ def pareto_front(rows: Sequence[dict], x: str = "l0", y: str = "mse") -> list[in
 
 def train_sweep(sae_cfg, train_cfg: train_lib.TrainConfig, members: Sequence[dict], data, *,
                 mesh: Mesh | None = None, steps_per_call: int | None = None,
-                member_chunk: int = 8, progress: bool | str = True,
-                eval_samples: int = 8192) -> SweepResult:
+                member_chunk: int = 4, progress: bool | str = True,
+                eval_samples: int = 8192, initial_params: dict | None = None) -> SweepResult:
   """Trains every member of a sweep together, as one compiled program.
 
   Args:
@@ -330,6 +329,8 @@ def train_sweep(sae_cfg, train_cfg: train_lib.TrainConfig, members: Sequence[dic
     member_chunk: members processed together within a device (cache-sized groups).
     progress: one progress bar for the whole sweep.
     eval_samples: held-out samples for the result table.
+    initial_params: stacked starting parameters (every leaf with a leading member axis), instead
+      of each member's seeded initialisation (e.g. to start from the closed form).
 
   Returns:
     A `SweepResult`: stacked states, one table row per member (hyperparameters, final L_SAE, L_GT,
@@ -385,8 +386,15 @@ def train_sweep(sae_cfg, train_cfg: train_lib.TrainConfig, members: Sequence[dic
         "gamma": jnp.asarray(gammas), "stream": jnp.asarray(stream_of, jnp.int32)}
   hp = jax.device_put(hp, member_sharding)
   seeds_K = jnp.asarray([m["seed"] for m in res], jnp.uint32)
-  states = jax.jit(jax.vmap(lambda s: train_lib.new_state(sae_cfg, train_cfg, seed=s)),
-                   out_shardings=member_sharding)(seeds_K)
+  if initial_params is not None:
+    want = jax.eval_shape(lambda: sae_lib.init(sae_cfg, jax.random.key(0)))
+    for name, spec in want.items():
+      got = np.shape(initial_params.get(name, ()))
+      if got != (K,) + spec.shape:
+        raise V.WSAEInputError(
+            f"initial_params[{name!r}] must have shape {(K,) + spec.shape} (members first), got {got}.")
+  states = jax.jit(jax.vmap(lambda s, p: train_lib.new_state(sae_cfg, train_cfg, params=p, seed=s)),
+                   out_shardings=member_sharding)(seeds_K, initial_params)
 
   histories: list[list[dict]] = [[] for _ in range(K)]
   xs_sharding = NamedSharding(mesh, P(None, None, DATA_AXIS))
@@ -460,3 +468,140 @@ def _table(sae_cfg, res, states, gammas, problem, source, histories, diverged, e
     row["final_train_loss"] = histories[i][-1]["loss"] if histories[i] else float("nan")
     rows.append(row)
   return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Sweep files: `wsae sweep CONFIG.toml` (or .json).
+# ----------------------------------------------------------------------------------------------
+
+SWEEP_FILE_DOC = """\
+A sweep file is TOML (or the same structure in JSON) with these tables:
+
+  [sae]      architecture = "tied" | "relu" | "topk", d_sae, and that config's other fields
+             (k, l1_coefficient, ...). d_in comes from the data.
+  [train]    any TrainConfig field: steps, batch_size, learning_rate, warmup_steps, ...
+  [data]     synthetic: geometry = "polygon" (planes, k, mono) | "random" (n, n_p, seed) |
+             "toy" (n, n_p, sparsity, seed); or real: activations = "file.npy" (tokens, d_in).
+  [grid]     axes to cross, each a list: seed, data_seed, sparsity, alpha, learning_rate,
+             l1_coefficient, k.
+  [output]   dir = "sweep_out" (sweep.json, sweep.csv, sweep.png are written there).
+
+Example (experiments/configs/sweep_small.toml):
+
+  [sae]
+  architecture = "tied"
+  d_sae = 28
+  [train]
+  steps = 1000
+  batch_size = 1024
+  learning_rate = 3e-3
+  [data]
+  geometry = "polygon"
+  planes = 8
+  k = 3
+  mono = 4
+  [grid]
+  seed = [0, 1, 2]
+  sparsity = [0.7, 0.9, 0.99]
+  alpha = [0.0, 1.0]
+  [output]
+  dir = "sweep_out"
+"""
+
+
+def load_sweep_file(path) -> dict:
+  """Reads a sweep file (.toml or .json) into a dict, with a clear error for anything else."""
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise V.WSAEInputError(f"sweep file {str(path)!r} does not exist.")
+  text = path.read_text()
+  if path.suffix == ".toml":
+    import tomllib
+    try:
+      spec = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+      raise V.WSAEInputError(f"{path}: not valid TOML: {e}") from None
+  elif path.suffix == ".json":
+    try:
+      spec = json.loads(text)
+    except json.JSONDecodeError as e:
+      raise V.WSAEInputError(f"{path}: not valid JSON: {e}") from None
+  else:
+    raise V.WSAEInputError(f"{path}: sweep files are .toml or .json, got {path.suffix!r}.")
+  unknown = set(spec) - {"sae", "train", "data", "grid", "output"}
+  if unknown:
+    raise V.WSAEInputError(f"{path}: unknown tables {sorted(unknown)}.\n\n{SWEEP_FILE_DOC}")
+  for table in ("sae", "data", "grid"):
+    if table not in spec:
+      raise V.WSAEInputError(f"{path}: missing the [{table}] table.\n\n{SWEEP_FILE_DOC}")
+  return spec
+
+
+def _data_from_spec(d: dict):
+  d = dict(d)
+  if "activations" in d:
+    x = np.load(d.pop("activations"), mmap_mode="r")
+    return x
+  geometry = d.pop("geometry", "polygon")
+  if geometry == "polygon":
+    W = sp.polygon_matrix(d.get("planes", 8), d.get("k", 3), n_mono=d.get("mono", 4))
+  elif geometry == "random":
+    W = np.asarray(sp.random_matrix(jax.random.key(d.get("seed", 0)), d.get("n_p", 20),
+                                    d.get("n", 40)))
+  elif geometry == "toy":
+    W = sp.toy_model_matrix(jax.random.key(d.get("seed", 0)), d.get("n", 200), d.get("n_p", 20),
+                            d.get("sparsity", 0.9))
+  else:
+    raise V.WSAEInputError(f"[data] geometry must be polygon, random or toy, got {geometry!r}.")
+  return SyntheticProblem(W, magnitude=d.get("magnitude", "uniform"))
+
+
+def run_sweep_file(path, *, progress: bool = True, echo=print) -> SweepResult:
+  """Runs the sweep a file describes and writes its results; returns the `SweepResult`."""
+  spec = load_sweep_file(path)
+  data = _data_from_spec(spec["data"])
+  d_in = np.shape(data.W_p)[0] if isinstance(data, SyntheticProblem) else np.shape(data)[1]
+  sae_spec = dict(spec["sae"])
+  arch = sae_spec.pop("architecture", "tied")
+  if arch == "topk" and "k" in spec["grid"]:
+    sae_spec["k"] = max(spec["grid"]["k"])  # the compiled program keeps up to the largest k
+  sae_cfg = sae_lib.make_config(arch, d_in=d_in, **sae_spec)
+  if isinstance(data, SyntheticProblem) and "d_sae" not in spec["sae"]:
+    sae_cfg = dataclasses.replace(sae_cfg, d_sae=np.shape(data.W_p)[1])
+  try:
+    train_cfg = train_lib.TrainConfig(**spec.get("train", {}))
+  except TypeError as e:
+    raise V.WSAEInputError(f"[train]: {e}") from None
+  members = grid(**{k: list(v) for k, v in spec["grid"].items()})
+  echo(f"sweep: {len(members)} members of a {arch} SAE (d_in={d_in}, d_sae={sae_cfg.d_sae}), "
+       f"{train_cfg.steps} steps each, on {len(jax.devices())} device(s)")
+  res = train_sweep(sae_cfg, train_cfg, members, data, progress=progress)
+  out = pathlib.Path(spec.get("output", {}).get("dir", "sweep_out"))
+  js, cs = res.save(out)
+  _plot_sweep(res, out / "sweep.png")
+  if res.diverged:
+    echo(f"members frozen after a non-finite loss: {res.diverged} (member: step)")
+  echo(f"trained in {res.seconds:.1f} s; wrote {js}, {cs} and {out / 'sweep.png'}")
+  return res
+
+
+def _plot_sweep(res: SweepResult, path):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  rows = res.rows
+  fig, ax = plt.subplots(figsize=(5, 4))
+  l0 = np.asarray([r["l0"] for r in rows])
+  mse = np.asarray([r["mse"] for r in rows])
+  ax.scatter(l0, mse, s=14, alpha=0.7, label="members")
+  front = pareto_front(rows)
+  ax.plot(l0[front], mse[front], "r-o", ms=4, label="Pareto front")
+  ax.set_xlabel("L0 (active latents per example)")
+  ax.set_ylabel("reconstruction MSE")
+  ax.set_ylim(bottom=0)
+  ax.set_xlim(left=0)
+  ax.legend()
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)

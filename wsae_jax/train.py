@@ -119,18 +119,23 @@ def apply_step(sae_cfg, opt: optax.GradientTransformation, state: TrainState, x_
                reduce: Callable[[Any], Any] = lambda t: t) -> tuple[TrainState, dict]:
   """One optimiser step of one SAE: the maths shared by `train` and `sweep.train_sweep`.
 
-  `reduce` combines per-device gradients and metrics when the batch is split by hand
-  (`shard_map`); under `jax.jit` sharding it is the identity. A step whose loss or gradient is not
+  `reduce` combines the per-device loss, metrics and fired-latent counts when the batch is split
+  by hand (`shard_map`); under `jax.jit` sharding it is the identity. A step whose loss or gradient is not
   finite is not applied, and `diverged_at` records it (the member is frozen from then on).
   """
   dead_after = getattr(sae_cfg, "dead_after_tokens", None)
   dead_M = None if dead_after is None else state.tokens_since_fired >= dead_after
-  grad_fn = jax.value_and_grad(
-      lambda p: losses.sae_loss(sae_cfg, p, x_BxD, gamma=gamma_D, dead_M=dead_M,
-                                **(loss_kwargs or {})), has_aux=True)
-  (loss, aux), grads = grad_fn(state.params)
-  fired = aux.pop("fired")
-  loss, aux, grads, fired = reduce((loss, aux, grads, fired.astype(jnp.int32)))
+
+  def loss_fn(p):
+    loss, aux = losses.sae_loss(sae_cfg, p, x_BxD, gamma=gamma_D, dead_M=dead_M,
+                                **(loss_kwargs or {}))
+    fired = aux.pop("fired").astype(jnp.int32)
+    # Reducing inside the differentiated function makes the gradient that of the global loss:
+    # under shard_map the transpose of the reduction sums the per-device contributions.
+    loss, aux, fired = reduce((loss, aux, fired))
+    return loss, (aux, fired)
+
+  (loss, (aux, fired)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = opt.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   tsf = jnp.where(fired > 0, 0, state.tokens_since_fired + batch_size)

@@ -1,0 +1,146 @@
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import wsae_jax as w
+from wsae_jax import parallel, sweep
+from wsae_jax import train as train_lib
+from helpers import assert_close
+
+W_P = w.polygon_matrix(3, 3, n_mono=2)  # n_p = 8, n = 11
+TC = w.TrainConfig(steps=50, batch_size=64, learning_rate=3e-3, warmup_steps=5, log_every=20)
+PROBLEM = sweep.SyntheticProblem(W_P)
+
+
+def _separate(cfg, tc, m, mesh):
+  """One member trained on its own with `train`, from the same seeds."""
+  src = w.SyntheticSource(W_P, m["sparsity"], tc.batch_size, seed=m.get("data_seed", 0))
+  gamma = None
+  if m.get("alpha") is not None:
+    gamma = sweep._member_gammas([{"gamma": None, "alpha": m["alpha"], "sparsity": m["sparsity"],
+                                   "data_seed": m.get("data_seed", 0)}], cfg, PROBLEM, None)[0]
+  tc = dataclasses.replace(tc, seed=m.get("seed", 0), learning_rate=m.get("learning_rate",
+                                                                         tc.learning_rate))
+  return train_lib.train(cfg, tc, src, gamma=gamma, mesh=mesh, progress=False)
+
+
+@pytest.mark.parametrize("arch", ["tied", "relu", "topk"])
+def test_sweep_equals_separate_runs(arch, four_devices):
+  base = {"tied": w.TiedSAEConfig(d_in=8, d_sae=16),
+          "relu": w.ReLUSAEConfig(d_in=8, d_sae=16),
+          "topk": w.TopKSAEConfig(d_in=8, d_sae=16, k=4, dead_after_tokens=256)}[arch]
+  members = [
+      {"seed": 0, "sparsity": 0.8},
+      {"seed": 1, "sparsity": 0.9, "alpha": 1.0, "data_seed": 3},
+      {"seed": 2, "sparsity": 0.8, "learning_rate": 1e-2},
+      {"seed": 0, "sparsity": 0.6, "alpha": 0.5},
+  ]
+  if arch == "relu":
+    members[2]["l1_coefficient"] = 0.05
+  if arch == "topk":
+    members[2]["k"] = 2
+  res = sweep.train_sweep(base, TC, members, PROBLEM, progress=False,
+                          mesh=sweep.sweep_mesh(4, four_devices))
+  assert res.compiles == 1  # 50 steps in calls of 20: the ragged last call reuses the program
+  one = parallel.data_mesh(four_devices[:1])
+  for i, m in enumerate(members):
+    cfg = base
+    if "l1_coefficient" in m:
+      cfg = dataclasses.replace(base, l1_coefficient=m["l1_coefficient"])
+    if "k" in m:
+      cfg = dataclasses.replace(base, k=m["k"])
+    state, hist = _separate(cfg, TC, m, one)
+    # Batched and single matmuls round differently: float32 agreement after 50 Adam steps.
+    assert_close(res.params(i), jax.device_get(state.params), rtol=1e-4, atol=2e-5,
+                 err_msg=f"member {i}: {m}")
+    assert int(res.states.step[i]) == TC.steps
+  assert len(res.rows) == 4 and all(np.isfinite(r["l_gt"]) for r in res.rows)
+
+
+def test_member_axis_over_4_devices_equals_1_device(four_devices):
+  cfg = w.TiedSAEConfig(d_in=8, d_sae=16)
+  members = sweep.grid(seed=[0, 1], sparsity=[0.7, 0.95], alpha=[0.0, 1.0])
+  runs = {}
+  for name, mesh in [("1", sweep.sweep_mesh(8, four_devices[:1])),
+                     ("4 members", sweep.sweep_mesh(8, four_devices)),
+                     ("2x2 member/data", sweep.sweep_mesh(8, four_devices, data_parallel=2))]:
+    res = sweep.train_sweep(cfg, TC, members, PROBLEM, progress=False, mesh=mesh)
+    runs[name] = jax.device_get(res.states.params)
+  assert sweep.sweep_mesh(8, four_devices).shape == {"member": 4, "data": 1}
+  assert_close(runs["4 members"], runs["1"], rtol=1e-5, atol=1e-6)
+  assert_close(runs["2x2 member/data"], runs["1"], rtol=1e-4, atol=1e-5)
+
+
+def test_a_diverging_member_is_frozen_and_the_others_are_untouched(four_devices):
+  cfg = w.TiedSAEConfig(d_in=8, d_sae=16)
+  tc = dataclasses.replace(TC, grad_clip=None)
+  members = [{"seed": 0, "sparsity": 0.8}, {"seed": 1, "sparsity": 0.8, "learning_rate": 1e30},
+             {"seed": 2, "sparsity": 0.8}, {"seed": 3, "sparsity": 0.8}]
+  res = sweep.train_sweep(cfg, tc, members, PROBLEM, progress=False,
+                          mesh=sweep.sweep_mesh(4, four_devices))
+  assert list(res.diverged) == [1]
+  assert all(np.isfinite(v).all() for v in jax.tree.leaves(res.params(1)))
+  assert res.rows[1]["diverged_at"] == res.diverged[1]
+  alone = sweep.train_sweep(cfg, tc, [members[0], members[2]], PROBLEM, progress=False,
+                            mesh=sweep.sweep_mesh(2, four_devices[:1]))
+  assert_close(res.params(0), alone.params(0), rtol=1e-6, atol=1e-7)
+  assert_close(res.params(2), alone.params(1), rtol=1e-6, atol=1e-7)
+
+
+def test_sweep_on_real_activations_shares_batches():
+  x = np.asarray(w.SyntheticSource(W_P, 0.8, 1).sample(0, 2048)[1])
+  cfg = w.ReLUSAEConfig(d_in=8, d_sae=16)
+  members = sweep.grid(l1_coefficient=[1e-3, 1e-1])
+  res = sweep.train_sweep(cfg, TC, members, x, progress=False)
+  assert res.rows[1]["l0"] < res.rows[0]["l0"]  # more L1, fewer active latents
+  state, _ = train_lib.train(dataclasses.replace(cfg, l1_coefficient=1e-3), TC,
+                             w.ArraySource(x, 64, seed=0), progress=False)
+  assert_close(res.params(0), jax.device_get(state.params), rtol=1e-4, atol=2e-5)
+
+
+def test_results_table_saves_and_pareto_front(tmp_path):
+  cfg = w.TiedSAEConfig(d_in=8, d_sae=11)
+  res = sweep.train_sweep(cfg, dataclasses.replace(TC, steps=10), sweep.grid(
+      sparsity=[0.8, 0.9]), PROBLEM, progress=False)
+  js, cs = res.save(tmp_path)
+  data = json.loads(js.read_text())
+  assert len(data["rows"]) == 2 and "l_gt" in data["rows"][0]
+  header = cs.read_text().splitlines()[0].split(",")
+  for col in ("sparsity", "l_sae", "l_gt", "mmcs", "l0", "dead_frac", "features_per_latent",
+              "shrinkage"):
+    assert col in header
+  rng = np.random.default_rng(0)
+  rows = [{"l0": float(a), "mse": float(b)} for a, b in rng.random((40, 2))]
+  front = sweep.pareto_front(rows)
+  brute = [i for i, r in enumerate(rows) if not any(
+      (o["l0"] <= r["l0"] and o["mse"] <= r["mse"]) and o != r for o in rows)]
+  assert sorted(front) == sorted(brute)
+
+
+@pytest.mark.parametrize("members, match", [
+    ([{"seed": 0}], "member 0: sparsity is required"),
+    ([{"sparsity": 0.5, "lr": 1.0}], "unknown keys"),
+    ([{"sparsity": 1.2}], "member 0: sparsity must lie in"),
+    ([{"sparsity": 0.5, "alpha": -1.0}], "alpha must lie in"),
+    ([{"sparsity": 0.5, "k": 3}], "k only applies to Top-k"),
+    ([{"sparsity": 0.5, "gamma": np.ones(3)}], r"gamma must have shape \(8,\)"),
+    ([], "at least one member"),
+])
+def test_bad_sweeps_raise_before_training(members, match):
+  with pytest.raises(w.WSAEInputError, match=match):
+    sweep.train_sweep(w.TiedSAEConfig(d_in=8, d_sae=11), TC, members, PROBLEM, progress=False)
+
+
+def test_topk_k_above_config_raises():
+  with pytest.raises(w.WSAEInputError, match="k must be <= 4"):
+    sweep.train_sweep(w.TopKSAEConfig(d_in=8, d_sae=11, k=4), TC, [{"sparsity": 0.5, "k": 5}],
+                      PROBLEM, progress=False)
+
+
+def test_grid_rejects_unknown_axes():
+  with pytest.raises(w.WSAEInputError, match="unknown sweep axis 'lr'"):
+    sweep.grid(lr=[1.0])
