@@ -2,9 +2,14 @@
 
 import os
 
-_FLAG = "--xla_force_host_platform_device_count=4"
-if _FLAG not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+# 4 virtual devices share 2 cores: under load one device's thread can reach a collective long
+# after the others, and XLA:CPU aborts the process after 40 s by default. Allow 10 minutes.
+_FLAGS = ("--xla_force_host_platform_device_count=4",
+          "--xla_cpu_collective_timeout_seconds=600",
+          "--xla_cpu_collective_call_terminate_timeout_seconds=600")
+for _flag in _FLAGS:
+  if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402  (must come after XLA_FLAGS)

@@ -6,7 +6,7 @@ import numpy as np
 
 def assert_close(actual, expected, rtol=1e-6, atol=1e-6, err_msg=""):
   """Elementwise closeness of two pytrees of arrays (lists and scalars count as one array)."""
-  if not isinstance(expected, dict):
+  if isinstance(expected, (list, float, int, np.ndarray, np.generic, jax.Array)):
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
   a_leaves, a_tree = jax.tree.flatten(actual)
   e_leaves, e_tree = jax.tree.flatten(expected)

@@ -42,6 +42,7 @@ def test_train_step_compiles_once(four_devices):
   gamma = jnp.ones(8)
   for i in range(3):
     state, _ = step(state, src.batch(i, parallel.batch_sharded(mesh)), gamma)
+    jax.block_until_ready(state)  # see parallel.serialize_collectives
   assert step._cache_size() == 1
   assert int(state.step) == 3
 

@@ -138,6 +138,118 @@ def _run_sweep(args):
   sweep.run_sweep_file(args.config, progress=not args.no_progress)
 
 
+def _add_train(sub):
+  p = sub.add_parser(
+      "train", help="train one SAE (synthetic or from an activation file), checkpointed and resumable",
+      description="Trains one SAE on synthetic superposition data or on activations from a .npy "
+      "file (tokens x d_in). Writes OUT/checkpoints (every --checkpoint-every steps, the last "
+      "--keep kept), OUT/history.json and, at the end, a SAELens folder OUT/sae. --resume "
+      "continues from the newest complete checkpoint and ends with exactly the parameters of an "
+      "uninterrupted run.",
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  p.add_argument("--out", required=True, help="run folder")
+  src = p.add_argument_group("data")
+  src.add_argument("--activations", default=None, help="a .npy file of activations (tokens, d_in)")
+  src.add_argument("--geometry", choices=("polygon", "random", "toy"), default="polygon",
+                   help="synthetic W_p when no --activations is given")
+  src.add_argument("--planes", type=int, default=8, help="polygon: 2-D planes")
+  src.add_argument("--polygon-k", type=int, default=3, help="polygon: features per plane")
+  src.add_argument("--mono", type=int, default=4, help="polygon: monosemantic dimensions")
+  src.add_argument("--n", type=int, default=40, help="random/toy: true features")
+  src.add_argument("--n-p", type=int, default=20, help="random/toy: observed dimensions")
+  src.add_argument("--sparsity", type=float, default=0.9, help="synthetic: feature sparsity S")
+  src.add_argument("--data-seed", type=int, default=0, help="seed of the data stream")
+  m = p.add_argument_group("model")
+  m.add_argument("--arch", choices=("tied", "relu", "topk"), default="tied", help="SAE architecture")
+  m.add_argument("--d-sae", type=int, default=None, help="latents (default: n for synthetic data, "
+                 "8 x d_in for activations)")
+  m.add_argument("--k", type=int, default=32, help="topk: active latents")
+  m.add_argument("--l1", type=float, default=1e-3, help="relu: L1 coefficient")
+  m.add_argument("--alpha", type=float, default=None,
+                 help="WSAE: γ = Var(x_i)^α from a data sample (default: plain SAE)")
+  t = p.add_argument_group("training")
+  t.add_argument("--steps", type=int, default=2000)
+  t.add_argument("--batch-size", type=int, default=1024)
+  t.add_argument("--lr", type=float, default=1e-3)
+  t.add_argument("--seed", type=int, default=0, help="initialisation seed")
+  t.add_argument("--log-every", type=int, default=100)
+  t.add_argument("--checkpoint-every", type=int, default=500)
+  t.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
+  t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+  t.add_argument("--no-progress", action="store_true")
+  p.set_defaults(func=_run_train)
+
+
+def _run_train(args):
+  import json
+  import pathlib
+
+  import jax
+  import numpy as np
+
+  from wsae_jax import checkpoint, data, io, sae, superposition as sp, train, weights
+  out = pathlib.Path(args.out)
+  if args.activations:
+    path = pathlib.Path(args.activations)
+    if not path.exists():
+      raise V.WSAEInputError(f"--activations {str(path)!r} does not exist.")
+    try:
+      x = np.load(path, mmap_mode="r")
+    except ValueError as e:
+      raise V.WSAEInputError(f"--activations {str(path)!r} is not a .npy array: {e}") from None
+    source = data.ArraySource(x, args.batch_size, seed=args.data_seed)
+    d_in, d_sae = source.d_in, args.d_sae or 8 * source.d_in
+    sample = np.asarray(x[: min(len(x), 8192)], np.float32)
+  else:
+    key = jax.random.key(args.data_seed)
+    if args.geometry == "polygon":
+      W = sp.polygon_matrix(args.planes, args.polygon_k, n_mono=args.mono)
+    elif args.geometry == "random":
+      W = np.asarray(sp.random_matrix(key, args.n_p, args.n))
+    else:
+      W = sp.toy_model_matrix(key, args.n, args.n_p, args.sparsity)
+    source = data.SyntheticSource(W, args.sparsity, args.batch_size, seed=args.data_seed)
+    d_in, d_sae = W.shape[0], args.d_sae or W.shape[1]
+    sample = np.asarray(source.sample(2**30, 8192)[1])
+  extra = {"k": args.k} if args.arch == "topk" else {"l1_coefficient": args.l1} \
+      if args.arch == "relu" else {}
+  cfg = sae.make_config(args.arch, d_in=d_in, d_sae=d_sae, **extra)
+  tc = train.TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+                         seed=args.seed, log_every=args.log_every,
+                         warmup_steps=min(100, args.steps // 10))
+  gamma = None if args.alpha is None else weights.variance_weights(sample, args.alpha)
+  ck = checkpoint.Checkpointer(out / "checkpoints", every=args.checkpoint_every, keep=args.keep)
+  state, hist = train.train(cfg, tc, source, gamma=gamma, checkpointer=ck, resume=args.resume,
+                            progress=not args.no_progress)
+  ck.close()
+  (out / "history.json").write_text(json.dumps(
+      {"records": hist.records, "diverged_at": hist.diverged_at, "seconds": hist.seconds}, indent=2))
+  io.save_saelens(out / "sae", cfg, jax.device_get(state.params))
+  print(f"trained to step {int(state.step)}; wrote {out / 'sae'} (SAELens format), "
+        f"{out / 'history.json'} and checkpoints in {out / 'checkpoints'}")
+
+
+def _add_export(sub):
+  p = sub.add_parser("export", help="write the newest checkpoint of a run as a SAELens folder",
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  p.add_argument("run", help="run folder written by `wsae train` (holds checkpoints/)")
+  p.add_argument("--out", default=None, help="SAELens folder to write (default: RUN/sae)")
+  p.set_defaults(func=_run_export)
+
+
+def _run_export(args):
+  import pathlib
+
+  import jax
+
+  from wsae_jax import checkpoint, io
+  run = pathlib.Path(args.run)
+  cfg, params, meta = checkpoint.load_params(run / "checkpoints")
+  out = io.save_saelens(args.out or run / "sae", cfg, jax.device_get(params),
+                        normalization_scale=meta.get("normalization_scale"))
+  print(f"exported step {meta['step']} of {run} to {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="wsae",
@@ -146,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
   _add_demo(sub)
   _add_theory(sub)
   _add_sweep(sub)
+  _add_train(sub)
+  _add_export(sub)
   return parser
 
 

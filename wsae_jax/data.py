@@ -103,8 +103,9 @@ class ArraySource:
     return np.sort(idx)  # sorted reads are friendlier to memmapped files.
 
   def batch(self, step: int, sharding: NamedSharding | None = None) -> jax.Array:
-    rows = np.asarray(self.x[self.indices(step)], np.float32)
-    return jax.device_put(rows, sharding)
+    idx = self.indices(step)
+    return _put_batch(lambda sl: np.asarray(self.x[idx[sl]], np.float32),
+                      (self.batch_size, self.d_in), sharding)
 
 
 class IterableSource:
@@ -128,7 +129,20 @@ class IterableSource:
       raise V.WSAEInputError(
           f"batch at step {step} has shape {rows.shape}, expected {(self.batch_size, self.d_in)}.")
     self._next_step += 1
-    return jax.device_put(np.asarray(rows, np.float32), sharding)
+    rows = np.asarray(rows, np.float32)
+    return _put_batch(lambda sl: rows[sl], rows.shape, sharding)
+
+
+def _put_batch(read_rows, shape, sharding):
+  """Places a host batch on the mesh; with several processes each reads only its own rows."""
+  if sharding is None or jax.process_count() == 1:
+    return jax.device_put(read_rows(slice(None)), sharding)
+  # Multi-host: the batch axis is split over processes in process order (the data mesh lists
+  # devices process by process), so process p feeds rows [p*B/P, (p+1)*B/P).
+  per = shape[0] // jax.process_count()
+  p = jax.process_index()
+  local = read_rows(slice(p * per, (p + 1) * per))
+  return jax.make_array_from_process_local_data(sharding, local, shape)
 
 
 def as_source(data, batch_size: int | None = None, *, seed: int = 0):
@@ -144,3 +158,22 @@ def as_source(data, batch_size: int | None = None, *, seed: int = 0):
   raise V.WSAEInputError(
       f"cannot train from {type(data).__name__}; pass a SyntheticSource, a (tokens, d_in) array or "
       f"an iterable of (batch, d_in) arrays.")
+
+
+def describe(source) -> dict:
+  """What identifies a source's batch stream (saved in checkpoints, compared on resume)."""
+  import hashlib
+  if isinstance(source, SyntheticSource):
+    digest = hashlib.sha1(np.asarray(source.W_p, np.float32).tobytes()).hexdigest()
+    return {"kind": "synthetic", "seed": source.seed, "sparsity": source.sparsity,
+            "magnitude": source.magnitude, "batch_size": source.batch_size, "W_p_sha1": digest}
+  if isinstance(source, ArraySource):
+    return {"kind": "array", "seed": source.seed, "shuffle": source.shuffle,
+            "rows": int(np.shape(source.x)[0]), "d_in": source.d_in,
+            "batch_size": source.batch_size}
+  return {"kind": type(source).__name__, "batch_size": source.batch_size, "d_in": source.d_in}
+
+
+def resumable(source) -> bool:
+  """Whether batch `t` can be produced without producing batches 0..t-1 first."""
+  return not isinstance(source, IterableSource)

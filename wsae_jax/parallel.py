@@ -40,3 +40,16 @@ def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
     raise V.WSAEInputError(
         f"batch_size {batch_size} must be divisible by the {n} devices of the data mesh; use a "
         f"multiple of {n} (e.g. {max(n, batch_size // n * n)}).")
+
+
+def serialize_collectives(mesh: Mesh) -> bool:
+  """Whether each collective step must finish before the next is dispatched.
+
+  On XLA:CPU with several devices (jaxlib 0.10.2), dispatching a jitted program with an
+  all-reduce while the previous one is still running can deadlock the collective rendezvous
+  ("Expected 4 threads to join the rendezvous, but only 3 of them arrived"); a plain loop of
+  sharded psum steps reproduces it within seconds. Blocking on each step avoids it, at the cost of
+  the (small, on CPU) overlap between Python dispatch and execution. Accelerators are unaffected.
+  """
+  devices = mesh.devices.flat
+  return mesh.size > 1 and any(d.platform == "cpu" for d in devices)

@@ -163,6 +163,18 @@ def make_train_step(sae_cfg, train_cfg: TrainConfig, *, mesh: Mesh | None = None
                  donate_argnums=0)
 
 
+def to_host(tree):
+  """Copies a pytree of (possibly multi-process, replicated) arrays to numpy on this host."""
+  def one(a):
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+      if not a.is_fully_replicated:
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+      return np.asarray(a.addressable_data(0))
+    return np.asarray(a)
+  return jax.tree.map(one, tree)
+
+
 @dataclasses.dataclass
 class History:
   """Metrics recorded every `log_every` steps, and how the run ended."""
@@ -180,7 +192,8 @@ class History:
 
 def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | None = None,
           mesh: Mesh | None = None, progress: bool | str = True,
-          state: TrainState | None = None) -> tuple[TrainState, History]:
+          state: TrainState | None = None, checkpointer=None, resume: bool = False,
+          normalization_scale: float | None = None) -> tuple[TrainState, History]:
   """Trains one SAE and returns `(final_state, history)`.
 
   Args:
@@ -193,6 +206,12 @@ def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | N
     mesh: device mesh with a "data" axis (default: all devices).
     progress: show a progress bar (a string is used as its description).
     state: a `TrainState` to continue from (its `step` is where training resumes).
+    checkpointer: a `checkpoint.Checkpointer`; the state is saved every `checkpointer.every`
+      steps and at the end.
+    resume: continue from the newest complete checkpoint of `checkpointer` (if any). Because each
+      batch is a function of `(seed, step)`, a resumed run ends with the same parameters as an
+      uninterrupted one.
+    normalization_scale: recorded in checkpoints (activations were multiplied by it).
 
   If a step produces a non-finite loss or gradient, training stops at the next record, warns with
   the step number, and returns the last finite state with `history.diverged_at` set.
@@ -219,23 +238,42 @@ def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | N
 
   if state is None:
     state = init_state(sae_cfg, train_cfg, mesh=mesh, params=params)
+  meta = None
+  if checkpointer is not None:
+    from wsae_jax import checkpoint as ckpt
+    meta = ckpt.run_meta(sae_cfg, train_cfg, gamma=gamma, data=data_lib.describe(source),
+                         scale=normalization_scale)
+    if resume:
+      restored = checkpointer.restore_latest(state, expected_meta=meta)
+      if restored is not None:
+        state = restored[0]
+        if int(state.step) and not data_lib.resumable(source):
+          raise V.WSAEInputError(
+              "cannot resume from an iterable of batches (it cannot be rewound to the checkpoint's "
+              "step); pass an array or a SyntheticSource.")
+        log.info("resumed from %s at step %d", checkpointer.path(int(state.step)), int(state.step))
+  elif resume:
+    raise V.WSAEInputError("resume=True needs a checkpointer to resume from.")
   step_fn = make_train_step(sae_cfg, train_cfg, mesh=mesh)
   if gamma is not None:
     gamma = jax.device_put(gamma, parallel.replicated(mesh))
   batch_sharding = parallel.batch_sharded(mesh)
-  start = int(state.step)
+  start = int(to_host(state.step))
   history = History()
   t0 = time.perf_counter()
   desc = progress if isinstance(progress, str) else sae_cfg.architecture
   bar = tqdm(total=train_cfg.steps, initial=start, desc=desc, disable=not progress,
              dynamic_ncols=True, leave=False)
   window = train_cfg.log_every * train_cfg.batch_size
+  serialize = parallel.serialize_collectives(mesh)
   try:
     for step in range(start, train_cfg.steps):
       state, metrics = step_fn(state, source.batch(step, batch_sharding), gamma)
+      if serialize:
+        jax.block_until_ready(state)
       last = step + 1 == train_cfg.steps
       if (step + 1) % train_cfg.log_every == 0 or last:
-        rec, diverged, tsf = jax.device_get((metrics, state.diverged_at, state.tokens_since_fired))
+        rec, diverged, tsf = to_host((metrics, state.diverged_at, state.tokens_since_fired))
         rec = {k: float(v) for k, v in rec.items()}
         rec["step"] = step + 1
         rec["dead_frac"] = float(np.mean(tsf >= window))
@@ -250,6 +288,9 @@ def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | N
         history.records.append(rec)
         bar.set_postfix(loss=f"{rec['loss']:.4g}", l0=f"{rec['l0']:.1f}", refresh=False)
         bar.update(step + 1 - bar.n)
+      if checkpointer is not None and (checkpointer.should_save(step + 1) or last):
+        jax.block_until_ready(state)  # orbax's device work must not overlap a running step
+        checkpointer.save(step + 1, state, meta)
   finally:
     bar.close()
   jax.block_until_ready(state)

@@ -1,0 +1,94 @@
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import wsae_jax as w
+from wsae_jax import io, sae
+from helpers import assert_close
+from test_sae import _random_params
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((32, 6)).astype(np.float32)
+CONFIGS = [w.TiedSAEConfig(d_in=6, d_sae=10), w.ReLUSAEConfig(d_in=6, d_sae=10, l1_coefficient=0.02),
+           w.TopKSAEConfig(d_in=6, d_sae=10, k=3)]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.architecture)
+def test_round_trip_is_exact_and_computes_the_same(cfg, tmp_path):
+  p = _random_params(cfg)
+  io.save_saelens(tmp_path, cfg, p, metadata={"model_name": "toy", "hook_layer": 3})
+  c = json.loads((tmp_path / "cfg.json").read_text())
+  assert c["d_in"] == 6 and c["d_sae"] == 10 and c["meta"]["hook_layer"] == 3
+  assert c["architecture"] == ("topk" if cfg.architecture == "topk" else "standard")
+  cfg2, p2 = io.load_saelens(tmp_path)
+  if cfg.architecture == "tied":
+    assert cfg2.architecture == "relu"  # exported as its untied equivalent
+    assert np.array_equal(p2["W_dec"], np.asarray(p["W_enc"]).T)
+  else:
+    assert cfg2 == cfg
+    for k in p:
+      assert np.array_equal(p2[k], np.asarray(p[k])), k
+  z, x_hat = sae.forward(cfg, p, X)
+  z2, x_hat2 = sae.forward(cfg2, {k: jnp.asarray(v) for k, v in p2.items()}, X)
+  assert_close(z2, z, rtol=1e-6, atol=1e-6)
+  assert_close(x_hat2, x_hat, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS[1:], ids=lambda c: c.architecture)
+def test_normalization_scale_is_folded(cfg, tmp_path):
+  p = _random_params(cfg)
+  c = 2.5
+  io.save_saelens(tmp_path, cfg, p, normalization_scale=c)
+  cfg2, p2 = io.load_saelens(tmp_path)
+  # The exported SAE on raw x equals the trained SAE on c·x, with the output scaled back.
+  z, x_hat = sae.forward(cfg, p, c * X)
+  z2, x_hat2 = sae.forward(cfg2, {k: jnp.asarray(v) for k, v in p2.items()}, X)
+  assert_close(z2, z, rtol=1e-5, atol=1e-5)
+  assert_close(x_hat2, np.asarray(x_hat) / c, rtol=1e-5, atol=1e-5)
+
+
+def test_standard_sae_with_b_dec_at_input_is_folded_exactly(tmp_path):
+  cfg = w.ReLUSAEConfig(d_in=6, d_sae=10)
+  p = _random_params(cfg)
+  io.save_saelens(tmp_path, cfg, p)
+  c = json.loads((tmp_path / "cfg.json").read_text())
+  c["apply_b_dec_to_input"] = True
+  (tmp_path / "cfg.json").write_text(json.dumps(c))
+  cfg2, p2 = io.load_saelens(tmp_path)
+  pp = {k: np.asarray(v, np.float64) for k, v in p.items()}
+  ref = np.maximum((X - pp["b_dec"]) @ pp["W_enc"] + pp["b_enc"], 0)  # SAELens semantics
+  assert_close(sae.encode(cfg2, p2, X), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_saelens_itself_reads_our_export(tmp_path):
+  sae_lens = pytest.importorskip("sae_lens", reason="sae-lens not installed (optional extra)")
+  import torch
+  for cfg in CONFIGS[1:]:
+    p = _random_params(cfg)
+    folder = tmp_path / cfg.architecture
+    io.save_saelens(folder, cfg, p)
+    theirs = sae_lens.SAE.load_from_disk(str(folder), device="cpu")
+    with torch.no_grad():
+      z_t = theirs.encode(torch.tensor(X)).numpy()
+      x_t = theirs.decode(torch.tensor(z_t)).numpy()
+    z, x_hat = sae.forward(cfg, p, X)
+    assert_close(z_t, z, rtol=1e-5, atol=1e-5)
+    assert_close(x_t, x_hat, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda d: (d / "cfg.json").unlink(), "cfg.json is missing"),
+    (lambda d: (d / "cfg.json").write_text("{"), "not valid JSON"),
+    (lambda d: (d / "cfg.json").write_text(json.dumps({"architecture": "gated", "d_in": 6, "d_sae": 10})),
+     "architecture 'gated' is not supported"),
+    (lambda d: (d / "cfg.json").write_text(json.dumps({"architecture": "standard", "d_in": 7, "d_sae": 10})),
+     "do not match d_in=7"),
+])
+def test_bad_saelens_folders_raise(mutate, match, tmp_path):
+  io.save_saelens(tmp_path, CONFIGS[1], _random_params(CONFIGS[1]))
+  mutate(tmp_path)
+  with pytest.raises(w.WSAEInputError, match=match):
+    io.load_saelens(tmp_path)

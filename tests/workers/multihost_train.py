@@ -1,0 +1,40 @@
+"""One process of a multi-process training run (launched by tests/test_multihost.py).
+
+Usage: python multihost_train.py COORDINATOR NUM_PROCESSES PROCESS_ID OUT.npz ARCH
+"""
+
+import os
+import sys
+
+coordinator, num_processes, process_id, out, arch = sys.argv[1:6]
+os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=2 "
+                           "--xla_cpu_collective_timeout_seconds=600 "
+                           "--xla_cpu_collective_call_terminate_timeout_seconds=600")
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+import jax  # noqa: E402
+
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(coordinator_address=coordinator, num_processes=int(num_processes),
+                           process_id=int(process_id))
+
+import numpy as np  # noqa: E402
+
+import wsae_jax as w  # noqa: E402
+from wsae_jax import train  # noqa: E402
+
+assert jax.device_count() == 4 and jax.local_device_count() == 2, jax.devices()
+W = w.polygon_matrix(3, 3, n_mono=2)
+extra = {"k": 3} if arch == "topk" else {}
+cfg = w.make_config(arch, d_in=8, d_sae=16, **extra)
+tc = w.TrainConfig(steps=40, batch_size=64, learning_rate=3e-3, warmup_steps=5, log_every=10)
+x = np.asarray(w.SyntheticSource(W, 0.8, 1).sample(7, 640)[1])
+if arch == "relu":
+  data = w.ArraySource(x, 64, seed=1)  # host arrays: each process feeds its share of each batch
+else:
+  data = w.SyntheticSource(W, 0.8, 64, seed=0)
+state, hist = train.train(cfg, tc, data, progress=False)
+params = train.to_host(state.params)
+if jax.process_index() == 0:
+  np.savez(out, loss=hist.column("loss"), **params)
+print("done", jax.process_index(), flush=True)

@@ -1,0 +1,130 @@
+"""Interop: SAELens folders (`cfg.json` + `sae_weights.safetensors`) in both directions.
+
+Mapping (SAELens v6 semantics):
+  * `relu`  -> architecture "standard", `apply_b_dec_to_input = False` (ours does not subtract
+    b_dec at the input, as in Anthropic's April-2024 recipe).
+  * `topk`  -> architecture "topk", `apply_b_dec_to_input = True`, `k`.
+  * `tied`  -> an equivalent untied "standard" SAE: `W_dec = W_encᵀ`, zero biases.
+A normalisation scale `c` (the SAE was trained on `c·x`) is folded into the weights as SAELens'
+`fold_activation_norm_scaling_factor` does (`W_enc·c`, `W_dec/c`, `b_dec/c`), so the exported SAE
+takes raw activations and `normalize_activations` is "none"; the scale is kept under
+`wsae_jax.normalization_scale` for the record.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+
+from wsae_jax import _validate as V
+from wsae_jax import sae as sae_lib
+
+CFG_FILENAME = "cfg.json"
+WEIGHTS_FILENAME = "sae_weights.safetensors"
+
+
+def _to_untied(cfg, params) -> dict[str, np.ndarray]:
+  p = {k: np.asarray(v, np.float32) for k, v in params.items()}
+  if isinstance(cfg, sae_lib.TiedSAEConfig):
+    return {"W_enc": p["W_enc"], "W_dec": np.ascontiguousarray(p["W_enc"].T),
+            "b_enc": np.zeros(cfg.d_sae, np.float32), "b_dec": np.zeros(cfg.d_in, np.float32)}
+  return {k: np.ascontiguousarray(p[k]) for k in ("W_enc", "W_dec", "b_enc", "b_dec")}
+
+
+def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
+                 metadata: dict | None = None) -> pathlib.Path:
+  """Writes an SAE as a SAELens folder; returns the folder.
+
+  Args:
+    path: output folder (created).
+    cfg: the SAE config.
+    params: its parameters.
+    normalization_scale: `c` if the SAE was trained on `c·x` (folded into the weights).
+    metadata: extra SAELens `meta` fields (model_name, hook_name, hook_layer, context_size, ...).
+  """
+  from safetensors.numpy import save_file
+  if cfg.architecture not in ("tied", "relu", "topk"):
+    raise V.WSAEInputError(f"cannot export architecture {cfg.architecture!r}.")
+  w = _to_untied(cfg, params)
+  for name, arr in w.items():
+    V.check_finite(f"params[{name!r}]", arr)
+  if normalization_scale is not None:
+    V.check_range("normalization_scale", normalization_scale, low=0.0, low_open=True)
+    c = np.float32(normalization_scale)
+    w = {"W_enc": w["W_enc"] * c, "W_dec": w["W_dec"] / c, "b_enc": w["b_enc"],
+         "b_dec": w["b_dec"] / c}
+  out = pathlib.Path(path)
+  out.mkdir(parents=True, exist_ok=True)
+  save_file(w, str(out / WEIGHTS_FILENAME))
+  topk = isinstance(cfg, sae_lib.TopKSAEConfig)
+  cfg_json = {
+      "architecture": "topk" if topk else "standard",
+      "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": "float32", "device": "cpu",
+      "apply_b_dec_to_input": topk, "normalize_activations": "none",
+      "reshape_activations": "none",
+      "meta": {"model_name": None, "hook_name": None, "hook_layer": None,
+               "context_size": None, **(metadata or {})},
+      "wsae_jax": {"config": cfg.to_dict(), "normalization_scale": normalization_scale},
+  }
+  if topk:
+    cfg_json["k"] = cfg.k
+  (out / CFG_FILENAME).write_text(json.dumps(cfg_json, indent=2))
+  return out
+
+
+def load_saelens(path):
+  """Reads a SAELens folder into `(config, params)` of this library.
+
+  "standard" SAEs with `apply_b_dec_to_input = True` are converted exactly by folding
+  `−b_dec W_enc` into `b_enc`. SAEs exported by `save_saelens` come back as they were saved (a
+  tied SAE returns as its untied equivalent; see `wsae_jax` in cfg.json for the original config).
+  """
+  from safetensors.numpy import load_file
+  folder = pathlib.Path(path)
+  cfg_path, w_path = folder / CFG_FILENAME, folder / WEIGHTS_FILENAME
+  for f in (cfg_path, w_path):
+    if not f.exists():
+      raise V.WSAEInputError(f"{folder} is not a SAELens folder: {f.name} is missing.")
+  try:
+    c = json.loads(cfg_path.read_text())
+  except json.JSONDecodeError as e:
+    raise V.WSAEInputError(f"{cfg_path} is not valid JSON: {e}") from None
+  w = load_file(str(w_path))
+  missing = {"W_enc", "W_dec", "b_dec"} - set(w)
+  if missing:
+    raise V.WSAEInputError(f"{w_path} lacks {sorted(missing)}.")
+  arch = c.get("architecture", "standard")
+  d_in, d_sae = int(c["d_in"]), int(c["d_sae"])
+  if w["W_enc"].shape != (d_in, d_sae) or w["W_dec"].shape != (d_sae, d_in):
+    raise V.WSAEInputError(
+        f"{w_path}: W_enc {w['W_enc'].shape} / W_dec {w['W_dec'].shape} do not match d_in={d_in}, "
+        f"d_sae={d_sae} in {cfg_path.name}.")
+  if c.get("normalize_activations", "none") not in ("none", None):
+    raise V.WSAEInputError(
+        f"{cfg_path}: normalize_activations={c['normalize_activations']!r} is not supported; fold "
+        f"the scaling factor into the weights first (SAELens: fold_activation_norm_scaling_factor).")
+  params = {"W_enc": w["W_enc"], "W_dec": w["W_dec"],
+            "b_enc": w.get("b_enc", np.zeros(d_sae, np.float32)), "b_dec": w["b_dec"]}
+  params = {k: np.asarray(v, np.float32) for k, v in params.items()}
+  ours = (c.get("wsae_jax") or {}).get("config") or {}
+  if arch == "standard":
+    if c.get("apply_b_dec_to_input", True):
+      params["b_enc"] = params["b_enc"] - params["b_dec"] @ params["W_enc"]
+    if ours.get("architecture") == "relu":  # written by save_saelens: keep its training fields
+      cfg = sae_lib.make_config("relu", **{k: v for k, v in ours.items() if k != "architecture"})
+    else:
+      cfg = sae_lib.ReLUSAEConfig(d_in=d_in, d_sae=d_sae)
+  elif arch == "topk":
+    if not c.get("apply_b_dec_to_input", True):
+      raise V.WSAEInputError(
+          f"{cfg_path}: a topk SAE without apply_b_dec_to_input cannot be represented exactly "
+          f"(our Top-k subtracts b_dec at the input).")
+    extra = {k: v for k, v in ours.items() if k not in ("architecture", "d_in", "d_sae", "k")} \
+        if ours.get("architecture") == "topk" else {}
+    cfg = sae_lib.TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=int(c["k"]), **extra)
+  else:
+    raise V.WSAEInputError(
+        f"{cfg_path}: architecture {arch!r} is not supported (standard and topk are).")
+  return cfg, params
