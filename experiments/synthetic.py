@@ -2,6 +2,7 @@
 
     python experiments/synthetic.py            # full: n=200, n_p=20, d_sae=200, 5 seeds; ~15 min
     python experiments/synthetic.py --smoke    # tiny, seconds (CI runs this)
+    python experiments/synthetic.py --arch topk  # the same with Top-k SAEs, k = ceil((1 - S) n)
 
 Setting (PAPER.md §4): n = 200 true features, n_p = 20 observed dimensions, tied theory SAE with
 d_sae = 200, trained with Adam; two superposition matrices:
@@ -72,20 +73,31 @@ KEYS = ("l_gt", "mse", "latent_var", "features_per_latent", "mmcs", "l0", "shrin
         "dead_frac")
 
 
-def run_geometry(name, W, sparsities, seeds, tc, eval_samples, progress):
+def k_for(sparsity: float, n: int) -> int:
+  """Top-k budget matched to the expected number of active features, (1 − S)·n."""
+  return max(1, int(np.ceil((1.0 - sparsity) * n)))
+
+
+def run_geometry(name, W, sparsities, seeds, tc, eval_samples, progress, arch="tied"):
   n_p, n = W.shape
-  cfg = w.TiedSAEConfig(d_in=n_p, d_sae=n)
+  if arch == "topk":
+    cfg = w.TopKSAEConfig(d_in=n_p, d_sae=n, k=max(k_for(S, n) for S in sparsities),
+                          dead_after_tokens=50 * tc.batch_size)
+  else:
+    cfg = w.TiedSAEConfig(d_in=n_p, d_sae=n)
+  extra = (lambda S: {"k": k_for(S, n)}) if arch == "topk" else (lambda S: {})
   problem = sweep.SyntheticProblem(W)
   # Parts 1 + 2: S x seeds x {SAE, WSAE α=1}.
-  members = [{"seed": s, "data_seed": s, "sparsity": S, "alpha": a}
+  members = [{"seed": s, "data_seed": s, "sparsity": S, "alpha": a, **extra(S)}
              for S in sparsities for s in seeds for a in (0.0, 1.0)]
   res = sweep.train_sweep(cfg, tc, members, problem, progress=progress and f"{name}: S sweep",
                           eval_samples=eval_samples)
   rows = [dict(r, model="WSAE" if r["alpha"] else "SAE") for r in res.rows]
   # Part 3: α sweep with variance and oracle weights at S = 0.9.
   S3 = 0.9
-  members3 = [{"seed": s, "data_seed": s, "sparsity": S3, "alpha": a} for a in ALPHAS for s in seeds]
-  members3 += [{"seed": s, "data_seed": s, "sparsity": S3, "gamma": oracle_weights(W, a)}
+  members3 = [{"seed": s, "data_seed": s, "sparsity": S3, "alpha": a, **extra(S3)}
+              for a in ALPHAS for s in seeds]
+  members3 += [{"seed": s, "data_seed": s, "sparsity": S3, "gamma": oracle_weights(W, a), **extra(S3)}
                for a in ALPHAS for s in seeds]
   res3 = sweep.train_sweep(cfg, tc, members3, problem, progress=progress and f"{name}: α sweep",
                            eval_samples=eval_samples)
@@ -174,6 +186,8 @@ def main(argv=None):
   p.add_argument("--smoke", action="store_true", help="tiny version for CI")
   p.add_argument("--out", default=str(OUT))
   p.add_argument("--no-progress", action="store_true")
+  p.add_argument("--arch", choices=("tied", "topk"), default="tied",
+                 help="tied: the theory SAE (no sparsity term); topk: Top-k with k = ceil((1-S) n)")
   a = p.parse_args(argv)
   out = pathlib.Path(a.out)
   out.mkdir(parents=True, exist_ok=True)
@@ -188,13 +202,15 @@ def main(argv=None):
     sparsities, seeds, eval_samples = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99), tuple(range(5)), 16384
     tc = w.TrainConfig(steps=3000, batch_size=1024, learning_rate=2e-3, warmup_steps=100,
                        decay_fraction=0.2, log_every=250)
-  result = {"train_config": dataclasses.asdict(tc), "seeds": list(seeds), "geometries": {}}
+  result = {"arch": a.arch, "train_config": dataclasses.asdict(tc), "seeds": list(seeds),
+            "geometries": {}}
   for name, W in geos.items():
     result["geometries"][name] = run_geometry(name, W, sparsities, seeds, tc, eval_samples,
-                                              not a.no_progress)
+                                              not a.no_progress, arch=a.arch)
   result["seconds"] = time.perf_counter() - t0
-  (out / "synthetic.json").write_text(json.dumps(result, indent=2, default=float))
-  plot(result, out / "synthetic.png")
+  stem = "synthetic" if a.arch == "tied" else f"synthetic_{a.arch}"
+  (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=float))
+  plot(result, out / f"{stem}.png")
   for g, R in result["geometries"].items():
     print(f"\n== {g} (n={R['n']}, n_p={R['n_p']}); Spearman ρ(Var, PR) = "
           f"{R['proxy']['spearman_rho']:.3f}")
@@ -207,7 +223,7 @@ def main(argv=None):
     for e in sorted(R["alpha_sweep"], key=lambda e: (e["weighting"], e["alpha"])):
       print(f"{e['weighting']:>9} {e['alpha']:>5} {e['l_gt']:>7.3f}±{e['l_gt_std']:<6.3f} "
             f"{e['mse']:>8.4f}±{e['mse_std']:<7.4f}")
-  print(f"\nwrote {out / 'synthetic.json'} and {out / 'synthetic.png'} in {result['seconds']:.0f} s")
+  print(f"\nwrote {out / (stem + '.json')} and {out / (stem + '.png')} in {result['seconds']:.0f} s")
 
 
 if __name__ == "__main__":
