@@ -75,3 +75,27 @@ def test_weighted_loss_is_the_plain_loss_of_rescaled_data():
   a = losses.reconstruction_loss(X, x_hat, GAMMA)[0]
   b = losses.reconstruction_loss(X * GAMMA, x_hat * GAMMA)[0]
   assert_close(a, b, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k_active", [None, 2])
+def test_topk_sparse_path_equals_dense_path(k_active):
+  dense = w.TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3, sparse_path=False)
+  sparse = w.TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3, sparse_path=True)
+  p = _random_params(dense)
+  dead = jnp.arange(D_SAE) % 3 == 0
+  f = lambda cfg: jax.value_and_grad(
+      lambda q: losses.sae_loss(cfg, q, X, gamma=GAMMA, dead_M=dead, k=k_active), has_aux=True)(p)
+  (l_d, aux_d), g_d = f(dense)
+  (l_s, aux_s), g_s = f(sparse)
+  assert_close(l_s, l_d, rtol=1e-6)
+  assert_close(g_s, g_d, rtol=1e-5, atol=1e-6)
+  for key in ("l0", "mse", "aux_k"):
+    assert_close(aux_s[key], aux_d[key], rtol=1e-6)
+  assert np.array_equal(np.asarray(aux_s["fired"]), np.asarray(aux_d["fired"]))
+
+
+def test_sparse_path_is_chosen_by_width_over_k():
+  assert w.TopKSAEConfig(d_in=8, d_sae=4608, k=32).use_sparse_path == (
+      4608 >= w.TopKSAEConfig.SPARSE_MIN_RATIO * 32)
+  assert not w.TopKSAEConfig(d_in=8, d_sae=64, k=32).use_sparse_path
+  assert w.TopKSAEConfig(d_in=8, d_sae=64, k=32, sparse_path=True).use_sparse_path

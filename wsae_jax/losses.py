@@ -64,33 +64,68 @@ def relu_loss(cfg: sae_lib.ReLUSAEConfig, params, x_BxD, *, gamma=None, l1_coeff
                 **_common_aux(x_BxD, z, r_aux["mse"])}
 
 
+def _topk_dense(cfg, params, x_BxD, pre_BxM, k):
+  """Top-k forward through dense `(batch, d_sae)` codes: every product is d_sae wide."""
+  z = sae_lib.topk_activation(pre_BxM, cfg.k, k_active=k)
+  x_hat = sae_lib.decode(cfg, params, z)
+  l0 = jnp.mean(jnp.sum(z > 0, axis=-1).astype(jnp.float32))
+  return x_hat, l0, jnp.any(z > 0, axis=0)
+
+
+def _topk_sparse(cfg, params, x_BxD, pre_BxM, k):
+  """Top-k forward that touches only the k selected latents of each example.
+
+  The selection uses the (stopped-gradient) dense pre-activations; the selected activations are
+  recomputed from gathered encoder columns, and the reconstruction sums gathered decoder rows. Its
+  gradient is therefore a scatter-add into k rows per example instead of two dense
+  `(batch, d_sae) × (d_sae, d_in)` products: O(B·k·d_in) instead of O(B·d_sae·d_in).
+  """
+  _, idx_BxK = jax.lax.top_k(jax.lax.stop_gradient(pre_BxM), cfg.k)
+  enc_rows_BxKxD = params["W_enc"].T[idx_BxK]
+  vals = jnp.einsum("bd,bkd->bk", x_BxD - params["b_dec"], enc_rows_BxKxD) + params["b_enc"][idx_BxK]
+  if k is not None:
+    vals = jnp.where(jnp.arange(cfg.k) < k, vals, 0.0)
+  acts_BxK = jax.nn.relu(vals)
+  x_hat = jnp.einsum("bk,bkd->bd", acts_BxK, params["W_dec"][idx_BxK]) + params["b_dec"]
+  active = acts_BxK > 0
+  l0 = jnp.mean(jnp.sum(active, axis=-1).astype(jnp.float32))
+  fired = jnp.zeros((cfg.d_sae,), bool).at[idx_BxK].max(active)
+  return x_hat, l0, fired
+
+
 def topk_loss(cfg: sae_lib.TopKSAEConfig, params, x_BxD, *, gamma=None, dead_M=None, k=None, **_):
   """Weighted reconstruction plus the AuxK loss.
 
   AuxK (Gao et al. 2024): the `aux_k` largest pre-activations among dead latents reconstruct the
   (stopped-gradient) residual `x − x̂` through the decoder without bias; weighted by γ like the main
   term and scaled by `min(n_dead / aux_k, 1)` (as SAELens does), so it fades as latents revive.
-  `dead_M` is a boolean mask of dead latents (None: no AuxK term). `k` (<= cfg.k, may be traced)
-  keeps only the k largest of the cfg.k selected latents, so one compiled program serves many k.
+  It is computed only when some latent is dead. `dead_M` is a boolean mask of dead latents (None:
+  no AuxK term). `k` (<= cfg.k, may be traced) keeps only the k largest of the cfg.k selected
+  latents, so one compiled program serves many k. `cfg.use_sparse_path` picks the sparse forward.
   """
   pre = sae_lib.pre_activations(cfg, params, x_BxD)
-  z = sae_lib.topk_activation(pre, cfg.k, k_active=k)
-  x_hat = sae_lib.decode(cfg, params, z)
+  path = _topk_sparse if cfg.use_sparse_path else _topk_dense
+  x_hat, l0, fired = path(cfg, params, x_BxD, pre, k)
   recon, r_aux = reconstruction_loss(x_BxD, x_hat, gamma)
   if dead_M is None:
     aux = jnp.zeros((), recon.dtype)
   else:
     aux_k = cfg.resolved_aux_k
-    residual = jax.lax.stop_gradient(x_BxD - x_hat)
-    dead_pre = jnp.where(dead_M, pre, -jnp.inf)
-    z_aux = sae_lib.topk_activation(dead_pre, aux_k)
-    e_hat = z_aux @ params["W_dec"]
     n_dead = jnp.sum(dead_M)
-    scale = jnp.minimum(n_dead / aux_k, 1.0).astype(recon.dtype)
-    aux = scale * reconstruction_loss(residual, e_hat, gamma)[0]
+
+    def aux_term():
+      residual = jax.lax.stop_gradient(x_BxD - x_hat)
+      z_aux = sae_lib.topk_activation(jnp.where(dead_M, pre, -jnp.inf), aux_k)
+      scale = jnp.minimum(n_dead / aux_k, 1.0).astype(recon.dtype)
+      return scale * reconstruction_loss(residual, z_aux @ params["W_dec"], gamma)[0]
+
+    aux = jax.lax.cond(n_dead > 0, aux_term, lambda: jnp.zeros((), recon.dtype))
   loss = recon + cfg.aux_coefficient * aux
-  return loss, {"loss": loss, "recon": recon, "aux_k": aux,
-                **_common_aux(x_BxD, z, r_aux["mse"])}
+  var = jnp.sum(jnp.var(x_BxD, axis=0))
+  mse = r_aux["mse"]
+  return loss, {"loss": loss, "recon": recon, "aux_k": aux, "mse": mse,
+                "fvu": mse / jnp.maximum(var, jnp.finfo(x_BxD.dtype).tiny), "l0": l0,
+                "fired": fired}
 
 
 _LOSSES = {"tied": tied_loss, "relu": relu_loss, "topk": topk_loss}

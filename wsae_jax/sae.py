@@ -86,8 +86,13 @@ class TopKSAEConfig(_BaseSAEConfig):
   """Weight of the AuxK loss."""
   dead_after_tokens: int = 10_000_000
   """A latent that has not fired for this many training tokens counts as dead."""
+  sparse_path: bool | None = None
+  """Train through the k selected latents only (gathers/scatter-adds) instead of dense d_sae-wide
+  products; None chooses by `d_sae / k` (see `use_sparse_path`)."""
 
   architecture: ClassVar[str] = "topk"
+  SPARSE_MIN_RATIO: ClassVar[int] = 16
+  """Measured crossover (benchmarks/RESULTS.md): the sparse path wins from d_sae / k of about 16."""
 
   def __post_init__(self):
     super().__post_init__()
@@ -100,6 +105,12 @@ class TopKSAEConfig(_BaseSAEConfig):
       V.check_int("aux_k", self.aux_k, low=1, high=self.d_sae)
     V.check_range("aux_coefficient", self.aux_coefficient, low=0.0)
     V.check_int("dead_after_tokens", self.dead_after_tokens, low=1)
+
+  @property
+  def use_sparse_path(self) -> bool:
+    if self.sparse_path is not None:
+      return self.sparse_path
+    return self.d_sae >= self.SPARSE_MIN_RATIO * self.k
 
   @property
   def resolved_aux_k(self) -> int:

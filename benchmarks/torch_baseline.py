@@ -1,0 +1,130 @@
+"""The PyTorch baseline: the same SAEs, weighted loss and optimiser step, written as a PyTorch user
+would (eager modules; `torch.compile` optional).
+
+    from torch_baseline import TorchSAE, TorchTrainer
+    sae = TorchSAE.from_params("topk", params, k=32)          # params: numpy dict, SAELens names
+    trainer = TorchTrainer(sae, lr=1e-3, steps=1000, warmup_steps=100, grad_clip=1.0)
+    metrics = trainer.step(x, gamma)                           # one Adam step
+
+Semantics match wsae_jax exactly (see tests/test_torch_parity.py):
+  tied  z = ReLU(x W_enc), x̂ = z W_encᵀ; loss = mean_b Σ_i γ_i² (x − x̂)_i²
+  relu  z = ReLU(x W_enc + b_enc), x̂ = z W_dec + b_dec; + λ mean_b Σ_j z_j ‖W_dec[j]‖
+  topk  z = TopK(ReLU((x − b_dec) W_enc + b_enc)), unit-norm decoder rows (gradient parallel to
+        the rows removed before Adam, rows renormalised after), + AuxK on dead latents.
+Adam (β1 0.9, β2 0.999, ε 1e-8), linear warm-up, global-norm gradient clipping.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class TorchSAE(nn.Module):
+  def __init__(self, arch: str, d_in: int, d_sae: int, *, k: int | None = None,
+               l1_coefficient: float = 1e-3, aux_k: int | None = None,
+               aux_coefficient: float = 1 / 32, dead_after_tokens: int = 10_000_000):
+    super().__init__()
+    self.arch, self.d_in, self.d_sae, self.k = arch, d_in, d_sae, k
+    self.l1_coefficient = l1_coefficient
+    self.aux_k = aux_k if aux_k is not None else max(1, min(d_in // 2, d_sae))
+    self.aux_coefficient = aux_coefficient
+    self.dead_after_tokens = dead_after_tokens
+    self.W_enc = nn.Parameter(torch.empty(d_in, d_sae))
+    if arch != "tied":
+      self.W_dec = nn.Parameter(torch.empty(d_sae, d_in))
+      self.b_enc = nn.Parameter(torch.zeros(d_sae))
+      self.b_dec = nn.Parameter(torch.zeros(d_in))
+    self.register_buffer("tokens_since_fired", torch.zeros(d_sae, dtype=torch.long))
+
+  @classmethod
+  def from_params(cls, arch: str, params: dict, **kw) -> "TorchSAE":
+    d_in, d_sae = np.shape(params["W_enc"])
+    sae = cls(arch, d_in, d_sae, **kw)
+    with torch.no_grad():
+      for name, value in params.items():
+        getattr(sae, name).copy_(torch.from_numpy(np.array(value, np.float32)))
+    return sae
+
+  def params_numpy(self) -> dict:
+    return {n: p.detach().cpu().numpy().copy() for n, p in self.named_parameters()}
+
+  def decoder(self):
+    return self.W_enc.T if self.arch == "tied" else self.W_dec
+
+  def pre(self, x):
+    if self.arch == "tied":
+      return x @ self.W_enc
+    if self.arch == "topk":
+      return (x - self.b_dec) @ self.W_enc + self.b_enc
+    return x @ self.W_enc + self.b_enc
+
+  @staticmethod
+  def topk(pre, k):
+    vals, idx = pre.topk(k, dim=-1)
+    return torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
+
+  def forward(self, x):
+    pre = self.pre(x)
+    z = self.topk(pre, self.k) if self.arch == "topk" else torch.relu(pre)
+    x_hat = z @ self.decoder()
+    if self.arch != "tied":
+      x_hat = x_hat + self.b_dec
+    return pre, z, x_hat
+
+  def loss(self, x, gamma=None):
+    pre, z, x_hat = self(x)
+    g2 = 1.0 if gamma is None else gamma ** 2
+    recon = ((x - x_hat) ** 2 * g2).sum(-1).mean()
+    loss = recon
+    if self.arch == "relu":
+      loss = loss + self.l1_coefficient * (z @ self.W_dec.norm(dim=-1)).mean()
+    if self.arch == "topk":
+      dead = self.tokens_since_fired >= self.dead_after_tokens
+      n_dead = int(dead.sum())
+      if n_dead > 0:
+        residual = (x - x_hat).detach()
+        dead_pre = torch.where(dead, pre, torch.full_like(pre, -math.inf))
+        z_aux = self.topk(dead_pre, self.aux_k)
+        e_hat = z_aux @ self.W_dec
+        aux = ((residual - e_hat) ** 2 * g2).sum(-1).mean() * min(n_dead / self.aux_k, 1.0)
+        loss = loss + self.aux_coefficient * aux
+    return loss, z
+
+
+class TorchTrainer:
+  """Adam with linear warm-up and the decoder handling of each architecture."""
+
+  def __init__(self, sae: TorchSAE, *, lr: float, steps: int, warmup_steps: int = 0,
+               grad_clip: float | None = 1.0, compile: bool = False):
+    self.sae = sae
+    self.grad_clip = grad_clip
+    self.opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    w = max(warmup_steps, 1)
+    self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda t: min(t / w, 1.0))
+    self._loss = torch.compile(sae.loss) if compile else sae.loss
+
+  def step(self, x: torch.Tensor, gamma: torch.Tensor | None = None) -> float:
+    sae = self.sae
+    self.opt.zero_grad(set_to_none=True)
+    loss, z = self._loss(x, gamma)
+    loss.backward()
+    if sae.arch == "topk":
+      with torch.no_grad():
+        u = sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        g = sae.W_dec.grad
+        g -= (g * u).sum(-1, keepdim=True) * u
+    if self.grad_clip is not None:
+      torch.nn.utils.clip_grad_norm_(sae.parameters(), self.grad_clip)
+    self.opt.step()
+    self.sched.step()
+    with torch.no_grad():
+      if sae.arch == "topk":
+        sae.W_dec /= sae.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+      fired = (z > 0).any(0)
+      sae.tokens_since_fired = torch.where(fired, torch.zeros_like(sae.tokens_since_fired),
+                                           sae.tokens_since_fired + x.shape[0])
+    return float(loss.detach())
