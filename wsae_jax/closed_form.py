@@ -125,14 +125,9 @@ def model_variance_weights(W_p, alpha, *, normalize: bool = True) -> jax.Array:
 # Grids: one compiled call, samples sharded over devices.
 # ----------------------------------------------------------------------------------------------
 
-def _features_from_uniform(u, s):
-  """Common random numbers: the same uniforms give the features at every sparsity."""
-  return jnp.where(u >= s, (u - s) / (1.0 - s), 0.0)
-
-
 def _sample_stats(u_CxN, W_PxN, s):
   """Sums over one chunk of samples for one (geometry, sparsity)."""
-  x = _features_from_uniform(u_CxN, s)
+  x = sp.features_from_uniform(u_CxN, s)
   x_m = jax.nn.relu(x @ (W_PxN.T @ W_PxN))
   e = x - x_m
   r = e @ W_PxN.T  # x_p − x̂_p, since x_p = x W_pᵀ exactly

@@ -119,7 +119,8 @@ def topk_loss(cfg: sae_lib.TopKSAEConfig, params, x_BxD, *, gamma=None, dead_M=N
       scale = jnp.minimum(n_dead / aux_k, 1.0).astype(recon.dtype)
       return scale * reconstruction_loss(residual, z_aux @ params["W_dec"], gamma)[0]
 
-    aux = jax.lax.cond(n_dead > 0, aux_term, lambda: jnp.zeros((), recon.dtype))
+    # `recon * 0` (not a fresh zero) keeps the branch types equal inside shard_map.
+    aux = jax.lax.cond(n_dead > 0, aux_term, lambda: recon * 0)
   loss = recon + cfg.aux_coefficient * aux
   var = jnp.sum(jnp.var(x_BxD, axis=0))
   mse = r_aux["mse"]

@@ -42,9 +42,17 @@ def sample_features(key: jax.Array, batch_size: int, n: int, sparsity, *,
   if magnitude not in MAGNITUDES:
     raise V.WSAEInputError(f"magnitude must be one of {MAGNITUDES}, got {magnitude!r}.")
   u = jax.random.uniform(key, (batch_size, n), dtype=dtype)
-  s = jnp.asarray(sparsity, dtype)
-  active = u >= s
-  v = (u - s) / (1.0 - s)
+  return features_from_uniform(u, jnp.asarray(sparsity, dtype), magnitude)
+
+
+def features_from_uniform(u, sparsity, magnitude: Magnitude = "uniform") -> jax.Array:
+  """Features from uniforms `u` in [0, 1): 0 where `u < S`, else a magnitude from `(u − S)/(1 − S)`.
+
+  The same uniforms give the features at every sparsity (common random numbers); `sparsity`
+  broadcasts against `u`.
+  """
+  active = u >= sparsity
+  v = (u - sparsity) / (1.0 - sparsity)
   if magnitude == "uniform":
     mag = v
   elif magnitude == "exponential":

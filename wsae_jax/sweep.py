@@ -187,16 +187,7 @@ def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk
 
     u_DxTxBxN = jax.vmap(uniforms)(seeds_D)
     u_UxTxBxN = u_DxTxBxN[stream_seed_idx]
-    s = stream_sparsity[:, None, None, None]
-    active = u_UxTxBxN >= s
-    v = (u_UxTxBxN - s) / (1.0 - s)
-    if magnitude == "uniform":
-      mag = v
-    elif magnitude == "exponential":
-      mag = -jnp.log1p(-jnp.minimum(v, 1.0 - 1e-7))
-    else:
-      mag = jnp.ones_like(v)
-    x = jnp.where(active, mag, 0.0)
+    x = sp.features_from_uniform(u_UxTxBxN, stream_sparsity[:, None, None, None], magnitude)
     return x @ W_p.T
 
   def per_device(states, hp, xs, step0):
