@@ -112,3 +112,27 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
   _, p_res = io.load_saelens(tmp_path / "killed" / "sae")
   for k in p_ref:  # bit-identical on CPU: same program, same batches (a function of seed, step)
     assert np.array_equal(p_ref[k], p_res[k]), k
+
+
+def test_sweep_resumes_exactly(tmp_path):
+  import shutil
+
+  from wsae_jax import sweep
+  cfg = w.TiedSAEConfig(d_in=8, d_sae=11)
+  tc = w.TrainConfig(steps=60, batch_size=64, learning_rate=3e-3, warmup_steps=5, log_every=20)
+  members = sweep.grid(seed=[0, 1], sparsity=[0.8, 0.9], alpha=[0.0, 1.0])
+  problem = sweep.SyntheticProblem(W_P)
+  full = sweep.train_sweep(cfg, tc, members, problem, progress=False)
+  ck = checkpoint.Checkpointer(tmp_path, every=20, keep=3)
+  sweep.train_sweep(cfg, tc, members, problem, progress=False, checkpointer=ck)
+  assert ck.steps() == [20, 40, 60]
+  shutil.rmtree(ck.path(60))
+  shutil.rmtree(ck.path(40))  # as if killed between the checkpoints of 20 and 40
+  resumed = sweep.train_sweep(cfg, tc, members, problem, progress=False, resume=True,
+                              checkpointer=checkpoint.Checkpointer(tmp_path, every=20, keep=3))
+  assert_close(jax.device_get(resumed.states.params), jax.device_get(full.states.params),
+               rtol=0, atol=0)
+  assert [len(h) for h in resumed.histories] == [len(h) for h in full.histories]
+  with pytest.raises(checkpoint.CheckpointError, match="data.members"):
+    sweep.train_sweep(cfg, tc, members[:-1] + [dict(members[-1], seed=7)], problem,
+                      progress=False, resume=True, checkpointer=checkpoint.Checkpointer(tmp_path))

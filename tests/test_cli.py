@@ -81,6 +81,10 @@ dir = "{tmp_path / 'out'}"
   assert [r["k"] for r in rows] == [2, 3, 2, 3]
   assert all(r["l0"] <= r["k"] for r in rows)
   assert (tmp_path / "out" / "sweep.csv").exists() and (tmp_path / "out" / "sweep.png").exists()
+  # Resuming a finished sweep restores its last checkpoint and gives the same table.
+  assert cli.main(["sweep", str(cfg), "--no-progress", "--resume"]) == 0
+  again = json.loads((tmp_path / "out" / "sweep.json").read_text())["rows"]
+  assert [r["mse"] for r in again] == [r["mse"] for r in rows]
 
 
 def test_sweep_file_errors_are_clear(tmp_path, capsys):

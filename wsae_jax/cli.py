@@ -129,13 +129,15 @@ def _add_sweep(sub):
       "members, sharded over devices) and writes sweep.json, sweep.csv and sweep.png.\n\n"
       + SWEEP_FILE_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("config", help="sweep file (.toml or .json)")
+  p.add_argument("--resume", action="store_true",
+                 help="continue from the newest complete checkpoint in the output folder")
   p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
   p.set_defaults(func=_run_sweep)
 
 
 def _run_sweep(args):
   from wsae_jax import sweep
-  sweep.run_sweep_file(args.config, progress=not args.no_progress)
+  sweep.run_sweep_file(args.config, progress=not args.no_progress, resume=args.resume)
 
 
 def _add_train(sub):

@@ -305,7 +305,8 @@ def pareto_front(rows: Sequence[dict], x: str = "l0", y: str = "mse") -> list[in
 def train_sweep(sae_cfg, train_cfg: train_lib.TrainConfig, members: Sequence[dict], data, *,
                 mesh: Mesh | None = None, steps_per_call: int | None = None,
                 member_chunk: int = 4, progress: bool | str = True,
-                eval_samples: int = 8192, initial_params: dict | None = None) -> SweepResult:
+                eval_samples: int = 8192, initial_params: dict | None = None,
+                checkpointer=None, resume: bool = False) -> SweepResult:
   """Trains every member of a sweep together, as one compiled program.
 
   Args:
@@ -322,6 +323,10 @@ def train_sweep(sae_cfg, train_cfg: train_lib.TrainConfig, members: Sequence[dic
     eval_samples: held-out samples for the result table.
     initial_params: stacked starting parameters (every leaf with a leading member axis), instead
       of each member's seeded initialisation (e.g. to start from the closed form).
+    checkpointer: a `checkpoint.Checkpointer`; the stacked state is saved after each compiled call
+      that crosses a multiple of `checkpointer.every` steps, and at the end.
+    resume: continue from the newest complete checkpoint (same members and configs required);
+      the result equals an uninterrupted sweep, because every batch is a function of (seed, step).
 
   Returns:
     A `SweepResult`: stacked states, one table row per member (hyperparameters, final L_SAE, L_GT,
@@ -388,12 +393,28 @@ def train_sweep(sae_cfg, train_cfg: train_lib.TrainConfig, members: Sequence[dic
                    out_shardings=member_sharding)(seeds_K, initial_params)
 
   histories: list[list[dict]] = [[] for _ in range(K)]
+  start, meta = 0, None
+  if checkpointer is not None:
+    from wsae_jax import checkpoint as ckpt
+    meta = ckpt.run_meta(sae_cfg, train_cfg, gamma=gammas,
+                         data={"kind": "sweep", "synthetic": synthetic, "steps_per_call": T,
+                               "members": [{k: v for k, v in m.items() if k != "gamma"}
+                                           for m in res]})
+    if resume:
+      restored = checkpointer.restore_latest(states, expected_meta=meta)
+      if restored is not None:
+        states, saved = restored
+        start = int(saved["step"])
+        histories = saved.get("histories", histories)
+  elif resume:
+    raise V.WSAEInputError("resume=True needs a checkpointer to resume from.")
   xs_sharding = NamedSharding(mesh, P(None, None, DATA_AXIS))
   t0 = time.perf_counter()
-  bar = tqdm(total=train_cfg.steps, desc=progress if isinstance(progress, str) else f"sweep x{K}",
+  bar = tqdm(total=train_cfg.steps, initial=start,
+             desc=progress if isinstance(progress, str) else f"sweep x{K}",
              disable=not progress, dynamic_ncols=True, leave=False)
   try:
-    for step0 in range(0, train_cfg.steps, T):
+    for step0 in range(start, train_cfg.steps, T):
       xs = None
       if not synthetic:
         xs = np.stack([np.asarray(source.batch(min(step0 + t, train_cfg.steps - 1)))
@@ -410,6 +431,9 @@ def train_sweep(sae_cfg, train_cfg: train_lib.TrainConfig, members: Sequence[dic
       bar.set_postfix(loss=f"{np.nanmean(met['loss']):.4g}", frozen=int(np.sum(div >= 0)),
                       refresh=False)
       bar.update(done - bar.n)
+      if checkpointer is not None and (done // checkpointer.every > step0 // checkpointer.every
+                                       or done == train_cfg.steps):
+        checkpointer.save(done, states, {**meta, "histories": histories})
   finally:
     bar.close()
   jax.block_until_ready(states)
@@ -475,7 +499,8 @@ A sweep file is TOML (or the same structure in JSON) with these tables:
              "toy" (n, n_p, sparsity, seed); or real: activations = "file.npy" (tokens, d_in).
   [grid]     axes to cross, each a list: seed, data_seed, sparsity, alpha, learning_rate,
              l1_coefficient, k.
-  [output]   dir = "sweep_out" (sweep.json, sweep.csv, sweep.png are written there).
+  [output]   dir = "sweep_out" (sweep.json, sweep.csv, sweep.png and checkpoints/ go there),
+             checkpoint_every = 1000 (steps between checkpoints; `wsae sweep --resume` continues).
 
 Example (experiments/configs/sweep_small.toml):
 
@@ -547,8 +572,12 @@ def _data_from_spec(d: dict):
   return SyntheticProblem(W, magnitude=d.get("magnitude", "uniform"))
 
 
-def run_sweep_file(path, *, progress: bool = True, echo=print) -> SweepResult:
-  """Runs the sweep a file describes and writes its results; returns the `SweepResult`."""
+def run_sweep_file(path, *, progress: bool = True, echo=print, resume: bool = False) -> SweepResult:
+  """Runs the sweep a file describes and writes its results; returns the `SweepResult`.
+
+  Checkpoints go to `<output dir>/checkpoints` every `[output] checkpoint_every` steps (default
+  1000); `resume=True` continues from the newest complete one.
+  """
   spec = load_sweep_file(path)
   data = _data_from_spec(spec["data"])
   d_in = np.shape(data.W_p)[0] if isinstance(data, SyntheticProblem) else np.shape(data)[1]
@@ -566,8 +595,13 @@ def run_sweep_file(path, *, progress: bool = True, echo=print) -> SweepResult:
   members = grid(**{k: list(v) for k, v in spec["grid"].items()})
   echo(f"sweep: {len(members)} members of a {arch} SAE (d_in={d_in}, d_sae={sae_cfg.d_sae}), "
        f"{train_cfg.steps} steps each, on {len(jax.devices())} device(s)")
-  res = train_sweep(sae_cfg, train_cfg, members, data, progress=progress)
   out = pathlib.Path(spec.get("output", {}).get("dir", "sweep_out"))
+  from wsae_jax import checkpoint as ckpt
+  checkpointer = ckpt.Checkpointer(out / "checkpoints",
+                                   every=spec.get("output", {}).get("checkpoint_every", 1000))
+  res = train_sweep(sae_cfg, train_cfg, members, data, progress=progress,
+                    checkpointer=checkpointer, resume=resume)
+  checkpointer.close()
   js, cs = res.save(out)
   _plot_sweep(res, out / "sweep.png")
   if res.diverged:
