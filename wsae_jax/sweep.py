@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from wsae_jax import _validate as V
 from wsae_jax import data as data_lib
+from wsae_jax import losses
 from wsae_jax import metrics as metrics_lib
 from wsae_jax import sae as sae_lib
 from wsae_jax import superposition as sp
@@ -474,7 +475,6 @@ def _table(sae_cfg, res, states, gammas, problem, source, histories, diverged, e
             [np.asarray(source.batch(t)) for t in range(max(1, eval_samples // source.batch_size))])
       x = jnp.asarray(eval_cache["x"])
       z, x_hat = sae_lib.forward(cfg_i, p_i, x)
-      from wsae_jax import losses
       row.update({"l_sae": float(losses.reconstruction_loss(x, x_hat, gamma)[0]),
                   "mse": float(losses.reconstruction_loss(x, x_hat)[0]),
                   "fvu": metrics_lib.fvu(x, x_hat), "l0": metrics_lib.l0(z),
