@@ -34,10 +34,13 @@ def reconstruction_loss(x_BxD: jax.Array, x_hat_BxD: jax.Array,
   return loss, {"mse": mse}
 
 
-def _common_aux(x_BxD, z_BxM, mse):
+def _fvu(x_BxD, mse):
   var = jnp.sum(jnp.var(x_BxD, axis=0))
-  return {"mse": mse,
-          "fvu": mse / jnp.maximum(var, jnp.finfo(x_BxD.dtype).tiny),
+  return mse / jnp.maximum(var, jnp.finfo(x_BxD.dtype).tiny)
+
+
+def _common_aux(x_BxD, z_BxM, mse):
+  return {"mse": mse, "fvu": _fvu(x_BxD, mse),
           "l0": jnp.mean(jnp.sum(z_BxM > 0, axis=-1).astype(jnp.float32)),
           "fired": jnp.any(z_BxM > 0, axis=0)}
 
@@ -122,11 +125,9 @@ def topk_loss(cfg: sae_lib.TopKSAEConfig, params, x_BxD, *, gamma=None, dead_M=N
     # `recon * 0` (not a fresh zero) keeps the branch types equal inside shard_map.
     aux = jax.lax.cond(n_dead > 0, aux_term, lambda: recon * 0)
   loss = recon + cfg.aux_coefficient * aux
-  var = jnp.sum(jnp.var(x_BxD, axis=0))
   mse = r_aux["mse"]
-  return loss, {"loss": loss, "recon": recon, "aux_k": aux, "mse": mse,
-                "fvu": mse / jnp.maximum(var, jnp.finfo(x_BxD.dtype).tiny), "l0": l0,
-                "fired": fired}
+  return loss, {"loss": loss, "recon": recon, "aux_k": aux, "mse": mse, "fvu": _fvu(x_BxD, mse),
+                "l0": l0, "fired": fired}
 
 
 _LOSSES = {"tied": tied_loss, "relu": relu_loss, "topk": topk_loss}
