@@ -94,3 +94,38 @@ def test_sweep_file_errors_are_clear(tmp_path, capsys):
   assert "missing the [data] table" in capsys.readouterr().err
   assert cli.main(["sweep", str(tmp_path / "nope.toml")]) == 2
   assert "does not exist" in capsys.readouterr().err
+
+
+def test_train_from_activation_store_folds_the_scale(tmp_path, capsys):
+  import numpy as np
+
+  import jax
+  from wsae_jax import checkpoint, io, sae
+  from wsae_jax.activations import ActivationStore, ActivationWriter
+  rng = np.random.default_rng(0)
+  writer = ActivationWriter(tmp_path / "store", d_in=8, dtype="float16", context_len=16)
+  for i in range(4):
+    writer.write_shard(i, 30 * rng.standard_normal((64, 8)), tokens=rng.integers(0, 50, 64))
+  rc = cli.main(["train", "--out", str(tmp_path / "run"), "--activations", str(tmp_path / "store"),
+                 "--arch", "topk", "--k", "2", "--d-sae", "16", "--steps", "12", "--batch-size",
+                 "16", "--normalize", "--alpha", "0.5", "--checkpoint-every", "6", "--no-progress"])
+  assert rc == 0
+  out = capsys.readouterr().out
+  assert "240 rows of d_in=8" in out and "normalisation scale" in out  # 4 x 64 minus 16 sinks
+  store = ActivationStore(tmp_path / "store", 16, normalize=True)
+  cfg, params, meta = checkpoint.load_params(tmp_path / "run" / "checkpoints")
+  assert meta["normalization_scale"] == pytest.approx(store.scale)
+  # The exported SAE takes raw activations: SAE_export(x) = SAE(c x) / c.
+  cfg2, exported = io.load_saelens(tmp_path / "run" / "sae")
+  x = store.read_all()[:32] / store.scale
+  ref = sae.forward(cfg, jax.device_get(params), x * store.scale)[1] / store.scale
+  np.testing.assert_allclose(np.asarray(sae.forward(cfg2, exported, x)[1]), np.asarray(ref),
+                             rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+  # A store with a NaN is refused before training starts.
+  bad = np.load(tmp_path / "store" / "acts_00002.npy")
+  bad[3, 1] = np.inf
+  np.save(tmp_path / "store" / "acts_00002.npy", bad)
+  assert cli.main(["train", "--out", str(tmp_path / "run2"), "--activations",
+                   str(tmp_path / "store"), "--steps", "4", "--batch-size", "16",
+                   "--no-progress"]) == 2
+  assert "acts_00002.npy" in capsys.readouterr().err

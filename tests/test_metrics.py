@@ -87,3 +87,34 @@ def test_evaluate_on_the_closed_form_of_a_digon_problem():
 def test_metric_inputs_checked():
   with pytest.raises(w.WSAEInputError, match="observed space"):
     metrics.abs_cosine(np.ones((3, 4)), np.ones((5, 2)))
+
+
+def test_latent_token_stats_match_a_slow_loop():
+  from wsae_jax.metrics import latent_token_stats, sparse_codes
+  rng = np.random.default_rng(0)
+  B, M, top_n = 300, 24, 5
+  z = np.where(rng.random((B, M)) < 0.15, rng.random((B, M)) + 0.01, 0.0)
+  z[:, 3] = 0.0  # a dead latent
+  tokens = rng.integers(0, 7, B)
+  lat, val = sparse_codes(z)
+  assert lat.shape[1] == (z != 0).sum(1).max()
+  got = latent_token_stats(lat, val, tokens, M, top_n=top_n)
+  for m in range(M):
+    rows = np.flatnonzero(z[:, m])
+    assert got["count"][m] == len(rows)
+    np.testing.assert_allclose([got["mean"][m], got["variance"][m]], [z[:, m].mean(), z[:, m].var()],
+                               atol=1e-12)
+    if not len(rows):
+      assert np.isnan(got["consistency"][m]) and np.isnan(got["top_entropy"][m])
+      continue
+    _, c = np.unique(tokens[rows], return_counts=True)
+    assert got["consistency"][m] == pytest.approx(c.max() / len(rows))
+    top = rows[np.argsort(-z[rows, m], kind="stable")[:top_n]]
+    _, c = np.unique(tokens[top], return_counts=True)
+    p = c / c.sum()
+    assert got["top_entropy"][m] == pytest.approx(-(p * np.log2(p)).sum())
+  # Keeping only the largest k per row equals Top-k of the dense codes.
+  lat2, val2 = sparse_codes(z, max_active=2)
+  for b in range(B):
+    want = np.sort(z[b])[::-1][:2]
+    np.testing.assert_allclose(np.sort(val2[b])[::-1], want[want > 0].tolist() + [0] * (2 - (want > 0).sum()))

@@ -151,7 +151,19 @@ def _add_train(sub):
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("--out", required=True, help="run folder")
   src = p.add_argument_group("data")
-  src.add_argument("--activations", default=None, help="a .npy file of activations (tokens, d_in)")
+  src.add_argument("--activations", default=None,
+                   help="activations: a store folder (metadata.json + shards, e.g. from "
+                   "experiments/harvest.py) or a (tokens, d_in) .npy file")
+  src.add_argument("--normalize", action="store_true",
+                   help="activations: scale rows so that E||x|| = sqrt(d_in); the scale is folded "
+                   "back into the exported SAE")
+  src.add_argument("--keep-first-position", action="store_true",
+                   help="activations: keep position 0 of each context (dropped by default when "
+                   "the store records context_len: it is the attention sink)")
+  src.add_argument("--buffer-tokens", type=int, default=2**16,
+                   help="activations: rows shuffled together in memory")
+  src.add_argument("--no-validate", action="store_true",
+                   help="activations: skip the up-front NaN/inf scan of every shard")
   src.add_argument("--geometry", choices=("polygon", "random", "toy"), default="polygon",
                    help="synthetic W_p when no --activations is given")
   src.add_argument("--planes", type=int, default=8, help="polygon: 2-D planes")
@@ -191,17 +203,20 @@ def _run_train(args):
 
   from wsae_jax import checkpoint, data, io, sae, superposition as sp, train, weights
   out = pathlib.Path(args.out)
+  scale = None
   if args.activations:
-    path = pathlib.Path(args.activations)
-    if not path.exists():
-      raise V.WSAEInputError(f"--activations {str(path)!r} does not exist.")
-    try:
-      x = np.load(path, mmap_mode="r")
-    except ValueError as e:
-      raise V.WSAEInputError(f"--activations {str(path)!r} is not a .npy array: {e}") from None
-    source = data.ArraySource(x, args.batch_size, seed=args.data_seed)
+    from wsae_jax.activations import ActivationStore
+    source = ActivationStore(args.activations, args.batch_size, seed=args.data_seed,
+                             buffer_tokens=args.buffer_tokens, normalize=args.normalize,
+                             drop_first_position=False if args.keep_first_position else None,
+                             validate=not args.no_validate)
+    scale = source.scale
     d_in, d_sae = source.d_in, args.d_sae or 8 * source.d_in
-    sample = np.asarray(x[: min(len(x), 8192)], np.float32)
+    sample = source.sample(8192) * np.float32(scale or 1.0)
+    print(f"{args.activations}: {source.n_tokens:,} rows of d_in={d_in} "
+          f"({source.metadata.get('model', 'unknown model')}, layer "
+          f"{source.metadata.get('layer', '?')}); {source.steps_per_epoch} steps per epoch"
+          + (f"; normalisation scale {scale:.4g}" if scale else ""))
   else:
     key = jax.random.key(args.data_seed)
     if args.geometry == "polygon":
@@ -221,12 +236,16 @@ def _run_train(args):
                          warmup_steps=min(100, args.steps // 10))
   gamma = None if args.alpha is None else weights.variance_weights(sample, args.alpha)
   ck = checkpoint.Checkpointer(out / "checkpoints", every=args.checkpoint_every, keep=args.keep)
-  state, hist = train.train(cfg, tc, source, gamma=gamma, checkpointer=ck, resume=args.resume,
-                            progress=not args.no_progress)
-  ck.close()
+  try:
+    state, hist = train.train(cfg, tc, source, gamma=gamma, checkpointer=ck, resume=args.resume,
+                              progress=not args.no_progress, normalization_scale=scale)
+  finally:
+    ck.close()
+    if hasattr(source, "close"):
+      source.close()
   (out / "history.json").write_text(json.dumps(
       {"records": hist.records, "diverged_at": hist.diverged_at, "seconds": hist.seconds}, indent=2))
-  io.save_saelens(out / "sae", cfg, jax.device_get(state.params))
+  io.save_saelens(out / "sae", cfg, jax.device_get(state.params), normalization_scale=scale)
   print(f"trained to step {int(state.step)}; wrote {out / 'sae'} (SAELens format), "
         f"{out / 'history.json'} and checkpoints in {out / 'checkpoints'}")
 

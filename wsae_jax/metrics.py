@@ -174,3 +174,68 @@ def evaluate(sae_cfg, params, x_BxN, W_p_PxN, *, gamma=None) -> dict:
       "shrinkage": float(np.nanmean(shrink)),
       "vanishing": float(np.nanmean(vanish)),
   }
+
+
+# -- real activations: latent statistics from sparse codes --------------------------------------
+def sparse_codes(z_BxM, *, max_active: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """`(latent ids, values)` of each row's active latents, padded with `-1` / 0: `(B, K)`.
+
+  `max_active` (e.g. an SAE's k) keeps the largest `max_active` per row; default: the most any
+  row has. Dense `(B, d_sae)` codes of a wide SAE rarely fit in memory for a whole evaluation
+  set; these do.
+  """
+  z = np.asarray(z_BxM)
+  k = max_active or max(int((z != 0).sum(1).max()), 1)
+  idx = np.argpartition(-np.abs(z), min(k, z.shape[1]) - 1, axis=1)[:, :k]
+  vals = np.take_along_axis(z, idx, axis=1)
+  return np.where(vals != 0, idx, -1), np.where(vals != 0, vals, 0)
+
+
+def latent_token_stats(latents_BxK, values_BxK, tokens_B, d_sae: int, *, top_n: int = 20) -> dict:
+  """Token-level monosemanticity of each latent from sparse codes (see `sparse_codes`).
+
+  Per latent, over the rows where it is active (value != 0):
+    * `count`: how many rows;
+    * `consistency`: the fraction of those rows whose current token is the latent's most frequent
+      token: the semantic consistency of the latent with the token id as the label (1 = it only
+      fires on one token);
+    * `top_entropy`: the entropy (bits) of the token ids of its `top_n` most strongly activating
+      rows (0 = its top examples are all one token);
+    * `mean`, `variance`: of the latent over all `B` rows (zeros included).
+  Latents never active get count 0 and NaN for the ratios.
+  """
+  lat = np.asarray(latents_BxK)
+  val = np.asarray(values_BxK, np.float64)
+  tok = np.asarray(tokens_B)
+  if lat.shape != val.shape or lat.ndim != 2 or tok.shape != (lat.shape[0],):
+    raise ValueError(f"expected latents and values (B, K) and tokens (B,), got {lat.shape}, "
+                     f"{val.shape}, {tok.shape}.")
+  B = lat.shape[0]
+  active = lat >= 0
+  L = lat[active].astype(np.int64)
+  V = val[active]
+  T = np.broadcast_to(tok[:, None], lat.shape)[active].astype(np.int64)
+  count = np.bincount(L, minlength=d_sae)
+  s1 = np.bincount(L, weights=V, minlength=d_sae)
+  s2 = np.bincount(L, weights=V * V, minlength=d_sae)
+  vocab = int(T.max()) + 1 if T.size else 1
+  keys, kc = np.unique(L * vocab + T, return_counts=True)
+  mode = np.zeros(d_sae)
+  np.maximum.at(mode, keys // vocab, kc)
+  # Top-n rows per latent: sort by latent, then by decreasing value; rank within the latent.
+  order = np.lexsort((-V, L))
+  Ls, Ts = L[order], T[order]
+  starts = np.searchsorted(Ls, np.arange(d_sae))
+  rank = np.arange(len(Ls)) - starts[Ls]
+  top = rank < top_n
+  tkeys, tc = np.unique(Ls[top] * vocab + Ts[top], return_counts=True)
+  n_top = np.minimum(count, top_n)
+  p = tc / n_top[tkeys // vocab]
+  entropy = np.zeros(d_sae)
+  np.add.at(entropy, tkeys // vocab, -p * np.log2(p))
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return {"count": count,
+            "consistency": np.where(count > 0, mode / count, np.nan),
+            "top_entropy": np.where(count > 0, entropy, np.nan),
+            "mean": s1 / B,
+            "variance": s2 / B - (s1 / B) ** 2}

@@ -1,0 +1,104 @@
+"""The harvest code path on a tiny randomly initialised Llama (no weights, no download)."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import wsae_jax as w  # noqa: E402
+from wsae_jax import harvest as hv  # noqa: E402
+from wsae_jax.activations import ActivationStore  # noqa: E402
+
+LAYERS, LAYER, CTX, VOCAB = 4, 2, 12, 97
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+  torch.manual_seed(0)
+  cfg = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32,
+                                 num_hidden_layers=LAYERS, num_attention_heads=4,
+                                 num_key_value_heads=2, max_position_embeddings=64)
+  return transformers.LlamaForCausalLM(cfg).eval()
+
+
+class CharTokenizer:
+  """The slice of the tokenizer interface the harvest uses: encode() and bos_token_id."""
+  bos_token_id = 1
+
+  def encode(self, text, add_special_tokens=False):
+    return [2 + (ord(c) % (VOCAB - 2)) for c in text]
+
+
+def test_tokenize_contexts():
+  text = "abc\n\ndefg\n\n" * 10
+  ctx = hv.tokenize_contexts(CharTokenizer(), text, 8)
+  flat = [t for p in ["abc", "defg"] * 10 for t in CharTokenizer().encode(p + "\n\n")]
+  assert ctx.shape == (len(flat) // 7, 8) and (ctx[:, 0] == 1).all()
+  np.testing.assert_array_equal(ctx[:, 1:].reshape(-1), flat[:ctx.shape[0] * 7])
+  no_prefix = hv.tokenize_contexts(CharTokenizer(), text, 8, prefix_token_id=None)
+  np.testing.assert_array_equal(no_prefix.reshape(-1), flat[:no_prefix.size])
+  with pytest.raises(w.WSAEInputError, match="fewer than one context"):
+    hv.tokenize_contexts(CharTokenizer(), "ab", 8)
+
+
+def test_layer_activations_equal_hidden_states_and_skip_later_blocks(tiny_llama):
+  ids = np.random.default_rng(0).integers(0, VOCAB, (3, CTX))
+  with torch.no_grad():
+    ref = tiny_llama(torch.as_tensor(ids), output_hidden_states=True).hidden_states[LAYER + 1]
+  ran = []
+  handle = hv.decoder_blocks(tiny_llama)[LAYER + 1].register_forward_hook(
+      lambda *a: ran.append(1))
+  try:
+    got = hv.layer_activations(tiny_llama, ids, LAYER)
+  finally:
+    handle.remove()
+  assert not ran  # block LAYER + 1 never ran
+  np.testing.assert_allclose(got, ref.numpy(), rtol=1e-5, atol=1e-6)
+  with pytest.raises(w.WSAEInputError, match="out of range: the model has 4 blocks"):
+    hv.layer_activations(tiny_llama, ids, LAYERS)
+
+
+def test_harvest_writes_a_store_and_resumes(tiny_llama, tmp_path):
+  ids = np.random.default_rng(1).integers(0, VOCAB, (10, CTX)).astype(np.int32)
+  meta = hv.harvest(tiny_llama, ids, LAYER, tmp_path / "s", contexts_per_shard=4, batch_size=3,
+                    dtype="float32", progress=False, info={"model": "tiny"})
+  assert meta["n_tokens"] == 10 * CTX and len(meta["shards"]) == 3 and meta["tokens_per_s"] > 0
+  assert meta["context_len"] == CTX and meta["layer"] == LAYER and meta["model"] == "tiny"
+  store = ActivationStore(tmp_path / "s", 4, shuffle=False, drop_first_position=False, prefetch=0)
+  x, tok = store.read_all(with_tokens=True)
+  with torch.no_grad():
+    ref = tiny_llama(torch.as_tensor(ids), output_hidden_states=True).hidden_states[LAYER + 1]
+  np.testing.assert_allclose(x, ref.numpy().reshape(-1, 16), rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(tok, ids.reshape(-1))
+  # Resume: delete one shard; only it is recomputed, the others are left untouched.
+  (tmp_path / "s" / "acts_00001.npy").unlink()
+  mtime = (tmp_path / "s" / "acts_00000.npy").stat().st_mtime_ns
+  meta2 = hv.harvest(tiny_llama, ids, LAYER, tmp_path / "s", contexts_per_shard=4, batch_size=3,
+                     dtype="float32", progress=False, info={"model": "tiny"})
+  assert meta2["n_tokens"] == 10 * CTX
+  assert (tmp_path / "s" / "acts_00000.npy").stat().st_mtime_ns == mtime
+  assert meta2["tokens_per_s"] > 0  # only shard 1 was timed
+  np.testing.assert_allclose(ActivationStore(tmp_path / "s", 4, shuffle=False, prefetch=0,
+                                             drop_first_position=False).read_all(), x)
+
+
+def test_next_token_loss_and_replacement(tiny_llama):
+  ids = np.random.default_rng(2).integers(0, VOCAB, (4, CTX))
+  with torch.no_grad():
+    logits = tiny_llama(torch.as_tensor(ids)).logits
+  ref = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, VOCAB),
+                                          torch.as_tensor(ids[:, 1:]).reshape(-1))
+  assert hv.next_token_loss(tiny_llama, ids, batch_size=3) == pytest.approx(float(ref), rel=1e-5)
+  # Identity replacement changes nothing; zeroing the residual stream changes the loss.
+  same = hv.next_token_loss(tiny_llama, ids, layer=LAYER, replace=lambda h: h)
+  assert same == pytest.approx(float(ref), rel=1e-5)
+  zero = hv.next_token_loss(tiny_llama, ids, layer=LAYER, replace=np.zeros_like)
+  assert abs(zero - float(ref)) > 1e-3
+  # The replacement sees (B, T, d) and position 0 keeps its true value.
+  seen = []
+  hv.next_token_loss(tiny_llama, ids, batch_size=4, layer=LAYER,
+                     replace=lambda h: seen.append(h.shape) or h)
+  assert seen == [(4, CTX, 16)]
+  with pytest.raises(w.WSAEInputError, match="needs layer"):
+    hv.next_token_loss(tiny_llama, ids, replace=np.zeros_like)
