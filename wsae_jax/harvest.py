@@ -58,11 +58,12 @@ def smollm2_gguf_path() -> pathlib.Path:
   return path
 
 
-def load_model(model, *, dtype: str = "float32", offline: bool = True):
+def load_model(model, *, dtype: str = "float32", offline: bool = True, tokenizer: bool = True):
   """``(model, tokenizer)`` from a Hugging Face id, a local folder, or a ``.gguf`` file.
 
   GGUF weights are de-quantised to ``dtype`` by transformers. With ``offline`` (default),
-  ``HF_HUB_OFFLINE=1`` is set so nothing is downloaded.
+  ``HF_HUB_OFFLINE=1`` is set so nothing is downloaded. ``tokenizer=False`` returns
+  ``(model, None)``.
   """
   if offline:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -75,7 +76,7 @@ def load_model(model, *, dtype: str = "float32", offline: bool = True):
       raise FileNotFoundError(f"GGUF file {path} does not exist.")
     kw["gguf_file"] = path.name
     model = str(path.parent)
-  tok = AutoTokenizer.from_pretrained(str(model), **kw)
+  tok = AutoTokenizer.from_pretrained(str(model), **kw) if tokenizer else None
   lm = AutoModelForCausalLM.from_pretrained(str(model), dtype=getattr(torch, dtype), **kw)
   lm.eval()
   return lm, tok
@@ -253,7 +254,7 @@ def next_token_loss(model, contexts_NxT, *, batch_size: int = 8, layer: int | No
 
     def hook(module, inputs, output):
       h = output[0] if isinstance(output, tuple) else output
-      new = torch.as_tensor(np.asarray(replace(h.float().cpu().numpy()), np.float32), dtype=h.dtype)
+      new = torch.as_tensor(np.array(replace(h.float().cpu().numpy()), np.float32), dtype=h.dtype)
       if keep_first_position:
         new[:, 0] = h[:, 0]
       return (new,) + tuple(output[1:]) if isinstance(output, tuple) else new
