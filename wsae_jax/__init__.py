@@ -8,6 +8,9 @@ Modules, one idea each:
   optim          optax transformations for decoder constraints; the optimiser chain
   parallel       device meshes and shardings for data parallelism
   data           batch sources (synthetic on-device, arrays, iterables)
+  activations    the on-disk activation store (shuffled, prefetched, bounded-memory batches)
+  harvest        activations from a Hugging Face causal LM (optional extra: torch, transformers)
+  rdata          a reader for R lazy-load databases (corpora shipped as R packages)
   train          TrainConfig, TrainState, the jitted step and the training loop
   metrics        matching, MMCS, MCC, L_GT, features per latent, shrinkage, FVU, L0
   closed_form    the paper's analytic SAE (Thm 1), loss identities (Thm 4/5), grid solver
@@ -15,6 +18,7 @@ Modules, one idea each:
 
 from wsae_jax import closed_form
 from wsae_jax._validate import WSAEInputError
+from wsae_jax.activations import ActivationStore, ActivationWriter
 from wsae_jax.data import ArraySource, IterableSource, SyntheticSource, as_source
 from wsae_jax.losses import reconstruction_loss, sae_loss
 from wsae_jax.metrics import evaluate, match_latents, mcc, mmcs
@@ -31,7 +35,7 @@ from wsae_jax.weights import consistency_weights, semantic_consistency, variance
 __version__ = "0.1.0"
 
 __all__ = [
-    "closed_form", "ArraySource", "History", "IterableSource", "ReLUSAEConfig", "SyntheticSource",
+    "closed_form", "ActivationStore", "ActivationWriter", "ArraySource", "History", "IterableSource", "ReLUSAEConfig", "SyntheticSource",
     "TiedSAEConfig", "TopKSAEConfig", "TrainConfig", "TrainState", "WSAEInputError", "as_source",
     "consistency_weights", "data_mesh", "decode", "encode", "evaluate", "make_config",
     "make_train_step", "match_latents", "mcc", "mmcs", "observe", "polygon_matrix",

@@ -41,7 +41,7 @@ __all__ = ["FORMAT", "META_NAME", "ActivationStore", "ActivationWriter", "ShardI
 
 FORMAT = "wsae-activations/1"
 META_NAME = "metadata.json"
-_DTYPES = ("float16", "float32", "bfloat16")
+_DTYPES = ("float16", "float32", "bfloat16", "float64")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +60,14 @@ def read_metadata(path) -> tuple[dict, list[ShardInfo]]:
   path = pathlib.Path(path)
   if not path.exists():
     raise V.WSAEInputError(f"activation path {str(path)!r} does not exist.")
-  if path.is_file() and path.suffix == ".npy":
+  if path.is_file() and path.suffix != ".json":
     arr = _open_npy(path)
     if arr.ndim != 2:
-      raise V.WSAEInputError(f"{path} has shape {arr.shape}; activations must be (tokens, d_in).")
+      raise V.WSAEInputError(f"{path} has shape {arr.shape} (rank {arr.ndim}); activations must "
+                             f"have rank 2: (tokens, d_in).")
+    if str(arr.dtype) not in _DTYPES:
+      raise V.WSAEInputError(f"{path} has dtype {arr.dtype}; activations must be a floating-point "
+                             f"array ({', '.join(_DTYPES)}). Convert with x.astype(np.float32).")
     meta = {"format": FORMAT, "d_in": int(arr.shape[1]), "dtype": str(arr.dtype),
             "n_tokens": int(arr.shape[0]), "context_len": None,
             "shards": [{"file": path.name, "n_tokens": int(arr.shape[0])}]}
@@ -80,7 +84,7 @@ def read_metadata(path) -> tuple[dict, list[ShardInfo]]:
   for key in ("d_in", "dtype", "shards"):
     if key not in meta:
       raise V.WSAEInputError(f"{meta_path} has no {key!r} entry; it is not an activation store.")
-  if meta["dtype"] not in _DTYPES:
+  if meta["dtype"] not in _DTYPES[:3]:
     raise V.WSAEInputError(f"{meta_path}: dtype {meta['dtype']!r} is not one of {_DTYPES}.")
   root = meta_path.parent
   shards = []
@@ -94,7 +98,7 @@ def _open_npy(path: pathlib.Path) -> np.ndarray:
   try:
     return np.load(path, mmap_mode="r")
   except (ValueError, OSError) as e:
-    raise V.WSAEInputError(f"shard {path} is not a readable .npy file: {e}") from None
+    raise V.WSAEInputError(f"{path} is not a .npy array (nor a store folder): {e}") from None
 
 
 class _ShardReader:
