@@ -84,7 +84,11 @@ def encode_eval(cfg, params, x, batch=2048):
   return x_hat, np.where(vals > 0, idx, -1), vals
 
 
+EVAL_VERSION = 2  # bump when evaluate() changes: finished runs are re-evaluated from their SAEs
+
+
 def evaluate(cfg, params, x, tokens, gamma):
+  """Held-out metrics of one SAE; `x` is normalised, `params` act on normalised inputs."""
   from wsae_jax import metrics
   x_hat, lat, val = encode_eval(cfg, params, x)
   err2 = (x.astype(np.float64) - x_hat) ** 2
@@ -93,10 +97,18 @@ def evaluate(cfg, params, x, tokens, gamma):
   var = stats["variance"]
   frequent = count >= 20
   svar = np.sort(var)[::-1]
+  # A few rows (position 1 of some contexts: a second attention sink) have norms 10-100x the
+  # median and hold about half of the total variance; report the metrics without them too.
+  norms = np.linalg.norm(x, axis=1)
+  typical = norms <= 5 * np.median(norms)
   return {
+      "eval_version": EVAL_VERSION,
       "fvu": metrics.fvu(x, x_hat),
       "mse": float(err2.mean()),
       "weighted_mse": float((err2 * gamma).mean()),
+      "fvu_typical_rows": metrics.fvu(x[typical], x_hat[typical]),
+      "mse_typical_rows": float(err2[typical].mean()),
+      "outlier_rows": int((~typical).sum()),
       "l0": float((lat >= 0).sum(1).mean()),
       "dead_frac": float(np.mean(count == 0)),
       "latent_var_mean": float(var.mean()),
@@ -108,6 +120,15 @@ def evaluate(cfg, params, x, tokens, gamma):
       "per_dim_mse": err2.mean(0).tolist(),
       "latent_variance_hist": np.histogram(np.log10(var[var > 0]), bins=40, range=(-8, 2))[0].tolist(),
   }
+
+
+def normalised_params(work, name, scale):
+  """A saved SAE (SAELens folder, scale folded in for raw inputs) back in normalised units."""
+  from wsae_jax import io
+  cfg, p = io.load_saelens(work / name / "sae")
+  c = np.float32(scale)  # undo io.save_saelens's fold: W_enc c, W_dec / c, b_dec / c
+  return cfg, {"W_enc": np.asarray(p["W_enc"]) / c, "W_dec": np.asarray(p["W_dec"]) * c,
+               "b_enc": np.asarray(p["b_enc"]), "b_dec": np.asarray(p["b_dec"]) * c}
 
 
 def train_all(args, store_path, work):
@@ -134,8 +155,15 @@ def train_all(args, store_path, work):
         name = run_name(width, alpha, seed)
         done = work / name / "metrics.json"
         if done.exists():
-          rows.append(json.loads(done.read_text()))
-          print(f"{name}: done earlier", flush=True)
+          row = json.loads(done.read_text())
+          if row.get("eval_version") != EVAL_VERSION:
+            cfg, params = normalised_params(work, name, scale)
+            row.update(evaluate(cfg, params, x_eval, tok_eval, gammas[alpha]))
+            done.write_text(json.dumps(row))
+            print(f"{name}: trained earlier, re-evaluated", flush=True)
+          else:
+            print(f"{name}: done earlier", flush=True)
+          rows.append(row)
           continue
         cfg = sae.TopKSAEConfig(d_in=d_in, d_sae=width * d_in, k=args.k)
         tc = train.TrainConfig(steps=steps, batch_size=args.batch_size, learning_rate=args.lr,

@@ -337,7 +337,9 @@ class ActivationStore:
 
   def describe(self) -> dict:
     """What identifies the batch stream (compared when a run resumes)."""
-    return {"kind": "activations", "path": str(self.path.resolve()), "seed": self.seed,
+    # The content's identity, not its path: a store may move between a crash and the resume.
+    return {"kind": "activations", "model": self.metadata.get("model"),
+            "layer": self.metadata.get("layer"), "seed": self.seed,
             "shuffle": self.shuffle, "rows": self.n_tokens, "d_in": self.d_in,
             "batch_size": self.batch_size, "buffer_tokens": self.buffer_tokens,
             "chunk_tokens": self.chunk_tokens, "drop_first_position": self.drop_first_position,
