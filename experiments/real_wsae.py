@@ -47,6 +47,12 @@ def parse(argv=None):
   p.add_argument("--out", default=str(HERE / "results"), help="folder for real_wsae.json/.png")
   p.add_argument("--widths", type=_ints, default=[8, 32], help="d_sae / d_in")
   p.add_argument("--alphas", type=_floats, default=[0.0, 0.5, 1.0], help="WSAE exponents (0 = SAE)")
+  p.add_argument("--gammas", default="variance",
+                 help="comma-separated sources of γ for α > 0: 'variance' (Var(x_i) over all rows, "
+                 "the paper's), 'typical' (Var over rows with norm <= 5x the median, i.e. without "
+                 "the few massive-norm tokens)")
+  p.add_argument("--typical-widths", type=_ints, default=None,
+                 help="widths at which the 'typical' γ runs (default: all)")
   p.add_argument("--seeds", type=int, default=2)
   p.add_argument("--k", type=int, default=32)
   p.add_argument("--train-tokens", type=int, default=None,
@@ -61,8 +67,15 @@ def parse(argv=None):
   return p.parse_args(argv)
 
 
-def run_name(width, alpha, seed):
-  return f"w{width}_a{alpha:g}_s{seed}"
+def run_name(width, alpha, seed, source="variance"):
+  tag = "" if source == "variance" or alpha == 0 else f"_{source}"
+  return f"w{width}_a{alpha:g}{tag}_s{seed}"
+
+
+def typical_rows(x):
+  """Rows whose norm is at most 5x the median norm (drops the few massive-norm tokens)."""
+  norms = np.linalg.norm(x, axis=1)
+  return norms <= 5 * np.median(norms)
 
 
 def encode_eval(cfg, params, x, batch=2048):
@@ -99,8 +112,7 @@ def evaluate(cfg, params, x, tokens, gamma):
   svar = np.sort(var)[::-1]
   # A few rows (position 1 of some contexts: a second attention sink) have norms 10-100x the
   # median and hold about half of the total variance; report the metrics without them too.
-  norms = np.linalg.norm(x, axis=1)
-  typical = norms <= 5 * np.median(norms)
+  typical = typical_rows(x)
   return {
       "eval_version": EVAL_VERSION,
       "fvu": metrics.fvu(x, x_hat),
@@ -147,48 +159,58 @@ def train_all(args, store_path, work):
   x_eval = x_eval * np.float32(scale)
   print(f"store {store_path}: {train_rows:,} training rows, {len(x_eval):,} held-out rows; "
         f"scale {scale:.4g}; {steps} steps of {args.batch_size} per SAE", flush=True)
-  gammas = {a: np.asarray(weights.variance_weights(sample, a)) for a in args.alphas}
+  sources = [g.strip() for g in args.gammas.split(",") if g.strip()]
+  bad = set(sources) - {"variance", "typical"}
+  if bad:
+    raise SystemExit(f"--gammas: unknown source(s) {sorted(bad)}; use variance, typical")
+  typical = sample[typical_rows(sample)]
+  gammas = {(src, a): np.asarray(weights.variance_weights(sample if src == "variance" else typical, a))
+            for src in sources for a in args.alphas}
+  plan = [(width, seed, alpha, src) for width in args.widths for seed in range(args.seeds)
+          for src in sources for alpha in args.alphas
+          if (alpha > 0 or src == sources[0])
+          and (src != "typical" or args.typical_widths is None or width in args.typical_widths)]
   rows = []
-  for width in args.widths:
-    for seed in range(args.seeds):
-      for alpha in args.alphas:
-        name = run_name(width, alpha, seed)
-        done = work / name / "metrics.json"
-        if done.exists():
-          row = json.loads(done.read_text())
-          if row.get("eval_version") != EVAL_VERSION:
-            cfg, params = normalised_params(work, name, scale)
-            row.update(evaluate(cfg, params, x_eval, tok_eval, gammas[alpha]))
-            done.write_text(json.dumps(row))
-            print(f"{name}: trained earlier, re-evaluated", flush=True)
-          else:
-            print(f"{name}: done earlier", flush=True)
-          rows.append(row)
-          continue
-        cfg = sae.TopKSAEConfig(d_in=d_in, d_sae=width * d_in, k=args.k)
-        tc = train.TrainConfig(steps=steps, batch_size=args.batch_size, learning_rate=args.lr,
-                               warmup_steps=min(100, steps // 10), decay_fraction=0.2, seed=seed,
-                               log_every=max(1, steps // 10))
-        gamma = gammas[alpha]
-        t0 = time.perf_counter()
-        with ActivationStore(store_path, args.batch_size, seed=seed, normalize=True,
-                             shards=slice(0, -args.eval_shards)) as src:
-          state, hist = train.train(cfg, tc, src, gamma=None if alpha == 0 else gamma,
-                                    progress=False if args.no_progress else name,
-                                    normalization_scale=scale)
-        train_s = time.perf_counter() - t0
-        params = jax.device_get(state.params)
-        m = evaluate(cfg, params, x_eval, tok_eval, gamma)
-        row = {"name": name, "width": width, "d_sae": cfg.d_sae, "alpha": alpha, "seed": seed,
-               "k": args.k, "steps": steps, "train_tokens": steps * args.batch_size,
-               "train_s": train_s, "tokens_per_s": steps * args.batch_size / train_s,
-               "final_train_loss": hist.last().get("loss"), "diverged_at": hist.diverged_at, **m}
-        io.save_saelens(work / name / "sae", cfg, params, normalization_scale=scale)
+  for width, seed, alpha, src in plan:
+    gamma = gammas[(src, alpha)]
+    name = run_name(width, alpha, seed, src)
+    done = work / name / "metrics.json"
+    if done.exists():
+      row = json.loads(done.read_text())
+      row.setdefault("gamma_source", src if alpha > 0 else "none")
+      if row.get("eval_version") != EVAL_VERSION:
+        cfg, params = normalised_params(work, name, scale)
+        row.update(evaluate(cfg, params, x_eval, tok_eval, gamma))
         done.write_text(json.dumps(row))
-        rows.append(row)
-        print(f"{name}: fvu {m['fvu']:.4f} mse {m['mse']:.4f} L0 {m['l0']:.1f} dead "
-              f"{m['dead_frac']:.3f} consistency {m['token_consistency']:.3f} "
-              f"({train_s:.0f} s, {row['tokens_per_s']:.0f} tok/s)", flush=True)
+        print(f"{name}: trained earlier, re-evaluated", flush=True)
+      else:
+        print(f"{name}: done earlier", flush=True)
+      rows.append(row)
+      continue
+    cfg = sae.TopKSAEConfig(d_in=d_in, d_sae=width * d_in, k=args.k)
+    tc = train.TrainConfig(steps=steps, batch_size=args.batch_size, learning_rate=args.lr,
+                           warmup_steps=min(100, steps // 10), decay_fraction=0.2, seed=seed,
+                           log_every=max(1, steps // 10))
+    t0 = time.perf_counter()
+    with ActivationStore(store_path, args.batch_size, seed=seed, normalize=True,
+                         shards=slice(0, -args.eval_shards)) as stream:
+      state, hist = train.train(cfg, tc, stream, gamma=None if alpha == 0 else gamma,
+                                progress=False if args.no_progress else name,
+                                normalization_scale=scale)
+    train_s = time.perf_counter() - t0
+    params = jax.device_get(state.params)
+    m = evaluate(cfg, params, x_eval, tok_eval, gamma)
+    row = {"name": name, "width": width, "d_sae": cfg.d_sae, "alpha": alpha, "seed": seed,
+           "gamma_source": src if alpha > 0 else "none",
+           "k": args.k, "steps": steps, "train_tokens": steps * args.batch_size,
+           "train_s": train_s, "tokens_per_s": steps * args.batch_size / train_s,
+           "final_train_loss": hist.last().get("loss"), "diverged_at": hist.diverged_at, **m}
+    io.save_saelens(work / name / "sae", cfg, params, normalization_scale=scale)
+    done.write_text(json.dumps(row))
+    rows.append(row)
+    print(f"{name}: fvu {m['fvu']:.4f} mse {m['mse']:.4f} L0 {m['l0']:.1f} dead "
+          f"{m['dead_frac']:.3f} consistency {m['token_consistency']:.3f} "
+          f"({train_s:.0f} s, {row['tokens_per_s']:.0f} tok/s)", flush=True)
   return rows, scale, gammas
 
 
@@ -235,19 +257,34 @@ def lm_losses(args, store_path, work, rows):
           "contexts": len(contexts), "tokens": int(contexts.size)}
 
 
-METRICS = ("fvu", "mse", "weighted_mse", "l0", "dead_frac", "latent_var_mean",
+METRICS = ("fvu", "mse", "weighted_mse", "fvu_typical_rows", "mse_typical_rows", "l0", "dead_frac", "latent_var_mean",
            "latent_var_top1pct_share", "token_consistency", "top20_token_entropy_bits",
            "loss_recovered", "delta_lm_loss")
 
 
-def summarise(rows, widths, alphas):
+def series(rows):
+  """(width, γ source) pairs present; α = 0 runs belong to every source's series."""
+  out = []
+  for r in rows:
+    key = (r["width"], r.get("gamma_source", "variance"))
+    if key[1] != "none" and key not in out:
+      out.append(key)
+  return sorted(out, key=lambda k: (k[0], k[1] != "variance"))
+
+
+def in_series(r, width, source):
+  return r["width"] == width and r.get("gamma_source") in (source, "none")
+
+
+def summarise(rows, alphas):
   table = []
-  for width in widths:
+  for width, source in series(rows):
     for alpha in alphas:
-      rs = [r for r in rows if r["width"] == width and r["alpha"] == alpha]
+      rs = [r for r in rows if in_series(r, width, source) and r["alpha"] == alpha]
       if not rs:
         continue
-      entry = {"width": width, "alpha": alpha, "seeds": len(rs)}
+      entry = {"width": width, "gamma_source": source if alpha > 0 else "none", "alpha": alpha,
+               "seeds": len(rs)}
       for m in METRICS:
         vals = [r[m] for r in rs if r.get(m) is not None]
         if vals:
@@ -257,29 +294,36 @@ def summarise(rows, widths, alphas):
   return table
 
 
-def plot(rows, table, widths, alphas, path):
+def plot(rows, table, alphas, path):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  panels = [("fvu", "FVU (held out)"), ("mse", "unweighted MSE"),
+  panels = [("fvu", "FVU (held out)"), ("fvu_typical_rows", "FVU without massive-norm rows"),
             ("loss_recovered", "fraction of LM loss recovered"),
             ("token_consistency", "token consistency of latents"),
             ("top20_token_entropy_bits", "entropy of top-20 tokens (bits)"),
             ("dead_frac", "dead fraction")]
   fig, axes = plt.subplots(2, 4, figsize=(18, 8))
   for ax, (m, title) in zip(axes.flat, panels):
-    for width in widths:
-      es = [e for e in table if e["width"] == width and m in e]
+    for width, source in series(rows):
+      es = [e for e in table if e["width"] == width and e["gamma_source"] in (source, "none")
+            and m in e]
+      es = [e for i, e in enumerate(es) if e["alpha"] not in [f["alpha"] for f in es[:i]]]  # α=0 once
       if es:
         ax.errorbar([e["alpha"] for e in es], [e[m] for e in es], [e[m + "_sd"] for e in es],
-                    marker="o", capsize=3, label=f"{width}× ({width * 576} latents)")
+                    marker="o", capsize=3, label=f"{width}× ({width * 576} latents), γ: {source}",
+                    linestyle="-" if source == "variance" else "--")
     ax.set_title(title)
     ax.set_xlabel("α (0 = plain SAE)")
-    ax.legend(fontsize=8)
+    if m in ("fvu", "fvu_typical_rows"):
+      ax.set_yscale("log")
+    ax.legend(fontsize=7)
+  widths = sorted({r["width"] for r in rows})
   ax = axes.flat[6]
   for width in widths:
     for alpha in alphas:
-      rs = [r for r in rows if r["width"] == width and r["alpha"] == alpha and r["seed"] == 0]
+      rs = [r for r in rows if r["width"] == width and r["alpha"] == alpha and r["seed"] == 0
+            and r.get("gamma_source") in ("variance", "none")]
       if rs:
         ax.plot(np.linspace(-8, 2, 41)[:-1] + 0.125, rs[0]["latent_variance_hist"],
                 label=f"{width}×, α={alpha:g}")
@@ -290,7 +334,8 @@ def plot(rows, table, widths, alphas, path):
   ax = axes.flat[7]
   for width in widths[:1]:
     for alpha in alphas:
-      rs = [r for r in rows if r["width"] == width and r["alpha"] == alpha and r["seed"] == 0]
+      rs = [r for r in rows if r["width"] == width and r["alpha"] == alpha and r["seed"] == 0
+            and r.get("gamma_source") in ("variance", "none")]
       if rs:
         ax.plot(sorted(rs[0]["per_dim_mse"], reverse=True), label=f"{width}×, α={alpha:g}")
   ax.set_yscale("log")
@@ -318,23 +363,26 @@ def main(argv=None):
     t1 = time.perf_counter()
     lm = lm_losses(args, store_path, work, rows)
     lm["seconds"] = time.perf_counter() - t1
-  table = summarise(rows, args.widths, args.alphas)
+  table = summarise(rows, args.alphas)
   meta = json.loads((store_path / "metadata.json").read_text())
   result = {
       "store": {k: meta.get(k) for k in ("model", "layer", "n_layers", "d_in", "dtype",
                                          "context_len", "n_tokens", "corpus", "lm_loss_nats")},
       "normalization_scale": scale, "args": vars(args), "lm_loss": lm, "summary": table,
-      "gamma": {f"{a:g}": {"min": float(g.min()), "max": float(g.max())} for a, g in gammas.items()},
+      "gamma": {f"{src} a={a:g}": {"min": float(g.min()), "max": float(g.max()),
+                                   "top_dim": int(np.argmax(g))}
+                for (src, a), g in gammas.items()},
       "runs": [{k: v for k, v in r.items() if k not in ("per_dim_mse", "latent_variance_hist")}
                for r in rows],
       "seconds": {"train_and_eval": train_s, "total": time.perf_counter() - t0},
   }
   (out / "real_wsae.json").write_text(json.dumps(result, indent=2))
-  plot(rows, table, args.widths, args.alphas, out / "real_wsae.png")
-  print(f"\n{'width':>5} {'alpha':>5} {'FVU':>8} {'MSE':>8} {'L0':>5} {'dead':>6} {'consist':>8} "
-        f"{'H top20':>8} {'loss rec':>8}")
+  plot(rows, table, args.alphas, out / "real_wsae.png")
+  print(f"\n{'width':>5} {'γ':>8} {'alpha':>5} {'FVU':>8} {'FVU typ':>8} {'L0':>5} {'dead':>6} "
+        f"{'consist':>8} {'H top20':>8} {'loss rec':>8}")
   for e in table:
-    print(f"{e['width']:>5} {e['alpha']:>5g} {e['fvu']:>8.4f} {e['mse']:>8.4f} {e['l0']:>5.1f} "
+    print(f"{e['width']:>5} {e['gamma_source']:>8} {e['alpha']:>5g} {e['fvu']:>8.4f} "
+          f"{e['fvu_typical_rows']:>8.4f} {e['l0']:>5.1f} "
           f"{e['dead_frac']:>6.3f} {e['token_consistency']:>8.3f} "
           f"{e['top20_token_entropy_bits']:>8.3f} {e.get('loss_recovered', float('nan')):>8.3f}")
   print(f"\nwrote {out / 'real_wsae.json'} and {out / 'real_wsae.png'} "

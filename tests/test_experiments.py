@@ -50,10 +50,13 @@ def test_harvest_then_real_wsae_on_a_tiny_llama(tmp_path):
              info={"model": "tiny"})
   real_wsae.main(["--store", str(tmp_path / "store"), "--work", str(tmp_path / "work"),
                   "--out", str(tmp_path / "out"), "--widths", "2", "--alphas", "0,1",
+                  "--gammas", "variance,typical",
                   "--seeds", "2", "--k", "4", "--batch-size", "32", "--eval-shards", "1",
                   "--loss-contexts", "4", "--model", str(tmp_path / "tiny"), "--no-progress"])
   r = json.loads((tmp_path / "out" / "real_wsae.json").read_text())
-  assert len(r["runs"]) == 4 and [e["seeds"] for e in r["summary"]] == [2, 2]
+  # Per seed: the plain SAE, then α = 1 with γ from all rows and from typical rows.
+  assert len(r["runs"]) == 6 and [e["seeds"] for e in r["summary"]] == [2, 2, 2, 2]
+  assert {x["gamma_source"] for x in r["runs"]} == {"none", "variance", "typical"}
   for run in r["runs"]:
     assert 0 < run["fvu"] < 1.5 and run["l0"] <= 4 and 0 <= run["dead_frac"] <= 1
     assert np.isfinite(run["loss_recovered"]) and np.isfinite(run["token_consistency"])
@@ -67,6 +70,7 @@ def test_harvest_then_real_wsae_on_a_tiny_llama(tmp_path):
   stale.write_text(json.dumps(row))
   real_wsae.main(["--store", str(tmp_path / "store"), "--work", str(tmp_path / "work"),
                   "--out", str(tmp_path / "out2"), "--widths", "2", "--alphas", "0,1",
+                  "--gammas", "variance,typical",
                   "--seeds", "2", "--k", "4", "--batch-size", "32", "--eval-shards", "1",
                   "--loss-contexts", "4", "--model", str(tmp_path / "tiny"), "--no-progress"])
   r2 = json.loads((tmp_path / "out2" / "real_wsae.json").read_text())
