@@ -103,7 +103,7 @@ def main(argv=None):
     print(results[-1], flush=True)
     if not args.skip_naive and path.is_file():
       # The naive run peaks as soon as the file is loaded; a few steps show it.
-    results.append(run(path, "in-memory", args.batch_size, args.width, args.k, 20))
+      results.append(run(path, "in-memory", args.batch_size, args.width, args.k, 20))
       print(results[-1], flush=True)
   record = {"file_gb": size_gb, "path": str(args.path or f"synthetic {args.rows} x {args.d_in} float16"),
             "batch_size": args.batch_size, "d_sae": args.width * args.d_in, "k": args.k,
