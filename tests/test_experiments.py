@@ -50,7 +50,7 @@ def test_harvest_then_real_wsae_on_a_tiny_llama(tmp_path):
              info={"model": "tiny"})
   real_wsae.main(["--store", str(tmp_path / "store"), "--work", str(tmp_path / "work"),
                   "--out", str(tmp_path / "out"), "--widths", "2", "--alphas", "0,1",
-                  "--gammas", "variance,typical",
+                  "--gammas", "variance,typical", "--typical-widths", "2",
                   "--seeds", "2", "--k", "4", "--batch-size", "32", "--eval-shards", "1",
                   "--loss-contexts", "4", "--model", str(tmp_path / "tiny"), "--no-progress"])
   r = json.loads((tmp_path / "out" / "real_wsae.json").read_text())
@@ -70,7 +70,7 @@ def test_harvest_then_real_wsae_on_a_tiny_llama(tmp_path):
   stale.write_text(json.dumps(row))
   real_wsae.main(["--store", str(tmp_path / "store"), "--work", str(tmp_path / "work"),
                   "--out", str(tmp_path / "out2"), "--widths", "2", "--alphas", "0,1",
-                  "--gammas", "variance,typical",
+                  "--gammas", "variance,typical", "--typical-widths", "2",
                   "--seeds", "2", "--k", "4", "--batch-size", "32", "--eval-shards", "1",
                   "--loss-contexts", "4", "--model", str(tmp_path / "tiny"), "--no-progress"])
   r2 = json.loads((tmp_path / "out2" / "real_wsae.json").read_text())
