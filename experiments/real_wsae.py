@@ -64,6 +64,8 @@ def parse(argv=None):
   p.add_argument("--loss-contexts", type=int, default=32,
                  help="held-out contexts for the LM-loss-with-reconstruction evaluation (0: skip)")
   p.add_argument("--model", default=None, help="LM for the loss evaluation (default: SmolLM2 GGUF)")
+  p.add_argument("--devices", type=int, default=None,
+                 help="train on the first N devices (default: all, data-parallel)")
   p.add_argument("--no-progress", action="store_true")
   return p.parse_args(argv)
 
@@ -145,8 +147,9 @@ def normalised_params(work, name, scale):
 
 
 def train_all(args, store_path, work):
-  from wsae_jax import io, sae, train, weights
+  from wsae_jax import io, parallel, sae, train, weights
   from wsae_jax.activations import ActivationStore
+  mesh = parallel.data_mesh(jax.devices()[:args.devices] if args.devices else None)
 
   probe = ActivationStore(store_path, args.batch_size, shards=slice(0, -args.eval_shards),
                           normalize=True, prefetch=0, validate=True)
@@ -195,7 +198,7 @@ def train_all(args, store_path, work):
     t0 = time.perf_counter()
     with ActivationStore(store_path, args.batch_size, seed=seed, normalize=True,
                          shards=slice(0, -args.eval_shards)) as stream:
-      state, hist = train.train(cfg, tc, stream, gamma=None if alpha == 0 else gamma,
+      state, hist = train.train(cfg, tc, stream, gamma=None if alpha == 0 else gamma, mesh=mesh,
                                 progress=False if args.no_progress else name,
                                 normalization_scale=scale)
     train_s = time.perf_counter() - t0
