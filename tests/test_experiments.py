@@ -53,12 +53,12 @@ def test_harvest_then_real_wsae_on_a_tiny_llama(tmp_path):
   ids = np.random.default_rng(0).integers(0, 64, (48, 16)).astype(np.int32)
   hv.harvest(model, ids, 1, tmp_path / "store", contexts_per_shard=8, progress=False,
              info={"model": "tiny"})
-  real_wsae.main(["--store", str(tmp_path / "store"), "--work", str(tmp_path / "work"),
-                  "--out", str(tmp_path / "out"), "--widths", "2", "--alphas", "0,1",
-                  "--gammas", "variance,typical", "--typical-widths", "2",
-                  "--seeds", "2", "--k", "4", "--batch-size", "32", "--eval-shards", "1",
-                  "--loss-contexts", "4", "--model", str(tmp_path / "tiny"), "--no-progress",
-                  "--devices", "1"])
+  args = ["--store", str(tmp_path / "store"), "--work", str(tmp_path / "work"), "--widths", "2",
+          "--alphas", "0,1", "--gammas", "variance,typical", "--typical-widths", "2",
+          "--seeds", "2", "--k", "4", "--batch-size", "32", "--eval-shards", "1",
+          "--loss-contexts", "4", "--model", str(tmp_path / "tiny"), "--no-progress",
+          "--devices", "1"]
+  real_wsae.main(args + ["--out", str(tmp_path / "out")])
   r = json.loads((tmp_path / "out" / "real_wsae.json").read_text())
   # Per seed: the plain SAE, then α = 1 with γ from all rows and from typical rows.
   assert len(r["runs"]) == 6 and [e["seeds"] for e in r["summary"]] == [2, 2, 2, 2]
@@ -74,12 +74,7 @@ def test_harvest_then_real_wsae_on_a_tiny_llama(tmp_path):
   row = json.loads(stale.read_text())
   del row["eval_version"], row["fvu"]
   stale.write_text(json.dumps(row))
-  real_wsae.main(["--store", str(tmp_path / "store"), "--work", str(tmp_path / "work"),
-                  "--out", str(tmp_path / "out2"), "--widths", "2", "--alphas", "0,1",
-                  "--gammas", "variance,typical", "--typical-widths", "2",
-                  "--seeds", "2", "--k", "4", "--batch-size", "32", "--eval-shards", "1",
-                  "--loss-contexts", "4", "--model", str(tmp_path / "tiny"), "--no-progress",
-                  "--devices", "1"])
+  real_wsae.main(args + ["--out", str(tmp_path / "out2")])
   r2 = json.loads((tmp_path / "out2" / "real_wsae.json").read_text())
   for a, b in zip(r2["runs"], r["runs"]):
     assert a["fvu"] == pytest.approx(b["fvu"], rel=1e-5)
