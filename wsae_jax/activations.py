@@ -41,7 +41,9 @@ __all__ = ["FORMAT", "META_NAME", "ActivationStore", "ActivationWriter", "ShardI
 
 FORMAT = "wsae-activations/1"
 META_NAME = "metadata.json"
-_DTYPES = ("float16", "float32", "bfloat16", "float64")
+_WRITE_DTYPES = ("float16", "float32")             # what ActivationWriter writes
+_SHARD_DTYPES = _WRITE_DTYPES + ("bfloat16",)      # what a store's metadata may declare
+_ARRAY_DTYPES = _SHARD_DTYPES + ("float64",)       # what a bare .npy file may hold
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,9 +67,9 @@ def read_metadata(path) -> tuple[dict, list[ShardInfo]]:
     if arr.ndim != 2:
       raise V.WSAEInputError(f"{path} has shape {arr.shape} (rank {arr.ndim}); activations must "
                              f"have rank 2: (tokens, d_in).")
-    if str(arr.dtype) not in _DTYPES:
+    if str(arr.dtype) not in _ARRAY_DTYPES:
       raise V.WSAEInputError(f"{path} has dtype {arr.dtype}; activations must be a floating-point "
-                             f"array ({', '.join(_DTYPES)}). Convert with x.astype(np.float32).")
+                             f"array ({', '.join(_ARRAY_DTYPES)}). Convert with x.astype(np.float32).")
     meta = {"format": FORMAT, "d_in": int(arr.shape[1]), "dtype": str(arr.dtype),
             "n_tokens": int(arr.shape[0]), "context_len": None,
             "shards": [{"file": path.name, "n_tokens": int(arr.shape[0])}]}
@@ -84,8 +86,8 @@ def read_metadata(path) -> tuple[dict, list[ShardInfo]]:
   for key in ("d_in", "dtype", "shards"):
     if key not in meta:
       raise V.WSAEInputError(f"{meta_path} has no {key!r} entry; it is not an activation store.")
-  if meta["dtype"] not in _DTYPES[:3]:
-    raise V.WSAEInputError(f"{meta_path}: dtype {meta['dtype']!r} is not one of {_DTYPES}.")
+  if meta["dtype"] not in _SHARD_DTYPES:
+    raise V.WSAEInputError(f"{meta_path}: dtype {meta['dtype']!r} is not one of {_SHARD_DTYPES}.")
   root = meta_path.parent
   shards = []
   for i, s in enumerate(meta["shards"]):
@@ -429,7 +431,7 @@ class ActivationWriter:
 
   def __init__(self, out_dir, *, d_in: int, dtype: str = "float16", context_len: int | None = None,
                **info):
-    if dtype not in _DTYPES[:2]:
+    if dtype not in _WRITE_DTYPES:
       raise V.WSAEInputError(f"dtype must be float16 or float32, got {dtype!r}.")
     self.dir = pathlib.Path(out_dir)
     self.dir.mkdir(parents=True, exist_ok=True)
