@@ -91,7 +91,7 @@ def test_sweep_file_errors_are_clear(tmp_path, capsys):
   bad = tmp_path / "bad.toml"
   bad.write_text("[sae]\narchitecture = 'tied'\n[grid]\nseed=[0]\n")
   assert cli.main(["sweep", str(bad)]) == 2
-  assert "missing the [data] table" in capsys.readouterr().err
+  assert "the required field 'data' is missing" in capsys.readouterr().err
   assert cli.main(["sweep", str(tmp_path / "nope.toml")]) == 2
   assert "does not exist" in capsys.readouterr().err
 

@@ -85,7 +85,7 @@ def test_saelens_itself_reads_our_export(tmp_path):
     (lambda d: (d / "cfg.json").write_text(json.dumps({"architecture": "gated", "d_in": 6, "d_sae": 10})),
      "architecture 'gated' is not supported"),
     (lambda d: (d / "cfg.json").write_text(json.dumps({"architecture": "standard", "d_in": 7, "d_sae": 10})),
-     "do not match d_in=7"),
+     r"\(d_in=7, d_sae=10\) requires \(7, 10\)"),
 ])
 def test_bad_saelens_folders_raise(mutate, match, tmp_path):
   io.save_saelens(tmp_path, CONFIGS[1], _random_params(CONFIGS[1]))

@@ -98,3 +98,109 @@ def check_gamma(gamma: Any, d_in: int, name: str = "gamma") -> None:
         f"{name} must have shape ({d_in},) (one weight per input dimension), "
         f"got shape {tuple(np.shape(gamma))}.")
   check_range(name, gamma, low=0.0, low_open=True)
+
+
+# -- schemas of the files the library reads ------------------------------------------------------
+
+def _type_name(t) -> str:
+  return "null" if t is type(None) else {"int": "an integer", "float": "a number", "bool": "true or false",
+                                         "str": "a string", "list": "a list",
+                                         "dict": "a table"}.get(t.__name__, t.__name__)
+
+
+def _matches(value: Any, types: tuple) -> bool:
+  for t in types:
+    if t is type(None) and value is None:
+      return True
+    if t is bool and isinstance(value, bool):
+      return True
+    if t is int and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+      return True
+    if t is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+      return True
+    if t not in (bool, int, float, type(None)) and isinstance(value, t):
+      return True
+  return False
+
+
+def check_fields(where: str, obj: Any, required: dict[str, Any], optional: dict[str, Any] | None = None,
+                 *, allow_unknown: bool = False) -> dict:
+  """Checks a parsed JSON/TOML table against a schema; returns it.
+
+  `required` and `optional` map field names to a type or a tuple of types (`int` excludes booleans,
+  `float` accepts integers, `type(None)` allows null). Raises `WSAEInputError` naming `where` and the
+  field: a missing required field, a value of the wrong type, or (unless `allow_unknown`) a field
+  the schema does not know, with the allowed ones listed.
+  """
+  optional = optional or {}
+  if not isinstance(obj, dict):
+    raise WSAEInputError(f"{where} must be a table (a JSON object / TOML table), got "
+                         f"{type(obj).__name__} {_short(obj)}.")
+  for name in required:
+    if name not in obj:
+      raise WSAEInputError(f"{where}: the required field {name!r} is missing.")
+  allowed = {**required, **optional}
+  for name, value in obj.items():
+    if name not in allowed:
+      if allow_unknown:
+        continue
+      raise WSAEInputError(f"{where}: unknown field {name!r}; allowed fields: "
+                           f"{', '.join(sorted(allowed))}.")
+    types = allowed[name] if isinstance(allowed[name], tuple) else (allowed[name],)
+    if not _matches(value, types):
+      raise WSAEInputError(f"{where}: field {name!r} must be "
+                           f"{' or '.join(_type_name(t) for t in types)}, got {_short(value)} "
+                           f"({type(value).__name__}).")
+  return obj
+
+
+def _short(value: Any, n: int = 80) -> str:
+  text = repr(value)
+  return text if len(text) <= n else text[:n] + "…"
+
+
+def dataclass_schema(cls) -> tuple[dict, dict]:
+  """`(required, optional)` field types of a dataclass, from its annotations (simple types only)."""
+  import dataclasses
+  import types as _types
+  import typing
+  hints = typing.get_type_hints(cls)
+  required, optional = {}, {}
+  for f in dataclasses.fields(cls):
+    if not f.init:
+      continue
+    t = hints[f.name]
+    if typing.get_origin(t) in (typing.Union, _types.UnionType):
+      t = tuple(typing.get_args(t))
+    (optional if (f.default is not dataclasses.MISSING
+                  or f.default_factory is not dataclasses.MISSING) else required)[f.name] = t
+  return required, optional
+
+
+def build_dataclass(cls, mapping: Any, where: str):
+  """`cls(**mapping)` after checking names and types against `cls`'s fields (see `check_fields`)."""
+  required, optional = dataclass_schema(cls)
+  check_fields(where, mapping, required, optional)
+  try:
+    return cls(**mapping)
+  except WSAEInputError as e:
+    raise WSAEInputError(f"{where}: {e}") from None
+
+
+def check_writable_dir(path, what: str = "output folder", fix: str = "") -> None:
+  """Creates `path` if needed and checks a file can be written in it, before any work starts."""
+  import os
+  import pathlib
+  import tempfile
+  path = pathlib.Path(path)
+  hint = f" {fix}" if fix else ""
+  if path.exists() and not path.is_dir():
+    raise WSAEInputError(f"{what} {str(path)!r} is a file, not a folder; pass a folder path.{hint}")
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".wsae-write-check-", dir=path)
+    os.close(fd)
+    os.unlink(probe)
+  except OSError as e:
+    raise WSAEInputError(f"{what} {str(path)!r} cannot be written ({e.strerror or e}); choose a "
+                         f"writable folder or fix its permissions.{hint}") from None

@@ -44,6 +44,11 @@ META_NAME = "metadata.json"
 _WRITE_DTYPES = ("float16", "float32")             # what ActivationWriter writes
 _SHARD_DTYPES = _WRITE_DTYPES + ("bfloat16",)      # what a store's metadata may declare
 _ARRAY_DTYPES = _SHARD_DTYPES + ("float64",)       # what a bare .npy file may hold
+# metadata.json's schema (other top-level fields are provenance and are kept as they are).
+_META_REQUIRED = {"d_in": int, "dtype": str, "shards": list}
+_META_OPTIONAL = {"format": str, "context_len": (int, type(None)), "n_tokens": (int, type(None))}
+_SHARD_REQUIRED = {"file": str, "n_tokens": int}
+_SHARD_OPTIONAL = {"tokens_file": (str, type(None))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,19 +86,47 @@ def read_metadata(path) -> tuple[dict, list[ShardInfo]]:
         f"(tokens, d_in) .npy file or a folder written by ActivationWriter / experiments/harvest.py.")
   try:
     meta = json.loads(meta_path.read_text())
-  except json.JSONDecodeError as e:
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
     raise V.WSAEInputError(f"{meta_path} is not valid JSON: {e}") from None
-  for key in ("d_in", "dtype", "shards"):
-    if key not in meta:
-      raise V.WSAEInputError(f"{meta_path} has no {key!r} entry; it is not an activation store.")
+  # Provenance fields (model, layer, hook, tokens/s, …) are free; the ones read here are checked.
+  V.check_fields(str(meta_path), meta, _META_REQUIRED, _META_OPTIONAL, allow_unknown=True)
   if meta["dtype"] not in _SHARD_DTYPES:
     raise V.WSAEInputError(f"{meta_path}: dtype {meta['dtype']!r} is not one of {_SHARD_DTYPES}.")
+  if meta["d_in"] < 1:
+    raise V.WSAEInputError(f"{meta_path}: field 'd_in' must be >= 1, got {meta['d_in']}.")
+  if meta.get("context_len") is not None and meta["context_len"] < 1:
+    raise V.WSAEInputError(f"{meta_path}: field 'context_len' must be >= 1 or null, got "
+                           f"{meta['context_len']}.")
+  if not meta["shards"]:
+    raise V.WSAEInputError(f"{meta_path}: 'shards' is empty; the store holds no activations.")
   root = meta_path.parent
-  shards = []
+  shards, seen = [], {}
   for i, s in enumerate(meta["shards"]):
-    tokens = root / s["tokens_file"] if s.get("tokens_file") else None
-    shards.append(ShardInfo(root / s["file"], int(s["n_tokens"]), tokens))
+    where = f"{meta_path}: shards[{i}]"
+    V.check_fields(where, s, _SHARD_REQUIRED, _SHARD_OPTIONAL)
+    if s["n_tokens"] < 0:
+      raise V.WSAEInputError(f"{where}: field 'n_tokens' must be >= 0, got {s['n_tokens']}.")
+    path = _inside(root, s["file"], f"{where}.file")
+    if path in seen:
+      raise V.WSAEInputError(f"{where}: shard {s['file']!r} is already listed as shards[{seen[path]}]; "
+                             f"each shard may appear once (its rows would be counted twice).")
+    seen[path] = i
+    tokens = _inside(root, s["tokens_file"], f"{where}.tokens_file") if s.get("tokens_file") else None
+    shards.append(ShardInfo(path, s["n_tokens"], tokens))
+  total = sum(s.n_tokens for s in shards)
+  if meta.get("n_tokens") is not None and meta["n_tokens"] != total:
+    raise V.WSAEInputError(f"{meta_path}: 'n_tokens' is {meta['n_tokens']} but the shards hold "
+                           f"{total} rows; the metadata is stale.")
   return meta, shards
+
+
+def _inside(root: pathlib.Path, name: str, where: str) -> pathlib.Path:
+  """`root / name`, refused unless it stays inside the store folder (no absolute paths, no ..)."""
+  path = (root / name).resolve()
+  if pathlib.PurePath(name).is_absolute() or not path.is_relative_to(root.resolve()):
+    raise V.WSAEInputError(f"{where} = {name!r} points outside the store folder {root}; shard "
+                           f"files must live inside it (give names relative to the folder).")
+  return root / name
 
 
 def _open_npy(path: pathlib.Path) -> np.ndarray:
@@ -254,6 +287,7 @@ class ActivationStore:
     self._pool = concurrent.futures.ThreadPoolExecutor(1, "wsae-store") if prefetch else None
     self._pending: dict[int, concurrent.futures.Future] = {}
     self.prefetch = prefetch
+    self._fingerprint: str | None = None
 
   # -- layout ---------------------------------------------------------------
   def _keep(self, start: int, stop: int) -> np.ndarray:
@@ -346,7 +380,18 @@ class ActivationStore:
             "batch_size": self.batch_size, "buffer_tokens": self.buffer_tokens,
             "chunk_tokens": self.chunk_tokens, "drop_first_position": self.drop_first_position,
             "shards": [str(r.info.path.name) for r in self._readers],
-            "scale": self.scale}
+            "fingerprint": self.fingerprint(), "scale": self.scale}
+
+  def fingerprint(self) -> str:
+    """A content fingerprint of the shards this store reads (see `file_fingerprint`); computed
+    once, from a few MiB whatever the store's size."""
+    if self._fingerprint is None:
+      import hashlib
+      h = hashlib.sha256()
+      for r in self._readers:
+        h.update(file_fingerprint(r.info.path).encode())
+      self._fingerprint = h.hexdigest()[:32]
+    return self._fingerprint
 
   def close(self) -> None:
     if self._pool is not None:
@@ -486,6 +531,24 @@ class ActivationWriter:
     tmp.write_text(json.dumps(meta, indent=1))
     os.replace(tmp, self.dir / META_NAME)
     return meta
+
+
+def file_fingerprint(path, *, blocks: int = 16, block_bytes: int = 2**16) -> str:
+  """sha256 of a file's size and `blocks` evenly spaced blocks of `block_bytes` (the whole file
+  when it is smaller than that): a content identity that reads at most 1 MiB per file, so
+  resuming onto another file of the same shape is caught on a multi-GB store."""
+  import hashlib
+  path = pathlib.Path(path)
+  size = path.stat().st_size
+  h = hashlib.sha256(str(size).encode())
+  with open(path, "rb") as f:
+    if size <= blocks * block_bytes:
+      h.update(f.read())
+    else:
+      for offset in np.linspace(0, size - block_bytes, num=blocks).astype(np.int64):
+        f.seek(int(offset))
+        h.update(f.read(block_bytes))
+  return h.hexdigest()[:32]
 
 
 def _atomic_save(path: pathlib.Path, arr: np.ndarray) -> None:

@@ -74,6 +74,10 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
                                              create=True))
 
+  def check_writable(self) -> None:
+    """Raises `WSAEInputError` now if checkpoints could not be written here (before training)."""
+    V.check_writable_dir(self.directory, "checkpoint folder")
+
   def steps(self) -> list[int]:
     """Steps of the complete checkpoints, oldest first."""
     self._manager.reload()
@@ -109,26 +113,93 @@ class Checkpointer:
           f"run's parameter shapes.") from e
     return state, meta
 
-  def restore_latest(self, target, expected_meta: dict | None = None):
-    """The newest checkpoint that restores, or None if there is none.
+  def read_meta(self, step: int) -> dict:
+    """The JSON record of the checkpoint of `step`, read and checked without touching its arrays.
 
-    Damaged checkpoints are skipped with a warning naming them. A checkpoint written by a run with
-    a different configuration raises `CheckpointError` (resuming it would silently change the run).
+    Raises `CheckpointError` naming the file when it cannot be read or does not follow the schema
+    (a missing or ill-typed field, or a field this version does not know).
     """
-    for step in reversed(self.steps()):
+    f = self.path(step) / "meta" / "metadata"
+    try:
+      meta = json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+      raise CheckpointError(f"checkpoint {self.path(step)}: its record {f} cannot be read "
+                            f"({type(e).__name__}: {e}); it is corrupted or truncated.") from None
+    check_meta(meta, f)
+    return meta
+
+  def restore_latest(self, target, expected_meta: dict | None = None):
+    """The newest usable checkpoint as `(state, meta)`, or None if the folder holds none.
+
+    Each checkpoint's record is read and compared with `expected_meta` *before* any array is
+    restored: a checkpoint written by a run with a different configuration or data raises
+    `CheckpointError` listing the differences, and nothing is touched. A damaged checkpoint
+    (unreadable record or arrays) is skipped with a warning naming it. If checkpoints exist but
+    none can be used, `CheckpointError` is raised rather than returning None, so a caller never
+    silently restarts from step 0 over a run's files.
+    """
+    steps = self.steps()
+    problems = []
+    for step in reversed(steps):
       try:
+        meta = self.read_meta(step)
+        if expected_meta is not None:
+          check_compatible(meta, expected_meta, f"checkpoint {self.path(step)}")
         state, meta = self.restore(step, target)
       except CheckpointError as e:
+        if getattr(e, "incompatible", False):
+          raise
+        problems.append(str(e))
         warnings.warn(f"{e} Falling back to the previous checkpoint.", RuntimeWarning,
                       stacklevel=2)
         continue
-      if expected_meta is not None:
-        check_compatible(meta, expected_meta, self.path(step))
       return state, meta
+    if steps:
+      raise CheckpointError(
+          f"none of the {len(steps)} checkpoint(s) in {self.directory} can be used:\n  "
+          + "\n  ".join(problems) + "\nNothing was changed. Move the folder away (or pass "
+          "--overwrite to `wsae train`) to start afresh.")
+    return None
+
+  def resume_or_start(self, target, meta: dict, *, resume: bool):
+    """Resume-or-init, the one place `train` and `train_sweep` decide where a run starts.
+
+    `resume=False` requires a folder without checkpoints: a second run written beside the first
+    would mix the two (keep-K pruning would delete the newer run's checkpoints as they are
+    written). `resume=True` returns `restore_latest(target, meta)`: `(state, saved_meta)`, or None
+    when there is nothing to resume yet.
+    """
+    if resume:
+      return self.restore_latest(target, expected_meta=meta)
+    steps = self.steps()
+    if steps:
+      raise CheckpointError(
+          f"{self.directory} already holds checkpoints (steps {steps}) of an earlier run; pass "
+          f"resume=True to continue it (same settings), or give this run an empty folder "
+          f"(`wsae train --overwrite` replaces the old run).")
     return None
 
   def close(self):
     self._manager.close()
+
+
+# The checkpoint record's schema (what `run_meta` writes, plus the step and a sweep's histories).
+_META_REQUIRED = {"sae_config": dict, "train_config": dict, "data": dict, "step": int}
+_META_OPTIONAL = {"gamma": (list, type(None)), "normalization_scale": (float, type(None)),
+                  "histories": list}
+
+
+def check_meta(meta, where) -> dict:
+  """Checks a checkpoint record against its schema; `CheckpointError` names the file and field."""
+  try:
+    V.check_fields(f"checkpoint record {where}", meta, _META_REQUIRED, _META_OPTIONAL)
+    V.check_fields(f"checkpoint record {where}: sae_config", meta["sae_config"],
+                   {"architecture": str, "d_in": int, "d_sae": int}, allow_unknown=True)
+  except CheckpointError:
+    raise
+  except V.WSAEInputError as e:
+    raise CheckpointError(str(e)) from None
+  return meta
 
 
 def check_compatible(saved: dict, current: dict, where) -> None:
@@ -145,9 +216,12 @@ def check_compatible(saved: dict, current: dict, where) -> None:
   if (sg is None) != (cg is None) or (sg is not None and not np.allclose(sg, cg, rtol=0, atol=0)):
     diffs.append("gamma differs")
   if diffs:
-    raise CheckpointError(
-        f"checkpoint {where} was written by an incompatible run:\n  " + "\n  ".join(diffs)
-        + "\nStart a fresh run in another folder, or resume with the original settings.")
+    err = CheckpointError(
+        f"{where} was written by an incompatible run:\n  " + "\n  ".join(diffs)
+        + "\nNothing was changed. Start a fresh run in another folder, or resume with the "
+        "original settings.")
+    err.incompatible = True
+    raise err
 
 
 def run_meta(sae_cfg, train_cfg, *, gamma=None, data: dict | None = None,
@@ -163,20 +237,21 @@ def load_params(directory):
   from wsae_jax import sae as sae_lib
   from wsae_jax import train as train_lib
   directory = pathlib.Path(directory)
-  if not directory.exists():
-    raise CheckpointError(f"no checkpoints at {directory}.")
+  if not directory.is_dir():
+    raise CheckpointError(f"no checkpoints at {directory} (no such folder).")
   ck = Checkpointer(directory)
+  problems = []
   for step in reversed(ck.steps()):
-    meta_file = ck.path(step) / "meta" / "metadata"
     try:
-      meta = json.loads(meta_file.read_text())
-      sc = dict(meta["sae_config"])
-      cfg = sae_lib.make_config(sc.pop("architecture"), **sc)
-      tc = train_lib.TrainConfig(**meta["train_config"])
-      target = train_lib.new_state(cfg, tc)
-      state, meta = ck.restore(step, target)
-    except (OSError, KeyError, ValueError, CheckpointError) as e:
+      meta = ck.read_meta(step)
+      where = f"checkpoint record {ck.path(step) / 'meta' / 'metadata'}"
+      cfg = sae_lib.config_from_dict(meta["sae_config"], f"{where}: sae_config")
+      tc = V.build_dataclass(train_lib.TrainConfig, meta["train_config"], f"{where}: train_config")
+      state, meta = ck.restore(step, train_lib.new_state(cfg, tc))
+    except V.WSAEInputError as e:
+      problems.append(str(e))
       warnings.warn(f"skipping checkpoint {ck.path(step)}: {e}", RuntimeWarning, stacklevel=2)
       continue
     return cfg, state.params, meta
-  raise CheckpointError(f"no usable checkpoint in {directory}.")
+  raise CheckpointError(f"no usable checkpoint in {directory}"
+                        + (":\n  " + "\n  ".join(problems) if problems else "."))

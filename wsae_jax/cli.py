@@ -85,6 +85,11 @@ def _run_theory(args):
 
   from wsae_jax import closed_form, superposition as sp
   V.check_range("sparsity", args.sparsity, low=0.0, high=1.0, high_open=True)
+  if args.json:  # checked before the Monte-Carlo work, not after
+    import pathlib
+    if pathlib.Path(args.json).is_dir():
+      raise V.WSAEInputError(f"--json {args.json!r} is a folder; pass a file path.")
+    V.check_writable_dir(pathlib.Path(args.json).absolute().parent, "--json folder")
   key = jax.random.key(args.seed)
   if args.geometry == "polygon":
     W = sp.polygon_matrix(args.planes, args.k, n_mono=args.mono)
@@ -116,9 +121,19 @@ def _run_theory(args):
   if args.json:
     out = {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in d.items()}
     out["W_p"] = np.asarray(W).tolist()
-    with open(args.json, "w") as f:
-      json.dump(out, f, indent=2)
+    try:
+      with open(args.json, "w") as f:
+        json.dump(out, f, indent=2)
+    except OSError as e:
+      raise V.WSAEInputError(f"--json {args.json!r} cannot be written ({e.strerror or e}).") from None
     print(f"\nwrote {args.json}")
+
+
+def _add_resume_overwrite(group, resume_help: str, overwrite_help: str) -> None:
+  """The two ways past a folder that already holds a run; at most one may be given."""
+  mode = group.add_mutually_exclusive_group()
+  mode.add_argument("--resume", action="store_true", help=resume_help)
+  mode.add_argument("--overwrite", action="store_true", help=overwrite_help)
 
 
 def _add_sweep(sub):
@@ -127,27 +142,38 @@ def _add_sweep(sub):
       "sweep", help="train a whole hyperparameter sweep as one compiled program",
       description="Trains every member of the grid a sweep file describes together (vmap over "
       "members, sharded over devices) and writes sweep.json, sweep.csv and sweep.png.\n\n"
-      + SWEEP_FILE_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+      + SWEEP_FILE_DOC + "\nExit status: 0 on success; 1 if any member diverged (frozen at its last "
+      "finite state; results are still written); 2 for bad input.",
+      formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("config", help="sweep file (.toml or .json)")
-  p.add_argument("--resume", action="store_true",
-                 help="continue from the newest complete checkpoint in the output folder")
+  _add_resume_overwrite(
+      p, "continue from the newest complete checkpoint in the output folder",
+      "delete an earlier sweep's checkpoints and results in the output folder first")
   p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
   p.set_defaults(func=_run_sweep)
 
 
 def _run_sweep(args):
   from wsae_jax import sweep
-  sweep.run_sweep_file(args.config, progress=not args.no_progress, resume=args.resume)
+  res = sweep.run_sweep_file(args.config, progress=not args.no_progress, resume=args.resume,
+                             overwrite=args.overwrite)
+  if res.diverged:
+    print(f"wsae sweep: {len(res.diverged)} member(s) diverged (member: step) {res.diverged}; "
+          f"their rows hold the last finite state.", file=sys.stderr)
+    return 1
+  return 0
 
 
 def _add_train(sub):
   p = sub.add_parser(
       "train", help="train one SAE (synthetic or from an activation file), checkpointed and resumable",
       description="Trains one SAE on synthetic superposition data or on activations from a .npy "
-      "file (tokens x d_in). Writes OUT/checkpoints (every --checkpoint-every steps, the last "
-      "--keep kept), OUT/history.json and, at the end, a SAELens folder OUT/sae. --resume "
-      "continues from the newest complete checkpoint and ends with exactly the parameters of an "
-      "uninterrupted run.",
+      "file (tokens x d_in). Writes OUT/run.json (the run's settings and data identity), "
+      "OUT/checkpoints (every --checkpoint-every steps, the last --keep kept), OUT/history.json "
+      "and, at the end, a SAELens folder OUT/sae. --resume continues from the newest complete "
+      "checkpoint and ends with exactly the parameters of an uninterrupted run. A folder that "
+      "already holds a run is refused unless --resume (same settings and data) or --overwrite."
+      + EXIT_STATUS_DOC,
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("--out", required=True, help="run folder")
   src = p.add_argument_group("data")
@@ -189,20 +215,71 @@ def _add_train(sub):
   t.add_argument("--log-every", type=int, default=100)
   t.add_argument("--checkpoint-every", type=int, default=500)
   t.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
-  t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+  _add_resume_overwrite(
+      t, "continue the run in OUT from its newest checkpoint (refused if OUT holds a run with "
+      "other settings or data)",
+      "delete the run already in OUT (its checkpoints, sae/, history.json, run.json) once every "
+      "input check has passed, and start afresh")
   t.add_argument("--no-progress", action="store_true")
   p.set_defaults(func=_run_train)
+
+
+# What `wsae train` writes in its run folder; --overwrite removes exactly these.
+RUN_FILES = ("run.json", "checkpoints", "history.json", "sae")
+
+EXIT_STATUS_DOC = ("\n\nExit status: 0 on success; 1 if training diverged (the step is printed; "
+                   "the last finite state is still written); 2 for bad input (nothing is trained "
+                   "or overwritten).")
+
+
+def _check_run_folder(out, *, resume: bool, overwrite: bool) -> list:
+  """Refuses an --out that is a file, cannot be written, or holds a run this command would mix
+  with; returns the run's own entries already there (what --overwrite will remove)."""
+  import pathlib
+  out = pathlib.Path(out)
+  V.check_writable_dir(out, "--out")
+  entries = sorted(out.iterdir())
+  ours = [e for e in entries if e.name in RUN_FILES]
+  if not ours:
+    if entries:
+      raise V.WSAEInputError(
+          f"--out {str(out)!r} is not empty and holds no wsae run (it has "
+          f"{', '.join(e.name for e in entries[:5])}{', …' if len(entries) > 5 else ''}); "
+          f"choose a new or empty folder.")
+    return []
+  if not (resume or overwrite):
+    raise V.WSAEInputError(
+        f"--out {str(out)!r} already holds a run ({', '.join(e.name for e in ours)}). Pass --resume "
+        f"to continue it with the same settings, --overwrite to replace it, or choose another "
+        f"folder.")
+  for sub in ("checkpoints", "sae"):
+    if (out / sub).exists():
+      V.check_writable_dir(out / sub, f"--out {sub}/")
+  return ours
+
+
+def _write_json(path, obj) -> None:
+  """Writes JSON atomically (a temporary file renamed over the target)."""
+  import json
+  import os
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(obj, indent=2))
+  os.replace(tmp, path)
 
 
 def _run_train(args):
   import json
   import pathlib
+  import shutil
 
   import jax
   import numpy as np
 
   from wsae_jax import checkpoint, data, io, sae, superposition as sp, train, weights
   out = pathlib.Path(args.out)
+  existing = _check_run_folder(out, resume=args.resume, overwrite=args.overwrite)
+  if args.d_sae is not None:
+    V.check_int("--d-sae", args.d_sae, low=1)
   scale = None
   if args.activations:
     from wsae_jax.activations import ActivationStore
@@ -211,7 +288,7 @@ def _run_train(args):
                              drop_first_position=False if args.keep_first_position else None,
                              validate=not args.no_validate)
     scale = source.scale
-    d_in, d_sae = source.d_in, args.d_sae or 8 * source.d_in
+    d_in, d_sae = source.d_in, 8 * source.d_in if args.d_sae is None else args.d_sae
     sample = source.sample(8192) * np.float32(scale or 1.0)
     print(f"{args.activations}: {source.n_tokens:,} rows of d_in={d_in} "
           f"({source.metadata.get('model', 'unknown model')}, layer "
@@ -226,7 +303,7 @@ def _run_train(args):
     else:
       W = sp.toy_model_matrix(key, args.n, args.n_p, args.sparsity)
     source = data.SyntheticSource(W, args.sparsity, args.batch_size, seed=args.data_seed)
-    d_in, d_sae = W.shape[0], args.d_sae or W.shape[1]
+    d_in, d_sae = W.shape[0], W.shape[1] if args.d_sae is None else args.d_sae
     sample = np.asarray(source.sample(2**30, 8192)[1])
   extra = {"k": args.k} if args.arch == "topk" else {"l1_coefficient": args.l1} \
       if args.arch == "relu" else {}
@@ -235,6 +312,23 @@ def _run_train(args):
                          seed=args.seed, log_every=args.log_every,
                          warmup_steps=min(100, args.steps // 10))
   gamma = None if args.alpha is None else weights.variance_weights(sample, args.alpha)
+  V.check_int("--checkpoint-every", args.checkpoint_every, low=1)
+  V.check_int("--keep", args.keep, low=1)
+  # The run's identity: compared with OUT/run.json before any checkpoint is touched.
+  meta = checkpoint.run_meta(cfg, tc, gamma=gamma, data=data.describe(source), scale=scale)
+  run_file = out / "run.json"
+  if args.resume and run_file.exists():
+    try:
+      saved = json.loads(run_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+      raise V.WSAEInputError(f"{run_file} cannot be read ({e}); the run folder is damaged. Start "
+                             f"afresh with --overwrite or in another folder.") from None
+    V.check_fields(str(run_file), saved, {}, allow_unknown=True)
+    checkpoint.check_compatible(saved, meta, f"the run in {out} ({run_file.name})")
+  if args.overwrite:  # every input check has passed: only now is the old run removed
+    for entry in existing:
+      shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+  _write_json(run_file, {k: v for k, v in checkpoint._clean(meta).items()})
   ck = checkpoint.Checkpointer(out / "checkpoints", every=args.checkpoint_every, keep=args.keep)
   try:
     state, hist = train.train(cfg, tc, source, gamma=gamma, checkpointer=ck, resume=args.resume,
@@ -243,18 +337,26 @@ def _run_train(args):
     ck.close()
     if hasattr(source, "close"):
       source.close()
-  (out / "history.json").write_text(json.dumps(
-      {"records": hist.records, "diverged_at": hist.diverged_at, "seconds": hist.seconds}, indent=2))
+  _write_json(out / "history.json",
+              {"records": hist.records, "diverged_at": hist.diverged_at, "seconds": hist.seconds})
   io.save_saelens(out / "sae", cfg, jax.device_get(state.params), normalization_scale=scale)
   print(f"trained to step {int(state.step)}; wrote {out / 'sae'} (SAELens format), "
         f"{out / 'history.json'} and checkpoints in {out / 'checkpoints'}")
+  if hist.diverged_at is not None:
+    print(f"wsae train: training diverged at step {hist.diverged_at}: the loss or gradient became "
+          f"non-finite; the outputs hold the last finite state. Lower --lr or check the data.",
+          file=sys.stderr)
+    return 1
+  return 0
 
 
 def _add_export(sub):
   p = sub.add_parser("export", help="write the newest checkpoint of a run as a SAELens folder",
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("run", help="run folder written by `wsae train` (holds checkpoints/)")
-  p.add_argument("--out", default=None, help="SAELens folder to write (default: RUN/sae)")
+  p.add_argument("--out", default=None, help="SAELens folder to write (default: RUN/sae); an "
+                 "existing non-empty folder is refused unless --overwrite")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
   p.set_defaults(func=_run_export)
 
 
@@ -265,8 +367,16 @@ def _run_export(args):
 
   from wsae_jax import checkpoint, io
   run = pathlib.Path(args.run)
+  if not (run / "checkpoints").is_dir():
+    raise V.WSAEInputError(f"{str(run)!r} is not a run folder of `wsae train` (it has no "
+                           f"checkpoints/ folder).")
+  target = pathlib.Path(args.out) if args.out else run / "sae"
+  if args.out and target.is_dir() and any(target.iterdir()) and not args.overwrite:
+    raise V.WSAEInputError(f"--out {str(target)!r} already exists and is not empty; pass "
+                           f"--overwrite to replace it, or choose another folder.")
+  V.check_writable_dir(target, "--out")
   cfg, params, meta = checkpoint.load_params(run / "checkpoints")
-  out = io.save_saelens(args.out or run / "sae", cfg, jax.device_get(params),
+  out = io.save_saelens(target, cfg, jax.device_get(params),
                         normalization_scale=meta.get("normalization_scale"))
   print(f"exported step {meta['step']} of {run} to {out}")
 
@@ -274,7 +384,9 @@ def _run_export(args):
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="wsae",
-      description="Weighted sparse autoencoders in JAX. Each subcommand has its own --help.")
+      description="Weighted sparse autoencoders in JAX. Each subcommand has its own --help.",
+      epilog="Exit status: 0 on success, 1 if training diverged, 2 for bad input (a message "
+      "naming the problem; nothing is overwritten).")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
   _add_demo(sub)
   _add_theory(sub)
@@ -288,11 +400,10 @@ def main(argv=None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   try:
-    args.func(args)
+    return args.func(args) or 0
   except V.WSAEInputError as e:
     print(f"wsae {args.command}: error: {e}", file=sys.stderr)
     return 2
-  return 0
 
 
 if __name__ == "__main__":

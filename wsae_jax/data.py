@@ -172,8 +172,20 @@ def describe(source) -> dict:
   if isinstance(source, ArraySource):
     return {"kind": "array", "seed": source.seed, "shuffle": source.shuffle,
             "rows": int(np.shape(source.x)[0]), "d_in": source.d_in,
-            "batch_size": source.batch_size}
+            "batch_size": source.batch_size, "fingerprint": array_fingerprint(source.x)}
   return {"kind": type(source).__name__, "batch_size": source.batch_size, "d_in": source.d_in}
+
+
+def array_fingerprint(x, rows: int = 4096) -> str:
+  """A content fingerprint of a `(tokens, d_in)` array: sha256 of its shape, dtype and up to
+  `rows` evenly spaced rows. Cheap on a memory-mapped multi-GB array; tells another array of the
+  same shape apart (it is a sample, so a single changed value may go unseen)."""
+  import hashlib
+  n = int(np.shape(x)[0])
+  idx = np.unique(np.linspace(0, n - 1, num=min(n, rows)).astype(np.int64)) if n else []
+  h = hashlib.sha256(f"{tuple(np.shape(x))}|{np.asarray(x[:0]).dtype}".encode())
+  h.update(np.ascontiguousarray(np.asarray(x[idx])).tobytes())
+  return h.hexdigest()[:32]
 
 
 def resumable(source) -> bool:

@@ -74,7 +74,7 @@ def build_problem(geometry: str, sparsity: float, seed: int = 0) -> np.ndarray:
 def run(cfg: DemoConfig, *, progress: bool = True, echo=print) -> dict:
   """Trains the SAE and the WSAE at each sparsity; returns the results written to demo.json."""
   out = pathlib.Path(cfg.out)
-  out.mkdir(parents=True, exist_ok=True)
+  V.check_writable_dir(out, "--out")
   t0 = time.perf_counter()
   tc = train_lib.TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size,
                              learning_rate=cfg.learning_rate, warmup_steps=min(100, cfg.steps // 10),

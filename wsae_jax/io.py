@@ -22,6 +22,10 @@ from wsae_jax import _validate as V
 from wsae_jax import sae as sae_lib
 
 CFG_FILENAME = "cfg.json"
+# cfg.json fields this reader uses (others are allowed and ignored).
+CFG_REQUIRED = {"d_in": int, "d_sae": int}
+CFG_OPTIONAL = {"architecture": str, "apply_b_dec_to_input": bool, "k": int,
+                "normalize_activations": (str, type(None)), "wsae_jax": (dict, type(None))}
 WEIGHTS_FILENAME = "sae_weights.safetensors"
 
 
@@ -89,19 +93,44 @@ def load_saelens(path):
       raise V.WSAEInputError(f"{folder} is not a SAELens folder: {f.name} is missing.")
   try:
     c = json.loads(cfg_path.read_text())
-  except json.JSONDecodeError as e:
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
     raise V.WSAEInputError(f"{cfg_path} is not valid JSON: {e}") from None
-  w = load_file(str(w_path))
+  # SAELens writes many more fields (model and hook names, dtype, device, …): those are allowed;
+  # the ones read here must be present and well typed.
+  V.check_fields(str(cfg_path), c, CFG_REQUIRED, CFG_OPTIONAL, allow_unknown=True)
+  arch = c.get("architecture") or "standard"
+  d_in, d_sae = c["d_in"], c["d_sae"]
+  for name, v in (("d_in", d_in), ("d_sae", d_sae)):
+    if v < 1:
+      raise V.WSAEInputError(f"{cfg_path}: field {name!r} must be >= 1, got {v}.")
+  if arch == "topk" and "k" not in c:
+    raise V.WSAEInputError(f"{cfg_path}: a topk SAE needs the field 'k' (active latents).")
+  try:
+    w = load_file(str(w_path))
+  except Exception as e:  # safetensors raises its own error types for truncated/garbage files
+    raise V.WSAEInputError(f"{w_path} cannot be read as safetensors ({type(e).__name__}: "
+                           f"{str(e)[:200]}); the file is truncated or not a safetensors "
+                           f"file.") from None
   missing = {"W_enc", "W_dec", "b_dec"} - set(w)
   if missing:
     raise V.WSAEInputError(f"{w_path} lacks {sorted(missing)}.")
-  arch = c.get("architecture", "standard")
-  d_in, d_sae = int(c["d_in"]), int(c["d_sae"])
-  if w["W_enc"].shape != (d_in, d_sae) or w["W_dec"].shape != (d_sae, d_in):
-    raise V.WSAEInputError(
-        f"{w_path}: W_enc {w['W_enc'].shape} / W_dec {w['W_dec'].shape} do not match d_in={d_in}, "
-        f"d_sae={d_sae} in {cfg_path.name}.")
-  if c.get("normalize_activations", "none") not in ("none", None):
+  want = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_enc": (d_sae,), "b_dec": (d_in,)}
+  for name, shape in want.items():
+    if name not in w:
+      continue
+    arr = w[name]
+    if arr.shape != shape:
+      raise V.WSAEInputError(
+          f"{w_path}: {name} has shape {arr.shape}, but {cfg_path.name} (d_in={d_in}, "
+          f"d_sae={d_sae}) requires {shape}. The config and the weights disagree.")
+    if not np.issubdtype(arr.dtype, np.floating):
+      raise V.WSAEInputError(f"{w_path}: {name} has dtype {arr.dtype}; weights must be floats.")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+      raise V.WSAEInputError(
+          f"{w_path}: {name} holds {int(bad.sum())} non-finite value(s) (NaN/inf), the first at "
+          f"index {tuple(int(i) for i in np.argwhere(bad)[0])}; the SAE is broken.")
+  if (c.get("normalize_activations") or "none") != "none":
     raise V.WSAEInputError(
         f"{cfg_path}: normalize_activations={c['normalize_activations']!r} is not supported; fold "
         f"the scaling factor into the weights first (SAELens: fold_activation_norm_scaling_factor).")
@@ -109,11 +138,17 @@ def load_saelens(path):
             "b_enc": w.get("b_enc", np.zeros(d_sae, np.float32)), "b_dec": w["b_dec"]}
   params = {k: np.asarray(v, np.float32) for k, v in params.items()}
   ours = (c.get("wsae_jax") or {}).get("config") or {}
+  if ours:
+    V.check_fields(f"{cfg_path}: wsae_jax.config", ours, {"architecture": str}, allow_unknown=True)
+    for name, v in (("d_in", d_in), ("d_sae", d_sae)):
+      if ours.get(name, v) != v:
+        raise V.WSAEInputError(f"{cfg_path}: wsae_jax.config.{name} = {ours[name]!r} contradicts "
+                               f"{name} = {v}; the file was edited inconsistently.")
   if arch == "standard":
     if c.get("apply_b_dec_to_input", True):
       params["b_enc"] = params["b_enc"] - params["b_dec"] @ params["W_enc"]
     if ours.get("architecture") == "relu":  # written by save_saelens: keep its training fields
-      cfg = sae_lib.make_config("relu", **{k: v for k, v in ours.items() if k != "architecture"})
+      cfg = sae_lib.config_from_dict(ours, f"{cfg_path}: wsae_jax.config")
     else:
       cfg = sae_lib.ReLUSAEConfig(d_in=d_in, d_sae=d_sae)
   elif arch == "topk":
@@ -121,9 +156,10 @@ def load_saelens(path):
       raise V.WSAEInputError(
           f"{cfg_path}: a topk SAE without apply_b_dec_to_input cannot be represented exactly "
           f"(our Top-k subtracts b_dec at the input).")
-    extra = {k: v for k, v in ours.items() if k not in ("architecture", "d_in", "d_sae", "k")} \
-        if ours.get("architecture") == "topk" else {}
-    cfg = sae_lib.TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=int(c["k"]), **extra)
+    extra = {k: v for k, v in ours.items() if k not in ("d_in", "d_sae", "k")} \
+        if ours.get("architecture") == "topk" else {"architecture": "topk"}
+    cfg = sae_lib.config_from_dict({**extra, "d_in": d_in, "d_sae": d_sae, "k": c["k"]},
+                                   str(cfg_path))
   else:
     raise V.WSAEInputError(
         f"{cfg_path}: architecture {arch!r} is not supported (standard and topk are).")

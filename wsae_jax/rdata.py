@@ -40,6 +40,7 @@ _BASENAMESPACE, _NAMESPACESXP, _PACKAGESXP, _PERSISTSXP = 250, 249, 248, 247
 _EMPTYENV, _BASEENV, _ATTRLANGSXP, _ATTRLISTSXP, _ALTREP = 242, 241, 240, 239, 238
 
 _NA_INTEGER = -(2**31)
+MAX_DEPTH = 200  # nesting levels of R objects read before giving up (see `_Reader.item`)
 _TYPE_NAMES = {3: "closure", 5: "promise", 7: "special", 8: "builtin", 17: "dots",
          21: "bytecode", 22: "external pointer", 23: "weak reference", 25: "S4 object"}
 
@@ -63,6 +64,7 @@ class _Reader:
     self.pos = 0
     self.source = source
     self.refs: list[Any] = []
+    self.depth = 0
 
   def _fail(self, msg: str) -> RDataError:
     return RDataError(f"{self.source}: {msg} (at byte {self.pos})")
@@ -98,6 +100,18 @@ class _Reader:
 
   # -- items --------------------------------------------------------------
   def item(self) -> Any:
+    """The next R object. Nesting deeper than `MAX_DEPTH` is refused with `RDataError` (a real
+    corpus nests a few levels; a crafted or damaged file must not exhaust Python's stack)."""
+    if self.depth >= MAX_DEPTH:
+      raise self._fail(f"objects nested more than {MAX_DEPTH} levels deep; the file is damaged "
+                       f"or not a data object")
+    self.depth += 1
+    try:
+      return self._item()
+    finally:
+      self.depth -= 1
+
+  def _item(self) -> Any:
     flags = self.int()
     kind = flags & 0xFF
     has_attr = bool(flags & (1 << 9))

@@ -127,7 +127,21 @@ def make_config(architecture: str, **kwargs) -> SAEConfig:
   if architecture not in ARCHITECTURES:
     raise V.WSAEInputError(
         f"unknown architecture {architecture!r}; choose one of {sorted(ARCHITECTURES)}.")
-  return ARCHITECTURES[architecture](**kwargs)
+  return V.build_dataclass(ARCHITECTURES[architecture], kwargs, f"{architecture} SAE config")
+
+
+def config_from_dict(d, where: str) -> SAEConfig:
+  """The config a `to_dict()` record describes (as saved in checkpoints and sweep files).
+
+  Raises `WSAEInputError` naming `where` and the field for a missing architecture, an unknown
+  field or a value of the wrong type.
+  """
+  V.check_fields(where, d, {"architecture": str}, allow_unknown=True)
+  fields = {k: v for k, v in d.items() if k != "architecture"}
+  try:
+    return make_config(d["architecture"], **fields)
+  except V.WSAEInputError as e:
+    raise V.WSAEInputError(f"{where}: {e}") from None
 
 
 def _unit_rows(key, shape, dtype):

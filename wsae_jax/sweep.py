@@ -35,6 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from wsae_jax import _validate as V
+from wsae_jax import checkpoint as ckpt
 from wsae_jax import data as data_lib
 from wsae_jax import losses
 from wsae_jax import metrics as metrics_lib
@@ -62,6 +63,14 @@ class SyntheticProblem:
     V.check_matrix("W_p", self.W_p, shape=(None, None))
     if self.magnitude not in sp.MAGNITUDES:
       raise V.WSAEInputError(f"magnitude must be one of {sp.MAGNITUDES}, got {self.magnitude!r}.")
+
+
+def _describe_data(problem: SyntheticProblem) -> dict:
+  """The identity of a synthetic problem (compared when a sweep resumes)."""
+  import hashlib
+  W = np.asarray(problem.W_p, np.float32)
+  return {"kind": "synthetic", "W_p_shape": list(W.shape), "magnitude": problem.magnitude,
+          "W_p_sha1": hashlib.sha1(W.tobytes()).hexdigest()}
 
 
 def grid(**axes: Sequence[Any]) -> list[dict]:
@@ -396,17 +405,18 @@ def train_sweep(sae_cfg, train_cfg: train_lib.TrainConfig, members: Sequence[dic
   histories: list[list[dict]] = [[] for _ in range(K)]
   start, meta = 0, None
   if checkpointer is not None:
-    from wsae_jax import checkpoint as ckpt
     meta = ckpt.run_meta(sae_cfg, train_cfg, gamma=gammas,
                          data={"kind": "sweep", "synthetic": synthetic, "steps_per_call": T,
                                "members": [{k: v for k, v in m.items() if k != "gamma"}
-                                           for m in res]})
-    if resume:
-      restored = checkpointer.restore_latest(states, expected_meta=meta)
-      if restored is not None:
-        states, saved = restored
-        start = int(saved["step"])
-        histories = saved.get("histories", histories)
+                                           for m in res],
+                               "source": _describe_data(data) if synthetic
+                               else data_lib.describe(source)})
+    checkpointer.check_writable()
+    restored = checkpointer.resume_or_start(states, meta, resume=resume)
+    if restored is not None:
+      states, saved = restored
+      start = int(saved["step"])
+      histories = saved.get("histories", histories)
   elif resume:
     raise V.WSAEInputError("resume=True needs a checkpointer to resume from.")
   xs_sharding = NamedSharding(mesh, P(None, None, DATA_AXIS))
@@ -525,10 +535,28 @@ Example (experiments/configs/sweep_small.toml):
 """
 
 
+# Each table's fields, checked before anything runs (an unknown key is a typo, not a default).
+_FILE_TABLES_REQUIRED = {"sae": dict, "data": dict, "grid": dict}
+_FILE_TABLES_OPTIONAL = {"train": dict, "output": dict}
+_DATA_FIELDS = {
+    "polygon": {"geometry": str, "planes": int, "k": int, "mono": int, "magnitude": str},
+    "random": {"geometry": str, "n": int, "n_p": int, "seed": int, "magnitude": str},
+    "toy": {"geometry": str, "n": int, "n_p": int, "sparsity": float, "seed": int,
+            "magnitude": str},
+}
+_OUTPUT_FIELDS = {"dir": str, "checkpoint_every": int}
+# What a sweep writes in its output folder; `--overwrite` removes exactly these.
+SWEEP_FILES = ("checkpoints", "sweep.json", "sweep.csv", "sweep.png")
+
+
 def load_sweep_file(path) -> dict:
-  """Reads a sweep file (.toml or .json) into a dict, with a clear error for anything else."""
+  """Reads a sweep file (.toml or .json) and checks every table's fields and types.
+
+  Raises `WSAEInputError` naming the file, the table and the field for anything it does not
+  expect, before any work starts.
+  """
   path = pathlib.Path(path)
-  if not path.exists():
+  if not path.is_file():
     raise V.WSAEInputError(f"sweep file {str(path)!r} does not exist.")
   text = path.read_text()
   if path.suffix == ".toml":
@@ -544,20 +572,43 @@ def load_sweep_file(path) -> dict:
       raise V.WSAEInputError(f"{path}: not valid JSON: {e}") from None
   else:
     raise V.WSAEInputError(f"{path}: sweep files are .toml or .json, got {path.suffix!r}.")
-  unknown = set(spec) - {"sae", "train", "data", "grid", "output"}
-  if unknown:
-    raise V.WSAEInputError(f"{path}: unknown tables {sorted(unknown)}.\n\n{SWEEP_FILE_DOC}")
-  for table in ("sae", "data", "grid"):
-    if table not in spec:
-      raise V.WSAEInputError(f"{path}: missing the [{table}] table.\n\n{SWEEP_FILE_DOC}")
+  try:
+    V.check_fields(str(path), spec, _FILE_TABLES_REQUIRED, _FILE_TABLES_OPTIONAL)
+  except V.WSAEInputError as e:
+    raise V.WSAEInputError(f"{e}\n\n{SWEEP_FILE_DOC}") from None
+  sae_spec = spec["sae"]
+  V.check_fields(f"{path}: [sae]", sae_spec, {}, {"architecture": str}, allow_unknown=True)
+  if "d_in" in sae_spec:
+    raise V.WSAEInputError(f"{path}: [sae] must not set 'd_in'; it comes from the [data] table.")
+  data = spec["data"]
+  if "activations" in data:
+    V.check_fields(f"{path}: [data]", data, {"activations": str})
+  else:
+    geometry = data.get("geometry", "polygon")
+    if geometry not in _DATA_FIELDS:
+      raise V.WSAEInputError(f"{path}: [data] geometry must be one of {sorted(_DATA_FIELDS)} (or "
+                             f"give activations = \"file.npy\"), got {geometry!r}.")
+    V.check_fields(f"{path}: [data] (geometry {geometry!r})", data, {}, _DATA_FIELDS[geometry])
+    if data.get("magnitude", "uniform") not in sp.MAGNITUDES:
+      raise V.WSAEInputError(f"{path}: [data] magnitude must be one of {sp.MAGNITUDES}, got "
+                             f"{data['magnitude']!r}.")
+  V.check_fields(f"{path}: [grid]", spec["grid"], {}, {k: list for k in MEMBER_KEYS})
+  for axis, values in spec["grid"].items():
+    if not values:
+      raise V.WSAEInputError(f"{path}: [grid] {axis} is an empty list; give at least one value.")
+  V.check_fields(f"{path}: [output]", spec.get("output", {}), {}, _OUTPUT_FIELDS)
   return spec
 
 
-def _data_from_spec(d: dict):
+def _data_from_spec(d: dict, where: str = "[data]"):
   d = dict(d)
   if "activations" in d:
-    x = np.load(d.pop("activations"), mmap_mode="r")
-    return x
+    from wsae_jax import activations
+    _, shards = activations.read_metadata(d["activations"])  # missing, rank, dtype: clear errors
+    if len(shards) != 1 or not shards[0].path.samefile(d["activations"]):
+      raise V.WSAEInputError(f"{where} activations must be a (tokens, d_in) .npy file, got the "
+                             f"store folder {d['activations']!r}.")
+    return np.load(d["activations"], mmap_mode="r")
   geometry = d.pop("geometry", "polygon")
   if geometry == "polygon":
     W = sp.polygon_matrix(d.get("planes", 8), d.get("k", 3), n_mono=d.get("mono", 4))
@@ -568,40 +619,58 @@ def _data_from_spec(d: dict):
     W = sp.toy_model_matrix(jax.random.key(d.get("seed", 0)), d.get("n", 200), d.get("n_p", 20),
                             d.get("sparsity", 0.9))
   else:
-    raise V.WSAEInputError(f"[data] geometry must be polygon, random or toy, got {geometry!r}.")
+    raise V.WSAEInputError(f"{where} geometry must be polygon, random or toy, got {geometry!r}.")
   return SyntheticProblem(W, magnitude=d.get("magnitude", "uniform"))
 
 
-def run_sweep_file(path, *, progress: bool = True, echo=print, resume: bool = False) -> SweepResult:
+def run_sweep_file(path, *, progress: bool = True, echo=print, resume: bool = False,
+                   overwrite: bool = False) -> SweepResult:
   """Runs the sweep a file describes and writes its results; returns the `SweepResult`.
 
   Checkpoints go to `<output dir>/checkpoints` every `[output] checkpoint_every` steps (default
-  1000); `resume=True` continues from the newest complete one.
+  1000); `resume=True` continues from the newest complete one. An output folder that already
+  holds a sweep is refused unless `resume` (the same sweep) or `overwrite` (its checkpoints and
+  results are deleted once every input check has passed).
   """
   spec = load_sweep_file(path)
-  data = _data_from_spec(spec["data"])
+  data = _data_from_spec(spec["data"], f"{path}: [data]")
   d_in = np.shape(data.W_p)[0] if isinstance(data, SyntheticProblem) else np.shape(data)[1]
   sae_spec = dict(spec["sae"])
   arch = sae_spec.pop("architecture", "tied")
-  if arch == "topk" and "k" in spec["grid"]:
-    sae_spec["k"] = max(spec["grid"]["k"])  # the compiled program keeps up to the largest k
-  sae_cfg = sae_lib.make_config(arch, d_in=d_in, **sae_spec)
-  if isinstance(data, SyntheticProblem) and "d_sae" not in spec["sae"]:
-    sae_cfg = dataclasses.replace(sae_cfg, d_sae=np.shape(data.W_p)[1])
+  ks = spec["grid"].get("k", [])
+  if arch == "topk" and ks and all(isinstance(k, int) and not isinstance(k, bool) for k in ks):
+    sae_spec["k"] = max(ks)  # the compiled program keeps up to the largest k
+  if isinstance(data, SyntheticProblem) and "d_sae" not in sae_spec:
+    sae_spec["d_sae"] = np.shape(data.W_p)[1]
+  sae_cfg = sae_lib.config_from_dict({"architecture": arch, "d_in": d_in, **sae_spec},
+                                     f"{path}: [sae]")
+  train_cfg = V.build_dataclass(train_lib.TrainConfig, spec.get("train", {}), f"{path}: [train]")
   try:
-    train_cfg = train_lib.TrainConfig(**spec.get("train", {}))
-  except TypeError as e:
-    raise V.WSAEInputError(f"[train]: {e}") from None
-  members = grid(**{k: list(v) for k, v in spec["grid"].items()})
+    members = grid(**{k: list(v) for k, v in spec["grid"].items()})
+    _resolve_members(sae_cfg, train_cfg, members,
+                     data if isinstance(data, SyntheticProblem) else None, None)
+  except V.WSAEInputError as e:
+    raise V.WSAEInputError(f"{path}: [grid]: {e}") from None
+  out = pathlib.Path(spec.get("output", {}).get("dir", "sweep_out"))
+  V.check_writable_dir(out, f"{path}: [output] dir")
+  earlier = [out / f for f in SWEEP_FILES if (out / f).exists()]
+  if earlier and not (resume or overwrite):
+    raise V.WSAEInputError(
+        f"{out} already holds a sweep ({', '.join(p.name for p in earlier)}); pass --resume to "
+        f"continue it, --overwrite to replace it, or set another [output] dir.")
+  if overwrite:
+    import shutil
+    for p in earlier:
+      shutil.rmtree(p) if p.is_dir() else p.unlink()
   echo(f"sweep: {len(members)} members of a {arch} SAE (d_in={d_in}, d_sae={sae_cfg.d_sae}), "
        f"{train_cfg.steps} steps each, on {len(jax.devices())} device(s)")
-  out = pathlib.Path(spec.get("output", {}).get("dir", "sweep_out"))
-  from wsae_jax import checkpoint as ckpt
   checkpointer = ckpt.Checkpointer(out / "checkpoints",
                                    every=spec.get("output", {}).get("checkpoint_every", 1000))
-  res = train_sweep(sae_cfg, train_cfg, members, data, progress=progress,
-                    checkpointer=checkpointer, resume=resume)
-  checkpointer.close()
+  try:
+    res = train_sweep(sae_cfg, train_cfg, members, data, progress=progress,
+                      checkpointer=checkpointer, resume=resume)
+  finally:
+    checkpointer.close()
   js, cs = res.save(out)
   _plot_sweep(res, out / "sweep.png")
   if res.diverged:

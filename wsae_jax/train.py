@@ -22,6 +22,7 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from wsae_jax import _validate as V
+from wsae_jax import checkpoint as ckpt
 from wsae_jax import data as data_lib
 from wsae_jax import losses
 from wsae_jax import optim
@@ -240,18 +241,17 @@ def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | N
     state = init_state(sae_cfg, train_cfg, mesh=mesh, params=params)
   meta = None
   if checkpointer is not None:
-    from wsae_jax import checkpoint as ckpt
     meta = ckpt.run_meta(sae_cfg, train_cfg, gamma=gamma, data=data_lib.describe(source),
                          scale=normalization_scale)
-    if resume:
-      restored = checkpointer.restore_latest(state, expected_meta=meta)
-      if restored is not None:
-        state = restored[0]
-        if int(state.step) and not data_lib.resumable(source):
-          raise V.WSAEInputError(
-              "cannot resume from an iterable of batches (it cannot be rewound to the checkpoint's "
-              "step); pass an array or a SyntheticSource.")
-        log.info("resumed from %s at step %d", checkpointer.path(int(state.step)), int(state.step))
+    checkpointer.check_writable()
+    restored = checkpointer.resume_or_start(state, meta, resume=resume)
+    if restored is not None:
+      if not data_lib.resumable(source):
+        raise V.WSAEInputError(
+            "cannot resume from an iterable of batches (it cannot be rewound to the checkpoint's "
+            "step); pass an array or a SyntheticSource.")
+      state = restored[0]
+      log.info("resumed from %s at step %d", checkpointer.path(int(state.step)), int(state.step))
   elif resume:
     raise V.WSAEInputError("resume=True needs a checkpointer to resume from.")
   step_fn = make_train_step(sae_cfg, train_cfg, mesh=mesh)
