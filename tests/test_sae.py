@@ -74,6 +74,47 @@ def test_topk_has_exactly_k_nonzeros():
   assert np.all((np.asarray(sae.encode(cfg, p, x)) != 0).sum(axis=1) <= 4)
 
 
+@pytest.mark.parametrize("width, k", [(1, 1), (7, 3), (40, 16), (200, 60), (200, 200), (513, 32),
+                                      (12, 20)])
+@pytest.mark.parametrize("data", ["normal", "ties", "non-positive"])
+def test_radix_selection_equals_lax_top_k(width, k, data):
+  """The sort-free selection keeps exactly the entries lax.top_k keeps (ties: lowest index
+  first; k > width: all), with the same gradient, for a static and a per-row traced k."""
+  rng = np.random.default_rng(width * 1000 + k)
+  pre = {"normal": rng.standard_normal((48, width)),
+         "ties": rng.integers(-2, 4, (48, width)).astype(np.float64) / 2,
+         "non-positive": -np.abs(rng.standard_normal((48, width)))}[data]
+  pre = jnp.asarray(pre, jnp.float32)
+  static_k = min(k, width)
+  select = lambda p, method, ka=None: sae.topk_activation(p, static_k, ka, method=method)
+  for ka in (None, max(1, static_k // 2)):
+    a, b = select(pre, "top_k", ka), select(pre, "radix", ka)
+    assert np.array_equal(np.asarray(a), np.asarray(b)), ka
+    ga = jax.grad(lambda p: jnp.sum(jnp.sin(select(p, "top_k", ka))))(pre)
+    gb = jax.grad(lambda p: jnp.sum(jnp.sin(select(p, "radix", ka))))(pre)
+    assert np.array_equal(np.asarray(ga), np.asarray(gb)), ka
+  # k traced per row (as a sweep's per-member k is): vmap over rows with their own k.
+  ks = jnp.asarray(rng.integers(1, static_k + 1, 48), jnp.int32)
+  by_row = jax.vmap(lambda r, kk: sae.topk_activation(r[None], static_k, kk, method="radix")[0])
+  ref = jax.vmap(lambda r, kk: sae.topk_activation(r[None], static_k, kk, method="top_k")[0])
+  assert np.array_equal(np.asarray(by_row(pre, ks)), np.asarray(ref(pre, ks)))
+  if k > width:  # more than the row: every positive entry survives
+    m = sae.kth_largest_mask(jnp.maximum(pre, 0), k)
+    assert bool(jnp.all(m))
+
+
+def test_radix_mask_counts_exactly_k_against_numpy():
+  x = np.abs(np.random.default_rng(0).standard_normal((64, 200))).astype(np.float32)
+  x[:, 50:60] = x[:, 49:50]  # ten ties with column 49 in every row
+  for k in (1, 5, 50, 55, 199):
+    m = np.asarray(sae.kth_largest_mask(jnp.asarray(x), k))
+    assert np.all(m.sum(1) == k)
+    order = np.lexsort((np.arange(200)[None].repeat(64, 0), -x), axis=1)[:, :k]  # stable ranks
+    ref = np.zeros_like(m)
+    np.put_along_axis(ref, order, True, axis=1)
+    assert np.array_equal(m, ref), k
+
+
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.architecture)
 def test_permuting_latents_permutes_outputs(cfg):
   p = _random_params(cfg)

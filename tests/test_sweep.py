@@ -28,11 +28,15 @@ def _separate(cfg, tc, m, mesh):
   return train_lib.train(cfg, tc, src, gamma=gamma, mesh=mesh, progress=False)
 
 
-@pytest.mark.parametrize("arch", ["tied", "relu", "topk"])
+@pytest.mark.parametrize("arch", ["tied", "relu", "topk", "topk-radix-shared"])
 def test_sweep_equals_separate_runs(arch, four_devices):
+  """Each member of a sweep ends where `train` alone takes it. "topk-radix-shared": a k >= 16
+  sweep selects by the radix search (its members' own runs by lax.top_k at k < 16), and every
+  member reads one stream, so each chunk's batch goes to its members unbatched."""
   base = {"tied": w.TiedSAEConfig(d_in=8, d_sae=16),
           "relu": w.ReLUSAEConfig(d_in=8, d_sae=16),
-          "topk": w.TopKSAEConfig(d_in=8, d_sae=16, k=4, dead_after_tokens=256)}[arch]
+          "topk": w.TopKSAEConfig(d_in=8, d_sae=16, k=4, dead_after_tokens=256),
+          "topk-radix-shared": w.TopKSAEConfig(d_in=8, d_sae=40, k=20, dead_after_tokens=256)}[arch]
   members = [
       {"seed": 0, "sparsity": 0.8},
       {"seed": 1, "sparsity": 0.9, "alpha": 1.0, "data_seed": 3},
@@ -43,6 +47,9 @@ def test_sweep_equals_separate_runs(arch, four_devices):
     members[2]["l1_coefficient"] = 0.05
   if arch == "topk":
     members[2]["k"] = 2
+  if arch == "topk-radix-shared":
+    members = [dict(m, sparsity=0.8, data_seed=0) for m in members]
+    members[2]["k"], members[3]["k"] = 6, 17
   res = sweep.train_sweep(base, TC, members, PROBLEM, progress=False,
                           mesh=sweep.sweep_mesh(4, four_devices))
   assert res.compiles == 1  # 50 steps in calls of 20: the ragged last call reuses the program

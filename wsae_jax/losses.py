@@ -111,7 +111,7 @@ def topk_loss(cfg: sae_lib.TopKSAEConfig, params, x_BxD, *, gamma=None, dead_M=N
   x_hat, l0, fired = path(cfg, params, x_BxD, pre, k)
   recon, r_aux = reconstruction_loss(x_BxD, x_hat, gamma)
   if dead_M is None:
-    aux = jnp.zeros((), recon.dtype)
+    aux = recon * 0  # not a fresh zero: it carries recon's sharding axes inside shard_map
   else:
     aux_k = cfg.resolved_aux_k
     n_dead = jnp.sum(dead_M)

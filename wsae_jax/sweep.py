@@ -177,14 +177,26 @@ def _largest_divisor_at_most(n: int, cap: int) -> int:
   return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
 
 
+def _chunk_size(num_members: int, mesh: Mesh, member_chunk: int) -> int:
+  """Members processed together on a device: the largest divisor of the local count <= cap."""
+  return _largest_divisor_at_most(num_members // mesh.shape[MEMBER_AXIS], member_chunk)
+
+
 def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk, mesh,
-                problem_n, W_p, magnitude, seeds_D, stream_seed_idx, stream_sparsity):
-  """Returns jit((states, hp, xs_or_none, step0) -> (states, last_metrics))."""
+                problem_n, W_p, magnitude, seeds_D, stream_seed_idx, stream_sparsity,
+                shared_chunks=False):
+  """Returns jit((states, hp, xs_or_none, step0) -> (states, last_metrics)).
+
+  `shared_chunks`: every chunk's members read one stream, so a chunk's batch is passed to its
+  members unbatched and the vmapped encoder products of the chunk become one GEMM,
+  `(B, d_in) @ (d_in, chunk·d_sae)`, instead of `chunk` small ones.
+  """
   n_member = mesh.shape[MEMBER_AXIS]
   local = num_members // n_member
-  chunk = _largest_divisor_at_most(local, member_chunk)
+  chunk = _chunk_size(num_members, mesh, member_chunk)
   total_steps = train_cfg.steps
   B = train_cfg.batch_size
+  dead_after = getattr(sae_cfg, "dead_after_tokens", None)
 
   def gen_streams(step0):
     """(U, T, B, n_p) batches of each distinct (data seed, sparsity) stream, shared by members."""
@@ -208,7 +220,7 @@ def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk
       mean = lambda a: jax.lax.psum(a, DATA_AXIS) / n_data
       return mean(loss), jax.tree.map(mean, aux), jax.lax.psum(fired, DATA_AXIS)
 
-    def member_step(state, hp_m, x_BxD, step):
+    def member_step(state, hp_m, x_BxD, step, aux):
       opt = train_lib.make_optimizer(sae_cfg, train_cfg, learning_rate=hp_m["learning_rate"])
       kw = {}
       if isinstance(sae_cfg, sae_lib.ReLUSAEConfig):
@@ -216,7 +228,7 @@ def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk
       if isinstance(sae_cfg, sae_lib.TopKSAEConfig):
         kw["k"] = hp_m["k"]
       new, met = train_lib.apply_step(sae_cfg, opt, state, x_BxD, hp_m["gamma"], batch_size=B,
-                                      loss_kwargs=kw, reduce=reduce)
+                                      loss_kwargs=kw, reduce=reduce, aux=aux)
       live = step < total_steps  # the last call may run past the end: those steps are no-ops
       return train_lib._where_tree(live, new, state), met
 
@@ -224,9 +236,19 @@ def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk
       st, h = args
 
       def body(st, t):
-        x_CxBxD = xs[h["stream"], t]
-        st, met = jax.vmap(member_step, (0, 0, 0, None))(st, h, x_CxBxD, step0 + t)
-        return st, met
+        if shared_chunks:
+          x, x_axis = xs[h["stream"][0], t], None
+        else:
+          x, x_axis = xs[h["stream"], t], 0
+        run = lambda aux: jax.vmap(functools.partial(member_step, aux=aux),
+                                   (0, 0, x_axis, None))(st, h, x, step0 + t)
+        if dead_after is None:
+          return run(False)
+        # Under vmap a per-member `lax.cond` runs both branches; deciding once per chunk skips
+        # the AuxK term (a second top-k and product) while no member of the chunk has a dead
+        # latent (measured: 1.3 of 4.3 ms per Top-k member-step at d_sae = 200).
+        any_dead = jnp.any(st.tokens_since_fired >= dead_after)
+        return jax.lax.cond(any_dead, lambda: run(True), lambda: run(False))
 
       st, mets = jax.lax.scan(body, st, jnp.arange(steps_per_call))
       return st, jax.tree.map(lambda a: a[-1], mets)
@@ -373,17 +395,20 @@ def train_sweep(sae_cfg, train_cfg: train_lib.TrainConfig, members: Sequence[dic
     streams = sorted({(m["data_seed"], float(m["sparsity"])) for m in res})
     stream_of = np.asarray([streams.index((m["data_seed"], float(m["sparsity"]))) for m in res])
     W_p = jnp.asarray(data.W_p, jnp.float32)
+    C = _chunk_size(K, mesh, member_chunk)
     call = _build_call(
         sae_cfg, train_cfg, num_members=K, steps_per_call=T, member_chunk=member_chunk, mesh=mesh,
         problem_n=W_p.shape[1], W_p=W_p, magnitude=data.magnitude,
         seeds_D=jnp.asarray(seeds, jnp.uint32),
         stream_seed_idx=jnp.asarray([seeds.index(s) for s, _ in streams]),
-        stream_sparsity=jnp.asarray([s for _, s in streams], jnp.float32))
+        stream_sparsity=jnp.asarray([s for _, s in streams], jnp.float32),
+        shared_chunks=bool(np.all(stream_of.reshape(-1, C) == stream_of.reshape(-1, C)[:, :1])))
   else:
     stream_of = np.zeros(K, np.int64)
     call = _build_call(sae_cfg, train_cfg, num_members=K, steps_per_call=T,
                        member_chunk=member_chunk, mesh=mesh, problem_n=None, W_p=None,
-                       magnitude=None, seeds_D=None, stream_seed_idx=None, stream_sparsity=None)
+                       magnitude=None, seeds_D=None, stream_seed_idx=None, stream_sparsity=None,
+                       shared_chunks=True)
 
   member_sharding = NamedSharding(mesh, P(MEMBER_AXIS))
   hp = {"learning_rate": jnp.asarray([m["learning_rate"] for m in res], jnp.float32),

@@ -117,15 +117,18 @@ def _where_tree(pred, new, old):
 
 def apply_step(sae_cfg, opt: optax.GradientTransformation, state: TrainState, x_BxD, gamma_D, *,
                batch_size: int, loss_kwargs: dict | None = None,
-               reduce: Callable[[Any], Any] = lambda t: t) -> tuple[TrainState, dict]:
+               reduce: Callable[[Any], Any] = lambda t: t, aux: bool = True
+               ) -> tuple[TrainState, dict]:
   """One optimiser step of one SAE: the maths shared by `train` and `sweep.train_sweep`.
 
   `reduce` combines the per-device loss, metrics and fired-latent counts when the batch is split
   by hand (`shard_map`); under `jax.jit` sharding it is the identity. A step whose loss or gradient is not
   finite is not applied, and `diverged_at` records it (the member is frozen from then on).
+  `aux=False` leaves out the dead-latent (AuxK) term: a caller that knows no latent is dead
+  (the sweep, for a whole chunk of members) skips its cost.
   """
   dead_after = getattr(sae_cfg, "dead_after_tokens", None)
-  dead_M = None if dead_after is None else state.tokens_since_fired >= dead_after
+  dead_M = None if dead_after is None or not aux else state.tokens_since_fired >= dead_after
 
   def loss_fn(p):
     loss, aux = losses.sae_loss(sae_cfg, p, x_BxD, gamma=gamma_D, dead_M=dead_M,
