@@ -32,6 +32,30 @@ def test_synthetic_smoke(tmp_path):
   assert (tmp_path / "synthetic.png").stat().st_size > 0
 
 
+def test_reproduce_smoke_writes_every_reading_and_verdict(tmp_path):
+  import reproduce
+  from wsae_jax import stats
+  before = (ROOT / "experiments" / "RESULTS.md").read_text()
+  r = reproduce.main(["--smoke", "--out", str(tmp_path), "--no-progress"])
+  saved = json.loads((tmp_path / "reproduce.json").read_text())
+  assert saved["wall_seconds"] > 0 and len(saved["rows"]) == len(r["rows"])
+  axes = ("geometry", "magnitude", "kind", "variant", "sparsity", "seed", "weighting")
+  cells = {tuple(row[a] for a in axes) for row in saved["rows"]}
+  assert len(cells) == len(saved["rows"])  # one row per cell and seed
+  assert {row["kind"] for row in saved["rows"]} == {"tied", "tied-narrow", "relu", "topk"}
+  assert {row["weighting"] for row in saved["rows"]} == set(reproduce.WEIGHTINGS)
+  assert all(c["verdict"] in stats.VERDICTS and c["n"] == 3 for c in saved["claims"])
+  assert {c["rule"] for c in saved["claims"] if c["figure"] == "Fig. 2"} == {
+      rule for _, rule in reproduce.FIG2_RULES}
+  assert {c["claim"] for c in saved["claims"] if c["figure"] == "Fig. 3"} == {
+      name for name, *_ in reproduce.FIG3_CLAIMS}
+  for name in ("reproduce_fig2.png", "reproduce_fig3.png", "reproduce_fig3_panels.png"):
+    assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+  md = reproduce.results_markdown(saved)
+  assert md.startswith(reproduce.BEGIN) and md.endswith(reproduce.END)
+  assert (ROOT / "experiments" / "RESULTS.md").read_text() == before  # --out elsewhere: untouched
+
+
 def test_harvest_then_real_wsae_on_a_tiny_llama(tmp_path):
   """The real-activation pipeline end to end: harvest a tiny random Llama, train, evaluate.
 

@@ -118,3 +118,43 @@ def test_latent_token_stats_match_a_slow_loop():
   for b in range(B):
     want = np.sort(z[b])[::-1][:2]
     np.testing.assert_allclose(np.sort(val2[b])[::-1], want[want > 0].tolist() + [0] * (2 - (want > 0).sum()))
+
+
+# -- the Fig. 2 counting rules and the Fig. 3 readings of L_GT, on a hand-built SAE -------------
+# W_p has columns e1, e2 and (e1 + e2)/√2; the tied SAE's latents are e1 and e2 themselves.
+_W3 = np.array([[1.0, 0.0, np.sqrt(0.5)], [0.0, 1.0, np.sqrt(0.5)]], np.float32)
+_TIED = w.TiedSAEConfig(d_in=2, d_sae=2)
+_P = {"W_enc": jnp.eye(2, dtype=jnp.float32)}
+
+
+def test_counting_rules_on_a_hand_built_sae():
+  # Probes: feature 0 -> (1, 0), feature 1 -> (0, 1), feature 2 -> (0.71, 0.71).
+  assert metrics.features_per_latent(_TIED, _P, _W3) == 2.0            # (a): any response
+  assert metrics.features_per_latent_relative(_TIED, _P, _W3, tau=0.5) == 2.0
+  assert metrics.features_per_latent_relative(_TIED, _P, _W3, tau=0.8) == 1.0  # (b): 0.71 < 0.8
+  # (c): sample 1 = (1, 0, 0.1): latent 0's pre-activation 1.07 has terms 1 and 0.07 (< 10%): 1
+  # feature; latent 1's 0.07 comes all from feature 2: 1. Sample 2 = (1, 0, 1): latent 0 gets
+  # 1 and 0.71 (both > 10% of 1.71): 2; latent 1: 1. Mean over the 4 firing pairs: 5/4.
+  x = np.array([[1.0, 0.0, 0.1], [1.0, 0.0, 1.0]], np.float32)
+  assert metrics.features_per_latent_data(_TIED, _P, x, _W3, tau=0.1) == pytest.approx(1.25)
+  assert metrics.features_per_latent_data(_TIED, _P, x, _W3, tau=0.5) == pytest.approx(1.0)
+  assert metrics.features_per_latent_data(_TIED, _P, np.zeros((3, 3), np.float32), _W3) == 0.0
+
+
+def test_gt_loss_readings_on_known_errors():
+  x = np.array([[1.0, 0.0, 0.5]])
+  m = metrics.Matching(latent_of_feature=np.array([0, 1, -1]), cos=np.array([1.0, 1.0, 0.0]))
+  z = np.array([[0.8, 0.3]])
+  # Matched latents (0.8, 0.3, 0): squared errors 0.04, 0.09, 0.25.
+  assert metrics.gt_loss(x, z, m) == pytest.approx(0.38)
+  assert metrics.gt_loss_active(x, z, m) == pytest.approx(0.29)      # (i): x_j > 0 only
+  assert metrics.gt_loss_alive(x, z, m) == pytest.approx(0.13)       # (ii): matched and alive
+  z_dead = np.array([[0.8, 0.0]])
+  assert metrics.gt_loss_alive(x, z_dead, m) == pytest.approx(0.04)
+  # A slow, obvious reference for (i) on random data.
+  rng = np.random.default_rng(0)
+  xr = np.where(rng.random((50, 3)) < 0.5, rng.random((50, 3)), 0.0)
+  zr = rng.random((50, 2))
+  ref = np.mean([sum((xr[b, j] - (zr[b, j] if j < 2 else 0.0)) ** 2 for j in range(3) if xr[b, j] > 0)
+                 for b in range(50)])
+  assert metrics.gt_loss_active(xr, zr, m) == pytest.approx(ref)

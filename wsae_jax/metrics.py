@@ -111,6 +111,75 @@ def features_per_latent(sae_cfg, params, W_p_PxN, *, magnitude: float = 1.0,
   return float(counts_M[alive].mean()) if alive.any() else 0.0
 
 
+def features_per_latent_relative(sae_cfg, params, W_p_PxN, *, tau: float = 0.5,
+                                 magnitude: float = 1.0) -> float:
+  """Fig. 2, reading (b): single-feature probes above a fraction `tau` of the latent's largest.
+
+  As `features_per_latent`, but latent m counts feature j only if its probe response exceeds
+  `tau · max_j' z_m(j')`: features that barely touch a latent are not counted as explaining it.
+  Averaged over latents that at least one probe activates.
+  """
+  V.check_range("tau", tau, low=0.0, high=1.0, high_open=True)
+  W_p = jnp.asarray(W_p_PxN, jnp.float32)
+  z_NxM = np.asarray(sae_lib.encode(sae_cfg, params, magnitude * W_p.T), np.float64)
+  top_M = z_NxM.max(axis=0)
+  alive = top_M > 0
+  counts_M = (z_NxM > tau * top_M[None, :]).sum(axis=0)
+  return float(counts_M[alive].mean()) if alive.any() else 0.0
+
+
+def features_per_latent_data(sae_cfg, params, x_BxN, W_p_PxN, *, tau: float = 0.1,
+                             chunk: int = 256) -> float:
+  """Fig. 2, reading (c): how many true features drive a latent when it fires on real data.
+
+  For every held-out sample b and latent m with `z_bm > 0`, the pre-activation's feature part is
+  `Σ_j x_bj (W_p[:, j] · W_enc[:, m])`; feature j counts when its term exceeds `tau` times the
+  latent's pre-activation. Returns the mean count over all (sample, firing latent) pairs (0 if
+  no latent fires).
+  """
+  V.check_range("tau", tau, low=0.0, high=1.0, high_open=True)
+  x = np.asarray(x_BxN, np.float32)
+  W_p = np.asarray(W_p_PxN, np.float32)
+  G_NxM = W_p.T @ np.asarray(params["W_enc"], np.float32)
+  total, pairs = 0.0, 0
+  for s in range(0, x.shape[0], chunk):
+    xb = x[s:s + chunk]
+    x_p = jnp.asarray(xb @ W_p.T)
+    pre = np.asarray(sae_lib.pre_activations(sae_cfg, params, x_p), np.float32)
+    z = np.asarray(sae_lib.encode(sae_cfg, params, x_p))
+    fires = z > 0
+    contrib_BxNxM = xb[:, :, None] * G_NxM[None]
+    counts = (contrib_BxNxM > tau * pre[:, None, :]).sum(axis=1)
+    total += float(counts[fires].sum())
+    pairs += int(fires.sum())
+  return total / pairs if pairs else 0.0
+
+
+def gt_loss_active(x_BxN, z_BxM, matching: Matching) -> float:
+  """`L_GT` on the non-sparse coordinates only, reading (i): `E Σ_{j: x_j > 0} (x_j − x_m,j)²`.
+
+  The paper says the WSAE's advantage is "more pronounced when evaluated on non-sparse
+  dimensions"; this reading scores only the coordinates that are active in the sample.
+  """
+  x = np.asarray(x_BxN, np.float64)
+  err = (x - matched_latents(z_BxM, matching)) ** 2
+  return float(np.mean(np.sum(np.where(x > 0, err, 0.0), axis=1)))
+
+
+def gt_loss_alive(x_BxN, z_BxM, matching: Matching) -> float:
+  """`L_GT` over the features whose matched latent is alive, reading (ii).
+
+  A feature counts when its matched latent fires on at least one sample of `z`; features matched
+  to dead latents (or unmatched) are left out. Returns 0 when no matched latent is alive.
+  """
+  x = np.asarray(x_BxN, np.float64)
+  xm = matched_latents(z_BxM, matching)
+  alive_N = np.zeros(x.shape[1], bool)
+  ok = matching.latent_of_feature >= 0
+  alive_N[ok] = np.any(np.asarray(z_BxM)[:, matching.latent_of_feature[ok]] > 0, axis=0)
+  return float(np.mean(np.sum((x - xm)[:, alive_N] ** 2, axis=1))) if alive_N.any() else 0.0
+
+
 def fvu(x_BxD, x_hat_BxD) -> float:
   """Fraction of variance unexplained: `Σ(x − x̂)² / Σ(x − mean x)²`."""
   x = np.asarray(x_BxD, np.float64)
