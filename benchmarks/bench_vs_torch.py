@@ -66,10 +66,11 @@ def worker(framework: str, arch: str, d_in: int, d_sae: int, batch: int, k: int,
     import torch
     from torch_baseline import TorchSAE, TorchTrainer
     base_rss = _rss_mb()
-    sae = TorchSAE.from_params(arch, params, **({"k": k} if arch == "topk" else {}))
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU machine: like for like
+    sae = TorchSAE.from_params(arch, params, **({"k": k} if arch == "topk" else {})).to(device)
     trainer = TorchTrainer(sae, lr=1e-3, steps=10**6, warmup_steps=10, grad_clip=1.0,
                            compile=variant == "compile")
-    x = torch.from_numpy(x_np)
+    x = torch.from_numpy(x_np).to(device)
     t0 = time.perf_counter()
     trainer.step(x)
     compile_s = time.perf_counter() - t0
@@ -77,7 +78,7 @@ def worker(framework: str, arch: str, d_in: int, d_sae: int, batch: int, k: int,
     for _ in range(steps):
       loss = trainer.step(x)
     step_s = (time.perf_counter() - t0) / steps
-    extra_info = {"torch_threads": torch.get_num_threads()}
+    extra_info = {"torch_threads": torch.get_num_threads(), "torch_device": device}
   return {"framework": framework, "variant": variant, "arch": arch, "d_in": d_in, "d_sae": d_sae,
           "batch": batch, "k": k if arch == "topk" else None, "compile_s": compile_s,
           "step_s": step_s, "tokens_per_s": batch / step_s, "loss_after": loss,

@@ -18,6 +18,9 @@ from wsae_jax import _validate as V
 from wsae_jax import superposition as sp
 
 
+PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+
+
 class SyntheticSource:
   """On-device superposition data: `x ~ sample_features(fold_in(key, step))`, `x_p = x W_pᵀ`.
 
@@ -27,10 +30,14 @@ class SyntheticSource:
     batch_size: examples per step.
     seed: data seed; the batch at `step` depends only on `(seed, step)`.
     magnitude: law of the active magnitudes (see `sample_features`).
+    prng_impl: JAX PRNG implementation of the data stream: "threefry2x32" (default: the same
+      batches on any number of devices) or "rbg" / "unsafe_rbg" (often faster on accelerators;
+      batches may differ across device counts and JAX versions). On the 2-core CPU threefry was
+      the fastest: 0.79 ms per (1024, 200) draw against 3.29 (rbg) and 1.74 (unsafe_rbg).
   """
 
   def __init__(self, W_p, sparsity: float, batch_size: int, *, seed: int = 0,
-               magnitude: sp.Magnitude = "uniform"):
+               magnitude: sp.Magnitude = "uniform", prng_impl: str = "threefry2x32"):
     V.check_matrix("W_p", W_p, shape=(None, None))
     V.check_range("sparsity", sparsity, low=0.0, high=1.0, high_open=True)
     V.check_int("batch_size", batch_size, low=1)
@@ -42,7 +49,10 @@ class SyntheticSource:
     self.seed = seed
     self.magnitude = magnitude
     self.d_in, self.n = self.W_p.shape
-    self._key = jax.random.key(seed)
+    if prng_impl not in PRNG_IMPLS:
+      raise V.WSAEInputError(f"prng_impl must be one of {PRNG_IMPLS}, got {prng_impl!r}.")
+    self.prng_impl = prng_impl
+    self._key = jax.random.key(seed, impl=prng_impl)
     self._gen = {}
 
   def features(self, step, batch_size: int | None = None) -> jax.Array:
@@ -168,7 +178,8 @@ def describe(source) -> dict:
   if isinstance(source, SyntheticSource):
     digest = hashlib.sha1(np.asarray(source.W_p, np.float32).tobytes()).hexdigest()
     return {"kind": "synthetic", "seed": source.seed, "sparsity": source.sparsity,
-            "magnitude": source.magnitude, "batch_size": source.batch_size, "W_p_sha1": digest}
+            "magnitude": source.magnitude, "batch_size": source.batch_size, "W_p_sha1": digest,
+            **({} if source.prng_impl == "threefry2x32" else {"prng_impl": source.prng_impl})}
   if isinstance(source, ArraySource):
     return {"kind": "array", "seed": source.seed, "shuffle": source.shuffle,
             "rows": int(np.shape(source.x)[0]), "d_in": source.d_in,

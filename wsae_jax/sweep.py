@@ -58,11 +58,16 @@ class SyntheticProblem:
   """Superposition matrix (n_p, n)."""
   magnitude: str = "uniform"
   """Law of active magnitudes (see `superposition.sample_features`)."""
+  prng_impl: str = "threefry2x32"
+  """PRNG of the data streams (see `data.SyntheticSource`)."""
 
   def __post_init__(self):
     V.check_matrix("W_p", self.W_p, shape=(None, None))
     if self.magnitude not in sp.MAGNITUDES:
       raise V.WSAEInputError(f"magnitude must be one of {sp.MAGNITUDES}, got {self.magnitude!r}.")
+    if self.prng_impl not in data_lib.PRNG_IMPLS:
+      raise V.WSAEInputError(f"prng_impl must be one of {data_lib.PRNG_IMPLS}, got "
+                             f"{self.prng_impl!r}.")
 
 
 def _describe_data(problem: SyntheticProblem) -> dict:
@@ -70,7 +75,7 @@ def _describe_data(problem: SyntheticProblem) -> dict:
   import hashlib
   W = np.asarray(problem.W_p, np.float32)
   return {"kind": "synthetic", "W_p_shape": list(W.shape), "magnitude": problem.magnitude,
-          "W_p_sha1": hashlib.sha1(W.tobytes()).hexdigest()}
+          "prng_impl": problem.prng_impl, "W_p_sha1": hashlib.sha1(W.tobytes()).hexdigest()}
 
 
 def grid(**axes: Sequence[Any]) -> list[dict]:
@@ -145,7 +150,8 @@ def _member_gammas(members, sae_cfg, problem, source, num_samples=8192) -> np.nd
       if key not in cache:
         if problem is not None:
           src = data_lib.SyntheticSource(problem.W_p, m["sparsity"], 1, seed=m["data_seed"],
-                                         magnitude=problem.magnitude)
+                                         magnitude=problem.magnitude,
+                                         prng_impl=problem.prng_impl)
           cache[key] = np.asarray(src.sample(HELD_OUT_STEP, num_samples)[1])
         else:
           steps = max(1, num_samples // source.batch_size)
@@ -184,7 +190,7 @@ def _chunk_size(num_members: int, mesh: Mesh, member_chunk: int) -> int:
 
 def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk, mesh,
                 problem_n, W_p, magnitude, seeds_D, stream_seed_idx, stream_sparsity,
-                shared_chunks=False):
+                shared_chunks=False, prng_impl="threefry2x32"):
   """Returns jit((states, hp, xs_or_none, step0) -> (states, last_metrics)).
 
   `shared_chunks`: every chunk's members read one stream, so a chunk's batch is passed to its
@@ -203,7 +209,7 @@ def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk
     steps = step0 + jnp.arange(steps_per_call)
 
     def uniforms(seed):
-      key = jax.random.key(seed)
+      key = jax.random.key(seed, impl=prng_impl)
       return jax.vmap(lambda t: jax.random.uniform(jax.random.fold_in(key, t), (B, problem_n),
                                                    jnp.float32))(steps)
 
@@ -402,7 +408,8 @@ def train_sweep(sae_cfg, train_cfg: train_lib.TrainConfig, members: Sequence[dic
         seeds_D=jnp.asarray(seeds, jnp.uint32),
         stream_seed_idx=jnp.asarray([seeds.index(s) for s, _ in streams]),
         stream_sparsity=jnp.asarray([s for _, s in streams], jnp.float32),
-        shared_chunks=bool(np.all(stream_of.reshape(-1, C) == stream_of.reshape(-1, C)[:, :1])))
+        shared_chunks=bool(np.all(stream_of.reshape(-1, C) == stream_of.reshape(-1, C)[:, :1])),
+        prng_impl=data.prng_impl)
   else:
     stream_of = np.zeros(K, np.int64)
     call = _build_call(sae_cfg, train_cfg, num_members=K, steps_per_call=T,
@@ -501,7 +508,7 @@ def _table(sae_cfg, res, states, gammas, problem, source, histories, diverged, e
       key = (m["data_seed"], m["sparsity"])
       if key not in eval_cache:
         src = data_lib.SyntheticSource(problem.W_p, m["sparsity"], 1, seed=m["data_seed"],
-                                       magnitude=problem.magnitude)
+                                       magnitude=problem.magnitude, prng_impl=problem.prng_impl)
         eval_cache[key] = np.asarray(src.features(HELD_OUT_STEP + 1, eval_samples))
       row.update(metrics_lib.evaluate(cfg_i, p_i, eval_cache[key], problem.W_p, gamma=gamma))
     else:

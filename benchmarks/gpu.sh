@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The accelerator checks and figures in one short run (about 8 minutes at most).
+#
+# For a lent GPU machine: bare, no internet, its python3 already has a CUDA build of JAX, flax,
+# optax, chex, orbax, torch, scipy, pytest. Nothing is installed: the checkout goes on PYTHONPATH.
+#   bash benchmarks/gpu.sh                  # -> benchmarks/results/gpu.json (+ gpu/*.log, *.json)
+#   GPU_QUICK=1 bash benchmarks/gpu.sh      # smoke sizes (how CI-like machines check the script)
+# It assumes no GPU: on a CPU-only machine every step runs on the CPU. CI never depends on it.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+OUT=${GPU_OUT:-benchmarks/results}
+LOGS="$OUT/gpu"
+mkdir -p "$LOGS"
+QUICK=${GPU_QUICK:-}
+smoke=${QUICK:+--smoke}
+: > "$LOGS/steps.tsv"
+
+step() {  # step NAME SECONDS CMD...: run with a time limit, log, record status and seconds
+  local name=$1 limit=$2; shift 2
+  local t0=$(date +%s%N)
+  echo "== $name (limit ${limit}s): $*"
+  timeout "$limit" "$@" > "$LOGS/$name.log" 2>&1
+  local rc=$?
+  local dt=$(( ($(date +%s%N) - t0) / 1000000 ))
+  printf '%s\t%s\t%s\n' "$name" "$rc" "$dt" >> "$LOGS/steps.tsv"  # milliseconds
+  tail -n 3 "$LOGS/$name.log"
+}
+
+step devices 60 "$PY" -c "import jax; print(jax.default_backend(), jax.devices())"
+# The library's own logic checks, on 4 forced CPU devices as in CI (1 vs 4 devices agree, sweep ==
+# separate runs, torch parity): tests/conftest.py pins them to the CPU.
+step tests 240 "$PY" -m pytest -q -x -p no:cacheprovider \
+  "tests/test_sweep.py::test_sweep_equals_separate_runs" \
+  "tests/test_sweep.py::test_member_axis_over_4_devices_equals_1_device" \
+  "tests/test_train.py::test_one_and_four_devices_agree" tests/test_torch_parity.py
+# The same properties on the accelerator itself.
+step accelerator_checks 120 "$PY" benchmarks/gpu_checks.py "$LOGS/checks.json"
+step train_step 120 "$PY" benchmarks/bench_train_step.py $smoke --out "$LOGS/train_step.json"
+step sweep 150 "$PY" benchmarks/bench_sweep.py ${QUICK:+--smoke} ${QUICK:---steps 500} \
+  --out "$LOGS/sweep.json"
+step vs_torch 150 "$PY" benchmarks/bench_vs_torch.py $smoke --out "$LOGS/vs_torch.json"
+step closed_form 60 "$PY" benchmarks/bench_closed_form.py $smoke --out "$LOGS/closed_form.json"
+
+"$PY" - "$LOGS" "$OUT/gpu.json" <<'PYEOF'
+import json, pathlib, sys
+logs, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+steps = {}
+for line in (logs / "steps.tsv").read_text().splitlines():
+  name, rc, ms = line.split("\t")
+  steps[name] = {"exit": int(rc), "seconds": round(int(ms) / 1000, 1),
+                 "timed_out": int(rc) in (124, 137),
+                 "log_tail": (logs / f"{name}.log").read_text()[-1500:]}
+  f = logs / f"{name}.json"
+  if f.exists():
+    steps[name]["result"] = json.loads(f.read_text())
+checks = logs / "checks.json"
+record = {"steps": steps, "checks": json.loads(checks.read_text()) if checks.exists() else None,
+          "ok": all(s["exit"] == 0 for s in steps.values())}
+out.write_text(json.dumps(record, indent=1))
+print(f"wrote {out}: " + ", ".join(f"{k} {'ok' if v['exit'] == 0 else 'exit ' + str(v['exit'])} "
+                                   f"({v['seconds']} s)" for k, v in steps.items()))
+sys.exit(0 if record["ok"] else 1)
+PYEOF
