@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 
@@ -55,3 +57,123 @@ def test_semantic_consistency_matches_slow_loop():
 def test_bad_weight_inputs_raise(call, match):
   with pytest.raises(w.WSAEInputError, match=match):
     call()
+
+
+def test_gamma_report_measures_concentration():
+  r = w.weights.gamma_report(np.ones(100))
+  assert r.top_share == pytest.approx(0.01) and r.effective_dims == pytest.approx(100)
+  assert r.top_1pct_share == pytest.approx(0.01) and not r.problems()
+  g = np.ones(100)
+  g[37] = 30.0  # γ² = 900 of 999
+  r = w.weights.gamma_report(g)
+  assert r.top_dim == 37 and r.top_share == pytest.approx(900 / 999)
+  assert r.effective_dims == pytest.approx(999 ** 2 / (900 ** 2 + 99))
+  assert any("dimension 37 holds 90.1%" in p for p in r.problems())
+
+
+def test_variance_weights_warn_when_one_dimension_dominates():
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2000, 50)).astype(np.float32)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    w.variance_weights(x, 1.0)  # balanced: no warning
+  x[:, 7] *= 40.0  # one massive dimension
+  with pytest.warns(RuntimeWarning, match="dimension 7 holds"):
+    g = w.variance_weights(x, 1.0)
+  np.testing.assert_allclose(np.mean(g.astype(np.float64) ** 2), 1.0, rtol=1e-5)  # still exact
+
+
+def test_wsae_train_warns_naming_the_dimension_and_can_refuse(tmp_path, capsys):
+  from wsae_jax import cli
+  rng = np.random.default_rng(1)
+  x = rng.standard_normal((1024, 16)).astype(np.float32)
+  x[:, 3] *= 30.0
+  np.save(tmp_path / "acts.npy", x)
+  common = ["train", "--activations", str(tmp_path / "acts.npy"), "--steps", "4", "--batch-size",
+            "64", "--alpha", "1", "--no-progress", "--d-sae", "32", "--arch", "relu"]
+  assert cli.main(common + ["--out", str(tmp_path / "r1")]) == 0
+  out, err = capsys.readouterr()
+  assert "γ: top dimension 3 holds" in out
+  assert err.count("warning: γ = Var^1: dimension 3 holds") == 1
+  assert cli.main(common + ["--out", str(tmp_path / "r2"), "--gamma-max-share", "0.25"]) == 2
+  assert "dimension 3 holds" in capsys.readouterr().err
+  assert not (tmp_path / "r2" / "checkpoints").exists()
+
+
+def _triangle_sample(sparsity, n=100_000, magnitude="uniform"):
+  W = w.polygon_matrix(6, 3, n_mono=8)  # rows: 3, 2 or 1 features; participation ratio 2, 2, 1
+  x = np.asarray(w.SyntheticSource(W, sparsity, 1, seed=0, magnitude=magnitude)
+                 .sample(2**30, n)[1], np.float64)
+  return W, x
+
+
+def test_zero_fraction_counts_the_features_of_each_dimension():
+  W, x = _triangle_sample(0.8)
+  m = weights.zero_fraction_polysemanticity(x)
+  nonzeros = (np.abs(W) > 1e-9).sum(axis=1)  # the oracle: features sharing each dimension
+  assert_close(m, nonzeros, rtol=0.05, atol=0)
+  g = weights.weights_from_polysemanticity(m, 1.0)
+  assert g[-1] > g[0] and np.mean(g.astype(np.float64) ** 2) == pytest.approx(1.0, rel=1e-5)
+  with pytest.raises(w.WSAEInputError, match="rel_tol > 0"):
+    weights.zero_fraction_polysemanticity(RNG.standard_normal((100, 4)))
+  dense = RNG.standard_normal((5000, 4))
+  dense[:, 0] *= 0.0  # an exactly-zero (dead) column aside, nothing is ever zero: band needed
+  m_tol = weights.zero_fraction_polysemanticity(dense + 1e-3 * RNG.standard_normal((5000, 4)),
+                                                rel_tol=0.05)
+  assert m_tol.shape == (4,) and np.all(m_tol >= 1)
+
+
+def test_kurtosis_estimates_the_participation_ratio():
+  W, x = _triangle_sample(0.9, magnitude="constant")
+  W2 = W.astype(np.float64) ** 2
+  pr = W2.sum(1) ** 2 / (W2 ** 2).sum(1)  # κ(Σ w_j x_j) = κ_1 Σw⁴/(Σw²)² = κ_1 / PR
+  assert_close(weights.kurtosis_polysemanticity(x), pr, rtol=0.1, atol=0)
+
+
+def test_robust_variance_ignores_massive_rows():
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((4000, 10))
+  plain = weights.robust_variance_weights(x, 1.0)
+  x[:5, 2] = 500.0  # five massive-norm rows on dimension 2
+  with pytest.warns(RuntimeWarning, match="dimension 2 holds"):
+    weights.variance_weights(x, 1.0)
+  assert_close(weights.robust_variance_weights(x, 1.0), plain, rtol=0.02, atol=0)
+  for kind in weights.GAMMA_KINDS[:3]:
+    assert weights.gamma_from_sample(kind, x, 0.5).shape == (10,)
+
+
+@pytest.mark.parametrize("kind", ["robust-variance", "kurtosis", "zero-fraction", "oracle", "file"])
+def test_wsae_train_takes_every_gamma_kind(kind, tmp_path, capsys):
+  from wsae_jax import checkpoint, cli
+  gamma = ["--gamma", kind]
+  if kind == "file":
+    g = np.linspace(0.5, 1.5, 14).astype(np.float32)  # polygon 4 planes x 3 + 2 mono: n_p = 10
+    np.save(tmp_path / "g.npy", g[:10])
+    gamma = ["--gamma", str(tmp_path / "g.npy")]
+  rc = cli.main(["train", "--out", str(tmp_path / "run"), "--planes", "4", "--mono", "2",
+                 "--steps", "4", "--batch-size", "64", "--no-progress", "--arch", "relu",
+                 *gamma, *([] if kind == "file" else ["--alpha", "1"])])
+  assert rc == 0, capsys.readouterr().err
+  assert "γ: top dimension" in capsys.readouterr().out
+  _, _, meta = checkpoint.load_params(tmp_path / "run" / "checkpoints")
+  saved = np.asarray(meta["gamma"])
+  assert saved.shape == (10,) and np.all(saved > 0)
+  if kind == "file":
+    assert_close(saved, g[:10], rtol=1e-6, atol=0)
+  if kind == "oracle":  # polygon rows: triangles' cos/sin rows have PR 2, the mono rows 1
+    assert saved[-1] > saved[0]
+
+
+def test_bad_gamma_options_are_refused(tmp_path, capsys):
+  from wsae_jax import cli
+  base = ["train", "--out", str(tmp_path / "run"), "--steps", "4", "--batch-size", "64",
+          "--no-progress"]
+  assert cli.main(base + ["--gamma", "entropy", "--alpha", "1"]) == 2
+  assert "--gamma must be one of" in capsys.readouterr().err
+  np.save(tmp_path / "short.npy", np.ones(3, np.float32))
+  assert cli.main(base + ["--gamma", str(tmp_path / "short.npy")]) == 2
+  assert "must have shape (20,)" in capsys.readouterr().err
+  np.save(tmp_path / "x.npy", np.ones((128, 4), np.float32))
+  assert cli.main(base + ["--gamma", "oracle", "--alpha", "1", "--activations",
+                          str(tmp_path / "x.npy")]) == 2
+  assert "needs the synthetic W_p" in capsys.readouterr().err

@@ -206,7 +206,16 @@ def _add_train(sub):
   m.add_argument("--k", type=int, default=32, help="topk: active latents")
   m.add_argument("--l1", type=float, default=1e-3, help="relu: L1 coefficient")
   m.add_argument("--alpha", type=float, default=None,
-                 help="WSAE: γ = Var(x_i)^α from a data sample (default: plain SAE)")
+                 help="WSAE: the exponent of γ (default: plain SAE)")
+  m.add_argument("--gamma", default="variance",
+                 help="WSAE weights, from a data sample: variance (the paper's γ = Var^α), "
+                 "robust-variance (Var over typical rows, without massive-norm ones), kurtosis or "
+                 "zero-fraction (γ = m̂^−α, m̂ the estimated features per dimension: monosemantic "
+                 "dimensions weighted up), oracle (synthetic data: γ = PR^−α from W_p), or a .npy "
+                 "file holding γ itself (then --alpha is not used)")
+  m.add_argument("--gamma-max-share", type=float, default=None,
+                 help="refuse (exit 2) a γ whose top dimension holds more than this share of "
+                 "Σγ² (default: only warn above 25%%)")
   t = p.add_argument_group("training")
   t.add_argument("--steps", type=int, default=2000)
   t.add_argument("--batch-size", type=int, default=1024)
@@ -267,6 +276,17 @@ def _write_json(path, obj) -> None:
   os.replace(tmp, path)
 
 
+def _load_gamma(path, d_in: int):
+  import numpy as np
+  try:
+    gamma = np.load(path)
+  except (OSError, ValueError) as e:
+    raise V.WSAEInputError(f"--gamma {path!r} cannot be read as a .npy array ({e}).") from None
+  V.check_gamma(np.asarray(gamma, np.float32) if np.issubdtype(gamma.dtype, np.number) else gamma,
+                d_in, name=f"--gamma {path}")
+  return np.asarray(gamma, np.float32)
+
+
 def _run_train(args):
   import json
   import pathlib
@@ -280,6 +300,13 @@ def _run_train(args):
   existing = _check_run_folder(out, resume=args.resume, overwrite=args.overwrite)
   if args.d_sae is not None:
     V.check_int("--d-sae", args.d_sae, low=1)
+  from_file = args.gamma.endswith(".npy")
+  if not from_file and args.gamma not in weights.GAMMA_KINDS + ("oracle",):
+    raise V.WSAEInputError(f"--gamma must be one of {weights.GAMMA_KINDS + ('oracle',)} or a .npy "
+                           f"file, got {args.gamma!r}.")
+  if args.gamma == "oracle" and args.activations:
+    raise V.WSAEInputError("--gamma oracle needs the synthetic W_p; it is not known for "
+                           "--activations.")
   scale = None
   if args.activations:
     from wsae_jax.activations import ActivationStore
@@ -311,7 +338,30 @@ def _run_train(args):
   tc = train.TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                          seed=args.seed, log_every=args.log_every,
                          warmup_steps=min(100, args.steps // 10))
-  gamma = None if args.alpha is None else weights.variance_weights(sample, args.alpha)
+  gamma = None
+  if args.alpha is not None or from_file:
+    import warnings
+    with warnings.catch_warnings():  # reported once, below, with the refusal option
+      warnings.simplefilter("ignore", RuntimeWarning)
+      if from_file:
+        gamma = _load_gamma(args.gamma, d_in)
+      elif args.gamma == "oracle":
+        W2 = np.asarray(W, np.float64) ** 2
+        gamma = weights.weights_from_polysemanticity(W2.sum(1) ** 2 / (W2 ** 2).sum(1), args.alpha)
+      else:
+        gamma = weights.gamma_from_sample(args.gamma, sample, args.alpha)
+    report = weights.gamma_report(gamma)
+    print(report.summary())
+    if args.gamma_max_share is not None:
+      V.check_range("--gamma-max-share", args.gamma_max_share, low=0.0, high=1.0, low_open=True)
+      if report.top_share > args.gamma_max_share:
+        raise V.WSAEInputError(
+            f"γ ({args.gamma}): dimension {report.top_dim} holds {report.top_share:.1%} of "
+            f"Σγ², more than --gamma-max-share {args.gamma_max_share:g}. Lower --alpha or drop "
+            f"the massive-activation rows.")
+    for problem in report.problems():
+      print(f"wsae train: warning: γ ({args.gamma}, α = {args.alpha}): {problem}. Consider a "
+            f"smaller --alpha; --gamma-max-share turns this into a refusal.", file=sys.stderr)
   V.check_int("--checkpoint-every", args.checkpoint_every, low=1)
   V.check_int("--keep", args.keep, low=1)
   # The run's identity: compared with OUT/run.json before any checkpoint is touched.
