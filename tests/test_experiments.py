@@ -56,6 +56,19 @@ def test_reproduce_smoke_writes_every_reading_and_verdict(tmp_path):
   assert (ROOT / "experiments" / "RESULTS.md").read_text() == before  # --out elsewhere: untouched
 
 
+def test_weights_study_smoke(tmp_path):
+  import weights_study
+  r = weights_study.main(["--smoke", "--out", str(tmp_path), "--no-progress"])
+  saved = json.loads((tmp_path / "weights_study.json").read_text())
+  assert {q["score"] for q in saved["proxy_quality"]} == set(weights_study.SCORES)
+  # On the triangles the oracle takes two values (PR 2 or 1): rho 0.85 is a perfect ranking.
+  tri = [q for q in saved["proxy_quality"] if q["geometry"] == "triangles"
+         and q["score"] == "zero-fraction m̂"]
+  assert all(q["spearman_rho"] > 0.8 for q in tri)
+  assert {c["weighting"] for c in saved["claims"]} <= set(weights_study.WEIGHTINGS[1:])
+  assert len(saved["rows"]) == len(r["rows"]) and (tmp_path / "weights_study.png").exists()
+
+
 def test_harvest_then_real_wsae_on_a_tiny_llama(tmp_path):
   """The real-activation pipeline end to end: harvest a tiny random Llama, train, evaluate.
 

@@ -153,17 +153,21 @@ def test_grid_rejects_unknown_axes():
     sweep.grid(lr=[1.0])
 
 
-def test_a_sweep_with_the_rbg_generator_equals_separate_runs_with_it(four_devices):
-  """`prng_impl` is an option of the data stream: the sweep and `train` draw the same batches."""
-  cfg = w.TiedSAEConfig(d_in=8, d_sae=16)
-  members = [{"seed": 0, "sparsity": 0.8}, {"seed": 1, "sparsity": 0.8, "alpha": 1.0}]
-  res = sweep.train_sweep(cfg, TC, members, sweep.SyntheticProblem(W_P, prng_impl="unsafe_rbg"),
-                          progress=False, mesh=sweep.sweep_mesh(2, four_devices[:1]))
-  one = parallel.data_mesh(four_devices[:1])
-  src = w.SyntheticSource(W_P, 0.8, TC.batch_size, seed=0, prng_impl="unsafe_rbg")
-  state, _ = train_lib.train(cfg, TC, src, mesh=one, progress=False)
-  assert_close(res.params(0), jax.device_get(state.params), rtol=1e-4, atol=2e-5)
-  threefry = w.SyntheticSource(W_P, 0.8, TC.batch_size, seed=0)
+def test_the_rbg_generators_are_an_option_with_the_same_law(four_devices):
+  """`prng_impl` switches the data streams' generator. JAX's rbg generators depend on how a draw
+  is batched, so a sweep's rbg batches are not bit-identical to `train`'s (threefry's are): the
+  test checks the law and the sweep's own determinism instead."""
+  src = w.SyntheticSource(W_P, 0.8, 4096, seed=0, prng_impl="unsafe_rbg")
+  x = np.asarray(src.features(0))
+  assert abs(np.mean(x == 0) - 0.8) < 0.01 and 0.45 < x[x > 0].mean() < 0.55  # S, Uniform[0,1]
+  threefry = w.SyntheticSource(W_P, 0.8, 4096, seed=0)
   assert not np.allclose(np.asarray(src.batch(0)), np.asarray(threefry.batch(0)))
+  cfg = w.TiedSAEConfig(d_in=8, d_sae=16)
+  problem = sweep.SyntheticProblem(W_P, prng_impl="unsafe_rbg")
+  members = [{"seed": 0, "sparsity": 0.8}, {"seed": 0, "sparsity": 0.8}]
+  res = sweep.train_sweep(cfg, TC, members, problem, progress=False,
+                          mesh=sweep.sweep_mesh(2, four_devices[:1]))
+  assert_close(res.params(0), res.params(1), rtol=0, atol=0)  # same seed, same stream
+  assert all(np.isfinite(r["l_gt"]) for r in res.rows)
   with pytest.raises(w.WSAEInputError, match="prng_impl must be one of"):
     w.SyntheticSource(W_P, 0.8, 8, prng_impl="philox")

@@ -94,7 +94,8 @@ def test_wsae_train_warns_naming_the_dimension_and_can_refuse(tmp_path, capsys):
   assert cli.main(common + ["--out", str(tmp_path / "r1")]) == 0
   out, err = capsys.readouterr()
   assert "γ: top dimension 3 holds" in out
-  assert err.count("warning: γ = Var^1: dimension 3 holds") == 1
+  assert err.count("warning: γ (variance, α = 1.0): dimension 3 holds") == 1
+  assert err.count("warning") == 1
   assert cli.main(common + ["--out", str(tmp_path / "r2"), "--gamma-max-share", "0.25"]) == 2
   assert "dimension 3 holds" in capsys.readouterr().err
   assert not (tmp_path / "r2" / "checkpoints").exists()

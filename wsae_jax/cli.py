@@ -359,9 +359,11 @@ def _run_train(args):
             f"γ ({args.gamma}): dimension {report.top_dim} holds {report.top_share:.1%} of "
             f"Σγ², more than --gamma-max-share {args.gamma_max_share:g}. Lower --alpha or drop "
             f"the massive-activation rows.")
-    for problem in report.problems():
-      print(f"wsae train: warning: γ ({args.gamma}, α = {args.alpha}): {problem}. Consider a "
-            f"smaller --alpha; --gamma-max-share turns this into a refusal.", file=sys.stderr)
+    problems = report.problems()
+    if problems:  # one warning, however many problems
+      print(f"wsae train: warning: γ ({args.gamma}, α = {args.alpha}): {'; '.join(problems)}. "
+            f"Consider a smaller --alpha; --gamma-max-share turns this into a refusal.",
+            file=sys.stderr)
   V.check_int("--checkpoint-every", args.checkpoint_every, low=1)
   V.check_int("--keep", args.keep, low=1)
   # The run's identity: compared with OUT/run.json before any checkpoint is touched.
