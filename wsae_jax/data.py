@@ -34,8 +34,7 @@ class SyntheticSource:
       batches on any number of devices) or "rbg" / "unsafe_rbg" (often faster on accelerators;
       batches may differ across device counts and JAX versions, and a sweep's batches are not
       bit-identical to `train`'s: these generators depend on how a draw is batched). On the
-      2-core CPU threefry was the fastest: 0.79 ms per (1024, 200) draw against 3.29 (rbg) and
-      1.74 (unsafe_rbg).
+      2-core CPU neither wins reliably (`benchmarks/bench_prng.py`, RESULTS.md).
   """
 
   def __init__(self, W_p, sparsity: float, batch_size: int, *, seed: int = 0,

@@ -181,11 +181,12 @@ def pre_activations(cfg: SAEConfig, params: Params, x_BxD: jax.Array) -> jax.Arr
 
 
 # When "auto" selects by a radix search instead of `lax.top_k`: at most this many latents and at
-# least this k. Measured on 2 CPU cores (benchmarks/RESULTS.md, "Top-k selection"): the radix
-# search costs ~2.2 ms for (1024, 200) whatever k, lax.top_k 1.8 ms at k = 10, 3.1 at 20, 6.9 at
-# 60 (8.3 with its scatter gradient); from 1,024 latents on lax.top_k is faster.
-RADIX_SELECT_MAX_WIDTH = 512
-RADIX_SELECT_MIN_K = 16
+# least this k. Measured on 2 CPU cores (`python benchmarks/bench_topk_select.py`, forward /
+# gradient ms at batch 1024): d_sae = 200: radix 1.45 / 1.45 at any k, lax.top_k 1.58 / 1.82 at
+# k = 10, 6.64 / 7.45 at k = 60, 29.3 / 29.8 at k = 200; d_sae = 1024, k = 32: radix 5.9 / 6.7,
+# lax.top_k 8.1 / 8.7; d_sae = 4608, k = 32 (batch 4096): radix 466 / 483, lax.top_k 80 / 125.
+RADIX_SELECT_MAX_WIDTH = 1024
+RADIX_SELECT_MIN_K = 8
 
 
 @jax.jit
