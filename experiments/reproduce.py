@@ -284,6 +284,35 @@ def _headline(rows, geo, kind):
           and r["magnitude"] == "uniform"]
 
 
+def delta_errorbar(ax, cs, offset: float, **kw) -> None:
+  """Paired differences (% of the SAE's value) with their intervals, one point per claim."""
+  rel = lambda a, c: 100 * a / max(abs(c["baseline"]), 1e-12)
+  ax.errorbar(np.arange(len(cs)) + offset, [rel(c["mean"], c) for c in cs],
+              yerr=[[rel(c["mean"] - c["lo"], c) for c in cs],
+                    [rel(c["hi"] - c["mean"], c) for c in cs]], fmt="o", ms=3, capsize=3, **kw)
+  ax.set_xticks(range(len(cs)), [str(c["sparsity"]) for c in cs])
+  ax.axhline(0, color="k", lw=0.8)
+
+
+def _style(ax, title: str, ylabel: str, legend: bool) -> None:
+  ax.set_title(title, fontsize=9)
+  ax.set_xlabel("sparsity S")
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3)
+  if legend:
+    ax.legend(fontsize=7)
+
+
+def _save(fig, path: pathlib.Path, title: str | None = None) -> pathlib.Path:
+  import matplotlib.pyplot as plt
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=80)
+  plt.close(fig)
+  return path
+
+
 def plot(result, out: pathlib.Path) -> list[pathlib.Path]:
   import matplotlib
   matplotlib.use("Agg")
@@ -305,19 +334,11 @@ def plot(result, out: pathlib.Path) -> list[pathlib.Path]:
         sd = [np.std([r[metric] for r in rs if r["sparsity"] == S]) for S in Ss]
         ax.errorbar(range(len(Ss)), m, yerr=sd, marker="o", ms=3, capsize=3, label=rule)
       ax.set_xticks(range(len(Ss)), [str(S) for S in Ss])
-      ax.set_title(f"{geo} · {kind} {HEADLINE_VARIANT[kind] if kind in ('relu', 'topk') else ''}",
-                   fontsize=9)
-      ax.set_xlabel("sparsity S")
-      ax.set_ylabel("features per latent")
       ax.set_yscale("log")
-      ax.grid(alpha=0.3)
-      if gi == ki == 0:
-        ax.legend(fontsize=7)
-  fig.suptitle("Fig. 2 under three counting rules (plain SAE; mean ± sd over seeds)")
-  fig.tight_layout()
-  paths.append(out / "reproduce_fig2.png")
-  fig.savefig(paths[-1], dpi=80)
-  plt.close(fig)
+      _style(ax, f"{geo} · {kind} {HEADLINE_VARIANT[kind] if kind in ('relu', 'topk') else ''}",
+             "features per latent", gi == ki == 0)
+  paths.append(_save(fig, out / "reproduce_fig2.png",
+                     "Fig. 2 under three counting rules (plain SAE; mean ± sd over seeds)"))
 
   # Fig. 3 as paired differences: relative ΔL_GT with 95% intervals, per weighting.
   fig, axes = plt.subplots(len(geos), len(kinds), figsize=(4 * len(kinds), 3.2 * len(geos)),
@@ -332,25 +353,11 @@ def plot(result, out: pathlib.Path) -> list[pathlib.Path]:
                      and c["geometry"] == geo and c["kind"] == kind and c["variant"] == v
                      and c["magnitude"] == "uniform" and c["weighting"] == wt],
                     key=lambda c: c["sparsity"])
-        xs = np.arange(len(cs)) + (j - 1) * 0.12
-        rel = lambda a, c: 100 * a / max(abs(c["baseline"]), 1e-12)
-        ax.errorbar(xs, [rel(c["mean"], c) for c in cs],
-                    yerr=[[rel(c["mean"] - c["lo"], c) for c in cs],
-                          [rel(c["hi"] - c["mean"], c) for c in cs]],
-                    fmt="o", ms=3, capsize=3, color=colours[wt], label=wt)
-        ax.set_xticks(range(len(cs)), [str(c["sparsity"]) for c in cs])
-      ax.axhline(0, color="k", lw=0.8)
-      ax.set_title(f"{geo} · {kind} {v if v != '-' else ''}", fontsize=9)
-      ax.set_xlabel("sparsity S")
-      ax.set_ylabel("ΔL_GT, WSAE − SAE (% of SAE)")
-      ax.grid(alpha=0.3)
-      if gi == ki == 0:
-        ax.legend(fontsize=7)
-  fig.suptitle("Fig. 3: paired difference of L_GT (below 0: the WSAE recovers better), 95% bootstrap CI")
-  fig.tight_layout()
-  paths.append(out / "reproduce_fig3.png")
-  fig.savefig(paths[-1], dpi=80)
-  plt.close(fig)
+        delta_errorbar(ax, cs, (j - 1) * 0.12, color=colours[wt], label=wt)
+      _style(ax, f"{geo} · {kind} {v if v != '-' else ''}", "ΔL_GT, WSAE − SAE (% of SAE)",
+             gi == ki == 0)
+  paths.append(_save(fig, out / "reproduce_fig3.png", "Fig. 3: paired difference of L_GT "
+                     "(below 0: the WSAE recovers better), 95% bootstrap CI"))
 
   # The paper's three Fig. 3 panels (absolute values) for the Top-k SAE with k = ⌈(1−S)n⌉.
   kind = "topk" if "topk" in kinds else kinds[0]
@@ -370,16 +377,9 @@ def plot(result, out: pathlib.Path) -> list[pathlib.Path]:
         ax.errorbar(range(len(Ss)), m, yerr=sd, marker="o", ms=3, capsize=3, color=colour,
                     label=wt)
       ax.set_xticks(range(len(Ss)), [str(S) for S in Ss])
-      ax.set_title(f"{geo} · {kind}: {title}", fontsize=9)
-      ax.set_xlabel("sparsity S")
       ax.set_ylim(bottom=0)
-      ax.grid(alpha=0.3)
-      if gi == pi == 0:
-        ax.legend(fontsize=7)
-  fig.tight_layout()
-  paths.append(out / "reproduce_fig3_panels.png")
-  fig.savefig(paths[-1], dpi=80)
-  plt.close(fig)
+      _style(ax, f"{geo} · {kind}: {title}", metric, gi == pi == 0)
+  paths.append(_save(fig, out / "reproduce_fig3_panels.png"))
   return paths
 
 

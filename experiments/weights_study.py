@@ -128,27 +128,16 @@ def plot(result, path):
   cells = list(dict.fromkeys((c["geometry"], c["kind"], c["variant"]) for c in claims))
   fig, axes = plt.subplots(1, len(cells), figsize=(3.2 * len(cells), 3.4), squeeze=False)
   wts = [x for x in result["weightings"] if x != "sae"]
-  for ax, (geo, kind, variant) in zip(axes[0], cells):
+  for i, (ax, cell) in enumerate(zip(axes[0], cells)):
     for j, wt in enumerate(wts):
-      cs = sorted([c for c in claims if (c["geometry"], c["kind"], c["variant"]) == (geo, kind, variant)
+      cs = sorted([c for c in claims if (c["geometry"], c["kind"], c["variant"]) == cell
                    and c["weighting"] == wt], key=lambda c: c["sparsity"])
-      b = [max(abs(c["baseline"]), 1e-12) for c in cs]
-      xs = np.arange(len(cs)) + (j - len(wts) / 2) * 0.12
-      ax.errorbar(xs, [100 * c["mean"] / bb for c, bb in zip(cs, b)],
-                  yerr=[[100 * (c["mean"] - c["lo"]) / bb for c, bb in zip(cs, b)],
-                        [100 * (c["hi"] - c["mean"]) / bb for c, bb in zip(cs, b)]],
-                  fmt="o", ms=3, capsize=2, label=wt)
-      ax.set_xticks(range(len(cs)), [str(c["sparsity"]) for c in cs])
-    ax.axhline(0, color="k", lw=0.8)
-    ax.axhline(-20, color="grey", lw=0.8, ls=":")
-    ax.set_title(f"{geo} · {kind} {variant if variant != '-' else ''}", fontsize=8)
-    ax.set_xlabel("S")
-    ax.grid(alpha=0.3)
-  axes[0, 0].set_ylabel("ΔL_GT vs plain SAE (%)")
-  axes[0, 0].legend(fontsize=6)
-  fig.tight_layout()
-  fig.savefig(path, dpi=80)
-  plt.close(fig)
+      reproduce.delta_errorbar(ax, cs, (j - len(wts) / 2) * 0.12, label=wt)
+    ax.axhline(-20, color="grey", lw=0.8, ls=":")  # the goal
+    geo, kind, variant = cell
+    reproduce._style(ax, f"{geo} · {kind} {variant if variant != '-' else ''}",
+                     "ΔL_GT vs plain SAE (%)" if i == 0 else "", i == 0)
+  reproduce._save(fig, path)
 
 
 if __name__ == "__main__":
