@@ -36,6 +36,11 @@ class CheckpointError(V.WSAEInputError):
   """A checkpoint cannot be used: corrupted, truncated, or written by an incompatible run."""
 
 
+class IncompatibleRunError(CheckpointError):
+  """The checkpoint is intact but was written by a run with other settings or data: resuming
+  must stop here rather than fall back to an older checkpoint of the same run."""
+
+
 def _jsonable(v):
   if isinstance(v, np.ndarray) or isinstance(v, jax.Array):
     return np.asarray(v).tolist()
@@ -146,9 +151,9 @@ class Checkpointer:
         if expected_meta is not None:
           check_compatible(meta, expected_meta, f"checkpoint {self.path(step)}")
         state, meta = self.restore(step, target)
+      except IncompatibleRunError:
+        raise
       except CheckpointError as e:
-        if getattr(e, "incompatible", False):
-          raise
         problems.append(str(e))
         warnings.warn(f"{e} Falling back to the previous checkpoint.", RuntimeWarning,
                       stacklevel=2)
@@ -203,7 +208,7 @@ def check_meta(meta, where) -> dict:
 
 
 def check_compatible(saved: dict, current: dict, where) -> None:
-  """Raises `CheckpointError` listing every config field that differs between saved and current."""
+  """Raises `IncompatibleRunError` listing every field that differs between saved and current."""
   diffs = []
   for section in ("sae_config", "train_config", "data"):
     a, b = saved.get(section, {}), _clean(current.get(section, {}))
@@ -216,12 +221,10 @@ def check_compatible(saved: dict, current: dict, where) -> None:
   if (sg is None) != (cg is None) or (sg is not None and not np.allclose(sg, cg, rtol=0, atol=0)):
     diffs.append("gamma differs")
   if diffs:
-    err = CheckpointError(
+    raise IncompatibleRunError(
         f"{where} was written by an incompatible run:\n  " + "\n  ".join(diffs)
         + "\nNothing was changed. Start a fresh run in another folder, or resume with the "
         "original settings.")
-    err.incompatible = True
-    raise err
 
 
 def run_meta(sae_cfg, train_cfg, *, gamma=None, data: dict | None = None,
