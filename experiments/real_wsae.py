@@ -29,6 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# Rows with norm <= 5x the median: without the few massive-norm tokens.
+from wsae_jax.weights import typical_rows  # noqa: E402
+
 HERE = pathlib.Path(__file__).resolve().parent
 
 
@@ -75,10 +78,6 @@ def run_name(width, alpha, seed, source="variance"):
   return f"w{width}_a{alpha:g}{tag}_s{seed}"
 
 
-def typical_rows(x):
-  """Rows whose norm is at most 5x the median norm (drops the few massive-norm tokens)."""
-  norms = np.linalg.norm(x, axis=1)
-  return norms <= 5 * np.median(norms)
 
 
 def encode_eval(cfg, params, x, batch=2048):

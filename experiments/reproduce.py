@@ -104,10 +104,7 @@ def geometry(name: str, toy_steps: int) -> np.ndarray:
   raise ValueError(name)
 
 
-def participation_ratio(W) -> np.ndarray:
-  """Effective number of features in each observed dimension: (Σ_j W_ij²)² / Σ_j W_ij⁴."""
-  W2 = np.asarray(W, np.float64) ** 2
-  return W2.sum(1) ** 2 / np.maximum((W2 ** 2).sum(1), 1e-300)
+participation_ratio = w.superposition.participation_ratio
 
 
 def k_for(sparsity: float, n: int) -> int:

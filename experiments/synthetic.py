@@ -47,9 +47,7 @@ def constructed_matrix() -> np.ndarray:
   return w.polygon_matrix(6, 32, n_mono=8)
 
 
-def participation_ratio(W) -> np.ndarray:
-  W2 = np.asarray(W, np.float64) ** 2
-  return W2.sum(1) ** 2 / np.maximum((W2 ** 2).sum(1), 1e-300)
+participation_ratio = w.superposition.participation_ratio
 
 
 def oracle_weights(W, alpha: float) -> np.ndarray:

@@ -346,8 +346,7 @@ def _run_train(args):
       if from_file:
         gamma = _load_gamma(args.gamma, d_in)
       elif args.gamma == "oracle":
-        W2 = np.asarray(W, np.float64) ** 2
-        gamma = weights.weights_from_polysemanticity(W2.sum(1) ** 2 / (W2 ** 2).sum(1), args.alpha)
+        gamma = weights.weights_from_polysemanticity(sp.participation_ratio(W), args.alpha)
       else:
         gamma = weights.gamma_from_sample(args.gamma, sample, args.alpha)
     report = weights.gamma_report(gamma)

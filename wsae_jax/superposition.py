@@ -81,6 +81,13 @@ def nonpositive_interference(W_p_PxN, atol: float = 1e-6) -> bool:
   return bool(off.size == 0 or off.max() <= atol)
 
 
+def participation_ratio(W_p_PxN) -> np.ndarray:
+  """Effective number of features in each observed dimension, `(Σ_j W_ij²)² / Σ_j W_ij⁴`: 1 for a
+  monosemantic dimension, m for m features sharing it equally (the oracle polysemanticity)."""
+  W2 = np.asarray(W_p_PxN, np.float64) ** 2
+  return W2.sum(1) ** 2 / np.maximum((W2 ** 2).sum(1), 1e-300)
+
+
 def polygon_matrix(n_planes: int, k: int, n_mono: int = 0, *, dtype=np.float32) -> np.ndarray:
   """Regular k-gons in orthogonal 2-D planes plus monosemantic dimensions.
 
