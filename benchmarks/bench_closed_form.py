@@ -24,7 +24,8 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import common  # noqa: E402
 
-from wsae_jax import closed_form, superposition as sp  # noqa: E402
+from wsae_jax.theory import closed_form  # noqa: E402
+from wsae_jax.data import superposition as sp
 
 
 def geometries(n_p: int, n: int) -> np.ndarray:

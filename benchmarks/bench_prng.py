@@ -18,7 +18,7 @@ import jax.numpy as jnp
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import common  # noqa: E402
 
-from wsae_jax.data import PRNG_IMPLS  # noqa: E402
+from wsae_jax.data.sources import PRNG_IMPLS  # noqa: E402
 
 
 def main(argv=None):

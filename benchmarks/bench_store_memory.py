@@ -33,8 +33,8 @@ CHILD = textwrap.dedent("""
     import json, resource, sys, time
     import numpy as np
     import wsae_jax as w
-    from wsae_jax import train
-    from wsae_jax.activations import ActivationStore
+    from wsae_jax.training import trainer as train
+    from wsae_jax.data.store import ActivationStore
     path, mode, batch, width, k, steps = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:7])
     t0 = time.perf_counter()
     if mode == "store":

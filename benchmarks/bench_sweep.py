@@ -29,8 +29,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import common  # noqa: E402
 
 import wsae_jax as w  # noqa: E402
-from wsae_jax import parallel, sweep  # noqa: E402
-from wsae_jax import train as train_lib  # noqa: E402
+from wsae_jax import parallel  # noqa: E402
+from wsae_jax.training import sweep
+from wsae_jax.data import problems
+from wsae_jax.training import trainer as train_lib  # noqa: E402
 
 
 def bench_arch(arch: str, W_p, a) -> dict:
@@ -44,8 +46,8 @@ def bench_arch(arch: str, W_p, a) -> dict:
   members = [{"seed": i, "sparsity": 0.9} for i in range(a.members)]
 
   t0 = time.perf_counter()
-  res = sweep.train_sweep(cfg, tc, members, sweep.SyntheticProblem(W_p), progress=False,
-                          member_chunk=a.member_chunk, eval_samples=1024)
+  res = sweep.train_sweep(cfg, tc, members, problems.SyntheticProblem(W_p), progress=False,
+                          member_chunk=a.member_chunk)
   sweep_s = time.perf_counter() - t0
 
   one_device = parallel.data_mesh(jax.devices()[:1])

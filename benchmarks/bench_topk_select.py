@@ -7,7 +7,7 @@ For each (batch, d_sae, k): the median time of the jitted forward `topk_activati
 gradient, for method="top_k" and method="radix", side by side in one process, and whether the
 two give identical outputs and gradients. `approx_max_k` (values only) is timed alongside for
 reference: on TPU it is the fast approximate path; on CPU it falls back to an exact sort.
-`sae.RADIX_SELECT_MAX_WIDTH` / `RADIX_SELECT_MIN_K` (what method="auto" uses) were set from these.
+`models.selection.RADIX_SELECT_MAX_WIDTH` / `RADIX_SELECT_MIN_K` (what method="auto" uses) were set from these.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import common  # noqa: E402
 
-from wsae_jax import sae  # noqa: E402
+from wsae_jax import models  # noqa: E402
 
 SHAPES = [(1024, 200, 10), (1024, 200, 20), (1024, 200, 60), (1024, 200, 200), (1024, 512, 32),
           (1024, 1024, 32), (4096, 4608, 32)]
@@ -40,8 +40,8 @@ def main(argv=None):
     row = {"batch": B, "d_sae": M, "k": k}
     outs = {}
     for method in ("top_k", "radix"):
-      fwd = jax.jit(lambda p, m=method: sae.topk_activation(p, k, method=m))
-      grad = jax.jit(jax.grad(lambda p, m=method: jnp.sum(sae.topk_activation(p, k, method=m) ** 2)))
+      fwd = jax.jit(lambda p, m=method: models.topk_activation(p, k, method=m))
+      grad = jax.jit(jax.grad(lambda p, m=method: jnp.sum(models.topk_activation(p, k, method=m) ** 2)))
       row[f"{method}_fwd_ms"] = 1e3 * common.timeit(lambda: jax.block_until_ready(fwd(pre)))
       row[f"{method}_grad_ms"] = 1e3 * common.timeit(lambda: jax.block_until_ready(grad(pre)))
       outs[method] = (fwd(pre), grad(pre))
@@ -49,7 +49,7 @@ def main(argv=None):
     row["approx_max_k_ms"] = 1e3 * common.timeit(lambda: jax.block_until_ready(approx(pre)))
     row["identical"] = bool(jnp.all(outs["top_k"][0] == outs["radix"][0])
                             and jnp.all(outs["top_k"][1] == outs["radix"][1]))
-    row["auto_picks"] = ("radix" if M <= sae.RADIX_SELECT_MAX_WIDTH and k >= sae.RADIX_SELECT_MIN_K
+    row["auto_picks"] = ("radix" if M <= models.selection.RADIX_SELECT_MAX_WIDTH and k >= models.selection.RADIX_SELECT_MIN_K
                          else "top_k")
     rows.append(row)
     print(f"({B}, {M}) k={k}: top_k {row['top_k_fwd_ms']:.2f} / {row['top_k_grad_ms']:.2f} ms, "

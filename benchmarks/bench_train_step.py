@@ -25,7 +25,8 @@ import common  # noqa: E402
 
 import wsae_jax as w  # noqa: E402
 from wsae_jax import parallel  # noqa: E402
-from wsae_jax import train as train_lib  # noqa: E402
+from wsae_jax.training import state as state_lib  # noqa: E402
+from wsae_jax.training import trainer as train_lib  # noqa: E402
 
 
 def bench_arch(arch: str, d_in: int, d_sae: int, batch: int, k: int, gamma: bool) -> dict:
@@ -33,7 +34,7 @@ def bench_arch(arch: str, d_in: int, d_sae: int, batch: int, k: int, gamma: bool
   cfg = w.make_config(arch, d_in=d_in, d_sae=d_sae, **extra)
   tc = w.TrainConfig(steps=10**6, batch_size=batch, warmup_steps=10)
   mesh = parallel.data_mesh()
-  state = train_lib.init_state(cfg, tc, mesh=mesh)
+  state = state_lib.init_state(cfg, tc, mesh=mesh)
   step = train_lib.make_train_step(cfg, tc, mesh=mesh)
   rng = np.random.default_rng(0)
   x = jax.device_put(rng.standard_normal((batch, d_in), dtype=np.float32),

@@ -40,14 +40,16 @@ def worker(framework: str, arch: str, d_in: int, d_sae: int, batch: int, k: int,
   if framework == "jax":
     import jax
     import wsae_jax as w
-    from wsae_jax import parallel, train as train_lib
+    from wsae_jax import parallel
+    from wsae_jax.training import state as state_lib
+    from wsae_jax.training import trainer as train_lib
     base_rss = _rss_mb()
     extra = {"k": k, "sparse_path": {"dense": False, "sparse": True, "auto": None}[variant]} \
         if arch == "topk" else {}
     cfg = w.make_config(arch, d_in=d_in, d_sae=d_sae, **extra)
     tc = w.TrainConfig(steps=10**6, batch_size=batch, warmup_steps=10)
     mesh = parallel.data_mesh()
-    state = train_lib.init_state(cfg, tc, mesh=mesh,
+    state = state_lib.init_state(cfg, tc, mesh=mesh,
                                  params={n: jax.numpy.asarray(v) for n, v in params.items()})
     step = train_lib.make_train_step(cfg, tc, mesh=mesh)
     x = jax.device_put(x_np, parallel.batch_sharded(mesh))
@@ -112,7 +114,7 @@ def main(argv=None):
     for arch in ("relu", "topk"):
       cfg = w.make_config(arch, d_in=d, d_sae=m, **({"k": k} if arch == "topk" else {}))
       init_file = tmp / f"{arch}_{d}_{m}.npz"
-      np.savez(init_file, **{n: np.asarray(v) for n, v in w.sae.init(cfg, jax.random.key(0)).items()})
+      np.savez(init_file, **{n: np.asarray(v) for n, v in w.models.init(cfg, jax.random.key(0)).items()})
       variants = [("jax", "auto"), ("torch", "eager")]
       if arch == "topk":
         variants += [("jax", "dense"), ("jax", "sparse")]

@@ -18,8 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import wsae_jax as w
-from wsae_jax import parallel, sae, sweep
-from wsae_jax import train as train_lib
+from wsae_jax import parallel
+from wsae_jax import models
+from wsae_jax.training import sweep
+from wsae_jax.data import problems
+from wsae_jax.training import trainer as train_lib
 
 
 def _max_diff(a, b) -> float:
@@ -39,15 +42,15 @@ def main(out: str) -> int:
        [{"seed": s, "sparsity": 0.8, "alpha": a} for s in (0, 1) for a in (0.0, 1.0)]),
       ("sweep_equals_train_topk", w.TopKSAEConfig(d_in=8, d_sae=40, k=20, dead_after_tokens=2048),
        [{"seed": s, "sparsity": 0.8, "k": k} for s in (0, 1) for k in (5, 20)])):
-    res = sweep.train_sweep(cfg, tc, members, sweep.SyntheticProblem(W_p), progress=False,
+    res = sweep.train_sweep(cfg, tc, members, problems.SyntheticProblem(W_p), progress=False,
                             mesh=sweep.sweep_mesh(len(members), jax.devices()[:1]))
     worst = 0.0
     for i, m in enumerate(members):
-      c = dataclasses.replace(cfg, k=m["k"]) if "k" in m else cfg
+      c = res.member_config(i)
       gamma = None
       if m.get("alpha"):
-        gamma = sweep._member_gammas([{"gamma": None, "alpha": m["alpha"], "sparsity": 0.8,
-                                       "data_seed": 0}], c, sweep.SyntheticProblem(W_p), None)[0]
+        gamma = sweep.member_gammas([{"gamma": None, "alpha": m["alpha"], "sparsity": 0.8,
+                                       "data_seed": 0}], c, problems.SyntheticProblem(W_p), None)[0]
       state, _ = train_lib.train(c, dataclasses.replace(tc, seed=m["seed"]),
                                  w.SyntheticSource(W_p, 0.8, tc.batch_size), gamma=gamma,
                                  mesh=one, progress=False)
@@ -62,8 +65,8 @@ def main(out: str) -> int:
   d = _max_diff(jax.device_get(here.params), jax.device_get(cpu.params))
   report["checks"]["default_device_equals_cpu"] = {"max_abs_diff": d, "ok": d < 1e-3}
   pre = jax.random.normal(jax.random.key(0), (4096, 200))
-  same = bool(jnp.all(sae.topk_activation(pre, 60, method="radix")
-                      == sae.topk_activation(pre, 60, method="top_k")))
+  same = bool(jnp.all(models.topk_activation(pre, 60, method="radix")
+                      == models.topk_activation(pre, 60, method="top_k")))
   report["checks"]["radix_equals_top_k"] = {"ok": same}
   ok = all(c["ok"] for c in report["checks"].values())
   report["ok"] = ok

@@ -11,6 +11,11 @@ Semantics match wsae_jax exactly (see tests/test_torch_parity.py):
   relu  z = ReLU(x W_enc + b_enc), x̂ = z W_dec + b_dec; + λ mean_b Σ_j z_j ‖W_dec[j]‖
   topk  z = TopK(ReLU((x − b_dec) W_enc + b_enc)), unit-norm decoder rows (gradient parallel to
         the rows removed before Adam, rows renormalised after), + AuxK on dead latents.
+  jumprelu  z = pre·1[pre > θ], pre = x W_enc + b_enc; + λ mean_b Σ_j 1[pre_j > θ_j]; the
+        straight-through estimators of SAELens 6 (rectangle kernel of bandwidth ε, gradient to θ
+        only for the L0 term); θ clamped to >= 0 after each step.
+  batchtopk  the ⌊k·B⌋ largest ReLU'd pre-activations of the batch, pre = (x − b_dec) W_enc +
+        b_enc; unit-norm decoder rows and AuxK as topk; θ ← (1 − r)θ + r·min(selected > 0).
 Adam (β1 0.9, β2 0.999, ε 1e-8), linear warm-up, global-norm gradient clipping.
 """
 
@@ -23,13 +28,52 @@ import torch
 from torch import nn
 
 
+def _rectangle(u):
+  return ((u > -0.5) & (u < 0.5)).to(u)
+
+
+class _JumpReLU(torch.autograd.Function):
+  """`x·1[x > θ]`; gradient `1[x > θ]` to x and `−(θ/ε) K((x − θ)/ε)` to θ."""
+
+  @staticmethod
+  def forward(ctx, x, threshold, bandwidth):
+    ctx.save_for_backward(x, threshold)
+    ctx.bandwidth = bandwidth
+    return x * (x > threshold)
+
+  @staticmethod
+  def backward(ctx, g):
+    x, threshold = ctx.saved_tensors
+    ste = (threshold / ctx.bandwidth) * _rectangle((x - threshold) / ctx.bandwidth) * g
+    return (x > threshold) * g, -ste.sum(0), None
+
+
+class _Step(torch.autograd.Function):
+  """`1[x > θ]`; gradient `−(1/ε) K((x − θ)/ε)` to θ only."""
+
+  @staticmethod
+  def forward(ctx, x, threshold, bandwidth):
+    ctx.save_for_backward(x, threshold)
+    ctx.bandwidth = bandwidth
+    return (x > threshold).to(x)
+
+  @staticmethod
+  def backward(ctx, g):
+    x, threshold = ctx.saved_tensors
+    ste = (1.0 / ctx.bandwidth) * _rectangle((x - threshold) / ctx.bandwidth) * g
+    return torch.zeros_like(x), -ste.sum(0), None
+
+
 class TorchSAE(nn.Module):
-  def __init__(self, arch: str, d_in: int, d_sae: int, *, k: int | None = None,
+  def __init__(self, arch: str, d_in: int, d_sae: int, *, k: float | None = None,
                l1_coefficient: float = 1e-3, aux_k: int | None = None,
-               aux_coefficient: float = 1 / 32, dead_after_tokens: int = 10_000_000):
+               aux_coefficient: float = 1 / 32, dead_after_tokens: int = 10_000_000,
+               l0_coefficient: float = 1e-2, bandwidth: float = 0.05,
+               threshold_lr: float = 0.01):
     super().__init__()
     self.arch, self.d_in, self.d_sae, self.k = arch, d_in, d_sae, k
     self.l1_coefficient = l1_coefficient
+    self.l0_coefficient, self.bandwidth, self.threshold_lr = l0_coefficient, bandwidth, threshold_lr
     self.aux_k = aux_k if aux_k is not None else max(1, min(d_in // 2, d_sae))
     self.aux_coefficient = aux_coefficient
     self.dead_after_tokens = dead_after_tokens
@@ -38,6 +82,10 @@ class TorchSAE(nn.Module):
       self.W_dec = nn.Parameter(torch.empty(d_sae, d_in))
       self.b_enc = nn.Parameter(torch.zeros(d_sae))
       self.b_dec = nn.Parameter(torch.zeros(d_in))
+    if arch == "jumprelu":
+      self.threshold = nn.Parameter(torch.zeros(d_sae))
+    if arch == "batchtopk":  # not trained by the gradient: a buffer
+      self.register_buffer("threshold", torch.zeros(()))
     self.register_buffer("tokens_since_fired", torch.zeros(d_sae, dtype=torch.long))
 
   @classmethod
@@ -50,7 +98,10 @@ class TorchSAE(nn.Module):
     return sae
 
   def params_numpy(self) -> dict:
-    return {n: p.detach().cpu().numpy().copy() for n, p in self.named_parameters()}
+    out = {n: p.detach().cpu().numpy().copy() for n, p in self.named_parameters()}
+    if self.arch == "batchtopk":
+      out["threshold"] = self.threshold.cpu().numpy().copy()
+    return out
 
   def decoder(self):
     return self.W_enc.T if self.arch == "tied" else self.W_dec
@@ -58,7 +109,7 @@ class TorchSAE(nn.Module):
   def pre(self, x):
     if self.arch == "tied":
       return x @ self.W_enc
-    if self.arch == "topk":
+    if self.arch in ("topk", "batchtopk"):
       return (x - self.b_dec) @ self.W_enc + self.b_enc
     return x @ self.W_enc + self.b_enc
 
@@ -67,9 +118,22 @@ class TorchSAE(nn.Module):
     vals, idx = pre.topk(k, dim=-1)
     return torch.zeros_like(pre).scatter(-1, idx, torch.relu(vals))
 
+  @staticmethod
+  def batch_topk(pre, k):
+    flat = torch.relu(pre).flatten()
+    vals, idx = flat.topk(int(k * pre.shape[0]))
+    return torch.zeros_like(flat).scatter(-1, idx, vals).reshape(pre.shape)
+
   def forward(self, x):
     pre = self.pre(x)
-    z = self.topk(pre, self.k) if self.arch == "topk" else torch.relu(pre)
+    if self.arch == "topk":
+      z = self.topk(pre, self.k)
+    elif self.arch == "batchtopk":
+      z = self.batch_topk(pre, self.k)
+    elif self.arch == "jumprelu":
+      z = _JumpReLU.apply(pre, self.threshold, self.bandwidth)
+    else:
+      z = torch.relu(pre)
     x_hat = z @ self.decoder()
     if self.arch != "tied":
       x_hat = x_hat + self.b_dec
@@ -82,7 +146,10 @@ class TorchSAE(nn.Module):
     loss = recon
     if self.arch == "relu":
       loss = loss + self.l1_coefficient * (z @ self.W_dec.norm(dim=-1)).mean()
-    if self.arch == "topk":
+    if self.arch == "jumprelu":
+      l0 = _Step.apply(pre, self.threshold, self.bandwidth).sum(-1).mean()
+      loss = loss + self.l0_coefficient * l0
+    if self.arch in ("topk", "batchtopk"):
       dead = self.tokens_since_fired >= self.dead_after_tokens
       n_dead = int(dead.sum())
       if n_dead > 0:
@@ -112,7 +179,7 @@ class TorchTrainer:
     self.opt.zero_grad(set_to_none=True)
     loss, z = self._loss(x, gamma)
     loss.backward()
-    if sae.arch == "topk":
+    if sae.arch in ("topk", "batchtopk"):
       with torch.no_grad():
         u = sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         g = sae.W_dec.grad
@@ -122,8 +189,13 @@ class TorchTrainer:
     self.opt.step()
     self.sched.step()
     with torch.no_grad():
-      if sae.arch == "topk":
+      if sae.arch in ("topk", "batchtopk"):
         sae.W_dec /= sae.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+      if sae.arch == "jumprelu":
+        sae.threshold.clamp_(min=0.0)
+      if sae.arch == "batchtopk" and (z > 0).any():
+        r = sae.threshold_lr
+        sae.threshold.copy_((1 - r) * sae.threshold + r * z[z > 0].min())
       fired = (z > 0).any(0)
       sae.tokens_since_fired = torch.where(fired, torch.zeros_like(sae.tokens_since_fired),
                                            sae.tokens_since_fired + x.shape[0])

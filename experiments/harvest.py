@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from wsae_jax import harvest as hv
+from wsae_jax.lm import harvest as hv
 
 
 def fetch_janeaustenr(dest: pathlib.Path) -> pathlib.Path:
@@ -89,7 +89,7 @@ def main(argv=None):
   info = {"model": pathlib.Path(model_path).name, "corpus": args.corpus,
           "n_layers": len(hv.decoder_blocks(model)), "context_seed": args.seed,
           "prefix_token_id": getattr(tok, "bos_token_id", None)}
-  meta = hv.harvest(model, contexts, args.layer, out, contexts_per_shard=args.contexts_per_shard,
+  meta = hv.harvest_to_store(model, contexts, args.layer, out, contexts_per_shard=args.contexts_per_shard,
                     batch_size=args.batch_size, dtype=args.dtype, progress=not args.no_progress,
                     info=info)
   loss_ctx = contexts[-args.loss_contexts:]

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 # Rows with norm <= 5x the median: without the few massive-norm tokens.
-from wsae_jax.weights import typical_rows  # noqa: E402
+from wsae_jax.objectives.weights import typical_rows  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -82,14 +82,14 @@ def run_name(width, alpha, seed, source="variance"):
 
 def encode_eval(cfg, params, x, batch=2048):
   """Reconstruction and sparse codes (latent ids, values) of `x`, in batches."""
-  from wsae_jax import sae
+  from wsae_jax import models
 
   @jax.jit
   def f(p, xb):
-    pre = sae.pre_activations(cfg, p, xb)
+    pre = models.pre_activations(cfg, p, xb)
     vals, idx = jax.lax.top_k(pre, cfg.k)
     vals = jax.nn.relu(vals)
-    x_hat = sae.decode(cfg, p, sae.topk_activation(pre, cfg.k))
+    x_hat = models.decode(cfg, p, models.topk_activation(pre, cfg.k))
     return x_hat, idx, vals
 
   outs = [jax.device_get(f(params, jnp.asarray(x[i:i + batch]))) for i in range(0, len(x), batch)]
@@ -104,7 +104,7 @@ EVAL_VERSION = 2  # bump when evaluate() changes: finished runs are re-evaluated
 
 def evaluate(cfg, params, x, tokens, gamma):
   """Held-out metrics of one SAE; `x` is normalised, `params` act on normalised inputs."""
-  from wsae_jax import metrics
+  from wsae_jax.evaluation import metrics
   x_hat, lat, val = encode_eval(cfg, params, x)
   err2 = (x.astype(np.float64) - x_hat) ** 2
   stats = metrics.latent_token_stats(lat, val, tokens, cfg.d_sae)
@@ -138,7 +138,7 @@ def evaluate(cfg, params, x, tokens, gamma):
 
 def normalised_params(work, name, scale):
   """A saved SAE (SAELens folder, scale folded in for raw inputs) back in normalised units."""
-  from wsae_jax import io
+  from wsae_jax.storage import saelens as io
   cfg, p = io.load_saelens(work / name / "sae")
   c = np.float32(scale)  # undo io.save_saelens's fold: W_enc c, W_dec / c, b_dec / c
   return cfg, {"W_enc": np.asarray(p["W_enc"]) / c, "W_dec": np.asarray(p["W_dec"]) * c,
@@ -146,8 +146,12 @@ def normalised_params(work, name, scale):
 
 
 def train_all(args, store_path, work):
-  from wsae_jax import io, parallel, sae, train, weights
-  from wsae_jax.activations import ActivationStore
+  from wsae_jax.storage import saelens as io
+  from wsae_jax import parallel
+  from wsae_jax import models
+  from wsae_jax.training import trainer as train
+  from wsae_jax.objectives import weights
+  from wsae_jax.data.store import ActivationStore
   mesh = parallel.data_mesh(jax.devices()[:args.devices] if args.devices else None)
 
   probe = ActivationStore(store_path, args.batch_size, shards=slice(0, -args.eval_shards),
@@ -190,7 +194,7 @@ def train_all(args, store_path, work):
         print(f"{name}: done earlier", flush=True)
       rows.append(row)
       continue
-    cfg = sae.TopKSAEConfig(d_in=d_in, d_sae=width * d_in, k=args.k)
+    cfg = models.TopKSAEConfig(d_in=d_in, d_sae=width * d_in, k=args.k)
     tc = train.TrainConfig(steps=steps, batch_size=args.batch_size, learning_rate=args.lr,
                            warmup_steps=min(100, steps // 10), decay_fraction=0.2, seed=seed,
                            log_every=max(1, steps // 10))
@@ -219,8 +223,10 @@ def train_all(args, store_path, work):
 
 def lm_losses(args, store_path, work, rows):
   """Next-token loss with block 15's output replaced by each SAE's reconstruction."""
-  from wsae_jax import harvest as hv, io, sae
-  from wsae_jax.activations import ActivationStore
+  from wsae_jax.lm import harvest as hv
+  from wsae_jax.storage import saelens as io
+  from wsae_jax import models
+  from wsae_jax.data.store import ActivationStore
   store = ActivationStore(store_path, 1, shards=slice(-args.eval_shards, None), shuffle=False,
                           drop_first_position=False, prefetch=0)
   ctx_len, layer = store.context_len, int(store.metadata["layer"])
@@ -240,7 +246,7 @@ def lm_losses(args, store_path, work, rows):
       cache.write_text(json.dumps(losses))
     for name in todo:
       cfg, params = io.load_saelens(work / name / "sae")  # takes raw activations
-      fwd = jax.jit(lambda p, x: sae.forward(cfg, p, x)[1])
+      fwd = jax.jit(lambda p, x: models.forward(cfg, p, x)[1])
 
       def replace(h):
         flat = h.reshape(-1, h.shape[-1])

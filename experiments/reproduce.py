@@ -26,7 +26,7 @@ The readings (each a named axis of every row of the JSON):
   * seed: 5 per cell; the SAE and the WSAEs of a seed share the initialisation and every batch.
 
 Every claim × reading gets the paired WSAE − SAE difference over seeds with a 95% bootstrap
-interval and a verdict decided by the interval (`wsae_jax.stats`).
+interval and a verdict decided by the interval (`wsae_jax.evaluation.stats`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import wsae_jax as w
-from wsae_jax import metrics, stats, sweep
+from wsae_jax.evaluation import metrics
+from wsae_jax.evaluation import stats
+from wsae_jax.training import sweep
+from wsae_jax.data import problems
+from wsae_jax.evaluation import scoring
 
 HERE = pathlib.Path(__file__).parent
 OUT = HERE / "results"
@@ -104,7 +108,7 @@ def geometry(name: str, toy_steps: int) -> np.ndarray:
   raise ValueError(name)
 
 
-participation_ratio = w.superposition.participation_ratio
+participation_ratio = w.data.superposition.participation_ratio
 
 
 def k_for(sparsity: float, n: int) -> int:
@@ -139,13 +143,13 @@ def weighting_member(name: str, W, sample=None) -> dict:
   if name.startswith("var"):
     return {"alpha": float(name[3:])}
   if name == "oracle":
-    return {"gamma": w.weights.weights_from_scores(1.0 / participation_ratio(W), 1.0)}
+    return {"gamma": w.objectives.weights.weights_from_scores(1.0 / participation_ratio(W), 1.0)}
   if name in SAMPLE_WEIGHTINGS:
     import warnings
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", RuntimeWarning)
       try:
-        return {"gamma": w.weights.gamma_from_sample(SAMPLE_WEIGHTINGS[name], sample(), 1.0)}
+        return {"gamma": w.objectives.weights.gamma_from_sample(SAMPLE_WEIGHTINGS[name], sample(), 1.0)}
       except w.WSAEInputError:  # the estimator does not apply (e.g. no exact zeros): no member
         return None
   raise ValueError(name)
@@ -163,7 +167,7 @@ def run_cell(geo: str, W, magnitude: str, kind: str, plan: Plan, progress: bool,
   for seed in plan.seeds:
     for S in plan.sparsities:
       sample = lambda S=S, seed=seed: np.asarray(w.SyntheticSource(
-          W, S, 1, seed=seed, magnitude=magnitude).sample(sweep.HELD_OUT_STEP, 8192)[1])
+          W, S, 1, seed=seed, magnitude=magnitude).sample(problems.HELD_OUT_STEP, 8192)[1])
       for variant, extra in variants(S):
         for wt in weightings:
           fields = weighting_member(wt, W, sample)
@@ -172,21 +176,22 @@ def run_cell(geo: str, W, magnitude: str, kind: str, plan: Plan, progress: bool,
           members.append({"seed": seed, "data_seed": seed, "sparsity": S, **extra, **fields})
           labels.append({"geometry": geo, "magnitude": magnitude, "kind": kind,
                          "variant": variant, "sparsity": S, "seed": seed, "weighting": wt})
-  res = sweep.train_sweep(cfg, plan.train, members, sweep.SyntheticProblem(W, magnitude=magnitude),
-                          progress=progress and f"{geo}/{magnitude}/{kind}",
-                          eval_samples=plan.eval_samples)
+  problem = problems.SyntheticProblem(W, magnitude=magnitude)
+  res = sweep.train_sweep(cfg, plan.train, members, problem,
+                          progress=progress and f"{geo}/{magnitude}/{kind}")
+  table = scoring.score_sweep(res, problem, eval_samples=plan.eval_samples)
   rows = []
   held_out = {}
-  for i, (m, lab, row) in enumerate(zip(members, labels, res.rows)):
+  for i, (m, lab, row) in enumerate(zip(members, labels, table)):
     key = (m["data_seed"], m["sparsity"])
     if key not in held_out:
       src = w.SyntheticSource(W, m["sparsity"], 1, seed=m["data_seed"], magnitude=magnitude)
-      held_out[key] = np.asarray(src.features(sweep.HELD_OUT_STEP + 1, plan.eval_samples))
+      held_out[key] = np.asarray(src.features(problems.HELD_OUT_STEP + 1, plan.eval_samples))
     x = held_out[key]
-    cfg_i = dataclasses.replace(cfg, k=m["k"]) if kind == "topk" else cfg
+    cfg_i = res.member_config(i)
     p = {k: jnp.asarray(v) for k, v in res.params(i).items()}
     z = np.asarray(w.encode(cfg_i, p, jnp.asarray(x @ W.T)))
-    match = metrics.match_latents(np.asarray(w.sae.decoder_matrix(cfg_i, p)), W)
+    match = metrics.match_latents(np.asarray(w.models.decoder_matrix(cfg_i, p)), W)
     extra = {
         "fpl_probe": row["features_per_latent"],
         "fpl_relative": metrics.features_per_latent_relative(cfg_i, p, W, tau=TAU_RELATIVE),

@@ -10,7 +10,7 @@ d_sae = 200, trained with Adam; two superposition matrices:
   * "constructed": 6 planes of regular 32-gons plus 8 monosemantic dimensions (n = 200, n_p = 20),
     a geometry whose observed dimensions differ sharply in polysemanticity.
 Every point is a mean over seeds with a standard-deviation error bar; all sweeps run as single
-compiled programs (wsae_jax.sweep). Writes experiments/results/synthetic.json and synthetic.png.
+compiled programs (wsae_jax.training.sweep). Writes experiments/results/synthetic.json and synthetic.png.
 
 Parts:
   1. Fig. 2: features per latent (each true feature shown alone) against S, plain SAE.
@@ -36,8 +36,10 @@ import numpy as np
 from scipy.stats import spearmanr
 
 import wsae_jax as w
-from wsae_jax import closed_form as cf
-from wsae_jax import sweep
+from wsae_jax.theory import closed_form as cf
+from wsae_jax.training import sweep
+from wsae_jax.data import problems
+from wsae_jax.evaluation import scoring
 
 OUT = pathlib.Path(__file__).parent / "results"
 ALPHAS = (0.0, 0.25, 0.5, 1.0, 2.0)
@@ -47,11 +49,11 @@ def constructed_matrix() -> np.ndarray:
   return w.polygon_matrix(6, 32, n_mono=8)
 
 
-participation_ratio = w.superposition.participation_ratio
+participation_ratio = w.data.superposition.participation_ratio
 
 
 def oracle_weights(W, alpha: float) -> np.ndarray:
-  return w.weights.weights_from_scores(1.0 / participation_ratio(W), alpha)
+  return w.objectives.weights.weights_from_scores(1.0 / participation_ratio(W), alpha)
 
 
 def summarise(rows, keys, group_by):
@@ -84,23 +86,22 @@ def run_geometry(name, W, sparsities, seeds, tc, eval_samples, progress, arch="t
   else:
     cfg = w.TiedSAEConfig(d_in=n_p, d_sae=n)
   extra = (lambda S: {"k": k_for(S, n)}) if arch == "topk" else (lambda S: {})
-  problem = sweep.SyntheticProblem(W)
+  problem = problems.SyntheticProblem(W)
   # Parts 1 + 2: S x seeds x {SAE, WSAE α=1}.
   members = [{"seed": s, "data_seed": s, "sparsity": S, "alpha": a, **extra(S)}
              for S in sparsities for s in seeds for a in (0.0, 1.0)]
-  res = sweep.train_sweep(cfg, tc, members, problem, progress=progress and f"{name}: S sweep",
-                          eval_samples=eval_samples)
-  rows = [dict(r, model="WSAE" if r["alpha"] else "SAE") for r in res.rows]
+  res = sweep.train_sweep(cfg, tc, members, problem, progress=progress and f"{name}: S sweep")
+  rows = [dict(r, model="WSAE" if r["alpha"] else "SAE")
+          for r in scoring.score_sweep(res, problem, eval_samples=eval_samples)]
   # Part 3: α sweep with variance and oracle weights at S = 0.9.
   S3 = 0.9
   members3 = [{"seed": s, "data_seed": s, "sparsity": S3, "alpha": a, **extra(S3)}
               for a in ALPHAS for s in seeds]
   members3 += [{"seed": s, "data_seed": s, "sparsity": S3, "gamma": oracle_weights(W, a), **extra(S3)}
                for a in ALPHAS for s in seeds]
-  res3 = sweep.train_sweep(cfg, tc, members3, problem, progress=progress and f"{name}: α sweep",
-                           eval_samples=eval_samples)
+  res3 = sweep.train_sweep(cfg, tc, members3, problem, progress=progress and f"{name}: α sweep")
   rows3 = []
-  for m, r in zip(members3, res3.rows):
+  for m, r in zip(members3, scoring.score_sweep(res3, problem, eval_samples=eval_samples)):
     weighting = "variance" if "alpha" in m else "oracle"
     alpha = m["alpha"] if "alpha" in m else ALPHAS[[
         np.allclose(m["gamma"], oracle_weights(W, a)) for a in ALPHAS].index(True)]

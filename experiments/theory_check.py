@@ -28,8 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import wsae_jax as w
-from wsae_jax import closed_form as cf
-from wsae_jax import metrics, sweep
+from wsae_jax.theory import closed_form as cf
+from wsae_jax.evaluation import metrics
+from wsae_jax.training import sweep
+from wsae_jax.data import problems
 
 OUT = pathlib.Path(__file__).parent / "results"
 
@@ -62,7 +64,7 @@ def part2_identities(trials: int):
       x = w.sample_features(jax.random.key(t), 2000, n, float(rng.uniform(0.3, 0.99)),
                             dtype=jnp.float64)
       for gamma in (None, jnp.asarray(rng.uniform(0.05, 3.0, n_p))):
-        o = cf.losses(W, x, gamma)
+        o = cf.loss_terms(W, x, gamma)
         worst = max(worst, abs(float(o["gap"] - o["predicted_gap"])) / max(float(o["l_gt"]), 1e-30))
   return {"trials": trials, "max_relative_error": worst}
 
@@ -79,11 +81,11 @@ def part3_training(geo, sparsities, tc, seeds, eval_samples):
       for s in sparsities:
         for seed in seeds:
           members.append({"seed": seed, "sparsity": s})
-          inits.append(np.asarray(w.sae.init(cfg, jax.random.key(seed))["W_enc"]))
+          inits.append(np.asarray(w.models.init(cfg, jax.random.key(seed))["W_enc"]))
         members.append({"seed": 0, "sparsity": s})
         inits.append(np.asarray(cf.optimal_encoder(W, d_sae)))
-      res = sweep.train_sweep(cfg, tc, members, sweep.SyntheticProblem(W), progress=False,
-                              initial_params={"W_enc": np.stack(inits)}, eval_samples=256)
+      res = sweep.train_sweep(cfg, tc, members, problems.SyntheticProblem(W), progress=False,
+                              initial_params={"W_enc": np.stack(inits)})
       for i, m in enumerate(members):
         s = m["sparsity"]
         if s not in x_eval_cache:
@@ -97,7 +99,7 @@ def part3_training(geo, sparsities, tc, seeds, eval_samples):
             "l_gt_closed_form": c["closed_form"]["l_gt"], "l_gt_trained": c["trained"]["l_gt"],
             "match_cos": c["mean_encoder_cos"], "verdict": c["verdict"],
             "grad_norm_at_closed_form": cf.gradient_at_closed_form(W, x, d_sae=d_sae),
-            "nonpositive_interference": cf.interference(W)["nonpositive"],
+            "nonpositive_interference": cf.interference_summary(W)["nonpositive"],
             "diverged": i in res.diverged})
   return rows
 
@@ -109,10 +111,9 @@ def part4_shrinkage(tc, eval_samples):
   d = cf.diagnose(W, S, d_sae=n, num_samples=200_000)
   cfg = w.TiedSAEConfig(d_in=n_p, d_sae=n)
   res = sweep.train_sweep(cfg, tc, [{"seed": 0, "sparsity": S}, {"seed": 1, "sparsity": S}],
-                          sweep.SyntheticProblem(W), progress=False,
+                          problems.SyntheticProblem(W), progress=False,
                           initial_params={"W_enc": np.stack([np.asarray(cf.optimal_encoder(W, n)),
-                                                             np.asarray(w.sae.init(cfg, jax.random.key(1))["W_enc"])])},
-                          eval_samples=256)
+                                                             np.asarray(w.models.init(cfg, jax.random.key(1))["W_enc"])])})
   x = np.asarray(w.sample_features(jax.random.key(999), eval_samples, n, S))
   out = {"predicted_shrinkage": d["shrinkage"].tolist(), "predicted_vanishing": d["vanishing"].tolist()}
   for i, label in enumerate(("from closed form", "from random init")):

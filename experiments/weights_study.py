@@ -7,7 +7,7 @@ Two questions, on the study geometries of experiments/reproduce.py:
   1. Does each unsupervised score track the oracle polysemanticity (the participation ratio of
      each dimension's row of W_p)? Spearman ρ per geometry and sparsity, from 8,192 samples:
      variance (the paper's proxy), typical-row variance, the kurtosis and zero-fraction estimates
-     of features per dimension (`wsae_jax.weights`).
+     of features per dimension (`wsae_jax.objectives.weights`).
   2. Does a WSAE with each weighting recover the features better than the plain SAE? L_GT of
      paired seeds (same initialisation and batches), 95% bootstrap intervals, for the SAE kinds
      where a weighting can act (Top-k, ReLU + L1, the narrow tied SAE), where recovery is possible
@@ -34,14 +34,16 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import reproduce  # noqa: E402
 
 import wsae_jax as w  # noqa: E402
-from wsae_jax import stats, sweep  # noqa: E402
+from wsae_jax.evaluation import stats  # noqa: E402
+from wsae_jax.training import sweep
+from wsae_jax.data import problems
 
 WEIGHTINGS = ("sae", "var1", "robust1", "kurt1", "zero1", "oracle")
 SCORES = {
     "variance": lambda x: np.var(x, axis=0),
-    "typical-row variance": lambda x: np.var(x[w.weights.typical_rows(x)], axis=0),
-    "kurtosis m̂": w.weights.kurtosis_polysemanticity,
-    "zero-fraction m̂": w.weights.zero_fraction_polysemanticity,
+    "typical-row variance": lambda x: np.var(x[w.objectives.weights.typical_rows(x)], axis=0),
+    "kurtosis m̂": w.objectives.weights.kurtosis_polysemanticity,
+    "zero-fraction m̂": w.objectives.weights.zero_fraction_polysemanticity,
 }
 
 
@@ -51,7 +53,7 @@ def proxy_quality(geometries, sparsities, toy_steps) -> list[dict]:
     W = reproduce.geometry(geo, toy_steps)
     pr = reproduce.participation_ratio(W)
     for S in sparsities:
-      x = np.asarray(w.SyntheticSource(W, S, 1, seed=0).sample(sweep.HELD_OUT_STEP, 8192)[1],
+      x = np.asarray(w.SyntheticSource(W, S, 1, seed=0).sample(problems.HELD_OUT_STEP, 8192)[1],
                      np.float64)
       for name, fn in SCORES.items():
         with warnings.catch_warnings():

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 import wsae_jax as w
-from wsae_jax import checkpoint, parallel
-from wsae_jax import train as train_lib
-from wsae_jax.activations import ActivationStore, ActivationWriter, read_metadata
+from wsae_jax.storage import checkpoint
+from wsae_jax import parallel
+from wsae_jax.training import trainer as train_lib
+from wsae_jax.data.store import ActivationStore, ActivationWriter, read_metadata
 from helpers import assert_close
 
 D, CTX, SHARDS, PER_SHARD = 6, 8, 5, 48  # 5 shards x 48 rows (6 contexts of 8)
@@ -210,7 +211,7 @@ def test_memory_stays_bounded_by_the_buffer(tmp_path):
   del mm
   script = textwrap.dedent(f"""
       import resource, numpy as np
-      from wsae_jax.activations import ActivationStore
+      from wsae_jax.data.store import ActivationStore
       store = ActivationStore({str(path)!r}, 1024, buffer_tokens=8192, chunk_tokens=2048, prefetch=2)
       store.batch(0)  # start JAX's runtime before the baseline
       base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from wsae_jax import cli
+from wsae_jax.app import cli
 
 
 def _train(tmp_path, *extra):

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 import wsae_jax as w
-from wsae_jax import checkpoint, io
-from wsae_jax import train as train_lib
+from wsae_jax.storage import checkpoint
+from wsae_jax.training import run
+from wsae_jax.storage import saelens as io
+from wsae_jax.training import state as state_lib
+from wsae_jax.training import trainer as train_lib
 from helpers import assert_close
 
 W_P = w.polygon_matrix(3, 3, n_mono=2)
@@ -26,7 +29,7 @@ def _src():
 def test_resume_in_process_is_bit_identical(tmp_path):
   full, _ = train_lib.train(CFG, TC, _src(), progress=False)
   ck = checkpoint.Checkpointer(tmp_path, every=10, keep=2)
-  short = train_lib.TrainConfig(**{**TC.__dict__, "steps": 30})
+  short = w.TrainConfig(**{**TC.__dict__, "steps": 30})
   # Run to step 20 only by interrupting: train a run whose checkpoints stop at 20.
   state, _ = train_lib.train(CFG, TC, _src(), progress=False, checkpointer=ck)
   assert ck.steps() == [20, 30]  # keep=2
@@ -55,11 +58,11 @@ def test_corrupted_newest_checkpoint_falls_back_to_previous(tmp_path):
   ck = checkpoint.Checkpointer(tmp_path, every=10, keep=3)
   full, _ = train_lib.train(CFG, TC, _src(), progress=False, checkpointer=ck)
   _corrupt(ck.path(30))
-  target = train_lib.init_state(CFG, TC)
+  target = state_lib.init_state(CFG, TC)
   with pytest.raises(checkpoint.CheckpointError, match=str(ck.path(30))):
     ck.restore(30, target)
   with pytest.warns(RuntimeWarning, match=f"{ck.path(30)}.*Falling back"):
-    state, meta = ck.restore_latest(target)
+    state, meta = run.restore_latest(ck, target)
   assert meta["step"] == 20 and int(state.step) == 20
   # Resuming from the fallback reproduces the run.
   with pytest.warns(RuntimeWarning, match="Falling back"):
@@ -71,7 +74,7 @@ def test_corrupted_newest_checkpoint_falls_back_to_previous(tmp_path):
 def test_resuming_with_another_config_is_refused(tmp_path):
   ck = checkpoint.Checkpointer(tmp_path, every=10)
   train_lib.train(CFG, TC, _src(), progress=False, checkpointer=ck)
-  other = train_lib.TrainConfig(**{**TC.__dict__, "learning_rate": 1e-2})
+  other = w.TrainConfig(**{**TC.__dict__, "learning_rate": 1e-2})
   with pytest.raises(checkpoint.CheckpointError, match="train_config.learning_rate"):
     train_lib.train(CFG, other, _src(), progress=False, checkpointer=ck, resume=True)
   with pytest.raises(checkpoint.CheckpointError, match="data.sparsity"):
@@ -80,7 +83,7 @@ def test_resuming_with_another_config_is_refused(tmp_path):
 
 
 def _run_cli(out, *extra, wait=True):
-  cmd = [sys.executable, "-m", "wsae_jax.cli", "train", "--out", str(out), "--arch", "relu",
+  cmd = [sys.executable, "-m", "wsae_jax", "train", "--out", str(out), "--arch", "relu",
          "--planes", "3", "--mono", "2", "--steps", "1500", "--batch-size", "256",
          "--checkpoint-every", "100", "--keep", "2", "--log-every", "100", "--no-progress", *extra]
   env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -117,11 +120,12 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
 def test_sweep_resumes_exactly(tmp_path):
   import shutil
 
-  from wsae_jax import sweep
+  from wsae_jax.training import sweep
+  from wsae_jax.data import problems
   cfg = w.TiedSAEConfig(d_in=8, d_sae=11)
   tc = w.TrainConfig(steps=60, batch_size=64, learning_rate=3e-3, warmup_steps=5, log_every=20)
   members = sweep.grid(seed=[0, 1], sparsity=[0.8, 0.9], alpha=[0.0, 1.0])
-  problem = sweep.SyntheticProblem(W_P)
+  problem = problems.SyntheticProblem(W_P)
   full = sweep.train_sweep(cfg, tc, members, problem, progress=False)
   ck = checkpoint.Checkpointer(tmp_path, every=20, keep=3)
   sweep.train_sweep(cfg, tc, members, problem, progress=False, checkpointer=ck)

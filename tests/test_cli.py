@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from wsae_jax import cli
+from wsae_jax.app import cli
 
 
 def test_help_lists_commands_and_options(capsys):
@@ -36,14 +36,14 @@ def test_bad_cli_input_is_a_clear_error(tmp_path, capsys):
 
 
 def test_console_script_entry_point():
-  out = subprocess.run([sys.executable, "-m", "wsae_jax.cli", "--help"], capture_output=True,
+  out = subprocess.run([sys.executable, "-m", "wsae_jax", "--help"], capture_output=True,
                        text=True, check=True).stdout
   assert "Weighted sparse autoencoders" in out
 
 
 def test_theory_prints_per_feature_table(tmp_path, capsys):
   out_json = tmp_path / "d.json"
-  assert cli.main(["theory", "--planes", "2", "--k", "2", "--mono", "1", "--sparsity", "0.5",
+  assert cli.main(["theory", "--planes", "2", "--polygon-k", "2", "--mono", "1", "--sparsity", "0.5",
                    "--samples", "4096", "--json", str(out_json)]) == 0
   out = capsys.readouterr().out
   assert "plane 1 #1" in out and "mono 0" in out and "non-positive interference yes" in out
@@ -67,7 +67,7 @@ log_every = 10
 [data]
 geometry = "polygon"
 planes = 2
-k = 3
+polygon_k = 3
 mono = 2
 [grid]
 seed = [0, 1]
@@ -100,8 +100,10 @@ def test_train_from_activation_store_folds_the_scale(tmp_path, capsys):
   import numpy as np
 
   import jax
-  from wsae_jax import checkpoint, io, sae
-  from wsae_jax.activations import ActivationStore, ActivationWriter
+  from wsae_jax.training import run
+  from wsae_jax.storage import saelens as io
+  from wsae_jax import models
+  from wsae_jax.data.store import ActivationStore, ActivationWriter
   rng = np.random.default_rng(0)
   writer = ActivationWriter(tmp_path / "store", d_in=8, dtype="float16", context_len=16)
   for i in range(4):
@@ -113,13 +115,13 @@ def test_train_from_activation_store_folds_the_scale(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "240 rows of d_in=8" in out and "normalisation scale" in out  # 4 x 64 minus 16 sinks
   store = ActivationStore(tmp_path / "store", 16, normalize=True)
-  cfg, params, meta = checkpoint.load_params(tmp_path / "run" / "checkpoints")
+  cfg, params, meta = run.load_params(tmp_path / "run" / "checkpoints")
   assert meta["normalization_scale"] == pytest.approx(store.scale)
   # The exported SAE takes raw activations: SAE_export(x) = SAE(c x) / c.
   cfg2, exported = io.load_saelens(tmp_path / "run" / "sae")
   x = store.read_all()[:32] / store.scale
-  ref = sae.forward(cfg, jax.device_get(params), x * store.scale)[1] / store.scale
-  np.testing.assert_allclose(np.asarray(sae.forward(cfg2, exported, x)[1]), np.asarray(ref),
+  ref = models.forward(cfg, jax.device_get(params), x * store.scale)[1] / store.scale
+  np.testing.assert_allclose(np.asarray(models.forward(cfg2, exported, x)[1]), np.asarray(ref),
                              rtol=1e-4, atol=1e-4 * np.abs(ref).max())
   # A store with a NaN is refused before training starts.
   bad = np.load(tmp_path / "store" / "acts_00002.npy")
@@ -129,3 +131,27 @@ def test_train_from_activation_store_folds_the_scale(tmp_path, capsys):
                    str(tmp_path / "store"), "--steps", "4", "--batch-size", "16",
                    "--no-progress"]) == 2
   assert "acts_00002.npy" in capsys.readouterr().err
+
+
+def test_every_architecture_hyperparameter_has_a_flag():
+  from wsae_jax import models
+  for arch in models.ARCHITECTURES.values():
+    for h in arch.hyperparameters:
+      assert h.name in cli.HYPERPARAMETER_FLAGS, (arch.name, h.name)
+
+
+@pytest.mark.parametrize("arch, flags", [("jumprelu", ["--l0", "0.01"]),
+                                         ("batchtopk", ["--k", "2.5"])])
+def test_train_and_export_the_new_architectures(tmp_path, arch, flags):
+  """JumpReLU and BatchTopK end to end through the command line: train, checkpoint, export."""
+  from wsae_jax.storage import saelens
+  out = tmp_path / "run"
+  assert cli.main(["train", "--out", str(out), "--arch", arch, *flags, "--steps", "20",
+                   "--batch-size", "64", "--checkpoint-every", "10", "--no-progress"]) == 0
+  cfg, params = saelens.load_saelens(out / "sae")
+  assert cfg.architecture == arch and "threshold" in params
+  assert cli.main(["export", str(out), "--out", str(tmp_path / "again")]) == 0
+  assert json.loads((tmp_path / "again" / "cfg.json").read_text())["architecture"] == "jumprelu"
+  # A flag meant for another architecture is refused, not ignored.
+  assert cli.main(["train", "--out", str(tmp_path / "bad"), "--arch", arch, "--l1", "0.1",
+                   "--steps", "2", "--no-progress"]) == 2

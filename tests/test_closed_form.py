@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import wsae_jax as w
-from wsae_jax import closed_form as cf
+from wsae_jax.theory import closed_form as cf
 from wsae_jax import parallel
 from helpers import assert_close
 
@@ -31,7 +31,7 @@ def test_thm_4_5_identities_in_float64(seed):
                                np.float64))
     gamma = jnp.asarray(rng.uniform(0.1, 3.0, n_p))
     for g in (None, gamma):
-      out = cf.losses(W, x, g)
+      out = cf.loss_terms(W, x, g)
       assert out["l_sae"].dtype == jnp.float64
       assert abs(float(out["gap"] - out["predicted_gap"])) <= 1e-10 * max(1.0, float(out["l_gt"]))
 
@@ -40,7 +40,7 @@ def test_identities_float32_within_documented_tolerance():
   rng = np.random.default_rng(0)
   W = rng.standard_normal((5, 12)).astype(np.float32)
   x = w.sample_features(jax.random.key(0), 4000, 12, 0.6)
-  out = cf.losses(W, x, rng.uniform(0.1, 3.0, 5).astype(np.float32))
+  out = cf.loss_terms(W, x, rng.uniform(0.1, 3.0, 5).astype(np.float32))
   assert abs(float(out["gap"] - out["predicted_gap"])) <= 1e-5 * float(out["l_gt"])
 
 
@@ -48,7 +48,7 @@ def test_pure_digons_reconstruct_perfectly_but_lose_features():
   W = w.polygon_matrix(3, 2)
   with jax.enable_x64(True):
     x = w.sample_features(jax.random.key(0), 5000, 6, 0.3, dtype=jnp.float64)
-    out = cf.losses(jnp.asarray(W, jnp.float64), x)
+    out = cf.loss_terms(jnp.asarray(W, jnp.float64), x)
   assert float(out["l_sae"]) < 1e-20 and float(out["l_gt"]) > 0.05
 
 
@@ -110,7 +110,7 @@ def test_diagnose_reports_conditions_and_matches_example_geometry():
 
 def test_interference_summaries():
   W = w.polygon_matrix(1, 3)
-  info = cf.interference(W)
+  info = cf.interference_summary(W)
   assert_close(info["max_interference"], -0.5, atol=1e-6)
   assert_close(info["mutual_coherence"], 0.5, atol=1e-6)
   assert info["nonpositive"]
@@ -133,10 +133,10 @@ def test_compare_verdicts():
 
 @pytest.mark.parametrize("call, match", [
     (lambda: cf.optimal_encoder(np.ones((2, 5), np.float32), 4), "d_sae=4 is smaller than"),
-    (lambda: cf.interference(np.ones(3, np.float32)), "rank 2"),
-    (lambda: cf.losses(np.ones((2, 3), np.float32), np.ones((4, 5), np.float32)), "axis 1 must be 3"),
-    (lambda: cf.losses(np.full((2, 3), np.nan, np.float32), np.ones((4, 3))), "non-finite"),
-    (lambda: cf.losses(np.ones((2, 3), np.float32), np.ones((4, 3)), gamma=np.array([1.0, 0.0])),
+    (lambda: cf.interference_summary(np.ones(3, np.float32)), "rank 2"),
+    (lambda: cf.loss_terms(np.ones((2, 3), np.float32), np.ones((4, 5), np.float32)), "axis 1 must be 3"),
+    (lambda: cf.loss_terms(np.full((2, 3), np.nan, np.float32), np.ones((4, 3))), "non-finite"),
+    (lambda: cf.loss_terms(np.ones((2, 3), np.float32), np.ones((4, 3)), gamma=np.array([1.0, 0.0])),
      "gamma must lie in"),
     (lambda: cf.solve_grid(np.ones((2, 3), np.float32), [1.0]), "sparsities must lie in"),
     (lambda: cf.solve_grid(np.ones((2, 3), np.float32), [0.5], alphas=[-1.0]), "alphas"),

@@ -34,7 +34,7 @@ def test_synthetic_smoke(tmp_path):
 
 def test_reproduce_smoke_writes_every_reading_and_verdict(tmp_path):
   import reproduce
-  from wsae_jax import stats
+  from wsae_jax.evaluation import stats
   before = (ROOT / "experiments" / "RESULTS.md").read_text()
   r = reproduce.main(["--smoke", "--out", str(tmp_path), "--no-progress"])
   saved = json.loads((tmp_path / "reproduce.json").read_text())
@@ -80,7 +80,7 @@ def test_harvest_then_real_wsae_on_a_tiny_llama(tmp_path):
   transformers = pytest.importorskip("transformers")
   import numpy as np
   import real_wsae
-  from wsae_jax import harvest as hv
+  from wsae_jax.lm import harvest as hv
   torch.manual_seed(0)
   cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
                                  num_hidden_layers=3, num_attention_heads=4,
@@ -88,7 +88,7 @@ def test_harvest_then_real_wsae_on_a_tiny_llama(tmp_path):
   model = transformers.LlamaForCausalLM(cfg).eval()
   model.save_pretrained(tmp_path / "tiny")
   ids = np.random.default_rng(0).integers(0, 64, (48, 16)).astype(np.int32)
-  hv.harvest(model, ids, 1, tmp_path / "store", contexts_per_shard=8, progress=False,
+  hv.harvest_to_store(model, ids, 1, tmp_path / "store", contexts_per_shard=8, progress=False,
              info={"model": "tiny"})
   args = ["--store", str(tmp_path / "store"), "--work", str(tmp_path / "work"), "--widths", "2",
           "--alphas", "0,1", "--gammas", "variance,typical", "--typical-widths", "2",

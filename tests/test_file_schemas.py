@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 
 import wsae_jax as w
-from wsae_jax import checkpoint, cli, io, rdata, sweep
-from wsae_jax.activations import ActivationStore, ActivationWriter, read_metadata
+from wsae_jax.storage import checkpoint
+from wsae_jax.training import run
+from wsae_jax.app import cli
+from wsae_jax.storage import saelens as io
+from wsae_jax.lm import rdata
+from wsae_jax.app import sweep_file
+from wsae_jax.data.store import ActivationStore, ActivationWriter, read_metadata
 from test_sae import _random_params
 
 CFG = w.ReLUSAEConfig(d_in=6, d_sae=10)
@@ -127,7 +132,7 @@ def test_store_provenance_fields_are_kept(store):
 # -- sweep files -----------------------------------------------------------------------------------
 
 GOOD = {"sae": {"architecture": "tied"}, "train": {"steps": 4, "batch_size": 32},
-        "data": {"geometry": "polygon", "planes": 2, "k": 3, "mono": 2},
+        "data": {"geometry": "polygon", "planes": 2, "polygon_k": 3, "mono": 2},
         "grid": {"sparsity": [0.9]}}
 
 
@@ -152,7 +157,7 @@ def _with(table, **fields):
     (_with("grid", alpah=[1.0]), r"\[grid\]: unknown field 'alpah'"),
     (_with("grid", seed=[]), r"\[grid\] seed is an empty list"),
     (_with("data", plane=3), r"\[data\] \(geometry 'polygon'\): unknown field 'plane'; allowed fields: "
-     "geometry, k, magnitude, mono, planes"),
+     "geometry, magnitude, mono, planes, polygon_k"),
     (_with("data", geometry="toy", planes=3), r"\[data\] \(geometry 'toy'\): unknown field 'planes'"),
     (_with("data", magnitude="gaussian"), r"\[data\] magnitude must be one of"),
     (_with("output", dri="x"), r"\[output\]: unknown field 'dri'; allowed fields: checkpoint_every, dir"),
@@ -167,7 +172,7 @@ def _with(table, **fields):
 def test_bad_sweep_files_name_the_table_and_field(tmp_path, capsys, spec, match):
   path = _sweep_file(tmp_path, spec)
   with pytest.raises(w.WSAEInputError, match=match):
-    sweep.run_sweep_file(path, progress=False, echo=lambda *a: None)
+    sweep_file.run_sweep_file(path, progress=False, echo=lambda *a: None)
   assert cli.main(["sweep", str(path), "--no-progress"]) == 2
   assert "wsae sweep: error:" in capsys.readouterr().err
   assert not (tmp_path / "out" / "checkpoints").exists()
@@ -182,12 +187,13 @@ def test_sweep_activation_files_are_checked(tmp_path, make, match):
   path = make(tmp_path)
   spec = {**GOOD, "data": {"activations": str(path)}, "grid": {"seed": [0]}}
   with pytest.raises(w.WSAEInputError, match=match):
-    sweep.run_sweep_file(_sweep_file(tmp_path, spec), progress=False, echo=lambda *a: None)
+    sweep_file.run_sweep_file(_sweep_file(tmp_path, spec), progress=False, echo=lambda *a: None)
 
 
 def test_a_good_sweep_file_still_runs(tmp_path):
-  res = sweep.run_sweep_file(_sweep_file(tmp_path, GOOD), progress=False, echo=lambda *a: None)
-  assert len(res.rows) == 1 and (tmp_path / "out" / "sweep.json").exists()
+  _, rows = sweep_file.run_sweep_file(_sweep_file(tmp_path, GOOD), progress=False,
+                                     echo=lambda *a: None)
+  assert len(rows) == 1 and (tmp_path / "out" / "sweep.json").exists()
 
 
 # -- checkpoint records ----------------------------------------------------------------------------
@@ -228,7 +234,7 @@ def test_a_bad_newest_record_falls_back_and_a_resume_never_restarts_from_zero(tm
   out = _trained_run(tmp_path)
   _edit_record(out, 10, lambda m: m.update(comment="hi"))
   with pytest.warns(RuntimeWarning, match="skipping checkpoint"):
-    _, _, meta = checkpoint.load_params(out / "checkpoints")
+    _, _, meta = run.load_params(out / "checkpoints")
   assert meta["step"] == 5
   # When no checkpoint is usable, resuming is refused instead of training from step 0 over them.
   _edit_record(out, 5, lambda m: m.update(comment="hi"))

@@ -7,8 +7,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import wsae_jax as w  # noqa: E402
-from wsae_jax import harvest as hv  # noqa: E402
-from wsae_jax.activations import ActivationStore  # noqa: E402
+from wsae_jax.lm import harvest as hv  # noqa: E402
+from wsae_jax.data.store import ActivationStore  # noqa: E402
 
 LAYERS, LAYER, CTX, VOCAB = 4, 2, 12, 97
 
@@ -61,7 +61,7 @@ def test_layer_activations_equal_hidden_states_and_skip_later_blocks(tiny_llama)
 
 def test_harvest_writes_a_store_and_resumes(tiny_llama, tmp_path):
   ids = np.random.default_rng(1).integers(0, VOCAB, (10, CTX)).astype(np.int32)
-  meta = hv.harvest(tiny_llama, ids, LAYER, tmp_path / "s", contexts_per_shard=4, batch_size=3,
+  meta = hv.harvest_to_store(tiny_llama, ids, LAYER, tmp_path / "s", contexts_per_shard=4, batch_size=3,
                     dtype="float32", progress=False, info={"model": "tiny"})
   assert meta["n_tokens"] == 10 * CTX and len(meta["shards"]) == 3 and meta["tokens_per_s"] > 0
   assert meta["context_len"] == CTX and meta["layer"] == LAYER and meta["model"] == "tiny"
@@ -74,7 +74,7 @@ def test_harvest_writes_a_store_and_resumes(tiny_llama, tmp_path):
   # Resume: delete one shard; only it is recomputed, the others are left untouched.
   (tmp_path / "s" / "acts_00001.npy").unlink()
   mtime = (tmp_path / "s" / "acts_00000.npy").stat().st_mtime_ns
-  meta2 = hv.harvest(tiny_llama, ids, LAYER, tmp_path / "s", contexts_per_shard=4, batch_size=3,
+  meta2 = hv.harvest_to_store(tiny_llama, ids, LAYER, tmp_path / "s", contexts_per_shard=4, batch_size=3,
                      dtype="float32", progress=False, info={"model": "tiny"})
   assert meta2["n_tokens"] == 10 * CTX
   assert (tmp_path / "s" / "acts_00000.npy").stat().st_mtime_ns == mtime

@@ -6,14 +6,19 @@ import numpy as np
 import pytest
 
 import wsae_jax as w
-from wsae_jax import io, sae
+from wsae_jax.storage import saelens as io
+from wsae_jax import models
 from helpers import assert_close
 from test_sae import _random_params
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((32, 6)).astype(np.float32)
 CONFIGS = [w.TiedSAEConfig(d_in=6, d_sae=10), w.ReLUSAEConfig(d_in=6, d_sae=10, l1_coefficient=0.02),
-           w.TopKSAEConfig(d_in=6, d_sae=10, k=3)]
+           w.TopKSAEConfig(d_in=6, d_sae=10, k=3),
+           w.JumpReLUSAEConfig(d_in=6, d_sae=10, l0_coefficient=0.2, bandwidth=0.1),
+           w.BatchTopKSAEConfig(d_in=6, d_sae=10, k=2.5, threshold_lr=0.05)]
+SAELENS_NAMES = {"tied": "standard", "relu": "standard", "topk": "topk", "jumprelu": "jumprelu",
+                 "batchtopk": "jumprelu"}  # SAELens saves BatchTopK SAEs as JumpReLU ones
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.architecture)
@@ -22,7 +27,7 @@ def test_round_trip_is_exact_and_computes_the_same(cfg, tmp_path):
   io.save_saelens(tmp_path, cfg, p, metadata={"model_name": "toy", "hook_layer": 3})
   c = json.loads((tmp_path / "cfg.json").read_text())
   assert c["d_in"] == 6 and c["d_sae"] == 10 and c["meta"]["hook_layer"] == 3
-  assert c["architecture"] == ("topk" if cfg.architecture == "topk" else "standard")
+  assert c["architecture"] == SAELENS_NAMES[cfg.architecture]
   cfg2, p2 = io.load_saelens(tmp_path)
   if cfg.architecture == "tied":
     assert cfg2.architecture == "relu"  # exported as its untied equivalent
@@ -31,8 +36,8 @@ def test_round_trip_is_exact_and_computes_the_same(cfg, tmp_path):
     assert cfg2 == cfg
     for k in p:
       assert np.array_equal(p2[k], np.asarray(p[k])), k
-  z, x_hat = sae.forward(cfg, p, X)
-  z2, x_hat2 = sae.forward(cfg2, {k: jnp.asarray(v) for k, v in p2.items()}, X)
+  z, x_hat = models.forward(cfg, p, X)
+  z2, x_hat2 = models.forward(cfg2, {k: jnp.asarray(v) for k, v in p2.items()}, X)
   assert_close(z2, z, rtol=1e-6, atol=1e-6)
   assert_close(x_hat2, x_hat, rtol=1e-6, atol=1e-6)
 
@@ -44,8 +49,8 @@ def test_normalization_scale_is_folded(cfg, tmp_path):
   io.save_saelens(tmp_path, cfg, p, normalization_scale=c)
   cfg2, p2 = io.load_saelens(tmp_path)
   # The exported SAE on raw x equals the trained SAE on c·x, with the output scaled back.
-  z, x_hat = sae.forward(cfg, p, c * X)
-  z2, x_hat2 = sae.forward(cfg2, {k: jnp.asarray(v) for k, v in p2.items()}, X)
+  z, x_hat = models.forward(cfg, p, c * X)
+  z2, x_hat2 = models.forward(cfg2, {k: jnp.asarray(v) for k, v in p2.items()}, X)
   assert_close(z2, z, rtol=1e-5, atol=1e-5)
   assert_close(x_hat2, np.asarray(x_hat) / c, rtol=1e-5, atol=1e-5)
 
@@ -60,7 +65,7 @@ def test_standard_sae_with_b_dec_at_input_is_folded_exactly(tmp_path):
   cfg2, p2 = io.load_saelens(tmp_path)
   pp = {k: np.asarray(v, np.float64) for k, v in p.items()}
   ref = np.maximum((X - pp["b_dec"]) @ pp["W_enc"] + pp["b_enc"], 0)  # SAELens semantics
-  assert_close(sae.encode(cfg2, p2, X), ref, rtol=1e-5, atol=1e-5)
+  assert_close(models.encode(cfg2, p2, X), ref, rtol=1e-5, atol=1e-5)
 
 
 def test_saelens_itself_reads_our_export(tmp_path):
@@ -68,13 +73,16 @@ def test_saelens_itself_reads_our_export(tmp_path):
   import torch
   for cfg in CONFIGS[1:]:
     p = _random_params(cfg)
+    if "threshold" in p:  # thresholds below some pre-activations and above others
+      p["threshold"] = jnp.abs(p["threshold"]) + 0.2
     folder = tmp_path / cfg.architecture
     io.save_saelens(folder, cfg, p)
     theirs = sae_lens.SAE.load_from_disk(str(folder), device="cpu")
+    assert theirs.cfg.architecture() == SAELENS_NAMES[cfg.architecture]
     with torch.no_grad():
       z_t = theirs.encode(torch.tensor(X)).numpy()
       x_t = theirs.decode(torch.tensor(z_t)).numpy()
-    z, x_hat = sae.forward(cfg, p, X)
+    z, x_hat = models.forward(cfg, p, X)
     assert_close(z_t, z, rtol=1e-5, atol=1e-5)
     assert_close(x_t, x_hat, rtol=1e-5, atol=1e-5)
 

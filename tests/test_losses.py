@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import wsae_jax as w
-from wsae_jax import losses, sae
+from wsae_jax.objectives.reconstruction import reconstruction_loss
+from wsae_jax import models
 from helpers import assert_close
 from test_sae import CONFIGS, D_IN, D_SAE, _random_params, np_forward
 
@@ -15,7 +16,7 @@ GAMMA = RNG.uniform(0.2, 2.0, D_IN).astype(np.float32)
 
 def test_reconstruction_loss_matches_numpy():
   x_hat = X + RNG.standard_normal(X.shape).astype(np.float32)
-  loss, aux = losses.reconstruction_loss(X, x_hat, GAMMA)
+  loss, aux = reconstruction_loss(X, x_hat, GAMMA)
   ref = np.mean(np.sum(GAMMA.astype(np.float64) ** 2 * (X - x_hat) ** 2, axis=1))
   assert_close(loss, ref, rtol=1e-5)
   assert_close(aux["mse"], np.mean(np.sum((X - x_hat) ** 2, axis=1)), rtol=1e-5)
@@ -25,11 +26,11 @@ def test_reconstruction_loss_matches_numpy():
 def test_gamma_none_is_all_ones(cfg):
   p = _random_params(cfg)
   dead = jnp.arange(D_SAE) % 2 == 0
-  plain, aux_plain = losses.sae_loss(cfg, p, X, dead_M=dead)
-  ones, aux_ones = losses.sae_loss(cfg, p, X, gamma=jnp.ones(D_IN), dead_M=dead)
+  plain, aux_plain = models.sae_loss(cfg, p, X, dead_M=dead)
+  ones, aux_ones = models.sae_loss(cfg, p, X, gamma=jnp.ones(D_IN), dead_M=dead)
   assert float(plain) == float(ones)  # exactly, not approximately
-  g_plain = jax.grad(lambda q: losses.sae_loss(cfg, q, X, dead_M=dead)[0])(p)
-  g_ones = jax.grad(lambda q: losses.sae_loss(cfg, q, X, gamma=jnp.ones(D_IN), dead_M=dead)[0])(p)
+  g_plain = jax.grad(lambda q: models.sae_loss(cfg, q, X, dead_M=dead)[0])(p)
+  g_ones = jax.grad(lambda q: models.sae_loss(cfg, q, X, gamma=jnp.ones(D_IN), dead_M=dead)[0])(p)
   assert_close(g_plain, g_ones, rtol=0, atol=0)
 
 
@@ -39,7 +40,7 @@ def test_relu_loss_matches_numpy():
   z, x_hat = np_forward(cfg, p, X)
   recon = np.mean(np.sum(GAMMA.astype(np.float64) ** 2 * (X - x_hat) ** 2, axis=1))
   l1 = np.mean(np.sum(z * np.linalg.norm(np.asarray(p["W_dec"], np.float64), axis=1), axis=1))
-  loss, aux = losses.sae_loss(cfg, p, X, gamma=GAMMA)
+  loss, aux = models.sae_loss(cfg, p, X, gamma=GAMMA)
   assert_close(loss, recon + 0.3 * l1, rtol=1e-5)
   assert_close(aux["l0"], np.mean(np.sum(z > 0, axis=1)), rtol=1e-6)
 
@@ -60,11 +61,11 @@ def test_topk_auxk_matches_slow_reference():
     aux += np.sum(GAMMA.astype(np.float64) ** 2 * (residual[b] - e_hat) ** 2)
   aux = aux / X.shape[0] * min(3 / 2, 1.0)
   recon = np.mean(np.sum(GAMMA.astype(np.float64) ** 2 * residual ** 2, axis=1))
-  loss, out = losses.sae_loss(cfg, p, X, gamma=GAMMA, dead_M=jnp.asarray(dead))
+  loss, out = models.sae_loss(cfg, p, X, gamma=GAMMA, dead_M=jnp.asarray(dead))
   assert_close(out["aux_k"], aux, rtol=1e-5)
   assert_close(loss, recon + 0.5 * aux, rtol=1e-5)
   # No dead latents: no AuxK term, and the AuxK term never moves the main reconstruction.
-  loss0, out0 = losses.sae_loss(cfg, p, X, gamma=GAMMA, dead_M=jnp.zeros(D_SAE, bool))
+  loss0, out0 = models.sae_loss(cfg, p, X, gamma=GAMMA, dead_M=jnp.zeros(D_SAE, bool))
   assert float(out0["aux_k"]) == 0.0
   assert_close(loss0, recon, rtol=1e-5)
 
@@ -72,8 +73,8 @@ def test_topk_auxk_matches_slow_reference():
 def test_weighted_loss_is_the_plain_loss_of_rescaled_data():
   # ‖Γ(x − x̂)‖² is the plain loss of Γx against Γx̂.
   x_hat = X[::-1]
-  a = losses.reconstruction_loss(X, x_hat, GAMMA)[0]
-  b = losses.reconstruction_loss(X * GAMMA, x_hat * GAMMA)[0]
+  a = reconstruction_loss(X, x_hat, GAMMA)[0]
+  b = reconstruction_loss(X * GAMMA, x_hat * GAMMA)[0]
   assert_close(a, b, rtol=1e-5)
 
 
@@ -84,7 +85,7 @@ def test_topk_sparse_path_equals_dense_path(k_active):
   p = _random_params(dense)
   dead = jnp.arange(D_SAE) % 3 == 0
   f = lambda cfg: jax.value_and_grad(
-      lambda q: losses.sae_loss(cfg, q, X, gamma=GAMMA, dead_M=dead, k=k_active), has_aux=True)(p)
+      lambda q: models.sae_loss(cfg, q, X, gamma=GAMMA, dead_M=dead, hp={"k": k_active}), has_aux=True)(p)
   (l_d, aux_d), g_d = f(dense)
   (l_s, aux_s), g_s = f(sparse)
   assert_close(l_s, l_d, rtol=1e-6)
@@ -99,3 +100,72 @@ def test_sparse_path_is_chosen_by_width_over_k():
       4608 >= w.TopKSAEConfig.SPARSE_MIN_RATIO * 32)
   assert not w.TopKSAEConfig(d_in=8, d_sae=64, k=32).use_sparse_path
   assert w.TopKSAEConfig(d_in=8, d_sae=64, k=32, sparse_path=True).use_sparse_path
+
+
+def test_jumprelu_loss_and_threshold_gradient_match_numpy():
+  """The L0 term counts pre > θ; θ's gradient is the straight-through estimate, written out by
+  hand: −(θ/ε) Σ_b K((pre−θ)/ε) ∂L/∂z (the activation) − (λ/B)(1/ε) Σ_b K((pre−θ)/ε) (the L0)."""
+  cfg = w.JumpReLUSAEConfig(d_in=D_IN, d_sae=D_SAE, l0_coefficient=0.3, bandwidth=0.4)
+  p = _random_params(cfg)
+  p = {**p, "threshold": jnp.asarray(RNG.uniform(0.0, 0.5, D_SAE), jnp.float32)}
+  pp = {k: np.asarray(v, np.float64) for k, v in p.items()}
+  x = X.astype(np.float64)
+  pre = x @ pp["W_enc"] + pp["b_enc"]
+  on = pre > pp["threshold"]
+  z = np.where(on, pre, 0.0)
+  err = x - (z @ pp["W_dec"] + pp["b_dec"])
+  g2 = GAMMA.astype(np.float64) ** 2
+  recon = np.mean(np.sum(g2 * err ** 2, axis=1))
+  loss, aux = models.sae_loss(cfg, p, X, gamma=GAMMA)
+  assert_close(loss, recon + 0.3 * np.mean(on.sum(axis=1)), rtol=1e-5)
+  assert_close(aux["l0"], np.mean(on.sum(axis=1)), rtol=1e-6)
+  eps, B = cfg.bandwidth, X.shape[0]
+  kernel = (np.abs((pre - pp["threshold"]) / eps) < 0.5).astype(np.float64)
+  dL_dz = -2.0 / B * (err * g2) @ pp["W_dec"].T
+  ref = (-(pp["threshold"] / eps) * np.sum(kernel * dL_dz, axis=0)
+         - 0.3 / B / eps * np.sum(kernel, axis=0))
+  grad = jax.grad(lambda q: models.sae_loss(cfg, q, X, gamma=GAMMA)[0])(p)
+  assert np.count_nonzero(kernel.sum(0)) >= D_SAE // 2  # the check is not vacuous
+  assert_close(grad["threshold"], ref, rtol=1e-4, atol=1e-6)
+
+
+def test_batchtopk_keeps_the_largest_activations_of_the_whole_batch():
+  cfg = w.BatchTopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=2.5)
+  p = _random_params(cfg)
+  pp = {k: np.asarray(v, np.float64) for k, v in p.items()}
+  relu = np.maximum((X - pp["b_dec"]) @ pp["W_enc"] + pp["b_enc"], 0)
+  keep = int(2.5 * X.shape[0])
+  cut = np.sort(relu.ravel())[::-1][keep - 1]
+  z_ref = np.where(relu >= cut, relu, 0.0)
+  x_hat = z_ref @ pp["W_dec"] + pp["b_dec"]
+  loss, aux = models.sae_loss(cfg, p, X)
+  assert_close(aux["recon"], np.mean(np.sum((X - x_hat) ** 2, axis=1)), rtol=1e-5)
+  assert_close(aux["l0"], np.mean(np.sum(z_ref > 0, axis=1)), rtol=1e-6)
+  assert float(aux["min_selected"]) == pytest.approx(cut, rel=1e-5)
+  # Rows differ in how many latents they keep (a per-row Top-k would give each exactly 2 or 3).
+  counts = np.sum(z_ref > 0, axis=1)
+  assert counts.min() < 2 and counts.max() > 3
+  # A sweep member's k is traced: the same program keeps ⌊k·B⌋ for another k.
+  _, aux4 = jax.jit(lambda q, kk: models.sae_loss(cfg, q, X, hp={"k": kk}))(p, 1.0)
+  assert float(aux4["l0"]) * X.shape[0] == X.shape[0]
+
+
+def test_batchtopk_threshold_follows_the_smallest_kept_activation():
+  """After each step θ ← (1 − r)θ + r·min_selected (SAELens' moving average)."""
+  cfg = w.BatchTopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=2.0, threshold_lr=0.5)
+  x = np.abs(X) + 0.1
+  tc = w.TrainConfig(steps=3, batch_size=32, learning_rate=1e-3, warmup_steps=0, log_every=1)
+  p0 = _random_params(cfg)
+  p0 = {**p0, "threshold": jnp.zeros((), jnp.float32)}
+  state, hist = w.train(cfg, tc, iter([x] * 3), params=p0, progress=False)
+  theta = 0.0
+  for rec in hist.records:
+    theta = 0.5 * theta + 0.5 * rec["min_selected"]
+  assert_close(state.params["threshold"], theta, rtol=1e-5)
+  assert theta > 0
+
+
+def test_unknown_hyperparameters_are_refused():
+  cfg = w.ReLUSAEConfig(d_in=D_IN, d_sae=D_SAE)
+  with pytest.raises(w.WSAEInputError, match=r"relu SAEs take the hyperparameters \['l1_coefficient'\], not \['k'\]"):
+    models.sae_loss(cfg, _random_params(cfg), X, hp={"k": 3})

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import wsae_jax as w
-from wsae_jax import metrics
+from wsae_jax.evaluation import metrics
 from helpers import assert_close
 
 RNG = np.random.default_rng(0)
@@ -90,7 +90,7 @@ def test_metric_inputs_checked():
 
 
 def test_latent_token_stats_match_a_slow_loop():
-  from wsae_jax.metrics import latent_token_stats, sparse_codes
+  from wsae_jax.evaluation.metrics import latent_token_stats, sparse_codes
   rng = np.random.default_rng(0)
   B, M, top_n = 300, 24, 5
   z = np.where(rng.random((B, M)) < 0.15, rng.random((B, M)) + 0.01, 0.0)

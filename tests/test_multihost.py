@@ -12,7 +12,7 @@ import pytest
 
 import wsae_jax as w
 from wsae_jax import parallel
-from wsae_jax import train as train_lib
+from wsae_jax.training import trainer as train_lib
 from helpers import assert_close
 
 WORKER = pathlib.Path(__file__).parent / "workers" / "multihost_train.py"

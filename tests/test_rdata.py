@@ -6,7 +6,8 @@ import struct
 
 import pytest
 
-from wsae_jax import harvest, rdata
+from wsae_jax.lm import harvest
+from wsae_jax.lm import rdata
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "janeaustenr_mini"
 BASE = FIXTURE / "data" / "Rdata"

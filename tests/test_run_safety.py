@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 import wsae_jax as w
-from wsae_jax import checkpoint, cli, io
-from wsae_jax import train as train_lib
+from wsae_jax.storage import checkpoint
+from wsae_jax.training import run as run_lib
+from wsae_jax.app import cli
+from wsae_jax.storage import saelens as io
+from wsae_jax.training import trainer as train_lib
 
 ARGS = ["--steps", "20", "--batch-size", "64", "--checkpoint-every", "10", "--no-progress"]
 
@@ -110,7 +113,7 @@ def test_overwrite_replaces_the_old_run_and_export_sees_the_new_one(tmp_path, ca
   run = tmp_path / "run"
   assert _train(run, "--arch", "relu") == 0
   assert _train(run, "--arch", "topk", "--k", "3", "--d-sae", "40", "--overwrite") == 0
-  cfg, _, meta = checkpoint.load_params(run / "checkpoints")
+  cfg, _, meta = run_lib.load_params(run / "checkpoints")
   assert cfg.architecture == "topk" and cfg.d_sae == 40
   assert checkpoint.Checkpointer(run / "checkpoints").steps() == [10, 20]
   assert cli.main(["export", str(run)]) == 0
@@ -182,8 +185,8 @@ def test_resuming_onto_another_activation_file_of_the_same_shape_is_refused(tmp_
   x = np.load(a)
   y = x.copy()
   y[200] += 1.0
-  assert w.data.array_fingerprint(x) == w.data.array_fingerprint(x.copy())
-  assert w.data.array_fingerprint(x) != w.data.array_fingerprint(y)
+  assert w.data.sources.array_fingerprint(x) == w.data.sources.array_fingerprint(x.copy())
+  assert w.data.sources.array_fingerprint(x) != w.data.sources.array_fingerprint(y)
 
 
 def test_a_diverged_run_exits_with_status_1_and_names_the_step(tmp_path, capsys):
@@ -209,7 +212,7 @@ grad_clip = 1e30
 [data]
 geometry = "polygon"
 planes = 2
-k = 3
+polygon_k = 3
 mono = 2
 [grid]
 learning_rate = [1e-3, 1e30]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import wsae_jax as w
-from wsae_jax import sae
+from wsae_jax import models
 from helpers import assert_close
 
 D_IN, D_SAE = 6, 10
@@ -24,7 +24,14 @@ def np_forward(cfg, p, x):
   if cfg.architecture == "relu":
     z = _relu(x @ p["W_enc"] + p["b_enc"])
     return z, z @ p["W_dec"] + p["b_dec"]
+  if cfg.architecture == "jumprelu":
+    pre = x @ p["W_enc"] + p["b_enc"]
+    z = np.where(pre > p["threshold"], _relu(pre), 0.0)
+    return z, z @ p["W_dec"] + p["b_dec"]
   pre = (x - p["b_dec"]) @ p["W_enc"] + p["b_enc"]
+  if cfg.architecture == "batchtopk":  # inference: one global threshold
+    z = np.where(pre > p["threshold"], _relu(pre), 0.0)
+    return z, z @ p["W_dec"] + p["b_dec"]
   z = np.zeros_like(pre)
   for b in range(pre.shape[0]):
     top = np.argsort(-pre[b])[:cfg.k]
@@ -33,33 +40,39 @@ def np_forward(cfg, p, x):
 
 
 def _random_params(cfg, seed=0):
-  p = sae.init(cfg, jax.random.key(seed))
+  p = models.init(cfg, jax.random.key(seed))
   rng = np.random.default_rng(seed)
   # Non-trivial biases so that the reference checks them too.
   return {k: jnp.asarray(v + 0.1 * rng.standard_normal(v.shape), jnp.float32) for k, v in p.items()}
 
 
 CONFIGS = [w.TiedSAEConfig(d_in=D_IN, d_sae=D_SAE), w.ReLUSAEConfig(d_in=D_IN, d_sae=D_SAE),
-           w.TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3)]
+           w.TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3),
+           w.JumpReLUSAEConfig(d_in=D_IN, d_sae=D_SAE, l0_coefficient=0.1),
+           w.BatchTopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3.0)]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.architecture)
 def test_encode_decode_match_numpy(cfg):
   p = _random_params(cfg)
   x = np.random.default_rng(1).standard_normal((16, D_IN)).astype(np.float32)
-  z, x_hat = sae.forward(cfg, p, x)
+  z, x_hat = models.forward(cfg, p, x)
   z_ref, x_hat_ref = np_forward(cfg, p, x)
   assert_close(z, z_ref, rtol=1e-5, atol=1e-5)
   assert_close(x_hat, x_hat_ref, rtol=1e-5, atol=1e-5)
-  assert_close(sae.decode(cfg, p, z), x_hat, rtol=1e-6, atol=1e-6)
+  assert_close(models.decode(cfg, p, z), x_hat, rtol=1e-6, atol=1e-6)
+
+
+def test_every_registered_architecture_is_tested_here():
+  assert sorted(c.architecture for c in CONFIGS) == sorted(models.ARCHITECTURES)
 
 
 def test_param_names_and_shapes_follow_saelens():
-  p = sae.init(CONFIGS[1], jax.random.key(0))
+  p = models.init(CONFIGS[1], jax.random.key(0))
   assert {k: v.shape for k, v in p.items()} == {
       "W_enc": (D_IN, D_SAE), "W_dec": (D_SAE, D_IN), "b_enc": (D_SAE,), "b_dec": (D_IN,)}
-  assert set(sae.init(CONFIGS[0], jax.random.key(0))) == {"W_enc"}
-  assert sae.decoder_matrix(CONFIGS[0], sae.init(CONFIGS[0], jax.random.key(0))).shape == (D_SAE, D_IN)
+  assert set(models.init(CONFIGS[0], jax.random.key(0))) == {"W_enc"}
+  assert models.decoder_matrix(CONFIGS[0], models.init(CONFIGS[0], jax.random.key(0))).shape == (D_SAE, D_IN)
 
 
 def test_topk_has_exactly_k_nonzeros():
@@ -67,11 +80,11 @@ def test_topk_has_exactly_k_nonzeros():
   p = _random_params(cfg)
   p["b_enc"] = jnp.full((D_SAE,), 10.0)  # every pre-activation positive
   x = np.random.default_rng(2).standard_normal((32, D_IN)).astype(np.float32)
-  z = np.asarray(sae.encode(cfg, p, x))
+  z = np.asarray(models.encode(cfg, p, x))
   assert np.all((z != 0).sum(axis=1) == 4)
   # Without the bias some rows have fewer than k positive pre-activations: never more than k.
   p["b_enc"] = jnp.full((D_SAE,), -1.0)
-  assert np.all((np.asarray(sae.encode(cfg, p, x)) != 0).sum(axis=1) <= 4)
+  assert np.all((np.asarray(models.encode(cfg, p, x)) != 0).sum(axis=1) <= 4)
 
 
 @pytest.mark.parametrize("width, k", [(1, 1), (7, 3), (40, 16), (200, 60), (200, 200), (513, 32),
@@ -86,7 +99,7 @@ def test_radix_selection_equals_lax_top_k(width, k, data):
          "non-positive": -np.abs(rng.standard_normal((48, width)))}[data]
   pre = jnp.asarray(pre, jnp.float32)
   static_k = min(k, width)
-  select = lambda p, method, ka=None: sae.topk_activation(p, static_k, ka, method=method)
+  select = lambda p, method, ka=None: models.topk_activation(p, static_k, ka, method=method)
   for ka in (None, max(1, static_k // 2)):
     a, b = select(pre, "top_k", ka), select(pre, "radix", ka)
     assert np.array_equal(np.asarray(a), np.asarray(b)), ka
@@ -95,11 +108,11 @@ def test_radix_selection_equals_lax_top_k(width, k, data):
     assert np.array_equal(np.asarray(ga), np.asarray(gb)), ka
   # k traced per row (as a sweep's per-member k is): vmap over rows with their own k.
   ks = jnp.asarray(rng.integers(1, static_k + 1, 48), jnp.int32)
-  by_row = jax.vmap(lambda r, kk: sae.topk_activation(r[None], static_k, kk, method="radix")[0])
-  ref = jax.vmap(lambda r, kk: sae.topk_activation(r[None], static_k, kk, method="top_k")[0])
+  by_row = jax.vmap(lambda r, kk: models.topk_activation(r[None], static_k, kk, method="radix")[0])
+  ref = jax.vmap(lambda r, kk: models.topk_activation(r[None], static_k, kk, method="top_k")[0])
   assert np.array_equal(np.asarray(by_row(pre, ks)), np.asarray(ref(pre, ks)))
   if k > width:  # more than the row: every positive entry survives
-    m = sae.kth_largest_mask(jnp.maximum(pre, 0), k)
+    m = models.kth_largest_mask(jnp.maximum(pre, 0), k)
     assert bool(jnp.all(m))
 
 
@@ -107,7 +120,7 @@ def test_radix_mask_counts_exactly_k_against_numpy():
   x = np.abs(np.random.default_rng(0).standard_normal((64, 200))).astype(np.float32)
   x[:, 50:60] = x[:, 49:50]  # ten ties with column 49 in every row
   for k in (1, 5, 50, 55, 199):
-    m = np.asarray(sae.kth_largest_mask(jnp.asarray(x), k))
+    m = np.asarray(models.kth_largest_mask(jnp.asarray(x), k))
     assert np.all(m.sum(1) == k)
     order = np.lexsort((np.arange(200)[None].repeat(64, 0), -x), axis=1)[:, :k]  # stable ranks
     ref = np.zeros_like(m)
@@ -123,15 +136,17 @@ def test_permuting_latents_permutes_outputs(cfg):
   q["W_enc"] = p["W_enc"][:, perm]
   if "W_dec" in p:
     q["W_dec"], q["b_enc"] = p["W_dec"][perm], p["b_enc"][perm]
+  if np.ndim(p.get("threshold", 0)) == 1:  # a threshold per latent
+    q["threshold"] = p["threshold"][perm]
   x = np.random.default_rng(4).standard_normal((8, D_IN)).astype(np.float32)
-  z, x_hat = sae.forward(cfg, p, x)
-  zq, x_hat_q = sae.forward(cfg, q, x)
+  z, x_hat = models.forward(cfg, p, x)
+  zq, x_hat_q = models.forward(cfg, q, x)
   assert_close(zq, np.asarray(z)[:, perm], atol=1e-6)
   assert_close(x_hat_q, x_hat, rtol=1e-5, atol=1e-5)
 
 
 def test_topk_init_has_unit_decoder_rows():
-  p = sae.init(CONFIGS[2], jax.random.key(0))
+  p = models.init(CONFIGS[2], jax.random.key(0))
   assert_close(jnp.linalg.norm(p["W_dec"], axis=1), np.ones(D_SAE), atol=1e-6)
   assert_close(p["W_enc"], p["W_dec"].T)
 

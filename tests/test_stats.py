@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from wsae_jax import stats
+from wsae_jax.evaluation import stats
 
 
 def test_bootstrap_matches_a_slow_reference():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import wsae_jax as w
-from wsae_jax import superposition as sp
+from wsae_jax.data import superposition as sp
 from helpers import assert_close
 
 

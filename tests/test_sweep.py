@@ -7,13 +7,17 @@ import numpy as np
 import pytest
 
 import wsae_jax as w
-from wsae_jax import parallel, sweep
-from wsae_jax import train as train_lib
+from wsae_jax import parallel
+from wsae_jax.training import sweep
+from wsae_jax.data import problems
+from wsae_jax.evaluation import scoring
+from wsae_jax.app import sweep_file
+from wsae_jax.training import trainer as train_lib
 from helpers import assert_close
 
 W_P = w.polygon_matrix(3, 3, n_mono=2)  # n_p = 8, n = 11
 TC = w.TrainConfig(steps=50, batch_size=64, learning_rate=3e-3, warmup_steps=5, log_every=20)
-PROBLEM = sweep.SyntheticProblem(W_P)
+PROBLEM = problems.SyntheticProblem(W_P)
 
 
 def _separate(cfg, tc, m, mesh):
@@ -21,14 +25,15 @@ def _separate(cfg, tc, m, mesh):
   src = w.SyntheticSource(W_P, m["sparsity"], tc.batch_size, seed=m.get("data_seed", 0))
   gamma = None
   if m.get("alpha") is not None:
-    gamma = sweep._member_gammas([{"gamma": None, "alpha": m["alpha"], "sparsity": m["sparsity"],
+    gamma = sweep.member_gammas([{"gamma": None, "alpha": m["alpha"], "sparsity": m["sparsity"],
                                    "data_seed": m.get("data_seed", 0)}], cfg, PROBLEM, None)[0]
   tc = dataclasses.replace(tc, seed=m.get("seed", 0), learning_rate=m.get("learning_rate",
                                                                          tc.learning_rate))
   return train_lib.train(cfg, tc, src, gamma=gamma, mesh=mesh, progress=False)
 
 
-@pytest.mark.parametrize("arch", ["tied", "relu", "topk", "topk-radix-shared"])
+@pytest.mark.parametrize("arch", ["tied", "relu", "topk", "topk-radix-shared", "jumprelu",
+                                  "batchtopk"])
 def test_sweep_equals_separate_runs(arch, four_devices):
   """Each member of a sweep ends where `train` alone takes it. "topk-radix-shared": a k >= 16
   sweep selects by the radix search (its members' own runs by lax.top_k at k < 16), and every
@@ -36,7 +41,9 @@ def test_sweep_equals_separate_runs(arch, four_devices):
   base = {"tied": w.TiedSAEConfig(d_in=8, d_sae=16),
           "relu": w.ReLUSAEConfig(d_in=8, d_sae=16),
           "topk": w.TopKSAEConfig(d_in=8, d_sae=16, k=4, dead_after_tokens=256),
-          "topk-radix-shared": w.TopKSAEConfig(d_in=8, d_sae=40, k=20, dead_after_tokens=256)}[arch]
+          "topk-radix-shared": w.TopKSAEConfig(d_in=8, d_sae=40, k=20, dead_after_tokens=256),
+          "jumprelu": w.JumpReLUSAEConfig(d_in=8, d_sae=16, l0_coefficient=1e-3),
+          "batchtopk": w.BatchTopKSAEConfig(d_in=8, d_sae=16, k=4.0, dead_after_tokens=256)}[arch]
   members = [
       {"seed": 0, "sparsity": 0.8},
       {"seed": 1, "sparsity": 0.9, "alpha": 1.0, "data_seed": 3},
@@ -47,6 +54,10 @@ def test_sweep_equals_separate_runs(arch, four_devices):
     members[2]["l1_coefficient"] = 0.05
   if arch == "topk":
     members[2]["k"] = 2
+  if arch == "jumprelu":
+    members[2]["l0_coefficient"] = 0.05
+  if arch == "batchtopk":
+    members[2]["k"] = 2.5
   if arch == "topk-radix-shared":
     members = [dict(m, sparsity=0.8, data_seed=0) for m in members]
     members[2]["k"], members[3]["k"] = 6, 17
@@ -55,17 +66,15 @@ def test_sweep_equals_separate_runs(arch, four_devices):
   assert res.compiles == 1  # 50 steps in calls of 20: the ragged last call reuses the program
   one = parallel.data_mesh(four_devices[:1])
   for i, m in enumerate(members):
-    cfg = base
-    if "l1_coefficient" in m:
-      cfg = dataclasses.replace(base, l1_coefficient=m["l1_coefficient"])
-    if "k" in m:
-      cfg = dataclasses.replace(base, k=m["k"])
+    cfg = w.models.with_hyperparameters(base, m)
+    assert cfg == res.member_config(i)
     state, hist = _separate(cfg, TC, m, one)
     # Batched and single matmuls round differently: float32 agreement after 50 Adam steps.
     assert_close(res.params(i), jax.device_get(state.params), rtol=1e-4, atol=2e-5,
                  err_msg=f"member {i}: {m}")
     assert int(res.states.step[i]) == TC.steps
-  assert len(res.rows) == 4 and all(np.isfinite(r["l_gt"]) for r in res.rows)
+  rows = scoring.score_sweep(res, PROBLEM)
+  assert len(rows) == 4 and all(np.isfinite(r["l_gt"]) for r in rows)
 
 
 def test_member_axis_over_4_devices_equals_1_device(four_devices):
@@ -91,7 +100,7 @@ def test_a_diverging_member_is_frozen_and_the_others_are_untouched(four_devices)
                           mesh=sweep.sweep_mesh(4, four_devices))
   assert list(res.diverged) == [1]
   assert all(np.isfinite(v).all() for v in jax.tree.leaves(res.params(1)))
-  assert res.rows[1]["diverged_at"] == res.diverged[1]
+  assert scoring.score_sweep(res, PROBLEM)[1]["diverged_at"] == res.diverged[1]
   alone = sweep.train_sweep(cfg, tc, [members[0], members[2]], PROBLEM, progress=False,
                             mesh=sweep.sweep_mesh(2, four_devices[:1]))
   assert_close(res.params(0), alone.params(0), rtol=1e-6, atol=1e-7)
@@ -103,7 +112,8 @@ def test_sweep_on_real_activations_shares_batches():
   cfg = w.ReLUSAEConfig(d_in=8, d_sae=16)
   members = sweep.grid(l1_coefficient=[1e-3, 1e-1])
   res = sweep.train_sweep(cfg, TC, members, x, progress=False)
-  assert res.rows[1]["l0"] < res.rows[0]["l0"]  # more L1, fewer active latents
+  rows = scoring.score_sweep(res, x)
+  assert rows[1]["l0"] < rows[0]["l0"]  # more L1, fewer active latents
   state, _ = train_lib.train(dataclasses.replace(cfg, l1_coefficient=1e-3), TC,
                              w.ArraySource(x, 64, seed=0), progress=False)
   assert_close(res.params(0), jax.device_get(state.params), rtol=1e-4, atol=2e-5)
@@ -113,7 +123,7 @@ def test_results_table_saves_and_pareto_front(tmp_path):
   cfg = w.TiedSAEConfig(d_in=8, d_sae=11)
   res = sweep.train_sweep(cfg, dataclasses.replace(TC, steps=10), sweep.grid(
       sparsity=[0.8, 0.9]), PROBLEM, progress=False)
-  js, cs = res.save(tmp_path)
+  js, cs = sweep_file.write_results(res, scoring.score_sweep(res, PROBLEM), tmp_path)
   data = json.loads(js.read_text())
   assert len(data["rows"]) == 2 and "l_gt" in data["rows"][0]
   header = cs.read_text().splitlines()[0].split(",")
@@ -122,7 +132,7 @@ def test_results_table_saves_and_pareto_front(tmp_path):
     assert col in header
   rng = np.random.default_rng(0)
   rows = [{"l0": float(a), "mse": float(b)} for a, b in rng.random((40, 2))]
-  front = sweep.pareto_front(rows)
+  front = scoring.pareto_front(rows)
   brute = [i for i, r in enumerate(rows) if not any(
       (o["l0"] <= r["l0"] and o["mse"] <= r["mse"]) and o != r for o in rows)]
   assert sorted(front) == sorted(brute)
@@ -133,7 +143,7 @@ def test_results_table_saves_and_pareto_front(tmp_path):
     ([{"sparsity": 0.5, "lr": 1.0}], "unknown keys"),
     ([{"sparsity": 1.2}], "member 0: sparsity must lie in"),
     ([{"sparsity": 0.5, "alpha": -1.0}], "alpha must lie in"),
-    ([{"sparsity": 0.5, "k": 3}], "k only applies to Top-k"),
+    ([{"sparsity": 0.5, "k": 3}], r"k only applies to other architectures; tied SAEs sweep none"),
     ([{"sparsity": 0.5, "gamma": np.ones(3)}], r"gamma must have shape \(8,\)"),
     ([], "at least one member"),
 ])
@@ -163,11 +173,18 @@ def test_the_rbg_generators_are_an_option_with_the_same_law(four_devices):
   threefry = w.SyntheticSource(W_P, 0.8, 4096, seed=0)
   assert not np.allclose(np.asarray(src.batch(0)), np.asarray(threefry.batch(0)))
   cfg = w.TiedSAEConfig(d_in=8, d_sae=16)
-  problem = sweep.SyntheticProblem(W_P, prng_impl="unsafe_rbg")
+  problem = problems.SyntheticProblem(W_P, prng_impl="unsafe_rbg")
   members = [{"seed": 0, "sparsity": 0.8}, {"seed": 0, "sparsity": 0.8}]
   res = sweep.train_sweep(cfg, TC, members, problem, progress=False,
                           mesh=sweep.sweep_mesh(2, four_devices[:1]))
   assert_close(res.params(0), res.params(1), rtol=0, atol=0)  # same seed, same stream
-  assert all(np.isfinite(r["l_gt"]) for r in res.rows)
+  assert all(np.isfinite(r["l_gt"]) for r in scoring.score_sweep(res, problem))
   with pytest.raises(w.WSAEInputError, match="prng_impl must be one of"):
     w.SyntheticSource(W_P, 0.8, 8, prng_impl="philox")
+
+
+def test_batch_coupled_architectures_refuse_a_split_batch(four_devices):
+  with pytest.raises(w.WSAEInputError, match="select over the whole batch"):
+    sweep.train_sweep(w.BatchTopKSAEConfig(d_in=8, d_sae=16, k=4.0), TC, [{"sparsity": 0.8}] * 2,
+                      PROBLEM, progress=False,
+                      mesh=sweep.sweep_mesh(2, four_devices, data_parallel=2))

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 import wsae_jax as w
-from wsae_jax import parallel, train as train_lib
+from wsae_jax import parallel
+from wsae_jax.training import optim
+from wsae_jax.training import state as state_lib
+from wsae_jax.training import trainer as train_lib
 from helpers import assert_close
 
 W_P = w.polygon_matrix(3, 3, n_mono=2)  # n_p = 8, n = 11
@@ -36,7 +39,7 @@ def test_one_and_four_devices_agree(arch, four_devices):
 def test_train_step_compiles_once(four_devices):
   cfg = w.ReLUSAEConfig(d_in=8, d_sae=16)
   mesh = parallel.data_mesh(four_devices)
-  state = train_lib.init_state(cfg, TC, mesh=mesh)
+  state = state_lib.init_state(cfg, TC, mesh=mesh)
   step = train_lib.make_train_step(cfg, TC, mesh=mesh)
   src = _source()
   gamma = jnp.ones(8)
@@ -56,8 +59,8 @@ def test_training_reduces_loss_and_matches_an_unrolled_reference():
   assert loss[-1] < 0.5 * loss[0]
   # The jitted, sharded loop equals a plain Python loop of value_and_grad + optax.
   import optax
-  opt = train_lib.make_optimizer(cfg, tc)
-  p = w.sae.init(cfg, jax.random.key(tc.seed))
+  opt = optim.make_optimizer(cfg, tc)
+  p = w.models.init(cfg, jax.random.key(tc.seed))
   s = opt.init(p)
   src = _source(batch_size=256)
   for t in range(tc.steps):
@@ -134,3 +137,20 @@ def test_bad_training_input_raises_before_training(kwargs, match, four_devices):
 def test_bad_train_config_raises(kwargs, match):
   with pytest.raises(w.WSAEInputError, match=match):
     w.TrainConfig(**kwargs)
+
+
+@pytest.mark.parametrize("arch", sorted(w.models.ARCHITECTURES))
+def test_the_step_is_traced_once_and_keeps_the_state_structure(arch, monkeypatch):
+  """Every architecture's loss is traced once for a whole run (no retrace per step or record),
+  and a step returns a state of the same structure, shapes and dtypes (donation relies on it)."""
+  chex = pytest.importorskip("chex", reason="chex is in the test extra")
+  extra = {"topk": {"k": 3}, "batchtopk": {"k": 3.0}}.get(arch, {})
+  cfg = w.make_config(arch, d_in=8, d_sae=16, **extra)
+  chex.clear_trace_counter()  # the count is kept per function, across tests
+  monkeypatch.setattr(w.models, "sae_loss", chex.assert_max_traces(w.models.sae_loss, n=1))
+  tc = w.TrainConfig(steps=12, batch_size=64, log_every=4, warmup_steps=2)
+  state0 = state_lib.init_state(cfg, tc)
+  shapes0 = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state0)
+  state, hist = train_lib.train(cfg, tc, _source(batch_size=64), state=state0, progress=False)
+  assert len(hist.records) == 3
+  chex.assert_trees_all_equal_shapes_and_dtypes(shapes0, state)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import wsae_jax as w
-from wsae_jax import weights
+from wsae_jax.objectives import weights
 from helpers import assert_close
 
 RNG = np.random.default_rng(0)
@@ -60,12 +60,12 @@ def test_bad_weight_inputs_raise(call, match):
 
 
 def test_gamma_report_measures_concentration():
-  r = w.weights.gamma_report(np.ones(100))
+  r = w.objectives.weights.gamma_report(np.ones(100))
   assert r.top_share == pytest.approx(0.01) and r.effective_dims == pytest.approx(100)
   assert r.top_1pct_share == pytest.approx(0.01) and not r.problems()
   g = np.ones(100)
   g[37] = 30.0  # γ² = 900 of 999
-  r = w.weights.gamma_report(g)
+  r = w.objectives.weights.gamma_report(g)
   assert r.top_dim == 37 and r.top_share == pytest.approx(900 / 999)
   assert r.effective_dims == pytest.approx(999 ** 2 / (900 ** 2 + 99))
   assert any("dimension 37 holds 90.1%" in p for p in r.problems())
@@ -84,7 +84,7 @@ def test_variance_weights_warn_when_one_dimension_dominates():
 
 
 def test_wsae_train_warns_naming_the_dimension_and_can_refuse(tmp_path, capsys):
-  from wsae_jax import cli
+  from wsae_jax.app import cli
   rng = np.random.default_rng(1)
   x = rng.standard_normal((1024, 16)).astype(np.float32)
   x[:, 3] *= 30.0
@@ -145,7 +145,8 @@ def test_robust_variance_ignores_massive_rows():
 
 @pytest.mark.parametrize("kind", ["robust-variance", "kurtosis", "zero-fraction", "oracle", "file"])
 def test_wsae_train_takes_every_gamma_kind(kind, tmp_path, capsys):
-  from wsae_jax import checkpoint, cli
+  from wsae_jax.training import run
+  from wsae_jax.app import cli
   gamma = ["--gamma", kind]
   if kind == "file":
     g = np.linspace(0.5, 1.5, 14).astype(np.float32)  # polygon 4 planes x 3 + 2 mono: n_p = 10
@@ -156,7 +157,7 @@ def test_wsae_train_takes_every_gamma_kind(kind, tmp_path, capsys):
                  *gamma, *([] if kind == "file" else ["--alpha", "1"])])
   assert rc == 0, capsys.readouterr().err
   assert "γ: top dimension" in capsys.readouterr().out
-  _, _, meta = checkpoint.load_params(tmp_path / "run" / "checkpoints")
+  _, _, meta = run.load_params(tmp_path / "run" / "checkpoints")
   saved = np.asarray(meta["gamma"])
   assert saved.shape == (10,) and np.all(saved > 0)
   if kind == "file":
@@ -166,7 +167,7 @@ def test_wsae_train_takes_every_gamma_kind(kind, tmp_path, capsys):
 
 
 def test_bad_gamma_options_are_refused(tmp_path, capsys):
-  from wsae_jax import cli
+  from wsae_jax.app import cli
   base = ["train", "--out", str(tmp_path / "run"), "--steps", "4", "--batch-size", "64",
           "--no-progress"]
   assert cli.main(base + ["--gamma", "entropy", "--alpha", "1"]) == 2

@@ -1,44 +1,52 @@
 """wsae-jax: weighted sparse autoencoders (WSAE) in JAX.
 
-Modules, one idea each:
-  superposition  the paper's data model (sparse features seen through W_p)
-  sae            the SAE family (tied theory SAE, ReLU+L1, Top-k+AuxK)
-  losses         pure weighted losses, `loss(...) -> (scalar, aux)`
-  weights        per-dimension weights γ = s^α (variance, semantic consistency)
-  optim          optax transformations for decoder constraints; the optimiser chain
-  parallel       device meshes and shardings for data parallelism
-  data           batch sources (synthetic on-device, arrays, iterables)
-  activations    the on-disk activation store (shuffled, prefetched, bounded-memory batches)
-  harvest        activations from a Hugging Face causal LM (optional extra: torch, transformers)
-  rdata          a reader for R lazy-load databases (corpora shipped as R packages)
-  train          TrainConfig, TrainState, the jitted step and the training loop
-  metrics        matching, MMCS, MCC, L_GT, features per latent, shrinkage, FVU, L0
-  closed_form    the paper's analytic SAE (Thm 1), loss identities (Thm 4/5), grid solver
+The library (importable in a notebook; prints nothing, plots nothing, knows no machine's paths):
+  data         the paper's data model, named W_p problems, batch sources, the on-disk activation store
+  models       one file per SAE architecture (tied, relu, topk, jumprelu, batchtopk) and the registry
+  objectives   the weighted reconstruction loss and the per-dimension weights γ
+  theory       the paper's closed-form SAE, loss identities and grid solver
+  training     the optimiser, the jitted step and loop, compiled sweeps, the run lifecycle
+  storage      orbax checkpoints, SAELens folders, JSON records
+  evaluation   metrics, scoring of trained SAEs, paired statistics
+  parallel     device meshes and shardings (used by training and the theory's grid solver)
+  lm           language-model activations (optional `harvest` extra): harvesting, corpora
+The application (`wsae` command): app (cli, demo, sweep files, plots).
+
+Shape letters, used the same way in every module (`x_BxD` is a batch of inputs):
+  B  rows of a batch                     D  input dimension d_in (= n_p for synthetic data)
+  M  latents d_sae                       K  active latents per row (Top-k's k)
+  N  true features n                     P  observed dimensions n_p (rows of W_p)
+  E  members of a sweep                  T  steps run by one compiled call
+  U  distinct data streams of a sweep    R  distinct data seeds of a sweep
+  G  geometries of a closed-form grid    A  weightings (γ vectors) of a closed-form grid
+  S  sparsities of a closed-form grid
+  C  a chunk of rows or members processed together
 """
 
-from wsae_jax import closed_form
+from wsae_jax import data, evaluation, models, objectives, parallel, storage, theory, training
 from wsae_jax._validate import WSAEInputError
-from wsae_jax.activations import ActivationStore, ActivationWriter
-from wsae_jax.data import ArraySource, IterableSource, SyntheticSource, as_source
-from wsae_jax.losses import reconstruction_loss, sae_loss
-from wsae_jax.metrics import evaluate, match_latents, mcc, mmcs
+from wsae_jax.data.sources import ArraySource, IterableSource, SyntheticSource, as_source
+from wsae_jax.data.store import ActivationStore, ActivationWriter
+from wsae_jax.data.superposition import (observe, polygon_matrix, random_matrix, sample_features,
+                                         toy_model_matrix)
+from wsae_jax.evaluation.metrics import evaluate, match_latents, mcc, mmcs
+from wsae_jax.models import (BatchTopKSAEConfig, JumpReLUSAEConfig, ReLUSAEConfig, TiedSAEConfig,
+                             TopKSAEConfig, decode, encode, make_config, sae_loss)
+from wsae_jax.objectives.reconstruction import reconstruction_loss
+from wsae_jax.objectives.weights import consistency_weights, semantic_consistency, variance_weights
 from wsae_jax.parallel import data_mesh
-from wsae_jax.sae import (ReLUSAEConfig, TiedSAEConfig, TopKSAEConfig, decode, encode,
-                          make_config)
-from wsae_jax.superposition import (observe, polygon_matrix, random_matrix, sample_features,
-                                    toy_model_matrix)
-# `train` stays the module (wsae_jax.train.train is the loop), so it is not shadowed here.
-from wsae_jax import train
-from wsae_jax.train import History, TrainConfig, TrainState, make_train_step
-from wsae_jax.weights import consistency_weights, semantic_consistency, variance_weights
+from wsae_jax.theory import closed_form
+from wsae_jax.training.trainer import History, TrainConfig, TrainState, make_train_step, train
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "closed_form", "ActivationStore", "ActivationWriter", "ArraySource", "History", "IterableSource", "ReLUSAEConfig", "SyntheticSource",
-    "TiedSAEConfig", "TopKSAEConfig", "TrainConfig", "TrainState", "WSAEInputError", "as_source",
-    "consistency_weights", "data_mesh", "decode", "encode", "evaluate", "make_config",
-    "make_train_step", "match_latents", "mcc", "mmcs", "observe", "polygon_matrix",
-    "random_matrix", "reconstruction_loss", "sae_loss", "sample_features",
-    "semantic_consistency", "toy_model_matrix", "train", "variance_weights",
+    "ActivationStore", "ActivationWriter", "ArraySource", "BatchTopKSAEConfig", "History",
+    "IterableSource", "JumpReLUSAEConfig", "ReLUSAEConfig", "SyntheticSource", "TiedSAEConfig", "TopKSAEConfig", "TrainConfig",
+    "TrainState", "WSAEInputError", "as_source", "closed_form", "consistency_weights", "data",
+    "data_mesh", "decode", "encode", "evaluate", "evaluation", "make_config", "make_train_step",
+    "match_latents", "mcc", "mmcs", "models", "objectives", "observe", "parallel",
+    "polygon_matrix", "random_matrix", "reconstruction_loss", "sae_loss", "sample_features",
+    "semantic_consistency", "storage", "theory", "toy_model_matrix", "train", "training",
+    "variance_weights",
 ]

@@ -21,7 +21,7 @@ jax.distributed.initialize(coordinator_address=coordinator, num_processes=int(nu
 import numpy as np  # noqa: E402
 
 import wsae_jax as w  # noqa: E402
-from wsae_jax import train  # noqa: E402
+from wsae_jax.training import trainer as train  # noqa: E402
 
 assert jax.device_count() == 4 and jax.local_device_count() == 2, jax.devices()
 W = w.polygon_matrix(3, 3, n_mono=2)

@@ -12,7 +12,7 @@ copied, so resident memory stays bounded by the shuffle buffer however large the
 ``.safetensors`` files holding a tensor named ``activations``. A bare ``(tokens, d_in)`` ``.npy``
 file works too. ``tokens_file`` (optional) holds the token id of each row.
 
-:class:`ActivationStore` is a batch source for :func:`wsae_jax.train.train`: batch ``t`` is a
+:class:`ActivationStore` is a batch source for :func:`wsae_jax.training.trainer.train`: batch ``t`` is a
 function of ``(seed, t)`` only, so a resumed run sees exactly the batches of an uninterrupted one.
 Each epoch visits every kept row exactly once: the chunks (contiguous row blocks) are put in a
 random order, consecutive chunks fill a buffer of ``buffer_tokens`` rows, the buffer is shuffled
@@ -34,7 +34,7 @@ import jax
 import numpy as np
 
 from wsae_jax import _validate as V
-from wsae_jax import data as data_lib
+from wsae_jax.data import sources as data_lib
 
 __all__ = ["FORMAT", "META_NAME", "ActivationStore", "ActivationWriter", "ShardInfo",
            "read_metadata"]

@@ -6,7 +6,7 @@ reconstructs `x̂_p = x_m W_pᵀ`. With `e = x − x_m`,
 
     L_WSAE − L_GT = E[eᵀ (W_pᵀ Γ² W_p − I) e]          (Thm 4 for Γ = I, Thm 5 in general)
 
-which `losses` checks by computing both sides independently. `solve_grid` evaluates the closed
+which `loss_terms` checks by computing both sides independently. `solve_grid` evaluates the closed
 form for a whole grid of geometries × sparsities × weightings in one compiled call, the Monte-Carlo
 samples sharded over devices with `jax.shard_map` and reduced with `psum`.
 
@@ -26,10 +26,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from wsae_jax import _validate as V
-from wsae_jax import metrics
+from wsae_jax.evaluation import metrics
 from wsae_jax import parallel
-from wsae_jax import sae as sae_lib
-from wsae_jax import superposition as sp
+from wsae_jax import models
+from wsae_jax.data import superposition as sp
 
 
 def _check_W_p(W_p):
@@ -63,7 +63,7 @@ def recover(W_p, x_BxN) -> jax.Array:
   return jax.nn.relu(x_BxN @ (W_p.T @ W_p))
 
 
-def interference(W_p, gamma=None) -> dict:
+def interference_summary(W_p, gamma=None) -> dict:
   """`M = W_pᵀ Γ² W_p − I` and summaries of the geometry.
 
   Returns a dict with `matrix` (n, n), `frobenius` and `operator` norms of M, the `mutual_coherence`
@@ -87,7 +87,7 @@ def interference(W_p, gamma=None) -> dict:
           "max_interference": max_int, "nonpositive": max_int <= 1e-6}
 
 
-def losses(W_p, x_BxN, gamma=None) -> dict:
+def loss_terms(W_p, x_BxN, gamma=None) -> dict:
   """`L_SAE` (or `L_WSAE`), `L_GT`, their gap and the gap Thm 4/5 predicts, at the closed form.
 
   `l_sae = E‖Γ(x_p − x_m W_pᵀ)‖²` is computed from the reconstruction; `predicted_gap =
@@ -156,12 +156,12 @@ def _grid_sums(u_SxN, W_GxPxN, s_S, chunk):
 
 @dataclasses.dataclass(frozen=True)
 class GridResult:
-  """Closed-form quantities over a grid of geometries (G) × sparsities (S) × weightings (K)."""
+  """Closed-form quantities over a grid of geometries (G) × sparsities (S) × weightings (A)."""
 
   l_wsae: np.ndarray
-  """(G, S, K) `L_WSAE` at the closed form (K = the γ axis; γ = 1 gives `L_SAE`)."""
+  """(G, S, A) `L_WSAE` at the closed form (A = the γ axis; γ = 1 gives `L_SAE`)."""
   predicted_gap: np.ndarray
-  """(G, S, K) `E[eᵀ(W_pᵀΓ²W_p − I)e]`."""
+  """(G, S, A) `E[eᵀ(W_pᵀΓ²W_p − I)e]`."""
   l_gt: np.ndarray
   """(G, S) `L_GT` (independent of γ: the closed form does not depend on Γ)."""
   shrinkage: np.ndarray
@@ -169,7 +169,7 @@ class GridResult:
   vanishing: np.ndarray
   """(G, S, n) `P(x_m,j = 0 | x_j > 0)`."""
   gammas: np.ndarray
-  """(G, K, n_p) the weights used."""
+  """(G, A, n_p) the weights used."""
   num_samples: int
 
   @property
@@ -177,7 +177,7 @@ class GridResult:
     return self.l_wsae - self.l_gt[..., None]
 
 
-def _grid_impl(key, W_GxPxN, s_S, gammas_GxKxP, *, num_samples, chunk, mesh):
+def _grid_impl(key, W_GxPxN, s_S, gammas_GxAxP, *, num_samples, chunk, mesh):
   n = W_GxPxN.shape[2]
   u = jax.random.uniform(key, (num_samples, n), W_GxPxN.dtype)
   u = jax.lax.with_sharding_constraint(u, NamedSharding(mesh, P(parallel.DATA_AXIS)))
@@ -189,7 +189,7 @@ def _grid_impl(key, W_GxPxN, s_S, gammas_GxKxP, *, num_samples, chunk, mesh):
   sums = jax.shard_map(per_device, mesh=mesh, in_specs=(P(parallel.DATA_AXIS), P(), P()),
                        out_specs=P())(u, W_GxPxN, s_S)
   N = jnp.asarray(num_samples, W_GxPxN.dtype)
-  g2 = jnp.square(gammas_GxKxP)                                           # (G, K, P)
+  g2 = jnp.square(gammas_GxAxP)                                           # (G, A, P)
   l_wsae = jnp.einsum("gkp,gsp->gsk", g2, sums["r2_P"]) / N
   M = jnp.einsum("gpi,gkp,gpj->gkij", W_GxPxN, g2, W_GxPxN) - jnp.eye(n, dtype=W_GxPxN.dtype)
   predicted = jnp.einsum("gkij,gsij->gsk", M, sums["ee_NxN"]) / N
@@ -211,9 +211,9 @@ def solve_grid(W_ps, sparsities, *, gammas=None, alphas=None, key=None, num_samp
   Args:
     W_ps: one `(n_p, n)` matrix or a stack `(G, n_p, n)` of equally shaped geometries.
     sparsities: `(S,)` sparsities in [0, 1).
-    gammas: explicit weightings `(K, n_p)`, > 0; or
-    alphas: `(K,)` exponents for the model's variance weights (`model_variance_weights`).
-      Neither: the plain SAE (K = 1, γ = 1).
+    gammas: explicit weightings `(A, n_p)`, > 0; or
+    alphas: `(A,)` exponents for the model's variance weights (`model_variance_weights`).
+      Neither: the plain SAE (A = 1, γ = 1).
     key: PRNG key (default `key(0)`). The same uniforms serve every configuration (common random
       numbers), so differences between configurations are measured without sampling noise.
     num_samples: Monte-Carlo samples, split over the devices of `mesh` (rounded up to a multiple of
@@ -280,7 +280,7 @@ def diagnose(W_p, sparsity: float, d_sae: int, key=None, num_samples: int = 100_
   V.check_range("sparsity", sparsity, low=0.0, high=1.0, high_open=True)
   res = solve_grid(W_p, [sparsity], gammas=None if gamma is None else [gamma], key=key,
                    num_samples=num_samples)
-  geo = interference(W_p, gamma)
+  geo = interference_summary(W_p, gamma)
   p_multi = extreme_sparsity_probability(n, sparsity)
   return {
       "shrinkage": res.shrinkage[0, 0], "vanishing": res.vanishing[0, 0],
@@ -339,11 +339,11 @@ def compare(sae_cfg, params, W_p, x_BxN, gamma=None, *, rel_tol: float = 0.05,
   x = np.asarray(x_BxN, np.float32)
   x_p = jnp.asarray(x @ W.T)
   g2 = np.ones(n_p) if gamma is None else np.asarray(gamma, np.float64) ** 2
-  cf = jax.device_get(losses(jnp.asarray(W), jnp.asarray(x), gamma))
-  z, x_hat = jax.device_get(sae_lib.forward(sae_cfg, params, x_p))
+  cf = jax.device_get(loss_terms(jnp.asarray(W), jnp.asarray(x), gamma))
+  z, x_hat = jax.device_get(models.forward(sae_cfg, params, x_p))
   trained_l_sae = float(np.mean(np.sum(g2 * (np.asarray(x_p) - x_hat) ** 2, axis=1)))
   enc_cols = np.asarray(params["W_enc"]).T
-  dec_rows = np.asarray(sae_lib.decoder_matrix(sae_cfg, params))
+  dec_rows = np.asarray(models.decoder_matrix(sae_cfg, params))
   m_enc = metrics.match_latents(enc_cols, W)
   m_dec = metrics.match_latents(dec_rows, W)
   ok = m_enc.latent_of_feature >= 0

@@ -1,10 +1,15 @@
 """Interop: SAELens folders (`cfg.json` + `sae_weights.safetensors`) in both directions.
 
-Mapping (SAELens v6 semantics):
-  * `relu`  -> architecture "standard", `apply_b_dec_to_input = False` (ours does not subtract
-    b_dec at the input, as in Anthropic's April-2024 recipe).
-  * `topk`  -> architecture "topk", `apply_b_dec_to_input = True`, `k`.
-  * `tied`  -> an equivalent untied "standard" SAE: `W_dec = W_encᵀ`, zero biases.
+Each architecture says how it maps (`Architecture.saelens_name`, `to_saelens`, `from_saelens`;
+SAELens v6 semantics):
+  * `relu`      -> "standard", `apply_b_dec_to_input = False` (Anthropic's April-2024 recipe).
+  * `topk`      -> "topk", `apply_b_dec_to_input = True`, `k`.
+  * `tied`      -> an equivalent untied "standard" SAE: `W_dec = W_encᵀ`, zero biases.
+  * `jumprelu`  -> "jumprelu" with its `threshold`, `apply_b_dec_to_input = False`.
+  * `batchtopk` -> "jumprelu" with θ for every latent, `apply_b_dec_to_input = True` (as SAELens
+    saves BatchTopK SAEs).
+Folders written by other tools load as relu ("standard"), topk or jumprelu; an
+`apply_b_dec_to_input` encoder is folded exactly into `b_enc` where ours does not subtract b_dec.
 A normalisation scale `c` (the SAE was trained on `c·x`) is folded into the weights as SAELens'
 `fold_activation_norm_scaling_factor` does (`W_enc·c`, `W_dec/c`, `b_dec/c`), so the exported SAE
 takes raw activations and `normalize_activations` is "none"; the scale is kept under
@@ -19,7 +24,7 @@ import pathlib
 import numpy as np
 
 from wsae_jax import _validate as V
-from wsae_jax import sae as sae_lib
+from wsae_jax import models
 
 CFG_FILENAME = "cfg.json"
 # cfg.json fields this reader uses (others are allowed and ignored).
@@ -27,14 +32,6 @@ CFG_REQUIRED = {"d_in": int, "d_sae": int}
 CFG_OPTIONAL = {"architecture": str, "apply_b_dec_to_input": bool, "k": int,
                 "normalize_activations": (str, type(None)), "wsae_jax": (dict, type(None))}
 WEIGHTS_FILENAME = "sae_weights.safetensors"
-
-
-def _to_untied(cfg, params) -> dict[str, np.ndarray]:
-  p = {k: np.asarray(v, np.float32) for k, v in params.items()}
-  if isinstance(cfg, sae_lib.TiedSAEConfig):
-    return {"W_enc": p["W_enc"], "W_dec": np.ascontiguousarray(p["W_enc"].T),
-            "b_enc": np.zeros(cfg.d_sae, np.float32), "b_dec": np.zeros(cfg.d_in, np.float32)}
-  return {k: np.ascontiguousarray(p[k]) for k in ("W_enc", "W_dec", "b_enc", "b_dec")}
 
 
 def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
@@ -49,31 +46,26 @@ def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
     metadata: extra SAELens `meta` fields (model_name, hook_name, hook_layer, context_size, ...).
   """
   from safetensors.numpy import save_file
-  if cfg.architecture not in ("tied", "relu", "topk"):
-    raise V.WSAEInputError(f"cannot export architecture {cfg.architecture!r}.")
-  w = _to_untied(cfg, params)
+  exported = models.get(cfg).to_saelens(cfg, params)
+  w = dict(exported.tensors)
   for name, arr in w.items():
     V.check_finite(f"params[{name!r}]", arr)
   if normalization_scale is not None:
     V.check_range("normalization_scale", normalization_scale, low=0.0, low_open=True)
     c = np.float32(normalization_scale)
-    w = {"W_enc": w["W_enc"] * c, "W_dec": w["W_dec"] / c, "b_enc": w["b_enc"],
-         "b_dec": w["b_dec"] / c}
+    # Pre-activations of c·x equal those of x under c·W_enc (and b_dec/c): thresholds unchanged.
+    w.update({"W_enc": w["W_enc"] * c, "W_dec": w["W_dec"] / c, "b_dec": w["b_dec"] / c})
   out = pathlib.Path(path)
   out.mkdir(parents=True, exist_ok=True)
   save_file(w, str(out / WEIGHTS_FILENAME))
-  topk = isinstance(cfg, sae_lib.TopKSAEConfig)
   cfg_json = {
-      "architecture": "topk" if topk else "standard",
+      "architecture": models.get(cfg).saelens_name,
       "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": "float32", "device": "cpu",
-      "apply_b_dec_to_input": topk, "normalize_activations": "none",
-      "reshape_activations": "none",
+      **exported.fields, "normalize_activations": "none", "reshape_activations": "none",
       "meta": {"model_name": None, "hook_name": None, "hook_layer": None,
                "context_size": None, **(metadata or {})},
       "wsae_jax": {"config": cfg.to_dict(), "normalization_scale": normalization_scale},
   }
-  if topk:
-    cfg_json["k"] = cfg.k
   (out / CFG_FILENAME).write_text(json.dumps(cfg_json, indent=2))
   return out
 
@@ -81,11 +73,12 @@ def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
 def load_saelens(path):
   """Reads a SAELens folder into `(config, params)` of this library.
 
-  "standard" SAEs with `apply_b_dec_to_input = True` are converted exactly by folding
-  `−b_dec W_enc` into `b_enc`. SAEs exported by `save_saelens` come back as they were saved (a
-  tied SAE returns as its untied equivalent; see `wsae_jax` in cfg.json for the original config).
+  Folders of other tools load as the default architecture of their SAELens name (standard ->
+  relu, topk, jumprelu); an encoder with `apply_b_dec_to_input = True` is converted exactly by
+  folding `−b_dec W_enc` into `b_enc` where ours does not subtract b_dec. SAEs exported by
+  `save_saelens` come back as they were saved (a tied SAE returns as its untied equivalent; see
+  `wsae_jax` in cfg.json for the original config).
   """
-  from safetensors.numpy import load_file
   folder = pathlib.Path(path)
   cfg_path, w_path = folder / CFG_FILENAME, folder / WEIGHTS_FILENAME
   for f in (cfg_path, w_path):
@@ -98,13 +91,35 @@ def load_saelens(path):
   # SAELens writes many more fields (model and hook names, dtype, device, …): those are allowed;
   # the ones read here must be present and well typed.
   V.check_fields(str(cfg_path), c, CFG_REQUIRED, CFG_OPTIONAL, allow_unknown=True)
-  arch = c.get("architecture") or "standard"
   d_in, d_sae = c["d_in"], c["d_sae"]
   for name, v in (("d_in", d_in), ("d_sae", d_sae)):
     if v < 1:
       raise V.WSAEInputError(f"{cfg_path}: field {name!r} must be >= 1, got {v}.")
-  if arch == "topk" and "k" not in c:
-    raise V.WSAEInputError(f"{cfg_path}: a topk SAE needs the field 'k' (active latents).")
+  w = _read_tensors(w_path, cfg_path, d_in, d_sae)
+  if (c.get("normalize_activations") or "none") != "none":
+    raise V.WSAEInputError(
+        f"{cfg_path}: normalize_activations={c['normalize_activations']!r} is not supported; fold "
+        f"the scaling factor into the weights first (SAELens: fold_activation_norm_scaling_factor).")
+  ours = (c.get("wsae_jax") or {}).get("config") or {}
+  if ours:
+    V.check_fields(f"{cfg_path}: wsae_jax.config", ours, {"architecture": str}, allow_unknown=True)
+    for name, v in (("d_in", d_in), ("d_sae", d_sae)):
+      if ours.get(name, v) != v:
+        raise V.WSAEInputError(f"{cfg_path}: wsae_jax.config.{name} = {ours[name]!r} contradicts "
+                               f"{name} = {v}; the file was edited inconsistently.")
+  try:
+    arch = models.for_saelens(c.get("architecture") or "standard", ours)
+  except V.WSAEInputError as e:
+    raise V.WSAEInputError(f"{cfg_path}: {e}") from None
+  try:
+    return arch.from_saelens(c, w, ours)
+  except V.WSAEInputError as e:
+    raise V.WSAEInputError(f"{cfg_path}: {e}") from None
+
+
+def _read_tensors(w_path, cfg_path, d_in: int, d_sae: int) -> dict[str, np.ndarray]:
+  """The folder's tensors as float32, each checked: float dtype, finite, SAELens shapes."""
+  from safetensors.numpy import load_file
   try:
     w = load_file(str(w_path))
   except Exception as e:  # safetensors raises its own error types for truncated/garbage files
@@ -115,14 +130,12 @@ def load_saelens(path):
   if missing:
     raise V.WSAEInputError(f"{w_path} lacks {sorted(missing)}.")
   want = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_enc": (d_sae,), "b_dec": (d_in,)}
-  for name, shape in want.items():
-    if name not in w:
-      continue
+  for name in sorted(w, key=lambda n: (n not in want, list(want).index(n) if n in want else 0, n)):
     arr = w[name]
-    if arr.shape != shape:
+    if name in want and arr.shape != want[name]:
       raise V.WSAEInputError(
           f"{w_path}: {name} has shape {arr.shape}, but {cfg_path.name} (d_in={d_in}, "
-          f"d_sae={d_sae}) requires {shape}. The config and the weights disagree.")
+          f"d_sae={d_sae}) requires {want[name]}. The config and the weights disagree.")
     if not np.issubdtype(arr.dtype, np.floating):
       raise V.WSAEInputError(f"{w_path}: {name} has dtype {arr.dtype}; weights must be floats.")
     bad = ~np.isfinite(arr)
@@ -130,37 +143,4 @@ def load_saelens(path):
       raise V.WSAEInputError(
           f"{w_path}: {name} holds {int(bad.sum())} non-finite value(s) (NaN/inf), the first at "
           f"index {tuple(int(i) for i in np.argwhere(bad)[0])}; the SAE is broken.")
-  if (c.get("normalize_activations") or "none") != "none":
-    raise V.WSAEInputError(
-        f"{cfg_path}: normalize_activations={c['normalize_activations']!r} is not supported; fold "
-        f"the scaling factor into the weights first (SAELens: fold_activation_norm_scaling_factor).")
-  params = {"W_enc": w["W_enc"], "W_dec": w["W_dec"],
-            "b_enc": w.get("b_enc", np.zeros(d_sae, np.float32)), "b_dec": w["b_dec"]}
-  params = {k: np.asarray(v, np.float32) for k, v in params.items()}
-  ours = (c.get("wsae_jax") or {}).get("config") or {}
-  if ours:
-    V.check_fields(f"{cfg_path}: wsae_jax.config", ours, {"architecture": str}, allow_unknown=True)
-    for name, v in (("d_in", d_in), ("d_sae", d_sae)):
-      if ours.get(name, v) != v:
-        raise V.WSAEInputError(f"{cfg_path}: wsae_jax.config.{name} = {ours[name]!r} contradicts "
-                               f"{name} = {v}; the file was edited inconsistently.")
-  if arch == "standard":
-    if c.get("apply_b_dec_to_input", True):
-      params["b_enc"] = params["b_enc"] - params["b_dec"] @ params["W_enc"]
-    if ours.get("architecture") == "relu":  # written by save_saelens: keep its training fields
-      cfg = sae_lib.config_from_dict(ours, f"{cfg_path}: wsae_jax.config")
-    else:
-      cfg = sae_lib.ReLUSAEConfig(d_in=d_in, d_sae=d_sae)
-  elif arch == "topk":
-    if not c.get("apply_b_dec_to_input", True):
-      raise V.WSAEInputError(
-          f"{cfg_path}: a topk SAE without apply_b_dec_to_input cannot be represented exactly "
-          f"(our Top-k subtracts b_dec at the input).")
-    extra = {k: v for k, v in ours.items() if k not in ("d_in", "d_sae", "k")} \
-        if ours.get("architecture") == "topk" else {"architecture": "topk"}
-    cfg = sae_lib.config_from_dict({**extra, "d_in": d_in, "d_sae": d_sae, "k": c["k"]},
-                                   str(cfg_path))
-  else:
-    raise V.WSAEInputError(
-        f"{cfg_path}: architecture {arch!r} is not supported (standard and topk are).")
-  return cfg, params
+  return {k: np.asarray(v, np.float32) for k, v in w.items()}

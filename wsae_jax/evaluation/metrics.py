@@ -15,7 +15,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from wsae_jax import _validate as V
-from wsae_jax import sae as sae_lib
+from wsae_jax import models
+from wsae_jax.objectives.reconstruction import reconstruction_loss
 
 
 def _unit(v, axis):
@@ -105,7 +106,7 @@ def features_per_latent(sae_cfg, params, W_p_PxN, *, magnitude: float = 1.0,
   feature activates (a latent nothing activates explains no feature).
   """
   W_p = jnp.asarray(W_p_PxN, jnp.float32)
-  z_NxM = np.asarray(sae_lib.encode(sae_cfg, params, magnitude * W_p.T))
+  z_NxM = np.asarray(models.encode(sae_cfg, params, magnitude * W_p.T))
   counts_M = (z_NxM > threshold).sum(axis=0)
   alive = counts_M > 0
   return float(counts_M[alive].mean()) if alive.any() else 0.0
@@ -121,7 +122,7 @@ def features_per_latent_relative(sae_cfg, params, W_p_PxN, *, tau: float = 0.5,
   """
   V.check_range("tau", tau, low=0.0, high=1.0, high_open=True)
   W_p = jnp.asarray(W_p_PxN, jnp.float32)
-  z_NxM = np.asarray(sae_lib.encode(sae_cfg, params, magnitude * W_p.T), np.float64)
+  z_NxM = np.asarray(models.encode(sae_cfg, params, magnitude * W_p.T), np.float64)
   top_M = z_NxM.max(axis=0)
   alive = top_M > 0
   counts_M = (z_NxM > tau * top_M[None, :]).sum(axis=0)
@@ -145,8 +146,8 @@ def features_per_latent_data(sae_cfg, params, x_BxN, W_p_PxN, *, tau: float = 0.
   for s in range(0, x.shape[0], chunk):
     xb = x[s:s + chunk]
     x_p = jnp.asarray(xb @ W_p.T)
-    pre = np.asarray(sae_lib.pre_activations(sae_cfg, params, x_p), np.float32)
-    z = np.asarray(sae_lib.encode(sae_cfg, params, x_p))
+    pre = np.asarray(models.pre_activations(sae_cfg, params, x_p), np.float32)
+    z = np.asarray(models.encode(sae_cfg, params, x_p))
     fires = z > 0
     contrib_BxNxM = xb[:, :, None] * G_NxM[None]
     counts = (contrib_BxNxM > tau * pre[:, None, :]).sum(axis=1)
@@ -220,17 +221,17 @@ def shrinkage_vanishing(x_BxN, x_m_BxN) -> tuple[np.ndarray, np.ndarray]:
 
 def evaluate(sae_cfg, params, x_BxN, W_p_PxN, *, gamma=None) -> dict:
   """Every metric of a trained SAE on a held-out sample from a known superposition problem."""
-  from wsae_jax import losses  # local: metrics is importable without the loss code.
+
   W_p = np.asarray(W_p_PxN, np.float32)
   x_p = jnp.asarray(np.asarray(x_BxN, np.float32) @ W_p.T)
-  z, x_hat = jax.device_get(sae_lib.forward(sae_cfg, params, x_p))
-  dirs = np.asarray(sae_lib.decoder_matrix(sae_cfg, params))
+  z, x_hat = jax.device_get(models.forward(sae_cfg, params, x_p))
+  dirs = np.asarray(models.decoder_matrix(sae_cfg, params))
   m = match_latents(dirs, W_p)
   shrink, vanish = shrinkage_vanishing(x_BxN, matched_latents(z, m))
   lv = latent_variance(matched_latents(z, m))
   return {
-      "l_sae": float(losses.reconstruction_loss(x_p, x_hat, gamma)[0]),
-      "mse": float(losses.reconstruction_loss(x_p, x_hat)[0]),
+      "l_sae": float(reconstruction_loss(x_p, x_hat, gamma)[0]),
+      "mse": float(reconstruction_loss(x_p, x_hat)[0]),
       "l_gt": gt_loss(x_BxN, z, m),
       "mmcs": mmcs(dirs, W_p),
       "match_cos": m.mean_cos,

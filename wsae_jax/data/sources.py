@@ -15,7 +15,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 
 from wsae_jax import _validate as V
-from wsae_jax import superposition as sp
+from wsae_jax.data import superposition as sp
 
 
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")

@@ -6,6 +6,19 @@ import argparse
 import sys
 
 from wsae_jax import _validate as V
+from wsae_jax import models
+
+# Command-line flag of each architecture hyperparameter (`Architecture.hyperparameters`; a test
+# checks that every registered one has a flag).
+HYPERPARAMETER_FLAGS = {"k": "--k", "l1_coefficient": "--l1", "l0_coefficient": "--l0"}
+
+
+def _int_or_float(text: str):
+  try:
+    v = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+  return int(v) if v.is_integer() else v
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -16,7 +29,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def _add_demo(sub):
-  from wsae_jax.demo import GEOMETRIES, DemoConfig
+  from wsae_jax.app.demo import GEOMETRIES, DemoConfig
   d = DemoConfig()
   p = sub.add_parser(
       "demo", help="train an SAE and a WSAE on a superposition problem; write demo.json + demo.png",
@@ -31,7 +44,7 @@ def _add_demo(sub):
   p.add_argument("--sparsities", type=_floats, default=d.sparsities,
                  help="comma-separated feature sparsities S in [0, 1)")
   p.add_argument("--alpha", type=float, default=d.alpha, help="WSAE exponent α >= 0")
-  p.add_argument("--arch", dest="architecture", choices=("tied", "relu", "topk"),
+  p.add_argument("--arch", dest="architecture", choices=sorted(models.ARCHITECTURES),
                  default=d.architecture, help="SAE architecture (tied = the paper's theory SAE)")
   p.add_argument("--steps", type=int, default=d.steps, help="training steps per SAE")
   p.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per step")
@@ -44,11 +57,11 @@ def _add_demo(sub):
 
 
 def _run_demo(args):
-  from wsae_jax import demo
+  from wsae_jax.app import demo
   fields = {f: getattr(args, f) for f in ("out", "geometry", "sparsities", "alpha", "architecture",
                                           "steps", "batch_size", "learning_rate", "seeds",
                                           "eval_samples")}
-  demo.run(demo.DemoConfig(**fields), progress=not args.no_progress)
+  demo.run_demo(demo.DemoConfig(**fields), progress=not args.no_progress)
 
 
 def _add_theory(sub):
@@ -59,14 +72,7 @@ def _add_theory(sub):
       "the paper's closed-form SAE, its L_SAE, L_GT and the Thm 4/5 gap, and which identifiability "
       "conditions hold.",
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  p.add_argument("--geometry", choices=("polygon", "random", "toy"), default="polygon",
-                 help="polygon: k-gons in orthogonal planes plus monosemantic dims; random: unit "
-                 "Gaussian directions; toy: a trained Elhage toy model")
-  p.add_argument("--planes", type=int, default=4, help="polygon: number of 2-D planes")
-  p.add_argument("--k", type=int, default=3, help="polygon: features per plane (2 digon, 3 triangle…)")
-  p.add_argument("--mono", type=int, default=2, help="polygon: monosemantic dimensions")
-  p.add_argument("--n", type=int, default=40, help="random/toy: number of true features")
-  p.add_argument("--n-p", type=int, default=20, help="random/toy: observed dimensions")
+  _add_problem(p)
   p.add_argument("--sparsity", type=float, default=0.9, help="feature sparsity S in [0, 1)")
   p.add_argument("--d-sae", type=int, default=None, help="SAE width (default: n)")
   p.add_argument("--alpha", type=float, default=None,
@@ -77,13 +83,34 @@ def _add_theory(sub):
   p.set_defaults(func=_run_theory)
 
 
+def _add_problem(group) -> None:
+  """The synthetic W_p flags (`wsae_jax.data.problems`), the same in every command."""
+  from wsae_jax.data.problems import GEOMETRIES, Problem
+  d = Problem()
+  group.add_argument("--geometry", choices=GEOMETRIES, default=d.geometry,
+                     help="polygon: k-gons in orthogonal 2-D planes plus monosemantic dimensions; "
+                     "random: unit Gaussian directions; toy: a trained Elhage toy model")
+  group.add_argument("--planes", type=int, default=d.planes, help="polygon: 2-D planes")
+  group.add_argument("--polygon-k", type=int, default=d.polygon_k,
+                     help="polygon: features per plane (2 digon, 3 triangle, ...)")
+  group.add_argument("--mono", type=int, default=d.mono, help="polygon: monosemantic dimensions")
+  group.add_argument("--n", type=int, default=d.n, help="random/toy: true features")
+  group.add_argument("--n-p", type=int, default=d.n_p, help="random/toy: observed dimensions")
+
+
+def _problem(args, seed: int):
+  from wsae_jax.data.problems import Problem
+  return Problem(geometry=args.geometry, planes=args.planes, polygon_k=args.polygon_k,
+                 mono=args.mono, n=args.n, n_p=args.n_p, sparsity=args.sparsity, seed=seed)
+
+
 def _run_theory(args):
   import json
 
   import jax
   import numpy as np
 
-  from wsae_jax import closed_form, superposition as sp
+  from wsae_jax.theory import closed_form
   V.check_range("sparsity", args.sparsity, low=0.0, high=1.0, high_open=True)
   if args.json:  # checked before the Monte-Carlo work, not after
     import pathlib
@@ -91,16 +118,8 @@ def _run_theory(args):
       raise V.WSAEInputError(f"--json {args.json!r} is a folder; pass a file path.")
     V.check_writable_dir(pathlib.Path(args.json).absolute().parent, "--json folder")
   key = jax.random.key(args.seed)
-  if args.geometry == "polygon":
-    W = sp.polygon_matrix(args.planes, args.k, n_mono=args.mono)
-    labels = [f"plane {j // args.k} #{j % args.k}" for j in range(args.planes * args.k)]
-    labels += [f"mono {m}" for m in range(args.mono)]
-  elif args.geometry == "random":
-    W = np.asarray(sp.random_matrix(key, args.n_p, args.n))
-    labels = [f"feature {j}" for j in range(args.n)]
-  else:
-    W = sp.toy_model_matrix(key, args.n, args.n_p, args.sparsity)
-    labels = [f"feature {j}" for j in range(args.n)]
+  problem = _problem(args, args.seed)
+  W, labels = problem.matrix(), problem.feature_labels()
   n = W.shape[1]
   gamma = None if args.alpha is None else np.asarray(closed_form.model_variance_weights(W, args.alpha))
   d = closed_form.diagnose(W, args.sparsity, args.d_sae or n, key=jax.random.fold_in(key, 1),
@@ -137,7 +156,7 @@ def _add_resume_overwrite(group, resume_help: str, overwrite_help: str) -> None:
 
 
 def _add_sweep(sub):
-  from wsae_jax.sweep import SWEEP_FILE_DOC
+  from wsae_jax.app.sweep_file import SWEEP_FILE_DOC
   p = sub.add_parser(
       "sweep", help="train a whole hyperparameter sweep as one compiled program",
       description="Trains every member of the grid a sweep file describes together (vmap over "
@@ -154,8 +173,8 @@ def _add_sweep(sub):
 
 
 def _run_sweep(args):
-  from wsae_jax import sweep
-  res = sweep.run_sweep_file(args.config, progress=not args.no_progress, resume=args.resume,
+  from wsae_jax.app import sweep_file
+  res, _ = sweep_file.run_sweep_file(args.config, progress=not args.no_progress, resume=args.resume,
                              overwrite=args.overwrite)
   if res.diverged:
     print(f"wsae sweep: {len(res.diverged)} member(s) diverged (member: step) {res.diverged}; "
@@ -190,21 +209,21 @@ def _add_train(sub):
                    help="activations: rows shuffled together in memory")
   src.add_argument("--no-validate", action="store_true",
                    help="activations: skip the up-front NaN/inf scan of every shard")
-  src.add_argument("--geometry", choices=("polygon", "random", "toy"), default="polygon",
-                   help="synthetic W_p when no --activations is given")
-  src.add_argument("--planes", type=int, default=8, help="polygon: 2-D planes")
-  src.add_argument("--polygon-k", type=int, default=3, help="polygon: features per plane")
-  src.add_argument("--mono", type=int, default=4, help="polygon: monosemantic dimensions")
-  src.add_argument("--n", type=int, default=40, help="random/toy: true features")
-  src.add_argument("--n-p", type=int, default=20, help="random/toy: observed dimensions")
+  _add_problem(src)
   src.add_argument("--sparsity", type=float, default=0.9, help="synthetic: feature sparsity S")
   src.add_argument("--data-seed", type=int, default=0, help="seed of the data stream")
   m = p.add_argument_group("model")
-  m.add_argument("--arch", choices=("tied", "relu", "topk"), default="tied", help="SAE architecture")
+  m.add_argument("--arch", choices=sorted(models.ARCHITECTURES), default="tied",
+                 help="SAE architecture (README: the table of architectures)")
   m.add_argument("--d-sae", type=int, default=None, help="latents (default: n for synthetic data, "
                  "8 x d_in for activations)")
-  m.add_argument("--k", type=int, default=32, help="topk: active latents")
-  m.add_argument("--l1", type=float, default=1e-3, help="relu: L1 coefficient")
+  m.add_argument("--k", type=_int_or_float, default=None,
+                 help="topk: active latents per row; batchtopk: their mean over a batch "
+                 "(default: the config's, 32)")
+  m.add_argument("--l1", dest="l1_coefficient", type=float, default=None,
+                 help="relu: L1 coefficient (default 1e-3)")
+  m.add_argument("--l0", dest="l0_coefficient", type=float, default=None,
+                 help="jumprelu: L0 coefficient (default 1e-2)")
   m.add_argument("--alpha", type=float, default=None,
                  help="WSAE: the exponent of γ (default: plain SAE)")
   m.add_argument("--gamma", default="variance",
@@ -267,15 +286,6 @@ def _check_run_folder(out, *, resume: bool, overwrite: bool) -> list:
   return ours
 
 
-def _write_json(path, obj) -> None:
-  """Writes JSON atomically (a temporary file renamed over the target)."""
-  import json
-  import os
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=2))
-  os.replace(tmp, path)
-
-
 def _load_gamma(path, d_in: int):
   import numpy as np
   try:
@@ -287,6 +297,20 @@ def _load_gamma(path, d_in: int):
   return np.asarray(gamma, np.float32)
 
 
+def _hyperparameters(args) -> dict:
+  """The architecture's hyperparameters given on the command line; a flag meant for another
+  architecture is refused rather than ignored."""
+  from wsae_jax import models
+  names = {h.name for h in models.get(args.arch).hyperparameters}
+  given = {n: getattr(args, n) for n in HYPERPARAMETER_FLAGS if getattr(args, n) is not None}
+  stray = sorted(HYPERPARAMETER_FLAGS[n] for n in set(given) - names)
+  if stray:
+    raise V.WSAEInputError(
+        f"{', '.join(stray)} do{'es' if len(stray) == 1 else ''} not apply to {args.arch} SAEs "
+        f"(they take {', '.join(HYPERPARAMETER_FLAGS[n] for n in sorted(names)) or 'none'}).")
+  return given
+
+
 def _run_train(args):
   import json
   import pathlib
@@ -295,7 +319,13 @@ def _run_train(args):
   import jax
   import numpy as np
 
-  from wsae_jax import checkpoint, data, io, sae, superposition as sp, train, weights
+  from wsae_jax import models
+  from wsae_jax.data import problems, sources, superposition
+  from wsae_jax.objectives import weights
+  from wsae_jax.storage import records, saelens
+  from wsae_jax.storage.checkpoint import Checkpointer
+  from wsae_jax.training import run, trainer
+  from wsae_jax.training.config import TrainConfig
   out = pathlib.Path(args.out)
   existing = _check_run_folder(out, resume=args.resume, overwrite=args.overwrite)
   if args.d_sae is not None:
@@ -309,7 +339,7 @@ def _run_train(args):
                            "--activations.")
   scale = None
   if args.activations:
-    from wsae_jax.activations import ActivationStore
+    from wsae_jax.data.store import ActivationStore
     source = ActivationStore(args.activations, args.batch_size, seed=args.data_seed,
                              buffer_tokens=args.buffer_tokens, normalize=args.normalize,
                              drop_first_position=False if args.keep_first_position else None,
@@ -322,20 +352,12 @@ def _run_train(args):
           f"{source.metadata.get('layer', '?')}); {source.steps_per_epoch} steps per epoch"
           + (f"; normalisation scale {scale:.4g}" if scale else ""))
   else:
-    key = jax.random.key(args.data_seed)
-    if args.geometry == "polygon":
-      W = sp.polygon_matrix(args.planes, args.polygon_k, n_mono=args.mono)
-    elif args.geometry == "random":
-      W = np.asarray(sp.random_matrix(key, args.n_p, args.n))
-    else:
-      W = sp.toy_model_matrix(key, args.n, args.n_p, args.sparsity)
-    source = data.SyntheticSource(W, args.sparsity, args.batch_size, seed=args.data_seed)
+    W = _problem(args, args.data_seed).matrix()
+    source = sources.SyntheticSource(W, args.sparsity, args.batch_size, seed=args.data_seed)
     d_in, d_sae = W.shape[0], W.shape[1] if args.d_sae is None else args.d_sae
-    sample = np.asarray(source.sample(2**30, 8192)[1])
-  extra = {"k": args.k} if args.arch == "topk" else {"l1_coefficient": args.l1} \
-      if args.arch == "relu" else {}
-  cfg = sae.make_config(args.arch, d_in=d_in, d_sae=d_sae, **extra)
-  tc = train.TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+    sample = np.asarray(source.sample(problems.HELD_OUT_STEP, 8192)[1])
+  cfg = models.make_config(args.arch, d_in=d_in, d_sae=d_sae, **_hyperparameters(args))
+  tc = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                          seed=args.seed, log_every=args.log_every,
                          warmup_steps=min(100, args.steps // 10))
   gamma = None
@@ -346,7 +368,8 @@ def _run_train(args):
       if from_file:
         gamma = _load_gamma(args.gamma, d_in)
       elif args.gamma == "oracle":
-        gamma = weights.weights_from_polysemanticity(sp.participation_ratio(W), args.alpha)
+        gamma = weights.weights_from_polysemanticity(superposition.participation_ratio(W),
+                                                     args.alpha)
       else:
         gamma = weights.gamma_from_sample(args.gamma, sample, args.alpha)
     report = weights.gamma_report(gamma)
@@ -366,7 +389,7 @@ def _run_train(args):
   V.check_int("--checkpoint-every", args.checkpoint_every, low=1)
   V.check_int("--keep", args.keep, low=1)
   # The run's identity: compared with OUT/run.json before any checkpoint is touched.
-  meta = checkpoint.run_meta(cfg, tc, gamma=gamma, data=data.describe(source), scale=scale)
+  meta = run.run_meta(cfg, tc, gamma=gamma, data=sources.describe(source), scale=scale)
   run_file = out / "run.json"
   if args.resume and run_file.exists():
     try:
@@ -375,22 +398,22 @@ def _run_train(args):
       raise V.WSAEInputError(f"{run_file} cannot be read ({e}); the run folder is damaged. Start "
                              f"afresh with --overwrite or in another folder.") from None
     V.check_fields(str(run_file), saved, {}, allow_unknown=True)
-    checkpoint.check_compatible(saved, meta, f"the run in {out} ({run_file.name})")
+    run.check_compatible(saved, meta, f"the run in {out} ({run_file.name})")
   if args.overwrite:  # every input check has passed: only now is the old run removed
     for entry in existing:
       shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-  _write_json(run_file, {k: v for k, v in checkpoint._clean(meta).items()})
-  ck = checkpoint.Checkpointer(out / "checkpoints", every=args.checkpoint_every, keep=args.keep)
+  records.write_json(run_file, meta)
+  ck = Checkpointer(out / "checkpoints", every=args.checkpoint_every, keep=args.keep)
   try:
-    state, hist = train.train(cfg, tc, source, gamma=gamma, checkpointer=ck, resume=args.resume,
+    state, hist = trainer.train(cfg, tc, source, gamma=gamma, checkpointer=ck, resume=args.resume,
                               progress=not args.no_progress, normalization_scale=scale)
   finally:
     ck.close()
     if hasattr(source, "close"):
       source.close()
-  _write_json(out / "history.json",
+  records.write_json(out / "history.json",
               {"records": hist.records, "diverged_at": hist.diverged_at, "seconds": hist.seconds})
-  io.save_saelens(out / "sae", cfg, jax.device_get(state.params), normalization_scale=scale)
+  saelens.save_saelens(out / "sae", cfg, jax.device_get(state.params), normalization_scale=scale)
   print(f"trained to step {int(state.step)}; wrote {out / 'sae'} (SAELens format), "
         f"{out / 'history.json'} and checkpoints in {out / 'checkpoints'}")
   if hist.diverged_at is not None:
@@ -416,7 +439,8 @@ def _run_export(args):
 
   import jax
 
-  from wsae_jax import checkpoint, io
+  from wsae_jax.storage import saelens
+  from wsae_jax.training import run as run_lib
   run = pathlib.Path(args.run)
   if not (run / "checkpoints").is_dir():
     raise V.WSAEInputError(f"{str(run)!r} is not a run folder of `wsae train` (it has no "
@@ -426,8 +450,8 @@ def _run_export(args):
     raise V.WSAEInputError(f"--out {str(target)!r} already exists and is not empty; pass "
                            f"--overwrite to replace it, or choose another folder.")
   V.check_writable_dir(target, "--out")
-  cfg, params, meta = checkpoint.load_params(run / "checkpoints")
-  out = io.save_saelens(target, cfg, jax.device_get(params),
+  cfg, params, meta = run_lib.load_params(run / "checkpoints")
+  out = saelens.save_saelens(target, cfg, jax.device_get(params),
                         normalization_scale=meta.get("normalization_scale"))
   print(f"exported step {meta['step']} of {run} to {out}")
 

@@ -11,15 +11,16 @@ import jax
 import numpy as np
 
 from wsae_jax import _validate as V
-from wsae_jax import data as data_lib
-from wsae_jax import metrics
-from wsae_jax import sae as sae_lib
-from wsae_jax import superposition as sp
-from wsae_jax import train as train_lib
-from wsae_jax import weights
+from wsae_jax import models
+from wsae_jax.app import plots
+from wsae_jax.data import problems
+from wsae_jax.data import sources as data_lib
+from wsae_jax.evaluation import metrics
+from wsae_jax.objectives import weights
+from wsae_jax.training import trainer as train_lib
+from wsae_jax.training.config import TrainConfig
 
 GEOMETRIES = ("polygon", "toy", "random")
-_HELD_OUT_STEP = 2**30  # data steps past any training run: a held-out sample.
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -35,7 +36,7 @@ class DemoConfig:
   alpha: float = 1.0
   """WSAE exponent: γ_i = Var(x_p,i)^α."""
   architecture: str = "tied"
-  """SAE architecture: 'tied' (the theory's SAE), 'relu' or 'topk'."""
+  """SAE architecture: 'tied' (the theory's SAE) or any other registered one (relu, topk, ...)."""
   steps: int = 3000
   """Training steps per SAE."""
   batch_size: int = 1024
@@ -55,41 +56,43 @@ class DemoConfig:
     for s in self.sparsities:
       V.check_range("sparsity", s, low=0.0, high=1.0, high_open=True)
     V.check_range("alpha", self.alpha, low=0.0)
-    if self.architecture not in sae_lib.ARCHITECTURES:
+    if self.architecture not in models.ARCHITECTURES:
       raise V.WSAEInputError(
-          f"architecture must be one of {sorted(sae_lib.ARCHITECTURES)}, got {self.architecture!r}.")
+          f"architecture must be one of {sorted(models.ARCHITECTURES)}, got {self.architecture!r}.")
     V.check_int("seeds", self.seeds, low=1)
     V.check_int("eval_samples", self.eval_samples, low=16)
 
 
 def build_problem(geometry: str, sparsity: float, seed: int = 0) -> np.ndarray:
-  """The demo's W_p: 20 observed dimensions, as in the paper's synthetic setting."""
-  if geometry == "polygon":
-    return sp.polygon_matrix(8, 3, n_mono=4)  # n_p = 20, n = 28.
-  if geometry == "toy":
-    return sp.toy_model_matrix(jax.random.key(seed), 40, 20, sparsity, steps=2000)
-  return np.asarray(sp.random_matrix(jax.random.key(seed), 20, 40))
+  """The demo's W_p: 20 observed dimensions, as in the paper's synthetic setting (polygon: 8
+  triangles and 4 monosemantic dimensions, n = 28; toy and random: n = 40)."""
+  return problems.build(geometry, sparsity=sparsity, seed=seed, toy_steps=2000)
 
 
-def run(cfg: DemoConfig, *, progress: bool = True, echo=print) -> dict:
+def sae_config(architecture: str, W_p, sparsity: float) -> models.SAEConfig:
+  """The demo's SAE for W_p: d_sae = n; architectures that take k (active latents) get the
+  expected number of active features, (1 − S)·n."""
+  n_p, n = np.shape(W_p)
+  active = max(1, min(n, round((1 - sparsity) * n)))
+  takes_k = any(h.name == "k" for h in models.get(architecture).hyperparameters)
+  return models.make_config(architecture, d_in=n_p, d_sae=n, **({"k": active} if takes_k else {}))
+
+
+def run_demo(cfg: DemoConfig, *, progress: bool = True, echo=print) -> dict:
   """Trains the SAE and the WSAE at each sparsity; returns the results written to demo.json."""
   out = pathlib.Path(cfg.out)
   V.check_writable_dir(out, "--out")
   t0 = time.perf_counter()
-  tc = train_lib.TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size,
+  tc = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size,
                              learning_rate=cfg.learning_rate, warmup_steps=min(100, cfg.steps // 10),
                              log_every=max(cfg.steps // 20, 1))
   rows = []
   for sparsity in cfg.sparsities:
     W_p = build_problem(cfg.geometry, sparsity)
-    n_p, n = W_p.shape
-    sae_kwargs = {"d_in": n_p, "d_sae": n}
-    if cfg.architecture == "topk":
-      sae_kwargs["k"] = max(1, min(n, round((1 - sparsity) * n)))
-    sae_cfg = sae_lib.make_config(cfg.architecture, **sae_kwargs)
+    sae_cfg = sae_config(cfg.architecture, W_p, sparsity)
     for seed in range(cfg.seeds):
       source = data_lib.SyntheticSource(W_p, sparsity, cfg.batch_size, seed=seed)
-      x_eval, x_p_eval = source.sample(_HELD_OUT_STEP, cfg.eval_samples)
+      x_eval, x_p_eval = source.sample(problems.HELD_OUT_STEP, cfg.eval_samples)
       gamma = weights.variance_weights(np.asarray(x_p_eval), cfg.alpha)
       for model, g in (("SAE", None), ("WSAE", gamma)):
         state, hist = train_lib.train(
@@ -102,7 +105,8 @@ def run(cfg: DemoConfig, *, progress: bool = True, echo=print) -> dict:
   result = {"config": dataclasses.asdict(cfg), "devices": [str(d) for d in jax.devices()],
             "rows": rows, "summary": summary, "seconds": time.perf_counter() - t0}
   (out / "demo.json").write_text(json.dumps(result, indent=2))
-  _plot(summary, out / "demo.png", cfg)
+  plots.demo_summary(summary, out / "demo.png", alpha=cfg.alpha,
+             title=f"{cfg.architecture} SAE vs WSAE, {cfg.geometry} W_p, {cfg.seeds} seed(s)")
   echo(format_table(summary))
   echo(f"\nwrote {out / 'demo.json'} and {out / 'demo.png'} in {result['seconds']:.1f} s")
   return result
@@ -133,27 +137,3 @@ def format_table(summary) -> str:
                  f"{e['mmcs']:>6.3f} {e['features_per_latent']:>8.2f} {e['shrinkage']:>7.3f} "
                  f"{e['vanishing']:>7.3f} {e['l0']:>6.2f}")
   return "\n".join(lines)
-
-
-def _plot(summary, path, cfg):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  panels = (("l_gt", "L_GT (after matching)"), ("mse", "x_p reconstruction (L_SAE)"),
-            ("mmcs", "MMCS"), ("features_per_latent", "features per latent"))
-  fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
-  for ax, (key, title) in zip(axes, panels):
-    for model, colour in (("SAE", "tab:blue"), ("WSAE", "tab:orange")):
-      es = [e for e in summary if e["model"] == model]
-      ax.errorbar([e["sparsity"] for e in es], [e[key] for e in es],
-                  yerr=[e[key + "_std"] for e in es], marker="o", capsize=3, color=colour,
-                  label=model if model == "SAE" else f"WSAE (α={cfg.alpha})")
-    ax.set_title(title)
-    ax.set_xlabel("sparsity S")
-    ax.set_ylim(bottom=0)  # honest axes: start at zero.
-    ax.grid(alpha=0.3)
-  axes[0].legend()
-  fig.suptitle(f"{cfg.architecture} SAE vs WSAE, {cfg.geometry} W_p, {cfg.seeds} seed(s)")
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)

@@ -10,7 +10,7 @@ Hugging Face's numbering: the residual stream after ``L + 1`` blocks.
 
     model, tok = load_model(smollm2_gguf_path())
     contexts = tokenize_contexts(tok, read_corpus("janeaustenr"), 256)
-    harvest(model, contexts, layer=15, out_dir="acts/smollm2-l15")
+    harvest_to_store(model, contexts, layer=15, out_dir="acts/smollm2-l15")
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from wsae_jax import _validate as V
-from wsae_jax.activations import ActivationWriter
+from wsae_jax.data.store import ActivationWriter
 
 __all__ = ["SMOLLM2_GGUF", "JANEAUSTENR_DIRS", "smollm2_gguf_path", "load_model", "read_corpus",
            "janeausten_texts", "tokenize_contexts", "decoder_blocks", "layer_activations",
@@ -89,7 +89,7 @@ def janeausten_texts(root=None) -> dict[str, str]:
   ``root`` is the package folder (``.../site-library/janeaustenr``); default: the Debian location,
   or wherever ``dpkg-deb -x`` unpacked it (pass that folder).
   """
-  from wsae_jax.rdata import read_lazyload
+  from wsae_jax.lm.rdata import read_lazyload
   candidates = [pathlib.Path(root)] if root else [pathlib.Path(d) for d in JANEAUSTENR_DIRS]
   for c in candidates:
     for base in (c / "data" / "Rdata", c / "usr/lib/R/site-library/janeaustenr/data/Rdata"):
@@ -193,7 +193,7 @@ def layer_activations(model, ids_BxT, layer: int) -> np.ndarray:
   return captured["h"].float().cpu().numpy()
 
 
-def harvest(model, contexts_NxT, layer: int, out_dir, *, contexts_per_shard: int = 64,
+def harvest_to_store(model, contexts_NxT, layer: int, out_dir, *, contexts_per_shard: int = 64,
             batch_size: int = 16, dtype: str = "float16", progress: bool = True,
             info: dict | None = None) -> dict:
   """Writes the block-``layer`` output of every context as shards in ``out_dir``.

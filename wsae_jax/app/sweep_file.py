@@ -1,0 +1,218 @@
+"""Sweep files (`wsae sweep CONFIG.toml`): read and check one, run it, write its results.
+
+Writes `sweep.json` (the table, histories, diverged members), `sweep.csv` (the table) and
+`sweep.png` (the Pareto front), and checkpoints in `checkpoints/`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+
+import jax
+import numpy as np
+
+from wsae_jax import _validate as V
+from wsae_jax import models
+from wsae_jax.app import plots
+from wsae_jax.data import problems, store
+from wsae_jax.data import superposition as sp
+from wsae_jax.evaluation import scoring
+from wsae_jax.storage import records
+from wsae_jax.storage.checkpoint import Checkpointer
+from wsae_jax.training import sweep
+from wsae_jax.training.config import TrainConfig
+
+
+def write_results(res: sweep.SweepResult, rows: list[dict], folder) -> tuple[pathlib.Path, pathlib.Path]:
+  """Writes `sweep.json` (everything) and `sweep.csv` (the table) into `folder`."""
+  folder = pathlib.Path(folder)
+  folder.mkdir(parents=True, exist_ok=True)
+  js, cs = folder / "sweep.json", folder / "sweep.csv"
+  records.write_json(js, {"sae_config": res.sae_cfg.to_dict(), "rows": rows,
+                          "histories": res.histories, "diverged": res.diverged,
+                          "seconds": res.seconds})
+  cols = list(dict.fromkeys(k for r in rows for k in r))
+  with cs.open("w", newline="") as f:
+    wr = csv.DictWriter(f, fieldnames=cols)
+    wr.writeheader()
+    for r in rows:  # list-valued cells (per-feature metrics) as JSON text
+      wr.writerow({k: json.dumps(records.clean(v)) if isinstance(v, (np.ndarray, list))
+                   else records.jsonable(v) for k, v in r.items()})
+  return js, cs
+
+
+SWEEP_FILE_DOC = """\
+A sweep file is TOML (or the same structure in JSON) with these tables:
+
+  [sae]      architecture = "tied" | "relu" | "topk" | "jumprelu" | "batchtopk", d_sae, and that
+             config's other fields
+             (k, l1_coefficient, ...). d_in comes from the data.
+  [train]    any TrainConfig field: steps, batch_size, learning_rate, warmup_steps, ...
+  [data]     synthetic: geometry = "polygon" (planes, polygon_k, mono) | "random" (n, n_p, seed) |
+             "toy" (n, n_p, sparsity, seed); or real: activations = "file.npy" (tokens, d_in).
+  [grid]     axes to cross, each a list: seed, data_seed, sparsity, alpha, learning_rate, and the
+             architecture's own: l1_coefficient (relu), k (topk, batchtopk),
+             l0_coefficient (jumprelu).
+  [output]   dir = "sweep_out" (sweep.json, sweep.csv, sweep.png and checkpoints/ go there),
+             checkpoint_every = 1000 (steps between checkpoints; `wsae sweep --resume` continues).
+
+Example (experiments/configs/sweep_small.toml):
+
+  [sae]
+  architecture = "tied"
+  d_sae = 28
+  [train]
+  steps = 1000
+  batch_size = 1024
+  learning_rate = 3e-3
+  [data]
+  geometry = "polygon"
+  planes = 8
+  polygon_k = 3
+  mono = 4
+  [grid]
+  seed = [0, 1, 2]
+  sparsity = [0.7, 0.9, 0.99]
+  alpha = [0.0, 1.0]
+  [output]
+  dir = "sweep_out"
+"""
+
+
+# Each table's fields, checked before anything runs (an unknown key is a typo, not a default).
+_FILE_TABLES_REQUIRED = {"sae": dict, "data": dict, "grid": dict}
+_FILE_TABLES_OPTIONAL = {"train": dict, "output": dict}
+_DATA_FIELDS = {
+    "polygon": {"geometry": str, "planes": int, "polygon_k": int, "mono": int, "magnitude": str},
+    "random": {"geometry": str, "n": int, "n_p": int, "seed": int, "magnitude": str},
+    "toy": {"geometry": str, "n": int, "n_p": int, "sparsity": float, "seed": int,
+            "magnitude": str},
+}
+_OUTPUT_FIELDS = {"dir": str, "checkpoint_every": int}
+# What a sweep writes in its output folder; `--overwrite` removes exactly these.
+SWEEP_FILES = ("checkpoints", "sweep.json", "sweep.csv", "sweep.png")
+
+
+def load_sweep_file(path) -> dict:
+  """Reads a sweep file (.toml or .json) and checks every table's fields and types.
+
+  Raises `WSAEInputError` naming the file, the table and the field for anything it does not
+  expect, before any work starts.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise V.WSAEInputError(f"sweep file {str(path)!r} does not exist.")
+  text = path.read_text()
+  if path.suffix == ".toml":
+    import tomllib
+    try:
+      spec = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+      raise V.WSAEInputError(f"{path}: not valid TOML: {e}") from None
+  elif path.suffix == ".json":
+    try:
+      spec = json.loads(text)
+    except json.JSONDecodeError as e:
+      raise V.WSAEInputError(f"{path}: not valid JSON: {e}") from None
+  else:
+    raise V.WSAEInputError(f"{path}: sweep files are .toml or .json, got {path.suffix!r}.")
+  try:
+    V.check_fields(str(path), spec, _FILE_TABLES_REQUIRED, _FILE_TABLES_OPTIONAL)
+  except V.WSAEInputError as e:
+    raise V.WSAEInputError(f"{e}\n\n{SWEEP_FILE_DOC}") from None
+  sae_spec = spec["sae"]
+  V.check_fields(f"{path}: [sae]", sae_spec, {}, {"architecture": str}, allow_unknown=True)
+  if "d_in" in sae_spec:
+    raise V.WSAEInputError(f"{path}: [sae] must not set 'd_in'; it comes from the [data] table.")
+  data = spec["data"]
+  if "activations" in data:
+    V.check_fields(f"{path}: [data]", data, {"activations": str})
+  else:
+    geometry = data.get("geometry", "polygon")
+    if geometry not in _DATA_FIELDS:
+      raise V.WSAEInputError(f"{path}: [data] geometry must be one of {sorted(_DATA_FIELDS)} (or "
+                             f"give activations = \"file.npy\"), got {geometry!r}.")
+    V.check_fields(f"{path}: [data] (geometry {geometry!r})", data, {}, _DATA_FIELDS[geometry])
+    if data.get("magnitude", "uniform") not in sp.MAGNITUDES:
+      raise V.WSAEInputError(f"{path}: [data] magnitude must be one of {sp.MAGNITUDES}, got "
+                             f"{data['magnitude']!r}.")
+  V.check_fields(f"{path}: [grid]", spec["grid"], {}, {k: list for k in sweep.member_keys()})
+  for axis, values in spec["grid"].items():
+    if not values:
+      raise V.WSAEInputError(f"{path}: [grid] {axis} is an empty list; give at least one value.")
+  V.check_fields(f"{path}: [output]", spec.get("output", {}), {}, _OUTPUT_FIELDS)
+  return spec
+
+
+def _data_from_spec(d: dict, where: str = "[data]"):
+  d = dict(d)
+  if "activations" in d:
+    _, shards = store.read_metadata(d["activations"])  # missing, rank, dtype: clear errors
+    if len(shards) != 1 or not shards[0].path.samefile(d["activations"]):
+      raise V.WSAEInputError(f"{where} activations must be a (tokens, d_in) .npy file, got the "
+                             f"store folder {d['activations']!r}.")
+    return np.load(d["activations"], mmap_mode="r")
+  magnitude = d.pop("magnitude", "uniform")
+  return problems.SyntheticProblem(problems.build(**d), magnitude=magnitude)
+
+
+def run_sweep_file(path, *, progress: bool = True, echo=print, resume: bool = False,
+                   overwrite: bool = False) -> tuple[sweep.SweepResult, list[dict]]:
+  """Runs the sweep a file describes and writes its results; returns the result and its table.
+
+  Checkpoints go to `<output dir>/checkpoints` every `[output] checkpoint_every` steps (default
+  1000); `resume=True` continues from the newest complete one. An output folder that already
+  holds a sweep is refused unless `resume` (the same sweep) or `overwrite` (its checkpoints and
+  results are deleted once every input check has passed).
+  """
+  spec = load_sweep_file(path)
+  data = _data_from_spec(spec["data"], f"{path}: [data]")
+  synthetic = isinstance(data, problems.SyntheticProblem)
+  d_in = np.shape(data.W_p)[0] if synthetic else np.shape(data)[1]
+  sae_spec = dict(spec["sae"])
+  arch = sae_spec.pop("architecture", "tied")
+  known = models.ARCHITECTURES.get(arch)  # an unknown name is refused below, with the file's name
+  for h in known.hyperparameters if known else ():  # e.g. Top-k: compiled for the largest k
+    values = spec["grid"].get(h.name, [])
+    if h.config_is_max and values and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+      sae_spec[h.name] = max(values)
+  if synthetic and "d_sae" not in sae_spec:
+    sae_spec["d_sae"] = np.shape(data.W_p)[1]
+  sae_cfg = models.config_from_dict({"architecture": arch, "d_in": d_in, **sae_spec},
+                                     f"{path}: [sae]")
+  train_cfg = V.build_dataclass(TrainConfig, spec.get("train", {}), f"{path}: [train]")
+  try:
+    members = sweep.grid(**{k: list(v) for k, v in spec["grid"].items()})
+    sweep.resolve_members(sae_cfg, train_cfg, members, synthetic=synthetic)
+  except V.WSAEInputError as e:
+    raise V.WSAEInputError(f"{path}: [grid]: {e}") from None
+  out = pathlib.Path(spec.get("output", {}).get("dir", "sweep_out"))
+  V.check_writable_dir(out, f"{path}: [output] dir")
+  earlier = [out / f for f in SWEEP_FILES if (out / f).exists()]
+  if earlier and not (resume or overwrite):
+    raise V.WSAEInputError(
+        f"{out} already holds a sweep ({', '.join(p.name for p in earlier)}); pass --resume to "
+        f"continue it, --overwrite to replace it, or set another [output] dir.")
+  if overwrite:
+    import shutil
+    for p in earlier:
+      shutil.rmtree(p) if p.is_dir() else p.unlink()
+  echo(f"sweep: {len(members)} members of a {arch} SAE (d_in={d_in}, d_sae={sae_cfg.d_sae}), "
+       f"{train_cfg.steps} steps each, on {len(jax.devices())} device(s)")
+  checkpointer = Checkpointer(out / "checkpoints",
+                                   every=spec.get("output", {}).get("checkpoint_every", 1000))
+  try:
+    res = sweep.train_sweep(sae_cfg, train_cfg, members, data, progress=progress,
+                            checkpointer=checkpointer, resume=resume)
+  finally:
+    checkpointer.close()
+  rows = scoring.score_sweep(res, data)
+  js, cs = write_results(res, rows, out)
+  plots.pareto(rows, out / "sweep.png")
+  if res.diverged:
+    echo(f"members frozen after a non-finite loss: {res.diverged} (member: step)")
+  echo(f"trained in {res.seconds:.1f} s; wrote {js}, {cs} and {out / 'sweep.png'}")
+  return res, rows

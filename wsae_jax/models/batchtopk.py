@@ -1,0 +1,128 @@
+"""BatchTopK SAE (Bussmann et al. 2024): Top-k over a whole batch in training, a learned global
+threshold at inference.
+
+Training keeps the `⌊k·B⌋` largest ReLU'd pre-activations of the batch (k active latents per row
+on average, more on rows that need them); inference keeps every pre-activation above a global
+threshold θ, `z = pre · 1[pre > θ]`, so a row's code does not depend on the other rows. θ is not
+trained by the gradient: after each step it moves towards the smallest activation the batch
+selection kept, `θ ← (1 − r) θ + r · min_selected` with rate `threshold_lr` (as SAELens does).
+Pre-activations are `(x − b_dec) W_enc + b_enc`; decoder rows have unit norm; AuxK as in Top-k.
+Exported to SAELens as a "jumprelu" SAE with θ for every latent, as SAELens saves BatchTopK.
+
+The batch selection couples the rows of a batch: under `jax.jit` data parallelism it is taken over
+the global batch; a sweep cannot split batches by hand (`Architecture.batch_coupled`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from wsae_jax import _validate as V
+from wsae_jax.models import base, constraints, jumprelu, topk
+from wsae_jax.models.selection import kth_largest_mask
+from wsae_jax.objectives.reconstruction import batch_summary, code_stats, reconstruction_loss
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BatchTopKSAEConfig(topk.AuxKConfig):
+  """BatchTopK SAE: k active latents per row on average over a batch; unit-norm decoder rows."""
+
+  k: float = 32.0
+  """Mean number of active latents per row (the batch keeps ⌊k·B⌋ activations)."""
+  threshold_lr: float = 0.01
+  """Rate of the moving average that sets the inference threshold θ."""
+
+  architecture: ClassVar[str] = "batchtopk"
+
+  def __post_init__(self):
+    super().__post_init__()
+    V.check_range("k", self.k, low=0.0, high=float(self.d_sae), low_open=True)
+    V.check_range("threshold_lr", self.threshold_lr, low=0.0, high=1.0)
+
+
+def init(cfg, key):
+  """Unit decoder rows, `W_enc = W_decᵀ`, zero biases, θ = 0."""
+  return {**base.untied_init(cfg, key), "threshold": jnp.zeros((), jnp.dtype(cfg.dtype))}
+
+
+def encode(cfg, params, x_BxD):
+  """Inference: every pre-activation above the global threshold θ."""
+  pre = topk.pre_activations(cfg, params, x_BxD)
+  return jnp.where(pre > params["threshold"], jax.nn.relu(pre), 0.0)
+
+
+def batch_topk(pre_BxM, k):
+  """The `⌊k·B⌋` largest ReLU'd pre-activations of the whole batch, zero elsewhere (exact; ties
+  by position, as `lax.top_k`). `k` may be traced."""
+  relu = jnp.where(pre_BxM > 0, pre_BxM, jnp.zeros((), pre_BxM.dtype))
+  count = jnp.floor(jnp.asarray(k, jnp.float32) * pre_BxM.shape[0]).astype(jnp.int32)
+  mask = kth_largest_mask(jax.lax.stop_gradient(relu).reshape(1, -1), count)
+  return jnp.where(mask.reshape(pre_BxM.shape), relu, jnp.zeros((), pre_BxM.dtype))
+
+
+def loss(cfg, params, x_BxD, *, gamma=None, dead_M=None, hp=None):
+  """Weighted reconstruction of the batch-selected code plus `aux_coefficient` × AuxK.
+
+  `hp["k"]` (may be traced) overrides `cfg.k`. `aux["min_selected"]` is the smallest positive
+  activation kept (θ where none), the target of the threshold's moving average.
+  """
+  pre = topk.pre_activations(cfg, params, x_BxD)
+  z = batch_topk(pre, hp.get("k", cfg.k))
+  x_hat = base.affine_decode(cfg, params, z)
+  recon, r_aux = reconstruction_loss(x_BxD, x_hat, gamma)
+  aux = topk.auxk_loss(cfg, params, pre, dead_M, x_BxD - x_hat, gamma, recon)
+  total = recon + cfg.aux_coefficient * aux
+  z_kept = jax.lax.stop_gradient(z)
+  min_selected = jnp.min(jnp.where(z_kept > 0, z_kept, jnp.inf))
+  min_selected = jnp.where(jnp.isfinite(min_selected), min_selected,
+                           jax.lax.stop_gradient(params["threshold"]))
+  return total, {"loss": total, "recon": recon, "aux_k": aux, "min_selected": min_selected,
+                 **batch_summary(x_BxD, r_aux["mse"], **code_stats(z))}
+
+
+def post_update(cfg, params, stats):
+  r = jnp.asarray(cfg.threshold_lr, params["threshold"].dtype)
+  theta = (1 - r) * params["threshold"] + r * stats["min_selected"].astype(r.dtype)
+  return {**params, "threshold": theta}
+
+
+def to_saelens(cfg, params):
+  return base.SAELensTensors(
+      fields={"apply_b_dec_to_input": True},
+      tensors={**base.untied_tensors(params),
+               "threshold": np.full(cfg.d_sae, np.asarray(params["threshold"]), np.float32)})
+
+
+def from_saelens(c, tensors, ours):
+  """Only folders we saved from a BatchTopK SAE (one θ for every latent) load as one."""
+  theta = jumprelu.threshold_tensor(c, tensors)
+  if not np.all(theta == theta[0]):
+    raise V.WSAEInputError("wsae_jax.config says it saved a batchtopk SAE, but its thresholds "
+                           "differ between latents; the folder was edited.")
+  if not c.get("apply_b_dec_to_input", True):
+    raise V.WSAEInputError("a batchtopk SAE subtracts b_dec at its input "
+                           "(apply_b_dec_to_input must be true).")
+  fields = base.saved_fields(ours, "batchtopk")
+  cfg = base.config_from_dict({"architecture": "batchtopk", **fields, "d_in": c["d_in"],
+                               "d_sae": c["d_sae"]}, "wsae_jax.config")
+  p = {k: np.asarray(tensors[k], np.float32) for k in ("W_enc", "W_dec", "b_dec")}
+  p["b_enc"] = np.asarray(tensors.get("b_enc", np.zeros(c["d_sae"])), np.float32)
+  return cfg, {**p, "threshold": np.float32(theta[0])}
+
+
+def _check_k(cfg, k):
+  V.check_range("k", k, low=0.0, high=float(cfg.d_sae), low_open=True)
+
+
+ARCH = base.register(base.Architecture(
+    name="batchtopk", config=BatchTopKSAEConfig, init=init,
+    pre_activations=topk.pre_activations, encode=encode, decode=base.affine_decode,
+    decoder_matrix=base.w_dec, loss=loss, saelens_name="jumprelu", to_saelens=to_saelens,
+    from_saelens=from_saelens,
+    hyperparameters=(base.Hyperparameter("k", jnp.float32, _check_k),), uses_dead_latents=True,
+    optimizer_parts=constraints.unit_norm_decoder, post_update=post_update, batch_coupled=True))

@@ -1,0 +1,49 @@
+"""The weighted reconstruction error, the paper's `‖Γ (x − x̂)‖²` with `Γ = diag(γ)`.
+
+Each squared error is weighted by `γ_i²`; `gamma=None` is the ordinary (unweighted) SAE loss.
+Every architecture's loss is this term plus its own penalties (see `wsae_jax.models`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def _weighted_sq_err(x_BxD, x_hat_BxD, gamma_D):
+  err = (x_BxD - x_hat_BxD) ** 2
+  if gamma_D is not None:
+    err = err * jnp.square(gamma_D)
+  return jnp.mean(jnp.sum(err, axis=-1))
+
+
+def reconstruction_loss(x_BxD: jax.Array, x_hat_BxD: jax.Array,
+                        gamma=None) -> tuple[jax.Array, dict]:
+  """Batch mean of `Σ_i γ_i² (x_i − x̂_i)²`; with `gamma=None` the plain squared error.
+
+  Returns `(loss, {"mse": unweighted squared error})`.
+
+  >>> x = jnp.array([[1.0, 2.0]]); x_hat = jnp.array([[0.0, 0.0]])
+  >>> float(reconstruction_loss(x, x_hat, gamma=jnp.array([1.0, 0.5]))[0])
+  2.0
+  """
+  loss = _weighted_sq_err(x_BxD, x_hat_BxD, gamma)
+  mse = loss if gamma is None else _weighted_sq_err(x_BxD, x_hat_BxD, None)
+  return loss, {"mse": mse}
+
+
+def batch_fvu(x_BxD, mse) -> jax.Array:
+  """Fraction of variance unexplained of a batch: `mse / Σ_i Var(x_i)`."""
+  var = jnp.sum(jnp.var(x_BxD, axis=0))
+  return mse / jnp.maximum(var, jnp.finfo(x_BxD.dtype).tiny)
+
+
+def batch_summary(x_BxD, mse, *, l0, fired_M) -> dict:
+  """The metrics every loss reports beside its terms: mse, fvu, l0 and the fired-latent mask."""
+  return {"mse": mse, "fvu": batch_fvu(x_BxD, mse), "l0": l0, "fired": fired_M}
+
+
+def code_stats(z_BxM) -> dict:
+  """`l0` (mean active latents per row) and `fired_M` (latents active anywhere) of dense codes."""
+  return {"l0": jnp.mean(jnp.sum(z_BxM > 0, axis=-1).astype(jnp.float32)),
+          "fired_M": jnp.any(z_BxM > 0, axis=0)}

@@ -1,0 +1,102 @@
+"""Checkpoints of a training state with orbax: save every N steps, keep the last K, restore.
+
+A checkpoint holds a state pytree and a JSON record beside it (what the record says is the run
+lifecycle's business: `wsae_jax.training.run`). Writes are atomic: orbax writes into a temporary
+folder and renames it when complete, so a crash or SIGKILL mid-save never leaves a checkpoint that
+looks finished. A checkpoint that fails to restore (truncated or corrupted files) raises
+`CheckpointError` naming its folder.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from wsae_jax import _validate as V
+from wsae_jax.storage import records
+
+
+class CheckpointError(V.WSAEInputError):
+  """A checkpoint cannot be used: corrupted, truncated, or written by an incompatible run."""
+
+
+class Checkpointer:
+  """Saves and restores training states under one folder (one sub-folder per step).
+
+  Args:
+    directory: where checkpoints live (created if missing).
+    every: save when the step count is a multiple of this (and always at the end of a run).
+    keep: how many of the newest checkpoints to keep.
+  """
+
+  def __init__(self, directory, *, every: int = 1000, keep: int = 3):
+    V.check_int("every", every, low=1)
+    V.check_int("keep", keep, low=1)
+    self.directory = pathlib.Path(directory).absolute()
+    self.every = every
+    self.keep = keep
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
+                                             create=True))
+
+  def check_writable(self) -> None:
+    """Raises `WSAEInputError` now if checkpoints could not be written here (before training)."""
+    V.check_writable_dir(self.directory, "checkpoint folder")
+
+  def steps(self) -> list[int]:
+    """Steps of the complete checkpoints, oldest first."""
+    self._manager.reload()
+    return sorted(self._manager.all_steps())
+
+  def path(self, step: int) -> pathlib.Path:
+    return self.directory / str(step)
+
+  def should_save(self, step: int) -> bool:
+    return step % self.every == 0
+
+  def save(self, step: int, state, meta: dict) -> None:
+    """Writes `state` and `meta` as the checkpoint of `step` (atomically; blocks until done)."""
+    meta = records.clean({**meta, "step": int(step)})
+    if int(step) in self.steps():  # a damaged checkpoint we fell back from: replace it
+      self._manager.delete(int(step))
+    self._manager.save(int(step), args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    self._manager.wait_until_finished()
+
+  def restore(self, step: int, target) -> tuple[Any, dict]:
+    """Restores the checkpoint of `step` into the structure and shardings of `target`."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    try:
+      out = self._manager.restore(int(step), args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+      state, meta = out.state, out.meta
+      jax.block_until_ready(state)
+    except Exception as e:  # orbax/tensorstore raise many types for damaged files
+      raise CheckpointError(
+          f"checkpoint {self.path(step)} could not be restored ({type(e).__name__}: "
+          f"{str(e).splitlines()[0][:300]}); it is corrupted, truncated, or does not match this "
+          f"run's parameter shapes.") from e
+    return state, meta
+
+  def read_meta(self, step: int) -> dict:
+    """The JSON record of the checkpoint of `step`, read without touching its arrays.
+
+    Raises `CheckpointError` naming the file when it cannot be read or is not JSON.
+    """
+    f = self.meta_file(step)
+    try:
+      return json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+      raise CheckpointError(f"checkpoint {self.path(step)}: its record {f} cannot be read "
+                            f"({type(e).__name__}: {e}); it is corrupted or truncated.") from None
+
+  def meta_file(self, step: int) -> pathlib.Path:
+    return self.path(step) / "meta" / "metadata"
+
+  def close(self):
+    self._manager.close()

@@ -1,0 +1,438 @@
+"""Hyperparameter sweeps as one compiled program: E SAEs stacked on a leading "member" axis.
+
+Each member has its own initialisation seed, learning rate, weighting (α or an explicit γ), its
+architecture's hyperparameters (relu: l1_coefficient; topk: k, by masking ranks up to the config's
+k; jumprelu: l0_coefficient; batchtopk: k) and, for synthetic data, its own data stream (data seed
+and sparsity S). Members that read the same stream share its batches; the uniforms behind a data
+seed are drawn once and serve every sparsity (common random numbers, the same law as
+`SyntheticSource`, so a member sees exactly the batches `train` would give it).
+
+Layout of the computation (chosen after profiling on a 2-core CPU, see benchmarks/RESULTS.md):
+one call runs `steps_per_call` steps; the batches of those steps are generated first, then the
+members are processed in chunks (`lax.map`), each chunk running all the steps (`lax.scan`) while its
+parameters stay in cache. The member axis is sharded over a `Mesh(("member", "data"))` with
+`jax.shard_map`; the batch may also be split over "data", with gradients combined by `psum`.
+
+A member whose loss or gradient turns non-finite is frozen at its last finite state and reported;
+the others carry on. Training does not evaluate: `evaluation.scoring.score_sweep` scores a result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import math
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from tqdm.auto import tqdm
+
+from wsae_jax import _validate as V
+from wsae_jax import models
+from wsae_jax.data import sources as data_lib
+from wsae_jax.data import superposition as sp
+from wsae_jax.data.problems import HELD_OUT_STEP, SyntheticProblem
+from wsae_jax.objectives import weights as weights_lib
+from wsae_jax.parallel import DATA_AXIS
+from wsae_jax.training import optim
+from wsae_jax.training import run as run_lib
+from wsae_jax.training import trainer
+from wsae_jax.training.config import TrainConfig
+from wsae_jax.training.state import TrainState, new_state
+
+MEMBER_AXIS = "member"
+BASE_KEYS = ("seed", "data_seed", "sparsity", "alpha", "gamma", "learning_rate")
+"""What every member may set; each architecture adds its own hyperparameters."""
+
+
+def member_keys(sae_cfg=None) -> tuple[str, ...]:
+  """The keys a member may set: `BASE_KEYS` and the hyperparameters of `sae_cfg`'s architecture
+  (of every registered architecture when `sae_cfg` is None)."""
+  archs = models.ARCHITECTURES.values() if sae_cfg is None else [models.get(sae_cfg)]
+  return BASE_KEYS + tuple(dict.fromkeys(h.name for a in archs for h in a.hyperparameters))
+
+
+def grid(**axes: Sequence[Any]) -> list[dict]:
+  """The Cartesian product of named axes, as member dicts.
+
+  >>> grid(seed=[0, 1], alpha=[0.0, 1.0])[:2]
+  [{'seed': 0, 'alpha': 0.0}, {'seed': 0, 'alpha': 1.0}]
+  """
+  for name in axes:
+    if name not in member_keys():
+      raise V.WSAEInputError(f"unknown sweep axis {name!r}; choose from {member_keys()}.")
+  names = list(axes)
+  return [dict(zip(names, values)) for values in itertools.product(*axes.values())]
+
+
+# ----------------------------------------------------------------------------------------------
+# Members: validate and resolve every hyperparameter before any work.
+# ----------------------------------------------------------------------------------------------
+
+def resolve_members(sae_cfg, train_cfg, members, *, synthetic: bool) -> list[dict]:
+  """Every member with all its keys filled in (defaults from the configs), each value checked.
+
+  Raises `WSAEInputError` naming the member and the key for anything the sweep cannot run.
+  """
+  if not members:
+    raise V.WSAEInputError("a sweep needs at least one member.")
+  arch = models.get(sae_cfg)
+  allowed = member_keys(sae_cfg)
+  out = []
+  for i, m in enumerate(members):
+    where = f"member {i}: "
+    unknown = set(m) - set(allowed)
+    if unknown:
+      others = sorted(unknown & set(member_keys()))
+      hint = (f" ({', '.join(others)} only appl{'ies' if len(others) == 1 else 'y'} to other "
+              f"architectures; {arch.name} SAEs sweep "
+              f"{[h.name for h in arch.hyperparameters] or 'none'})") if others else ""
+      raise V.WSAEInputError(f"{where}unknown keys {sorted(unknown)}{hint}; allowed: {allowed}.")
+    r = {"seed": m.get("seed", train_cfg.seed), "data_seed": m.get("data_seed", 0),
+         "sparsity": m.get("sparsity"), "alpha": m.get("alpha"), "gamma": m.get("gamma"),
+         "learning_rate": m.get("learning_rate", train_cfg.learning_rate),
+         **{h.name: m.get(h.name, getattr(sae_cfg, h.name)) for h in arch.hyperparameters}}
+    try:
+      V.check_int("seed", r["seed"], low=0)
+      V.check_int("data_seed", r["data_seed"], low=0)
+      V.check_range("learning_rate", r["learning_rate"], low=0.0, low_open=True)
+      if synthetic:
+        if r["sparsity"] is None:
+          raise V.WSAEInputError("sparsity is required for synthetic sweeps.")
+        V.check_range("sparsity", r["sparsity"], low=0.0, high=1.0, high_open=True)
+      elif r["sparsity"] is not None:
+        raise V.WSAEInputError("sparsity only applies to a SyntheticProblem; drop it for real data.")
+      if r["alpha"] is not None and r["gamma"] is not None:
+        raise V.WSAEInputError("give alpha or gamma, not both.")
+      if r["alpha"] is not None:
+        V.check_range("alpha", r["alpha"], low=0.0)
+      if r["gamma"] is not None:
+        V.check_gamma(np.asarray(r["gamma"], np.float32), sae_cfg.d_in)
+      for h in arch.hyperparameters:
+        h.check(sae_cfg, r[h.name])
+    except V.WSAEInputError as e:
+      raise V.WSAEInputError(where + str(e)) from None
+    out.append(r)
+  return out
+
+
+def member_gammas(members, sae_cfg, problem, source, num_samples=8192) -> np.ndarray:
+  """γ per member: explicit, from α and a held-out sample of the member's own data, or ones."""
+  cache = {}
+  gam = np.ones((len(members), sae_cfg.d_in), np.float32)
+  for i, m in enumerate(members):
+    if m["gamma"] is not None:
+      gam[i] = np.asarray(m["gamma"], np.float32)
+    elif m["alpha"] is not None:
+      key = (m["data_seed"], m["sparsity"])
+      if key not in cache:
+        if problem is not None:
+          cache[key] = np.asarray(problem.source(m["sparsity"], m["data_seed"]).sample(
+              HELD_OUT_STEP, num_samples)[1])
+        else:
+          steps = max(1, num_samples // source.batch_size)
+          cache[key] = np.concatenate([np.asarray(source.batch(t)) for t in range(steps)])
+      gam[i] = weights_lib.variance_weights(cache[key], m["alpha"])
+  return gam
+
+
+# ----------------------------------------------------------------------------------------------
+# The compiled sweep.
+# ----------------------------------------------------------------------------------------------
+
+def sweep_mesh(num_members: int, devices=None, data_parallel: int = 1) -> Mesh:
+  """A `("member", "data")` mesh: `data_parallel` devices split each batch, the rest split members.
+
+  The member axis gets the largest device count that divides `num_members`.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  V.check_int("data_parallel", data_parallel, low=1)
+  if len(devices) % data_parallel:
+    raise V.WSAEInputError(
+        f"data_parallel={data_parallel} must divide the {len(devices)} devices.")
+  member = math.gcd(num_members, len(devices) // data_parallel)
+  used = devices[:member * data_parallel]
+  return Mesh(np.asarray(used).reshape(member, data_parallel), (MEMBER_AXIS, DATA_AXIS))
+
+
+def _largest_divisor_at_most(n: int, cap: int) -> int:
+  return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
+
+
+def _chunk_size(num_members: int, mesh: Mesh, member_chunk: int) -> int:
+  """Members processed together on a device: the largest divisor of the local count <= cap."""
+  return _largest_divisor_at_most(num_members // mesh.shape[MEMBER_AXIS], member_chunk)
+
+
+def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk, mesh,
+                problem_n, W_p, magnitude, seeds_R, stream_seed_idx, stream_sparsity,
+                shared_chunks=False, prng_impl="threefry2x32"):
+  """Returns jit((states, hp, xs_or_none, step0) -> (states, last_metrics)).
+
+  `shared_chunks`: every chunk's members read one stream, so a chunk's batch is passed to its
+  members unbatched and the vmapped encoder products of the chunk become one GEMM,
+  `(B, d_in) @ (d_in, chunk·d_sae)`, instead of `chunk` small ones.
+  """
+  n_member = mesh.shape[MEMBER_AXIS]
+  local = num_members // n_member
+  chunk = _chunk_size(num_members, mesh, member_chunk)
+  total_steps = train_cfg.steps
+  B = train_cfg.batch_size
+  arch = models.get(sae_cfg)
+  hp_names = [h.name for h in arch.hyperparameters]
+
+  def gen_streams(step0):
+    """(U, T, B, n_p) batches of each distinct (data seed, sparsity) stream, shared by members."""
+    steps = step0 + jnp.arange(steps_per_call)
+
+    def uniforms(seed):
+      key = jax.random.key(seed, impl=prng_impl)
+      return jax.vmap(lambda t: jax.random.uniform(jax.random.fold_in(key, t), (B, problem_n),
+                                                   jnp.float32))(steps)
+
+    u_RxTxBxN = jax.vmap(uniforms)(seeds_R)
+    u_UxTxBxN = u_RxTxBxN[stream_seed_idx]
+    x = sp.features_from_uniform(u_UxTxBxN, stream_sparsity[:, None, None, None], magnitude)
+    return x @ W_p.T
+
+  def per_device(states, hp, xs, step0):
+    n_data = jax.lax.psum(1, DATA_AXIS)
+
+    def reduce(t):
+      loss, aux, fired = t
+      mean = lambda a: jax.lax.psum(a, DATA_AXIS) / n_data
+      return mean(loss), jax.tree.map(mean, aux), jax.lax.psum(fired, DATA_AXIS)
+
+    def member_step(state, hp_m, x_BxD, step, aux):
+      opt = optim.make_optimizer(sae_cfg, train_cfg, learning_rate=hp_m["learning_rate"])
+      new, met = trainer.apply_step(sae_cfg, opt, state, x_BxD, hp_m["gamma"], batch_size=B,
+                                    hp={n: hp_m[n] for n in hp_names}, reduce=reduce, aux=aux)
+      live = step < total_steps  # the last call may run past the end: those steps are no-ops
+      return trainer.where_tree(live, new, state), met
+
+    def run_chunk(args):
+      st, h = args
+
+      def body(st, t):
+        if shared_chunks:
+          x, x_axis = xs[h["stream"][0], t], None
+        else:
+          x, x_axis = xs[h["stream"], t], 0
+        run = lambda aux: jax.vmap(functools.partial(member_step, aux=aux),
+                                   (0, 0, x_axis, None))(st, h, x, step0 + t)
+        if not arch.uses_dead_latents:
+          return run(False)
+        # Under vmap a per-member `lax.cond` runs both branches; deciding once per chunk skips
+        # the AuxK term (a second top-k and product) while no member of the chunk has a dead
+        # latent (measured: 1.3 of 4.3 ms per Top-k member-step at d_sae = 200).
+        any_dead = jnp.any(st.tokens_since_fired >= sae_cfg.dead_after_tokens)
+        return jax.lax.cond(any_dead, lambda: run(True), lambda: run(False))
+
+      st, mets = jax.lax.scan(body, st, jnp.arange(steps_per_call))
+      return st, jax.tree.map(lambda a: a[-1], mets)
+
+    to_chunks = lambda a: a.reshape((local // chunk, chunk) + a.shape[1:])
+    from_chunks = lambda a: a.reshape((local,) + a.shape[2:])
+    st, met = jax.lax.map(run_chunk, (jax.tree.map(to_chunks, states),
+                                      jax.tree.map(to_chunks, hp)))
+    return jax.tree.map(from_chunks, st), jax.tree.map(from_chunks, met)
+
+  member_spec = P(MEMBER_AXIS)
+  xs_spec = P(None, None, DATA_AXIS)
+
+  def call(states, hp, xs, step0):
+    if xs is None:
+      xs = gen_streams(step0)
+    xs = jax.lax.with_sharding_constraint(xs, NamedSharding(mesh, xs_spec))
+    return jax.shard_map(per_device, mesh=mesh,
+                         in_specs=(member_spec, member_spec, xs_spec, P()),
+                         out_specs=(member_spec, member_spec))(states, hp, xs, step0)
+
+  member_sharding = NamedSharding(mesh, member_spec)
+  return jax.jit(call, out_shardings=(member_sharding, member_sharding), donate_argnums=0)
+
+
+@dataclasses.dataclass
+class SweepResult:
+  """The outcome of `train_sweep`: stacked final states, resolved members, histories."""
+
+  sae_cfg: Any
+  train_cfg: TrainConfig
+  members: list[dict]
+  """Resolved members (every key filled in), in order."""
+  gammas: np.ndarray
+  """`(E, d_in)` the γ each member trained with (ones for the plain SAE)."""
+  states: TrainState
+  """Stacked: every leaf has a leading member axis."""
+  histories: list[list[dict]]
+  diverged: dict[int, int]
+  """member index -> first non-finite step, for members that were frozen."""
+  seconds: float
+  compiles: int
+
+  def params(self, i: int) -> dict:
+    """Parameters of member i."""
+    return jax.tree.map(lambda a: np.asarray(a[i]), self.states.params)
+
+  def member_config(self, i: int):
+    """The SAE config of member i (its hyperparameters set), e.g. to evaluate it."""
+    return models.with_hyperparameters(self.sae_cfg, self.members[i])
+
+  def gamma(self, i: int):
+    """The γ member i trained with, or None for a plain SAE."""
+    m = self.members[i]
+    return None if (m["alpha"] is None and m["gamma"] is None) else self.gammas[i]
+
+
+def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, *,
+                mesh: Mesh | None = None, steps_per_call: int | None = None,
+                member_chunk: int = 4, progress: bool | str = True,
+                initial_params: dict | None = None,
+                checkpointer=None, resume: bool = False) -> SweepResult:
+  """Trains every member of a sweep together, as one compiled program.
+
+  Args:
+    sae_cfg: the base SAE config (shapes, architecture; for topk, the largest k of the sweep).
+      Its architecture's hyperparameters (`models.get(sae_cfg).hyperparameters`) may vary by
+      member.
+    train_cfg: the base training config (steps, batch size, schedule; default learning rate and
+      seed).
+    members: one dict per member with any of `MEMBER_KEYS` and the architecture's
+      hyperparameters (see `grid`).
+    data: a `SyntheticProblem` (each member draws its own stream) or real activations in any form
+      `train` accepts (all members share the same batches).
+    mesh: a `("member", "data")` mesh (default `sweep_mesh(len(members))`).
+    steps_per_call: steps run per compiled call (default `train_cfg.log_every`).
+    member_chunk: members processed together within a device (cache-sized groups).
+    progress: one progress bar for the whole sweep.
+    initial_params: stacked starting parameters (every leaf with a leading member axis), instead
+      of each member's seeded initialisation (e.g. to start from the closed form).
+    checkpointer: a `checkpoint.Checkpointer`; the stacked state is saved after each compiled call
+      that crosses a multiple of `checkpointer.every` steps, and at the end.
+    resume: continue from the newest complete checkpoint (same members and configs required);
+      the result equals an uninterrupted sweep, because every batch is a function of (seed, step).
+
+  Returns:
+    A `SweepResult`: stacked states, per-member histories and the members frozen because they
+    diverged. `evaluation.scoring.score_sweep` turns it into a table (L_SAE, L_GT, MMCS, L0, ...).
+  """
+  synthetic = isinstance(data, SyntheticProblem)
+  source = None if synthetic else data_lib.as_source(data, train_cfg.batch_size, seed=0)
+  d_in = np.shape(data.W_p)[0] if synthetic else source.d_in
+  if d_in != sae_cfg.d_in:
+    raise V.WSAEInputError(f"data has d_in={d_in} but the SAE config has d_in={sae_cfg.d_in}.")
+  if not synthetic and source.batch_size != train_cfg.batch_size:
+    raise V.WSAEInputError(
+        f"data yields batches of {source.batch_size} but train_cfg.batch_size is "
+        f"{train_cfg.batch_size}; make them equal.")
+  res = resolve_members(sae_cfg, train_cfg, list(members), synthetic=synthetic)
+  E = len(res)
+  mesh = mesh or sweep_mesh(E)
+  if models.get(sae_cfg).batch_coupled and mesh.shape[DATA_AXIS] > 1:
+    raise V.WSAEInputError(
+        f"{sae_cfg.architecture} SAEs select over the whole batch, so a sweep cannot split the "
+        f"batch over the mesh's {mesh.shape[DATA_AXIS]} data devices; use sweep_mesh(E) "
+        f"(data_parallel=1) or train members one by one with `train`.")
+  if E % mesh.shape[MEMBER_AXIS]:
+    raise V.WSAEInputError(
+        f"{E} members do not split over the mesh's {mesh.shape[MEMBER_AXIS]} member devices; use a "
+        f"multiple of {mesh.shape[MEMBER_AXIS]} members or sweep_mesh({E}).")
+  if train_cfg.batch_size % mesh.shape[DATA_AXIS]:
+    raise V.WSAEInputError(
+        f"batch_size {train_cfg.batch_size} must be divisible by the {mesh.shape[DATA_AXIS]} "
+        f"devices of the mesh's data axis.")
+  T = steps_per_call or min(train_cfg.log_every, train_cfg.steps)
+  V.check_int("steps_per_call", T, low=1)
+  gammas = member_gammas(res, sae_cfg, data if synthetic else None, source)
+
+  # Distinct data streams: members with the same (data seed, sparsity) share batches.
+  if synthetic:
+    seeds = sorted({m["data_seed"] for m in res})
+    streams = sorted({(m["data_seed"], float(m["sparsity"])) for m in res})
+    stream_of = np.asarray([streams.index((m["data_seed"], float(m["sparsity"]))) for m in res])
+    W_p = jnp.asarray(data.W_p, jnp.float32)
+    C = _chunk_size(E, mesh, member_chunk)
+    call = _build_call(
+        sae_cfg, train_cfg, num_members=E, steps_per_call=T, member_chunk=member_chunk, mesh=mesh,
+        problem_n=W_p.shape[1], W_p=W_p, magnitude=data.magnitude,
+        seeds_R=jnp.asarray(seeds, jnp.uint32),
+        stream_seed_idx=jnp.asarray([seeds.index(s) for s, _ in streams]),
+        stream_sparsity=jnp.asarray([s for _, s in streams], jnp.float32),
+        shared_chunks=bool(np.all(stream_of.reshape(-1, C) == stream_of.reshape(-1, C)[:, :1])),
+        prng_impl=data.prng_impl)
+  else:
+    stream_of = np.zeros(E, np.int64)
+    call = _build_call(sae_cfg, train_cfg, num_members=E, steps_per_call=T,
+                       member_chunk=member_chunk, mesh=mesh, problem_n=None, W_p=None,
+                       magnitude=None, seeds_R=None, stream_seed_idx=None, stream_sparsity=None,
+                       shared_chunks=True)
+
+  member_sharding = NamedSharding(mesh, P(MEMBER_AXIS))
+  hp = {"learning_rate": jnp.asarray([m["learning_rate"] for m in res], jnp.float32),
+        "gamma": jnp.asarray(gammas), "stream": jnp.asarray(stream_of, jnp.int32),
+        **{h.name: jnp.asarray([m[h.name] for m in res], h.dtype)
+           for h in models.get(sae_cfg).hyperparameters}}
+  hp = jax.device_put(hp, member_sharding)
+  seeds_E = jnp.asarray([m["seed"] for m in res], jnp.uint32)
+  if initial_params is not None:
+    want = jax.eval_shape(lambda: models.init(sae_cfg, jax.random.key(0)))
+    for name, spec in want.items():
+      got = np.shape(initial_params.get(name, ()))
+      if got != (E,) + spec.shape:
+        raise V.WSAEInputError(
+            f"initial_params[{name!r}] must have shape {(E,) + spec.shape} (members first), got {got}.")
+  states = jax.jit(jax.vmap(lambda s, p: new_state(sae_cfg, train_cfg, params=p, seed=s)),
+                   out_shardings=member_sharding)(seeds_E, initial_params)
+
+  histories: list[list[dict]] = [[] for _ in range(E)]
+  meta = run_lib.run_meta(sae_cfg, train_cfg, gamma=gammas,
+                          data={"kind": "sweep", "synthetic": synthetic, "steps_per_call": T,
+                                "members": [{k: v for k, v in m.items() if k != "gamma"}
+                                            for m in res],
+                                "source": data.describe() if synthetic
+                                else data_lib.describe(source)})
+  start = 0
+  restored = run_lib.resume_or_start(checkpointer, states, meta, resume=resume)
+  if restored is not None:
+    states, saved = restored
+    start = int(saved["step"])
+    histories = saved.get("histories", histories)
+  xs_sharding = NamedSharding(mesh, P(None, None, DATA_AXIS))
+  t0 = time.perf_counter()
+  bar = tqdm(total=train_cfg.steps, initial=start,
+             desc=progress if isinstance(progress, str) else f"sweep x{E}",
+             disable=not progress, dynamic_ncols=True, leave=False)
+  try:
+    for step0 in range(start, train_cfg.steps, T):
+      xs = None
+      if not synthetic:
+        xs = np.stack([np.asarray(source.batch(min(step0 + t, train_cfg.steps - 1)))
+                       for t in range(T)])[None]
+        xs = jax.device_put(xs, xs_sharding)
+      states, met = call(states, hp, xs, jnp.int32(step0))
+      met, div = jax.device_get((met, states.diverged_at))
+      done = min(step0 + T, train_cfg.steps)
+      for i in range(E):
+        rec = {k: float(v[i]) for k, v in met.items()}
+        rec["step"] = done
+        if div[i] < 0:
+          histories[i].append(rec)
+      bar.set_postfix(loss=f"{np.nanmean(met['loss']):.4g}", frozen=int(np.sum(div >= 0)),
+                      refresh=False)
+      bar.update(done - bar.n)
+      if checkpointer is not None and (done // checkpointer.every > step0 // checkpointer.every
+                                       or done == train_cfg.steps):
+        checkpointer.save(done, states, {**meta, "histories": histories})
+  finally:
+    bar.close()
+  jax.block_until_ready(states)
+  seconds = time.perf_counter() - t0
+  diverged = {i: int(d) for i, d in enumerate(jax.device_get(states.diverged_at)) if d >= 0}
+  return SweepResult(sae_cfg=sae_cfg, train_cfg=train_cfg, members=res, gammas=gammas,
+                     states=states, histories=histories, diverged=diverged, seconds=seconds,
+                     compiles=call._cache_size())

@@ -1,0 +1,231 @@
+"""The trainer: one jitted, donated `train_step(state, x_BxD, gamma) -> (state, metrics)` and the
+loop `train` around it.
+
+Parameters are created already replicated over a `Mesh(("data",))`; each batch is split over the
+mesh's devices. A step whose loss or gradient is not finite is not applied: the state is frozen at
+the last finite one and `diverged_at` records the step, so `train` can stop and return it.
+Training does not evaluate: `train` returns the state and the history of training metrics;
+`wsae_jax.evaluation` scores trained SAEs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+
+from wsae_jax import _validate as V
+from wsae_jax import models
+from wsae_jax import parallel
+from wsae_jax.data import sources as data_lib
+from wsae_jax.objectives import weights
+from wsae_jax.training import optim
+from wsae_jax.training import run as run_lib
+from wsae_jax.training.config import TrainConfig
+from wsae_jax.training.state import TrainState, init_state
+
+
+def where_tree(pred, new, old):
+  """`new` where `pred`, else `old`, leaf by leaf."""
+  return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+def apply_step(sae_cfg, opt: optax.GradientTransformation, state: TrainState, x_BxD, gamma_D, *,
+               batch_size: int, hp: Mapping[str, Any] | None = None,
+               reduce: Callable[[Any], Any] = lambda t: t, aux: bool = True
+               ) -> tuple[TrainState, dict]:
+  """One optimiser step of one SAE: the maths shared by `train` and `sweep.train_sweep`.
+
+  `hp`: hyperparameter overrides passed to the loss (one value per sweep member). `reduce`
+  combines the per-device loss, metrics and fired-latent counts when the batch is split by hand
+  (`shard_map`); under `jax.jit` sharding it is the identity. A step whose loss or gradient is not
+  finite is not applied, and `diverged_at` records it (the member is frozen from then on).
+  `aux=False` leaves out the dead-latent (AuxK) term: a caller that knows no latent is dead
+  (the sweep, for a whole chunk of members) skips its cost.
+  """
+  arch = models.get(sae_cfg)
+  dead_M = (state.tokens_since_fired >= sae_cfg.dead_after_tokens
+            if arch.uses_dead_latents and aux else None)
+
+  def loss_fn(p):
+    loss, metrics = models.sae_loss(sae_cfg, p, x_BxD, gamma=gamma_D, dead_M=dead_M, hp=hp)
+    fired = metrics.pop("fired").astype(jnp.int32)
+    # Reducing inside the differentiated function makes the gradient that of the global loss:
+    # under shard_map the transpose of the reduction sums the per-device contributions.
+    loss, metrics, fired = reduce((loss, metrics, fired))
+    return loss, (metrics, fired)
+
+  (loss, (metrics, fired)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = opt.update(grads, state.opt_state, state.params)
+  params = arch.post_update(sae_cfg, optax.apply_updates(state.params, updates), metrics)
+  tsf = jnp.where(fired > 0, 0, state.tokens_since_fired + batch_size)
+  grad_norm = optax.tree.norm(grads)
+  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (state.diverged_at < 0)
+  new = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                   tokens_since_fired=tsf, diverged_at=state.diverged_at)
+  frozen = state.replace(
+      diverged_at=jnp.where(state.diverged_at < 0, state.step, state.diverged_at))
+  return where_tree(ok, new, frozen), {**metrics, "grad_norm": grad_norm}
+
+
+def make_train_step(sae_cfg, train_cfg: TrainConfig, *, mesh: Mesh | None = None
+                    ) -> Callable[[TrainState, jax.Array, jax.Array | None],
+                                  tuple[TrainState, dict]]:
+  """Builds the jitted step `(state, x_BxD, gamma) -> (state, metrics)`; `state` is donated."""
+  mesh = mesh or parallel.data_mesh()
+  opt = optim.make_optimizer(sae_cfg, train_cfg)
+  repl, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+
+  def step_fn(state: TrainState, x_BxD, gamma_D):
+    return apply_step(sae_cfg, opt, state, x_BxD, gamma_D, batch_size=x_BxD.shape[0])
+
+  return jax.jit(step_fn, in_shardings=(repl, batch, repl), out_shardings=(repl, repl),
+                 donate_argnums=0)
+
+
+def to_host(tree):
+  """Copies a pytree of (possibly multi-process, replicated) arrays to numpy on this host."""
+  def one(a):
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+      if not a.is_fully_replicated:
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+      return np.asarray(a.addressable_data(0))
+    return np.asarray(a)
+  return jax.tree.map(one, tree)
+
+
+@dataclasses.dataclass
+class History:
+  """Metrics recorded every `log_every` steps, and how the run ended."""
+
+  records: list[dict] = dataclasses.field(default_factory=list)
+  diverged_at: int | None = None
+  seconds: float = 0.0
+
+  def column(self, name: str) -> np.ndarray:
+    return np.asarray([r[name] for r in self.records])
+
+  def last(self) -> dict:
+    return self.records[-1] if self.records else {}
+
+
+def check_params(sae_cfg, params) -> None:
+  """Refuses parameters whose names or shapes do not fit `sae_cfg`."""
+  expected = jax.eval_shape(lambda: models.init(sae_cfg, jax.random.key(0)))
+  got = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), params)
+  if jax.tree.structure(expected) != jax.tree.structure(got) or any(
+      e.shape != g.shape for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got))):
+    raise V.WSAEInputError(
+        f"params do not fit the {sae_cfg.architecture} config: expected "
+        f"{ {k: v.shape for k, v in expected.items()} }, got { {k: v.shape for k, v in got.items()} }.")
+
+
+def _check_inputs(sae_cfg, train_cfg, source, mesh, params) -> None:
+  if source.d_in != sae_cfg.d_in:
+    raise V.WSAEInputError(
+        f"data has d_in={source.d_in} but the SAE config has d_in={sae_cfg.d_in}; they must match.")
+  if source.batch_size != train_cfg.batch_size:
+    raise V.WSAEInputError(
+        f"data yields batches of {source.batch_size} but train_cfg.batch_size is "
+        f"{train_cfg.batch_size}; make them equal.")
+  parallel.check_batch_divisible(train_cfg.batch_size, mesh)
+  if params is not None:
+    check_params(sae_cfg, params)
+
+
+def _record(metrics, state, step, window) -> tuple[dict, int]:
+  """The history record of `step` (host floats) and the divergence step (-1 if none)."""
+  rec, diverged, tsf = to_host((metrics, state.diverged_at, state.tokens_since_fired))
+  rec = {k: float(v) for k, v in rec.items()}
+  rec["step"] = step
+  rec["dead_frac"] = float(np.mean(tsf >= window))
+  return rec, int(diverged)
+
+
+def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | None = None,
+          mesh: Mesh | None = None, progress: bool | str = True,
+          state: TrainState | None = None, checkpointer=None, resume: bool = False,
+          normalization_scale: float | None = None) -> tuple[TrainState, History]:
+  """Trains one SAE and returns `(final_state, history)`.
+
+  Args:
+    sae_cfg: an SAE config (any registered architecture, e.g. `TopKSAEConfig`).
+    train_cfg: a `TrainConfig`.
+    data: a batch source (`SyntheticSource`, `ArraySource`, …), a `(tokens, d_in)` array, or an
+      iterable of `(batch, d_in)` arrays.
+    gamma: per-input-dimension weights, shape `(d_in,)`, > 0 (None: the plain SAE).
+    params: initial parameters (default: `models.init` with `train_cfg.seed`).
+    mesh: device mesh with a "data" axis (default: all devices).
+    progress: show a progress bar (a string is used as its description).
+    state: a `TrainState` to continue from (its `step` is where training resumes).
+    checkpointer: a `storage.checkpoint.Checkpointer`; the state is saved every
+      `checkpointer.every` steps and at the end.
+    resume: continue from the newest complete checkpoint of `checkpointer` (if any). Because each
+      batch is a function of `(seed, step)`, a resumed run ends with the same parameters as an
+      uninterrupted one.
+    normalization_scale: recorded in checkpoints (activations were multiplied by it).
+
+  If a step produces a non-finite loss or gradient, training stops at the next record, warns with
+  the step number, and returns the last finite state with `history.diverged_at` set.
+  """
+  mesh = mesh or parallel.data_mesh()
+  source = data_lib.as_source(data, train_cfg.batch_size, seed=train_cfg.seed)
+  _check_inputs(sae_cfg, train_cfg, source, mesh, params)
+  gamma = weights.as_gamma(gamma, sae_cfg.d_in)
+  state = state if state is not None else init_state(sae_cfg, train_cfg, mesh=mesh, params=params)
+  meta = run_lib.run_meta(sae_cfg, train_cfg, gamma=gamma, data=data_lib.describe(source),
+                          scale=normalization_scale)
+  restored = run_lib.resume_or_start(checkpointer, state, meta, resume=resume)
+  if restored is not None:
+    if not data_lib.resumable(source):
+      raise V.WSAEInputError(
+          "cannot resume from an iterable of batches (it cannot be rewound to the checkpoint's "
+          "step); pass an array or a SyntheticSource.")
+    state = restored[0]
+  step_fn = make_train_step(sae_cfg, train_cfg, mesh=mesh)
+  if gamma is not None:
+    gamma = jax.device_put(gamma, parallel.replicated(mesh))
+  batch_sharding = parallel.batch_sharded(mesh)
+  start = int(to_host(state.step))
+  history = History()
+  t0 = time.perf_counter()
+  bar = tqdm(total=train_cfg.steps, initial=start, disable=not progress, dynamic_ncols=True,
+             desc=progress if isinstance(progress, str) else sae_cfg.architecture, leave=False)
+  window = train_cfg.log_every * train_cfg.batch_size
+  serialize = parallel.serialize_collectives(mesh)
+  try:
+    for step in range(start, train_cfg.steps):
+      state, metrics = step_fn(state, source.batch(step, batch_sharding), gamma)
+      if serialize:
+        jax.block_until_ready(state)
+      last = step + 1 == train_cfg.steps
+      if (step + 1) % train_cfg.log_every == 0 or last:
+        rec, diverged = _record(metrics, state, step + 1, window)
+        if diverged >= 0:
+          history.diverged_at = diverged
+          msg = (f"training stopped: the loss or gradient became non-finite at step {diverged}; "
+                 f"returning the last finite state (step {diverged}). Lower the learning "
+                 f"rate, check the data for NaN/inf, or enable grad_clip.")
+          bar.write(msg)
+          warnings.warn(msg, RuntimeWarning, stacklevel=2)
+          break
+        history.records.append(rec)
+        bar.set_postfix(loss=f"{rec['loss']:.4g}", l0=f"{rec['l0']:.1f}", refresh=False)
+        bar.update(step + 1 - bar.n)
+      if checkpointer is not None and (checkpointer.should_save(step + 1) or last):
+        jax.block_until_ready(state)  # orbax's device work must not overlap a running step
+        checkpointer.save(step + 1, state, meta)
+  finally:
+    bar.close()
+  jax.block_until_ready(state)
+  history.seconds = time.perf_counter() - t0
+  return state, history
