@@ -117,3 +117,33 @@ def test_harvest_then_real_wsae_on_a_tiny_llama(tmp_path):
     assert a["fvu"] == pytest.approx(b["fvu"], rel=1e-5)
     assert a["token_consistency"] == pytest.approx(b["token_consistency"], rel=1e-5)
   assert [x["train_s"] for x in r2["runs"]] == [x["train_s"] for x in r["runs"]]
+
+
+def test_recipe_smoke(tmp_path):
+  """experiments/recipe.py end to end on a tiny random Llama's store: two recipes, held-out
+  metrics and LM loss recovered, the recipe's settings recorded."""
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  import numpy as np
+  import recipe
+  from wsae_jax.lm import harvest as hv
+  torch.manual_seed(0)
+  cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
+                                 num_hidden_layers=3, num_attention_heads=4,
+                                 num_key_value_heads=2, max_position_embeddings=64)
+  transformers.LlamaForCausalLM(cfg).eval().save_pretrained(tmp_path / "tiny")
+  model = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "tiny").eval()
+  ids = np.random.default_rng(0).integers(0, 64, (48, 16)).astype(np.int32)
+  hv.harvest_to_store(model, ids, 1, tmp_path / "store", contexts_per_shard=8, progress=False,
+                      info={"model": "tiny"})
+  recipe.main(["--store", str(tmp_path / "store"), "--work", str(tmp_path / "work"),
+               "--out", str(tmp_path / "recipe.json"), "--widths", "2",
+               "--recipes", "before,median-drop", "--k", "4", "--batch-size", "32",
+               "--train-tokens", "640", "--eval-shards", "1", "--loss-contexts", "4",
+               "--model", str(tmp_path / "tiny"), "--no-progress", "--devices", "1"])
+  rows = {r["recipe"]: r for r in json.loads((tmp_path / "recipe.json").read_text())["rows"]}
+  assert rows["before"]["dead_after_tokens"] == 10_000_000 and rows["before"]["dropped_rows"] == 0
+  assert rows["median-drop"]["dead_after_tokens"] == 32 and rows["median-drop"]["b_dec_init"] == "median"
+  for r in rows.values():
+    assert r["steps"] == 20 and 0 < r["fvu"] < 1.5 and 0 <= r["dead_frac"] <= 1
+    assert np.isfinite(r["loss_recovered"])

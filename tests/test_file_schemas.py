@@ -162,7 +162,7 @@ def _with(table, **fields):
     (_with("data", magnitude="gaussian"), r"\[data\] magnitude must be one of"),
     (_with("output", dri="x"), r"\[output\]: unknown field 'dri'; allowed fields: checkpoint_every, dir"),
     (_with("output", checkpoint_every="10"), r"\[output\]: field 'checkpoint_every' must be an integer"),
-    (_with("train", step=4), r"\[train\]: unknown field 'step'; allowed fields: b1, b2, batch_size"),
+    (_with("train", step=4), r"\[train\]: unknown field 'step'; allowed fields: b1, b2, b_dec_init, batch_size"),
     (_with("train", learning_rate=-1.0), r"\[train\]: learning_rate must lie in"),
     ([GOOD], r"s.json must be a table \(a JSON object / TOML table\), got list"),
     ({**GOOD, "sae": "tied"}, r"field 'sae' must be a table, got 'tied'"),

@@ -202,6 +202,13 @@ def _add_train(sub):
   src.add_argument("--normalize", action="store_true",
                    help="activations: scale rows so that E||x|| = sqrt(d_in); the scale is folded "
                    "back into the exported SAE")
+  src.add_argument("--standardize", action="store_true",
+                   help="activations: serve (x - mean) / std per dimension (exclusive with "
+                   "--normalize); folded back into the exported SAE")
+  src.add_argument("--max-norm-ratio", type=float, default=None,
+                   help="activations: drop rows whose norm exceeds this multiple of the median "
+                   "(the few massive-activation tokens); the count dropped is printed "
+                   "(default: keep every row)")
   src.add_argument("--keep-first-position", action="store_true",
                    help="activations: keep position 0 of each context (dropped by default when "
                    "the store records context_len: it is the attention sink)")
@@ -236,6 +243,14 @@ def _add_train(sub):
                  help="refuse (exit 2) a γ whose top dimension holds more than this share of "
                  "Σγ² (default: only warn above 25%%)")
   t = p.add_argument_group("training")
+  t.add_argument("--b-dec-init", choices=("zeros", "mean", "median"), default=None,
+                 help="initial decoder bias from the first training rows (median: geometric "
+                 f"median; default: {ACTIVATIONS_B_DEC_INIT} for --activations, zeros for "
+                 "synthetic data)")
+  t.add_argument("--dead-after-tokens", type=int, default=None,
+                 help="topk/batchtopk: tokens without firing after which a latent counts as dead "
+                 "and AuxK revives it (default for --activations: "
+                 f"{DEAD_AFTER_RUN_FRACTION:g} of the run's tokens, at most 10M; else 10M)")
   t.add_argument("--steps", type=int, default=2000)
   t.add_argument("--batch-size", type=int, default=1024)
   t.add_argument("--lr", type=float, default=1e-3)
@@ -311,6 +326,28 @@ def _hyperparameters(args) -> dict:
   return given
 
 
+# The recipe for activations, chosen by measurement (experiments/REAL.md, "Training recipe"):
+ACTIVATIONS_B_DEC_INIT = "median"
+DEAD_AFTER_RUN_FRACTION = 0.05
+DEFAULT_DEAD_AFTER_TOKENS = 10_000_000
+
+
+def _dead_after(args) -> dict:
+  """`dead_after_tokens` for the architectures with AuxK: the option, else (for activations) a
+  fraction of the run so that AuxK engages within a short run."""
+  if not models.get(args.arch).uses_dead_latents:
+    if args.dead_after_tokens is not None:
+      raise V.WSAEInputError(f"--dead-after-tokens does not apply to {args.arch} SAEs (no AuxK).")
+    return {}
+  if args.dead_after_tokens is not None:
+    return {"dead_after_tokens": args.dead_after_tokens}
+  if not args.activations:
+    return {}
+  run_tokens = args.steps * args.batch_size
+  return {"dead_after_tokens": max(args.batch_size, min(DEFAULT_DEAD_AFTER_TOKENS, int(
+      DEAD_AFTER_RUN_FRACTION * run_tokens)))}
+
+
 def _run_train(args):
   import json
   import pathlib
@@ -337,29 +374,35 @@ def _run_train(args):
   if args.gamma == "oracle" and args.activations:
     raise V.WSAEInputError("--gamma oracle needs the synthetic W_p; it is not known for "
                            "--activations.")
-  scale = None
+  scale = standardization = None
   if args.activations:
     from wsae_jax.data.store import ActivationStore
     source = ActivationStore(args.activations, args.batch_size, seed=args.data_seed,
                              buffer_tokens=args.buffer_tokens, normalize=args.normalize,
+                             standardize=args.standardize, max_norm_ratio=args.max_norm_ratio,
                              drop_first_position=False if args.keep_first_position else None,
                              validate=not args.no_validate)
-    scale = source.scale
+    scale, standardization = source.scale, source.standardization
     d_in, d_sae = source.d_in, 8 * source.d_in if args.d_sae is None else args.d_sae
-    sample = source.sample(8192) * np.float32(scale or 1.0)
+    sample = source.sample(8192, served=True)
     print(f"{args.activations}: {source.n_tokens:,} rows of d_in={d_in} "
           f"({source.metadata.get('model', 'unknown model')}, layer "
           f"{source.metadata.get('layer', '?')}); {source.steps_per_epoch} steps per epoch"
-          + (f"; normalisation scale {scale:.4g}" if scale else ""))
+          + (f"; normalisation scale {scale:.4g}" if scale else "")
+          + ("; standardized per dimension" if standardization else "")
+          + (f"; dropped {source.dropped_rows:,} rows with norm > {args.max_norm_ratio:g} x the "
+             f"median ({source.max_norm:.4g})" if args.max_norm_ratio else ""))
   else:
     W = _problem(args, args.data_seed).matrix()
     source = sources.SyntheticSource(W, args.sparsity, args.batch_size, seed=args.data_seed)
     d_in, d_sae = W.shape[0], W.shape[1] if args.d_sae is None else args.d_sae
     sample = np.asarray(source.sample(problems.HELD_OUT_STEP, 8192)[1])
-  cfg = models.make_config(args.arch, d_in=d_in, d_sae=d_sae, **_hyperparameters(args))
+  cfg = models.make_config(args.arch, d_in=d_in, d_sae=d_sae, **_hyperparameters(args),
+                           **_dead_after(args))
+  b_dec_init = args.b_dec_init or (ACTIVATIONS_B_DEC_INIT if args.activations else "zeros")
   tc = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
-                         seed=args.seed, log_every=args.log_every,
-                         warmup_steps=min(100, args.steps // 10))
+                   seed=args.seed, log_every=args.log_every, b_dec_init=b_dec_init,
+                   warmup_steps=min(100, args.steps // 10))
   gamma = None
   if args.alpha is not None or from_file:
     import warnings
@@ -389,7 +432,8 @@ def _run_train(args):
   V.check_int("--checkpoint-every", args.checkpoint_every, low=1)
   V.check_int("--keep", args.keep, low=1)
   # The run's identity: compared with OUT/run.json before any checkpoint is touched.
-  meta = run.run_meta(cfg, tc, gamma=gamma, data=sources.describe(source), scale=scale)
+  meta = run.run_meta(cfg, tc, gamma=gamma, data=sources.describe(source), scale=scale,
+                      standardization=standardization)
   run_file = out / "run.json"
   if args.resume and run_file.exists():
     try:
@@ -406,14 +450,16 @@ def _run_train(args):
   ck = Checkpointer(out / "checkpoints", every=args.checkpoint_every, keep=args.keep)
   try:
     state, hist = trainer.train(cfg, tc, source, gamma=gamma, checkpointer=ck, resume=args.resume,
-                              progress=not args.no_progress, normalization_scale=scale)
+                              progress=not args.no_progress, normalization_scale=scale,
+                              standardization=standardization)
   finally:
     ck.close()
     if hasattr(source, "close"):
       source.close()
   records.write_json(out / "history.json",
               {"records": hist.records, "diverged_at": hist.diverged_at, "seconds": hist.seconds})
-  saelens.save_saelens(out / "sae", cfg, jax.device_get(state.params), normalization_scale=scale)
+  saelens.save_saelens(out / "sae", cfg, jax.device_get(state.params), normalization_scale=scale,
+                       standardization=standardization)
   print(f"trained to step {int(state.step)}; wrote {out / 'sae'} (SAELens format), "
         f"{out / 'history.json'} and checkpoints in {out / 'checkpoints'}")
   if hist.diverged_at is not None:
@@ -452,7 +498,8 @@ def _run_export(args):
   V.check_writable_dir(target, "--out")
   cfg, params, meta = run_lib.load_params(run / "checkpoints")
   out = saelens.save_saelens(target, cfg, jax.device_get(params),
-                        normalization_scale=meta.get("normalization_scale"))
+                        normalization_scale=meta.get("normalization_scale"),
+                        standardization=meta.get("standardization"))
   print(f"exported step {meta['step']} of {run} to {out}")
 
 

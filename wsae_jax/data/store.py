@@ -215,6 +215,12 @@ class ActivationStore:
     normalize: multiply every row by ``scale = sqrt(d_in) / E‖x‖`` (estimated from up to
       ``scale_rows`` rows) so that the mean norm is ``sqrt(d_in)``; pass ``scale`` to the SAE
       export to fold it back.
+    standardize: serve ``(x − mean) / std`` per input dimension (both estimated from up to
+      ``scale_rows`` rows); ``standardization`` holds them for the SAE export to fold back.
+      Exclusive with ``normalize``.
+    max_norm_ratio: drop the rows whose norm exceeds this multiple of the median row norm (the
+      few massive-activation tokens); ``dropped_rows`` counts them. Needs one pass over the
+      store when it is opened. Default: keep every row.
     drop_first_position: drop position 0 of each context (the attention sink). Default: True
       when the metadata gives ``context_len``.
     context_len: tokens per context for a bare .npy file (enables ``drop_first_position``).
@@ -227,11 +233,17 @@ class ActivationStore:
   def __init__(self, path, batch_size: int, *, seed: int = 0, buffer_tokens: int = 2**16,
                chunk_tokens: int = 4096, normalize: bool = False, scale_rows: int = 2**16,
                drop_first_position: bool | None = None, context_len: int | None = None,
-               shards=None, shuffle: bool = True, prefetch: int = 2, validate: bool = False):
+               shards=None, shuffle: bool = True, prefetch: int = 2, validate: bool = False,
+               standardize: bool = False, max_norm_ratio: float | None = None):
     V.check_int("batch_size", batch_size, low=1)
     V.check_int("buffer_tokens", buffer_tokens, low=1)
     V.check_int("chunk_tokens", chunk_tokens, low=1)
     V.check_int("prefetch", prefetch, low=0)
+    if normalize and standardize:
+      raise V.WSAEInputError("normalize and standardize are exclusive: standardized rows already "
+                             "have E‖x‖² = d_in; choose one.")
+    if max_norm_ratio is not None:
+      V.check_range("max_norm_ratio", max_norm_ratio, low=1.0, low_open=True)
     self.path = pathlib.Path(path)
     self.metadata, infos = read_metadata(path)
     if shards is not None:
@@ -273,6 +285,12 @@ class ActivationStore:
         chunks.append((ri, start, stop, int(self._keep(start, stop).sum())))
     self._chunks = chunks
     self.n_tokens = sum(c[3] for c in chunks)
+    self.max_norm_ratio = max_norm_ratio
+    self.max_norm = None
+    self.dropped_rows = 0
+    if max_norm_ratio is not None:
+      self._drop_massive_rows(max_norm_ratio, scale_rows)
+    self.n_tokens = sum(c[3] for c in self._chunks)
     if self.n_tokens < batch_size:
       raise V.WSAEInputError(f"the store has {self.n_tokens} usable rows, fewer than "
                              f"batch_size={batch_size}; lower batch_size or add data.")
@@ -281,13 +299,24 @@ class ActivationStore:
     self.buffer_tokens = self._chunks_per_buffer * chunk_tokens
     self._layouts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     self._buffers: dict[tuple[int, int], np.ndarray] = {}
-    if validate:
+    if validate and max_norm_ratio is None:  # dropping rows has read every chunk already
       self.validate()
     self.scale = self.estimate_scale(scale_rows) if normalize else None
+    self.standardization = self.estimate_standardization(scale_rows) if standardize else None
     self._pool = concurrent.futures.ThreadPoolExecutor(1, "wsae-store") if prefetch else None
     self._pending: dict[int, concurrent.futures.Future] = {}
     self.prefetch = prefetch
     self._fingerprint: str | None = None
+
+  def _drop_massive_rows(self, ratio: float, sample_rows: int) -> None:
+    """Sets the norm bound from a sample's median and recounts every chunk without the rows above
+    it (one pass over the store; also checks every chunk for NaN/inf)."""
+    norms = np.linalg.norm(self.sample(sample_rows, seed=2).astype(np.float64), axis=1)
+    self.max_norm = float(ratio * np.median(norms))
+    before = sum(c[3] for c in self._chunks)
+    self._chunks = [(ri, s, e, len(self._read_chunk(i)))
+                    for i, (ri, s, e, _) in enumerate(self._chunks)]
+    self.dropped_rows = before - sum(c[3] for c in self._chunks)
 
   # -- layout ---------------------------------------------------------------
   def _keep(self, start: int, stop: int) -> np.ndarray:
@@ -328,15 +357,39 @@ class ActivationStore:
         rows = self._read_chunk(c)
         buf[inv[offset:offset + len(rows)]] = rows
         offset += len(rows)
-      if self.scale is not None:
-        buf *= np.float32(self.scale)
+      self._transform(buf)
       self._buffers[(epoch, group)] = buf
     return buf
 
-  def _read_chunk(self, c: int) -> np.ndarray:
+  def _chunk_mask(self, c: int, rows: np.ndarray) -> np.ndarray | None:
+    """Which rows of chunk `c` (as read) are served: not position 0 (when dropped), not above
+    the norm bound (when set). None: all."""
+    ri, start, stop, _ = self._chunks[c]
+    keep = self._keep(start, stop) if self.drop_first_position else None
+    if self.max_norm is not None:
+      small = np.linalg.norm(rows, axis=1) <= self.max_norm
+      keep = small if keep is None else keep & small
+    return keep
+
+  def _read_chunk(self, c: int, with_tokens: bool = False):
     ri, start, stop, _ = self._chunks[c]
     rows = self._readers[ri].read(start, stop)
-    return rows[self._keep(start, stop)] if self.drop_first_position else rows
+    keep = self._chunk_mask(c, rows)
+    if keep is not None:
+      rows = rows[keep]
+    if not with_tokens:
+      return rows
+    tok = self._readers[ri].tokens(start, stop)
+    return rows, (tok if tok is None or keep is None else tok[keep])
+
+  def _transform(self, rows: np.ndarray) -> np.ndarray:
+    """Scales (``normalize``) or standardizes (``standardize``) rows in place."""
+    if self.scale is not None:
+      rows *= np.float32(self.scale)
+    if self.standardization is not None:
+      rows -= np.asarray(self.standardization["mean"], np.float32)
+      rows /= np.asarray(self.standardization["std"], np.float32)
+    return rows
 
   def stream(self, start: int, n: int) -> np.ndarray:
     """Rows ``[start, start + n)`` of the (infinite, epoch after epoch) shuffled stream."""
@@ -380,7 +433,10 @@ class ActivationStore:
             "batch_size": self.batch_size, "buffer_tokens": self.buffer_tokens,
             "chunk_tokens": self.chunk_tokens, "drop_first_position": self.drop_first_position,
             "shards": [str(r.info.path.name) for r in self._readers],
-            "fingerprint": self.fingerprint(), "scale": self.scale}
+            "fingerprint": self.fingerprint(), "scale": self.scale,
+            **({} if self.max_norm is None else {"max_norm_ratio": self.max_norm_ratio,
+                                                "max_norm": self.max_norm}),
+            **({} if self.standardization is None else {"standardized": True})}
 
   def fingerprint(self) -> str:
     """A content fingerprint of the shards this store reads (see `file_fingerprint`); computed
@@ -410,17 +466,10 @@ class ActivationStore:
   # -- whole-store passes ---------------------------------------------------
   def ordered(self, with_tokens: bool = False) -> Iterator:
     """Kept rows in file order, chunk by chunk (scaled if ``normalize``); with token ids."""
-    for c, (ri, start, stop, _) in enumerate(self._chunks):
-      rows = self._read_chunk(c)
-      if self.scale is not None:
-        rows *= np.float32(self.scale)
-      if not with_tokens:
-        yield rows
-        continue
-      tok = self._readers[ri].tokens(start, stop)
-      if tok is not None and self.drop_first_position:
-        tok = tok[self._keep(start, stop)]
-      yield rows, tok
+    for c in range(len(self._chunks)):
+      rows, tok = self._read_chunk(c, with_tokens=True)
+      self._transform(rows)
+      yield (rows, tok) if with_tokens else rows
 
   def read_all(self, max_rows: int | None = None, with_tokens: bool = False):
     """The first ``max_rows`` kept rows in file order as one array (for evaluation sets)."""
@@ -445,8 +494,9 @@ class ActivationStore:
     for c in range(len(self._chunks)):
       self._read_chunk(c)
 
-  def sample(self, n: int, *, seed: int = 0) -> np.ndarray:
-    """``n`` rows drawn from evenly spread chunks (raw scale), e.g. to estimate γ."""
+  def sample(self, n: int, *, seed: int = 0, served: bool = False) -> np.ndarray:
+    """``n`` rows drawn from evenly spread chunks, e.g. to estimate γ: raw, or as the batches
+    serve them (``served``: scaled or standardized)."""
     n = min(int(n), self.n_tokens)
     rng = np.random.default_rng([self.seed, seed, 7])
     per_chunk = max(1, math.ceil(n / len(self._chunks)))
@@ -456,7 +506,19 @@ class ActivationStore:
       picks.append(rows[rng.permutation(len(rows))[:per_chunk]])
       if sum(len(p) for p in picks) >= n:
         break
-    return np.concatenate(picks)[:n]
+    rows = np.concatenate(picks)[:n]
+    return self._transform(rows) if served else rows
+
+  def estimate_standardization(self, rows: int = 2**16) -> dict:
+    """Per-dimension ``{"mean", "std"}`` (lists) over a sample of rows; a constant dimension is
+    refused (it cannot be standardized)."""
+    x = self.sample(rows, seed=1).astype(np.float64)
+    std = x.std(0)
+    flat = np.flatnonzero(~(std > 0))
+    if flat.size:
+      raise V.WSAEInputError(f"activations in {self.path}: dimension(s) {flat[:5].tolist()} are "
+                             f"constant over {len(x)} sampled rows; cannot standardize.")
+    return {"mean": x.mean(0).tolist(), "std": std.tolist()}
 
   def estimate_scale(self, rows: int = 2**16) -> float:
     """``sqrt(d_in) / mean ‖x‖`` over a sample of rows."""

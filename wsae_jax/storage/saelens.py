@@ -35,6 +35,7 @@ WEIGHTS_FILENAME = "sae_weights.safetensors"
 
 
 def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
+                 standardization: dict | None = None,
                  metadata: dict | None = None) -> pathlib.Path:
   """Writes an SAE as a SAELens folder; returns the folder.
 
@@ -43,6 +44,8 @@ def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
     cfg: the SAE config.
     params: its parameters.
     normalization_scale: `c` if the SAE was trained on `c·x` (folded into the weights).
+    standardization: `{"mean", "std"}` per input dimension if the SAE was trained on
+      `(x − mean) / std` (folded into the weights; exclusive with `normalization_scale`).
     metadata: extra SAELens `meta` fields (model_name, hook_name, hook_layer, context_size, ...).
   """
   from safetensors.numpy import save_file
@@ -50,11 +53,17 @@ def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
   w = dict(exported.tensors)
   for name, arr in w.items():
     V.check_finite(f"params[{name!r}]", arr)
+  if normalization_scale is not None and standardization is not None:
+    raise V.WSAEInputError("give normalization_scale or standardization, not both.")
   if normalization_scale is not None:
     V.check_range("normalization_scale", normalization_scale, low=0.0, low_open=True)
-    c = np.float32(normalization_scale)
-    # Pre-activations of c·x equal those of x under c·W_enc (and b_dec/c): thresholds unchanged.
-    w.update({"W_enc": w["W_enc"] * c, "W_dec": w["W_dec"] / c, "b_dec": w["b_dec"] / c})
+    w = fold_input_transform(w, exported.fields, shift=np.zeros(cfg.d_in, np.float32),
+                             scale=np.full(cfg.d_in, normalization_scale, np.float32))
+  if standardization is not None:
+    V.check_fields("standardization", standardization, {"mean": list, "std": list})
+    std = np.asarray(standardization["std"], np.float64)
+    V.check_range("standardization std", std, low=0.0, low_open=True)
+    w = fold_input_transform(w, exported.fields, shift=standardization["mean"], scale=1.0 / std)
   out = pathlib.Path(path)
   out.mkdir(parents=True, exist_ok=True)
   save_file(w, str(out / WEIGHTS_FILENAME))
@@ -64,10 +73,32 @@ def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
       **exported.fields, "normalize_activations": "none", "reshape_activations": "none",
       "meta": {"model_name": None, "hook_name": None, "hook_layer": None,
                "context_size": None, **(metadata or {})},
-      "wsae_jax": {"config": cfg.to_dict(), "normalization_scale": normalization_scale},
+      "wsae_jax": {"config": cfg.to_dict(), "normalization_scale": normalization_scale,
+                   "standardization": standardization},
   }
   (out / CFG_FILENAME).write_text(json.dumps(cfg_json, indent=2))
   return out
+
+
+def fold_input_transform(tensors: dict, fields: dict, *, shift, scale) -> dict:
+  """The tensors of the SAE that takes raw `x`, for one trained on `x' = (x − shift) ⊙ scale`.
+
+  Encoder: `W_enc ← diag(scale) W_enc`; with `apply_b_dec_to_input` the input offset rides on
+  `b_dec` (`(x − b_dec') W_enc' = (x' − b_dec) W_enc` for `b_dec' = b_dec / scale + shift`),
+  without it `b_enc ← b_enc − (shift ⊙ scale) W_enc`. Decoder: `x̂ = x̂' / scale + shift`, so
+  `W_dec ← W_dec diag(1/scale)`, `b_dec ← b_dec / scale + shift`. Pre-activations are unchanged,
+  so thresholds are too.
+  """
+  s = np.asarray(scale, np.float64)
+  mu = np.asarray(shift, np.float64)
+  w = {k: np.asarray(v, np.float64) for k, v in tensors.items()}
+  out = dict(w)
+  out["W_enc"] = s[:, None] * w["W_enc"]
+  out["W_dec"] = w["W_dec"] / s[None, :]
+  out["b_dec"] = w["b_dec"] / s + mu
+  if not fields.get("apply_b_dec_to_input", False):
+    out["b_enc"] = w["b_enc"] - (mu * s) @ w["W_enc"]
+  return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}
 
 
 def load_saelens(path):

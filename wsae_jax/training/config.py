@@ -31,6 +31,9 @@ class TrainConfig:
   """Seed of the parameter initialisation (data sources carry their own seeds)."""
   log_every: int = 100
   """Steps between metric records (and NaN checks)."""
+  b_dec_init: str = "zeros"
+  """Initial decoder bias, from the first rows of the training data: "zeros", "mean" or "median"
+  (geometric median; see `data_init`). Ignored by architectures without `b_dec`."""
 
   def __post_init__(self):
     V.check_int("steps", self.steps, low=1)
@@ -43,3 +46,6 @@ class TrainConfig:
     if self.grad_clip is not None:
       V.check_range("grad_clip", self.grad_clip, low=0.0, low_open=True)
     V.check_int("log_every", self.log_every, low=1)
+    if self.b_dec_init not in ("zeros", "mean", "median"):
+      raise V.WSAEInputError(
+          f"b_dec_init must be 'zeros', 'mean' or 'median', got {self.b_dec_init!r}.")

@@ -36,16 +36,20 @@ class IncompatibleRunError(CheckpointError):
 
 
 def run_meta(sae_cfg, train_cfg, *, gamma=None, data: dict | None = None,
-             scale: float | None = None) -> dict:
+             scale: float | None = None, standardization: dict | None = None) -> dict:
   """The JSON record saved beside each state (and as `wsae train`'s run.json)."""
-  return {"sae_config": sae_cfg.to_dict(), "train_config": dataclasses.asdict(train_cfg),
+  meta = {"sae_config": sae_cfg.to_dict(), "train_config": dataclasses.asdict(train_cfg),
           "gamma": None if gamma is None else np.asarray(gamma, np.float64).tolist(),
           "normalization_scale": scale, "data": data or {}}
+  if standardization is not None:
+    meta["standardization"] = records.clean(standardization)
+  return meta
 
 
 # The checkpoint record's schema (what `run_meta` writes, plus the step and a sweep's histories).
 _META_REQUIRED = {"sae_config": dict, "train_config": dict, "data": dict, "step": int}
 _META_OPTIONAL = {"gamma": (list, type(None)), "normalization_scale": (float, type(None)),
+                  "standardization": dict,
                   "histories": list}
 
 

@@ -39,6 +39,7 @@ from wsae_jax.data import superposition as sp
 from wsae_jax.data.problems import HELD_OUT_STEP, SyntheticProblem
 from wsae_jax.objectives import weights as weights_lib
 from wsae_jax.parallel import DATA_AXIS
+from wsae_jax.training import data_init
 from wsae_jax.training import optim
 from wsae_jax.training import run as run_lib
 from wsae_jax.training import trainer
@@ -257,6 +258,21 @@ def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk
   return jax.jit(call, out_shardings=(member_sharding, member_sharding), donate_argnums=0)
 
 
+def _data_initialised_params(sae_cfg, train_cfg, members, problem, source):
+  """Stacked initial parameters with each member's `b_dec` from the first batches of its own
+  stream (`train_cfg.b_dec_init`), exactly as `train` initialises that member."""
+  b_decs, params = {}, []
+  for m in members:
+    key = None if problem is None else (m["data_seed"], m["sparsity"])
+    if key not in b_decs:
+      src = source if problem is None else problem.source(m["sparsity"], m["data_seed"],
+                                                          train_cfg.batch_size)
+      b_decs[key] = data_init.b_dec_init(trainer.initial_sample(src), train_cfg.b_dec_init)
+    p = jax.device_get(models.init(sae_cfg, jax.random.key(m["seed"])))
+    params.append(data_init.with_b_dec(p, b_decs[key]))
+  return jax.tree.map(lambda *a: np.stack(a), *params)
+
+
 @dataclasses.dataclass
 class SweepResult:
   """The outcome of `train_sweep`: stacked final states, resolved members, histories."""
@@ -386,6 +402,9 @@ def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, 
       if got != (E,) + spec.shape:
         raise V.WSAEInputError(
             f"initial_params[{name!r}] must have shape {(E,) + spec.shape} (members first), got {got}.")
+  elif train_cfg.b_dec_init != "zeros":
+    initial_params = _data_initialised_params(sae_cfg, train_cfg, res, data if synthetic else None,
+                                              source)
   states = jax.jit(jax.vmap(lambda s, p: new_state(sae_cfg, train_cfg, params=p, seed=s)),
                    out_shardings=member_sharding)(seeds_E, initial_params)
 

@@ -27,6 +27,7 @@ from wsae_jax import models
 from wsae_jax import parallel
 from wsae_jax.data import sources as data_lib
 from wsae_jax.objectives import weights
+from wsae_jax.training import data_init
 from wsae_jax.training import optim
 from wsae_jax.training import run as run_lib
 from wsae_jax.training.config import TrainConfig
@@ -142,6 +143,31 @@ def _check_inputs(sae_cfg, train_cfg, source, mesh, params) -> None:
     check_params(sae_cfg, params)
 
 
+INIT_SAMPLE_ROWS = 16384
+"""Rows (the first training batches) from which `b_dec_init` estimates the decoder bias."""
+
+
+def initial_sample(source, rows: int = INIT_SAMPLE_ROWS) -> np.ndarray:
+  """The first training batches of `source`, about `rows` rows, on the host."""
+  if not data_lib.resumable(source):
+    raise V.WSAEInputError(
+        "b_dec_init from data needs a source that can be read again from its start (an array, "
+        "a SyntheticSource or an ActivationStore), not an iterable of batches.")
+  steps = max(1, -(-rows // source.batch_size))
+  return np.concatenate([np.asarray(source.batch(t)) for t in range(steps)])
+
+
+def initial_params(sae_cfg, train_cfg: TrainConfig, source) -> dict | None:
+  """Parameters from `train_cfg.seed` with `b_dec` from the data (`train_cfg.b_dec_init`), or
+  None when the plain initialisation applies."""
+  if train_cfg.b_dec_init == "zeros" or "b_dec" not in jax.eval_shape(
+      lambda: models.init(sae_cfg, jax.random.key(0))):
+    return None
+  b_dec = data_init.b_dec_init(initial_sample(source), train_cfg.b_dec_init)
+  params = jax.device_get(models.init(sae_cfg, jax.random.key(train_cfg.seed)))
+  return data_init.with_b_dec(params, b_dec)
+
+
 def _record(metrics, state, step, window) -> tuple[dict, int]:
   """The history record of `step` (host floats) and the divergence step (-1 if none)."""
   rec, diverged, tsf = to_host((metrics, state.diverged_at, state.tokens_since_fired))
@@ -154,7 +180,8 @@ def _record(metrics, state, step, window) -> tuple[dict, int]:
 def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | None = None,
           mesh: Mesh | None = None, progress: bool | str = True,
           state: TrainState | None = None, checkpointer=None, resume: bool = False,
-          normalization_scale: float | None = None) -> tuple[TrainState, History]:
+          normalization_scale: float | None = None, standardization: dict | None = None
+          ) -> tuple[TrainState, History]:
   """Trains one SAE and returns `(final_state, history)`.
 
   Args:
@@ -163,7 +190,8 @@ def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | N
     data: a batch source (`SyntheticSource`, `ArraySource`, …), a `(tokens, d_in)` array, or an
       iterable of `(batch, d_in)` arrays.
     gamma: per-input-dimension weights, shape `(d_in,)`, > 0 (None: the plain SAE).
-    params: initial parameters (default: `models.init` with `train_cfg.seed`).
+    params: initial parameters (default: `models.init` with `train_cfg.seed`, and `b_dec` from
+      the first training rows when `train_cfg.b_dec_init` says so).
     mesh: device mesh with a "data" axis (default: all devices).
     progress: show a progress bar (a string is used as its description).
     state: a `TrainState` to continue from (its `step` is where training resumes).
@@ -173,6 +201,7 @@ def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | N
       batch is a function of `(seed, step)`, a resumed run ends with the same parameters as an
       uninterrupted one.
     normalization_scale: recorded in checkpoints (activations were multiplied by it).
+    standardization: recorded in checkpoints (`{"mean", "std"}`: activations were standardized).
 
   If a step produces a non-finite loss or gradient, training stops at the next record, warns with
   the step number, and returns the last finite state with `history.diverged_at` set.
@@ -181,9 +210,11 @@ def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | N
   source = data_lib.as_source(data, train_cfg.batch_size, seed=train_cfg.seed)
   _check_inputs(sae_cfg, train_cfg, source, mesh, params)
   gamma = weights.as_gamma(gamma, sae_cfg.d_in)
+  if state is None and params is None:
+    params = initial_params(sae_cfg, train_cfg, source)
   state = state if state is not None else init_state(sae_cfg, train_cfg, mesh=mesh, params=params)
   meta = run_lib.run_meta(sae_cfg, train_cfg, gamma=gamma, data=data_lib.describe(source),
-                          scale=normalization_scale)
+                          scale=normalization_scale, standardization=standardization)
   restored = run_lib.resume_or_start(checkpointer, state, meta, resume=resume)
   if restored is not None:
     if not data_lib.resumable(source):
