@@ -69,31 +69,20 @@ def test_weights_study_smoke(tmp_path):
   assert len(saved["rows"]) == len(r["rows"]) and (tmp_path / "weights_study.png").exists()
 
 
-def test_harvest_then_real_wsae_on_a_tiny_llama(tmp_path):
+def test_harvest_then_real_wsae_on_a_tiny_llama(tmp_path, tiny_lm_store):
   """The real-activation pipeline end to end: harvest a tiny random Llama, train, evaluate.
 
   One device: with torch's OpenMP threads in the same process, a 4-forced-CPU-device psum step hung
   once in XLA:CPU's collective rendezvous (the jaxlib 0.10.2 bug parallel.serialize_collectives
   works around); multi-device training is covered by the train and store tests.
   """
-  torch = pytest.importorskip("torch")
-  transformers = pytest.importorskip("transformers")
   import numpy as np
   import real_wsae
-  from wsae_jax.lm import harvest as hv
-  torch.manual_seed(0)
-  cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
-                                 num_hidden_layers=3, num_attention_heads=4,
-                                 num_key_value_heads=2, max_position_embeddings=64)
-  model = transformers.LlamaForCausalLM(cfg).eval()
-  model.save_pretrained(tmp_path / "tiny")
-  ids = np.random.default_rng(0).integers(0, 64, (48, 16)).astype(np.int32)
-  hv.harvest_to_store(model, ids, 1, tmp_path / "store", contexts_per_shard=8, progress=False,
-             info={"model": "tiny"})
-  args = ["--store", str(tmp_path / "store"), "--work", str(tmp_path / "work"), "--widths", "2",
+  tiny, store = tiny_lm_store
+  args = ["--store", str(store), "--work", str(tmp_path / "work"), "--widths", "2",
           "--alphas", "0,1", "--gammas", "variance,typical", "--typical-widths", "2",
           "--seeds", "2", "--k", "4", "--batch-size", "32", "--eval-shards", "1",
-          "--loss-contexts", "4", "--model", str(tmp_path / "tiny"), "--no-progress",
+          "--loss-contexts", "4", "--model", str(tiny), "--no-progress",
           "--devices", "1"]
   real_wsae.main(args + ["--out", str(tmp_path / "out")])
   r = json.loads((tmp_path / "out" / "real_wsae.json").read_text())
@@ -119,13 +108,13 @@ def test_harvest_then_real_wsae_on_a_tiny_llama(tmp_path):
   assert [x["train_s"] for x in r2["runs"]] == [x["train_s"] for x in r["runs"]]
 
 
-def test_recipe_smoke(tmp_path):
-  """experiments/recipe.py end to end on a tiny random Llama's store: two recipes, held-out
-  metrics and LM loss recovered, the recipe's settings recorded."""
+@pytest.fixture()
+def tiny_lm_store(tmp_path):
+  """A tiny random Llama saved as a Hugging Face folder, and the store of its block-1 output on
+  48 random contexts of 16 tokens (6 shards of 8 contexts)."""
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
   import numpy as np
-  import recipe
   from wsae_jax.lm import harvest as hv
   torch.manual_seed(0)
   cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
@@ -136,14 +125,42 @@ def test_recipe_smoke(tmp_path):
   ids = np.random.default_rng(0).integers(0, 64, (48, 16)).astype(np.int32)
   hv.harvest_to_store(model, ids, 1, tmp_path / "store", contexts_per_shard=8, progress=False,
                       info={"model": "tiny"})
-  recipe.main(["--store", str(tmp_path / "store"), "--work", str(tmp_path / "work"),
+  return tmp_path / "tiny", tmp_path / "store"
+
+
+def test_recipe_smoke(tmp_path, tiny_lm_store):
+  """experiments/recipe.py end to end on a tiny random Llama's store: two recipes, held-out
+  metrics and LM loss recovered, the recipe's settings recorded."""
+  import numpy as np
+  import recipe
+  tiny, store = tiny_lm_store
+  recipe.main(["--store", str(store), "--work", str(tmp_path / "work"),
                "--out", str(tmp_path / "recipe.json"), "--widths", "2",
                "--recipes", "before,median-drop", "--k", "4", "--batch-size", "32",
                "--train-tokens", "640", "--eval-shards", "1", "--loss-contexts", "4",
-               "--model", str(tmp_path / "tiny"), "--no-progress", "--devices", "1"])
+               "--model", str(tiny), "--no-progress", "--devices", "1"])
   rows = {r["recipe"]: r for r in json.loads((tmp_path / "recipe.json").read_text())["rows"]}
   assert rows["before"]["dead_after_tokens"] == 10_000_000 and rows["before"]["dropped_rows"] == 0
   assert rows["median-drop"]["dead_after_tokens"] == 32 and rows["median-drop"]["b_dec_init"] == "median"
   for r in rows.values():
     assert r["steps"] == 20 and 0 < r["fvu"] < 1.5 and 0 <= r["dead_frac"] <= 1
     assert np.isfinite(r["loss_recovered"])
+
+
+def test_weights_real_smoke(tmp_path, tiny_lm_store):
+  """experiments/weights_real.py end to end: the plain SAE and two weightings, scored with the
+  `wsae eval` library (probing needs a tokenizer, which the tiny model has not)."""
+  import numpy as np
+  import weights_real
+  tiny, store = tiny_lm_store
+  weights_real.main(["--store", str(store), "--work", str(tmp_path / "work"),
+                     "--out", str(tmp_path / "wr.json"), "--kinds", "variance,kurtosis",
+                     "--alphas", "1", "--width", "2", "--k", "4", "--batch-size", "32",
+                     "--train-tokens", "640", "--eval-shards", "1", "--loss-contexts", "4",
+                     "--model", str(tiny), "--no-probe", "--no-progress", "--devices", "1"])
+  rows = json.loads((tmp_path / "wr.json").read_text())["rows"]
+  assert [(r["kind"], r["alpha"]) for r in rows] == [("none", 0.0), ("variance", 1.0),
+                                                     ("kurtosis", 1.0)]
+  assert rows[0]["gamma_top_share"] is None and 0 < rows[1]["gamma_top_share"] <= 1
+  for r in rows:
+    assert 0 < r["fvu"] < 1.5 and np.isfinite(r["loss_recovered"])
