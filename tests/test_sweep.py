@@ -188,3 +188,27 @@ def test_batch_coupled_architectures_refuse_a_split_batch(four_devices):
     sweep.train_sweep(w.BatchTopKSAEConfig(d_in=8, d_sae=16, k=4.0), TC, [{"sparsity": 0.8}] * 2,
                       PROBLEM, progress=False,
                       mesh=sweep.sweep_mesh(2, four_devices, data_parallel=2))
+
+
+def test_gamma_kind_is_a_sweep_axis():
+  """Each member's γ is of its kind, from a held-out sample of its own stream (or W_p)."""
+  from wsae_jax.objectives import weights
+  members = sweep.grid(sparsity=[0.8], alpha=[1.0],
+                       gamma_kind=["variance", "kurtosis", "zero-fraction", "oracle"])
+  res = sweep.train_sweep(w.TiedSAEConfig(d_in=8, d_sae=11), dataclasses.replace(TC, steps=5),
+                          members, PROBLEM, progress=False)
+  x = np.asarray(PROBLEM.source(0.8, 0).sample(problems.HELD_OUT_STEP, 8192)[1])
+  for i, kind in enumerate(["variance", "kurtosis", "zero-fraction"]):
+    assert_close(res.gammas[i], weights.gamma_from_sample(kind, x, 1.0), rtol=1e-6)
+  assert_close(res.gammas[3], weights.weights_from_polysemanticity(
+      w.data.superposition.participation_ratio(W_P), 1.0), rtol=1e-6)
+  assert not np.allclose(res.gammas[1], res.gammas[0])
+  assert [r["gamma_kind"] for r in scoring.score_sweep(res, PROBLEM, eval_samples=256)] == [
+      "variance", "kurtosis", "zero-fraction", "oracle"]
+  with pytest.raises(w.WSAEInputError, match="gamma_kind must be one of"):
+    sweep.train_sweep(w.TiedSAEConfig(d_in=8, d_sae=11), TC,
+                      [{"sparsity": 0.8, "alpha": 1.0, "gamma_kind": "decoder"}], PROBLEM,
+                      progress=False)
+  with pytest.raises(w.WSAEInputError, match="gamma_kind needs alpha"):
+    sweep.train_sweep(w.TiedSAEConfig(d_in=8, d_sae=11), TC,
+                      [{"sparsity": 0.8, "gamma_kind": "kurtosis"}], PROBLEM, progress=False)

@@ -34,8 +34,8 @@ def score_sweep(result, data, *, eval_samples: int = 8192) -> list[dict]:
   params = jax.device_get(result.states.params)
   rows, cache = [], {}
   for i, m in enumerate(result.members):
-    row = {k: m[k] for k in ("seed", "data_seed", "sparsity", "alpha", "learning_rate",
-                             *hp_names)}
+    row = {k: m[k] for k in ("seed", "data_seed", "sparsity", "alpha", "gamma_kind",
+                             "learning_rate", *hp_names)}
     row["gamma_given"] = m["gamma"] is not None
     row["diverged_at"] = result.diverged.get(i)
     p_i = jax.tree.map(lambda a: jnp.asarray(a[i]), params)

@@ -47,7 +47,7 @@ from wsae_jax.training.config import TrainConfig
 from wsae_jax.training.state import TrainState, new_state
 
 MEMBER_AXIS = "member"
-BASE_KEYS = ("seed", "data_seed", "sparsity", "alpha", "gamma", "learning_rate")
+BASE_KEYS = ("seed", "data_seed", "sparsity", "alpha", "gamma_kind", "gamma", "learning_rate")
 """What every member may set; each architecture adds its own hyperparameters."""
 
 
@@ -95,7 +95,8 @@ def resolve_members(sae_cfg, train_cfg, members, *, synthetic: bool) -> list[dic
               f"{[h.name for h in arch.hyperparameters] or 'none'})") if others else ""
       raise V.WSAEInputError(f"{where}unknown keys {sorted(unknown)}{hint}; allowed: {allowed}.")
     r = {"seed": m.get("seed", train_cfg.seed), "data_seed": m.get("data_seed", 0),
-         "sparsity": m.get("sparsity"), "alpha": m.get("alpha"), "gamma": m.get("gamma"),
+         "sparsity": m.get("sparsity"), "alpha": m.get("alpha"),
+         "gamma_kind": m.get("gamma_kind", "variance"), "gamma": m.get("gamma"),
          "learning_rate": m.get("learning_rate", train_cfg.learning_rate),
          **{h.name: m.get(h.name, getattr(sae_cfg, h.name)) for h in arch.hyperparameters}}
     try:
@@ -112,6 +113,11 @@ def resolve_members(sae_cfg, train_cfg, members, *, synthetic: bool) -> list[dic
         raise V.WSAEInputError("give alpha or gamma, not both.")
       if r["alpha"] is not None:
         V.check_range("alpha", r["alpha"], low=0.0)
+      kinds = weights_lib.GAMMA_KINDS + (("oracle",) if synthetic else ())
+      if r["gamma_kind"] not in kinds:
+        raise V.WSAEInputError(f"gamma_kind must be one of {kinds}, got {r['gamma_kind']!r}.")
+      if "gamma_kind" in m and r["alpha"] is None:
+        raise V.WSAEInputError("gamma_kind needs alpha (the exponent of γ).")
       if r["gamma"] is not None:
         V.check_gamma(np.asarray(r["gamma"], np.float32), sae_cfg.d_in)
       for h in arch.hyperparameters:
@@ -123,7 +129,8 @@ def resolve_members(sae_cfg, train_cfg, members, *, synthetic: bool) -> list[dic
 
 
 def member_gammas(members, sae_cfg, problem, source, num_samples=8192) -> np.ndarray:
-  """γ per member: explicit, from α and a held-out sample of the member's own data, or ones."""
+  """γ per member: explicit, of its `gamma_kind` with its α (from a held-out sample of the
+  member's own data, or for "oracle" from W_p's participation ratios), or ones."""
   cache = {}
   gam = np.ones((len(members), sae_cfg.d_in), np.float32)
   for i, m in enumerate(members):
@@ -138,7 +145,12 @@ def member_gammas(members, sae_cfg, problem, source, num_samples=8192) -> np.nda
         else:
           steps = max(1, num_samples // source.batch_size)
           cache[key] = np.concatenate([np.asarray(source.batch(t)) for t in range(steps)])
-      gam[i] = weights_lib.variance_weights(cache[key], m["alpha"])
+      kind = m.get("gamma_kind", "variance")
+      if kind == "oracle":
+        gam[i] = weights_lib.weights_from_polysemanticity(
+            sp.participation_ratio(np.asarray(problem.W_p)), m["alpha"])
+      else:
+        gam[i] = weights_lib.gamma_from_sample(kind, cache[key], m["alpha"])
   return gam
 
 
