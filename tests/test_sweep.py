@@ -207,8 +207,28 @@ def test_gamma_kind_is_a_sweep_axis():
       "variance", "kurtosis", "zero-fraction", "oracle"]
   with pytest.raises(w.WSAEInputError, match="gamma_kind must be one of"):
     sweep.train_sweep(w.TiedSAEConfig(d_in=8, d_sae=11), TC,
-                      [{"sparsity": 0.8, "alpha": 1.0, "gamma_kind": "decoder"}], PROBLEM,
+                      [{"sparsity": 0.8, "alpha": 1.0, "gamma_kind": "entropy"}], PROBLEM,
                       progress=False)
   with pytest.raises(w.WSAEInputError, match="gamma_kind needs alpha"):
     sweep.train_sweep(w.TiedSAEConfig(d_in=8, d_sae=11), TC,
                       [{"sparsity": 0.8, "gamma_kind": "kurtosis"}], PROBLEM, progress=False)
+
+
+def test_decoder_gamma_members_equal_train(four_devices):
+  """A member with gamma_kind="decoder" re-estimates its γ between compiled calls exactly as
+  `train(gamma=DecoderGamma(...))` does between steps."""
+  from wsae_jax.objectives import weights
+  cfg = w.TopKSAEConfig(d_in=8, d_sae=16, k=3, dead_after_tokens=256)
+  tc = dataclasses.replace(TC, steps=40, log_every=10)
+  members = [{"seed": 0, "sparsity": 0.8}, {"seed": 1, "sparsity": 0.8, "alpha": 1.0,
+                                            "gamma_kind": "decoder"}]
+  res = sweep.train_sweep(cfg, tc, members, PROBLEM, progress=False, decoder_gamma_every=20,
+                          mesh=sweep.sweep_mesh(2, four_devices[:1]))
+  src = w.SyntheticSource(W_P, 0.8, tc.batch_size, seed=0)
+  state, _ = train_lib.train(cfg, dataclasses.replace(tc, seed=1), src,
+                             gamma=weights.DecoderGamma(1.0, every=20), progress=False,
+                             mesh=parallel.data_mesh(four_devices[:1]))
+  assert_close(res.params(1), jax.device_get(state.params), rtol=1e-4, atol=2e-5)
+  assert not np.allclose(res.gammas[1], 1.0) and np.allclose(res.gammas[0], 1.0)
+  with pytest.raises(w.WSAEInputError, match="multiple of steps_per_call"):
+    sweep.train_sweep(cfg, tc, members, PROBLEM, progress=False, decoder_gamma_every=15)

@@ -1,5 +1,6 @@
 import warnings
 
+import jax
 import numpy as np
 import pytest
 
@@ -179,3 +180,67 @@ def test_bad_gamma_options_are_refused(tmp_path, capsys):
   assert cli.main(base + ["--gamma", "oracle", "--alpha", "1", "--activations",
                           str(tmp_path / "x.npy")]) == 2
   assert "needs the synthetic W_p" in capsys.readouterr().err
+
+
+def test_decoder_polysemanticity_counts_the_latents_writing_to_each_dimension():
+  w_dec = np.zeros((6, 4))
+  w_dec[0, 0] = 1.0                       # dimension 0: one latent
+  w_dec[1:4, 1] = 0.5                     # dimension 1: three latents, equally
+  w_dec[4, 2], w_dec[5, 2] = 1.0, 0.1     # dimension 2: one latent and a faint second
+  m = w.objectives.weights.decoder_polysemanticity(w_dec)
+  ref = [np.sum(c ** 2) ** 2 / np.sum(c ** 4) if np.any(c) else 1e3 for c in w_dec.T]
+  assert_close(m, ref, rtol=1e-12)
+  assert m[0] == 1.0 and m[1] == pytest.approx(3.0) and 1.0 < m[2] < 1.1 and m[3] == 1e3
+  live = np.array([True, False, False, True, True, True])
+  assert w.objectives.weights.decoder_polysemanticity(w_dec, live)[1] == 1.0
+
+
+def test_decoder_gamma_updates_during_training_and_resumes_exactly(tmp_path):
+  from wsae_jax.storage.checkpoint import Checkpointer
+  from wsae_jax.training import run
+  W_p = w.polygon_matrix(3, 3, n_mono=2)
+  cfg = w.TopKSAEConfig(d_in=8, d_sae=16, k=3)
+  tc = w.TrainConfig(steps=40, batch_size=64, learning_rate=3e-3, warmup_steps=5, log_every=10)
+  schedule = w.objectives.weights.DecoderGamma(alpha=1.0, every=10)
+  src = lambda: w.SyntheticSource(W_p, 0.8, 64, seed=1)
+  full, _ = w.train(cfg, tc, src(), gamma=schedule, progress=False,
+                    checkpointer=Checkpointer(tmp_path / "a", every=20))
+  meta = Checkpointer(tmp_path / "a").read_meta(40)
+  tsf = np.asarray(full.tokens_since_fired)
+  expected = schedule.update(np.asarray(full.params["W_dec"]), tsf, 10 * 64)
+  assert_close(meta["gamma_current"], expected, rtol=1e-6)
+  assert not np.allclose(meta["gamma_current"], 1.0)  # γ moved away from the plain SAE's
+  assert meta["gamma_schedule"] == {"kind": "decoder", "alpha": 1.0, "every": 10}
+  # Interrupted after step 20 (the checkpoint of 40 lost), then resumed: the same end.
+  ck = Checkpointer(tmp_path / "b", every=20)
+  w.train(cfg, w.TrainConfig(**{**tc.__dict__, "steps": 20}), src(), gamma=schedule,
+          progress=False, checkpointer=ck)
+  with pytest.raises(w.WSAEInputError, match="train_config.steps"):
+    w.train(cfg, tc, src(), gamma=schedule, progress=False, resume=True,
+            checkpointer=Checkpointer(tmp_path / "b", every=20))
+  import shutil
+  shutil.copytree(tmp_path / "a", tmp_path / "c")
+  shutil.rmtree(tmp_path / "c" / "40")
+  resumed, _ = w.train(cfg, tc, src(), gamma=schedule, progress=False, resume=True,
+                       checkpointer=Checkpointer(tmp_path / "c", every=20))
+  assert_close(jax.device_get(resumed.params), jax.device_get(full.params), rtol=0, atol=0)
+  # Another schedule is another run.
+  with pytest.raises(w.WSAEInputError, match="gamma_schedule.every"):
+    w.train(cfg, tc, src(), gamma=w.objectives.weights.DecoderGamma(1.0, every=5),
+            progress=False, resume=True, checkpointer=Checkpointer(tmp_path / "c", every=20))
+
+
+def test_wsae_train_gamma_decoder(tmp_path, capsys):
+  from wsae_jax.app import cli
+  args = ["train", "--out", str(tmp_path / "run"), "--arch", "topk", "--k", "3", "--d-sae", "40",
+          "--steps", "20", "--batch-size", "64", "--gamma", "decoder", "--alpha", "1",
+          "--gamma-every", "5", "--checkpoint-every", "10", "--no-progress"]
+  assert cli.main(args) == 0
+  assert "re-estimated every 5 steps" in capsys.readouterr().out
+  import json
+  run = json.loads((tmp_path / "run" / "run.json").read_text())
+  assert run["gamma"] is None and run["gamma_schedule"]["every"] == 5
+  assert cli.main(args + ["--resume"]) == 0
+  assert cli.main(["train", "--out", str(tmp_path / "r2"), "--gamma", "decoder",
+                   "--no-progress"]) == 2
+  assert "needs --alpha" in capsys.readouterr().err

@@ -239,8 +239,12 @@ def _add_train(sub):
                  help="WSAE weights, from a data sample: variance (the paper's γ = Var^α), "
                  "robust-variance (Var over typical rows, without massive-norm ones), kurtosis or "
                  "zero-fraction (γ = m̂^−α, m̂ the estimated features per dimension: monosemantic "
-                 "dimensions weighted up), oracle (synthetic data: γ = PR^−α from W_p), or a .npy "
-                 "file holding γ itself (then --alpha is not used)")
+                 "dimensions weighted up), oracle (synthetic data: γ = PR^−α from W_p), decoder "
+                 "(re-estimated every --gamma-every steps from the SAE's own decoder: γ = m̂^−α, m̂ "
+                 "the number of live latents writing to each dimension), or a .npy file holding γ "
+                 "itself (then --alpha is not used)")
+  m.add_argument("--gamma-every", type=int, default=100,
+                 help="--gamma decoder: steps between re-estimates of γ")
   m.add_argument("--gamma-max-share", type=float, default=None,
                  help="refuse (exit 2) a γ whose top dimension holds more than this share of "
                  "Σγ² (default: only warn above 25%%)")
@@ -370,9 +374,11 @@ def _run_train(args):
   if args.d_sae is not None:
     V.check_int("--d-sae", args.d_sae, low=1)
   from_file = args.gamma.endswith(".npy")
-  if not from_file and args.gamma not in weights.GAMMA_KINDS + ("oracle",):
-    raise V.WSAEInputError(f"--gamma must be one of {weights.GAMMA_KINDS + ('oracle',)} or a .npy "
-                           f"file, got {args.gamma!r}.")
+  kinds = weights.GAMMA_KINDS + ("oracle", "decoder")
+  if not from_file and args.gamma not in kinds:
+    raise V.WSAEInputError(f"--gamma must be one of {kinds} or a .npy file, got {args.gamma!r}.")
+  if args.gamma == "decoder" and args.alpha is None:
+    raise V.WSAEInputError("--gamma decoder needs --alpha (the exponent of γ).")
   if args.gamma == "oracle" and args.activations:
     raise V.WSAEInputError("--gamma oracle needs the synthetic W_p; it is not known for "
                            "--activations.")
@@ -409,7 +415,10 @@ def _run_train(args):
                    seed=args.seed, log_every=args.log_every, b_dec_init=b_dec_init,
                    warmup_steps=min(100, args.steps // 10))
   gamma = None
-  if args.alpha is not None or from_file:
+  if args.gamma == "decoder":
+    gamma = weights.DecoderGamma(args.alpha, args.gamma_every)
+    print(f"γ from the decoder: γ = m̂^-{args.alpha:g}, re-estimated every {args.gamma_every} steps")
+  elif args.alpha is not None or from_file:
     import warnings
     with warnings.catch_warnings():  # reported once, below, with the refusal option
       warnings.simplefilter("ignore", RuntimeWarning)
@@ -437,8 +446,8 @@ def _run_train(args):
   V.check_int("--checkpoint-every", args.checkpoint_every, low=1)
   V.check_int("--keep", args.keep, low=1)
   # The run's identity: compared with OUT/run.json before any checkpoint is touched.
-  meta = run.run_meta(cfg, tc, gamma=gamma, data=sources.describe(source), scale=scale,
-                      standardization=standardization)
+  meta = trainer.run_record(cfg, tc, gamma, source, normalization_scale=scale,
+                           standardization=standardization)
   run_file = out / "run.json"
   if args.resume and run_file.exists():
     try:

@@ -285,3 +285,48 @@ def gamma_from_sample(kind: str, x_sample_BxD, alpha: float, *, rel_tol: float =
     return weights_from_polysemanticity(
         zero_fraction_polysemanticity(x_sample_BxD, rel_tol=rel_tol), alpha)
   raise V.WSAEInputError(f"unknown γ kind {kind!r}; choose one of {GAMMA_KINDS} or a .npy file.")
+
+
+# -- decoder-based, iterative γ --------------------------------------------------------------------
+
+def decoder_polysemanticity(w_dec_MxD, live_M=None) -> np.ndarray:
+  """Per input dimension, how many live latents write to it: the participation ratio
+  `(Σ_j w_ji²)² / Σ_j w_ji⁴` of column i of the decoder over the live latents (1 when a single
+  latent owns the dimension, the number of latents when they share it equally). A dimension no
+  live latent writes to reads as `MAX_POLYSEMANTICITY` (nothing to weight up)."""
+  w = np.asarray(w_dec_MxD, np.float64)
+  if live_M is not None:
+    w = w[np.asarray(live_M, bool)]
+  w2 = w * w
+  s2, s4 = w2.sum(0), (w2 * w2).sum(0)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    m = np.where(s4 > 0, s2 * s2 / s4, MAX_POLYSEMANTICITY)
+  return np.clip(m, 1.0, MAX_POLYSEMANTICITY)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderGamma:
+  """γ re-estimated during training from the SAE's own decoder (pass it as `train(gamma=...)`).
+
+  Starts at γ = 1 (the plain SAE); after every `every` steps, `γ = m̂^−α` with m̂ the
+  `decoder_polysemanticity` of the decoder over the latents that fired within the last
+  `every · batch_size` tokens. The jitted step is not recompiled: γ stays one of its arguments.
+  Checkpoints carry the current γ, so a resumed run continues with it exactly.
+  """
+
+  alpha: float
+  every: int = 100
+
+  def __post_init__(self):
+    V.check_range("alpha", self.alpha, low=0.0)
+    V.check_int("every", self.every, low=1)
+
+  def describe(self) -> dict:
+    return {"kind": "decoder", "alpha": float(self.alpha), "every": int(self.every)}
+
+  def initial(self, d_in: int) -> np.ndarray:
+    return np.ones(d_in, np.float32)
+
+  def update(self, w_dec_MxD, tokens_since_fired_M, window_tokens: int) -> np.ndarray:
+    live = np.asarray(tokens_since_fired_M) < window_tokens
+    return weights_from_polysemanticity(decoder_polysemanticity(w_dec_MxD, live), self.alpha)

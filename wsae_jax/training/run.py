@@ -36,20 +36,23 @@ class IncompatibleRunError(CheckpointError):
 
 
 def run_meta(sae_cfg, train_cfg, *, gamma=None, data: dict | None = None,
-             scale: float | None = None, standardization: dict | None = None) -> dict:
+             scale: float | None = None, standardization: dict | None = None,
+             gamma_schedule: dict | None = None) -> dict:
   """The JSON record saved beside each state (and as `wsae train`'s run.json)."""
   meta = {"sae_config": sae_cfg.to_dict(), "train_config": dataclasses.asdict(train_cfg),
           "gamma": None if gamma is None else np.asarray(gamma, np.float64).tolist(),
           "normalization_scale": scale, "data": data or {}}
   if standardization is not None:
     meta["standardization"] = records.clean(standardization)
+  if gamma_schedule is not None:
+    meta["gamma_schedule"] = gamma_schedule
   return meta
 
 
 # The checkpoint record's schema (what `run_meta` writes, plus the step and a sweep's histories).
 _META_REQUIRED = {"sae_config": dict, "train_config": dict, "data": dict, "step": int}
 _META_OPTIONAL = {"gamma": (list, type(None)), "normalization_scale": (float, type(None)),
-                  "standardization": dict,
+                  "standardization": dict, "gamma_schedule": dict, "gamma_current": list,
                   "histories": list}
 
 
@@ -74,7 +77,7 @@ def read_record(ck: Checkpointer, step: int) -> dict:
 def check_compatible(saved: dict, current: dict, where) -> None:
   """Raises `IncompatibleRunError` listing every field that differs between saved and current."""
   diffs = []
-  for section in ("sae_config", "train_config", "data"):
+  for section in ("sae_config", "train_config", "data", "gamma_schedule"):
     a, b = saved.get(section, {}), records.clean(current.get(section, {}))
     for k in sorted(set(a) | set(b)):
       if k in _RESUMABLE_DIFFERENCES:

@@ -113,7 +113,7 @@ def resolve_members(sae_cfg, train_cfg, members, *, synthetic: bool) -> list[dic
         raise V.WSAEInputError("give alpha or gamma, not both.")
       if r["alpha"] is not None:
         V.check_range("alpha", r["alpha"], low=0.0)
-      kinds = weights_lib.GAMMA_KINDS + (("oracle",) if synthetic else ())
+      kinds = weights_lib.GAMMA_KINDS + ("decoder",) + (("oracle",) if synthetic else ())
       if r["gamma_kind"] not in kinds:
         raise V.WSAEInputError(f"gamma_kind must be one of {kinds}, got {r['gamma_kind']!r}.")
       if "gamma_kind" in m and r["alpha"] is None:
@@ -136,6 +136,8 @@ def member_gammas(members, sae_cfg, problem, source, num_samples=8192) -> np.nda
   for i, m in enumerate(members):
     if m["gamma"] is not None:
       gam[i] = np.asarray(m["gamma"], np.float32)
+    elif m["alpha"] is not None and m.get("gamma_kind") == "decoder":
+      gam[i] = 1.0  # starts as the plain SAE; re-estimated from the decoder while training
     elif m["alpha"] is not None:
       key = (m["data_seed"], m["sparsity"])
       if key not in cache:
@@ -270,6 +272,17 @@ def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk
   return jax.jit(call, out_shardings=(member_sharding, member_sharding), donate_argnums=0)
 
 
+def _decoder_gammas(sae_cfg, members, decoder, states, gammas, window_tokens) -> np.ndarray:
+  """`gammas` with each `gamma_kind="decoder"` member's γ re-estimated from its decoder."""
+  gammas = np.array(gammas)
+  w_dec = jax.device_get(jax.vmap(lambda p: models.decoder_matrix(sae_cfg, p))(states.params))
+  tsf = jax.device_get(states.tokens_since_fired)
+  for i in decoder:
+    gammas[i] = weights_lib.DecoderGamma(members[i]["alpha"]).update(w_dec[i], tsf[i],
+                                                                     window_tokens)
+  return gammas
+
+
 def _data_initialised_params(sae_cfg, train_cfg, members, problem, source):
   """Stacked initial parameters with each member's `b_dec` from the first batches of its own
   stream (`train_cfg.b_dec_init`), exactly as `train` initialises that member."""
@@ -320,7 +333,7 @@ class SweepResult:
 def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, *,
                 mesh: Mesh | None = None, steps_per_call: int | None = None,
                 member_chunk: int = 4, progress: bool | str = True,
-                initial_params: dict | None = None,
+                initial_params: dict | None = None, decoder_gamma_every: int = 100,
                 checkpointer=None, resume: bool = False) -> SweepResult:
   """Trains every member of a sweep together, as one compiled program.
 
@@ -342,6 +355,8 @@ def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, 
       of each member's seeded initialisation (e.g. to start from the closed form).
     checkpointer: a `checkpoint.Checkpointer`; the stacked state is saved after each compiled call
       that crosses a multiple of `checkpointer.every` steps, and at the end.
+    decoder_gamma_every: steps between re-estimates of γ for members with
+      `gamma_kind="decoder"` (as `weights.DecoderGamma`; a multiple of `steps_per_call`).
     resume: continue from the newest complete checkpoint (same members and configs required);
       the result equals an uninterrupted sweep, because every batch is a function of (seed, step).
 
@@ -377,6 +392,11 @@ def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, 
   T = steps_per_call or min(train_cfg.log_every, train_cfg.steps)
   V.check_int("steps_per_call", T, low=1)
   gammas = member_gammas(res, sae_cfg, data if synthetic else None, source)
+  decoder = [i for i, m in enumerate(res) if m["gamma_kind"] == "decoder"]
+  if decoder and decoder_gamma_every % T:
+    raise V.WSAEInputError(
+        f"decoder_gamma_every={decoder_gamma_every} must be a multiple of steps_per_call={T} "
+        f"(γ changes between compiled calls).")
 
   # Distinct data streams: members with the same (data seed, sparsity) share batches.
   if synthetic:
@@ -433,6 +453,9 @@ def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, 
     states, saved = restored
     start = int(saved["step"])
     histories = saved.get("histories", histories)
+    if "gamma_current" in saved:  # the γ in effect when the checkpoint was written
+      gammas = np.asarray(saved["gamma_current"], np.float32)
+      hp = {**hp, "gamma": jax.device_put(jnp.asarray(gammas), member_sharding)}
   xs_sharding = NamedSharding(mesh, P(None, None, DATA_AXIS))
   t0 = time.perf_counter()
   bar = tqdm(total=train_cfg.steps, initial=start,
@@ -446,6 +469,10 @@ def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, 
                        for t in range(T)])[None]
         xs = jax.device_put(xs, xs_sharding)
       states, met = call(states, hp, xs, jnp.int32(step0))
+      if decoder and (step0 + T) % decoder_gamma_every == 0 and step0 + T <= train_cfg.steps:
+        gammas = _decoder_gammas(sae_cfg, res, decoder, states, gammas,
+                                 decoder_gamma_every * train_cfg.batch_size)
+        hp = {**hp, "gamma": jax.device_put(jnp.asarray(gammas), member_sharding)}
       met, div = jax.device_get((met, states.diverged_at))
       done = min(step0 + T, train_cfg.steps)
       for i in range(E):
@@ -458,7 +485,8 @@ def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, 
       bar.update(done - bar.n)
       if checkpointer is not None and (done // checkpointer.every > step0 // checkpointer.every
                                        or done == train_cfg.steps):
-        checkpointer.save(done, states, {**meta, "histories": histories})
+        checkpointer.save(done, states, {**meta, "histories": histories,
+                                         **({"gamma_current": gammas.tolist()} if decoder else {})})
   finally:
     bar.close()
   jax.block_until_ready(states)

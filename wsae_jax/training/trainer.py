@@ -168,6 +168,17 @@ def initial_params(sae_cfg, train_cfg: TrainConfig, source) -> dict | None:
   return data_init.with_b_dec(params, b_dec)
 
 
+def run_record(sae_cfg, train_cfg, gamma, source, *, normalization_scale=None,
+               standardization=None) -> dict:
+  """The record of a `train` run (checkpoints, `wsae train`'s run.json): `run.run_meta` with the
+  source's identity and γ, fixed or a `DecoderGamma` schedule."""
+  schedule = gamma if isinstance(gamma, weights.DecoderGamma) else None
+  return run_lib.run_meta(sae_cfg, train_cfg, gamma=None if schedule else gamma,
+                          data=data_lib.describe(source), scale=normalization_scale,
+                          standardization=standardization,
+                          gamma_schedule=schedule.describe() if schedule else None)
+
+
 def _record(metrics, state, step, window) -> tuple[dict, int]:
   """The history record of `step` (host floats) and the divergence step (-1 if none)."""
   rec, diverged, tsf = to_host((metrics, state.diverged_at, state.tokens_since_fired))
@@ -189,7 +200,8 @@ def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | N
     train_cfg: a `TrainConfig`.
     data: a batch source (`SyntheticSource`, `ArraySource`, …), a `(tokens, d_in)` array, or an
       iterable of `(batch, d_in)` arrays.
-    gamma: per-input-dimension weights, shape `(d_in,)`, > 0 (None: the plain SAE).
+    gamma: per-input-dimension weights, shape `(d_in,)`, > 0 (None: the plain SAE), or a
+      `weights.DecoderGamma` that re-estimates γ from the decoder every few steps.
     params: initial parameters (default: `models.init` with `train_cfg.seed`, and `b_dec` from
       the first training rows when `train_cfg.b_dec_init` says so).
     mesh: device mesh with a "data" axis (default: all devices).
@@ -209,12 +221,13 @@ def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | N
   mesh = mesh or parallel.data_mesh()
   source = data_lib.as_source(data, train_cfg.batch_size, seed=train_cfg.seed)
   _check_inputs(sae_cfg, train_cfg, source, mesh, params)
-  gamma = weights.as_gamma(gamma, sae_cfg.d_in)
+  schedule = gamma if isinstance(gamma, weights.DecoderGamma) else None
+  gamma = weights.as_gamma(schedule.initial(sae_cfg.d_in) if schedule else gamma, sae_cfg.d_in)
   if state is None and params is None:
     params = initial_params(sae_cfg, train_cfg, source)
   state = state if state is not None else init_state(sae_cfg, train_cfg, mesh=mesh, params=params)
-  meta = run_lib.run_meta(sae_cfg, train_cfg, gamma=gamma, data=data_lib.describe(source),
-                          scale=normalization_scale, standardization=standardization)
+  meta = run_record(sae_cfg, train_cfg, schedule or gamma, source,
+                    normalization_scale=normalization_scale, standardization=standardization)
   restored = run_lib.resume_or_start(checkpointer, state, meta, resume=resume)
   if restored is not None:
     if not data_lib.resumable(source):
@@ -222,6 +235,8 @@ def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | N
           "cannot resume from an iterable of batches (it cannot be rewound to the checkpoint's "
           "step); pass an array or a SyntheticSource.")
     state = restored[0]
+    if schedule:  # the γ in effect when the checkpoint was written
+      gamma = jnp.asarray(restored[1]["gamma_current"], jnp.float32)
   step_fn = make_train_step(sae_cfg, train_cfg, mesh=mesh)
   if gamma is not None:
     gamma = jax.device_put(gamma, parallel.replicated(mesh))
@@ -252,9 +267,15 @@ def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | N
         history.records.append(rec)
         bar.set_postfix(loss=f"{rec['loss']:.4g}", l0=f"{rec['l0']:.1f}", refresh=False)
         bar.update(step + 1 - bar.n)
+      if schedule and (step + 1) % schedule.every == 0:
+        w_dec, tsf = to_host((models.decoder_matrix(sae_cfg, state.params),
+                              state.tokens_since_fired))
+        gamma = jax.device_put(schedule.update(w_dec, tsf, schedule.every * train_cfg.batch_size),
+                               parallel.replicated(mesh))
       if checkpointer is not None and (checkpointer.should_save(step + 1) or last):
         jax.block_until_ready(state)  # orbax's device work must not overlap a running step
-        checkpointer.save(step + 1, state, meta)
+        checkpointer.save(step + 1, state, meta if not schedule else
+                          {**meta, "gamma_current": np.asarray(gamma).tolist()})
   finally:
     bar.close()
   jax.block_until_ready(state)
