@@ -2,7 +2,8 @@
 
 Trains 8x Top-k SAEs (k = 32, 409,600 tokens, the recipe of `wsae train --activations`: b_dec at
 the geometric median, dead after 5% of the run) on the SmolLM2 layer-15 store with the loss
-weighted by each γ of `wsae train --gamma` at α ∈ {0.5, 1}, beside the plain SAE, and scores each
+weighted by each γ of `wsae train --gamma` at α ∈ {0.5, 1} (decoder: re-estimated every 40 steps),
+beside the plain SAE, and scores each
 on the held-out shards with the `wsae eval` library: FVU (all and typical rows), dead fraction,
 token consistency, top-20 token entropy, k-sparse probing F1 of token classes, LM loss recovered.
 
@@ -28,7 +29,8 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 
-KINDS = ("variance", "robust-variance", "kurtosis", "zero-fraction")
+KINDS = ("variance", "robust-variance", "kurtosis", "zero-fraction", "decoder")
+DECODER_EVERY = 40  # steps between re-estimates of the decoder γ (10 over the default run)
 
 
 def parse(argv=None):
@@ -68,7 +70,9 @@ def train_one(args, name, kind, alpha, seed, work, mesh):
   with ActivationStore(args.store, args.batch_size, seed=seed, normalize=True,
                        shards=slice(0, -args.eval_shards)) as stream:
     gamma, report = None, None
-    if kind != "none":
+    if kind == "decoder":
+      gamma = weights.DecoderGamma(alpha, every=DECODER_EVERY)
+    elif kind != "none":
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # reported below instead
         gamma = weights.gamma_from_sample(kind, stream.sample(8192, served=True), alpha)
