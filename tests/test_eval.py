@@ -108,32 +108,20 @@ def test_wsae_eval_on_a_held_out_shard(store, tmp_path, capsys):
                    "--out", str(tmp_path / "e2.json")]) == 0
 
 
-def test_wsae_eval_lm_loss_with_a_tiny_llama(tmp_path, capsys):
-  torch = pytest.importorskip("torch")
-  transformers = pytest.importorskip("transformers")
-  from wsae_jax.lm import harvest as hv
-  torch.manual_seed(0)
-  cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
-                                 num_hidden_layers=3, num_attention_heads=4,
-                                 num_key_value_heads=2, max_position_embeddings=64)
-  transformers.LlamaForCausalLM(cfg).eval().save_pretrained(tmp_path / "tiny")
-  model = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "tiny").eval()
-  ids = np.random.default_rng(0).integers(0, 64, (32, 16)).astype(np.int32)
-  hv.harvest_to_store(model, ids, 1, tmp_path / "store", contexts_per_shard=8, progress=False,
-                      info={"model": "tiny"})
-  assert cli.main(["train", "--out", str(tmp_path / "run"), "--activations",
-                   str(tmp_path / "store"), "--arch", "topk", "--k", "4", "--d-sae", "32",
-                   "--steps", "20", "--batch-size", "32", "--hold-out-shards", "1",
-                   "--no-progress"]) == 0
-  assert cli.main(["eval", str(tmp_path / "run"), "--activations", str(tmp_path / "store"),
+def test_wsae_eval_lm_loss_with_a_tiny_llama(tmp_path, capsys, tiny_lm_store):
+  tiny, store = tiny_lm_store
+  assert cli.main(["train", "--out", str(tmp_path / "run"), "--activations", str(store),
+                   "--arch", "topk", "--k", "4", "--d-sae", "32", "--steps", "20",
+                   "--batch-size", "32", "--hold-out-shards", "1", "--no-progress"]) == 0
+  assert cli.main(["eval", str(tmp_path / "run"), "--activations", str(store),
                    "--eval-shards", "1"]) == 0
   # The store names no model found here: --lm-loss asks for --model.
-  assert cli.main(["eval", str(tmp_path / "run"), "--activations", str(tmp_path / "store"),
+  assert cli.main(["eval", str(tmp_path / "run"), "--activations", str(store),
                    "--eval-shards", "1", "--lm-loss", "--overwrite"]) == 2
   assert "pass --model" in capsys.readouterr().err
-  assert cli.main(["eval", str(tmp_path / "run"), "--activations", str(tmp_path / "store"),
+  assert cli.main(["eval", str(tmp_path / "run"), "--activations", str(store),
                    "--eval-shards", "1", "--lm-loss", "--loss-contexts", "4", "--model",
-                   str(tmp_path / "tiny"), "--overwrite"]) == 0
+                   str(tiny), "--overwrite"]) == 0
   r = json.loads((tmp_path / "run" / "eval.json").read_text())
   assert r["lm_contexts"] == 4 and np.isfinite(r["loss_recovered"])
   assert r["lm_loss_zero_ablation"] != r["lm_loss_clean"]

@@ -108,26 +108,6 @@ def test_harvest_then_real_wsae_on_a_tiny_llama(tmp_path, tiny_lm_store):
   assert [x["train_s"] for x in r2["runs"]] == [x["train_s"] for x in r["runs"]]
 
 
-@pytest.fixture()
-def tiny_lm_store(tmp_path):
-  """A tiny random Llama saved as a Hugging Face folder, and the store of its block-1 output on
-  48 random contexts of 16 tokens (6 shards of 8 contexts)."""
-  torch = pytest.importorskip("torch")
-  transformers = pytest.importorskip("transformers")
-  import numpy as np
-  from wsae_jax.lm import harvest as hv
-  torch.manual_seed(0)
-  cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
-                                 num_hidden_layers=3, num_attention_heads=4,
-                                 num_key_value_heads=2, max_position_embeddings=64)
-  transformers.LlamaForCausalLM(cfg).eval().save_pretrained(tmp_path / "tiny")
-  model = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "tiny").eval()
-  ids = np.random.default_rng(0).integers(0, 64, (48, 16)).astype(np.int32)
-  hv.harvest_to_store(model, ids, 1, tmp_path / "store", contexts_per_shard=8, progress=False,
-                      info={"model": "tiny"})
-  return tmp_path / "tiny", tmp_path / "store"
-
-
 def test_recipe_smoke(tmp_path, tiny_lm_store):
   """experiments/recipe.py end to end on a tiny random Llama's store: two recipes, held-out
   metrics and LM loss recovered, the recipe's settings recorded."""
