@@ -39,7 +39,6 @@ from wsae_jax.data import superposition as sp
 from wsae_jax.data.problems import HELD_OUT_STEP, SyntheticProblem
 from wsae_jax.objectives import weights as weights_lib
 from wsae_jax.parallel import DATA_AXIS
-from wsae_jax.training import data_init
 from wsae_jax.training import optim
 from wsae_jax.training import run as run_lib
 from wsae_jax.training import trainer
@@ -285,16 +284,18 @@ def _decoder_gammas(sae_cfg, members, decoder, states, gammas, window_tokens) ->
 
 def _data_initialised_params(sae_cfg, train_cfg, members, problem, source):
   """Stacked initial parameters with each member's `b_dec` from the first batches of its own
-  stream (`train_cfg.b_dec_init`), exactly as `train` initialises that member."""
+  stream (`train_cfg.b_dec_init`), exactly as `train` initialises that member; None when the
+  plain initialisation applies."""
   b_decs, params = {}, []
   for m in members:
     key = None if problem is None else (m["data_seed"], m["sparsity"])
     if key not in b_decs:
       src = source if problem is None else problem.source(m["sparsity"], m["data_seed"],
                                                           train_cfg.batch_size)
-      b_decs[key] = data_init.b_dec_init(trainer.initial_sample(src), train_cfg.b_dec_init)
-    p = jax.device_get(models.init(sae_cfg, jax.random.key(m["seed"])))
-    params.append(data_init.with_b_dec(p, b_decs[key]))
+      b_decs[key] = trainer.data_b_dec(sae_cfg, train_cfg, src)
+    if b_decs[key] is None:
+      return None
+    params.append(trainer.initial_params(sae_cfg, m["seed"], b_decs[key]))
   return jax.tree.map(lambda *a: np.stack(a), *params)
 
 

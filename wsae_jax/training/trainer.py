@@ -157,15 +157,18 @@ def initial_sample(source, rows: int = INIT_SAMPLE_ROWS) -> np.ndarray:
   return np.concatenate([np.asarray(source.batch(t)) for t in range(steps)])
 
 
-def initial_params(sae_cfg, train_cfg: TrainConfig, source) -> dict | None:
-  """Parameters from `train_cfg.seed` with `b_dec` from the data (`train_cfg.b_dec_init`), or
-  None when the plain initialisation applies."""
+def data_b_dec(sae_cfg, train_cfg: TrainConfig, source):
+  """`b_dec` from the first training rows of `source` (`train_cfg.b_dec_init`), or None when the
+  plain initialisation applies (zeros, or an architecture without a decoder bias)."""
   if train_cfg.b_dec_init == "zeros" or "b_dec" not in jax.eval_shape(
       lambda: models.init(sae_cfg, jax.random.key(0))):
     return None
-  b_dec = data_init.b_dec_init(initial_sample(source), train_cfg.b_dec_init)
-  params = jax.device_get(models.init(sae_cfg, jax.random.key(train_cfg.seed)))
-  return data_init.with_b_dec(params, b_dec)
+  return data_init.b_dec_init(initial_sample(source), train_cfg.b_dec_init)
+
+
+def initial_params(sae_cfg, seed: int, b_dec) -> dict:
+  """Parameters initialised from `seed`, with `b_dec` (from `data_b_dec`) in place."""
+  return data_init.with_b_dec(jax.device_get(models.init(sae_cfg, jax.random.key(seed))), b_dec)
 
 
 def run_record(sae_cfg, train_cfg, gamma, source, *, normalization_scale=None,
@@ -224,7 +227,9 @@ def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | N
   schedule = gamma if isinstance(gamma, weights.DecoderGamma) else None
   gamma = weights.as_gamma(schedule.initial(sae_cfg.d_in) if schedule else gamma, sae_cfg.d_in)
   if state is None and params is None:
-    params = initial_params(sae_cfg, train_cfg, source)
+    b_dec = data_b_dec(sae_cfg, train_cfg, source)
+    if b_dec is not None:
+      params = initial_params(sae_cfg, train_cfg.seed, b_dec)
   state = state if state is not None else init_state(sae_cfg, train_cfg, mesh=mesh, params=params)
   meta = run_record(sae_cfg, train_cfg, schedule or gamma, source,
                     normalization_scale=normalization_scale, standardization=standardization)
