@@ -102,7 +102,7 @@ def main(argv=None):
   args = parse(argv)
   from wsae_jax import models, parallel
   from wsae_jax.data.store import ActivationStore
-  from wsae_jax.evaluation import activations, probing
+  from wsae_jax.evaluation import activations, labelled
   from wsae_jax.lm import harvest as hv
   from wsae_jax.lm import scoring as lm_scoring
   from wsae_jax.storage import saelens
@@ -117,7 +117,7 @@ def main(argv=None):
   contexts = full.read_all(with_tokens=True)[1].reshape(-1, full.context_len)[:args.loss_contexts]
   model_path = args.model or str(hv.smollm2_gguf_path())
   model, tok = hv.load_model(model_path, tokenizer=not args.no_probe)
-  classes = None if args.no_probe else probing.token_classes(lm_scoring.token_strings(tok, tokens))
+  strings = None if args.no_probe else lm_scoring.token_strings(tok, tokens)
   plan = [("none", 0.0)] + [(k, a) for k in args.kinds for a in args.alphas]
   rows = []
   for seed in range(args.seeds):
@@ -125,25 +125,28 @@ def main(argv=None):
       name = f"w{args.width}_{kind}_a{alpha:g}_s{seed}"
       info = train_one(args, name, kind, alpha, seed, work, mesh)
       mfile = work / name / "metrics.json"
-      if mfile.exists():
-        m = json.loads(mfile.read_text())
-      else:
-        cfg, params = saelens.load_saelens(work / name / "sae")
+      m = json.loads(mfile.read_text()) if mfile.exists() else {}
+      cfg, params = saelens.load_saelens(work / name / "sae")
+      if not m or (strings is not None and "absorption_summary" not in m):
         codes = activations.sparse_codes(cfg, params, x)
-        m = activations.score(cfg, params, x, tokens, codes=codes)
-        if classes is not None:
-          m["probing"] = probing.k_sparse_probing(codes[1], codes[2], x, tokens, classes,
-                                                  cfg.d_sae)
-          m.update(probing.summary(m["probing"]))
-        fwd = jax.jit(lambda p, h: models.forward(cfg, p, h)[1])
-        m.update(lm_scoring.loss_recovered(model, contexts, int(ev.metadata["layer"]),
-                                           lambda h: np.asarray(fwd(params, h))))
+        if not m:
+          m = activations.score(cfg, params, x, tokens, codes=codes)
+          fwd = jax.jit(lambda p, h: models.forward(cfg, p, h)[1])
+          m.update(lm_scoring.loss_recovered(model, contexts, int(ev.metadata["layer"]),
+                                             lambda h: np.asarray(fwd(params, h))))
+        if strings is not None:  # (metrics of earlier rounds gain the absorption scores)
+          labels = labelled.label_scores(cfg, params, codes, x, tokens, strings)
+          m.update(labels, **labels["probing_summary"], **labels["absorption_summary"])
         mfile.write_text(json.dumps(m, default=float))
-      rows.append({**info, **{k: v for k, v in m.items() if k != "probing"}})
+      rows.append({**info, **{k: v for k, v in m.items()
+                              if k not in ("probing", "absorption", "probing_summary",
+                                           "absorption_summary")}})
       r = rows[-1]
       print(f"{name}: FVU {r['fvu']:.4f} typical {r['fvu_typical_rows']:.4f} dead "
             f"{r['dead_frac']:.3f} consistency {r.get('token_consistency', float('nan')):.3f} "
-            f"probe k=1 {r.get('f1_k1', float('nan')):.3f} LM rec {r['loss_recovered']:.4f}",
+            f"probe k=1 {r.get('f1_k1', float('nan')):.3f} absorption "
+            f"{r.get('mean_absorption_fraction', float('nan')):.3f} LM rec "
+            f"{r['loss_recovered']:.4f}",
             flush=True)
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)

@@ -188,11 +188,27 @@ def test_decoder_polysemanticity_counts_the_latents_writing_to_each_dimension():
   w_dec[1:4, 1] = 0.5                     # dimension 1: three latents, equally
   w_dec[4, 2], w_dec[5, 2] = 1.0, 0.1     # dimension 2: one latent and a faint second
   m = w.objectives.weights.decoder_polysemanticity(w_dec)
-  ref = [np.sum(c ** 2) ** 2 / np.sum(c ** 4) if np.any(c) else 1e3 for c in w_dec.T]
+  ref = [np.sum(c ** 2) ** 2 / np.sum(c ** 4) if np.any(c) else 6.0 for c in w_dec.T]
   assert_close(m, ref, rtol=1e-12)
-  assert m[0] == 1.0 and m[1] == pytest.approx(3.0) and 1.0 < m[2] < 1.1 and m[3] == 1e3
+  assert m[0] == 1.0 and m[1] == pytest.approx(3.0) and 1.0 < m[2] < 1.1 and m[3] == 6.0
   live = np.array([True, False, False, True, True, True])
   assert w.objectives.weights.decoder_polysemanticity(w_dec, live)[1] == 1.0
+
+
+def test_decoder_gamma_is_not_clipped_flat_on_a_wide_decoder():
+  # REAL.md: on a 4,608-latent SAE every column spread over > 1,000 latents, the old shared clip
+  # at 1,000 made γ = 1 exactly. The ceiling is now the number of live latents.
+  rng = np.random.default_rng(0)
+  w_dec = rng.normal(size=(3000, 4))
+  w_dec[:, 0] *= np.where(np.arange(3000) < 300, 1.0, 0.05)   # dimension 0: ~300 latents own it
+  m = w.objectives.weights.decoder_polysemanticity(w_dec)
+  w2 = w_dec ** 2
+  assert_close(m, (w2.sum(0) ** 2 / (w2 ** 2).sum(0)), rtol=1e-12)
+  assert m.max() > 1000 and m[0] < 0.5 * m[1:].min()
+  gamma = w.objectives.weights.DecoderGamma(alpha=1.0).update(
+      w_dec, np.zeros(3000), window_tokens=1)
+  assert_close(gamma ** 2, np.mean(gamma ** 2) * (1 / m) ** 2 / np.mean((1 / m) ** 2), rtol=1e-6)
+  assert gamma[0] > 1.5 * gamma[1:].max()
 
 
 def test_decoder_gamma_updates_during_training_and_resumes_exactly(tmp_path):

@@ -527,7 +527,8 @@ def _add_eval(sub):
       "(norm <= 5x the median), L0, dead fraction, dense fraction (active on > 10%% of rows), the "
       "firing-frequency histogram, token consistency and top-20 token entropy; with the store's "
       "language model (the `harvest` extra): --probe adds k-sparse probing of token classes "
-      "(k = 1, 2, 5 latents vs a probe on the raw activations) and --lm-loss the fraction of the "
+      "(k = 1, 2, 5 latents vs a probe on the raw activations) and first-letter feature "
+      "absorption (SAEBench's method), and --lm-loss the fraction of the "
       "next-token loss recovered. Writes eval.json and prints a table. Train with "
       "`wsae train --hold-out-shards N` so that these shards are unseen." + EXIT_STATUS_DOC,
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -535,7 +536,8 @@ def _add_eval(sub):
   p.add_argument("--activations", required=True, help="activation store (metadata.json + shards)")
   p.add_argument("--eval-shards", type=int, default=2, help="the last N shards are scored")
   p.add_argument("--max-rows", type=int, default=None, help="score at most this many rows")
-  p.add_argument("--probe", action="store_true", help="k-sparse probing of token classes")
+  p.add_argument("--probe", action="store_true", help="k-sparse probing of token classes and "
+                 "first-letter feature absorption")
   p.add_argument("--lm-loss", action="store_true", help="LM loss recovered (runs the LM)")
   p.add_argument("--loss-contexts", type=int, default=32, help="contexts for --lm-loss")
   p.add_argument("--model", default=None, help="the store's LM (HF folder or .gguf; default: the "
@@ -568,7 +570,7 @@ def _run_eval(args):
   import numpy as np
 
   from wsae_jax.data.store import ActivationStore
-  from wsae_jax.evaluation import activations, probing
+  from wsae_jax.evaluation import activations, labelled
   from wsae_jax.storage import records, saelens
   folder = pathlib.Path(args.sae)
   if (folder / "sae" / saelens.CFG_FILENAME).exists():
@@ -597,10 +599,8 @@ def _run_eval(args):
     if args.probe:
       if tokens is None:
         raise V.WSAEInputError("--probe needs token ids in the store (harvest records them).")
-      classes = probing.token_classes(lm_scoring.token_strings(tok, tokens))
-      result["probing"] = probing.k_sparse_probing(codes[1], codes[2], x, tokens, classes,
-                                                   cfg.d_sae)
-      result["probing_summary"] = probing.summary(result["probing"])
+      result.update(labelled.label_scores(cfg, params, codes, x, tokens,
+                                          lm_scoring.token_strings(tok, tokens)))
     if args.lm_loss:
       full = ActivationStore(args.activations, 1, shards=slice(-args.eval_shards, None),
                              shuffle=False, prefetch=0, drop_first_position=False)
@@ -630,6 +630,12 @@ def format_eval(r: dict) -> str:
     ks = [k for k in s if k.startswith("f1_k")]
     rows.append((f"k-sparse probing F1 ({s['classes']} classes)",
                  ", ".join(f"k={k[4:]}: {s[k]:.3f}" for k in ks) + f"; raw: {s['f1_raw']:.3f}"))
+  a = r.get("absorption_summary", {})
+  if a.get("letters"):
+    rows.append((f"first-letter absorption ({a['letters']} letters)",
+                 f"fraction {a['mean_absorption_fraction']:.3f}, full "
+                 f"{a['mean_full_absorption']:.3f}; latents carry "
+                 f"{a['mean_latent_share']:.0%} of the probe's reading"))
   if "loss_recovered" in r:
     rows.append(("LM loss recovered", f"{r['loss_recovered']:.4f} (Δ {r['delta_lm_loss']:+.4f} "
                  f"nats over {r['lm_tokens']:,} tokens)"))

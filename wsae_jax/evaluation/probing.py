@@ -60,9 +60,9 @@ def f1_score(y_true, y_pred) -> float:
   return float(2 * tp / denom) if denom else 1.0
 
 
-def logistic_probe(X_NxF, y_N, *, l2: float = 1e-2):
+def logistic_fit(X_NxF, y_N, *, l2: float = 1e-2) -> tuple[np.ndarray, float]:
   """A logistic regression fit by L-BFGS on standardised features (L2 penalty `l2` on the
-  weights); returns `predict(X) -> bool`."""
+  standardised weights); returns `(w, b)` in the raw coordinates: the logit is `X @ w + b`."""
   X = np.asarray(X_NxF, np.float64)
   y = np.asarray(y_N, np.float64)
   mu, sd = X.mean(0), X.std(0)
@@ -79,8 +79,14 @@ def logistic_probe(X_NxF, y_N, *, l2: float = 1e-2):
     return val, np.concatenate([Z.T @ g + l2 * w, [g.sum()]])
 
   theta = minimize(loss, np.zeros(f + 1), jac=True, method="L-BFGS-B").x
-  w, b = theta[:f], theta[f]
-  return lambda Xn: ((np.asarray(Xn, np.float64) - mu) / sd) @ w + b > 0
+  w = theta[:f] / sd
+  return w, float(theta[f] - mu @ w)
+
+
+def logistic_probe(X_NxF, y_N, *, l2: float = 1e-2):
+  """`logistic_fit` as a classifier: returns `predict(X) -> bool`."""
+  w, b = logistic_fit(X_NxF, y_N, l2=l2)
+  return lambda Xn: np.asarray(Xn, np.float64) @ w + b > 0
 
 
 def dense_columns(latents_BxK, values_BxK, columns: Sequence[int]) -> np.ndarray:

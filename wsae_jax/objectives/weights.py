@@ -263,10 +263,13 @@ def robust_variance_weights(x_sample_BxD, alpha: float, *, max_norm_ratio: float
   return gamma
 
 
-def weights_from_polysemanticity(m_D, alpha: float, *, normalize: bool = True) -> np.ndarray:
+def weights_from_polysemanticity(m_D, alpha: float, *, normalize: bool = True,
+                                 max_m: float = MAX_POLYSEMANTICITY) -> np.ndarray:
   """`γ_i = m_i^(−α)` (monosemantic dimensions weighted up, as the paper's principle asks),
-  normalised to mean(γ²) = 1; its range is at most `MAX_POLYSEMANTICITY^α`."""
-  m = np.clip(np.asarray(m_D, np.float64), 1.0, MAX_POLYSEMANTICITY)
+  normalised to mean(γ²) = 1; m is clipped to [1, `max_m`], so γ's range is at most `max_m^α`
+  (`max_m`: the estimator's own ceiling, e.g. the number of live latents for the decoder one)."""
+  V.check_range("max_m", max_m, low=1.0)
+  m = np.clip(np.asarray(m_D, np.float64), 1.0, max_m)
   return weights_from_scores(1.0 / m, alpha, normalize=normalize, name="1 / polysemanticity")
 
 
@@ -292,16 +295,20 @@ def gamma_from_sample(kind: str, x_sample_BxD, alpha: float, *, rel_tol: float =
 def decoder_polysemanticity(w_dec_MxD, live_M=None) -> np.ndarray:
   """Per input dimension, how many live latents write to it: the participation ratio
   `(Σ_j w_ji²)² / Σ_j w_ji⁴` of column i of the decoder over the live latents (1 when a single
-  latent owns the dimension, the number of latents when they share it equally). A dimension no
-  live latent writes to reads as `MAX_POLYSEMANTICITY` (nothing to weight up)."""
+  latent owns the dimension, the number of live latents when they share it equally). Its range
+  is [1, live latents], not `MAX_POLYSEMANTICITY`'s: a wide SAE's columns are spread over
+  thousands of latents (REAL.md: 1,031 to 1,619 of 4,608), and a shared clip at 1,000 made every
+  dimension equal. A dimension no live latent writes to reads as the ceiling (nothing to weight
+  up)."""
   w = np.asarray(w_dec_MxD, np.float64)
   if live_M is not None:
     w = w[np.asarray(live_M, bool)]
+  ceiling = max(float(len(w)), 1.0)
   w2 = w * w
   s2, s4 = w2.sum(0), (w2 * w2).sum(0)
   with np.errstate(invalid="ignore", divide="ignore"):
-    m = np.where(s4 > 0, s2 * s2 / s4, MAX_POLYSEMANTICITY)
-  return np.clip(m, 1.0, MAX_POLYSEMANTICITY)
+    m = np.where(s4 > 0, s2 * s2 / s4, ceiling)
+  return np.clip(m, 1.0, ceiling)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,4 +336,5 @@ class DecoderGamma:
 
   def update(self, w_dec_MxD, tokens_since_fired_M, window_tokens: int) -> np.ndarray:
     live = np.asarray(tokens_since_fired_M) < window_tokens
-    return weights_from_polysemanticity(decoder_polysemanticity(w_dec_MxD, live), self.alpha)
+    m = decoder_polysemanticity(w_dec_MxD, live)
+    return weights_from_polysemanticity(m, self.alpha, max_m=max(float(live.sum()), 1.0))
