@@ -46,3 +46,36 @@ def tiny_lm_store(tmp_path):
   hv.harvest_to_store(model, ids, 1, tmp_path / "store", contexts_per_shard=8, progress=False,
                       info={"model": "tiny"})
   return tmp_path / "tiny", tmp_path / "store"
+
+
+# -- `wsae report` pages (tests/test_report.py and the browser tests) --
+@pytest.fixture(scope="session")
+def synthetic_run(tmp_path_factory):
+  out = tmp_path_factory.mktemp("syn") / "run"
+  from wsae_jax.app import cli
+  assert cli.main(["train", "--out", str(out), "--arch", "topk", "--k", "4", "--d-sae", "32",
+                   "--steps", "60", "--batch-size", "64", "--no-progress", "--gamma", "oracle",
+                   "--alpha", "0.5"]) == 0
+  assert cli.main(["report", str(out)]) == 0
+  return out
+
+
+@pytest.fixture(scope="session")
+def store_run(tmp_path_factory):
+  from wsae_jax.app import cli
+  from wsae_jax.data.store import ActivationWriter
+  tmp = tmp_path_factory.mktemp("store")
+  import numpy as np
+  rng = np.random.default_rng(1)
+  writer = ActivationWriter(tmp / "store", d_in=8, dtype="float32", context_len=16)
+  for i in range(4):
+    tokens = rng.integers(0, 30, 64)
+    x = rng.standard_normal((64, 8)) + np.eye(8)[tokens % 8] * 3  # tokens leave a trace
+    writer.write_shard(i, x, tokens=tokens)
+  run = tmp / "run"
+  assert cli.main(["train", "--out", str(run), "--activations", str(tmp / "store"), "--arch",
+                   "topk", "--k", "3", "--d-sae", "24", "--steps", "30", "--batch-size", "32",
+                   "--hold-out-shards", "1", "--no-progress"]) == 0
+  assert cli.main(["report", str(run), "--activations", str(tmp / "store"), "--eval-shards",
+                   "1"]) == 0
+  return run, tmp / "store"

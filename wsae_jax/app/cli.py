@@ -274,7 +274,10 @@ def _add_train(sub):
 
 
 # What `wsae train` writes in its run folder; --overwrite removes exactly these.
-RUN_FILES = ("run.json", "checkpoints", "history.json", "sae")
+# A run folder's own entries (what --overwrite removes): what `wsae train` writes, and the
+# eval.json / report.html that `wsae eval` / `wsae report` write beside it about that run.
+RUN_FILES = ("run.json", "checkpoints", "history.json", "sae", "W_p.npy", "eval.json",
+             "report.html")
 
 EXIT_STATUS_DOC = ("\n\nExit status: 0 on success; 1 if training diverged (the step is printed; "
                    "the last finite state is still written); 2 for bad input (nothing is trained "
@@ -461,6 +464,10 @@ def _run_train(args):
     for entry in existing:
       shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
   records.write_json(run_file, meta)
+  if not args.activations:  # the synthetic W_p, for `wsae report`'s true-feature panel
+    tmp = out / "W_p.tmp.npy"
+    np.save(tmp, np.asarray(W, np.float32))
+    tmp.replace(out / "W_p.npy")
   ck = Checkpointer(out / "checkpoints", every=args.checkpoint_every, keep=args.keep)
   try:
     state, hist = trainer.train(cfg, tc, source, gamma=gamma, checkpointer=ck, resume=args.resume,
@@ -548,21 +555,6 @@ def _add_eval(sub):
   p.set_defaults(func=_run_eval)
 
 
-def _store_model(store, model) -> str:
-  """The LM behind a store: --model, else the SmolLM2 GGUF when the store names it."""
-  import pathlib
-  if model:
-    return model
-  name = str(store.metadata.get("model") or "")
-  from wsae_jax.lm import harvest as hv
-  if "smollm2" in name.lower():
-    return str(hv.smollm2_gguf_path())
-  if name and pathlib.Path(name).exists():
-    return name
-  raise V.WSAEInputError(f"the store does not name a language model found here (model = "
-                         f"{name!r}); pass --model (a Hugging Face folder or .gguf file).")
-
-
 def _run_eval(args):
   import pathlib
 
@@ -595,7 +587,8 @@ def _run_eval(args):
   if args.probe or args.lm_loss:
     from wsae_jax.lm import harvest as hv
     from wsae_jax.lm import scoring as lm_scoring
-    model, tok = hv.load_model(_store_model(store, args.model), tokenizer=args.probe)
+    model, tok = hv.load_model(hv.store_model_path(store.metadata, args.model),
+                                tokenizer=args.probe)
     if args.probe:
       if tokens is None:
         raise V.WSAEInputError("--probe needs token ids in the store (harvest records them).")
@@ -643,6 +636,60 @@ def format_eval(r: dict) -> str:
   return "\n".join(f"{a:<{w}}  {b}" for a, b in rows)
 
 
+def _add_report(sub):
+  p = sub.add_parser(
+      "report", help="write one self-contained HTML page about a run, a SAELens folder or a "
+      "sweep: metrics, curves, γ, latents with their top contexts, true features, Pareto front",
+      description="Writes one HTML file that opens offline (no network, no CDN: SVG and plain "
+      "JavaScript inline). For a run or SAELens folder: configuration, metrics (and eval.json "
+      "if `wsae eval` wrote one beside it), training curves, γ per dimension with its report; "
+      "with --activations (the last --eval-shards shards, as `wsae eval`) or for a synthetic "
+      "run: the latent density histogram and a sortable, searchable table of latents whose "
+      "panels show top-activating contexts (tokens shaded by activation, three activation "
+      "bands) and the nearest decoder directions; synthetic runs add the matched true features "
+      "and the closed form vs the trained encoder. For a sweep folder: the Pareto front of "
+      "(L0, MSE) with hover, and the members' table." + EXIT_STATUS_DOC,
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  p.add_argument("path", help="a run folder of `wsae train`, a SAELens folder, or a sweep's "
+                 "output folder (with sweep.json)")
+  p.add_argument("--activations", default=None, help="activation store for latent statistics "
+                 "and contexts (a real-data run)")
+  p.add_argument("--eval-shards", type=int, default=2, help="the last N shards are read")
+  p.add_argument("--max-rows", type=int, default=None, help="read at most this many rows")
+  p.add_argument("--model", default=None, help="the store's LM, for its tokenizer (default: the "
+                 "SmolLM2 GGUF when the store names it; without the `harvest` extra tokens are "
+                 "shown as ids)")
+  p.add_argument("--out", default=None, help="HTML file to write (default: PATH/report.html); "
+                 "an existing file is refused unless --overwrite")
+  p.add_argument("--overwrite", action="store_true")
+  p.set_defaults(func=_run_report)
+
+
+def _run_report(args):
+  import pathlib
+
+  from wsae_jax.app import report
+  path = pathlib.Path(args.path)
+  out = pathlib.Path(args.out) if args.out else path / "report.html"
+  if out.exists() and not args.overwrite:
+    raise V.WSAEInputError(f"{out} exists; pass --overwrite to replace it or --out elsewhere.")
+  if out.suffix.lower() not in (".html", ".htm"):
+    raise V.WSAEInputError(f"--out {str(out)!r} should end in .html (it is a web page).")
+  V.check_writable_dir(out.absolute().parent, "--out folder")
+  if args.max_rows is not None:
+    V.check_int("--max-rows", args.max_rows, low=1)
+  data = report.build_report(path, activations=args.activations, eval_shards=args.eval_shards,
+                             max_rows=args.max_rows, model=args.model)
+  page = report.render(data)
+  tmp = out.with_name(out.name + ".tmp")
+  tmp.write_text(page, encoding="utf-8")
+  tmp.replace(out)
+  for note in data.get("notes", []):
+    print(f"note: {note}")
+  print(f"wrote {out} ({len(page.encode('utf-8')) / 1e6:.1f} MB)")
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="wsae",
@@ -656,6 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_train(sub)
   _add_export(sub)
   _add_eval(sub)
+  _add_report(sub)
   return parser
 
 

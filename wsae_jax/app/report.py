@@ -1,0 +1,323 @@
+"""`wsae report`: one self-contained HTML page about a run, a SAELens folder or a sweep.
+
+The page is `report_page/page.html` with its stylesheet, its script (plain JavaScript written for
+this page: no library, no CDN, nothing fetched) and the report's data inlined. Charts are SVG
+drawn by the script; per-latent panels are built only when a latent is opened, from compact
+arrays (little-endian, base64) decoded on demand, so a 4,608-latent page stays small and opens
+fast. No library was vendored: the page needs a table, a few SVG charts and text shading, which a
+few hundred lines do without a dependency to keep up to date.
+
+What it shows:
+  * every report: the configuration, the metrics (the run's `eval.json` when there is one), and
+    for a run its loss / L0 / dead-fraction curves and γ per dimension with its `GammaReport`;
+  * with activations (`--activations STORE`, the last `--eval-shards` shards) or a synthetic run:
+    the firing-frequency histogram and a sortable, searchable table of latents (frequency, mean
+    and max activation, top tokens, k-sparse-probe classes and absorption letters from
+    `eval.json`); opening a latent shows its decoder neighbours and, on a store, its top contexts
+    and three activation bands (tokens shaded by the latent's activation);
+  * synthetic runs: each latent's matched true feature and the closed form against the trained
+    encoder (`theory.closed_form.compare`);
+  * sweeps: the members in (L0, MSE) with the Pareto front (hover for a member's values) and the
+    members' table.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import pathlib
+
+import numpy as np
+
+from wsae_jax import _validate as V
+
+PAGE = pathlib.Path(__file__).with_name("report_page")
+BEFORE, AFTER = 12, 4  # tokens shown before / after an example's token
+
+
+def _b64(a, dtype) -> str:
+  return base64.b64encode(np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<"))
+                          .tobytes()).decode("ascii")
+
+
+def _num(v, digits: int = 6):
+  v = float(v)
+  return None if not np.isfinite(v) else float(f"{v:.{digits}g}")
+
+
+def _round(a, digits: int = 5) -> list:
+  return [_num(v, digits) for v in np.asarray(a, np.float64).ravel()]
+
+
+# -- reading what the report is about ------------------------------------------------------------
+
+def _read_json(path):
+  try:
+    return json.loads(pathlib.Path(path).read_text())
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise V.WSAEInputError(f"{path} cannot be read ({e}).") from None
+
+
+def _history(run: pathlib.Path) -> dict | None:
+  if not (run / "history.json").exists():
+    return None
+  records = _read_json(run / "history.json").get("records", [])
+  if not records:
+    return None
+  keys = [k for k in ("loss", "mse", "fvu", "l0", "dead_frac") if k in records[0]]
+  return {"step": [r["step"] for r in records],
+          **{k: [_num(r.get(k, np.nan)) for r in records] for k in keys}}
+
+
+def _gamma(run_meta: dict, ckpt_meta: dict | None) -> dict | None:
+  from wsae_jax.objectives import weights
+  g = run_meta.get("gamma")
+  described = None
+  if isinstance(g, dict):  # the decoder γ: its schedule; the values from the newest checkpoint
+    described = g
+    g = (ckpt_meta or {}).get("gamma_current")
+  if g is None:
+    return {"description": described} if described else None
+  rep = weights.gamma_report(np.asarray(g, np.float64))
+  return {"values": _round(g), "description": described, "summary": rep.summary(),
+          "top_dim": int(rep.top_dim), "top_share": _num(rep.top_share),
+          "effective_dims": _num(rep.effective_dims)}
+
+
+def _latent_table(cfg, params, codes, tokens=None, strings=None) -> dict:
+  from wsae_jax import models
+  from wsae_jax.evaluation import features
+  _, lat, val = codes
+  st = features.latent_stats(lat, val, cfg.d_sae, tokens)
+  ids, cos = features.decoder_neighbours(np.asarray(models.decoder_matrix(cfg, params)))
+  table = {"frequency": _round(st["frequency"], 4), "mean": _round(st["mean"], 4),
+           "max": _round(st["max"], 4), "count": st["count"].tolist(),
+           "neighbours": _b64(ids, "<i4"), "neighbour_cos": _b64(np.round(cos * 127), "i1"),
+           "k_neighbours": int(ids.shape[1])}
+  if tokens is not None:
+    words = []
+    for row_ids, row_n in zip(st["top_tokens"], st["top_token_counts"]):
+      words.append([[_token_text(strings, int(t)), int(n)] for t, n in zip(row_ids, row_n)
+                    if t >= 0])
+    table["top_tokens"] = words
+  return table
+
+
+def _token_text(strings, t: int) -> str:
+  return strings[t] if strings is not None and t in strings else f"#{t}"
+
+
+def _label_tags(d_sae: int, eval_result: dict | None) -> dict:
+  """Per latent, the token classes it probes (k-sparse selections) and the letters it is a main
+  latent for or absorbs, from `wsae eval --probe`'s eval.json."""
+  probe = [[] for _ in range(d_sae)]
+  absorb = [[] for _ in range(d_sae)]
+  for name, e in (eval_result or {}).get("probing", {}).items():
+    for j in e.get("latents", {}).get("1", []):
+      probe[j].append(name)
+  for letter, e in (eval_result or {}).get("absorption", {}).items():
+    for j in e.get("main_latents", []):
+      absorb[j].append(f"{letter} (main)")
+    for j, n in e.get("absorbing_latents", {}).items():
+      absorb[int(j)].append(f"absorbs {letter} ×{n}")
+  return {"probe": [", ".join(p) for p in probe], "absorption": [", ".join(a) for a in absorb]}
+
+
+def _contexts(codes, tokens, context_len: int, strings, d_sae: int) -> dict:
+  from wsae_jax.evaluation import features
+  _, lat, val = codes
+  first = np.arange(len(lat)) % context_len == 0  # each context's first token: not an example
+  rows, band = features.examples(lat, val, d_sae, exclude_B=first)
+  acts = features.windows(lat, val, rows, context_len=context_len, before=BEFORE, after=AFTER)
+  peak = np.maximum(acts.max(axis=(1, 2)), 1e-12)
+  q = np.clip(np.round(255 * acts / peak[:, None, None]), 0, 255)
+  used = np.unique(tokens)
+  return {"context_len": int(context_len), "before": BEFORE, "after": AFTER,
+          "examples": int(rows.shape[1]), "tokens": _b64(tokens, "<u4"),
+          "vocab": {str(int(t)): _token_text(strings, int(t)) for t in used},
+          "rows": _b64(rows, "<i4"), "bands": _b64(band, "i1"), "acts": _b64(q, "u1"),
+          "peak": _round(peak, 4), "decoded": strings is not None}
+
+
+def _tokenizer_strings(store, model, tokens):
+  """Decoded token strings via the store's LM tokenizer (the `harvest` extra), or None."""
+  try:
+    from wsae_jax.lm import harvest as hv
+    from wsae_jax.lm import scoring as lm_scoring
+    path = hv.store_model_path(store.metadata, model)
+    return lm_scoring.token_strings(hv.load_tokenizer(path), tokens), None
+  except (ImportError, V.WSAEInputError, OSError, ValueError) as e:
+    return None, f"token ids shown undecoded: {e}"
+
+
+def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | None = None,
+               model=None) -> dict:
+  """The data of the page about a `wsae train` run folder or a SAELens folder."""
+  import jax
+  from wsae_jax.evaluation import activations as acts_lib
+  from wsae_jax.storage import saelens
+  run = pathlib.Path(run)
+  sae_dir = run / "sae" if (run / "sae" / saelens.CFG_FILENAME).exists() else run
+  if not (sae_dir / saelens.CFG_FILENAME).exists():
+    raise V.WSAEInputError(f"{str(run)!r} is neither a run folder of `wsae train` (with sae/) "
+                           f"nor a SAELens folder (with {saelens.CFG_FILENAME}), nor a sweep "
+                           f"folder (with sweep.json).")
+  cfg, params = saelens.load_saelens(sae_dir)
+  params = jax.device_get(params)
+  run_meta = _read_json(run / "run.json") if (run / "run.json").exists() else {}
+  ckpt_meta = None
+  if isinstance(run_meta.get("gamma"), dict) and (run / "checkpoints").is_dir():
+    from wsae_jax.training import run as run_lib
+    ckpt_meta = run_lib.load_params(run / "checkpoints")[2]
+  eval_file = run / "eval.json" if (run / "eval.json").exists() else sae_dir / "eval.json"
+  eval_result = _read_json(eval_file) if eval_file.exists() else None
+  data = {"kind": "run", "title": f"{cfg.architecture} SAE · {run.resolve().name}",
+          "subtitle": f"d_in = {cfg.d_in}, d_sae = {cfg.d_sae}",
+          "config": {"sae": cfg.to_dict(), **{k: run_meta[k] for k in
+                                              ("train_config", "data", "normalization_scale")
+                                              if k in run_meta}},
+          "curves": _history(run), "gamma": _gamma(run_meta, ckpt_meta), "notes": []}
+  if eval_result:
+    data["eval"] = {k: v for k, v in eval_result.items()
+                    if not isinstance(v, (dict, list)) or k.endswith("_summary")}
+  synthetic = run_meta.get("data", {}).get("kind") == "synthetic"
+  x_p = _synthetic_panel(data, run, run_meta, cfg, params) if synthetic else None
+  if x_p is not None:
+    codes = acts_lib.sparse_codes(cfg, params, x_p)
+    data["scores"] = acts_lib.score(cfg, params, x_p, codes=codes)
+    data["latents"] = _latent_table(cfg, params, codes)
+  elif activations is not None:
+    from wsae_jax.data.store import ActivationStore
+    V.check_int("--eval-shards", eval_shards, low=1)
+    store = ActivationStore(activations, 1, shards=slice(-eval_shards, None), shuffle=False,
+                            prefetch=0, drop_first_position=False)
+    if store.d_in != cfg.d_in:
+      raise V.WSAEInputError(f"the store has d_in={store.d_in}, the SAE {cfg.d_in}.")
+    L = store.context_len
+    x, tokens = store.read_all(max_rows=None if max_rows is None else max(L, max_rows // L * L),
+                               with_tokens=True)
+    codes = acts_lib.sparse_codes(cfg, params, x)
+    later = np.arange(len(x)) % L != 0  # scores without each context's first token, as eval
+    data["scores"] = acts_lib.score(cfg, params, x[later], None if tokens is None else
+                                    tokens[later])
+    data["scores"]["activations"] = str(activations)
+    if tokens is None:
+      data["notes"].append("the store has no token ids: no contexts.")
+      data["latents"] = _latent_table(cfg, params, codes)
+    else:
+      strings, note = _tokenizer_strings(store, model, tokens)
+      if note:
+        data["notes"].append(note)
+      data["latents"] = _latent_table(cfg, params, codes, tokens, strings)
+      data["contexts"] = _contexts(codes, tokens, L, strings, cfg.d_sae)
+  else:
+    if not synthetic:
+      data["notes"].append("no activations given (--activations STORE): latent statistics and "
+                           "contexts are not shown.")
+    data["latents"] = _latent_table(cfg, params, (None, np.full((1, 1), -1), np.zeros((1, 1))))
+    data["latents"]["unscored"] = True
+  data["latents"].update(_label_tags(cfg.d_sae, eval_result))
+  data["latents"]["n"] = cfg.d_sae
+  return data
+
+
+def _synthetic_panel(data, run, run_meta, cfg, params):
+  """Matched true features and the closed form vs the trained encoder; returns the held-out x_p."""
+  from wsae_jax.data import problems, sources
+  from wsae_jax.evaluation import metrics
+  from wsae_jax.theory import closed_form
+  d = run_meta["data"]
+  if not (run / "W_p.npy").exists():
+    data["notes"].append("this synthetic run has no W_p.npy (older `wsae train` did not write "
+                         "it): no true features, no latent statistics.")
+    return None
+  W = np.load(run / "W_p.npy")
+  if hashlib.sha1(np.ascontiguousarray(W, np.float32).tobytes()).hexdigest() != d.get("W_p_sha1"):
+    raise V.WSAEInputError(f"{run / 'W_p.npy'} is not the W_p this run trained on (its SHA-1 "
+                           f"differs from run.json's); restore the run's own file.")
+  source = sources.SyntheticSource(W, d["sparsity"], 8192, seed=d["seed"],
+                                   magnitude=d.get("magnitude", "uniform"),
+                                   prng_impl=d.get("prng_impl", "threefry2x32"))
+  x, x_p = (np.asarray(a) for a in source.sample(problems.HELD_OUT_STEP, 8192))
+  gamma = run_meta.get("gamma") if isinstance(run_meta.get("gamma"), list) else None
+  from wsae_jax import models
+  dec = np.asarray(models.decoder_matrix(cfg, params))
+  match = metrics.match_latents(dec, W)
+  feature_of = np.full(cfg.d_sae, -1)
+  ok = match.latent_of_feature >= 0
+  feature_of[match.latent_of_feature[ok]] = np.flatnonzero(ok)
+  cos_all = metrics.abs_cosine(dec, W)
+  synth = {"n_features": int(W.shape[1]), "feature_of_latent": feature_of.tolist(),
+           "latent_cos": _round(cos_all.max(axis=1), 4),
+           "best_feature": cos_all.argmax(axis=1).tolist(),
+           "abs_cos": _b64(np.round(cos_all * 255), "u1"), "mmcs": _num(cos_all.max(0).mean())}
+  if cfg.d_sae >= W.shape[1]:
+    c = closed_form.compare(cfg, params, W, x, gamma)
+    synth["closed_form"] = {
+        "verdict": c["verdict"], "closed_form": c["closed_form"], "trained": c["trained"],
+        "encoder_cos": _round(c["encoder_cos"], 4), "decoder_cos": _round(c["decoder_cos"], 4),
+        "scale": _round(c["scale"], 4), "latent_of_feature": c["latent_of_feature"].tolist()}
+  data["synthetic"] = synth
+  return x_p
+
+
+def sweep_report(folder) -> dict:
+  """The data of the page about a sweep's output folder (sweep.json)."""
+  from wsae_jax.evaluation.scoring import pareto_front
+  folder = pathlib.Path(folder)
+  sw = _read_json(folder / "sweep.json")
+  rows = sw.get("rows", [])
+  if not rows:
+    raise V.WSAEInputError(f"{folder / 'sweep.json'} has no rows to report.")
+  y = "mse" if "mse" in rows[0] else "l_sae"
+  cols = [k for k, v in rows[0].items() if isinstance(v, (int, float, str, bool)) or v is None]
+  table = [[(_num(r.get(k)) if isinstance(r.get(k), float) else r.get(k)) for k in cols]
+           for r in rows]
+  sae = sw.get("sae_config", {})
+  return {"kind": "sweep", "title": f"sweep · {folder.resolve().name}",
+          "subtitle": f"{len(rows)} members of a {sae.get('architecture', '?')} SAE (d_in = "
+                      f"{sae.get('d_in', '?')}, d_sae = {sae.get('d_sae', '?')})",
+          "config": {"sae": sae}, "notes": [],
+          "sweep": {"columns": cols, "rows": table, "x": "l0", "y": y,
+                    "front": pareto_front(rows, "l0", y)}}
+
+
+def build_report(path, **kw) -> dict:
+  """The data for `path`: a sweep folder (sweep.json), a run folder or a SAELens folder."""
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise V.WSAEInputError(f"{str(path)!r} does not exist.")
+  if (path / "sweep.json").exists():
+    return sweep_report(path)  # (a sweep has no activations to read)
+  return run_report(path, **kw)
+
+
+def _finite(v):
+  """JSON-safe, with NaN and ±inf as null (JSON has no such numbers)."""
+  if isinstance(v, dict):
+    return {k: _finite(x) for k, x in v.items()}
+  if isinstance(v, (list, tuple)):
+    return [_finite(x) for x in v]
+  if isinstance(v, (float, np.floating)):
+    return float(v) if np.isfinite(v) else None
+  if isinstance(v, (np.integer, np.bool_, np.ndarray)):
+    return _finite(v.tolist())
+  return v
+
+
+def render(data: dict) -> str:
+  """The self-contained page for `data`."""
+  from wsae_jax import __version__
+  payload = json.dumps(_finite({**data, "version": __version__}), separators=(",", ":"),
+                       allow_nan=False)
+  payload = payload.replace("<", "\\u003c")  # no "</script>" or "<!--" inside the script element
+  page = (PAGE / "page.html").read_text(encoding="utf-8")
+  head, tail = page.split("{{DATA}}")  # the data go in last: nothing is substituted inside them
+  parts = {"{{TITLE}}": html.escape(data.get("title", "wsae report")),
+           "/*{{CSS}}*/": (PAGE / "page.css").read_text(encoding="utf-8"),
+           "/*{{JS}}*/": (PAGE / "page.js").read_text(encoding="utf-8")}
+  for k, v in parts.items():
+    head, tail = head.replace(k, v), tail.replace(k, v)
+  return head + payload + tail
