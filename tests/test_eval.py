@@ -125,3 +125,33 @@ def test_wsae_eval_lm_loss_with_a_tiny_llama(tmp_path, capsys, tiny_lm_store):
   r = json.loads((tmp_path / "run" / "eval.json").read_text())
   assert r["lm_contexts"] == 4 and np.isfinite(r["loss_recovered"])
   assert r["lm_loss_zero_ablation"] != r["lm_loss_clean"]
+
+
+def test_wsae_eval_of_a_synthetic_run_scores_its_own_held_out_problem(synthetic_run, tmp_path,
+                                                                      capsys):
+  from wsae_jax.evaluation import metrics
+  from wsae_jax.training import run as run_lib
+  out = tmp_path / "e.json"
+  assert cli.main(["eval", str(synthetic_run), "--out", str(out)]) == 0
+  assert "L_GT" in capsys.readouterr().out
+  r = json.loads(out.read_text())
+  cfg, p = saelens.load_saelens(synthetic_run / "sae")
+  x, x_p, W, gamma = run_lib.synthetic_held_out(synthetic_run)
+  assert gamma is not None and len(gamma) == W.shape[0]          # the run's oracle γ
+  ref = metrics.evaluate(cfg, p, x, W, gamma=gamma)
+  assert r["ground_truth"]["l_gt"] == pytest.approx(ref["l_gt"], rel=1e-6)
+  assert r["ground_truth"]["mmcs"] == pytest.approx(ref["mmcs"], rel=1e-6)
+  assert r["fvu"] == pytest.approx(activations.score(cfg, p, x_p)["fvu"], rel=1e-6)
+  # A store's scores need a store; a SAELens folder outside a run has no problem to sample.
+  assert cli.main(["eval", str(synthetic_run), "--out", str(tmp_path / "f.json"), "--probe"]) == 2
+  assert cli.main(["eval", str(synthetic_run / "sae"), "--out", str(tmp_path / "g.json")]) == 0
+  import shutil
+  shutil.copytree(synthetic_run / "sae", tmp_path / "lone")
+  assert cli.main(["eval", str(tmp_path / "lone"), "--out", str(tmp_path / "i.json")]) == 2
+  assert "pass --activations" in capsys.readouterr().err
+  np.save(synthetic_run / "W_p.npy", np.load(synthetic_run / "W_p.npy") * 2)  # not the run's
+  try:
+    assert cli.main(["eval", str(synthetic_run), "--out", str(tmp_path / "h.json")]) == 2
+    assert "SHA-1" in capsys.readouterr().err
+  finally:
+    np.save(synthetic_run / "W_p.npy", np.load(synthetic_run / "W_p.npy") / 2)

@@ -537,10 +537,14 @@ def _add_eval(sub):
       "(k = 1, 2, 5 latents vs a probe on the raw activations) and first-letter feature "
       "absorption (SAEBench's method), and --lm-loss the fraction of the "
       "next-token loss recovered. Writes eval.json and prints a table. Train with "
-      "`wsae train --hold-out-shards N` so that these shards are unseen." + EXIT_STATUS_DOC,
+      "`wsae train --hold-out-shards N` so that these shards are unseen. Without --activations, "
+      "a synthetic run folder is scored on 8,192 held-out samples of its superposition problem: "
+      "the same scores plus L_GT, MMCS, MCC, shrinkage and vanishing." + EXIT_STATUS_DOC,
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("sae", help="a run folder of `wsae train` (its sae/) or a SAELens folder")
-  p.add_argument("--activations", required=True, help="activation store (metadata.json + shards)")
+  p.add_argument("--activations", default=None, help="activation store (metadata.json + shards); "
+                 "omit it for a synthetic run of `wsae train`, scored on a held-out sample of its "
+                 "own data with the ground-truth metrics (L_GT, MMCS, MCC, ...)")
   p.add_argument("--eval-shards", type=int, default=2, help="the last N shards are scored")
   p.add_argument("--max-rows", type=int, default=None, help="score at most this many rows")
   p.add_argument("--probe", action="store_true", help="k-sparse probing of token classes and "
@@ -574,6 +578,8 @@ def _run_eval(args):
   V.check_writable_dir(out.absolute().parent, "--out folder")
   V.check_int("--eval-shards", args.eval_shards, low=1)
   cfg, params = saelens.load_saelens(folder)
+  if args.activations is None:
+    return _eval_synthetic(args, folder, cfg, params, out)
   store = ActivationStore(args.activations, 1, shards=slice(-args.eval_shards, None),
                           shuffle=False, prefetch=0)
   if store.d_in != cfg.d_in:
@@ -609,6 +615,28 @@ def _run_eval(args):
   return 0
 
 
+def _eval_synthetic(args, folder, cfg, params, out):
+  """`wsae eval` of a synthetic run: its held-out sample, reconstruction and ground-truth scores."""
+  from wsae_jax.evaluation import activations, metrics
+  from wsae_jax.storage import records
+  from wsae_jax.training import run as run_lib
+  if args.probe or args.lm_loss:
+    raise V.WSAEInputError("--probe and --lm-loss need an activation store (--activations).")
+  run = folder.parent if folder.name == "sae" else folder
+  if not (run / "run.json").exists():
+    raise V.WSAEInputError(f"{str(args.sae)!r} is not a run folder of `wsae train`; pass "
+                           f"--activations STORE to score a SAELens folder.")
+  x, x_p, W, gamma = run_lib.synthetic_held_out(run)
+  result = {"sae": str(folder), "architecture": cfg.architecture, "d_in": cfg.d_in,
+            "d_sae": cfg.d_sae, "data": "synthetic (held-out sample of the run's own problem)",
+            **activations.score(cfg, params, x_p),
+            "ground_truth": metrics.evaluate(cfg, params, x, W, gamma=gamma)}
+  records.write_json(out, result)
+  print(format_eval(result))
+  print(f"wrote {out}")
+  return 0
+
+
 def format_eval(r: dict) -> str:
   """`wsae eval`'s table."""
   rows = [("rows scored", f"{r['rows']:,}"), ("FVU", f"{r['fvu']:.4f}"),
@@ -629,6 +657,11 @@ def format_eval(r: dict) -> str:
                  f"fraction {a['mean_absorption_fraction']:.3f}, full "
                  f"{a['mean_full_absorption']:.3f}; latents carry "
                  f"{a['mean_latent_share']:.0%} of the probe's reading"))
+  g = r.get("ground_truth")
+  if g:
+    rows += [("L_GT (ground-truth features)", f"{g['l_gt']:.4f}"),
+             ("MMCS / MCC", f"{g['mmcs']:.3f} / {g['mcc']:.3f}"),
+             ("shrinkage / vanishing", f"{g['shrinkage']:.3f} / {g['vanishing']:.3f}")]
   if "loss_recovered" in r:
     rows.append(("LM loss recovered", f"{r['loss_recovered']:.4f} (Δ {r['delta_lm_loss']:+.4f} "
                  f"nats over {r['lm_tokens']:,} tokens)"))

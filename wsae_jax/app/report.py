@@ -24,7 +24,6 @@ What it shows:
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import json
 import pathlib
@@ -181,9 +180,10 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
           "curves": _history(run), "gamma": _gamma(run_meta, ckpt_meta), "notes": []}
   if eval_result:
     data["eval"] = {k: v for k, v in eval_result.items()
-                    if not isinstance(v, (dict, list)) or k.endswith("_summary")}
+                    if not isinstance(v, (dict, list)) or k.endswith("_summary")
+                    or k == "ground_truth"}
   synthetic = run_meta.get("data", {}).get("kind") == "synthetic"
-  x_p = _synthetic_panel(data, run, run_meta, cfg, params) if synthetic else None
+  x_p = _synthetic_panel(data, run, cfg, params) if synthetic else None
   if x_p is not None:
     codes = acts_lib.sparse_codes(cfg, params, x_p)
     data["scores"] = acts_lib.score(cfg, params, x_p, codes=codes)
@@ -223,25 +223,16 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
   return data
 
 
-def _synthetic_panel(data, run, run_meta, cfg, params):
+def _synthetic_panel(data, run, cfg, params):
   """Matched true features and the closed form vs the trained encoder; returns the held-out x_p."""
-  from wsae_jax.data import problems, sources
   from wsae_jax.evaluation import metrics
   from wsae_jax.theory import closed_form
-  d = run_meta["data"]
+  from wsae_jax.training import run as run_lib
   if not (run / "W_p.npy").exists():
     data["notes"].append("this synthetic run has no W_p.npy (older `wsae train` did not write "
                          "it): no true features, no latent statistics.")
     return None
-  W = np.load(run / "W_p.npy")
-  if hashlib.sha1(np.ascontiguousarray(W, np.float32).tobytes()).hexdigest() != d.get("W_p_sha1"):
-    raise V.WSAEInputError(f"{run / 'W_p.npy'} is not the W_p this run trained on (its SHA-1 "
-                           f"differs from run.json's); restore the run's own file.")
-  source = sources.SyntheticSource(W, d["sparsity"], 8192, seed=d["seed"],
-                                   magnitude=d.get("magnitude", "uniform"),
-                                   prng_impl=d.get("prng_impl", "threefry2x32"))
-  x, x_p = (np.asarray(a) for a in source.sample(problems.HELD_OUT_STEP, 8192))
-  gamma = run_meta.get("gamma") if isinstance(run_meta.get("gamma"), list) else None
+  x, x_p, W, gamma = run_lib.synthetic_held_out(run)
   from wsae_jax import models
   dec = np.asarray(models.decoder_matrix(cfg, params))
   match = metrics.match_latents(dec, W)
