@@ -4,6 +4,7 @@ import json
 import pathlib
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -67,6 +68,24 @@ def test_weights_study_smoke(tmp_path):
   assert all(q["spearman_rho"] > 0.8 for q in tri)
   assert {c["weighting"] for c in saved["claims"]} <= set(weights_study.WEIGHTINGS[1:])
   assert len(saved["rows"]) == len(r["rows"]) and (tmp_path / "weights_study.png").exists()
+
+
+def test_weights_digits_smoke(tmp_path):
+  pytest.importorskip("sklearn", reason="the digits arm needs the `study` extra (scikit-learn)")
+  import weights_digits
+  from wsae_jax.evaluation import stats
+  r = weights_digits.main(["--smoke", "--out", str(tmp_path), "--no-progress"])
+  saved = json.loads((tmp_path / "weights_digits.json").read_text())
+  names = {row["weighting"] for row in saved["rows"]}
+  assert names == {"sae", "consistency α=1", "zero-fraction α=1", "variance α=1"}
+  assert len(saved["rows"]) == 2 * len(names)  # 2 seeds in the smoke version
+  assert saved["network"]["test_accuracy"] > 0.5 and (tmp_path / "weights_digits.png").exists()
+  for e in saved["paired"]:  # the paired difference is the mean over seeds of weighted − plain
+    mine = [x for x in r["rows"] if x["weighting"] == e["weighting"]]
+    plain = [x for x in r["rows"] if x["weighting"] == "sae"]
+    assert e["fvu"]["mean"] == pytest.approx(np.mean([a["fvu"] - b["fvu"]
+                                                       for a, b in zip(mine, plain)]))
+    assert e["consistency"]["verdict"] in stats.VERDICTS
 
 
 def test_harvest_then_real_wsae_on_a_tiny_llama(tmp_path, tiny_lm_store):

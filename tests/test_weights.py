@@ -123,6 +123,10 @@ def test_zero_fraction_counts_the_features_of_each_dimension():
   m_tol = weights.zero_fraction_polysemanticity(dense + 1e-3 * RNG.standard_normal((5000, 4)),
                                                 rel_tol=0.05)
   assert m_tol.shape == (4,) and np.all(m_tol >= 1)
+  # A dead ReLU unit (always 0) neither sets Ŝ nor breaks the estimate: the others are unchanged.
+  with_dead = np.concatenate([x, np.zeros((len(x), 1), x.dtype)], axis=1)
+  m_dead = weights.zero_fraction_polysemanticity(with_dead)
+  assert_close(m_dead[:-1], m, rtol=1e-12) and m_dead[-1] == 1.0
 
 
 def test_kurtosis_estimates_the_participation_ratio():

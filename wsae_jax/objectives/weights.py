@@ -203,18 +203,22 @@ def zero_fraction_polysemanticity(x_sample_BxD, *, rel_tol: float = 0.0) -> np.n
   zero fraction (the sparsest dimension read as monosemantic). `rel_tol` counts `|x_i| <=
   rel_tol · std_i` as zero (real activations are never exactly 0; a band makes the estimate
   usable there, though it then measures near-zero mass rather than the data model's zeros).
+  Dimensions that are always zero (dead ReLU units) are left out of Ŝ and read as 1.
   """
   x = _sample(x_sample_BxD)
   V.check_range("rel_tol", rel_tol, low=0.0)
   p0 = np.mean(np.abs(x) <= rel_tol * x.std(axis=0), axis=0)
-  s_hat = p0.max()
+  # A dimension that is always zero (a dead ReLU unit) carries no feature: it does not set Ŝ,
+  # and reads as 1 (there is nothing in it to reconstruct, whatever its weight).
+  varying = p0 < 1
+  s_hat = p0[varying].max() if varying.any() else 1.0
   if not 0 < s_hat < 1:
     raise V.WSAEInputError(
         f"no dimension has a zero fraction strictly between 0 and 1 (largest {s_hat:.3g}); the "
         f"zero-fraction estimate needs sparse non-negative data, or rel_tol > 0 for real "
         f"activations.")
   with np.errstate(divide="ignore"):
-    m = np.log(p0) / np.log(s_hat)
+    m = np.where(varying, np.log(p0) / np.log(s_hat), 1.0)
   return np.clip(np.nan_to_num(m, nan=1.0, posinf=MAX_POLYSEMANTICITY), 1.0, MAX_POLYSEMANTICITY)
 
 
