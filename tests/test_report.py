@@ -193,3 +193,17 @@ def test_a_4608_latent_report_stays_small(tmp_path):
   d = page_data(page)
   assert d["latents"]["n"] == 4608 and d["contexts"]["examples"] == 22
   assert page.stat().st_size < 50e6, page.stat().st_size
+
+
+def test_report_shows_the_decoder_gamma_of_the_newest_checkpoint(tmp_path):
+  from wsae_jax.training import run as run_lib
+  out = tmp_path / "run"
+  assert cli.main(["train", "--out", str(out), "--arch", "topk", "--k", "4", "--d-sae", "40",
+                   "--steps", "30", "--batch-size", "64", "--no-progress", "--gamma", "decoder",
+                   "--alpha", "1", "--gamma-every", "10"]) == 0
+  assert cli.main(["report", str(out)]) == 0
+  g = page_data(out / "report.html")["gamma"]
+  meta = run_lib.load_params(out / "checkpoints")[2]
+  assert g["description"] == {"kind": "decoder", "alpha": 1.0, "every": 10}
+  assert_close(g["values"], meta["gamma_current"], rtol=1e-4)
+  assert np.ptp(g["values"]) > 0  # re-estimated: no longer the initial γ = 1

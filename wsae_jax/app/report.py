@@ -73,10 +73,9 @@ def _history(run: pathlib.Path) -> dict | None:
 def _gamma(run_meta: dict, ckpt_meta: dict | None) -> dict | None:
   from wsae_jax.objectives import weights
   g = run_meta.get("gamma")
-  described = None
-  if isinstance(g, dict):  # the decoder γ: its schedule; the values from the newest checkpoint
-    described = g
-    g = (ckpt_meta or {}).get("gamma_current")
+  described = (ckpt_meta or {}).get("gamma_schedule")
+  if g is None and described:  # the decoder γ: its schedule, and its newest value
+    g = ckpt_meta.get("gamma_current")
   if g is None:
     return {"description": described} if described else None
   rep = weights.gamma_report(np.asarray(g, np.float64))
@@ -167,9 +166,15 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
   params = jax.device_get(params)
   run_meta = _read_json(run / "run.json") if (run / "run.json").exists() else {}
   ckpt_meta = None
-  if isinstance(run_meta.get("gamma"), dict) and (run / "checkpoints").is_dir():
+  if run_meta.get("gamma") is None and (run / "checkpoints").is_dir():
+    # A γ re-estimated during training (the decoder γ) lives in the checkpoints' records.
+    from wsae_jax.storage.checkpoint import Checkpointer
     from wsae_jax.training import run as run_lib
-    ckpt_meta = run_lib.load_params(run / "checkpoints")[2]
+    ck = Checkpointer(run / "checkpoints")
+    try:
+      ckpt_meta = run_lib.read_record(ck, ck.steps()[-1]) if ck.steps() else None
+    finally:
+      ck.close()
   eval_file = run / "eval.json" if (run / "eval.json").exists() else sae_dir / "eval.json"
   eval_result = _read_json(eval_file) if eval_file.exists() else None
   data = {"kind": "run", "title": f"{cfg.architecture} SAE · {run.resolve().name}",
