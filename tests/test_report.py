@@ -207,3 +207,17 @@ def test_report_shows_the_decoder_gamma_of_the_newest_checkpoint(tmp_path):
   assert g["description"] == {"kind": "decoder", "alpha": 1.0, "every": 10}
   assert_close(g["values"], meta["gamma_current"], rtol=1e-4)
   assert np.ptp(g["values"]) > 0  # re-estimated: no longer the initial γ = 1
+
+
+def test_report_on_a_bare_npy_file_without_contexts(tmp_path):
+  x = np.random.default_rng(3).standard_normal((300, 8)).astype(np.float32)
+  np.save(tmp_path / "x.npy", x)
+  run = tmp_path / "run"
+  assert cli.main(["train", "--out", str(run), "--activations", str(tmp_path / "x.npy"),
+                   "--arch", "topk", "--k", "2", "--d-sae", "16", "--steps", "10",
+                   "--batch-size", "32", "--no-progress"]) == 0
+  assert cli.main(["report", str(run), "--activations", str(tmp_path / "x.npy"),
+                   "--max-rows", "200"]) == 0
+  d = page_data(run / "report.html")
+  assert d["scores"]["rows"] == 200 and "contexts" not in d  # no token ids, no contexts
+  assert any("no token ids" in n for n in d["notes"])

@@ -200,11 +200,13 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
                             prefetch=0, drop_first_position=False)
     if store.d_in != cfg.d_in:
       raise V.WSAEInputError(f"the store has d_in={store.d_in}, the SAE {cfg.d_in}.")
-    L = store.context_len
-    x, tokens = store.read_all(max_rows=None if max_rows is None else max(L, max_rows // L * L),
-                               with_tokens=True)
+    L = store.context_len  # whole contexts are read, so that examples have their context
+    limit = None if max_rows is None else max(L, max_rows // L * L) if L else max_rows
+    x, tokens = store.read_all(max_rows=limit, with_tokens=True)
+    L = L or len(x)  # a store without context boundaries: one stream
     codes = acts_lib.sparse_codes(cfg, params, x)
-    later = np.arange(len(x)) % L != 0  # scores without each context's first token, as eval
+    # Scores without each context's first token (the attention sink), as `wsae eval`.
+    later = np.arange(len(x)) % L != 0 if store.context_len else np.ones(len(x), bool)
     data["scores"] = acts_lib.score(cfg, params, x[later], None if tokens is None else
                                     tokens[later])
     data["scores"]["activations"] = str(activations)
