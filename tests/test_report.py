@@ -221,3 +221,14 @@ def test_report_on_a_bare_npy_file_without_contexts(tmp_path):
   d = page_data(run / "report.html")
   assert d["scores"]["rows"] == 200 and "contexts" not in d  # no token ids, no contexts
   assert any("no token ids" in n for n in d["notes"])
+
+
+def test_latent_tags_come_from_eval_json():
+  ev = {"probing": {"ly_word": {"k": {"1": 0.81}, "latents": {"1": [3]}},
+                    "digit": {"positives": 2, "skipped": "too few rows of one class"}},
+        "absorption": {"s": {"main_latents": [3, 5], "main_f1": [0.36, 0.5],
+                             "absorbing_latents": {"7": 4}}}}
+  tags = report._label_tags(8, ev)
+  assert tags["probe"][3] == "ly_word (F1 0.81)" and tags["probe"][5] == ""
+  assert tags["absorption"][3] == "s main (F1 0.36)" and tags["absorption"][7] == "absorbs s ×4"
+  assert report._label_tags(2, None) == {"probe": ["", ""], "absorption": ["", ""]}

@@ -114,10 +114,10 @@ def _label_tags(d_sae: int, eval_result: dict | None) -> dict:
   absorb = [[] for _ in range(d_sae)]
   for name, e in (eval_result or {}).get("probing", {}).items():
     for j in e.get("latents", {}).get("1", []):
-      probe[j].append(name)
+      probe[j].append(f"{name} (F1 {e['k']['1']:.2f})")
   for letter, e in (eval_result or {}).get("absorption", {}).items():
-    for j in e.get("main_latents", []):
-      absorb[j].append(f"{letter} (main)")
+    for j, f1 in zip(e.get("main_latents", []), e.get("main_f1", [])):
+      absorb[j].append(f"{letter} main (F1 {f1:.2f})")
     for j, n in e.get("absorbing_latents", {}).items():
       absorb[int(j)].append(f"absorbs {letter} ×{n}")
   return {"probe": [", ".join(p) for p in probe], "absorption": [", ".join(a) for a in absorb]}

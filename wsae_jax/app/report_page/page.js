@@ -226,7 +226,7 @@ function renderTable() {
   const body = el("tbody");
   for (const j of state.order.slice(state.page * PAGE_SIZE, (state.page + 1) * PAGE_SIZE)) {
     body.append(el("tr", {class: "latent-row" + (j === state.selected ? " selected" : ""), id: `row-${j}`, "data-latent": j,
-                          onclick: () => openLatent(j)}, COLS.map(([, f], i) => el("td", {text: i === 0 ? String(j) : fmt(f(j))}))));
+                          tabindex: 0, onclick: () => openLatent(j), onkeydown: ev => { if (ev.key === "Enter") openLatent(j); }}, COLS.map(([, f], i) => el("td", {text: i === 0 ? String(j) : fmt(f(j))}))));
   }
   const t = document.getElementById("latent-table");
   t.replaceChildren(el("thead", {}, head), body);
