@@ -7,8 +7,9 @@ The paper trains SAEs on a ResNet-18's features of ImageNet-100 and weights each
 by its semantic consistency (how often the samples that activate it share one label); that cannot
 run here. Its small version: scikit-learn's bundled digits (1,797 8×8 images, 10 classes, offline;
 the `study` extra), a one-hidden-layer ReLU network (64 → `--hidden` → 10) trained on 1,200 of
-them, and Top-k SAEs (`--width`× the hidden width, k = `--k`) on its non-negative hidden features,
-plain and weighted, all members of one compiled sweep (same batches; seed = initialisation, so
+them, and Top-k SAEs (`--width`× the hidden width, k = `--k`; the recipe of `wsae train
+--activations`: AuxK on latents dead for 5% of the run, b_dec at the geometric median) on its
+non-negative hidden features (dead units dropped, scaled to E‖f‖ = √d), plain and weighted, all members of one compiled sweep (same batches; seed = initialisation, so
 each weighted SAE is paired with the plain SAE of its seed). Weightings: semantic consistency
 (`consistency_weights`, γ = c^α, from the training images' labels), and two label-free ones for
 comparison: zero-fraction (ReLU features have exact zeros, so the paper's data model applies) and
@@ -137,8 +138,11 @@ def main(argv=None):
   per_dim, feat_consistency = weights.semantic_consistency(Fte, yte)
   G = gammas(Ftr, ytr, args.alphas)
   names = list(G)
-  cfg = w.TopKSAEConfig(d_in=d, d_sae=args.width * d, k=args.k)
-  tc = w.TrainConfig(steps=args.steps, batch_size=256, learning_rate=3e-3,
+  # The recipe of `wsae train --activations` (REAL.md): dead after 5% of the run's samples, so
+  # that AuxK revives them, and b_dec at the geometric median.
+  cfg = w.TopKSAEConfig(d_in=d, d_sae=args.width * d, k=args.k,
+                        dead_after_tokens=max(256, args.steps * 256 // 20))
+  tc = w.TrainConfig(steps=args.steps, batch_size=256, learning_rate=3e-3, b_dec_init="median",
                      warmup_steps=min(100, args.steps // 10), log_every=max(1, args.steps // 10))
   members = [{"seed": s, **({} if G[n] is None else {"gamma": G[n]})}
              for s in range(args.seeds) for n in names]
