@@ -41,6 +41,9 @@ def parse(argv=None):
   p.add_argument("--out", default=str(HERE / "results" / "weights_real.json"))
   p.add_argument("--kinds", type=lambda s: [t.strip() for t in s.split(",")], default=list(KINDS))
   p.add_argument("--alphas", type=lambda s: [float(t) for t in s.split(",")], default=[0.5, 1.0])
+  p.add_argument("--runs", type=lambda s: [(t.split(":")[0].strip(), float(t.split(":")[1]))
+                                           for t in s.split(",")], default=None,
+                 help="kind:alpha pairs instead of --kinds x --alphas, e.g. decoder:1,kurtosis:0.5")
   p.add_argument("--width", type=int, default=8)
   p.add_argument("--k", type=int, default=32)
   p.add_argument("--seeds", type=int, default=1)
@@ -118,7 +121,7 @@ def main(argv=None):
   model_path = args.model or str(hv.smollm2_gguf_path())
   model, tok = hv.load_model(model_path, tokenizer=not args.no_probe)
   strings = None if args.no_probe else lm_scoring.token_strings(tok, tokens)
-  plan = [("none", 0.0)] + [(k, a) for k in args.kinds for a in args.alphas]
+  plan = [("none", 0.0)] + (args.runs or [(k, a) for k in args.kinds for a in args.alphas])
   rows = []
   for seed in range(args.seeds):
     for kind, alpha in plan:
@@ -148,12 +151,37 @@ def main(argv=None):
             f"{r.get('mean_absorption_fraction', float('nan')):.3f} LM rec "
             f"{r['loss_recovered']:.4f}",
             flush=True)
+  paired = paired_over_seeds(rows) if args.seeds > 1 else []
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps({"rows": rows, "command": " ".join(sys.argv),
+  out.write_text(json.dumps({"rows": rows, "paired": paired, "command": " ".join(sys.argv),
                              "held_out_rows": int(len(x)), "lm_contexts": int(len(contexts))},
                             indent=2, default=float))
   print(f"wrote {out}")
+
+
+PAIRED_METRICS = ("fvu", "fvu_typical_rows", "token_consistency", "top20_token_entropy_bits",
+                  "f1_k1", "f1_k2", "f1_k5", "mean_absorption_fraction", "loss_recovered")
+
+
+def paired_over_seeds(rows):
+  """Per weighting, `weighted − plain` per seed for each metric, with its 95% paired-bootstrap
+  interval (same seed = same initialisation and batches)."""
+  from wsae_jax.evaluation import stats
+  plain = {r["seed"]: r for r in rows if r["kind"] == "none"}
+  out = []
+  for kind, alpha in dict.fromkeys((r["kind"], r["alpha"]) for r in rows if r["kind"] != "none"):
+    mine = {r["seed"]: r for r in rows if (r["kind"], r["alpha"]) == (kind, alpha)}
+    seeds = sorted(set(mine) & set(plain))
+    entry = {"kind": kind, "alpha": alpha, "seeds": seeds}
+    for m in PAIRED_METRICS:
+      d = [mine[s][m] - plain[s][m] for s in seeds if m in mine[s] and m in plain[s]]
+      entry[m] = stats.paired_bootstrap(d).as_dict()
+    out.append(entry)
+    print(f"{kind} α={alpha:g} − plain over seeds {seeds}: " + "; ".join(
+        f"{m} {entry[m]['mean']:+.4f} [{entry[m]['lo']:+.4f}, {entry[m]['hi']:+.4f}]"
+        for m in PAIRED_METRICS))
+  return out
 
 
 if __name__ == "__main__":
