@@ -112,30 +112,25 @@ def feature_absorption(latents_BxK, values_BxK, x_BxD, tokens_B, letters: Mappin
   out = {}
   for letter, ids in letters.items():
     positive = np.isin(tokens, list(ids))
-    pos, neg = np.flatnonzero(positive), np.flatnonzero(word & ~positive)
-    if len(pos) < min_positives or len(neg) < min_positives:
-      out[letter] = {"words": int(len(pos)), "skipped": "too few rows of one class"}
+    halves = probing.balanced_halves(positive, word & ~positive, rng,
+                                     max_per_class=max_per_class, min_positives=min_positives)
+    if halves is None:
+      out[letter] = {"words": int(positive.sum()), "skipped": "too few rows of one class"}
       continue
-    m = min(len(pos), len(neg), max_per_class)
-    rows = rng.permutation(np.concatenate([rng.choice(pos, m, replace=False),
-                                           rng.choice(neg, m, replace=False)]))
-    half = len(rows) // 2
-    fit, test = rows[:half], rows[half:]
-    y_fit, y_test = positive[fit], positive[test]
-    w, b = probing.logistic_fit(x[fit], y_fit)
+    fit, test = halves
+    y_test = positive[test]
+    w, b = probing.logistic_fit(x[fit], positive[fit])
     logit = x[test] @ w + b
     probe_f1 = probing.f1_score(y_test, logit > 0)
-    entry = {"words": int(len(pos)), "probe_f1": probe_f1}
+    entry = {"words": int(positive.sum()), "probe_f1": probe_f1}
     if probe_f1 < min_probe_f1:
       out[letter] = {**entry, "skipped": f"probe F1 below {min_probe_f1}"}
       continue
-    diff = probing.mean_difference(lat[fit], val[fit], y_fit, d_sae)
+    diff = probing.mean_difference(lat[fit], val[fit], positive[fit], d_sae)
     order = np.argsort(-diff)
     f1s = []
     for k in range(1, max_k + 1):
-      cols = order[:k].tolist()
-      clf = probing.logistic_probe(probing.dense_columns(lat[fit], val[fit], cols), y_fit)
-      f1s.append(probing.f1_score(y_test, clf(probing.dense_columns(lat[test], val[test], cols))))
+      f1s.append(probing.sparse_probe_f1(lat, val, positive, fit, test, order[:k].tolist()))
       if k > 1 and f1s[-1] - f1s[-2] < f1_jump:
         f1s.pop()
         break

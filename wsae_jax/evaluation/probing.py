@@ -108,6 +108,28 @@ def mean_difference(latents_BxK, values_BxK, y_B, d_sae: int) -> np.ndarray:
   return sums_pos / max(y.sum(), 1) - sums_neg / max((~y).sum(), 1)
 
 
+def balanced_halves(positive_B, negative_B, rng, *, max_per_class: int = 2000,
+                    min_positives: int = 40):
+  """Up to `max_per_class` rows of each class (`positive_B`, and `negative_B` for the rows that
+  may serve as negatives), drawn at random, shuffled and split in halves: `(fit, test)` row
+  indices, or None when either class has fewer than `min_positives` rows."""
+  pos, neg = np.flatnonzero(positive_B), np.flatnonzero(negative_B)
+  if len(pos) < min_positives or len(neg) < min_positives:
+    return None
+  m = min(len(pos), len(neg), max_per_class)
+  rows = rng.permutation(np.concatenate([rng.choice(pos, m, replace=False),
+                                         rng.choice(neg, m, replace=False)]))
+  return rows[:len(rows) // 2], rows[len(rows) // 2:]
+
+
+def sparse_probe_f1(latents_BxK, values_BxK, y_B, fit, test, columns: Sequence[int]) -> float:
+  """Test-half F1 of a logistic probe fit on the fit half's activations of the latents
+  `columns` (a k-sparse probe)."""
+  lat, val, y = np.asarray(latents_BxK), np.asarray(values_BxK), np.asarray(y_B, bool)
+  probe = logistic_probe(dense_columns(lat[fit], val[fit], columns), y[fit])
+  return f1_score(y[test], probe(dense_columns(lat[test], val[test], columns)))
+
+
 def k_sparse_probing(latents_BxK, values_BxK, x_BxD, tokens_B, classes: Mapping[str, frozenset],
                      d_sae: int, *, ks: Sequence[int] = (1, 2, 5), max_per_class: int = 2000,
                      min_positives: int = 40, seed: int = 0) -> dict:
@@ -125,27 +147,22 @@ def k_sparse_probing(latents_BxK, values_BxK, x_BxD, tokens_B, classes: Mapping[
   out = {}
   for name, ids in classes.items():
     positive = np.isin(tokens, list(ids)) if ids else np.zeros(len(tokens), bool)
-    pos, neg = np.flatnonzero(positive), np.flatnonzero(~positive)
-    if len(pos) < min_positives or len(neg) < min_positives:
-      out[name] = {"positives": int(len(pos)), "skipped": "too few rows of one class"}
+    halves = balanced_halves(positive, ~positive, rng, max_per_class=max_per_class,
+                             min_positives=min_positives)
+    if halves is None:
+      out[name] = {"positives": int(positive.sum()), "skipped": "too few rows of one class"}
       continue
-    m = min(len(pos), len(neg), max_per_class)
-    rows = np.concatenate([rng.choice(pos, m, replace=False), rng.choice(neg, m, replace=False)])
-    rows = rng.permutation(rows)
-    y = positive[rows]
-    half = len(rows) // 2
-    fit, test = rows[:half], rows[half:]
-    y_fit, y_test = y[:half], y[half:]
-    diff = mean_difference(lat[fit], val[fit], y_fit, d_sae)
+    fit, test = halves
+    diff = mean_difference(lat[fit], val[fit], positive[fit], d_sae)
     order = np.argsort(-np.abs(diff))
-    entry = {"positives": int(len(pos)), "rows": int(len(rows)), "k": {}, "latents": {}}
+    entry = {"positives": int(positive.sum()), "rows": int(len(fit) + len(test)), "k": {},
+             "latents": {}}
     for k in ks:
       cols = order[:k].tolist()
-      probe = logistic_probe(dense_columns(lat[fit], val[fit], cols), y_fit)
-      entry["k"][str(k)] = f1_score(y_test, probe(dense_columns(lat[test], val[test], cols)))
+      entry["k"][str(k)] = sparse_probe_f1(lat, val, positive, fit, test, cols)
       entry["latents"][str(k)] = cols
-    raw = logistic_probe(x[fit], y_fit)
-    entry["raw_f1"] = f1_score(y_test, raw(x[test]))
+    raw = logistic_probe(x[fit], positive[fit])
+    entry["raw_f1"] = f1_score(positive[test], raw(x[test]))
     out[name] = entry
   return out
 
