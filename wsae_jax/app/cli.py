@@ -562,11 +562,6 @@ def _add_eval(sub):
 def _run_eval(args):
   import pathlib
 
-  import jax
-  import numpy as np
-
-  from wsae_jax.data.store import ActivationStore
-  from wsae_jax.evaluation import activations, labelled
   from wsae_jax.storage import records, saelens
   folder = pathlib.Path(args.sae)
   if (folder / "sae" / saelens.CFG_FILENAME).exists():
@@ -578,16 +573,30 @@ def _run_eval(args):
   V.check_writable_dir(out.absolute().parent, "--out folder")
   V.check_int("--eval-shards", args.eval_shards, low=1)
   cfg, params = saelens.load_saelens(folder)
-  if args.activations is None:
-    return _eval_synthetic(args, folder, cfg, params, out)
+  result = {"sae": str(folder), "architecture": cfg.architecture, "d_in": cfg.d_in,
+            "d_sae": cfg.d_sae,
+            **(_eval_synthetic(args, folder, cfg, params) if args.activations is None
+               else _eval_store(args, cfg, params))}
+  records.write_json(out, result)
+  print(format_eval(result))
+  print(f"wrote {out}")
+  return 0
+
+
+def _eval_store(args, cfg, params) -> dict:
+  """`wsae eval`'s scores on the last --eval-shards shards of an activation store."""
+  import jax
+  import numpy as np
+
+  from wsae_jax.data.store import ActivationStore
+  from wsae_jax.evaluation import activations, labelled
   store = ActivationStore(args.activations, 1, shards=slice(-args.eval_shards, None),
                           shuffle=False, prefetch=0)
   if store.d_in != cfg.d_in:
     raise V.WSAEInputError(f"the store has d_in={store.d_in}, the SAE {cfg.d_in}.")
   x, tokens = store.read_all(max_rows=args.max_rows, with_tokens=True)
   codes = activations.sparse_codes(cfg, params, x)
-  result = {"sae": str(folder), "architecture": cfg.architecture, "d_in": cfg.d_in,
-            "d_sae": cfg.d_sae, "activations": str(args.activations),
+  result = {"activations": str(args.activations),
             "shards": [str(r.info.path.name) for r in store._readers],
             **activations.score(cfg, params, x, tokens, codes=codes)}
   if args.probe or args.lm_loss:
@@ -609,16 +618,13 @@ def _run_eval(args):
       fwd = jax.jit(lambda p, xb: models.forward(cfg, p, xb)[1])
       result.update(lm_scoring.loss_recovered(model, contexts, int(store.metadata["layer"]),
                                               lambda h: np.asarray(fwd(params, h))))
-  records.write_json(out, result)
-  print(format_eval(result))
-  print(f"wrote {out}")
-  return 0
+  return result
 
 
-def _eval_synthetic(args, folder, cfg, params, out):
-  """`wsae eval` of a synthetic run: its held-out sample, reconstruction and ground-truth scores."""
+def _eval_synthetic(args, folder, cfg, params) -> dict:
+  """`wsae eval`'s scores of a synthetic run: on a held-out sample of its own problem,
+  reconstruction and the ground-truth metrics."""
   from wsae_jax.evaluation import activations, metrics
-  from wsae_jax.storage import records
   from wsae_jax.training import run as run_lib
   if args.probe or args.lm_loss:
     raise V.WSAEInputError("--probe and --lm-loss need an activation store (--activations).")
@@ -627,14 +633,9 @@ def _eval_synthetic(args, folder, cfg, params, out):
     raise V.WSAEInputError(f"{str(args.sae)!r} is not a run folder of `wsae train`; pass "
                            f"--activations STORE to score a SAELens folder.")
   x, x_p, W, gamma = run_lib.synthetic_held_out(run)
-  result = {"sae": str(folder), "architecture": cfg.architecture, "d_in": cfg.d_in,
-            "d_sae": cfg.d_sae, "data": "synthetic (held-out sample of the run's own problem)",
-            **activations.score(cfg, params, x_p),
-            "ground_truth": metrics.evaluate(cfg, params, x, W, gamma=gamma)}
-  records.write_json(out, result)
-  print(format_eval(result))
-  print(f"wrote {out}")
-  return 0
+  return {"data": "synthetic (held-out sample of the run's own problem)",
+          **activations.score(cfg, params, x_p),
+          "ground_truth": metrics.evaluate(cfg, params, x, W, gamma=gamma)}
 
 
 def format_eval(r: dict) -> str:
