@@ -133,7 +133,8 @@ def _contexts(codes, tokens, context_len: int, strings, d_sae: int) -> dict:
   q = np.clip(np.round(255 * acts / peak[:, None, None]), 0, 255)
   used = np.unique(tokens)
   return {"context_len": int(context_len), "before": BEFORE, "after": AFTER,
-          "examples": int(rows.shape[1]), "tokens": _b64(tokens, "<u4"),
+          "examples": int(rows.shape[1]), "n_bands": features.BANDS,
+          "tokens": _b64(tokens, "<u4"),
           "vocab": {str(int(t)): _token_text(strings, int(t)) for t in used},
           "rows": _b64(rows, "<i4"), "bands": _b64(band, "i1"), "acts": _b64(q, "u1"),
           "peak": _round(peak, 4), "decoded": strings is not None}

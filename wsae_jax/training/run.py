@@ -11,6 +11,8 @@ fields, and nothing is touched; a damaged checkpoint is skipped for the previous
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import pathlib
 import warnings
@@ -183,12 +185,9 @@ def synthetic_held_out(run_dir, num_samples: int = 8192):
   """`(x, x_p, W_p, gamma)` for a synthetic run folder of `wsae train`: `num_samples` held-out
   features `x`, their observations `x_p`, the run's `W_p.npy` (checked against the SHA-1 in
   run.json) and its fixed γ (None when unweighted or re-estimated during training)."""
-  import hashlib
-
   from wsae_jax.data import problems, sources
   run_dir = pathlib.Path(run_dir)
   try:
-    import json
     meta = json.loads((run_dir / "run.json").read_text())
   except (OSError, UnicodeDecodeError, ValueError) as e:
     raise V.WSAEInputError(f"{run_dir / 'run.json'} cannot be read ({e}).") from None

@@ -294,8 +294,8 @@ function contextBlocks(j, c) {
   }
   if (!groups.size) return [el("div", {class: "muted", text: "never active on these rows."})];
   const out = [];
-  const nb = 3;
-  for (const band of [0, nb, nb - 1, nb - 2].filter(b => groups.has(b))) {
+  const nb = meta.n_bands;  // top rows (band 0), then the bands from the highest down
+  for (const band of [0, ...Array.from({length: nb}, (_, i) => nb - i)].filter(b => groups.has(b))) {
     const title = band === 0 ? "Top activations" :
       `Activations in (${Math.round(100 * (band - 1) / nb)}%, ${Math.round(100 * band / nb)}%] of the maximum`;
     const box = el("div", {class: "ctx-group", "data-band": band}, el("h3", {text: title}));
