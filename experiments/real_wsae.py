@@ -236,7 +236,7 @@ def lm_losses(args, store_path, work, rows):
   losses = json.loads(cache.read_text()) if cache.exists() else {}
   todo = [r["name"] for r in rows if r["name"] not in losses]
   if todo or "clean" not in losses:
-    model, _ = hv.load_model(args.model or str(hv.smollm2_gguf_path()), tokenizer=False)
+    model, _ = hv.load_model(hv.store_model_path(store.metadata, args.model), tokenizer=False)
     if "clean" not in losses:
       t0 = time.perf_counter()
       losses["clean"] = hv.next_token_loss(model, contexts)

@@ -118,8 +118,8 @@ def main(argv=None):
   full = ActivationStore(args.store, 1, shards=slice(-args.eval_shards, None), shuffle=False,
                          prefetch=0, drop_first_position=False)
   contexts = full.read_all(with_tokens=True)[1].reshape(-1, full.context_len)[:args.loss_contexts]
-  model_path = args.model or str(hv.smollm2_gguf_path())
-  model, tok = hv.load_model(model_path, tokenizer=not args.no_probe)
+  model, tok = hv.load_model(hv.store_model_path(ev.metadata, args.model),
+                             tokenizer=not args.no_probe)
   strings = None if args.no_probe else lm_scoring.token_strings(tok, tokens)
   plan = [("none", 0.0)] + (args.runs or [(k, a) for k in args.kinds for a in args.alphas])
   rows = []
@@ -129,8 +129,8 @@ def main(argv=None):
       info = train_one(args, name, kind, alpha, seed, work, mesh)
       mfile = work / name / "metrics.json"
       m = json.loads(mfile.read_text()) if mfile.exists() else {}
-      cfg, params = saelens.load_saelens(work / name / "sae")
       if not m or (strings is not None and "absorption_summary" not in m):
+        cfg, params = saelens.load_saelens(work / name / "sae")
         codes = activations.sparse_codes(cfg, params, x)
         if not m:
           m = activations.score(cfg, params, x, tokens, codes=codes)
