@@ -61,6 +61,18 @@ def synthetic_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tied_run(tmp_path_factory):
+  """A tied theory SAE on the default synthetic problem, with its report: the model class the
+  closed form is compared with."""
+  out = tmp_path_factory.mktemp("tied") / "run"
+  from wsae_jax.app import cli
+  assert cli.main(["train", "--out", str(out), "--arch", "tied", "--steps", "60",
+                   "--batch-size", "64", "--no-progress"]) == 0
+  assert cli.main(["report", str(out)]) == 0
+  return out
+
+
+@pytest.fixture(scope="session")
 def store_run(tmp_path_factory):
   from wsae_jax.app import cli
   from wsae_jax.data.store import ActivationWriter

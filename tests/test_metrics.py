@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,16 +12,21 @@ from helpers import assert_close
 RNG = np.random.default_rng(0)
 
 
-def test_match_latents_recovers_a_permutation_with_sign_and_scale():
+def test_match_latents_recovers_a_permutation_and_scale():
   W = np.asarray(w.random_matrix(jax.random.key(0), 6, 9))
   perm = RNG.permutation(12)[:9]  # 12 latents, 9 features: 3 extra latents
   dirs = RNG.standard_normal((12, 6)) * 0.01
-  signs = RNG.choice([-1.0, 1.0], 9)
-  dirs[perm] = (W * signs * RNG.uniform(0.5, 2.0, 9)).T
+  scale = RNG.uniform(0.5, 2.0, 9)
+  dirs[perm] = (W * scale).T
   m = metrics.match_latents(dirs, W)
   assert np.array_equal(m.latent_of_feature, perm)
   assert_close(m.cos, np.ones(9), atol=1e-6)
+  assert_close(m.scale, scale / np.linalg.norm(W, axis=0), rtol=1e-6)
   assert_close(metrics.mmcs(dirs, W), 1.0, atol=1e-6)
+  # A direction pointing at −W_p[:, j] is not feature j (features and latents are >= 0).
+  flipped = dirs.copy()
+  flipped[perm[0]] *= -1
+  assert metrics.match_latents(flipped, W).cos[0] < 0.5
 
 
 def test_fewer_latents_than_features_leaves_some_unmatched():
@@ -143,7 +150,8 @@ def test_counting_rules_on_a_hand_built_sae():
 
 def test_gt_loss_readings_on_known_errors():
   x = np.array([[1.0, 0.0, 0.5]])
-  m = metrics.Matching(latent_of_feature=np.array([0, 1, -1]), cos=np.array([1.0, 1.0, 0.0]))
+  m = metrics.Matching(latent_of_feature=np.array([0, 1, -1]), cos=np.array([1.0, 1.0, 0.0]),
+                       scale=np.ones(3))
   z = np.array([[0.8, 0.3]])
   # Matched latents (0.8, 0.3, 0): squared errors 0.04, 0.09, 0.25.
   assert metrics.gt_loss(x, z, m) == pytest.approx(0.38)
@@ -158,3 +166,7 @@ def test_gt_loss_readings_on_known_errors():
   ref = np.mean([sum((xr[b, j] - (zr[b, j] if j < 2 else 0.0)) ** 2 for j in range(3) if xr[b, j] > 0)
                  for b in range(50)])
   assert metrics.gt_loss_active(xr, zr, m) == pytest.approx(ref)
+  # Scaled latents: a latent of unit 2 reads twice its value in feature units.
+  m2 = dataclasses.replace(m, scale=np.array([2.0, 1.0, 1.0]))
+  assert metrics.gt_loss(x, z, m2) == pytest.approx(0.6 ** 2 + 0.09 + 0.25)
+  assert metrics.gt_loss(x, z, m2, raw=True) == pytest.approx(0.38)

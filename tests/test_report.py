@@ -134,12 +134,29 @@ def test_report_of_a_synthetic_run(synthetic_run):
   feature_of = np.full(32, -1)
   feature_of[match.latent_of_feature] = np.arange(W.shape[1])
   assert d["synthetic"]["feature_of_latent"] == feature_of.tolist()
-  assert d["synthetic"]["closed_form"]["verdict"]
+  assert "closed_form" not in d["synthetic"]  # a topk SAE: not the closed form's model class
+  assert "tied theory SAE" in d["synthetic"]["closed_form_note"]
   assert len(d["gamma"]["values"]) == 20 and d["curves"]["step"][-1] == 60
   # A second report does not overwrite the first unless asked; --out must be a web page.
   assert cli.main(["report", str(synthetic_run)]) == 2
   assert cli.main(["report", str(synthetic_run), "--out", str(synthetic_run / "r.txt")]) == 2
   assert cli.main(["report", str(synthetic_run / "nope")]) == 2
+
+
+def test_tied_report_compares_with_the_closed_form_by_encoder_matching(tied_run):
+  from wsae_jax.storage import saelens
+  from wsae_jax.theory import closed_form
+  d = page_data(tied_run / "report.html")
+  cfg, params = saelens.load_saelens(tied_run / "sae")
+  assert d["synthetic"]["closed_form"]["verdict"]
+  cf = d["synthetic"]["closed_form"]
+  # The trained L_GT there is the paper's formula: encoder matching, raw latents.
+  W = np.load(tied_run / "W_p.npy")
+  from wsae_jax.training import run as run_lib
+  x, _, _, gamma = run_lib.synthetic_held_out(tied_run)
+  ref = closed_form.compare(cfg, params, W, x, gamma)
+  assert ref["matched_by"] == "encoder"
+  assert_close(cf["trained"]["l_gt"], ref["trained"]["l_gt"], rtol=1e-4)
 
 
 def test_report_with_activations_shows_each_latents_strongest_contexts(store_run):

@@ -116,12 +116,23 @@ def test_search_and_sort_the_latent_table(browser, store_run):
   assert _errors(browser) == []
 
 
-def test_synthetic_page_shows_the_closed_form_and_true_features(browser, synthetic_run):
-  _open(browser, synthetic_run / "report.html")
+def test_synthetic_page_shows_the_closed_form_and_true_features(browser, tied_run):
+  _open(browser, tied_run / "report.html")
   browser.find_element("id", "tab-synthetic").click()
   verdict = browser.find_element("css selector", "#panel-synthetic .note").text
-  assert verdict == page_data(synthetic_run / "report.html")["synthetic"]["closed_form"]["verdict"]
-  assert len(browser.find_elements("css selector", "#closed-form tr")) == 3
+  assert verdict == page_data(tied_run / "report.html")["synthetic"]["closed_form"]["verdict"]
+  rows = browser.find_elements("css selector", "#closed-form tr")
+  assert len(rows) == 3 and "encoder matching" in rows[0].text
+  assert browser.find_elements("css selector", "#cos-map rect")
+  assert _requests(browser) == [] and _errors(browser) == []
+
+
+def test_synthetic_page_of_a_topk_sae_has_no_closed_form_verdict(browser, synthetic_run):
+  # The closed form is the tied theory SAE's optimum; a Top-k SAE is another model class.
+  _open(browser, synthetic_run / "report.html")
+  browser.find_element("id", "tab-synthetic").click()
+  assert not browser.find_elements("css selector", "#closed-form tr")
+  assert "tied theory SAE" in browser.find_element("id", "closed-form-note").text
   assert browser.find_elements("css selector", "#cos-map rect")
   browser.find_element("id", "tab-overview").click()
   assert len(browser.find_elements("css selector", "#gamma rect")) == 20

@@ -660,7 +660,7 @@ def format_eval(r: dict) -> str:
                  f"{a['mean_latent_share']:.0%} of the probe's reading"))
   g = r.get("ground_truth")
   if g:
-    rows += [("L_GT (ground-truth features)", f"{g['l_gt']:.4f}"),
+    rows += [("L_GT (decoder matching, latents in feature units)", f"{g['l_gt']:.4f}"),
              ("MMCS / MCC", f"{g['mmcs']:.3f} / {g['mcc']:.3f}"),
              ("shrinkage / vanishing", f"{g['shrinkage']:.3f} / {g['vanishing']:.3f}")]
   if "loss_recovered" in r:

@@ -166,6 +166,13 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
   cfg, params = saelens.load_saelens(sae_dir)
   params = jax.device_get(params)
   run_meta = _read_json(run / "run.json") if (run / "run.json").exists() else {}
+  trained = run_meta.get("sae_config") or {}
+  if trained.get("architecture") == "tied" and cfg.architecture != "tied":
+    # SAELens has no tied SAE, so the export is the equivalent untied "standard" SAE; the run
+    # record says what was trained, and the closed-form comparison needs that model class.
+    from wsae_jax import models
+    cfg = models.config_from_dict(trained, f"{run / 'run.json'}: sae_config")
+    params = {"W_enc": params["W_enc"]}
   ckpt_meta = None
   if run_meta.get("gamma") is None and (run / "checkpoints").is_dir():
     # A γ re-estimated during training (the decoder γ) lives in the checkpoints' records.
@@ -243,16 +250,23 @@ def _synthetic_panel(data, run, cfg, params):
   x, x_p, W, gamma = run_lib.synthetic_held_out(run)
   from wsae_jax import models
   dec = np.asarray(models.decoder_matrix(cfg, params))
-  match = metrics.match_latents(dec, W)
+  match = metrics.match_sae(cfg, params, W, by="decoder")
   feature_of = np.full(cfg.d_sae, -1)
   ok = match.latent_of_feature >= 0
   feature_of[match.latent_of_feature[ok]] = np.flatnonzero(ok)
-  cos_all = metrics.abs_cosine(dec, W)
+  cos_all = metrics.cosine(dec, W)  # signed: a latent along −W_p[:, j] does not recover feature j
   synth = {"n_features": int(W.shape[1]), "feature_of_latent": feature_of.tolist(),
            "latent_cos": _round(cos_all.max(axis=1), 4),
            "best_feature": cos_all.argmax(axis=1).tolist(),
-           "abs_cos": _b64(np.round(cos_all * 255), "u1"), "mmcs": _num(cos_all.max(0).mean())}
-  if cfg.d_sae >= W.shape[1]:
+           "abs_cos": _b64(np.round(np.abs(cos_all) * 255), "u1"),
+           "mmcs": _num(cos_all.max(0).mean())}
+  # The closed form is the optimum of the tied theory SAE; other architectures are another
+  # model class, and a verdict against it would mislead.
+  if cfg.architecture != "tied":
+    synth["closed_form_note"] = (
+        f"The closed form (Thm 1) is the optimum of the tied theory SAE; this is a "
+        f"{cfg.architecture} SAE, another model class, so it is not compared with it.")
+  elif cfg.d_sae >= W.shape[1]:
     c = closed_form.compare(cfg, params, W, x, gamma)
     synth["closed_form"] = {
         "verdict": c["verdict"], "closed_form": c["closed_form"], "trained": c["trained"],

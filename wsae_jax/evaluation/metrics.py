@@ -1,5 +1,9 @@
 """How well an SAE recovers ground truth, and how it behaves: matching, MMCS, MCC, L_GT and more.
 
+Every ground-truth metric here is checked on constructed SAEs whose answer is known exactly
+(tests/test_metrics.py: perfect SAEs of every architecture on antipodal, rescaled, permuted and
+half-recovered dictionaries score the true permutation's L_GT).
+
 Conventions: `directions_MxP` are learned directions in the observed space (decoder rows or encoder
 columns), `W_p_PxN` the ground-truth superposition matrix (its columns are the true directions),
 `x_BxN` true features, `z_BxM` SAE latents.
@@ -8,6 +12,7 @@ columns), `W_p_PxN` the ground-truth superposition matrix (its columns are the t
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -24,77 +29,133 @@ def _unit(v, axis):
   return v / np.maximum(np.linalg.norm(v, axis=axis, keepdims=True), 1e-12)
 
 
-def abs_cosine(directions_MxP, W_p_PxN) -> np.ndarray:
-  """`|cos|` between each learned direction and each true direction, shape `(M, N)`."""
+def _check_observed_space(directions_MxP, W_p_PxN) -> None:
   V.check_rank("directions", directions_MxP, 2)
   V.check_rank("W_p", W_p_PxN, 2)
   if np.shape(directions_MxP)[1] != np.shape(W_p_PxN)[0]:
     raise V.WSAEInputError(
         f"directions have width {np.shape(directions_MxP)[1]} but W_p has "
         f"{np.shape(W_p_PxN)[0]} rows; both must live in the observed space (n_p).")
-  return np.abs(_unit(directions_MxP, 1) @ _unit(W_p_PxN, 0))
+
+
+def cosine(directions_MxP, W_p_PxN) -> np.ndarray:
+  """Signed cosine between each learned direction and each true direction, shape `(M, N)`.
+
+  True features are non-negative and so are ReLU-family latents, so a latent recovers feature j
+  only if its direction points along `+W_p[:, j]`; a direction along `−W_p[:, j]` (the antipode
+  of a digon) is a different feature.
+  """
+  _check_observed_space(directions_MxP, W_p_PxN)
+  return _unit(directions_MxP, 1) @ _unit(W_p_PxN, 0)
+
+
+def abs_cosine(directions_MxP, W_p_PxN) -> np.ndarray:
+  """`|cos|` between each learned direction and each true direction, shape `(M, N)`: for
+  sign-free comparisons (a direction's nearest line); matching uses the signed `cosine`."""
+  return np.abs(cosine(directions_MxP, W_p_PxN))
+
+
+MATCH_BY = ("decoder", "encoder")
 
 
 @dataclasses.dataclass(frozen=True)
 class Matching:
-  """A one-to-one assignment of true features to latents (Hungarian on |cos|)."""
+  """A one-to-one assignment of true features to latents (Hungarian on signed cosine)."""
 
   latent_of_feature: np.ndarray
   """`(n,)` latent index matched to each true feature, -1 where none (when d_sae < n)."""
   cos: np.ndarray
-  """`(n,)` |cos| of each matched pair (0 where unmatched)."""
+  """`(n,)` signed cosine of each matched pair (0 where unmatched)."""
+  scale: np.ndarray
+  """`(n,)` the matched latent's unit in feature units: `‖W_dec[m]‖ / ‖W_p[:, j]‖` (1 where
+  unmatched). A latent `z_m` writes `z_m‖W_dec[m]‖` along its unit direction; feature `x_j` writes
+  `x_j‖W_p[:, j]‖` along its own, so `z_m · scale_j` is the latent in the feature's units and does
+  not change when a free-norm decoder (ReLU, JumpReLU) rescales a latent and its row inversely."""
+  by: str = "decoder"
+  """Which directions were matched: the decoder rows ("decoder") or the encoder columns."""
 
   @property
   def mean_cos(self) -> float:
     return float(self.cos.mean())
 
 
-def match_latents(directions_MxP, W_p_PxN) -> Matching:
-  """Hungarian matching of learned directions to true directions maximising total |cos|."""
-  c = abs_cosine(directions_MxP, W_p_PxN)
+def match_latents(directions_MxP, W_p_PxN, *, decoder_norms_M=None, by: str = "decoder"
+                  ) -> Matching:
+  """Hungarian matching of learned directions to true directions maximising total signed cosine.
+
+  `decoder_norms_M`: each latent's decoder-row norm, for `Matching.scale` (default: the norms of
+  `directions_MxP`, right when they are the decoder rows). `by` labels the directions.
+  """
+  if by not in MATCH_BY:
+    raise V.WSAEInputError(f"by must be one of {MATCH_BY}, got {by!r}.")
+  c = cosine(directions_MxP, W_p_PxN)
+  norms_M = (np.linalg.norm(np.asarray(directions_MxP, np.float64), axis=1)
+             if decoder_norms_M is None else np.asarray(decoder_norms_M, np.float64))
+  if norms_M.shape != (c.shape[0],):
+    raise V.WSAEInputError(f"decoder_norms_M has shape {norms_M.shape}; expected ({c.shape[0]},), "
+                           "one norm per latent.")
+  true_norms_N = np.linalg.norm(np.asarray(W_p_PxN, np.float64), axis=0)
   rows, cols = linear_sum_assignment(c, maximize=True)
   n = c.shape[1]
   latent = np.full(n, -1, np.int64)
-  cos = np.zeros(n)
+  cos, scale = np.zeros(n), np.ones(n)
   latent[cols] = rows
   cos[cols] = c[rows, cols]
-  return Matching(latent, cos)
+  scale[cols] = norms_M[rows] / np.maximum(true_norms_N[cols], 1e-12)
+  return Matching(latent, cos, scale, by)
+
+
+def match_sae(sae_cfg, params, W_p_PxN, *, by: str = "decoder") -> Matching:
+  """Matches an SAE's latents to the true features by its decoder rows (default) or encoder
+  columns; the scale always comes from the decoder rows (what a latent writes)."""
+  dec = np.asarray(models.decoder_matrix(sae_cfg, params), np.float64)
+  if by == "encoder":
+    dirs = np.asarray(params["W_enc"], np.float64).T
+  elif by == "decoder":
+    dirs = dec
+  else:
+    raise V.WSAEInputError(f"by must be one of {MATCH_BY}, got {by!r}.")
+  return match_latents(dirs, W_p_PxN, decoder_norms_M=np.linalg.norm(dec, axis=1), by=by)
 
 
 def mmcs(directions_MxP, W_p_PxN) -> float:
-  """Mean over true features of the max |cos| with any learned direction."""
-  return float(abs_cosine(directions_MxP, W_p_PxN).max(axis=0).mean())
+  """Mean over true features of the largest signed cosine with any learned direction."""
+  return float(cosine(directions_MxP, W_p_PxN).max(axis=0).mean())
 
 
 def mcc(z_BxM, x_BxN) -> float:
-  """Mean correlation coefficient: Hungarian matching on |Pearson r| between latents and features.
-
-  Constant columns have correlation 0 with everything.
+  """Mean correlation coefficient: Hungarian matching on signed Pearson r between latents and
+  features (both are non-negative, so a latent that anti-correlates with a feature does not
+  recover it). Constant columns have correlation 0 with everything.
   """
   z = np.asarray(z_BxM, np.float64)
   x = np.asarray(x_BxN, np.float64)
   zc, xc = z - z.mean(0), x - x.mean(0)
   zn, xn = np.linalg.norm(zc, axis=0), np.linalg.norm(xc, axis=0)
   with np.errstate(invalid="ignore", divide="ignore"):
-    r = np.abs((zc.T @ xc) / np.outer(zn, xn))
+    r = (zc.T @ xc) / np.outer(zn, xn)
   r = np.nan_to_num(r)
   rows, cols = linear_sum_assignment(r, maximize=True)
   return float(r[rows, cols].sum() / x.shape[1])
 
 
-def matched_latents(z_BxM, matching: Matching) -> np.ndarray:
-  """Latents reordered to the true features, `(batch, n)`; unmatched features read 0."""
-  z = np.asarray(z_BxM)
-  out = np.zeros((z.shape[0], matching.latent_of_feature.shape[0]), z.dtype)
+def matched_latents(z_BxM, matching: Matching, *, raw: bool = False) -> np.ndarray:
+  """Latents reordered to the true features and put in the features' units (`z_m · scale_j`,
+  see `Matching.scale`), `(batch, n)`; unmatched features read 0. `raw=True` leaves the latents
+  unscaled (the paper's literal `σ(W_m W_p x)`, which equals the scaled reading when decoder rows
+  and true directions have unit norm)."""
+  z = np.asarray(z_BxM, np.float64)
+  out = np.zeros((z.shape[0], matching.latent_of_feature.shape[0]))
   ok = matching.latent_of_feature >= 0
-  out[:, ok] = z[:, matching.latent_of_feature[ok]]
+  out[:, ok] = z[:, matching.latent_of_feature[ok]] * (1.0 if raw else matching.scale[ok])
   return out
 
 
-def gt_loss(x_BxN, z_BxM, matching: Matching) -> float:
-  """`L_GT = E‖x − P z‖²` with `P` the matching (unmatched latents are the zero padding)."""
+def gt_loss(x_BxN, z_BxM, matching: Matching, *, raw: bool = False) -> float:
+  """`L_GT = E‖x − P z‖²` with `P` the matching (unmatched latents are the zero padding), on
+  latents in feature units (`matched_latents`)."""
   x = np.asarray(x_BxN, np.float64)
-  return float(np.mean(np.sum((x - matched_latents(z_BxM, matching)) ** 2, axis=1)))
+  return float(np.mean(np.sum((x - matched_latents(z_BxM, matching, raw=raw)) ** 2, axis=1)))
 
 
 def features_per_latent(sae_cfg, params, W_p_PxN, *, magnitude: float = 1.0,
@@ -220,19 +281,34 @@ def shrinkage_vanishing(x_BxN, x_m_BxN) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate(sae_cfg, params, x_BxN, W_p_PxN, *, gamma=None) -> dict:
-  """Every metric of a trained SAE on a held-out sample from a known superposition problem."""
+  """Every metric of a trained SAE on a held-out sample from a known superposition problem.
+
+  Latents are matched to true features by signed cosine of the decoder rows (`match_sae`) and
+  compared in the features' units (`Matching.scale`), so a perfect SAE scores the L_GT of the
+  true permutation whatever its latents' scale. Keys: `l_gt` (decoder matching, the one to
+  quote), `l_gt_encoder` (the same with encoder-column matching), `l_gt_raw` (decoder matching,
+  unscaled latents: the paper's literal formula for the tied SAE), `match_cos` (mean signed
+  cosine of the decoder matching), `mcc` (signed correlation matching), shrinkage / vanishing /
+  latent variance of the scaled matched latents, and the reconstruction metrics.
+  """
 
   W_p = np.asarray(W_p_PxN, np.float32)
   x_p = jnp.asarray(np.asarray(x_BxN, np.float32) @ W_p.T)
   z, x_hat = jax.device_get(models.forward(sae_cfg, params, x_p))
   dirs = np.asarray(models.decoder_matrix(sae_cfg, params))
-  m = match_latents(dirs, W_p)
-  shrink, vanish = shrinkage_vanishing(x_BxN, matched_latents(z, m))
-  lv = latent_variance(matched_latents(z, m))
+  m = match_sae(sae_cfg, params, W_p, by="decoder")
+  m_enc = match_sae(sae_cfg, params, W_p, by="encoder")
+  x_m = matched_latents(z, m)
+  shrink, vanish = shrinkage_vanishing(x_BxN, x_m)
+  with np.errstate(invalid="ignore"), warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # a feature never active in the sample
+    shrink_mean, vanish_mean = float(np.nanmean(shrink)), float(np.nanmean(vanish))
   return {
       "l_sae": float(reconstruction_loss(x_p, x_hat, gamma)[0]),
       "mse": float(reconstruction_loss(x_p, x_hat)[0]),
       "l_gt": gt_loss(x_BxN, z, m),
+      "l_gt_encoder": gt_loss(x_BxN, z, m_enc),
+      "l_gt_raw": gt_loss(x_BxN, z, m, raw=True),
       "mmcs": mmcs(dirs, W_p),
       "match_cos": m.mean_cos,
       "mcc": mcc(z, x_BxN),
@@ -240,9 +316,9 @@ def evaluate(sae_cfg, params, x_BxN, W_p_PxN, *, gamma=None) -> dict:
       "fvu": fvu(x_p, x_hat),
       "l0": l0(z),
       "dead_frac": dead_fraction(z),
-      "latent_var": float(np.mean(lv)),
-      "shrinkage": float(np.nanmean(shrink)),
-      "vanishing": float(np.nanmean(vanish)),
+      "latent_var": float(np.mean(latent_variance(x_m))),
+      "shrinkage": shrink_mean,
+      "vanishing": vanish_mean,
   }
 
 

@@ -198,7 +198,7 @@ function topTokens(j) {
 const COLS = [["latent", j => j], ["frequency", j => L.frequency[j]], ["mean", j => L.mean[j]], ["max", j => L.max[j]]];
 if (L && L.top_tokens) COLS.push(["top tokens", topTokens]);
 if (D.synthetic) COLS.push(["true feature", j => D.synthetic.feature_of_latent[j] >= 0 ? D.synthetic.feature_of_latent[j] : ""],
-                           ["best |cos|", j => D.synthetic.latent_cos[j]]);
+                           ["best cos", j => D.synthetic.latent_cos[j]]);
 if (L && L.probe.some(Boolean)) COLS.push(["probes", j => L.probe[j]]);
 if (L && L.absorption.some(Boolean)) COLS.push(["absorption", j => L.absorption[j]]);
 const PAGE_SIZE = 100;
@@ -268,7 +268,7 @@ function openLatent(j) {
   if (D.synthetic) {
     const s = D.synthetic, f = s.feature_of_latent[j];
     kids.push(el("div", {}, f >= 0 ? `decoder matched to true feature ${f}` : "decoder matched to no true feature",
-                 `; closest feature ${s.best_feature[j]} at |cos| ${fmt(s.latent_cos[j])}`));
+                 `; closest feature ${s.best_feature[j]} at cos ${fmt(s.latent_cos[j])}`));
   }
   const nb = neighbours();
   const nbList = el("div", {class: "neighbours"});
@@ -325,16 +325,17 @@ function contextLine(j, e, c, meta, vocab, peak) {
 // -- synthetic runs: true features and the closed form ---------------------------------------------------
 function buildSynthetic(p) {
   const s = D.synthetic;
-  p.append(el("div", {}, `${s.n_features} true features; MMCS (mean over features of the best |cos| with a decoder row) ${fmt(s.mmcs)}`));
+  p.append(el("div", {}, `${s.n_features} true features; MMCS (mean over features of the best signed cos with a decoder row) ${fmt(s.mmcs)}`));
+  if (s.closed_form_note) p.append(el("div", {class: "note", id: "closed-form-note", text: s.closed_form_note}));
   if (s.closed_form) {
     const cf = s.closed_form;
     p.append(el("h2", {text: "Closed form vs the trained encoder"}), el("div", {class: "note", text: cf.verdict}));
     const t = el("table", {class: "data", id: "closed-form"},
-      el("tr", {}, ["", "L_SAE", "L_GT"].map(h => el("th", {text: h}))),
+      el("tr", {}, ["", "L_SAE", "L_GT (encoder matching, raw latents)"].map(h => el("th", {text: h}))),
       el("tr", {}, el("td", {text: "closed form"}), el("td", {text: fmt(cf.closed_form.l_sae)}), el("td", {text: fmt(cf.closed_form.l_gt)})),
       el("tr", {}, el("td", {text: "trained"}), el("td", {text: fmt(cf.trained.l_sae)}), el("td", {text: fmt(cf.trained.l_gt)})));
     p.append(t);
-    const f = el("table", {class: "data"}, el("tr", {}, ["true feature", "matched latent (by encoder)", "encoder |cos|", "decoder |cos|", "encoder scale (closed form: 1)"].map(h => el("th", {text: h}))));
+    const f = el("table", {class: "data"}, el("tr", {}, ["true feature", "matched latent (by encoder)", "encoder cos", "decoder cos", "encoder scale (closed form: 1)"].map(h => el("th", {text: h}))));
     cf.encoder_cos.forEach((v, i) => f.append(el("tr", {}, el("td", {text: i}),
       el("td", {}, cf.latent_of_feature[i] >= 0 ? latentLink(cf.latent_of_feature[i]) : "–"),
       el("td", {text: fmt(v)}), el("td", {text: fmt(cf.decoder_cos[i])}), el("td", {text: fmt(cf.scale[i])}))));
