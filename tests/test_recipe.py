@@ -141,7 +141,7 @@ def test_wsae_train_recipe_options(spiky_store, tmp_path, capsys):
   assert "dropped 6 rows with norm > 5 x the median" in out and "standardized" in out
   run = json.loads((tmp_path / "run" / "run.json").read_text())
   # The defaults for activations: b_dec at the geometric median, dead after 5% of the run.
-  assert run["train_config"]["b_dec_init"] == cli.ACTIVATIONS_B_DEC_INIT
+  assert run["train_config"]["b_dec_init"] == "auto"
   assert run["sae_config"]["dead_after_tokens"] == max(16, int(0.05 * 20 * 16))
   assert set(run["standardization"]) == {"mean", "std"}
   # The export takes raw activations; `wsae export` folds the same standardization.
@@ -163,3 +163,27 @@ def test_wsae_train_recipe_options(spiky_store, tmp_path, capsys):
   assert _train(tmp_path, "bad", "--activations", str(path), "--arch", "relu",
                 "--dead-after-tokens", "100") == 2
   assert _train(tmp_path, "bad2", "--activations", str(path), "--normalize", "--standardize") == 2
+
+
+def test_library_defaults_are_the_clis_recipe():
+  # A notebook user gets what `wsae train` uses: the dead window at 5% of the run (at least a
+  # batch, at most 10M tokens) and b_dec at the geometric median of the first rows.
+  from wsae_jax.training import config as config_lib, trainer
+  from wsae_jax.training.data_init import geometric_median
+  cfg = w.TopKSAEConfig(d_in=8, d_sae=16, k=2)
+  assert cfg.dead_after_tokens is None
+  for steps, batch, want in ((20, 16, 16), (1000, 256, 12_800), (10**6, 4096, 10_000_000)):
+    tc = w.TrainConfig(steps=steps, batch_size=batch)
+    assert config_lib.resolve_run_defaults(cfg, tc).dead_after_tokens == want
+  explicit = w.TopKSAEConfig(d_in=8, d_sae=16, k=2, dead_after_tokens=77)
+  assert config_lib.resolve_run_defaults(explicit, tc) is explicit
+  x = (np.random.default_rng(0).standard_normal((512, 8)) + 3.0).astype(np.float32)
+  tc = w.TrainConfig(steps=4, batch_size=64, warmup_steps=1)
+  source = w.data.sources.as_source(x, 64, seed=0)
+  assert_close(trainer.data_b_dec(cfg, tc, source),
+               geometric_median(trainer.initial_sample(source)), rtol=1e-5)
+  # An iterable of batches cannot be read twice: "auto" falls back to zeros there.
+  assert trainer.data_b_dec(cfg, tc, w.data.sources.as_source(iter([x[:64]] * 4), 64, seed=0)) \
+      is None
+  res = w.training.sweep.train_sweep(cfg, tc, [{"seed": 0}], x, progress=False)
+  assert res.sae_cfg.dead_after_tokens == 64

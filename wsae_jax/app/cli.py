@@ -7,6 +7,7 @@ import sys
 
 from wsae_jax import _validate as V
 from wsae_jax import models
+from wsae_jax.training.config import DEAD_AFTER_RUN_FRACTION
 
 # Command-line flag of each architecture hyperparameter (`Architecture.hyperparameters`; a test
 # checks that every registered one has a flag).
@@ -251,12 +252,12 @@ def _add_train(sub):
   t = p.add_argument_group("training")
   t.add_argument("--b-dec-init", choices=("zeros", "mean", "median"), default=None,
                  help="initial decoder bias from the first training rows (median: geometric "
-                 f"median; default: {ACTIVATIONS_B_DEC_INIT} for --activations, zeros for "
-                 "synthetic data)")
+                 "median; default: median, the library's 'auto')")
   t.add_argument("--dead-after-tokens", type=int, default=None,
                  help="topk/batchtopk: tokens without firing after which a latent counts as dead "
-                 "and AuxK revives it (default for --activations: "
-                 f"{DEAD_AFTER_RUN_FRACTION:g} of the run's tokens, at most 10M; else 10M)")
+                 "and AuxK revives it (default: "
+                 f"{DEAD_AFTER_RUN_FRACTION:g} of the run's tokens, at least one batch, at most "
+                 "10M)")
   t.add_argument("--steps", type=int, default=2000)
   t.add_argument("--batch-size", type=int, default=1024)
   t.add_argument("--lr", type=float, default=1e-3)
@@ -335,26 +336,14 @@ def _hyperparameters(args) -> dict:
   return given
 
 
-# The recipe for activations, chosen by measurement (experiments/REAL.md, "Training recipe"):
-ACTIVATIONS_B_DEC_INIT = "median"
-DEAD_AFTER_RUN_FRACTION = 0.05
-DEFAULT_DEAD_AFTER_TOKENS = 10_000_000
-
-
 def _dead_after(args) -> dict:
-  """`dead_after_tokens` for the architectures with AuxK: the option, else (for activations) a
-  fraction of the run so that AuxK engages within a short run."""
+  """`dead_after_tokens` for the architectures with AuxK from the option; unset, the trainer's
+  run-relative default applies (`training.config.resolve_run_defaults`)."""
   if not models.get(args.arch).uses_dead_latents:
     if args.dead_after_tokens is not None:
       raise V.WSAEInputError(f"--dead-after-tokens does not apply to {args.arch} SAEs (no AuxK).")
     return {}
-  if args.dead_after_tokens is not None:
-    return {"dead_after_tokens": args.dead_after_tokens}
-  if not args.activations:
-    return {}
-  run_tokens = args.steps * args.batch_size
-  return {"dead_after_tokens": max(args.batch_size, min(DEFAULT_DEAD_AFTER_TOKENS, int(
-      DEAD_AFTER_RUN_FRACTION * run_tokens)))}
+  return {} if args.dead_after_tokens is None else {"dead_after_tokens": args.dead_after_tokens}
 
 
 def _run_train(args):
@@ -371,7 +360,7 @@ def _run_train(args):
   from wsae_jax.storage import records, saelens
   from wsae_jax.storage.checkpoint import Checkpointer
   from wsae_jax.training import run, trainer
-  from wsae_jax.training.config import TrainConfig
+  from wsae_jax.training.config import TrainConfig, resolve_run_defaults
   out = pathlib.Path(args.out)
   existing = _check_run_folder(out, resume=args.resume, overwrite=args.overwrite)
   if args.d_sae is not None:
@@ -413,10 +402,11 @@ def _run_train(args):
     sample = np.asarray(source.sample(problems.HELD_OUT_STEP, 8192)[1])
   cfg = models.make_config(args.arch, d_in=d_in, d_sae=d_sae, **_hyperparameters(args),
                            **_dead_after(args))
-  b_dec_init = args.b_dec_init or (ACTIVATIONS_B_DEC_INIT if args.activations else "zeros")
+  b_dec_init = args.b_dec_init or TrainConfig.b_dec_init
   tc = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                    seed=args.seed, log_every=args.log_every, b_dec_init=b_dec_init,
                    warmup_steps=min(100, args.steps // 10))
+  cfg = resolve_run_defaults(cfg, tc)  # run.json records the window the run uses
   gamma = None
   if args.gamma == "decoder":
     gamma = weights.DecoderGamma(args.alpha, args.gamma_every)

@@ -27,15 +27,19 @@ class AuxKConfig(base.SAEConfig):
   """Latents used by the AuxK loss (None: d_in // 2, capped at d_sae)."""
   aux_coefficient: float = 1.0 / 32.0
   """Weight of the AuxK loss."""
-  dead_after_tokens: int = 10_000_000
-  """A latent that has not fired for this many training tokens counts as dead."""
+  dead_after_tokens: int | None = None
+  """A latent that has not fired for this many training tokens counts as dead. None: 5% of the
+  run's tokens, at least one batch (`training.config.resolve_run_defaults`), the recipe measured
+  on real activations (experiments/REAL.md): a fixed 10M-token window never opens in a short run,
+  so AuxK would never act."""
 
   def __post_init__(self):
     super().__post_init__()
     if self.aux_k is not None:
       V.check_int("aux_k", self.aux_k, low=1, high=self.d_sae)
     V.check_range("aux_coefficient", self.aux_coefficient, low=0.0)
-    V.check_int("dead_after_tokens", self.dead_after_tokens, low=1)
+    if self.dead_after_tokens is not None:
+      V.check_int("dead_after_tokens", self.dead_after_tokens, low=1)
 
   @property
   def resolved_aux_k(self) -> int:

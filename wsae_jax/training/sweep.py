@@ -42,7 +42,7 @@ from wsae_jax.parallel import DATA_AXIS
 from wsae_jax.training import optim
 from wsae_jax.training import run as run_lib
 from wsae_jax.training import trainer
-from wsae_jax.training.config import TrainConfig
+from wsae_jax.training.config import TrainConfig, resolve_run_defaults
 from wsae_jax.training.state import TrainState, new_state
 
 MEMBER_AXIS = "member"
@@ -365,6 +365,7 @@ def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, 
     A `SweepResult`: stacked states, per-member histories and the members frozen because they
     diverged. `evaluation.scoring.score_sweep` turns it into a table (L_SAE, L_GT, MMCS, L0, ...).
   """
+  sae_cfg = resolve_run_defaults(sae_cfg, train_cfg)
   synthetic = isinstance(data, SyntheticProblem)
   source = None if synthetic else data_lib.as_source(data, train_cfg.batch_size, seed=0)
   d_in = np.shape(data.W_p)[0] if synthetic else source.d_in

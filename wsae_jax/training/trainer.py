@@ -30,7 +30,7 @@ from wsae_jax.objectives import weights
 from wsae_jax.training import data_init
 from wsae_jax.training import optim
 from wsae_jax.training import run as run_lib
-from wsae_jax.training.config import TrainConfig
+from wsae_jax.training.config import TrainConfig, resolve_run_defaults
 from wsae_jax.training.state import TrainState, init_state
 
 
@@ -160,10 +160,13 @@ def initial_sample(source, rows: int = INIT_SAMPLE_ROWS) -> np.ndarray:
 def data_b_dec(sae_cfg, train_cfg: TrainConfig, source):
   """`b_dec` from the first training rows of `source` (`train_cfg.b_dec_init`), or None when the
   plain initialisation applies (zeros, or an architecture without a decoder bias)."""
-  if train_cfg.b_dec_init == "zeros" or "b_dec" not in jax.eval_shape(
+  how = train_cfg.b_dec_init
+  if how == "auto":
+    how = "median" if data_lib.resumable(source) else "zeros"
+  if how == "zeros" or "b_dec" not in jax.eval_shape(
       lambda: models.init(sae_cfg, jax.random.key(0))):
     return None
-  return data_init.b_dec_init(initial_sample(source), train_cfg.b_dec_init)
+  return data_init.b_dec_init(initial_sample(source), how)
 
 
 def initial_params(sae_cfg, seed: int, b_dec) -> dict:
@@ -222,6 +225,7 @@ def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | N
   the step number, and returns the last finite state with `history.diverged_at` set.
   """
   mesh = mesh or parallel.data_mesh()
+  sae_cfg = resolve_run_defaults(sae_cfg, train_cfg)
   source = data_lib.as_source(data, train_cfg.batch_size, seed=train_cfg.seed)
   _check_inputs(sae_cfg, train_cfg, source, mesh, params)
   schedule = gamma if isinstance(gamma, weights.DecoderGamma) else None
