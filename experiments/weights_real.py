@@ -46,7 +46,7 @@ def parse(argv=None):
                  help="kind:alpha pairs instead of --kinds x --alphas, e.g. decoder:1,kurtosis:0.5")
   p.add_argument("--width", type=int, default=8)
   p.add_argument("--k", type=int, default=32)
-  p.add_argument("--seeds", type=int, default=1)
+  p.add_argument("--seeds", type=int, default=5)
   p.add_argument("--train-tokens", type=int, default=409_600)
   p.add_argument("--batch-size", type=int, default=1024)
   p.add_argument("--lr", type=float, default=1e-3)
@@ -81,7 +81,7 @@ def train_one(args, name, kind, alpha, seed, work, mesh):
         gamma = weights.gamma_from_sample(kind, stream.sample(8192, served=True), alpha)
       report = weights.gamma_report(gamma)
     cfg = models.TopKSAEConfig(d_in=stream.d_in, d_sae=args.width * stream.d_in, k=args.k,
-                               dead_after_tokens=max(args.batch_size, args.train_tokens // 20))
+                               dead_after_tokens=None)  # the recipe's 5% of the run
     tc = TrainConfig(steps=steps, batch_size=args.batch_size, learning_rate=args.lr,
                      warmup_steps=min(100, steps // 10), decay_fraction=0.2, seed=seed,
                      log_every=max(1, steps // 10), b_dec_init="median")
@@ -129,11 +129,12 @@ def main(argv=None):
       info = train_one(args, name, kind, alpha, seed, work, mesh)
       mfile = work / name / "metrics.json"
       m = json.loads(mfile.read_text()) if mfile.exists() else {}
-      if not m or (strings is not None and "absorption_summary" not in m):
+      if not m or "latent_count" not in m or (strings is not None
+                                              and "absorption_summary" not in m):
         cfg, params = saelens.load_saelens(work / name / "sae")
         codes = activations.sparse_codes(cfg, params, x)
-        if not m:
-          m = activations.score(cfg, params, x, tokens, codes=codes)
+        if not m or "latent_count" not in m:
+          m.update(activations.score(cfg, params, x, tokens, codes=codes, per_latent=True))
           fwd = jax.jit(lambda p, h: models.forward(cfg, p, h)[1])
           m.update(lm_scoring.loss_recovered(model, contexts, int(ev.metadata["layer"]),
                                              lambda h: np.asarray(fwd(params, h))))
@@ -143,7 +144,9 @@ def main(argv=None):
         mfile.write_text(json.dumps(m, default=float))
       rows.append({**info, **{k: v for k, v in m.items()
                               if k not in ("probing", "absorption", "probing_summary",
-                                           "absorption_summary")}})
+                                           "absorption_summary", "latent_token_consistency",
+                                           "latent_count")}})
+      rows[-1]["_latents"] = (m["latent_token_consistency"], m["latent_count"])
       r = rows[-1]
       print(f"{name}: FVU {r['fvu']:.4f} typical {r['fvu_typical_rows']:.4f} dead "
             f"{r['dead_frac']:.3f} consistency {r.get('token_consistency', float('nan')):.3f} "
@@ -152,6 +155,8 @@ def main(argv=None):
             f"{r['loss_recovered']:.4f}",
             flush=True)
   paired = paired_over_seeds(rows) if args.seeds > 1 else []
+  for r in rows:
+    r.pop("_latents", None)
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps({"rows": rows, "paired": paired, "command": " ".join(sys.argv),
@@ -164,23 +169,40 @@ PAIRED_METRICS = ("fvu", "fvu_typical_rows", "token_consistency", "top20_token_e
                   "f1_k1", "f1_k2", "f1_k5", "mean_absorption_fraction", "loss_recovered")
 
 
+LOWER_IS_BETTER = ("fvu", "fvu_typical_rows", "top20_token_entropy_bits",
+                   "mean_absorption_fraction")
+
+
 def paired_over_seeds(rows):
-  """Per weighting, `weighted − plain` per seed for each metric, with its 95% paired-bootstrap
-  interval (same seed = same initialisation and batches)."""
-  from wsae_jax.evaluation import stats
+  """Per weighting, `weighted − plain` per seed for each metric (same seed = same initialisation
+  and batches): the median with its order-statistic interval, the sign test, and
+  Benjamini–Hochberg over every weighting × metric. Token consistency is compared over a common
+  latent set (each SAE's n most active latents, n the smaller count with >= 20 activations)."""
+  from wsae_jax.evaluation import activations, stats
   plain = {r["seed"]: r for r in rows if r["kind"] == "none"}
-  out = []
+  out, readings = [], []
   for kind, alpha in dict.fromkeys((r["kind"], r["alpha"]) for r in rows if r["kind"] != "none"):
     mine = {r["seed"]: r for r in rows if (r["kind"], r["alpha"]) == (kind, alpha)}
     seeds = sorted(set(mine) & set(plain))
     entry = {"kind": kind, "alpha": alpha, "seeds": seeds}
     for m in PAIRED_METRICS:
-      d = [mine[s][m] - plain[s][m] for s in seeds if m in mine[s] and m in plain[s]]
-      entry[m] = stats.paired_bootstrap(d).as_dict()
+      if m == "token_consistency":
+        trip = [stats.common_set_means(*mine[s]["_latents"], *plain[s]["_latents"],
+                                       min_count=activations.MIN_ACTIVATIONS) for s in seeds]
+        d = [a - b for a, b, _ in trip]
+        extra = {"common_latents": [n for *_, n in trip]}
+      else:
+        d = [mine[s][m] - plain[s][m] for s in seeds if m in mine[s] and m in plain[s]]
+        extra = {}
+      entry[m] = {**stats.paired_interval(d).as_dict(), **extra}
+      readings.append(entry[m])
     out.append(entry)
-    print(f"{kind} α={alpha:g} − plain over seeds {seeds}: " + "; ".join(
-        f"{m} {entry[m]['mean']:+.4f} [{entry[m]['lo']:+.4f}, {entry[m]['hi']:+.4f}]"
-        for m in PAIRED_METRICS))
+  for r, q in zip(readings, stats.benjamini_hochberg([r["p_value"] for r in readings])):
+    r["p_adjusted"] = float(q)
+  for entry in out:
+    print(f"{entry['kind']} α={entry['alpha']:g} − plain over seeds {entry['seeds']}: " + "; ".join(
+        f"{m} {entry[m]['median']:+.4f} [{entry[m]['lo']:+.4f}, {entry[m]['hi']:+.4f}] "
+        f"q={entry[m]['p_adjusted']:.2g}" for m in PAIRED_METRICS))
   return out
 
 

@@ -112,7 +112,7 @@ def _edit_meta(store, fn):
      r"already listed as shards\[0\]"),
     (lambda m: m["shards"][2].update(file="../outside.npy"), "points outside the store folder"),
     (lambda m: m["shards"][2].update(file="/etc/passwd"), "points outside the store folder"),
-    (lambda m: m.update(n_tokens=999), "'n_tokens' is 999 but the shards hold 48 rows"),
+    (lambda m: m.update(n_tokens=999), "'n_tokens' is 999 but the shards list 48 rows"),
 ], ids=["no-d_in", "d_in-str", "ctx-float", "shard-no-n", "shard-n-str", "shard-unknown",
         "shards-str", "duplicate", "dotdot", "absolute", "stale-total"])
 def test_bad_store_metadata_names_the_file_and_field(store, fn, match):

@@ -116,7 +116,7 @@ def test_overwrite_replaces_the_old_run_and_export_sees_the_new_one(tmp_path, ca
   cfg, _, meta = run_lib.load_params(run / "checkpoints")
   assert cfg.architecture == "topk" and cfg.d_sae == 40
   assert checkpoint.Checkpointer(run / "checkpoints").steps() == [10, 20]
-  assert cli.main(["export", str(run)]) == 0
+  assert cli.main(["export", str(run), "--overwrite"]) == 0  # RUN/sae exists: as --out
   cfg2, p2 = io.load_saelens(run / "sae")
   assert cfg2.architecture == "topk" and p2["W_enc"].shape == (20, 40)
   # --overwrite with bad input removes nothing: the checks come first.

@@ -148,3 +148,13 @@ def test_edge_cases():
   assert stats.verdict(one, "lower") == "not shown"
   with pytest.raises(stats.V.WSAEInputError, match="claim"):
     stats.verdict(one, "same")
+
+
+def test_common_set_means_use_the_same_number_of_most_active_latents():
+  # SAE a: 3 latents fire >= 5 times; SAE b: 5 do, two of them rarely-firing and inconsistent.
+  sa, ca = np.array([0.9, 0.8, 0.7, 0.1]), np.array([50, 40, 30, 1])
+  sb, cb = np.array([0.9, 0.2, 0.8, 0.7, 0.1]), np.array([60, 5, 45, 35, 6])
+  a, b, n = stats.common_set_means(sa, ca, sb, cb, min_count=5)
+  assert n == 3
+  assert a == pytest.approx(0.8) and b == pytest.approx(0.8)  # b's top 3 by count: .9, .8, .7
+  assert np.isnan(stats.common_set_means(sa, ca, sb, cb, min_count=100)[0])

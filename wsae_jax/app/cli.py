@@ -281,17 +281,22 @@ RUN_FILES = ("run.json", "checkpoints", "history.json", "sae", "W_p.npy", "eval.
              "report.html")
 
 EXIT_STATUS_DOC = ("\n\nExit status: 0 on success; 1 if training diverged (the step is printed; "
-                   "the last finite state is still written); 2 for bad input (nothing is trained "
-                   "or overwritten).")
+                   "the last finite state is still written); 2 for bad input or an output folder "
+                   "in use by another process (nothing is trained or overwritten); 3 if an output "
+                   "could not be written (disk full, file-size limit, I/O or permission error: the "
+                   "path and cause are printed, earlier outputs and checkpoints are untouched, "
+                   "--resume continues from the last complete checkpoint).")
+EXIT_WRITE_FAILED = 3
 
 
 def _check_run_folder(out, *, resume: bool, overwrite: bool) -> list:
   """Refuses an --out that is a file, cannot be written, or holds a run this command would mix
   with; returns the run's own entries already there (what --overwrite will remove)."""
   import pathlib
+  from wsae_jax.storage.lock import LOCK_NAME
   out = pathlib.Path(out)
   V.check_writable_dir(out, "--out")
-  entries = sorted(out.iterdir())
+  entries = sorted(e for e in out.iterdir() if e.name != LOCK_NAME)
   ours = [e for e in entries if e.name in RUN_FILES]
   if not ours:
     if entries:
@@ -347,8 +352,26 @@ def _dead_after(args) -> dict:
 
 
 def _run_train(args):
-  import json
+  """`wsae train` under the run folder's lock; a failed start removes the folder if this
+  command created it and wrote no run into it."""
   import pathlib
+  import shutil
+
+  from wsae_jax.storage import lock
+  out = pathlib.Path(args.out)
+  created = not out.exists()
+  try:
+    V.check_writable_dir(out, "--out")  # a file or an unwritable place: said before any lock
+    with lock.folder_lock(out):
+      return _train_locked(args, out)
+  except BaseException:
+    if created and out.is_dir() and not (out / "run.json").exists():
+      shutil.rmtree(out, ignore_errors=True)
+    raise
+
+
+def _train_locked(args, out):
+  import json
   import shutil
 
   import jax
@@ -361,7 +384,6 @@ def _run_train(args):
   from wsae_jax.storage.checkpoint import Checkpointer
   from wsae_jax.training import run, trainer
   from wsae_jax.training.config import TrainConfig, resolve_run_defaults
-  out = pathlib.Path(args.out)
   existing = _check_run_folder(out, resume=args.resume, overwrite=args.overwrite)
   if args.d_sae is not None:
     V.check_int("--d-sae", args.d_sae, low=1)
@@ -486,8 +508,10 @@ def _add_export(sub):
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("run", help="run folder written by `wsae train` (holds checkpoints/)")
   p.add_argument("--out", default=None, help="SAELens folder to write (default: RUN/sae); an "
-                 "existing non-empty folder is refused unless --overwrite")
-  p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+                 "existing non-empty folder (RUN/sae included) is refused unless --overwrite")
+  p.add_argument("--overwrite", action="store_true",
+                 help="replace an existing folder (written beside it and renamed into place, so "
+                 "the old export survives a failed write)")
   p.set_defaults(func=_run_export)
 
 
@@ -496,21 +520,26 @@ def _run_export(args):
 
   import jax
 
-  from wsae_jax.storage import saelens
+  from wsae_jax.storage import lock, saelens
   from wsae_jax.training import run as run_lib
   run = pathlib.Path(args.run)
   if not (run / "checkpoints").is_dir():
     raise V.WSAEInputError(f"{str(run)!r} is not a run folder of `wsae train` (it has no "
                            f"checkpoints/ folder).")
   target = pathlib.Path(args.out) if args.out else run / "sae"
-  if args.out and target.is_dir() and any(target.iterdir()) and not args.overwrite:
-    raise V.WSAEInputError(f"--out {str(target)!r} already exists and is not empty; pass "
-                           f"--overwrite to replace it, or choose another folder.")
-  V.check_writable_dir(target, "--out")
-  cfg, params, meta = run_lib.load_params(run / "checkpoints")
-  out = saelens.save_saelens(target, cfg, jax.device_get(params),
-                        normalization_scale=meta.get("normalization_scale"),
-                        standardization=meta.get("standardization"))
+  if target.is_dir() and any(target.iterdir()) and not args.overwrite:
+    raise V.WSAEInputError(f"{str(target)!r} already exists and is not empty; pass "
+                           f"--overwrite to replace it, or --out another folder.")
+  if target.exists() and not target.is_dir():
+    raise V.WSAEInputError(f"--out {str(target)!r} is a file; choose a folder.")
+  V.check_writable_dir(target.absolute().parent, "--out's parent folder")
+  # No `wsae train` may write the run meanwhile. The export itself is renamed into place whole,
+  # so two exports to one --out leave one complete folder, never a mixed one.
+  with lock.folder_lock(run):
+    cfg, params, meta = run_lib.load_params(run / "checkpoints")
+    out = saelens.save_saelens(target, cfg, jax.device_get(params),
+                               normalization_scale=meta.get("normalization_scale"),
+                               standardization=meta.get("standardization"))
   print(f"exported step {meta['step']} of {run} to {out}")
 
 
@@ -536,6 +565,9 @@ def _add_eval(sub):
                  "omit it for a synthetic run of `wsae train`, scored on a held-out sample of its "
                  "own data with the ground-truth metrics (L_GT, MMCS, MCC, ...)")
   p.add_argument("--eval-shards", type=int, default=2, help="the last N shards are scored")
+  p.add_argument("--allow-train-rows", action="store_true",
+                 help="score shards the run trained on (refused by default: its run.json names "
+                 "the shards it trained on)")
   p.add_argument("--max-rows", type=int, default=None, help="score at most this many rows")
   p.add_argument("--probe", action="store_true", help="k-sparse probing of token classes and "
                  "first-letter feature absorption")
@@ -566,14 +598,30 @@ def _run_eval(args):
   result = {"sae": str(folder), "architecture": cfg.architecture, "d_in": cfg.d_in,
             "d_sae": cfg.d_sae,
             **(_eval_synthetic(args, folder, cfg, params) if args.activations is None
-               else _eval_store(args, cfg, params))}
+               else _eval_store(args, cfg, params, folder))}
   records.write_json(out, result)
   print(format_eval(result))
   print(f"wrote {out}")
   return 0
 
 
-def _eval_store(args, cfg, params) -> dict:
+def _training_rows(run_json, store) -> list[str]:
+  """The shards of `store` that the run recorded in `run_json` trained on (same model and layer,
+  same shard names), [] if none or if the run did not train on a store."""
+  import json
+  try:
+    data = json.loads(run_json.read_text()).get("data", {})
+  except (OSError, ValueError):
+    return []
+  if data.get("kind") != "activations":
+    return []
+  if (data.get("model"), data.get("layer")) != (store.metadata.get("model"),
+                                                store.metadata.get("layer")):
+    return []
+  return [s for s in store.shard_names if s in set(data.get("shards", []))]
+
+
+def _eval_store(args, cfg, params, folder) -> dict:
   """`wsae eval`'s scores on the last --eval-shards shards of an activation store."""
   import jax
   import numpy as np
@@ -584,10 +632,18 @@ def _eval_store(args, cfg, params) -> dict:
                           shuffle=False, prefetch=0)
   if store.d_in != cfg.d_in:
     raise V.WSAEInputError(f"the store has d_in={store.d_in}, the SAE {cfg.d_in}.")
+  run_json = (folder.parent if folder.name == "sae" else folder) / "run.json"
+  seen = _training_rows(run_json, store)
+  if seen and not args.allow_train_rows:
+    raise V.WSAEInputError(
+        f"the SAE was trained on {', '.join(seen)} (its {run_json.name} says so), and "
+        f"--eval-shards {args.eval_shards} would score those same rows. Train with "
+        f"--hold-out-shards N and evaluate the held-out shards, or pass --allow-train-rows to "
+        f"score training rows knowingly.")
   x, tokens = store.read_all(max_rows=args.max_rows, with_tokens=True)
   codes = activations.sparse_codes(cfg, params, x)
   result = {"activations": str(args.activations),
-            "shards": [str(r.info.path.name) for r in store._readers],
+            "shards": store.shard_names, "training_rows": bool(seen),
             **activations.score(cfg, params, x, tokens, codes=codes)}
   if args.probe or args.lm_loss:
     from wsae_jax.lm import harvest as hv
@@ -705,9 +761,8 @@ def _run_report(args):
   data = report.build_report(path, activations=args.activations, eval_shards=args.eval_shards,
                              max_rows=args.max_rows, model=args.model)
   page = report.render(data)
-  tmp = out.with_name(out.name + ".tmp")
-  tmp.write_text(page, encoding="utf-8")
-  tmp.replace(out)
+  from wsae_jax.storage import records
+  records.write_text(out, page)  # atomic: a failed write leaves no temporary and the old page
   for note in data.get("notes", []):
     print(f"note: {note}")
   print(f"wrote {out} ({len(page.encode('utf-8')) / 1e6:.1f} MB)")
@@ -718,8 +773,10 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="wsae",
       description="Weighted sparse autoencoders in JAX. Each subcommand has its own --help.",
-      epilog="Exit status: 0 on success, 1 if training diverged, 2 for bad input (a message "
-      "naming the problem; nothing is overwritten).")
+      epilog="Exit status: 0 on success, 1 if training diverged, 2 for bad input or a folder in "
+      "use by another process (a message naming the problem; nothing is overwritten), 3 if an "
+      "output could not be written (disk full, file-size limit: the path and cause are printed; "
+      "earlier outputs and checkpoints are untouched).")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
   _add_demo(sub)
   _add_theory(sub)
@@ -734,11 +791,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
+  from wsae_jax.storage.records import OutputWriteError, write_failure
   try:
     return args.func(args) or 0
   except V.WSAEInputError as e:
     print(f"wsae {args.command}: error: {e}", file=sys.stderr)
     return 2
+  except OutputWriteError as e:
+    print(f"wsae {args.command}: error: {e}", file=sys.stderr)
+    return EXIT_WRITE_FAILED
+  except OSError as e:  # a write failure below the library's own writers (e.g. a plot)
+    if write_failure(e) is None:
+      raise
+    print(f"wsae {args.command}: error: {OutputWriteError(e.filename or '?', e)}",
+          file=sys.stderr)
+    return EXIT_WRITE_FAILED
 
 
 if __name__ == "__main__":

@@ -192,6 +192,16 @@ def run_sweep_file(path, *, progress: bool = True, echo=print, resume: bool = Fa
     raise V.WSAEInputError(f"{path}: [grid]: {e}") from None
   out = pathlib.Path(spec.get("output", {}).get("dir", "sweep_out"))
   V.check_writable_dir(out, f"{path}: [output] dir")
+  V.check_int(f"{path}: [output] checkpoint_every",
+              spec.get("output", {}).get("checkpoint_every", 1000), low=1)
+  from wsae_jax.storage import lock
+  with lock.folder_lock(out):  # one sweep per output folder; checked under the lock
+    return _run_locked(spec, path, out, sae_cfg, train_cfg, members, data, arch, d_in,
+                       progress=progress, resume=resume, overwrite=overwrite, echo=echo)
+
+
+def _run_locked(spec, path, out, sae_cfg, train_cfg, members, data, arch, d_in, *, progress,
+                resume, overwrite, echo):
   earlier = [out / f for f in SWEEP_FILES if (out / f).exists()]
   if earlier and not (resume or overwrite):
     raise V.WSAEInputError(

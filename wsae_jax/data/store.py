@@ -115,9 +115,23 @@ def read_metadata(path) -> tuple[dict, list[ShardInfo]]:
     shards.append(ShardInfo(path, s["n_tokens"], tokens))
   total = sum(s.n_tokens for s in shards)
   if meta.get("n_tokens") is not None and meta["n_tokens"] != total:
-    raise V.WSAEInputError(f"{meta_path}: 'n_tokens' is {meta['n_tokens']} but the shards hold "
-                           f"{total} rows; the metadata is stale.")
+    raise V.WSAEInputError(f"{meta_path}: 'n_tokens' is {meta['n_tokens']} but the shards list "
+                           f"{total} rows{_disagreeing_shards(shards)}; the metadata is stale.")
   return meta, shards
+
+
+def _disagreeing_shards(shards) -> str:
+  """", of which SHARD lists N but holds M rows" for shards whose file disagrees with its entry
+  (read from the .npy headers only)."""
+  bad = []
+  for s in shards:
+    try:
+      rows = int(np.load(s.path, mmap_mode="r").shape[0]) if s.path.suffix == ".npy" else None
+    except (OSError, ValueError, IndexError):
+      rows = None
+    if rows is not None and rows != s.n_tokens:
+      bad.append(f"{s.path.name} lists {s.n_tokens} but holds {rows} rows")
+  return f" ({'; '.join(bad)})" if bad else ""
 
 
 def _inside(root: pathlib.Path, name: str, where: str) -> pathlib.Path:
@@ -198,7 +212,12 @@ class _ShardReader:
   def tokens(self, start: int, stop: int) -> np.ndarray | None:
     if self.info.tokens_path is None:
       return None
-    return np.asarray(np.load(self.info.tokens_path, mmap_mode="r")[start:stop])
+    try:
+      tokens = np.load(self.info.tokens_path, mmap_mode="r")
+    except (OSError, ValueError) as e:  # e.g. a pickled object array (never loaded: unsafe)
+      raise V.WSAEInputError(f"tokens file {self.info.tokens_path} is not a plain .npy array of "
+                             f"token ids ({e}); write it with np.save of an integer array.") from None
+    return np.asarray(tokens[start:stop])
 
 
 class ActivationStore:
@@ -432,11 +451,16 @@ class ActivationStore:
             "shuffle": self.shuffle, "rows": self.n_tokens, "d_in": self.d_in,
             "batch_size": self.batch_size, "buffer_tokens": self.buffer_tokens,
             "chunk_tokens": self.chunk_tokens, "drop_first_position": self.drop_first_position,
-            "shards": [str(r.info.path.name) for r in self._readers],
+            "shards": self.shard_names,
             "fingerprint": self.fingerprint(), "scale": self.scale,
             **({} if self.max_norm is None else {"max_norm_ratio": self.max_norm_ratio,
                                                 "max_norm": self.max_norm}),
             **({} if self.standardization is None else {"standardized": True})}
+
+  @property
+  def shard_names(self) -> list[str]:
+    """File names of the shards this store reads, in order."""
+    return [str(r.info.path.name) for r in self._readers]
 
   def fingerprint(self) -> str:
     """A content fingerprint of the shards this store reads (see `file_fingerprint`); computed

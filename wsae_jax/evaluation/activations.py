@@ -58,9 +58,12 @@ def firing_frequency(latents_BxK, d_sae: int) -> np.ndarray:
   return np.bincount(lat[lat >= 0], minlength=d_sae) / max(len(lat), 1)
 
 
-def score(cfg, params, x_BxD, tokens_B=None, *, batch: int = 2048, codes=None) -> dict:
+def score(cfg, params, x_BxD, tokens_B=None, *, batch: int = 2048, codes=None,
+          per_latent: bool = False) -> dict:
   """Every score of this module for one SAE on held-out rows `x` (and their token ids);
-  `codes`: the output of `sparse_codes` if already computed."""
+  `codes`: the output of `sparse_codes` if already computed. `per_latent=True` adds each latent's
+  activation count and token consistency (`latent_count`, `latent_token_consistency`, lists), for
+  comparisons of two SAEs over a common latent set (`stats.common_set_means`)."""
   x = np.asarray(x_BxD, np.float32)
   x_hat, lat, val = codes if codes is not None else sparse_codes(cfg, params, x, batch=batch)
   typical = typical_rows(x)
@@ -85,4 +88,7 @@ def score(cfg, params, x_BxD, tokens_B=None, *, batch: int = 2048, codes=None) -
         "top20_token_entropy_bits": float(np.nanmean(stats["top_entropy"][frequent]))
         if frequent.any() else float("nan"),
         "latents_with_20_activations": int(frequent.sum())})
+    if per_latent:
+      out["latent_count"] = stats["count"].tolist()
+      out["latent_token_consistency"] = np.nan_to_num(stats["consistency"]).tolist()
   return out

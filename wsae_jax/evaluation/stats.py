@@ -177,3 +177,22 @@ def noninferiority_verdict(diffs, *, margin: float, worse: str = "higher", alpha
   if sign_test(diffs, margin=m, alternative=toward_worse) < alpha:
     return "opposite", p
   return "not shown", p
+
+
+def common_set_means(score_a_M, count_a_M, score_b_M, count_b_M, *, min_count: int
+                     ) -> tuple[float, float, int]:
+  """Means of a per-latent score over a common-size latent set of two SAEs.
+
+  A mean over each SAE's own live latents compares different sets (an SAE with more rarely-firing
+  latents averages over more, and noisier, scores). Here both means run over each SAE's `n` most
+  frequently firing latents, `n` the smaller of the two counts of latents that fire at least
+  `min_count` times. Returns `(mean_a, mean_b, n)`; NaN means when `n` is 0.
+  """
+  V.check_int("min_count", min_count, low=1)
+  sa, ca = np.asarray(score_a_M, np.float64), np.asarray(count_a_M)
+  sb, cb = np.asarray(score_b_M, np.float64), np.asarray(count_b_M)
+  n = int(min(np.sum(ca >= min_count), np.sum(cb >= min_count)))
+  if n == 0:
+    return float("nan"), float("nan"), 0
+  top = lambda s, c: float(np.mean(s[np.argsort(-c, kind="stable")[:n]]))
+  return top(sa, ca), top(sb, cb), n

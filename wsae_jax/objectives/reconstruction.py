@@ -9,10 +9,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from wsae_jax import _validate as V
+
 
 def _weighted_sq_err(x_BxD, x_hat_BxD, gamma_D):
   err = (x_BxD - x_hat_BxD) ** 2
   if gamma_D is not None:
+    # Shapes are static under jit: a γ of the wrong length (e.g. (1,), which would broadcast
+    # silently) is refused when the loss is traced.
+    if jnp.shape(gamma_D) != jnp.shape(x_BxD)[-1:]:
+      raise V.WSAEInputError(
+          f"gamma has shape {tuple(jnp.shape(gamma_D))}; it must have one weight per input "
+          f"dimension, shape ({jnp.shape(x_BxD)[-1]},).")
     err = err * jnp.square(gamma_D)
   return jnp.mean(jnp.sum(err, axis=-1))
 

@@ -10,7 +10,9 @@ looks finished. A checkpoint that fails to restore (truncated or corrupted files
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
+import sys
 from typing import Any
 
 import jax
@@ -22,6 +24,24 @@ from wsae_jax.storage import records
 
 class CheckpointError(V.WSAEInputError):
   """A checkpoint cannot be used: corrupted, truncated, or written by an incompatible run."""
+
+
+def _quiet_closed_event_loops() -> None:
+  """After a failed save, tensorstore's pending callbacks reach orbax's already closed event loop
+  and each prints an unraisable "Event loop is closed" traceback (dozens of them); the failure has
+  been reported once, so those are dropped. Other unraisable exceptions pass through."""
+  previous = sys.unraisablehook
+  if getattr(previous, "_wsae_quiet", False):
+    return
+
+  def hook(unraisable):
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
+      return
+    previous(unraisable)
+
+  hook._wsae_quiet = True
+  sys.unraisablehook = hook
 
 
 class Checkpointer:
@@ -64,9 +84,33 @@ class Checkpointer:
     meta = records.clean({**meta, "step": int(step)})
     if int(step) in self.steps():  # a damaged checkpoint we fell back from: replace it
       self._manager.delete(int(step))
-    self._manager.save(int(step), args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-    self._manager.wait_until_finished()
+    # orbax logs a failed write from each of its threads with a full traceback (at ERROR, through
+    # absl) before raising; the raised error below says it once.
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.CRITICAL)
+    try:
+      self._manager.save(int(step), args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+      self._manager.wait_until_finished()
+    except Exception as e:
+      failure = records.write_failure(e)
+      if failure is None:
+        raise
+      self._remove_partial(int(step))
+      _quiet_closed_event_loops()
+      raise records.OutputWriteError(self.path(step), failure) from e
+    finally:
+      absl_log.setLevel(level)
+
+  def _remove_partial(self, step: int) -> None:
+    """Removes what a failed save of `step` left (orbax's temporary folder); complete
+    checkpoints are never touched."""
+    import shutil
+    for p in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+      shutil.rmtree(p, ignore_errors=True)
+    if self.path(step).exists() and step not in self.steps():
+      shutil.rmtree(self.path(step), ignore_errors=True)
 
   def restore(self, step: int, target) -> tuple[Any, dict]:
     """Restores the checkpoint of `step` into the structure and shardings of `target`."""

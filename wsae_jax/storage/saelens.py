@@ -18,13 +18,17 @@ takes raw activations and `normalize_activations` is "none"; the scale is kept u
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import pathlib
+import re
 
 import numpy as np
 
 from wsae_jax import _validate as V
 from wsae_jax import models
+from wsae_jax.storage import records
 
 CFG_FILENAME = "cfg.json"
 # cfg.json fields this reader uses (others are allowed and ignored).
@@ -39,8 +43,12 @@ def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
                  metadata: dict | None = None) -> pathlib.Path:
   """Writes an SAE as a SAELens folder; returns the folder.
 
+  The folder is written as a unit: built beside `path` and renamed into place, replacing an
+  earlier SAELens folder there only once the new one is complete (`records.atomic_folder`); a
+  failed write raises `records.OutputWriteError` and leaves the old folder as it was.
+
   Args:
-    path: output folder (created).
+    path: output folder (created; an existing one must be a SAELens folder or empty).
     cfg: the SAE config.
     params: its parameters.
     normalization_scale: `c` if the SAE was trained on `c·x` (folded into the weights).
@@ -65,8 +73,11 @@ def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
     V.check_range("standardization std", std, low=0.0, low_open=True)
     w = fold_input_transform(w, exported.fields, shift=standardization["mean"], scale=1.0 / std)
   out = pathlib.Path(path)
-  out.mkdir(parents=True, exist_ok=True)
-  save_file(w, str(out / WEIGHTS_FILENAME))
+  if out.is_dir() and any(out.iterdir()) and not (out / CFG_FILENAME).exists():
+    raise V.WSAEInputError(f"{str(out)!r} is not empty and holds no SAELens folder "
+                           f"({CFG_FILENAME}); choose a new or empty folder.")
+  if out.exists() and not out.is_dir():
+    raise V.WSAEInputError(f"{str(out)!r} is a file; choose a folder.")
   cfg_json = {
       "architecture": models.get(cfg).saelens_name,
       "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": "float32", "device": "cpu",
@@ -76,7 +87,16 @@ def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
       "wsae_jax": {"config": cfg.to_dict(), "normalization_scale": normalization_scale,
                    "standardization": standardization},
   }
-  (out / CFG_FILENAME).write_text(json.dumps(cfg_json, indent=2))
+  from safetensors import SafetensorError
+  with records.atomic_folder(out, replace=True) as tmp:
+    try:
+      save_file(w, str(tmp / WEIGHTS_FILENAME))
+    except SafetensorError as e:  # safetensors reports a failed write as its own error
+      code = re.search(r"os error (\d+)", str(e))
+      code = int(code.group(1)) if code else errno.EIO
+      raise records.OutputWriteError(out / WEIGHTS_FILENAME, OSError(
+          code, os.strerror(code))) from e
+    (tmp / CFG_FILENAME).write_text(json.dumps(cfg_json, indent=2))
   return out
 
 
