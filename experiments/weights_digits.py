@@ -234,12 +234,11 @@ def pair_up(rows, names, G, min_fires: int) -> list[dict]:
     for (e, m), q in zip(group, adjust([e[m]["p"] for e, m in group])):
       r = e[m]
       r["p_adjusted"], r["correction"] = float(q), f"{name} over {len(group)}"
+      ci = stats.Interval(**{k: r[k] for k in ("median", "lo", "hi", "n", "mean", "coverage",
+                                               "p_value")})
       if CLAIMS[m] == "non-inferior":
-        r["verdict"] = ("reproduced" if q < 0.05 else
-                        "opposite" if r["lo"] > r["margin"] else "not shown")
+        r["verdict"] = stats.noninferiority_decision(ci, q, margin=r["margin"])
       else:
-        ci = stats.Interval(**{k: r[k] for k in ("median", "lo", "hi", "n", "mean", "coverage",
-                                                 "p_value")})
         r["verdict"] = stats.verdict(ci, CLAIMS[m], p_adjusted=q)
   return paired
 

@@ -77,6 +77,8 @@ def main(argv=None):
   p.add_argument("--smoke", action="store_true")
   p.add_argument("--out", default=str(reproduce.OUT))
   p.add_argument("--no-progress", action="store_true")
+  p.add_argument("--from-json", default=None, metavar="JSON",
+                 help="re-analyse the trained SAEs of an earlier weights_study.json (no training)")
   a = p.parse_args(argv)
   base = reproduce.SMOKE if a.smoke else reproduce.FULL
   plan = dataclasses.replace(
@@ -86,15 +88,20 @@ def main(argv=None):
   out = pathlib.Path(a.out)
   w._validate.check_writable_dir(out, "--out")
   t0 = time.perf_counter()
-  proxies = proxy_quality(("toy200", "toy40", "triangles"), plan.sparsities, plan.toy_steps)
-  rows = []
-  for geo in plan.geometries:
-    W = reproduce.geometry(geo, plan.toy_steps)
-    for kind in plan.kinds:
-      cell, _ = reproduce.run_cell(geo, W, "uniform", kind, plan, not a.no_progress,
-                                   weightings=WEIGHTINGS)
-      rows += cell
-      print(f"{geo:>9} {kind:>11}: {len(cell)} SAEs", flush=True)
+  if a.from_json:
+    earlier = json.loads(pathlib.Path(a.from_json).read_text())
+    proxies, rows = earlier["proxy_quality"], earlier["rows"]
+    t0 -= earlier["seconds"]  # the wall time stays that of the run that trained them
+  else:
+    proxies = proxy_quality(("toy200", "toy40", "triangles"), plan.sparsities, plan.toy_steps)
+    rows = []
+    for geo in plan.geometries:
+      W = reproduce.geometry(geo, plan.toy_steps)
+      for kind in plan.kinds:
+        cell, _ = reproduce.run_cell(geo, W, "uniform", kind, plan, not a.no_progress,
+                                     weightings=WEIGHTINGS)
+        rows += cell
+        print(f"{geo:>9} {kind:>11}: {len(cell)} SAEs", flush=True)
   Ws = {geo: reproduce.geometry(geo, plan.toy_steps) for geo in plan.geometries}
   effects = reproduce.gamma_effects(Ws, plan, WEIGHTINGS)
   # A follow-up of reproduce.py's question: every reading exploratory (BH within each claim).

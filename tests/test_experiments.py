@@ -199,3 +199,13 @@ def test_weights_real_smoke(tmp_path, tiny_lm_store):
   assert rows[0]["gamma_top_share"] is None and 0 < rows[1]["gamma_top_share"] <= 1
   for r in rows:
     assert 0 < r["fvu"] < 1.5 and np.isfinite(r["loss_recovered"])
+
+
+def test_tied_extreme_sparsity_smoke():
+  import tied_extreme_sparsity
+  rows = tied_extreme_sparsity.main(["--smoke"])
+  cf = {r["S"]: r for r in rows if r["model"] == "closed form"}
+  # The triangles have non-positive interference: the closed form recovers almost exactly at
+  # S = 0.99 (Thm 2/3), better than at S = 0.5.
+  assert cf[0.99]["mcc"] > 0.95 and cf[0.99]["mcc"] > cf[0.5]["mcc"]
+  assert {r["steps"] for r in rows if r["model"] == "tied SAE"} == {30, 60}

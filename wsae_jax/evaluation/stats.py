@@ -159,24 +159,28 @@ def noninferiority_verdict(diffs, *, margin: float, worse: str = "higher", alpha
   """"At least as good, within `margin`": a one-sided sign test of H0: the median difference is
   `margin` worse, against H1: it is less than `margin` worse. Improvements count for the claim.
 
-  `worse`: the direction that is worse ("higher" for an MSE). Returns `(verdict, p)`: "reproduced"
-  if the (adjusted) one-sided p-value is below `alpha`; "opposite" if the reverse one-sided test
-  shows the difference is beyond the margin; else "not shown".
+  `worse`: the direction that is worse ("higher" for an MSE). Returns `(verdict, p)` with `p` the
+  unadjusted one-sided p-value; the verdict comes from `noninferiority_decision` (with
+  `p_adjusted` in place of `p` when given).
   """
   if margin < 0:
     raise V.WSAEInputError(f"margin must be >= 0, got {margin}.")
   if worse not in ("higher", "lower"):
     raise V.WSAEInputError(f"worse must be 'higher' or 'lower', got {worse!r}.")
-  m = margin if worse == "higher" else -margin
-  toward_better = "less" if worse == "higher" else "greater"
-  toward_worse = "greater" if worse == "higher" else "less"
-  p = sign_test(diffs, margin=m, alternative=toward_better)
-  p_eff = p if p_adjusted is None else p_adjusted
-  if p_eff < alpha:
-    return "reproduced", p
-  if sign_test(diffs, margin=m, alternative=toward_worse) < alpha:
-    return "opposite", p
-  return "not shown", p
+  sign = 1.0 if worse == "higher" else -1.0
+  d = sign * _finite(diffs)  # "worse" is positive from here on
+  p = sign_test(d, margin=margin, alternative="less")
+  return noninferiority_decision(paired_interval(d), p if p_adjusted is None else p_adjusted,
+                                 margin=margin, alpha=alpha), p
+
+
+def noninferiority_decision(ci: Interval, p: float, *, margin: float, alpha: float = 0.05) -> str:
+  """The non-inferiority verdict from an interval of differences oriented so that positive is
+  worse, and the (adjusted) one-sided p-value: "reproduced" if `p < alpha`; "opposite" if the
+  whole interval lies beyond the margin; else "not shown"."""
+  if p < alpha:
+    return "reproduced"
+  return "opposite" if np.isfinite(ci.lo) and ci.lo > margin else "not shown"
 
 
 def common_set_means(score_a_M, count_a_M, score_b_M, count_b_M, *, min_count: int
