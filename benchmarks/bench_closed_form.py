@@ -24,8 +24,8 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import common  # noqa: E402
 
-from wsae_jax.theory import closed_form  # noqa: E402
 from wsae_jax.data import superposition as sp
+from wsae_jax.theory import closed_form  # noqa: E402
 
 
 def geometries(n_p: int, n: int) -> np.ndarray:

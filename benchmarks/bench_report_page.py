@@ -19,7 +19,6 @@ shards, without a store or a model.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import statistics
 import sys

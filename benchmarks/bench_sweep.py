@@ -30,8 +30,8 @@ import common  # noqa: E402
 
 import wsae_jax as w  # noqa: E402
 from wsae_jax import parallel  # noqa: E402
-from wsae_jax.training import sweep
 from wsae_jax.data import problems
+from wsae_jax.training import sweep
 from wsae_jax.training import trainer as train_lib  # noqa: E402
 
 

@@ -39,6 +39,7 @@ def worker(framework: str, arch: str, d_in: int, d_sae: int, batch: int, k: int,
   x_np = rng.standard_normal((batch, d_in), dtype=np.float32)
   if framework == "jax":
     import jax
+
     import wsae_jax as w
     from wsae_jax import parallel
     from wsae_jax.training import state as state_lib
@@ -101,10 +102,10 @@ def main(argv=None):
     return
   import tempfile
 
+  import common
   import jax
   import numpy as np
 
-  import common
   import wsae_jax as w
   tmp = pathlib.Path(tempfile.mkdtemp(prefix="wsae_bench_"))
   sizes = [(32, 1024, 256, 8), (64, 4096, 256, 8)] if a.smoke else SIZES
@@ -138,7 +139,7 @@ def main(argv=None):
               f"peak {r['peak_rss_mb']:>6.0f} MB  {100 * r['fraction_of_matmul']:>5.1f}% of matmul",
               flush=True)
   ratios = []
-  for d, m, b, k in sizes:
+  for d, m, b, _k in sizes:
     for arch in ("relu", "topk"):
       def get(fw, var):
         return next((r for r in runs if r["framework"] == fw and r["variant"] == var and

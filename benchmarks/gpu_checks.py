@@ -18,10 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import wsae_jax as w
-from wsae_jax import parallel
-from wsae_jax import models
-from wsae_jax.training import sweep
+from wsae_jax import models, parallel
 from wsae_jax.data import problems
+from wsae_jax.training import sweep
 from wsae_jax.training import trainer as train_lib
 
 

@@ -146,12 +146,11 @@ def normalised_params(work, name, scale):
 
 
 def train_all(args, store_path, work):
-  from wsae_jax.storage import saelens as io
-  from wsae_jax import parallel
-  from wsae_jax import models
-  from wsae_jax.training import trainer as train
-  from wsae_jax.objectives import weights
+  from wsae_jax import models, parallel
   from wsae_jax.data.store import ActivationStore
+  from wsae_jax.objectives import weights
+  from wsae_jax.storage import saelens as io
+  from wsae_jax.training import trainer as train
   mesh = parallel.data_mesh(jax.devices()[:args.devices] if args.devices else None)
 
   probe = ActivationStore(store_path, args.batch_size, shards=slice(0, -args.eval_shards),
@@ -223,10 +222,10 @@ def train_all(args, store_path, work):
 
 def lm_losses(args, store_path, work, rows):
   """Next-token loss with block 15's output replaced by each SAE's reconstruction."""
-  from wsae_jax.lm import harvest as hv
-  from wsae_jax.storage import saelens as io
   from wsae_jax import models
   from wsae_jax.data.store import ActivationStore
+  from wsae_jax.lm import harvest as hv
+  from wsae_jax.storage import saelens as io
   store = ActivationStore(store_path, 1, shards=slice(-args.eval_shards, None), shuffle=False,
                           drop_first_position=False, prefetch=0)
   ctx_len, layer = store.context_len, int(store.metadata["layer"])

@@ -60,11 +60,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import wsae_jax as w
-from wsae_jax.evaluation import metrics
-from wsae_jax.evaluation import stats
-from wsae_jax.training import sweep
 from wsae_jax.data import problems
-from wsae_jax.evaluation import scoring
+from wsae_jax.evaluation import metrics, scoring, stats
+from wsae_jax.training import sweep
 
 HERE = pathlib.Path(__file__).parent
 OUT = HERE / "results"

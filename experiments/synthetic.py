@@ -36,10 +36,10 @@ import numpy as np
 from scipy.stats import spearmanr
 
 import wsae_jax as w
-from wsae_jax.theory import closed_form as cf
-from wsae_jax.training import sweep
 from wsae_jax.data import problems
 from wsae_jax.evaluation import scoring
+from wsae_jax.theory import closed_form as cf
+from wsae_jax.training import sweep
 
 OUT = pathlib.Path(__file__).parent / "results"
 ALPHAS = (0.0, 0.25, 0.5, 1.0, 2.0)

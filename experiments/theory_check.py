@@ -28,10 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import wsae_jax as w
-from wsae_jax.theory import closed_form as cf
-from wsae_jax.evaluation import metrics
-from wsae_jax.training import sweep
 from wsae_jax.data import problems
+from wsae_jax.evaluation import metrics
+from wsae_jax.theory import closed_form as cf
+from wsae_jax.training import sweep
 
 OUT = pathlib.Path(__file__).parent / "results"
 

@@ -37,8 +37,6 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import reproduce  # noqa: E402
 
 import wsae_jax as w  # noqa: E402
-from wsae_jax.evaluation import stats  # noqa: E402
-from wsae_jax.training import sweep
 from wsae_jax.data import problems
 
 WEIGHTINGS = ("sae", "var1", "robust1", "kurt1", "zero1", "oracle")
@@ -65,7 +63,7 @@ def proxy_quality(geometries, sparsities, toy_steps) -> list[dict]:
             score = fn(x)
             rho = spearmanr(score, pr)
             r, p = float(rho.statistic), float(rho.pvalue)
-          except w.WSAEInputError as e:  # e.g. no exact zeros
+          except w.WSAEInputError:  # e.g. no exact zeros
             r, p = float("nan"), float("nan")
         out.append({"geometry": geo, "sparsity": S, "score": name, "spearman_rho": r,
                     "p_value": p, "pr_distinct_values": int(len(np.unique(pr.round(6))))})

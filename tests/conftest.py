@@ -35,6 +35,7 @@ def tiny_lm_store(tmp_path):
   torch = pytest.importorskip("torch")
   transformers = pytest.importorskip("transformers")
   import numpy as np
+
   from wsae_jax.lm import harvest as hv
   torch.manual_seed(0)
   cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,

@@ -1,7 +1,6 @@
 """The activation store on small synthetic shards: order, coverage, resume, checks, memory."""
 
 import json
-import pathlib
 import shutil
 import subprocess
 import sys
@@ -10,13 +9,13 @@ import textwrap
 import jax
 import numpy as np
 import pytest
+from helpers import assert_close
 
 import wsae_jax as w
-from wsae_jax.storage import checkpoint
 from wsae_jax import parallel
-from wsae_jax.training import trainer as train_lib
 from wsae_jax.data.store import ActivationStore, ActivationWriter, read_metadata
-from helpers import assert_close
+from wsae_jax.storage import checkpoint
+from wsae_jax.training import trainer as train_lib
 
 D, CTX, SHARDS, PER_SHARD = 6, 8, 5, 48  # 5 shards x 48 rows (6 contexts of 8)
 

@@ -8,14 +8,14 @@ import time
 import jax
 import numpy as np
 import pytest
+from helpers import assert_close
 
 import wsae_jax as w
 from wsae_jax.storage import checkpoint
-from wsae_jax.training import run
 from wsae_jax.storage import saelens as io
+from wsae_jax.training import run
 from wsae_jax.training import state as state_lib
 from wsae_jax.training import trainer as train_lib
-from helpers import assert_close
 
 W_P = w.polygon_matrix(3, 3, n_mono=2)
 CFG = w.TopKSAEConfig(d_in=8, d_sae=16, k=3, dead_after_tokens=128)
@@ -120,8 +120,8 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
 def test_sweep_resumes_exactly(tmp_path):
   import shutil
 
-  from wsae_jax.training import sweep
   from wsae_jax.data import problems
+  from wsae_jax.training import sweep
   cfg = w.TiedSAEConfig(d_in=8, d_sae=11)
   tc = w.TrainConfig(steps=60, batch_size=64, learning_rate=3e-3, warmup_steps=5, log_every=20)
   members = sweep.grid(seed=[0, 1], sparsity=[0.8, 0.9], alpha=[0.0, 1.0])

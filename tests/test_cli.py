@@ -97,13 +97,13 @@ def test_sweep_file_errors_are_clear(tmp_path, capsys):
 
 
 def test_train_from_activation_store_folds_the_scale(tmp_path, capsys):
+  import jax
   import numpy as np
 
-  import jax
-  from wsae_jax.training import run
-  from wsae_jax.storage import saelens as io
   from wsae_jax import models
   from wsae_jax.data.store import ActivationStore, ActivationWriter
+  from wsae_jax.storage import saelens as io
+  from wsae_jax.training import run
   rng = np.random.default_rng(0)
   writer = ActivationWriter(tmp_path / "store", d_in=8, dtype="float16", context_len=16)
   for i in range(4):

@@ -2,11 +2,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_close
 
 import wsae_jax as w
-from wsae_jax.theory import closed_form as cf
 from wsae_jax import parallel
-from helpers import assert_close
+from wsae_jax.theory import closed_form as cf
 
 
 def test_example_1_exact():

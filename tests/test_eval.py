@@ -4,13 +4,13 @@ import json
 
 import numpy as np
 import pytest
+from helpers import assert_close
 
 import wsae_jax as w
 from wsae_jax.app import cli
 from wsae_jax.data.store import ActivationStore, ActivationWriter
 from wsae_jax.evaluation import activations, probing
 from wsae_jax.storage import saelens
-from helpers import assert_close
 
 RNG = np.random.default_rng(0)
 

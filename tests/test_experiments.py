@@ -35,6 +35,7 @@ def test_synthetic_smoke(tmp_path):
 
 def test_reproduce_smoke_writes_every_reading_and_verdict(tmp_path):
   import reproduce
+
   from wsae_jax.evaluation import stats
   before = (ROOT / "experiments" / "RESULTS.md").read_text()
   r = reproduce.main(["--smoke", "--out", str(tmp_path), "--no-progress"])
@@ -100,6 +101,7 @@ def test_weights_study_smoke(tmp_path):
 def test_weights_digits_smoke(tmp_path):
   pytest.importorskip("sklearn", reason="the digits arm needs the `study` extra (scikit-learn)")
   import weights_digits
+
   from wsae_jax.evaluation import stats
   r = weights_digits.main(["--smoke", "--out", str(tmp_path), "--no-progress"])
   saved = json.loads((tmp_path / "weights_digits.json").read_text())

@@ -3,21 +3,19 @@
 (issue #16)."""
 
 import json
-import pathlib
 import struct
 
 import numpy as np
 import pytest
+from test_sae import _random_params
 
 import wsae_jax as w
-from wsae_jax.storage import checkpoint
-from wsae_jax.training import run
-from wsae_jax.app import cli
-from wsae_jax.storage import saelens as io
-from wsae_jax.lm import rdata
-from wsae_jax.app import sweep_file
+from wsae_jax.app import cli, sweep_file
 from wsae_jax.data.store import ActivationStore, ActivationWriter, read_metadata
-from test_sae import _random_params
+from wsae_jax.lm import rdata
+from wsae_jax.storage import checkpoint
+from wsae_jax.storage import saelens as io
+from wsae_jax.training import run
 
 CFG = w.ReLUSAEConfig(d_in=6, d_sae=10)
 

@@ -7,8 +7,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import wsae_jax as w  # noqa: E402
-from wsae_jax.lm import harvest as hv  # noqa: E402
 from wsae_jax.data.store import ActivationStore  # noqa: E402
+from wsae_jax.lm import harvest as hv  # noqa: E402
 
 LAYERS, LAYER, CTX, VOCAB = 4, 2, 12, 97
 

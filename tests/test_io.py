@@ -1,15 +1,14 @@
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import wsae_jax as w
-from wsae_jax.storage import saelens as io
-from wsae_jax import models
 from helpers import assert_close
 from test_sae import _random_params
+
+import wsae_jax as w
+from wsae_jax import models
+from wsae_jax.storage import saelens as io
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((32, 6)).astype(np.float32)

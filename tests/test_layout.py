@@ -80,7 +80,7 @@ def test_the_library_prints_and_plots_nothing():
 
 def test_only_architecture_files_compare_architecture_names():
   names = set(w.models.ARCHITECTURES)
-  for mod, (path, tree) in MODULES.items():
+  for mod, (_path, tree) in MODULES.items():
     if mod.startswith("wsae_jax.models"):
       continue
     for node in ast.walk(tree):

@@ -2,12 +2,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import wsae_jax as w
-from wsae_jax.objectives.reconstruction import reconstruction_loss
-from wsae_jax import models
 from helpers import assert_close
 from test_sae import CONFIGS, D_IN, D_SAE, _random_params, np_forward
+
+import wsae_jax as w
+from wsae_jax import models
+from wsae_jax.objectives.reconstruction import reconstruction_loss
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((32, D_IN)).astype(np.float32)

@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_close
 
 import wsae_jax as w
 from wsae_jax.evaluation import metrics
-from helpers import assert_close
 
 RNG = np.random.default_rng(0)
 

@@ -9,11 +9,11 @@ import sys
 import jax
 import numpy as np
 import pytest
+from helpers import assert_close
 
 import wsae_jax as w
 from wsae_jax import parallel
 from wsae_jax.training import trainer as train_lib
-from helpers import assert_close
 
 WORKER = pathlib.Path(__file__).parent / "workers" / "multihost_train.py"
 

@@ -2,11 +2,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from helpers import assert_close
 
 import wsae_jax as w
 from wsae_jax.models import constraints
 from wsae_jax.training import optim
-from helpers import assert_close
 
 RNG = np.random.default_rng(0)
 PARAMS = {"W_dec": jnp.asarray(RNG.standard_normal((5, 3)), jnp.float32),

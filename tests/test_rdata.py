@@ -6,8 +6,7 @@ import struct
 
 import pytest
 
-from wsae_jax.lm import harvest
-from wsae_jax.lm import rdata
+from wsae_jax.lm import harvest, rdata
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "janeaustenr_mini"
 BASE = FIXTURE / "data" / "Rdata"

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_close
 from scipy.optimize import minimize
 
 import wsae_jax as w
@@ -15,7 +16,6 @@ from wsae_jax.data import problems
 from wsae_jax.data.store import ActivationStore, ActivationWriter
 from wsae_jax.storage import saelens
 from wsae_jax.training import data_init, sweep, trainer
-from helpers import assert_close
 
 RNG = np.random.default_rng(0)
 
@@ -168,7 +168,8 @@ def test_wsae_train_recipe_options(spiky_store, tmp_path, capsys):
 def test_library_defaults_are_the_clis_recipe():
   # A notebook user gets what `wsae train` uses: the dead window at 5% of the run (at least a
   # batch, at most 10M tokens) and b_dec at the geometric median of the first rows.
-  from wsae_jax.training import config as config_lib, trainer
+  from wsae_jax.training import config as config_lib
+  from wsae_jax.training import trainer
   from wsae_jax.training.data_init import geometric_median
   cfg = w.TopKSAEConfig(d_in=8, d_sae=16, k=2)
   assert cfg.dead_after_tokens is None

@@ -8,11 +8,11 @@ import re
 
 import numpy as np
 import pytest
+from helpers import assert_close
 
 import wsae_jax as w
 from wsae_jax.app import cli, report
 from wsae_jax.evaluation import features
-from helpers import assert_close
 
 RNG = np.random.default_rng(0)
 

@@ -9,7 +9,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from test_report import _arr, page_data
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -141,6 +140,7 @@ def test_synthetic_page_of_a_topk_sae_has_no_closed_form_verdict(browser, synthe
 
 def test_sweep_page_hover_names_the_member(browser, tmp_path):
   from selenium.webdriver import ActionChains
+
   from wsae_jax.app import cli
   rows = [{"seed": i, "k": k, "l0": float(k) + 0.1 * i, "mse": 1.0 / k + 0.05 * i}
           for i in range(2) for k in (2, 4, 8)]

@@ -5,15 +5,14 @@ import contextlib
 import os
 import subprocess
 
-import jax
 import numpy as np
 import pytest
 
 import wsae_jax as w
-from wsae_jax.storage import checkpoint
-from wsae_jax.training import run as run_lib
 from wsae_jax.app import cli
+from wsae_jax.storage import checkpoint
 from wsae_jax.storage import saelens as io
+from wsae_jax.training import run as run_lib
 from wsae_jax.training import trainer as train_lib
 
 ARGS = ["--steps", "20", "--batch-size", "64", "--checkpoint-every", "10", "--no-progress"]

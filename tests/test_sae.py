@@ -1,11 +1,13 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_close
 
 import wsae_jax as w
 from wsae_jax import models
-from helpers import assert_close
 
 D_IN, D_SAE = 6, 10
 
@@ -154,7 +156,7 @@ def test_topk_init_has_unit_decoder_rows():
 def test_config_is_hashable_and_frozen():
   cfg = CONFIGS[2]
   assert hash(cfg) == hash(w.TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3))
-  with pytest.raises(Exception):
+  with pytest.raises(dataclasses.FrozenInstanceError):
     cfg.k = 5
 
 

@@ -1,10 +1,10 @@
 import jax
 import numpy as np
 import pytest
+from helpers import assert_close
 
 import wsae_jax as w
 from wsae_jax.data import superposition as sp
-from helpers import assert_close
 
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.95])

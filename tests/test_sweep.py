@@ -2,18 +2,17 @@ import dataclasses
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_close
 
 import wsae_jax as w
 from wsae_jax import parallel
-from wsae_jax.training import sweep
+from wsae_jax.app import sweep_file
 from wsae_jax.data import problems
 from wsae_jax.evaluation import scoring
-from wsae_jax.app import sweep_file
+from wsae_jax.training import sweep
 from wsae_jax.training import trainer as train_lib
-from helpers import assert_close
 
 W_P = w.polygon_matrix(3, 3, n_mono=2)  # n_p = 8, n = 11
 TC = w.TrainConfig(steps=50, batch_size=64, learning_rate=3e-3, warmup_steps=5, log_every=20)

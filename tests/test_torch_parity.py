@@ -11,13 +11,15 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed: pip install -e '.[bench]'")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+from helpers import assert_close  # noqa: E402
 from torch_baseline import TorchSAE, TorchTrainer  # noqa: E402
 
 import wsae_jax as w  # noqa: E402
-from wsae_jax import models  # noqa: E402
-from wsae_jax import parallel
+from wsae_jax import (
+  models,  # noqa: E402
+  parallel,
+)
 from wsae_jax.training import trainer as train_lib  # noqa: E402
-from helpers import assert_close  # noqa: E402
 
 D_IN, D_SAE, B, STEPS = 12, 48, 64, 6
 RNG = np.random.default_rng(0)

@@ -1,16 +1,15 @@
-import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_close
 
 import wsae_jax as w
 from wsae_jax import parallel
 from wsae_jax.training import optim
 from wsae_jax.training import state as state_lib
 from wsae_jax.training import trainer as train_lib
-from helpers import assert_close
 
 W_P = w.polygon_matrix(3, 3, n_mono=2)  # n_p = 8, n = 11
 TC = w.TrainConfig(steps=60, batch_size=64, learning_rate=3e-3, warmup_steps=5, log_every=20)

@@ -3,10 +3,10 @@ import warnings
 import jax
 import numpy as np
 import pytest
+from helpers import assert_close
 
 import wsae_jax as w
 from wsae_jax.objectives import weights
-from helpers import assert_close
 
 RNG = np.random.default_rng(0)
 
@@ -150,8 +150,8 @@ def test_robust_variance_ignores_massive_rows():
 
 @pytest.mark.parametrize("kind", ["robust-variance", "kurtosis", "zero-fraction", "oracle", "file"])
 def test_wsae_train_takes_every_gamma_kind(kind, tmp_path, capsys):
-  from wsae_jax.training import run
   from wsae_jax.app import cli
+  from wsae_jax.training import run
   gamma = ["--gamma", kind]
   if kind == "file":
     g = np.linspace(0.5, 1.5, 14).astype(np.float32)  # polygon 4 planes x 3 + 2 mono: n_p = 10
@@ -217,7 +217,6 @@ def test_decoder_gamma_is_not_clipped_flat_on_a_wide_decoder():
 
 def test_decoder_gamma_updates_during_training_and_resumes_exactly(tmp_path):
   from wsae_jax.storage.checkpoint import Checkpointer
-  from wsae_jax.training import run
   W_p = w.polygon_matrix(3, 3, n_mono=2)
   cfg = w.TopKSAEConfig(d_in=8, d_sae=16, k=3)
   tc = w.TrainConfig(steps=40, batch_size=64, learning_rate=3e-3, warmup_steps=5, log_every=10)

@@ -3,7 +3,6 @@ file-size limit (RLIMIT_FSIZE, what `ulimit -f` sets) during a checkpoint, an ex
 and the small input checks that used to give raw errors."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -189,6 +188,7 @@ def test_small_inputs_get_the_librarys_error():
 
 def test_a_pickled_tokens_file_and_a_stale_shard_are_named(store, tmp_path):
   import shutil
+
   from wsae_jax.data.store import ActivationStore
   bad = tmp_path / "bad"
   shutil.copytree(store, bad)

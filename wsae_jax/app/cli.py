@@ -293,6 +293,7 @@ def _check_run_folder(out, *, resume: bool, overwrite: bool) -> list:
   """Refuses an --out that is a file, cannot be written, or holds a run this command would mix
   with; returns the run's own entries already there (what --overwrite will remove)."""
   import pathlib
+
   from wsae_jax.storage.lock import LOCK_NAME
   out = pathlib.Path(out)
   V.check_writable_dir(out, "--out")

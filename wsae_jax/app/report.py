@@ -155,6 +155,7 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
                model=None) -> dict:
   """The data of the page about a `wsae train` run folder or a SAELens folder."""
   import jax
+
   from wsae_jax.evaluation import activations as acts_lib
   from wsae_jax.storage import saelens
   run = pathlib.Path(run)

@@ -74,7 +74,7 @@ def pareto_front(rows: Sequence[dict], x: str = "l0", y: str = "mse") -> list[in
          if np.isfinite(r.get(x, np.nan)) and np.isfinite(r.get(y, np.nan))]
   pts.sort()
   front, best = [], np.inf
-  for px, py, i in pts:
+  for _px, py, i in pts:
     if py < best:
       front.append(i)
       best = py

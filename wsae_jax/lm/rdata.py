@@ -115,7 +115,6 @@ class _Reader:
     flags = self.int()
     kind = flags & 0xFF
     has_attr = bool(flags & (1 << 9))
-    has_tag = bool(flags & (1 << 10))
     levels = flags >> 12
 
     if kind == _NILVALUE:

@@ -13,13 +13,37 @@ A new architecture is one new file here that calls `base.register`, plus its imp
 """
 
 from wsae_jax.models import base, batchtopk, jumprelu, relu, selection, tied, topk  # noqa: F401
-from wsae_jax.models.base import (ARCHITECTURES, Architecture, Hyperparameter, Params, SAEConfig,
-                                  config_from_dict, decode, decoder_matrix, encode, for_saelens,
-                                  forward, get, init, make_config, num_params, pre_activations,
-                                  sae_loss, with_hyperparameters)
+from wsae_jax.models.base import (
+    ARCHITECTURES,
+    Architecture,
+    Hyperparameter,
+    Params,
+    SAEConfig,
+    config_from_dict,
+    decode,
+    decoder_matrix,
+    encode,
+    for_saelens,
+    forward,
+    get,
+    init,
+    make_config,
+    num_params,
+    pre_activations,
+    sae_loss,
+    with_hyperparameters,
+)
 from wsae_jax.models.batchtopk import BatchTopKSAEConfig
 from wsae_jax.models.jumprelu import JumpReLUSAEConfig
 from wsae_jax.models.relu import ReLUSAEConfig
 from wsae_jax.models.selection import kth_largest_mask, topk_activation
 from wsae_jax.models.tied import TiedSAEConfig
 from wsae_jax.models.topk import TopKSAEConfig
+
+__all__ = [
+    "ARCHITECTURES", "Architecture", "BatchTopKSAEConfig", "Hyperparameter", "JumpReLUSAEConfig",
+    "Params", "ReLUSAEConfig", "SAEConfig", "TiedSAEConfig", "TopKSAEConfig", "config_from_dict",
+    "decode", "decoder_matrix", "encode", "for_saelens", "forward", "get", "init",
+    "kth_largest_mask", "make_config", "num_params", "pre_activations", "sae_loss",
+    "topk_activation", "with_hyperparameters",
+]

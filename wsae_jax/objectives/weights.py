@@ -12,8 +12,8 @@ import dataclasses
 import math
 import warnings
 
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 
 from wsae_jax import _validate as V
 

@@ -23,13 +23,13 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from wsae_jax import _validate as V
-from wsae_jax.evaluation import metrics
-from wsae_jax import parallel
-from wsae_jax import models
+from wsae_jax import models, parallel
 from wsae_jax.data import superposition as sp
+from wsae_jax.evaluation import metrics
 
 
 def _check_W_p(W_p):

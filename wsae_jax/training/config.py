@@ -6,7 +6,6 @@ import dataclasses
 
 from wsae_jax import _validate as V
 
-
 B_DEC_INITS = ("auto", "zeros", "mean", "median")
 
 

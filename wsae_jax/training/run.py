@@ -22,7 +22,7 @@ import numpy as np
 from wsae_jax import _validate as V
 from wsae_jax import models
 from wsae_jax.storage import records
-from wsae_jax.storage.checkpoint import CheckpointError, Checkpointer
+from wsae_jax.storage.checkpoint import Checkpointer, CheckpointError
 from wsae_jax.training import state as state_lib
 from wsae_jax.training.config import TrainConfig
 

@@ -9,8 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from wsae_jax import models
-from wsae_jax import parallel
+from wsae_jax import models, parallel
 from wsae_jax.training import optim
 from wsae_jax.training.config import TrainConfig
 

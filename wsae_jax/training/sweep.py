@@ -29,7 +29,8 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from wsae_jax import _validate as V
@@ -39,9 +40,8 @@ from wsae_jax.data import superposition as sp
 from wsae_jax.data.problems import HELD_OUT_STEP, SyntheticProblem
 from wsae_jax.objectives import weights as weights_lib
 from wsae_jax.parallel import DATA_AXIS
-from wsae_jax.training import optim
+from wsae_jax.training import optim, trainer
 from wsae_jax.training import run as run_lib
-from wsae_jax.training import trainer
 from wsae_jax.training.config import TrainConfig, resolve_run_defaults
 from wsae_jax.training.state import TrainState, new_state
 

@@ -23,12 +23,10 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from wsae_jax import _validate as V
-from wsae_jax import models
-from wsae_jax import parallel
+from wsae_jax import models, parallel
 from wsae_jax.data import sources as data_lib
 from wsae_jax.objectives import weights
-from wsae_jax.training import data_init
-from wsae_jax.training import optim
+from wsae_jax.training import data_init, optim
 from wsae_jax.training import run as run_lib
 from wsae_jax.training.config import TrainConfig, resolve_run_defaults
 from wsae_jax.training.state import TrainState, init_state
