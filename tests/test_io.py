@@ -28,13 +28,9 @@ def test_round_trip_is_exact_and_computes_the_same(cfg, tmp_path):
   assert c["d_in"] == 6 and c["d_sae"] == 10 and c["meta"]["hook_layer"] == 3
   assert c["architecture"] == SAELENS_NAMES[cfg.architecture]
   cfg2, p2 = io.load_saelens(tmp_path)
-  if cfg.architecture == "tied":
-    assert cfg2.architecture == "relu"  # exported as its untied equivalent
-    assert np.array_equal(p2["W_dec"], np.asarray(p["W_enc"]).T)
-  else:
-    assert cfg2 == cfg
-    for k in p:
-      assert np.array_equal(p2[k], np.asarray(p[k])), k
+  assert cfg2 == cfg  # the tied SAE too: our own tied export loads back as tied
+  for k in p:
+    assert np.array_equal(p2[k], np.asarray(p[k])), k
   z, x_hat = models.forward(cfg, p, X)
   z2, x_hat2 = models.forward(cfg2, {k: jnp.asarray(v) for k, v in p2.items()}, X)
   assert_close(z2, z, rtol=1e-6, atol=1e-6)
@@ -99,3 +95,14 @@ def test_bad_saelens_folders_raise(mutate, match, tmp_path):
   mutate(tmp_path)
   with pytest.raises(w.WSAEInputError, match=match):
     io.load_saelens(tmp_path)
+
+
+def test_a_tied_export_with_a_folded_scale_loads_as_its_relu_equivalent(tmp_path):
+  cfg = w.TiedSAEConfig(d_in=6, d_sae=10)
+  p = _random_params(cfg)
+  io.save_saelens(tmp_path, cfg, p, normalization_scale=2.0)  # W_enc·2, W_dec/2: no longer tied
+  cfg2, p2 = io.load_saelens(tmp_path)
+  assert cfg2.architecture == "relu"
+  x = np.asarray(X) / 2.0  # raw activations: the SAE was trained on 2·x
+  assert_close(models.forward(cfg2, p2, x)[1],
+               np.asarray(models.forward(cfg, p, np.asarray(X))[1]) / 2.0, rtol=1e-5, atol=1e-6)

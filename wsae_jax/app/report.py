@@ -167,13 +167,6 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
   cfg, params = saelens.load_saelens(sae_dir)
   params = jax.device_get(params)
   run_meta = _read_json(run / "run.json") if (run / "run.json").exists() else {}
-  trained = run_meta.get("sae_config") or {}
-  if trained.get("architecture") == "tied" and cfg.architecture != "tied":
-    # SAELens has no tied SAE, so the export is the equivalent untied "standard" SAE; the run
-    # record says what was trained, and the closed-form comparison needs that model class.
-    from wsae_jax import models
-    cfg = models.config_from_dict(trained, f"{run / 'run.json'}: sae_config")
-    params = {"W_enc": params["W_enc"]}
   ckpt_meta = None
   if run_meta.get("gamma") is None and (run / "checkpoints").is_dir():
     # A γ re-estimated during training (the decoder γ) lives in the checkpoints' records.
@@ -263,7 +256,7 @@ def _synthetic_panel(data, run, cfg, params):
            "mmcs": _num(cos_all.max(0).mean())}
   # The closed form is the optimum of the tied theory SAE; other architectures are another
   # model class, and a verdict against it would mislead.
-  if cfg.architecture != "tied":
+  if not models.get(cfg).closed_form:
     synth["closed_form_note"] = (
         f"The closed form (Thm 1) is the optimum of the tied theory SAE; this is a "
         f"{cfg.architecture} SAE, another model class, so it is not compared with it.")

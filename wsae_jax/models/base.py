@@ -117,6 +117,9 @@ class Architecture:
   """`(before clipping and Adam, after Adam)`: e.g. unit-norm decoder rows."""
   post_update: Callable[[SAEConfig, Params, dict], Params] = _no_post_update
   """Non-gradient parameter updates after each step, from the loss's aux (BatchTopK's threshold)."""
+  closed_form: bool = False
+  """Thm 1's closed form is an optimum of this model class (the tied theory SAE), so comparing a
+  trained SAE with it is meaningful; for other architectures it is another model class."""
   batch_coupled: bool = False
   """The training forward couples the rows of a batch (BatchTopK's selection): the batch cannot
   be split over devices by hand (`shard_map`), only by `jax.jit`'s sharding."""

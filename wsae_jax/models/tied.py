@@ -1,8 +1,9 @@
 """The paper's theory SAE: tied weights, no biases, ReLU; the loss is reconstruction only.
 
 `z = ReLU(x W_enc)`, `x̂ = z W_encᵀ`, `L_(W)SAE = E‖Γ(x − x̂)‖²`. Only `W_enc` is stored; the decoder
-is `W_encᵀ`. Exported to SAELens as the equivalent untied "standard" SAE (zero biases), which
-loads back as a relu SAE.
+is `W_encᵀ`. Exported to SAELens as the equivalent untied "standard" SAE (zero biases); a folder we
+saved from a tied SAE loads back as one while its weights are still tied (no input scale folded
+in), else as the equivalent relu SAE.
 """
 
 from __future__ import annotations
@@ -62,7 +63,20 @@ def to_saelens(cfg, params):
                "b_enc": np.zeros(cfg.d_sae, np.float32), "b_dec": np.zeros(cfg.d_in, np.float32)})
 
 
+def from_saelens(c, tensors, ours):
+  """Our own tied export back as a tied SAE when `W_dec = W_encᵀ` and the biases are zero;
+  otherwise (an input scale was folded in) its exact untied equivalent, a relu SAE."""
+  from wsae_jax.models import relu
+  w = np.asarray(tensors["W_enc"], np.float32)
+  zero = lambda k: k not in tensors or not np.any(np.asarray(tensors[k]))
+  if (np.array_equal(np.asarray(tensors["W_dec"], np.float32), w.T) and zero("b_enc")
+      and zero("b_dec")):
+    return TiedSAEConfig(d_in=c["d_in"], d_sae=c["d_sae"]), {"W_enc": w}
+  return relu.from_saelens(c, tensors, {})
+
+
 ARCH = base.register(base.Architecture(
     name="tied", config=TiedSAEConfig, init=init, pre_activations=pre_activations,
     encode=encode, decode=decode, decoder_matrix=decoder_matrix, loss=loss,
-    saelens_name="standard", to_saelens=to_saelens, from_saelens=None))
+    saelens_name="standard", to_saelens=to_saelens, from_saelens=from_saelens,
+    closed_form=True))

@@ -27,21 +27,33 @@ class CheckpointError(V.WSAEInputError):
 
 
 def _quiet_closed_event_loops() -> None:
-  """After a failed save, tensorstore's pending callbacks reach orbax's already closed event loop
-  and each prints an unraisable "Event loop is closed" traceback (dozens of them); the failure has
-  been reported once, so those are dropped. Other unraisable exceptions pass through."""
-  previous = sys.unraisablehook
-  if getattr(previous, "_wsae_quiet", False):
+  """When a save fails, tensorstore's pending callbacks reach orbax's already closed event loop
+  and each prints an "Event loop is closed" traceback (dozens of them, as unraisable exceptions or
+  from its threads). The failure itself is reported once, by `save`; these are dropped. Every
+  other exception passes through. Installed once, before the first save."""
+  import threading
+  if getattr(sys.unraisablehook, "_wsae_quiet", False):
     return
+  noise = lambda e: isinstance(e, RuntimeError) and "Event loop is closed" in str(e)
+  previous_unraisable, previous_thread = sys.unraisablehook, threading.excepthook
+  previous_except = sys.excepthook
 
-  def hook(unraisable):
-    exc = unraisable.exc_value
-    if isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
-      return
-    previous(unraisable)
+  def unraisable(u):
+    if not noise(u.exc_value):
+      previous_unraisable(u)
 
-  hook._wsae_quiet = True
-  sys.unraisablehook = hook
+  def thread(args):
+    if not noise(args.exc_value):
+      previous_thread(args)
+
+  def printed(kind, value, tb):  # what PyErr_Print in a callback thread goes through
+    if not noise(value):
+      previous_except(kind, value, tb)
+
+  unraisable._wsae_quiet = True
+  sys.unraisablehook = unraisable
+  threading.excepthook = thread
+  sys.excepthook = printed
 
 
 class Checkpointer:
@@ -86,6 +98,7 @@ class Checkpointer:
       self._manager.delete(int(step))
     # orbax logs a failed write from each of its threads with a full traceback (at ERROR, through
     # absl) before raising; the raised error below says it once.
+    _quiet_closed_event_loops()
     absl_log = logging.getLogger("absl")
     level = absl_log.level
     absl_log.setLevel(logging.CRITICAL)
@@ -98,7 +111,6 @@ class Checkpointer:
       if failure is None:
         raise
       self._remove_partial(int(step))
-      _quiet_closed_event_loops()
       raise records.OutputWriteError(self.path(step), failure) from e
     finally:
       absl_log.setLevel(level)
