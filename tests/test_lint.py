@@ -1,5 +1,5 @@
-"""The lint configured in pyproject.toml ([tool.ruff]) holds over the whole tree, so CI fails on a
-violation. `ruff check --fix` repairs most of what this reports."""
+"""The lint and type checks configured in pyproject.toml ([tool.ruff], [tool.mypy]) hold, so CI
+fails on a violation. `ruff check --fix` repairs most of what ruff reports."""
 
 import pathlib
 import shutil
@@ -17,4 +17,12 @@ def test_ruff_check_passes():
     pytest.skip("ruff is not installed (it comes with the `test` extra)")
   r = subprocess.run([str(ruff), "check", "wsae_jax", "tests", "experiments", "benchmarks"],
                      cwd=ROOT, capture_output=True, text=True)
+  assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+def test_mypy_passes():
+  if shutil.which("mypy") is None and not (pathlib.Path(sys.executable).parent / "mypy").exists():
+    pytest.skip("mypy is not installed (it comes with the `test` extra)")
+  r = subprocess.run([sys.executable, "-m", "mypy", "--no-error-summary"], cwd=ROOT,
+                     capture_output=True, text=True)
   assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]

@@ -63,6 +63,7 @@ def check_matrix(name: str, x: Any, *, shape: tuple[int | None, ...] | None = No
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> None:
   if isinstance(value, bool) or not isinstance(value, numbers.Integral):
     raise WSAEInputError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).")
+  value = int(value)
   if low is not None and value < low:
     raise WSAEInputError(f"{name} must be >= {low}, got {value}.")
   if high is not None and value > high:
@@ -165,7 +166,8 @@ def dataclass_schema(cls) -> tuple[dict, dict]:
   import types as _types
   import typing
   hints = typing.get_type_hints(cls)
-  required, optional = {}, {}
+  required: dict = {}
+  optional: dict = {}
   for f in dataclasses.fields(cls):
     if not f.init:
       continue

@@ -27,6 +27,7 @@ import base64
 import html
 import json
 import pathlib
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,7 @@ def _gamma(run_meta: dict, ckpt_meta: dict | None) -> dict | None:
   g = run_meta.get("gamma")
   described = (ckpt_meta or {}).get("gamma_schedule")
   if g is None and described:  # the decoder γ: its schedule, and its newest value
-    g = ckpt_meta.get("gamma_current")
+    g = (ckpt_meta or {}).get("gamma_current")
   if g is None:
     return {"description": described} if described else None
   rep = weights.gamma_report(np.asarray(g, np.float64))
@@ -110,8 +111,8 @@ def _token_text(strings, t: int) -> str:
 def _label_tags(d_sae: int, eval_result: dict | None) -> dict:
   """Per latent, the token classes it probes (k-sparse selections) and the letters it is a main
   latent for or absorbs, from `wsae eval --probe`'s eval.json."""
-  probe = [[] for _ in range(d_sae)]
-  absorb = [[] for _ in range(d_sae)]
+  probe: list[list] = [[] for _ in range(d_sae)]
+  absorb: list[list] = [[] for _ in range(d_sae)]
   for name, e in (eval_result or {}).get("probing", {}).items():
     for j in e.get("latents", {}).get("1", []):
       probe[j].append(f"{name} (F1 {e['k']['1']:.2f})")
@@ -179,7 +180,7 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
       ck.close()
   eval_file = run / "eval.json" if (run / "eval.json").exists() else sae_dir / "eval.json"
   eval_result = _read_json(eval_file) if eval_file.exists() else None
-  data = {"kind": "run", "title": f"{cfg.architecture} SAE · {run.resolve().name}",
+  data: dict[str, Any] = {"kind": "run", "title": f"{cfg.architecture} SAE · {run.resolve().name}",
           "subtitle": f"d_in = {cfg.d_in}, d_sae = {cfg.d_sae}",
           "config": {"sae": cfg.to_dict(), **{k: run_meta[k] for k in
                                               ("train_config", "data", "normalization_scale")

@@ -98,7 +98,8 @@ class SyntheticProblem:
   def source(self, sparsity: float, seed: int, batch_size: int = 1) -> sources.SyntheticSource:
     """The stream of one member: the batches `train` would draw at this sparsity and seed."""
     return sources.SyntheticSource(self.W_p, sparsity, batch_size, seed=seed,
-                                   magnitude=self.magnitude, prng_impl=self.prng_impl)
+                                   magnitude=self.magnitude,  # type: ignore[arg-type]  # checked
+                                   prng_impl=self.prng_impl)
 
   def describe(self) -> dict:
     """The identity of the problem (compared when a sweep resumes)."""

@@ -54,7 +54,7 @@ class SyntheticSource:
       raise V.WSAEInputError(f"prng_impl must be one of {PRNG_IMPLS}, got {prng_impl!r}.")
     self.prng_impl = prng_impl
     self._key = jax.random.key(seed, impl=prng_impl)
-    self._gen = {}
+    self._gen: dict = {}
 
   def features(self, step, batch_size: int | None = None) -> jax.Array:
     """Ground-truth features `(batch, n)` of step `step`."""
@@ -106,7 +106,8 @@ class ArraySource:
       order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
                else np.arange(n))
       self._cached_order = (epoch, order)
-    return self._cached_order[1]
+      return order
+    return self._cached_order[1]  # type: ignore[return-value]  # set for this epoch above
 
   def indices(self, step: int) -> np.ndarray:
     epoch, i = divmod(int(step), self.steps_per_epoch)
@@ -194,7 +195,8 @@ def array_fingerprint(x, rows: int = 4096) -> str:
   same shape apart (it is a sample, so a single changed value may go unseen)."""
   import hashlib
   n = int(np.shape(x)[0])
-  idx = np.unique(np.linspace(0, n - 1, num=min(n, rows)).astype(np.int64)) if n else []
+  idx = (np.unique(np.linspace(0, n - 1, num=min(n, rows)).astype(np.int64)) if n
+         else np.zeros(0, np.int64))
   h = hashlib.sha256(f"{tuple(np.shape(x))}|{np.asarray(x[:0]).dtype}".encode())
   h.update(np.ascontiguousarray(np.asarray(x[idx])).tobytes())
   return h.hexdigest()[:32]

@@ -100,7 +100,8 @@ def read_metadata(path) -> tuple[dict, list[ShardInfo]]:
   if not meta["shards"]:
     raise V.WSAEInputError(f"{meta_path}: 'shards' is empty; the store holds no activations.")
   root = meta_path.parent
-  shards, seen = [], {}
+  shards: list[ShardInfo] = []
+  seen: dict = {}
   for i, s in enumerate(meta["shards"]):
     where = f"{meta_path}: shards[{i}]"
     V.check_fields(where, s, _SHARD_REQUIRED, _SHARD_OPTIONAL)
@@ -201,8 +202,9 @@ class _ShardReader:
     if mm is None or not hasattr(mm, "madvise"):
       return
     row_bytes = self.arr.strides[0]
-    lo = self.arr.offset + start * row_bytes
-    hi = self.arr.offset + stop * row_bytes
+    offset = getattr(self.arr, "offset", 0)  # a np.memmap's byte offset into its file
+    lo = offset + start * row_bytes
+    hi = offset + stop * row_bytes
     lo -= lo % mmap.PAGESIZE
     try:
       mm.madvise(mmap.MADV_DONTNEED, lo, min(hi, len(mm)) - lo)
@@ -286,7 +288,7 @@ class ActivationStore:
     if drop_first_position and ctx is None:
       raise V.WSAEInputError("drop_first_position=True needs the context length: pass "
                              "context_len= (or harvest with metadata that records it).")
-    self.context_len = int(ctx) if ctx else None
+    self.context_len: int | None = int(ctx) if ctx else None
     self.drop_first_position = bool(drop_first_position)
     self._readers = [_ShardReader(i, self.d_in, self.dtype) for i in infos]
     if self.context_len:
@@ -305,7 +307,7 @@ class ActivationStore:
     self._chunks = chunks
     self.n_tokens = sum(c[3] for c in chunks)
     self.max_norm_ratio = max_norm_ratio
-    self.max_norm = None
+    self.max_norm: float | None = None
     self.dropped_rows = 0
     if max_norm_ratio is not None:
       self._drop_massive_rows(max_norm_ratio, scale_rows)
@@ -341,7 +343,7 @@ class ActivationStore:
   def _keep(self, start: int, stop: int) -> np.ndarray:
     keep = np.ones(stop - start, bool)
     if self.drop_first_position:
-      keep[(np.arange(start, stop) % self.context_len) == 0] = False
+      keep[(np.arange(start, stop) % int(self.context_len or 1)) == 0] = False
     return keep
 
   def _layout(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -595,7 +597,7 @@ class ActivationWriter:
       raise V.WSAEInputError(f"shard {index}: activations have shape {acts.shape}, expected "
                              f"(tokens, {self.d_in}).")
     V.check_finite(f"shard {index} activations", acts)
-    entry = {"file": self.shard_name(index), "n_tokens": int(acts.shape[0])}
+    entry: dict = {"file": self.shard_name(index), "n_tokens": int(acts.shape[0])}
     _atomic_save(self.dir / entry["file"], acts.astype(self.dtype))
     if tokens is not None:
       tokens = np.asarray(tokens, np.int32).reshape(-1)

@@ -12,7 +12,7 @@ activations (all d_in dimensions), the ceiling a linear read-out reaches.
 from __future__ import annotations
 
 import string
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from scipy.optimize import minimize
@@ -155,8 +155,8 @@ def k_sparse_probing(latents_BxK, values_BxK, x_BxD, tokens_B, classes: Mapping[
     fit, test = halves
     diff = mean_difference(lat[fit], val[fit], positive[fit], d_sae)
     order = np.argsort(-np.abs(diff))
-    entry = {"positives": int(positive.sum()), "rows": int(len(fit) + len(test)), "k": {},
-             "latents": {}}
+    entry: dict[str, Any] = {"positives": int(positive.sum()), "rows": int(len(fit) + len(test)),
+                             "k": {}, "latents": {}}
     for k in ks:
       cols = order[:k].tolist()
       entry["k"][str(k)] = sparse_probe_f1(lat, val, positive, fit, test, cols)

@@ -8,7 +8,7 @@ reconstruction (L_SAE, MSE, FVU, L0, dead fraction, latent variance).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,10 +29,12 @@ def score_sweep(result, data, *, eval_samples: int = 8192) -> list[dict]:
   sweep's source yields, shared by every member).
   """
   synthetic = isinstance(data, SyntheticProblem)
-  source = None if synthetic else data_lib.as_source(data, result.train_cfg.batch_size, seed=0)
+  source: Any = None if synthetic else data_lib.as_source(data, result.train_cfg.batch_size,
+                                                          seed=0)
   hp_names = [h.name for h in models.get(result.sae_cfg).hyperparameters]
   params = jax.device_get(result.states.params)
-  rows, cache = [], {}
+  rows: list[dict] = []
+  cache: dict = {}
   for i, m in enumerate(result.members):
     row = {k: m[k] for k in ("seed", "data_seed", "sparsity", "alpha", "gamma_kind",
                              "learning_rate", *hp_names)}

@@ -27,7 +27,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["RDataError", "RObject", "unserialize", "read_rds", "read_lazyload", "lazyload_names"]
 
@@ -76,11 +76,11 @@ class _Reader:
     self.pos += n
     return out
 
-  def int(self) -> int:
+  def int32(self) -> int:
     return struct.unpack(">i", self.take(4))[0]
 
   def length(self) -> int:
-    n = self.int()
+    n = self.int32()
     if n == -1:  # long vector: two more ints, upper then lower 32 bits
       hi, lo = struct.unpack(">II", self.take(8))
       n = (hi << 32) + lo
@@ -90,11 +90,11 @@ class _Reader:
     fmt = self.take(2)
     if fmt != b"X\n":
       raise self._fail(f"format {fmt!r} is not XDR ('X\\n'); ascii/native serializations are not supported")
-    version = self.int()
-    self.int()  # writer R version
-    self.int()  # minimal reader version
+    version = self.int32()
+    self.int32()  # writer R version
+    self.int32()  # minimal reader version
     if version == 3:
-      self.take(self.int())  # native encoding name
+      self.take(self.int32())  # native encoding name
     elif version != 2:
       raise self._fail(f"serialization version {version} (supported: 2, 3)")
 
@@ -112,7 +112,8 @@ class _Reader:
       self.depth -= 1
 
   def _item(self) -> Any:
-    flags = self.int()
+    value: Any
+    flags = self.int32()
     kind = flags & 0xFF
     has_attr = bool(flags & (1 << 9))
     levels = flags >> 12
@@ -126,7 +127,7 @@ class _Reader:
     if kind == _REFSXP:
       index = flags >> 8
       if index == 0:
-        index = self.int()
+        index = self.int32()
       if not 1 <= index <= len(self.refs):
         raise self._fail(f"reference {index} out of range ({len(self.refs)} known)")
       return self.refs[index - 1]
@@ -145,7 +146,7 @@ class _Reader:
       self.refs.append(obj)
       return obj
     if kind == _ENVSXP:
-      self.int()  # locked
+      self.int32()  # locked
       env = RObject({}, rtype="environment")
       self.refs.append(env)
       self.item()  # enclosing environment
@@ -160,7 +161,7 @@ class _Reader:
     if kind in (_LISTSXP, _LANGSXP, _ATTRLANGSXP, _ATTRLISTSXP):
       return self._pairlist(flags)
     if kind == _CHARSXP:
-      n = self.int()
+      n = self.int32()
       if n == -1:
         return None  # NA_character_
       raw = self.take(n)
@@ -216,7 +217,7 @@ class _Reader:
       tag = self.item() if has_tag else None
       car = self.item()
       entries.append((tag, car))
-      flags = self.int()
+      flags = self.int32()
       kind = flags & 0xFF
       if kind not in (_LISTSXP, _LANGSXP, _ATTRLANGSXP, _ATTRLISTSXP):
         self.pos -= 4
@@ -266,8 +267,9 @@ def _decompress_record(blob: bytes, compressed: int, source: str) -> bytes:
       out = zlib.decompress(body)
     else:  # compress = 2 (bzip2) or 3 (xz): a type byte precedes the stream
       kind, body = body[:1], body[1:]
-      out = {b"Z": zlib.decompress, b"2": bz2.decompress, b"X": lzma.decompress,
-           b"0": lambda b: b}[kind](body)
+      codecs: dict[bytes, Callable[[bytes], bytes]] = {
+          b"Z": zlib.decompress, b"2": bz2.decompress, b"X": lzma.decompress, b"0": lambda b: b}
+      out = codecs[kind](body)
   except (zlib.error, OSError, lzma.LZMAError, KeyError) as exc:
     raise RDataError(f"{source}: cannot decompress record ({exc})") from exc
   if len(out) != n:

@@ -131,7 +131,7 @@ ARCHITECTURES: dict[str, Architecture] = {}
 def register(arch: Architecture) -> Architecture:
   if arch.name in ARCHITECTURES:
     raise ValueError(f"architecture {arch.name!r} is registered twice.")
-  if arch.config.architecture != arch.name:
+  if getattr(arch.config, "architecture", None) != arch.name:
     raise ValueError(f"{arch.config.__name__}.architecture must be {arch.name!r}.")
   ARCHITECTURES[arch.name] = arch
   return arch
@@ -149,7 +149,7 @@ def get(cfg_or_name) -> Architecture:
 def for_saelens(saelens_name: str, ours: Mapping) -> Architecture:
   """The architecture a SAELens folder loads as: the one we saved it from (in cfg.json's
   `wsae_jax.config`) when that one can read it back, else the default for its SAELens name."""
-  mine = ARCHITECTURES.get(ours.get("architecture"))
+  mine = ARCHITECTURES.get(str(ours.get("architecture")))
   if mine is not None and mine.saelens_name == saelens_name and mine.from_saelens is not None:
     return mine
   for arch in ARCHITECTURES.values():

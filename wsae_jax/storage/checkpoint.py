@@ -50,7 +50,7 @@ def _quiet_closed_event_loops() -> None:
     if not noise(value):
       previous_except(kind, value, tb)
 
-  unraisable._wsae_quiet = True
+  unraisable._wsae_quiet = True  # type: ignore[attr-defined]
   sys.unraisablehook = unraisable
   threading.excepthook = thread
   sys.excepthook = printed

@@ -28,7 +28,7 @@ from wsae_jax import _validate as V
 try:
   import fcntl
 except ImportError:  # pragma: no cover - Windows
-  fcntl = None
+  fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".wsae.lock"
 

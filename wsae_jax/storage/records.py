@@ -65,7 +65,7 @@ WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EACCES, er
                           errno.EROFS, errno.EDQUOT})
 
 
-def write_failure(exc: BaseException) -> OSError | None:
+def write_failure(exc: BaseException | None) -> OSError | None:
   """The OSError of a failed write somewhere in `exc`'s chain (`__cause__` / `__context__`, as
   libraries such as orbax wrap it, or only an "[Errno N]" / "os error N" in a message), or None."""
   import re

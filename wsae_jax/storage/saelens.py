@@ -92,8 +92,8 @@ def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
     try:
       save_file(w, str(tmp / WEIGHTS_FILENAME))
     except SafetensorError as e:  # safetensors reports a failed write as its own error
-      code = re.search(r"os error (\d+)", str(e))
-      code = int(code.group(1)) if code else errno.EIO
+      found = re.search(r"os error (\d+)", str(e))
+      code = int(found.group(1)) if found else errno.EIO
       raise records.OutputWriteError(out / WEIGHTS_FILENAME, OSError(
           code, os.strerror(code))) from e
     (tmp / CFG_FILENAME).write_text(json.dumps(cfg_json, indent=2))

@@ -232,7 +232,7 @@ def solve_grid(W_ps, sparsities, *, gammas=None, alphas=None, key=None, num_samp
   V.check_range("sparsities", s, low=0.0, high=1.0, high_open=True)
   if gammas is not None and alphas is not None:
     raise V.WSAEInputError("pass gammas or alphas, not both.")
-  dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+  dtype = jnp.asarray(0.0).dtype  # float64 when jax_enable_x64 is on, else float32
   W_j = jnp.asarray(W, dtype)
   if gammas is not None:
     gm = np.asarray(gammas, np.float64)

@@ -28,7 +28,7 @@ def geometric_median(x_BxD, *, max_iter: int = 200, tol: float = 1e-7) -> np.nda
     keep = d > 1e-12
     w = 1.0 / d[keep]
     new = (w[:, None] * x[keep]).sum(0) / w.sum()
-    if np.linalg.norm(new - m) <= tol * max(1.0, np.linalg.norm(m)):
+    if np.linalg.norm(new - m) <= tol * max(1.0, float(np.linalg.norm(m))):
       return new
     m = new
   return m

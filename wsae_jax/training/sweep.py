@@ -367,7 +367,7 @@ def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, 
   """
   sae_cfg = resolve_run_defaults(sae_cfg, train_cfg)
   synthetic = isinstance(data, SyntheticProblem)
-  source = None if synthetic else data_lib.as_source(data, train_cfg.batch_size, seed=0)
+  source: Any = None if synthetic else data_lib.as_source(data, train_cfg.batch_size, seed=0)
   d_in = np.shape(data.W_p)[0] if synthetic else source.d_in
   if d_in != sae_cfg.d_in:
     raise V.WSAEInputError(f"data has d_in={d_in} but the SAE config has d_in={sae_cfg.d_in}.")

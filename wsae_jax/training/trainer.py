@@ -70,7 +70,7 @@ def apply_step(sae_cfg, opt: optax.GradientTransformation, state: TrainState, x_
   ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (state.diverged_at < 0)
   new = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
                    tokens_since_fired=tsf, diverged_at=state.diverged_at)
-  frozen = state.replace(
+  frozen = state.replace(  # type: ignore[attr-defined]  # a flax struct dataclass
       diverged_at=jnp.where(state.diverged_at < 0, state.step, state.diverged_at))
   return where_tree(ok, new, frozen), {**metrics, "grad_norm": grad_norm}
 
@@ -121,7 +121,7 @@ def check_params(sae_cfg, params) -> None:
   """Refuses parameters whose names or shapes do not fit `sae_cfg`."""
   expected = jax.eval_shape(lambda: models.init(sae_cfg, jax.random.key(0)))
   got = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), params)
-  if jax.tree.structure(expected) != jax.tree.structure(got) or any(
+  if jax.tree.structure(expected) != jax.tree.structure(got) or any(  # type: ignore[operator]
       e.shape != g.shape for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got))):
     raise V.WSAEInputError(
         f"params do not fit the {sae_cfg.architecture} config: expected "
