@@ -16,8 +16,8 @@ from torch_baseline import TorchSAE, TorchTrainer  # noqa: E402
 
 import wsae_jax as w  # noqa: E402
 from wsae_jax import (
-  models,  # noqa: E402
-  parallel,
+    models,  # noqa: E402
+    parallel,
 )
 from wsae_jax.training import trainer as train_lib  # noqa: E402
 

@@ -28,23 +28,23 @@ from wsae_jax._validate import WSAEInputError
 from wsae_jax.data.sources import ArraySource, IterableSource, SyntheticSource, as_source
 from wsae_jax.data.store import ActivationStore, ActivationWriter
 from wsae_jax.data.superposition import (
-                                         observe,
-                                         polygon_matrix,
-                                         random_matrix,
-                                         sample_features,
-                                         toy_model_matrix,
+    observe,
+    polygon_matrix,
+    random_matrix,
+    sample_features,
+    toy_model_matrix,
 )
 from wsae_jax.evaluation.metrics import evaluate, match_latents, mcc, mmcs
 from wsae_jax.models import (
-                                         BatchTopKSAEConfig,
-                                         JumpReLUSAEConfig,
-                                         ReLUSAEConfig,
-                                         TiedSAEConfig,
-                                         TopKSAEConfig,
-                                         decode,
-                                         encode,
-                                         make_config,
-                                         sae_loss,
+    BatchTopKSAEConfig,
+    JumpReLUSAEConfig,
+    ReLUSAEConfig,
+    TiedSAEConfig,
+    TopKSAEConfig,
+    decode,
+    encode,
+    make_config,
+    sae_loss,
 )
 from wsae_jax.objectives.reconstruction import reconstruction_loss
 from wsae_jax.objectives.weights import consistency_weights, semantic_consistency, variance_weights
