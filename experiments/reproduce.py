@@ -467,13 +467,8 @@ def decide(rs: list[dict], alpha: float = 0.05, primaries=PRIMARY) -> list[dict]
       r["verdict"] = "γ ≈ uniform" if r.get("gamma_flat") else (
           "built in" if r.get("built_in") else "not shown")
       continue
-    ci = stats.Interval(**{k: r[k] for k in ("median", "lo", "hi", "n", "mean", "coverage",
-                                             "p_value")})
-    if r["test"] == "non-inferior":
-      r["verdict"] = stats.noninferiority_decision(ci, r["p_adjusted"], margin=r["margin"],
-                                                   alpha=alpha)
-    else:
-      r["verdict"] = stats.verdict(ci, r["test"], p_adjusted=r["p_adjusted"], alpha=alpha)
+    r["verdict"] = stats.decide(stats.Interval.from_dict(r), r["test"], r["p_adjusted"],
+                                margin=r["margin"], alpha=alpha)
   return rs
 
 

@@ -234,12 +234,8 @@ def pair_up(rows, names, G, min_fires: int) -> list[dict]:
     for (e, m), q in zip(group, adjust([e[m]["p"] for e, m in group])):
       r = e[m]
       r["p_adjusted"], r["correction"] = float(q), f"{name} over {len(group)}"
-      ci = stats.Interval(**{k: r[k] for k in ("median", "lo", "hi", "n", "mean", "coverage",
-                                               "p_value")})
-      if CLAIMS[m] == "non-inferior":
-        r["verdict"] = stats.noninferiority_decision(ci, q, margin=r["margin"])
-      else:
-        r["verdict"] = stats.verdict(ci, CLAIMS[m], p_adjusted=q)
+      r["verdict"] = stats.decide(stats.Interval.from_dict(r), CLAIMS[m], q,
+                                  margin=r.get("margin"))
   return paired
 
 

@@ -158,3 +158,15 @@ def test_common_set_means_use_the_same_number_of_most_active_latents():
   assert n == 3
   assert a == pytest.approx(0.8) and b == pytest.approx(0.8)  # b's top 3 by count: .9, .8, .7
   assert np.isnan(stats.common_set_means(sa, ca, sb, cb, min_count=100)[0])
+
+
+def test_decide_dispatches_on_the_claim_and_round_trips_intervals():
+  d = [-1.0, -2.0, -1.5, -1.2, -0.8, -0.3, -0.9, -1.1]
+  ci = stats.paired_interval(d)
+  assert stats.Interval.from_dict({**ci.as_dict(), "other": 1}) == ci
+  assert stats.decide(ci, "lower", ci.p_value) == stats.verdict(ci, "lower") == "reproduced"
+  p = stats.sign_test(d, margin=0.05, alternative="less")
+  assert stats.decide(ci, "non-inferior", p, margin=0.05) == stats.noninferiority_verdict(
+      d, margin=0.05)[0] == "reproduced"
+  with pytest.raises(stats.V.WSAEInputError, match="margin"):
+    stats.decide(ci, "non-inferior", p)

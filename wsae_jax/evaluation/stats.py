@@ -54,6 +54,11 @@ class Interval:
   def as_dict(self) -> dict:
     return dataclasses.asdict(self)
 
+  @classmethod
+  def from_dict(cls, d) -> "Interval":
+    """The interval whose fields `d` holds (as `as_dict` wrote them, other keys ignored)."""
+    return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+
 
 def _finite(diffs) -> np.ndarray:
   d = np.asarray(diffs, np.float64).ravel()
@@ -181,6 +186,17 @@ def noninferiority_decision(ci: Interval, p: float, *, margin: float, alpha: flo
   if p < alpha:
     return "reproduced"
   return "opposite" if np.isfinite(ci.lo) and ci.lo > margin else "not shown"
+
+
+def decide(ci: Interval, claim: str, p_adjusted: float, *, margin: float | None = None,
+           alpha: float = 0.05) -> str:
+  """The verdict of one reading: `claim` "lower" / "higher" by `verdict`, "non-inferior" by
+  `noninferiority_decision` (with its `margin`), from the reading's (adjusted) p-value."""
+  if claim == "non-inferior":
+    if margin is None:
+      raise V.WSAEInputError("a non-inferior claim needs its margin.")
+    return noninferiority_decision(ci, p_adjusted, margin=margin, alpha=alpha)
+  return verdict(ci, claim, p_adjusted=p_adjusted, alpha=alpha)
 
 
 def common_set_means(score_a_M, count_a_M, score_b_M, count_b_M, *, min_count: int
