@@ -127,8 +127,8 @@ def _disagreeing_shards(shards) -> str:
   bad = []
   for s in shards:
     try:
-      rows = int(np.load(s.path, mmap_mode="r").shape[0]) if s.path.suffix == ".npy" else None
-    except (OSError, ValueError, IndexError):
+      rows = int(_open_npy(s.path).shape[0]) if s.path.suffix == ".npy" else None
+    except (V.WSAEInputError, IndexError):  # unreadable: the shard check will name it
       rows = None
     if rows is not None and rows != s.n_tokens:
       bad.append(f"{s.path.name} lists {s.n_tokens} but holds {rows} rows")

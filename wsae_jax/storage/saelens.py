@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import pathlib
-import re
 
 import numpy as np
 
@@ -92,10 +90,8 @@ def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
     try:
       save_file(w, str(tmp / WEIGHTS_FILENAME))
     except SafetensorError as e:  # safetensors reports a failed write as its own error
-      found = re.search(r"os error (\d+)", str(e))
-      code = int(found.group(1)) if found else errno.EIO
-      raise records.OutputWriteError(out / WEIGHTS_FILENAME, OSError(
-          code, os.strerror(code))) from e
+      cause = records.write_failure(e) or OSError(errno.EIO, str(e).strip() or "write failed")
+      raise records.OutputWriteError(out / WEIGHTS_FILENAME, cause) from e
     (tmp / CFG_FILENAME).write_text(json.dumps(cfg_json, indent=2))
   return out
 

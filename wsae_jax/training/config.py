@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from wsae_jax import _validate as V
+from wsae_jax.training import data_init
 
-B_DEC_INITS = ("auto", "zeros", "mean", "median")
+B_DEC_INITS = ("auto", *data_init.B_DEC_INITS)  # "auto" resolves to one of data_init's
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
