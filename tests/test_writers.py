@@ -216,3 +216,17 @@ def test_sweep_file_checkpoint_every_zero_names_the_table_and_file(tmp_path):
   with pytest.raises(w.WSAEInputError, match=r"s.toml: \[output\] checkpoint_every must be >= 1"):
     from wsae_jax.app import sweep_file
     sweep_file.run_sweep_file(f, progress=False)
+
+
+def test_only_write_failures_are_dropped_from_asyncio_logs():
+  import logging
+
+  from wsae_jax.storage import checkpoint
+  def record(exc):
+    return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "Task exception was never "
+                             "retrieved", None, (type(exc), exc, None))
+  disk = ValueError("OUT_OF_RANGE: Failed to write 80 bytes: File too large [os_error_code='27']")
+  assert checkpoint._drop_reported_write_failures(record(disk)) is False
+  assert checkpoint._drop_reported_write_failures(record(ValueError("a real bug"))) is True
+  plain = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "no exception", None, None)
+  assert checkpoint._drop_reported_write_failures(plain) is True

@@ -29,8 +29,9 @@ class CheckpointError(V.WSAEInputError):
 def _quiet_closed_event_loops() -> None:
   """When a save fails, tensorstore's pending callbacks reach orbax's already closed event loop
   and each prints an "Event loop is closed" traceback (dozens of them, as unraisable exceptions or
-  from its threads). The failure itself is reported once, by `save`; these are dropped. Every
-  other exception passes through. Installed once, before the first save."""
+  from its threads), and asyncio logs the failed task's exception once more. The failure itself is
+  reported once, by `save`; these are dropped. Every other exception passes through. Installed
+  once, before the first save."""
   import threading
   if getattr(sys.unraisablehook, "_wsae_quiet", False):
     return
@@ -54,6 +55,16 @@ def _quiet_closed_event_loops() -> None:
   sys.unraisablehook = unraisable
   threading.excepthook = thread
   sys.excepthook = printed
+  # The failed write's own exception, left in an orbax task, is logged again by asyncio when the
+  # task is collected ("Task exception was never retrieved"), often at interpreter exit.
+  logging.getLogger("asyncio").addFilter(_drop_reported_write_failures)
+
+
+def _drop_reported_write_failures(record: logging.LogRecord) -> bool:
+  """A logging filter: False for a record that carries a write failure (already raised as
+  `OutputWriteError` by `Checkpointer.save`), True for everything else."""
+  exc = record.exc_info[1] if record.exc_info else None
+  return exc is None or records.write_failure(exc) is None
 
 
 class Checkpointer:
