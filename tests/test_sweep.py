@@ -231,3 +231,32 @@ def test_decoder_gamma_members_equal_train(four_devices):
   assert not np.allclose(res.gammas[1], 1.0) and np.allclose(res.gammas[0], 1.0)
   with pytest.raises(w.WSAEInputError, match="multiple of steps_per_call"):
     sweep.train_sweep(cfg, tc, members, PROBLEM, progress=False, decoder_gamma_every=15)
+
+
+def test_uneven_feature_rates_have_their_law_and_sweep_equals_train(four_devices):
+  """`rates`: feature j is active with probability (1 − S)·rates[j]; a sweep member on a problem
+  with rates ends where `train` on the same `SyntheticSource` takes it."""
+  rates = np.linspace(0.25, 1.75, W_P.shape[1]).astype(np.float32)
+  src = w.SyntheticSource(W_P, 0.6, 20_000, seed=0, rates=rates)
+  freq = np.mean(np.asarray(src.features(0)) > 0, axis=0)
+  np.testing.assert_allclose(freq, 0.4 * rates, atol=0.012)  # ~3.5 binomial s.d. at 20k rows
+  assert w.data.sources.describe(src)["rates"] == rates.tolist()
+  problem = problems.SyntheticProblem(W_P, rates=rates)
+  cfg = w.TopKSAEConfig(d_in=8, d_sae=16, k=4, dead_after_tokens=256)
+  members = [{"seed": 0, "sparsity": 0.6, "data_seed": 2}, {"seed": 1, "sparsity": 0.8}]
+  res = sweep.train_sweep(cfg, TC, members, problem, progress=False,
+                          mesh=sweep.sweep_mesh(2, four_devices[:2]))
+  one = parallel.data_mesh(four_devices[:1])
+  for i, m in enumerate(members):
+    s = w.SyntheticSource(W_P, m["sparsity"], TC.batch_size, seed=m.get("data_seed", 0),
+                          rates=rates)
+    state, _ = train_lib.train(cfg, dataclasses.replace(TC, seed=m["seed"]), s, mesh=one,
+                               progress=False)
+    assert_close(res.params(i), jax.device_get(state.params), rtol=1e-4, atol=2e-5)
+  assert "rates" in problem.describe()
+  with pytest.raises(w.WSAEInputError, match=r"feature 10 would be active with probability"):
+    w.SyntheticSource(W_P, 0.3, 8, rates=rates)  # 0.7 · 1.75 > 1
+  with pytest.raises(w.WSAEInputError, match="member 0: feature 10"):
+    sweep.train_sweep(cfg, TC, [{"sparsity": 0.3}], problem, progress=False)
+  with pytest.raises(w.WSAEInputError, match=r"rates must have shape \(11,\)"):
+    problems.SyntheticProblem(W_P, rates=rates[:3])

@@ -13,7 +13,7 @@ class WSAEInputError(ValueError):
   """Bad input to a wsae_jax function. A `ValueError`, so `except ValueError` catches it."""
 
 
-def _is_concrete(x: Any) -> bool:
+def is_concrete(x: Any) -> bool:
   """True when `x` holds values we can look at (not a tracer inside jit/vmap)."""
   return not isinstance(x, jax.core.Tracer)
 
@@ -36,7 +36,7 @@ def check_float(name: str, x: Any) -> None:
 
 def check_finite(name: str, x: Any) -> None:
   """Raises if a concrete array holds NaN or inf (tracers are skipped)."""
-  if not _is_concrete(x):
+  if not is_concrete(x):
     return
   arr = np.asarray(x)
   if arr.dtype.kind == "f" or str(arr.dtype) == "bfloat16":
@@ -73,7 +73,7 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
 def check_range(name: str, value: Any, *, low: float | None = None, high: float | None = None,
                 low_open: bool = False, high_open: bool = False) -> None:
   """Checks a concrete scalar (or every entry of a concrete array) lies in a range."""
-  if not _is_concrete(value):
+  if not is_concrete(value):
     return
   arr = np.asarray(value, dtype=np.float64)
   lo = "(" if low_open else "["

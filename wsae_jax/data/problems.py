@@ -86,9 +86,14 @@ class SyntheticProblem:
   """Law of active magnitudes (see `superposition.sample_features`)."""
   prng_impl: str = "threefry2x32"
   """PRNG of the data streams (see `sources.SyntheticSource`)."""
+  rates: Any = None
+  """Relative firing rate per true feature (None: all 1): feature `j` is active with probability
+  `(1 − S)·rates[j]` at each member's sparsity S (`superposition.sample_features`)."""
 
   def __post_init__(self):
     V.check_matrix("W_p", self.W_p, shape=(None, None))
+    if self.rates is not None:
+      sp.check_rates(self.rates, np.shape(self.W_p)[1])
     if self.magnitude not in sp.MAGNITUDES:
       raise V.WSAEInputError(f"magnitude must be one of {sp.MAGNITUDES}, got {self.magnitude!r}.")
     if self.prng_impl not in sources.PRNG_IMPLS:
@@ -99,10 +104,12 @@ class SyntheticProblem:
     """The stream of one member: the batches `train` would draw at this sparsity and seed."""
     return sources.SyntheticSource(self.W_p, sparsity, batch_size, seed=seed,
                                    magnitude=self.magnitude,  # type: ignore[arg-type]  # checked
-                                   prng_impl=self.prng_impl)
+                                   rates=self.rates, prng_impl=self.prng_impl)
 
   def describe(self) -> dict:
     """The identity of the problem (compared when a sweep resumes)."""
     W = np.asarray(self.W_p, np.float32)
     return {"kind": "synthetic", "W_p_shape": list(W.shape), "magnitude": self.magnitude,
-            "prng_impl": self.prng_impl, "W_p_sha1": hashlib.sha1(W.tobytes()).hexdigest()}
+            "prng_impl": self.prng_impl, "W_p_sha1": hashlib.sha1(W.tobytes()).hexdigest(),
+            **({} if self.rates is None
+               else {"rates": np.asarray(self.rates, np.float32).tolist()})}

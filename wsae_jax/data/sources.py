@@ -30,6 +30,8 @@ class SyntheticSource:
     batch_size: examples per step.
     seed: data seed; the batch at `step` depends only on `(seed, step)`.
     magnitude: law of the active magnitudes (see `sample_features`).
+    rates: relative firing rate per feature (feature `j` is active with probability
+      `(1 − sparsity)·rates[j]`); None: every feature at `1 − sparsity`.
     prng_impl: JAX PRNG implementation of the data stream: "threefry2x32" (default: the same
       batches on any number of devices) or "rbg" / "unsafe_rbg" (often faster on accelerators;
       batches may differ across device counts and JAX versions, and a sweep's batches are not
@@ -38,9 +40,12 @@ class SyntheticSource:
   """
 
   def __init__(self, W_p, sparsity: float, batch_size: int, *, seed: int = 0,
-               magnitude: sp.Magnitude = "uniform", prng_impl: str = "threefry2x32"):
+               magnitude: sp.Magnitude = "uniform", rates=None,
+               prng_impl: str = "threefry2x32"):
     V.check_matrix("W_p", W_p, shape=(None, None))
     V.check_range("sparsity", sparsity, low=0.0, high=1.0, high_open=True)
+    if rates is not None:
+      sp.check_rates(rates, np.shape(W_p)[1], sparsity)
     V.check_int("batch_size", batch_size, low=1)
     if magnitude not in sp.MAGNITUDES:
       raise V.WSAEInputError(f"magnitude must be one of {sp.MAGNITUDES}, got {magnitude!r}.")
@@ -49,6 +54,7 @@ class SyntheticSource:
     self.batch_size = batch_size
     self.seed = seed
     self.magnitude = magnitude
+    self.rates = None if rates is None else np.asarray(rates, np.float32)
     self.d_in, self.n = self.W_p.shape
     if prng_impl not in PRNG_IMPLS:
       raise V.WSAEInputError(f"prng_impl must be one of {PRNG_IMPLS}, got {prng_impl!r}.")
@@ -59,7 +65,7 @@ class SyntheticSource:
   def features(self, step, batch_size: int | None = None) -> jax.Array:
     """Ground-truth features `(batch, n)` of step `step`."""
     return sp.sample_features(jax.random.fold_in(self._key, step), batch_size or self.batch_size,
-                              self.n, self.sparsity, magnitude=self.magnitude)
+                              self.n, self.sparsity, magnitude=self.magnitude, rates=self.rates)
 
   def sample(self, step, batch_size: int | None = None) -> tuple[jax.Array, jax.Array]:
     """`(x, x_p)` of step `step`; use a step outside the training range for held-out data."""
@@ -181,6 +187,7 @@ def describe(source) -> dict:
     digest = hashlib.sha1(np.asarray(source.W_p, np.float32).tobytes()).hexdigest()
     return {"kind": "synthetic", "seed": source.seed, "sparsity": source.sparsity,
             "magnitude": source.magnitude, "batch_size": source.batch_size, "W_p_sha1": digest,
+            **({} if source.rates is None else {"rates": source.rates.tolist()}),
             **({} if source.prng_impl == "threefry2x32" else {"prng_impl": source.prng_impl})}
   if isinstance(source, ArraySource):
     return {"kind": "array", "seed": source.seed, "shuffle": source.shuffle,

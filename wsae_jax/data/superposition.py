@@ -22,13 +22,18 @@ MAGNITUDES = ("uniform", "exponential", "constant")
 
 
 def sample_features(key: jax.Array, batch_size: int, n: int, sparsity, *,
-                    magnitude: Magnitude = "uniform", dtype=jnp.float32) -> jax.Array:
+                    magnitude: Magnitude = "uniform", rates=None,
+                    dtype=jnp.float32) -> jax.Array:
   """Draws `(batch_size, n)` ground-truth features.
 
   Each coordinate is 0 with probability `sparsity` and otherwise has magnitude drawn from
   `magnitude` ("uniform": U[0, 1]; "exponential": Exp(1); "constant": 1). One uniform draw per
   coordinate serves both the mask and the magnitude: given `u >= S`, `(u - S) / (1 - S)` is again
   U[0, 1), so the law is exact and random-number generation costs half as much.
+
+  `rates` (length n, optional) makes the features unevenly sparse: feature `j` is active with
+  probability `(1 − S)·rates[j]` (see `feature_sparsity`), so the mean density is `1 − S` when the
+  rates average 1.
 
   `sparsity` may be a traced scalar (for `vmap` over sparsities); a concrete value is checked.
 
@@ -42,7 +47,36 @@ def sample_features(key: jax.Array, batch_size: int, n: int, sparsity, *,
   if magnitude not in MAGNITUDES:
     raise V.WSAEInputError(f"magnitude must be one of {MAGNITUDES}, got {magnitude!r}.")
   u = jax.random.uniform(key, (batch_size, n), dtype=dtype)
-  return features_from_uniform(u, jnp.asarray(sparsity, dtype), magnitude)
+  return features_from_uniform(u, feature_sparsity(sparsity, rates, n).astype(dtype), magnitude)
+
+
+def feature_sparsity(sparsity, rates=None, n: int | None = None) -> jax.Array:
+  """Per-feature sparsity `S_j = 1 − (1 − S)·rates[j]` (the scalar `S` when `rates` is None).
+
+  Raises `WSAEInputError` (for concrete values) when a rate is not positive or makes a feature
+  active with probability above 1, naming the feature and the largest sparsity that allows it.
+  """
+  if rates is None:
+    return jnp.asarray(sparsity, jnp.float32)
+  check_rates(rates, n, sparsity)
+  return 1.0 - (1.0 - jnp.asarray(sparsity, jnp.float32)) * jnp.asarray(rates, jnp.float32)
+
+
+def check_rates(rates, n: int | None, sparsity=None) -> None:
+  """Relative firing rates: a positive finite vector of length n with `(1 − S)·rate ≤ 1`."""
+  V.check_float("rates", rates)
+  if n is not None and np.shape(rates) != (n,):
+    raise V.WSAEInputError(f"rates must have shape ({n},) (one per true feature), got "
+                           f"{tuple(np.shape(rates))}.")
+  V.check_range("rates", rates, low=0.0, low_open=True)
+  if sparsity is not None and V.is_concrete(sparsity) and V.is_concrete(rates):
+    r = np.asarray(rates, np.float64)
+    if (1.0 - float(sparsity)) * r.max() > 1.0 + 1e-9:
+      j = int(r.argmax())
+      raise V.WSAEInputError(
+          f"feature {j} would be active with probability (1 − S)·rate = "
+          f"{(1.0 - float(sparsity)) * r[j]:.3g} > 1 at S = {float(sparsity):g}; use S ≥ "
+          f"{1.0 - 1.0 / r[j]:.4g} or smaller rates.")
 
 
 def features_from_uniform(u, sparsity, magnitude: Magnitude = "uniform") -> jax.Array:

@@ -40,7 +40,7 @@ def _check_W_p(W_p):
 
 def _check_x(x, n):
   V.check_matrix("x", x, shape=(None, n))
-  if V._is_concrete(x) and np.any(np.asarray(x) < 0):
+  if V.is_concrete(x) and np.any(np.asarray(x) < 0):
     raise V.WSAEInputError("x must be non-negative (ground-truth features are >= 0 in this model).")
 
 

@@ -203,7 +203,7 @@ def synthetic_held_out(run_dir, num_samples: int = 8192):
     raise V.WSAEInputError(f"{path} is not the W_p this run trained on (its SHA-1 differs from "
                            f"run.json's); restore the run's own file.")
   source = sources.SyntheticSource(W, d["sparsity"], num_samples, seed=d["seed"],
-                                   magnitude=d.get("magnitude", "uniform"),
+                                   magnitude=d.get("magnitude", "uniform"), rates=d.get("rates"),
                                    prng_impl=d.get("prng_impl", "threefry2x32"))
   x, x_p = (np.asarray(a) for a in source.sample(problems.HELD_OUT_STEP, num_samples))
   gamma = meta.get("gamma") if isinstance(meta.get("gamma"), list) else None

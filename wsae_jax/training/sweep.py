@@ -185,7 +185,7 @@ def _chunk_size(num_members: int, mesh: Mesh, member_chunk: int) -> int:
 
 def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk, mesh,
                 problem_n, W_p, magnitude, seeds_R, stream_seed_idx, stream_sparsity,
-                shared_chunks=False, prng_impl="threefry2x32"):
+                rates=None, shared_chunks=False, prng_impl="threefry2x32"):
   """Returns jit((states, hp, xs_or_none, step0) -> (states, last_metrics)).
 
   `shared_chunks`: every chunk's members read one stream, so a chunk's batch is passed to its
@@ -211,7 +211,8 @@ def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk
 
     u_RxTxBxN = jax.vmap(uniforms)(seeds_R)
     u_UxTxBxN = u_RxTxBxN[stream_seed_idx]
-    x = sp.features_from_uniform(u_UxTxBxN, stream_sparsity[:, None, None, None], magnitude)
+    x = sp.features_from_uniform(
+        u_UxTxBxN, sp.feature_sparsity(stream_sparsity[:, None, None, None], rates), magnitude)
     return x @ W_p.T
 
   def per_device(states, hp, xs, step0):
@@ -376,6 +377,12 @@ def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, 
         f"data yields batches of {source.batch_size} but train_cfg.batch_size is "
         f"{train_cfg.batch_size}; make them equal.")
   res = resolve_members(sae_cfg, train_cfg, list(members), synthetic=synthetic)
+  if synthetic and data.rates is not None:
+    for i, m in enumerate(res):
+      try:
+        sp.check_rates(data.rates, None, m["sparsity"])
+      except V.WSAEInputError as e:
+        raise V.WSAEInputError(f"member {i}: {e}") from None
   E = len(res)
   mesh = mesh or sweep_mesh(E)
   if models.get(sae_cfg).batch_coupled and mesh.shape[DATA_AXIS] > 1:
@@ -413,6 +420,7 @@ def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, 
         seeds_R=jnp.asarray(seeds, jnp.uint32),
         stream_seed_idx=jnp.asarray([seeds.index(s) for s, _ in streams]),
         stream_sparsity=jnp.asarray([s for _, s in streams], jnp.float32),
+        rates=None if data.rates is None else jnp.asarray(data.rates, jnp.float32),
         shared_chunks=bool(np.all(stream_of.reshape(-1, C) == stream_of.reshape(-1, C)[:, :1])),
         prng_impl=data.prng_impl)
   else:
