@@ -72,3 +72,16 @@ def test_sample_features_bad_input(kwargs, match):
 def test_polygon_bad_input():
   with pytest.raises(ValueError, match="k must be >= 2"):
     sp.polygon_matrix(2, 1)
+
+
+def test_toy_model_trains_on_uneven_rates():
+  """rates = 1 is the plain toy model exactly; other rates change its training data; a rate the
+  sparsity cannot allow is refused before training."""
+  key = jax.random.key(0)
+  plain = w.toy_model_matrix(key, 8, 4, 0.8, steps=50)
+  np.testing.assert_array_equal(w.toy_model_matrix(key, 8, 4, 0.8, steps=50, rates=np.ones(8)),
+                                plain)
+  uneven = w.toy_model_matrix(key, 8, 4, 0.8, steps=50, rates=np.linspace(0.5, 1.5, 8))
+  assert np.abs(uneven - plain).max() > 1e-3
+  with pytest.raises(w.WSAEInputError, match="feature 7 would be active"):
+    w.toy_model_matrix(key, 8, 4, 0.5, steps=50, rates=np.linspace(0.5, 2.5, 8))

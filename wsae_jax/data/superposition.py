@@ -159,7 +159,8 @@ def random_matrix(key: jax.Array, n_p: int, n: int, *, dtype=jnp.float32) -> jax
 
 
 @functools.partial(jax.jit, static_argnames=("n", "n_p", "steps", "batch_size"))
-def _train_toy_model(key, importance_N, sparsity, *, n, n_p, steps, batch_size, learning_rate):
+def _train_toy_model(key, importance_N, sparsity, rates_N, *, n, n_p, steps, batch_size,
+                     learning_rate):
   k_init, k_data = jax.random.split(key)
   params = {"W": jax.random.normal(k_init, (n_p, n)) * math.sqrt(2.0 / (n + n_p)),
             "b": jnp.zeros((n,))}
@@ -171,7 +172,7 @@ def _train_toy_model(key, importance_N, sparsity, *, n, n_p, steps, batch_size, 
 
   def body(carry, step):
     p, s = carry
-    x = sample_features(jax.random.fold_in(k_data, step), batch_size, n, sparsity)
+    x = sample_features(jax.random.fold_in(k_data, step), batch_size, n, sparsity, rates=rates_N)
     loss, g = jax.value_and_grad(loss_fn)(p, x)
     upd, s = opt.update(g, s, p)
     return (optax.apply_updates(p, upd), s), loss
@@ -181,7 +182,8 @@ def _train_toy_model(key, importance_N, sparsity, *, n, n_p, steps, batch_size, 
 
 
 def toy_model_matrix(key: jax.Array, n: int, n_p: int, sparsity: float, *,
-                     importance: np.ndarray | float | None = None, steps: int = 3000,
+                     importance: np.ndarray | float | None = None, rates=None,
+                     steps: int = 3000,
                      batch_size: int = 1024, learning_rate: float = 1e-3,
                      normalize: bool = True, return_info: bool = False):
   """Trains the Elhage et al. toy model `ReLU(Wᵀ W x + b)` and returns its `W` as `W_p`.
@@ -193,6 +195,7 @@ def toy_model_matrix(key: jax.Array, n: int, n_p: int, sparsity: float, *,
     sparsity: feature sparsity S in [0, 1) of the training data.
     importance: per-feature importance, a length-n vector or a decay factor `r` giving `r**i`
       (None: all 1).
+    rates: relative firing rate per feature of the training data (`sample_features`; None: all 1).
     steps, batch_size, learning_rate: Adam training schedule.
     normalize: rescale columns to unit norm, as the paper's data model assumes. Features the toy
       model did not represent (small column norm) then get arbitrary directions; `return_info`
@@ -216,7 +219,11 @@ def toy_model_matrix(key: jax.Array, n: int, n_p: int, sparsity: float, *,
     if imp.shape != (n,):
       raise V.WSAEInputError(f"importance must be a scalar or shape ({n},), got {imp.shape}.")
     V.check_range("importance", imp, low=0.0, low_open=True)
-  W, b, losses = _train_toy_model(key, jnp.asarray(imp), jnp.float32(sparsity), n=n, n_p=n_p,
+  if rates is not None:
+    check_rates(rates, n, sparsity)
+  W, b, losses = _train_toy_model(key, jnp.asarray(imp), jnp.float32(sparsity),
+                                  None if rates is None else jnp.asarray(rates, jnp.float32),
+                                  n=n, n_p=n_p,
                                   steps=steps, batch_size=batch_size,
                                   learning_rate=jnp.float32(learning_rate))
   W = np.asarray(W, np.float32)
