@@ -39,6 +39,32 @@ def test_console_script_entry_point():
   out = subprocess.run([sys.executable, "-m", "wsae_jax", "--help"], capture_output=True,
                        text=True, check=True).stdout
   assert "Weighted sparse autoencoders" in out
+  for name, line in cli.COMMAND_HELP.items():
+    assert name in out and line.split()[0] in out
+
+
+def test_help_and_version_do_not_import_jax():
+  """`wsae --help` / `--version` build no command's options, so JAX is never imported (#28)."""
+  code = ("import sys\nfrom wsae_jax.app import cli\n"
+          "for argv in (['--help'], ['--version']):\n"
+          "  try:\n    cli.main(argv)\n  except SystemExit as e:\n    assert e.code == 0\n"
+          "print('jax' in sys.modules, 'wsae_jax.models' in sys.modules)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True).stdout
+  assert out.strip().splitlines()[-1] == "False False"
+  assert "wsae 0.1.0" in out
+
+
+def test_cli_architecture_names_are_the_registry():
+  from wsae_jax import models
+  assert cli.ARCHITECTURES == tuple(sorted(models.ARCHITECTURES))
+
+
+def test_a_command_builds_only_its_own_options():
+  parser = cli.build_parser(only="export")
+  sub = next(a for a in parser._actions if a.dest == "command")
+  assert sub.choices["export"]._actions[-1].dest != "help"  # export: options built
+  assert [a.dest for a in sub.choices["train"]._actions] == ["help"]  # train: listed only
 
 
 def test_theory_prints_per_feature_table(tmp_path, capsys):

@@ -23,19 +23,24 @@ Shape letters, used the same way in every module (`x_BxD` is a batch of inputs):
   C  a chunk of rows or members processed together
 """
 
-from wsae_jax import data, evaluation, models, objectives, parallel, storage, theory, training
+from typing import TYPE_CHECKING
+
+from wsae_jax import _lazy
 from wsae_jax._validate import WSAEInputError
-from wsae_jax.data.sources import ArraySource, IterableSource, SyntheticSource, as_source
-from wsae_jax.data.store import ActivationStore, ActivationWriter
-from wsae_jax.data.superposition import (
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each is imported on first use
+  from wsae_jax import data, evaluation, models, objectives, parallel, storage, theory, training
+  from wsae_jax.data.sources import ArraySource, IterableSource, SyntheticSource, as_source
+  from wsae_jax.data.store import ActivationStore, ActivationWriter
+  from wsae_jax.data.superposition import (
     observe,
     polygon_matrix,
     random_matrix,
     sample_features,
     toy_model_matrix,
-)
-from wsae_jax.evaluation.metrics import evaluate, match_latents, mcc, mmcs
-from wsae_jax.models import (
+  )
+  from wsae_jax.evaluation.metrics import evaluate, match_latents, mcc, mmcs
+  from wsae_jax.models import (
     BatchTopKSAEConfig,
     JumpReLUSAEConfig,
     ReLUSAEConfig,
@@ -45,12 +50,57 @@ from wsae_jax.models import (
     encode,
     make_config,
     sae_loss,
-)
-from wsae_jax.objectives.reconstruction import reconstruction_loss
-from wsae_jax.objectives.weights import consistency_weights, semantic_consistency, variance_weights
-from wsae_jax.parallel import data_mesh
-from wsae_jax.theory import closed_form
-from wsae_jax.training.trainer import History, TrainConfig, TrainState, make_train_step, train
+  )
+  from wsae_jax.objectives.reconstruction import reconstruction_loss
+  from wsae_jax.objectives.weights import (
+    consistency_weights,
+    semantic_consistency,
+    variance_weights,
+  )
+  from wsae_jax.parallel import data_mesh
+  from wsae_jax.theory import closed_form
+  from wsae_jax.training.trainer import History, TrainConfig, TrainState, make_train_step, train
+
+_SUBMODULES = ("data", "evaluation", "models", "objectives", "parallel", "storage", "theory",
+               "training")
+_NAMES = {
+    "ArraySource": "wsae_jax.data.sources",
+    "IterableSource": "wsae_jax.data.sources",
+    "SyntheticSource": "wsae_jax.data.sources",
+    "as_source": "wsae_jax.data.sources",
+    "ActivationStore": "wsae_jax.data.store",
+    "ActivationWriter": "wsae_jax.data.store",
+    "observe": "wsae_jax.data.superposition",
+    "polygon_matrix": "wsae_jax.data.superposition",
+    "random_matrix": "wsae_jax.data.superposition",
+    "sample_features": "wsae_jax.data.superposition",
+    "toy_model_matrix": "wsae_jax.data.superposition",
+    "evaluate": "wsae_jax.evaluation.metrics",
+    "match_latents": "wsae_jax.evaluation.metrics",
+    "mcc": "wsae_jax.evaluation.metrics",
+    "mmcs": "wsae_jax.evaluation.metrics",
+    "BatchTopKSAEConfig": "wsae_jax.models",
+    "JumpReLUSAEConfig": "wsae_jax.models",
+    "ReLUSAEConfig": "wsae_jax.models",
+    "TiedSAEConfig": "wsae_jax.models",
+    "TopKSAEConfig": "wsae_jax.models",
+    "decode": "wsae_jax.models",
+    "encode": "wsae_jax.models",
+    "make_config": "wsae_jax.models",
+    "sae_loss": "wsae_jax.models",
+    "reconstruction_loss": "wsae_jax.objectives.reconstruction",
+    "consistency_weights": "wsae_jax.objectives.weights",
+    "semantic_consistency": "wsae_jax.objectives.weights",
+    "variance_weights": "wsae_jax.objectives.weights",
+    "data_mesh": "wsae_jax.parallel",
+    "closed_form": "wsae_jax.theory",
+    "History": "wsae_jax.training.trainer",
+    "TrainConfig": "wsae_jax.training.trainer",
+    "TrainState": "wsae_jax.training.trainer",
+    "make_train_step": "wsae_jax.training.trainer",
+    "train": "wsae_jax.training.trainer",
+}
+__getattr__, __dir__ = _lazy.attach(__name__, globals(), _SUBMODULES, _NAMES)
 
 __version__ = "0.1.0"
 

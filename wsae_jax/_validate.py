@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numbers
+import sys
 from typing import Any
 
-import jax
 import numpy as np
 
 
@@ -14,8 +14,10 @@ class WSAEInputError(ValueError):
 
 
 def is_concrete(x: Any) -> bool:
-  """True when `x` holds values we can look at (not a tracer inside jit/vmap)."""
-  return not isinstance(x, jax.core.Tracer)
+  """True when `x` holds values we can look at (not a tracer inside jit/vmap). JAX is not
+  imported for this: without JAX loaded there are no tracers."""
+  jax = sys.modules.get("jax")
+  return jax is None or not isinstance(x, jax.core.Tracer)
 
 
 def check_rank(name: str, x: Any, rank: int, *, hint: str = "") -> None:

@@ -6,9 +6,23 @@ import argparse
 import sys
 
 from wsae_jax import _validate as V
-from wsae_jax import models
 from wsae_jax.training.config import DEAD_AFTER_RUN_FRACTION
 
+# JAX and the models are imported by the commands that use them, not here, so that `wsae --help`
+# starts in a fraction of a second (issue #28). The architectures' names for --arch are therefore
+# written out; tests/test_cli.py checks them against the registry (`models.ARCHITECTURES`).
+ARCHITECTURES = ("batchtopk", "jumprelu", "relu", "tied", "topk")
+
+# One line per command, shown by `wsae --help` (which builds no command's options).
+COMMAND_HELP = {
+    "demo": "train an SAE and a WSAE on a superposition problem; write demo.json + demo.png",
+    "theory": "closed-form diagnostics (shrinking, vanishing, identifiability) for a geometry",
+    "sweep": "train a whole hyperparameter sweep as one compiled program",
+    "train": "train one SAE (synthetic or from an activation file), checkpointed and resumable",
+    "export": "write the newest checkpoint of a run as a SAELens folder",
+    "eval": "score an SAE on held-out activations: FVU, L0, dead/dense latents, token statistics, k-sparse probing, LM loss recovered",
+    "report": "write one self-contained HTML page about a run, a SAELens folder or a sweep: metrics, curves, γ, latents with their top contexts, true features, Pareto front",
+}
 # Command-line flag of each architecture hyperparameter (`Architecture.hyperparameters`; a test
 # checks that every registered one has a flag).
 HYPERPARAMETER_FLAGS = {"k": "--k", "l1_coefficient": "--l1", "l0_coefficient": "--l0"}
@@ -33,7 +47,7 @@ def _add_demo(sub):
   from wsae_jax.app.demo import GEOMETRIES, DemoConfig
   d = DemoConfig()
   p = sub.add_parser(
-      "demo", help="train an SAE and a WSAE on a superposition problem; write demo.json + demo.png",
+      "demo", help=COMMAND_HELP["demo"],
       description="Builds a superposition problem (n_p = 20 observed dimensions), trains a plain SAE "
       "and a weighted SAE (γ_i = Var(x_p,i)^α) at each sparsity, prints a table of L_SAE, L_GT, "
       "MMCS, features per latent, shrinkage and vanishing, and writes demo.json and demo.png.",
@@ -45,7 +59,7 @@ def _add_demo(sub):
   p.add_argument("--sparsities", type=_floats, default=d.sparsities,
                  help="comma-separated feature sparsities S in [0, 1)")
   p.add_argument("--alpha", type=float, default=d.alpha, help="WSAE exponent α >= 0")
-  p.add_argument("--arch", dest="architecture", choices=sorted(models.ARCHITECTURES),
+  p.add_argument("--arch", dest="architecture", choices=ARCHITECTURES,
                  default=d.architecture, help="SAE architecture (tied = the paper's theory SAE)")
   p.add_argument("--steps", type=int, default=d.steps, help="training steps per SAE")
   p.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per step")
@@ -67,7 +81,7 @@ def _run_demo(args):
 
 def _add_theory(sub):
   p = sub.add_parser(
-      "theory", help="closed-form diagnostics (shrinking, vanishing, identifiability) for a geometry",
+      "theory", help=COMMAND_HELP["theory"],
       description="Runs closed_form.diagnose on a chosen superposition geometry: per true feature, "
       "the expected shrinkage E[x_m,j/x_j | x_j>0] and vanishing probability P(x_m,j=0 | x_j>0) of "
       "the paper's closed-form SAE, its L_SAE, L_GT and the Thm 4/5 gap, and which identifiability "
@@ -159,7 +173,7 @@ def _add_resume_overwrite(group, resume_help: str, overwrite_help: str) -> None:
 def _add_sweep(sub):
   from wsae_jax.app.sweep_file import SWEEP_FILE_DOC
   p = sub.add_parser(
-      "sweep", help="train a whole hyperparameter sweep as one compiled program",
+      "sweep", help=COMMAND_HELP["sweep"],
       description="Trains every member of the grid a sweep file describes together (vmap over "
       "members, sharded over devices) and writes sweep.json, sweep.csv and sweep.png.\n\n"
       + SWEEP_FILE_DOC + "\nExit status: 0 on success; 1 if any member diverged (frozen at its last "
@@ -186,7 +200,7 @@ def _run_sweep(args):
 
 def _add_train(sub):
   p = sub.add_parser(
-      "train", help="train one SAE (synthetic or from an activation file), checkpointed and resumable",
+      "train", help=COMMAND_HELP["train"],
       description="Trains one SAE on synthetic superposition data or on activations from a .npy "
       "file (tokens x d_in). Writes OUT/run.json (the run's settings and data identity), "
       "OUT/checkpoints (every --checkpoint-every steps, the last --keep kept), OUT/history.json "
@@ -223,7 +237,7 @@ def _add_train(sub):
   src.add_argument("--sparsity", type=float, default=0.9, help="synthetic: feature sparsity S")
   src.add_argument("--data-seed", type=int, default=0, help="seed of the data stream")
   m = p.add_argument_group("model")
-  m.add_argument("--arch", choices=sorted(models.ARCHITECTURES), default="tied",
+  m.add_argument("--arch", choices=ARCHITECTURES, default="tied",
                  help="SAE architecture (README: the table of architectures)")
   m.add_argument("--d-sae", type=int, default=None, help="latents (default: n for synthetic data, "
                  "8 x d_in for activations)")
@@ -345,6 +359,7 @@ def _hyperparameters(args) -> dict:
 def _dead_after(args) -> dict:
   """`dead_after_tokens` for the architectures with AuxK from the option; unset, the trainer's
   run-relative default applies (`training.config.resolve_run_defaults`)."""
+  from wsae_jax import models
   if not models.get(args.arch).uses_dead_latents:
     if args.dead_after_tokens is not None:
       raise V.WSAEInputError(f"--dead-after-tokens does not apply to {args.arch} SAEs (no AuxK).")
@@ -505,7 +520,7 @@ def _train_locked(args, out):
 
 
 def _add_export(sub):
-  p = sub.add_parser("export", help="write the newest checkpoint of a run as a SAELens folder",
+  p = sub.add_parser("export", help=COMMAND_HELP["export"],
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   p.add_argument("run", help="run folder written by `wsae train` (holds checkpoints/)")
   p.add_argument("--out", default=None, help="SAELens folder to write (default: RUN/sae); an "
@@ -546,8 +561,7 @@ def _run_export(args):
 
 def _add_eval(sub):
   p = sub.add_parser(
-      "eval", help="score an SAE on held-out activations: FVU, L0, dead/dense latents, token "
-      "statistics, k-sparse probing, LM loss recovered",
+      "eval", help=COMMAND_HELP["eval"],
       description="Scores an SAE (a `wsae train` run folder or any SAELens folder this library "
       "reads) on the last --eval-shards shards of an activation store, on raw activations "
       "(normalisation is folded into the exported weights): FVU on all rows and on typical rows "
@@ -719,8 +733,7 @@ def format_eval(r: dict) -> str:
 
 def _add_report(sub):
   p = sub.add_parser(
-      "report", help="write one self-contained HTML page about a run, a SAELens folder or a "
-      "sweep: metrics, curves, γ, latents with their top contexts, true features, Pareto front",
+      "report", help=COMMAND_HELP["report"],
       description="Writes one HTML file that opens offline (no network, no CDN: SVG and plain "
       "JavaScript inline). For a run or SAELens folder: configuration, metrics (and eval.json "
       "if `wsae eval` wrote one beside it), training curves, γ per dimension with its report; "
@@ -770,7 +783,10 @@ def _run_report(args):
   return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+  """The `wsae` parser. `only`: build that command's options and list the others by their one-line
+  help (what `main` does, so a command imports only what it needs and `wsae --help` no JAX);
+  None: every command in full."""
   parser = argparse.ArgumentParser(
       prog="wsae",
       description="Weighted sparse autoencoders in JAX. Each subcommand has its own --help.",
@@ -778,20 +794,31 @@ def build_parser() -> argparse.ArgumentParser:
       "use by another process (a message naming the problem; nothing is overwritten), 3 if an "
       "output could not be written (disk full, file-size limit: the path and cause are printed; "
       "earlier outputs and checkpoints are untouched).")
+  parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-  _add_demo(sub)
-  _add_theory(sub)
-  _add_sweep(sub)
-  _add_train(sub)
-  _add_export(sub)
-  _add_eval(sub)
-  _add_report(sub)
+  adders = {"demo": _add_demo, "theory": _add_theory, "sweep": _add_sweep, "train": _add_train,
+            "export": _add_export, "eval": _add_eval, "report": _add_report}
+  for name, add in adders.items():
+    if only is None or name == only:
+      add(sub)
+    else:
+      sub.add_parser(name, help=COMMAND_HELP[name])
   return parser
 
 
+def _version() -> str:
+  from importlib import metadata
+  try:
+    return metadata.version("wsae-jax")
+  except metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
+    import wsae_jax
+    return wsae_jax.__version__
+
+
 def main(argv=None) -> int:
-  parser = build_parser()
-  args = parser.parse_args(argv)
+  argv = sys.argv[1:] if argv is None else list(argv)
+  command = next((a for a in argv if not a.startswith("-")), "")
+  args = build_parser(only=command).parse_args(argv)
   from wsae_jax.storage.records import OutputWriteError, write_failure
   try:
     return args.func(args) or 0

@@ -7,4 +7,12 @@
   sweep    many SAEs as one compiled program (`train_sweep`)
   run      the run lifecycle: records, resume-or-start, reading a run's SAE back
 """
-from wsae_jax.training import config, optim, run, state, sweep, trainer  # noqa: F401
+from typing import TYPE_CHECKING
+
+from wsae_jax import _lazy
+
+if TYPE_CHECKING:
+  from wsae_jax.training import config, optim, run, state, sweep, trainer  # noqa: F401
+
+__getattr__, __dir__ = _lazy.attach(
+    __name__, globals(), ("config", "optim", "run", "state", "sweep", "trainer"))
