@@ -5,6 +5,9 @@
 # optax, chex, orbax, torch, scipy, pytest. Nothing is installed: the checkout goes on PYTHONPATH.
 #   bash benchmarks/gpu.sh                  # -> benchmarks/results/gpu.json (+ gpu/*.log, *.json)
 #   GPU_QUICK=1 bash benchmarks/gpu.sh      # smoke sizes (how CI-like machines check the script)
+#   GPU_CEILING=1 bash benchmarks/gpu.sh    # only the γ-ceiling study at n = 200 (its own 540 s)
+# The ceiling study needs the pure-Python `cma` package, which the bare machine lacks: install it
+# here with `pip install --no-deps --target build/gpu-py cma` and carry build/gpu-py along.
 # It assumes no GPU: on a CPU-only machine every step runs on the CPU. CI never depends on it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +31,16 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log, record status 
   tail -n 3 "$LOGS/$name.log"
 }
 
+if [ -d build/gpu-py ]; then export PYTHONPATH="$PYTHONPATH:$PWD/build/gpu-py"; fi
+
 step devices 20 "$PY" -c "import jax; print(jax.default_backend(), jax.devices())"
+if [ -n "${GPU_CEILING:-}" ]; then
+  # Toy models with n = 200 features in 20 dimensions, d_sae ∈ {n, 4n}, 20 fresh seeds.
+  plan=(--plan gpu); [ -n "$QUICK" ] && plan=(--smoke)
+  step gamma_ceiling 540 "$PY" experiments/gamma_ceiling.py "${plan[@]}" --no-progress \
+    --out "$LOGS/gamma_ceiling"
+  exit 0
+fi
 # The library's own logic checks, on 4 forced CPU devices as in CI (1 vs 4 devices agree, sweep ==
 # separate runs, torch parity): tests/conftest.py pins them to the CPU.
 step tests 120 "$PY" -m pytest -q -x -p no:cacheprovider \

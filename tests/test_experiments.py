@@ -211,3 +211,52 @@ def test_tied_extreme_sparsity_smoke():
   # S = 0.99 (Thm 2/3), better than at S = 0.5.
   assert cf[0.99]["mcc"] > 0.95 and cf[0.99]["mcc"] > cf[0.5]["mcc"]
   assert {r["steps"] for r in rows if r["model"] == "tied SAE"} == {30, 60}
+
+
+def test_gamma_ceiling_closed_form_on_the_weighted_dictionary_has_known_answers():
+  """The ceiling study's theory column: Γ = I is Thm 1's closed form (library reference), and on
+  the row-scaled rotated polytope the known undoing γ = exp(−σg) gives exactly the unscaled
+  problem's closed form and coherence (the SAE on ΓW_p sees the rotated-s0 dictionary)."""
+  import gamma_ceiling as gc
+
+  from wsae_jax.theory import closed_form
+  plan = gc.SMOKE
+  rot0, rot1 = gc.geometry("rotated-s0", plan), gc.geometry("rotated-s1", plan)
+  x = np.random.default_rng(0).uniform(size=(512, rot0["W"].shape[1]))
+  x *= np.random.default_rng(1).uniform(size=x.shape) > 0.8
+  W = rot0["W"]
+  want = np.mean(np.sum((x - np.asarray(closed_form.recover(W, x))) ** 2, axis=1))
+  ours = gc.closed_form_l_gt(W, np.ones(W.shape[0]), x)
+  np.testing.assert_allclose(ours, want, rtol=1e-6)  # the library computes in float32
+  np.testing.assert_allclose(gc.closed_form_l_gt(rot1["W"], rot1["undo"], x), ours, rtol=1e-9)
+  np.testing.assert_allclose(gc.coherence(rot1["W"], rot1["undo"]),
+                             gc.coherence(W, np.ones(W.shape[0])), rtol=1e-9)
+  assert gc.closed_form_l_gt(rot1["W"], np.ones(W.shape[0]), x) > 2 * want  # the scaling hurts
+  # The triangles' coherence by hand: 3 pairs at cos 120° per plane, 6 planes, 26 features.
+  tri = gc.geometry("triangles", plan)["W"]
+  np.testing.assert_allclose(gc.coherence(tri, np.ones(20)), 6 * 3 * 2 * 0.25 / (26 * 25))
+
+
+def test_gamma_ceiling_smoke(tmp_path):
+  import gamma_ceiling as gc
+  r = gc.main(["--smoke", "--out", str(tmp_path), "--no-progress"])
+  saved = json.loads((tmp_path / "gamma_ceiling.json").read_text())
+  assert {c for c in saved["raw"]["cells"]} == set(gc.SMOKE.geometries)
+  prim = [x for x in saved["readings"] if x["primary"]]
+  assert len(prim) == len(gc.SMOKE.geometries) * len(gc.SMOKE.search_sparsities)
+  assert all(x["arm"] == "gstar" and 0 <= x["p_adjusted"] <= 1 for x in prim)
+  for cell in saved["raw"]["cells"].values():
+    for s in cell["search"]["by_sparsity"].values():
+      assert len(s["history"]) == gc.SMOKE.generations
+      g = np.asarray(s["gamma_star"])
+      assert g.shape == (20,) and np.all(g > 0)
+      np.testing.assert_allclose(np.mean(g ** 2), 1.0, rtol=1e-5)
+  # Every arm is paired with the plain SAE of its own seed and sparsity.
+  rows = saved["raw"]["cells"]["hub"]["rows"]
+  assert {x["arm"] for x in rows} >= {"sae", "gstar", "gstar-other", "oracle", "decoder"}
+  assert len({(x["seed"], x["sparsity"]) for x in rows if x["arm"] == "sae"}) == 3 * 3
+  again = gc.main(["--from-json", str(tmp_path / "gamma_ceiling.json"), "--out",
+                   str(tmp_path / "again"), "--no-progress"])
+  assert again["readings"] == r["readings"]
+  assert (tmp_path / "gamma_ceiling_gamma.png").exists()
+  assert (tmp_path / "gamma_ceiling_effects.png").exists()

@@ -25,7 +25,7 @@ def test_round_trip_is_exact_and_computes_the_same(cfg, tmp_path):
   p = _random_params(cfg)
   io.save_saelens(tmp_path, cfg, p, metadata={"model_name": "toy", "hook_layer": 3})
   c = json.loads((tmp_path / "cfg.json").read_text())
-  assert c["d_in"] == 6 and c["d_sae"] == 10 and c["meta"]["hook_layer"] == 3
+  assert c["d_in"] == 6 and c["d_sae"] == 10 and c["metadata"]["hook_layer"] == 3
   assert c["architecture"] == SAELENS_NAMES[cfg.architecture]
   cfg2, p2 = io.load_saelens(tmp_path)
   assert cfg2 == cfg  # the tied SAE too: our own tied export loads back as tied
@@ -106,3 +106,58 @@ def test_a_tied_export_with_a_folded_scale_loads_as_its_relu_equivalent(tmp_path
   x = np.asarray(X) / 2.0  # raw activations: the SAE was trained on 2·x
   assert_close(models.forward(cfg2, p2, x)[1],
                np.asarray(models.forward(cfg, p, np.asarray(X))[1]) / 2.0, rtol=1e-5, atol=1e-6)
+
+
+def test_saelens_topk_with_decoder_norm_rescaling_gives_saelens_codes(tmp_path):
+  """SAELens's `rescale_acts_by_decoder_norm = True` (its TopK default for training) loads with
+  the decoder norms folded: codes and reconstructions equal SAELens's own, built by SAELens."""
+  sae_lens = pytest.importorskip("sae_lens", reason="sae-lens not installed (optional extra)")
+  import torch
+  from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
+  torch.manual_seed(0)
+  sae = TopKSAE(TopKSAEConfig(d_in=6, d_sae=10, k=3, rescale_acts_by_decoder_norm=True,
+                              apply_b_dec_to_input=True))
+  with torch.no_grad():
+    for t in (sae.W_enc, sae.W_dec, sae.b_enc, sae.b_dec):
+      t.copy_(torch.randn_like(t) * (0.3 + torch.rand_like(t)))
+  sae.save_model(str(tmp_path))
+  assert json.loads((tmp_path / "cfg.json").read_text())["rescale_acts_by_decoder_norm"] is True
+  cfg, p = io.load_saelens(tmp_path)
+  with torch.no_grad():
+    z_t = sae.encode(torch.tensor(X)).numpy()
+    x_t = sae.decode(torch.tensor(z_t)).numpy()
+  z, x_hat = models.forward(cfg, {k: jnp.asarray(v) for k, v in p.items()}, X)
+  assert np.abs(z_t).max() > 0.1 and (np.count_nonzero(z_t, axis=1) <= 3).all()
+  assert_close(z, z_t, rtol=1e-5, atol=1e-5)
+  assert_close(x_hat, x_t, rtol=1e-5, atol=1e-5)
+  del sae_lens
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_saelens_weights_load_upcast_with_one_warning(dtype, tmp_path):
+  torch = pytest.importorskip("torch", reason="torch not installed (optional extra)")
+  from safetensors.torch import save_file
+  cfg = CONFIGS[2]  # topk
+  p = _random_params(cfg)
+  io.save_saelens(tmp_path, cfg, p)
+  half = {k: torch.tensor(np.asarray(v)).to(getattr(torch, dtype)) for k, v in p.items()}
+  save_file(half, str(tmp_path / "sae_weights.safetensors"))
+  with pytest.warns(UserWarning, match=f"stored as {dtype}; upcast to float32") as rec:
+    cfg2, p2 = io.load_saelens(tmp_path)
+  assert len([r for r in rec if "upcast" in str(r.message)]) == 1
+  for k, v in half.items():
+    assert p2[k].dtype == np.float32
+    np.testing.assert_array_equal(p2[k], v.float().numpy())
+
+
+def test_export_writes_saelens6_metadata_that_saelens_reads(tmp_path):
+  sae_lens = pytest.importorskip("sae_lens", reason="sae-lens not installed (optional extra)")
+  meta = io.metadata_from_data({"kind": "activations", "model": "SmolLM2", "layer": 15})
+  assert meta == {"model_name": "SmolLM2", "hook_layer": 15,
+                  "hook_name": "blocks.15.hook_resid_post"}
+  assert io.metadata_from_data({"kind": "synthetic"}) == {}
+  io.save_saelens(tmp_path, CONFIGS[2], _random_params(CONFIGS[2]), metadata=meta)
+  theirs = sae_lens.SAE.load_from_disk(str(tmp_path), device="cpu")
+  assert theirs.cfg.metadata.model_name == "SmolLM2"
+  assert theirs.cfg.metadata.hook_name == "blocks.15.hook_resid_post"
+  assert theirs.cfg.metadata.hook_layer == 15

@@ -508,7 +508,8 @@ def _train_locked(args, out):
   records.write_json(out / "history.json",
               {"records": hist.records, "diverged_at": hist.diverged_at, "seconds": hist.seconds})
   saelens.save_saelens(out / "sae", cfg, jax.device_get(state.params), normalization_scale=scale,
-                       standardization=standardization)
+                       standardization=standardization,
+                       metadata=saelens.metadata_from_data(sources.describe(source)))
   print(f"trained to step {int(state.step)}; wrote {out / 'sae'} (SAELens format), "
         f"{out / 'history.json'} and checkpoints in {out / 'checkpoints'}")
   if hist.diverged_at is not None:
@@ -555,7 +556,8 @@ def _run_export(args):
     cfg, params, meta = run_lib.load_params(run / "checkpoints")
     out = saelens.save_saelens(target, cfg, jax.device_get(params),
                                normalization_scale=meta.get("normalization_scale"),
-                               standardization=meta.get("standardization"))
+                               standardization=meta.get("standardization"),
+                               metadata=saelens.metadata_from_data(meta.get("data")))
   print(f"exported step {meta['step']} of {run} to {out}")
 
 

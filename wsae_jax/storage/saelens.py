@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import json
 import pathlib
+import warnings
 
 import numpy as np
 
@@ -31,8 +32,11 @@ from wsae_jax.storage import records
 CFG_FILENAME = "cfg.json"
 # cfg.json fields this reader uses (others are allowed and ignored).
 CFG_REQUIRED = {"d_in": int, "d_sae": int}
+SAELENS_FORMAT = "6.54.12"
+"""The SAELens release whose folder format `save_saelens` writes (CI reads it back with it)."""
 CFG_OPTIONAL = {"architecture": str, "apply_b_dec_to_input": bool, "k": int,
-                "normalize_activations": (str, type(None)), "wsae_jax": (dict, type(None))}
+                "normalize_activations": (str, type(None)), "wsae_jax": (dict, type(None)),
+                "rescale_acts_by_decoder_norm": bool}
 WEIGHTS_FILENAME = "sae_weights.safetensors"
 
 
@@ -52,7 +56,8 @@ def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
     normalization_scale: `c` if the SAE was trained on `c·x` (folded into the weights).
     standardization: `{"mean", "std"}` per input dimension if the SAE was trained on
       `(x − mean) / std` (folded into the weights; exclusive with `normalization_scale`).
-    metadata: extra SAELens `meta` fields (model_name, hook_name, hook_layer, context_size, ...).
+    metadata: SAELens `metadata` fields (model_name, hook_name, hook_layer, context_size, ...;
+      `metadata_from_data` builds them from a run's data description).
   """
   from safetensors.numpy import save_file
   exported = models.get(cfg).to_saelens(cfg, params)
@@ -80,8 +85,11 @@ def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
       "architecture": models.get(cfg).saelens_name,
       "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": "float32", "device": "cpu",
       **exported.fields, "normalize_activations": "none", "reshape_activations": "none",
-      "meta": {"model_name": None, "hook_name": None, "hook_layer": None,
-               "context_size": None, **(metadata or {})},
+      # SAELens 6 reads "metadata" (SAEMetadata): the model and hook the SAE is for, and the
+      # format's version (without one, SAELens converts the file as a pre-6.0 config and drops it).
+      "metadata": {"model_name": None, "hook_name": None, "hook_layer": None,
+                   "context_size": None, "sae_lens_version": SAELENS_FORMAT,
+                   **(metadata or {})},
       "wsae_jax": {"config": cfg.to_dict(), "normalization_scale": normalization_scale,
                    "standardization": standardization},
   }
@@ -94,6 +102,37 @@ def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
       raise records.OutputWriteError(out / WEIGHTS_FILENAME, cause) from e
     (tmp / CFG_FILENAME).write_text(json.dumps(cfg_json, indent=2))
   return out
+
+
+def metadata_from_data(data: dict | None) -> dict:
+  """SAELens metadata from a run's data description (`sources.describe`): for an activation store
+  the model and the layer, whose block output is TransformerLens's `blocks.L.hook_resid_post` (the
+  only hook `lm.harvest` stores). Synthetic data has none."""
+  if not data or data.get("kind") != "activations":
+    return {}
+  out: dict = {}
+  if data.get("model"):
+    out["model_name"] = data["model"]
+  if isinstance(data.get("layer"), int):
+    out["hook_layer"] = data["layer"]
+    out["hook_name"] = f"blocks.{data['layer']}.hook_resid_post"
+  return out
+
+
+def fold_decoder_norms(tensors: dict) -> dict:
+  """The plain SAE equal to SAELens's `rescale_acts_by_decoder_norm = True` (Top-k): SAELens
+  encodes `topk((x W_enc + b_enc) ⊙ n)` and decodes `(z / n) W_dec + b_dec` with `n` the decoder
+  row norms, so `W_enc ⊙ n`, `b_enc ⊙ n` and `W_dec / n` give the same codes and outputs."""
+  out = {k: np.asarray(v, np.float64) for k, v in tensors.items()}
+  n = np.linalg.norm(out["W_dec"], axis=1)
+  if np.any(n == 0):
+    raise V.WSAEInputError(f"rescale_acts_by_decoder_norm: {int(np.sum(n == 0))} decoder row(s) "
+                           f"are zero, so the activations cannot be rescaled by their norm.")
+  out["W_enc"] = out["W_enc"] * n[None, :]
+  if "b_enc" in out:
+    out["b_enc"] = out["b_enc"] * n
+  out["W_dec"] = out["W_dec"] / n[:, None]
+  return {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}
 
 
 def fold_input_transform(tensors: dict, fields: dict, *, shift, scale) -> dict:
@@ -122,7 +161,9 @@ def load_saelens(path):
 
   Folders of other tools load as the default architecture of their SAELens name (standard ->
   relu, topk, jumprelu); an encoder with `apply_b_dec_to_input = True` is converted exactly by
-  folding `−b_dec W_enc` into `b_enc` where ours does not subtract b_dec. SAEs exported by
+  folding `−b_dec W_enc` into `b_enc` where ours does not subtract b_dec, and Top-k SAEs with
+  `rescale_acts_by_decoder_norm = True` by folding the decoder norms (`fold_decoder_norms`);
+  bfloat16 / float16 weights are upcast to float32 (with a warning). SAEs exported by
   `save_saelens` come back as they were saved (a tied SAE returns as its untied equivalent; see
   `wsae_jax` in cfg.json for the original config).
   """
@@ -147,6 +188,13 @@ def load_saelens(path):
     raise V.WSAEInputError(
         f"{cfg_path}: normalize_activations={c['normalize_activations']!r} is not supported; fold "
         f"the scaling factor into the weights first (SAELens: fold_activation_norm_scaling_factor).")
+  if c.get("rescale_acts_by_decoder_norm"):
+    if (c.get("architecture") or "standard") != "topk":
+      raise V.WSAEInputError(
+          f"{cfg_path}: rescale_acts_by_decoder_norm = true is supported for topk SAEs only (got "
+          f"architecture {c.get('architecture')!r}); fold the decoder norms in SAELens first "
+          f"(sae.fold_W_dec_norm()) and save again.")
+    w = fold_decoder_norms(w)
   ours = (c.get("wsae_jax") or {}).get("config") or {}
   if ours:
     V.check_fields(f"{cfg_path}: wsae_jax.config", ours, {"architecture": str}, allow_unknown=True)
@@ -177,17 +225,26 @@ def _read_tensors(w_path, cfg_path, d_in: int, d_sae: int) -> dict[str, np.ndarr
   if missing:
     raise V.WSAEInputError(f"{w_path} lacks {sorted(missing)}.")
   want = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_enc": (d_sae,), "b_dec": (d_in,)}
+  low: set[str] = set()
   for name in sorted(w, key=lambda n: (n not in want, list(want).index(n) if n in want else 0, n)):
     arr = w[name]
     if name in want and arr.shape != want[name]:
       raise V.WSAEInputError(
           f"{w_path}: {name} has shape {arr.shape}, but {cfg_path.name} (d_in={d_in}, "
           f"d_sae={d_sae}) requires {want[name]}. The config and the weights disagree.")
-    if not np.issubdtype(arr.dtype, np.floating):
-      raise V.WSAEInputError(f"{w_path}: {name} has dtype {arr.dtype}; weights must be floats.")
+    if str(arr.dtype) in ("bfloat16", "float16"):
+      low.add(str(arr.dtype))
+      arr = np.asarray(arr, np.float32)
+    elif not np.issubdtype(arr.dtype, np.floating):
+      raise V.WSAEInputError(f"{w_path}: {name} has dtype {arr.dtype}; weights must be float16, "
+                             f"bfloat16, float32 or float64.")
+    w[name] = arr
     bad = ~np.isfinite(arr)
     if bad.any():
       raise V.WSAEInputError(
           f"{w_path}: {name} holds {int(bad.sum())} non-finite value(s) (NaN/inf), the first at "
           f"index {tuple(int(i) for i in np.argwhere(bad)[0])}; the SAE is broken.")
+  if low:
+    warnings.warn(f"{w_path}: weights stored as {' and '.join(sorted(low))}; upcast to float32 "
+                  f"(computations run in float32).", UserWarning, stacklevel=3)
   return {k: np.asarray(v, np.float32) for k, v in w.items()}
