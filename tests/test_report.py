@@ -186,6 +186,16 @@ def test_report_with_activations_shows_each_latents_strongest_contexts(store_run
     assert acts[j, 0, c["before"]] == round(255 * z[top[0], j] / c["peak"][j])
   assert set(d["latents"]["top_tokens"][live[0]][0][0].lstrip("#")) <= set("0123456789")
   assert any("token ids shown undecoded" in n for n in d["notes"])  # no tokenizer for this store
+  # The latent table counts the rows `wsae eval` scores: not a context's first (BOS) token.
+  later = np.arange(len(z)) % 16 != 0
+  z_raw = np.asarray(w.models.encode(cfg, params, x), np.float64)
+  fired = z_raw[later] > 0
+  np.testing.assert_allclose(d["latents"]["frequency"], fired.mean(0), atol=1e-4)
+  assert d["latents"]["count"] == fired.sum(0).tolist()
+  first_tokens = set(tokens[~later].tolist()) - set(tokens[later].tolist())
+  for j in live:
+    listed = {int(t.lstrip("#")) for t, _ in d["latents"]["top_tokens"][j]}
+    assert not listed & first_tokens, j
 
 
 def test_report_of_a_sweep_marks_its_pareto_front(tmp_path):

@@ -81,6 +81,10 @@ def test_clicking_a_latent_shows_its_contexts_and_nothing_is_fetched(browser, st
   assert len(detail.find_elements("css selector", ".ctx-group")) == len(set(bands[j]) - {-1})
   hit = lines[0].find_element("css selector", ".tok.hit")
   assert hit.text == c["vocab"][str(int(tokens[expected[0]]))]
+  # Undecoded token ids are kept apart on screen (they ran together: "#339#485#82").
+  toks = lines[0].find_elements("css selector", ".tok")
+  for a, b in zip(toks, toks[1:]):
+    assert b.location["x"] >= a.location["x"] + a.size["width"] + 3 or b.location["y"] > a.location["y"]
   # A neighbour link opens that latent; the URL records it, so the view can be shared.
   link = detail.find_element("css selector", "a.latent-link")
   k = int(link.get_attribute("data-latent"))
@@ -158,3 +162,38 @@ def test_sweep_page_hover_names_the_member(browser, tmp_path):
   assert box.is_displayed() and box.text.startswith("member 4")
   assert "k: 4\nl0: 4.100" in box.text  # member 4: seed 1, k = 4
   assert _requests(browser) == [] and _errors(browser) == []
+
+
+def test_density_axes_read_in_their_units_and_counts_are_whole(browser, store_run):
+  """The density histogram's x ticks are log10 frequencies on the bins' edges (they were bin
+  indices), its y ticks whole latents; the axis title sits clear of the top tick."""
+  run, _ = store_run
+  d = page_data(run / "report.html")
+  edges = d["scores"]["firing_frequency_hist"]["log10_edges"]
+  _open(browser, run / "report.html")
+  card = browser.find_element("id", "density")
+  texts = [t for t in card.find_elements("css selector", "svg text")]
+  xs = [t for t in texts if t.get_attribute("text-anchor") == "middle" and t.text != ""
+        and "frequency" not in t.text]
+  ys = [t for t in texts if t.get_attribute("text-anchor") == "end"]
+  x_vals = [float(t.text) for t in xs]
+  assert len(x_vals) == 5 and min(x_vals) == pytest.approx(edges[0], abs=0.01)
+  assert max(x_vals) == pytest.approx(edges[-1], abs=0.01)
+  assert all(float(t.text).is_integer() for t in ys)
+  title = next(t for t in texts if t.text == "latents")
+  top_tick = min(ys, key=lambda t: t.location["y"])
+  assert title.location["y"] + title.size["height"] <= top_tick.location["y"] + 1
+  assert _errors(browser) == []
+
+
+def test_without_activations_the_table_says_not_measured(browser, store_run, tmp_path):
+  run, _ = store_run
+  from wsae_jax.app import cli
+  out = tmp_path / "bare.html"
+  assert cli.main(["report", str(run), "--out", str(out)]) == 0
+  _open(browser, out)
+  browser.find_element("id", "tab-latents").click()
+  heads = [th.text for th in browser.find_elements("css selector", "#latent-table th")]
+  assert "frequency" not in heads and "mean" not in heads and heads[0] == "latent"
+  assert "not measured" in browser.find_element("id", "panel-latents").text
+  assert _errors(browser) == []

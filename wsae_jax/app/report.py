@@ -213,14 +213,17 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
     data["scores"] = acts_lib.score(cfg, params, x[later], None if tokens is None else
                                     tokens[later])
     data["scores"]["activations"] = str(activations)
+    # The latent table counts the same rows (a context's first token, e.g. <s>, would top the
+    # token lists of the most frequent latents); the contexts below still show every position.
+    counted = tuple(a[later] for a in codes)
     if tokens is None:
       data["notes"].append("the store has no token ids: no contexts.")
-      data["latents"] = _latent_table(cfg, params, codes)
+      data["latents"] = _latent_table(cfg, params, counted)
     else:
       strings, note = _tokenizer_strings(store, model, tokens)
       if note:
         data["notes"].append(note)
-      data["latents"] = _latent_table(cfg, params, codes, tokens, strings)
+      data["latents"] = _latent_table(cfg, params, counted, tokens[later], strings)
       data["contexts"] = _contexts(codes, tokens, L, strings, cfg.d_sae)
   else:
     if not synthetic:

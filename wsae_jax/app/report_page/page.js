@@ -57,7 +57,7 @@ function kvTable(obj, skip) {
 function tokenText(s) { return s.replace(/\n/g, "↵"); }
 
 // -- charts (SVG) -----------------------------------------------------------------------------------
-function axes(w, h, pad, xr, yr, xlabel, ylabel, logx) {
+function axes(w, h, pad, xr, yr, xlabel, ylabel, logx, yint) {
   const g = svg("g");
   const X = v => pad.l + (w - pad.l - pad.r) * ((logx ? Math.log10(v) : v) - xr[0]) / (xr[1] - xr[0] || 1);
   const Y = v => h - pad.b - (h - pad.t - pad.b) * (v - yr[0]) / (yr[1] - yr[0] || 1);
@@ -66,14 +66,14 @@ function axes(w, h, pad, xr, yr, xlabel, ylabel, logx) {
   for (let i = 0; i <= 4; i++) {
     const yv = yr[0] + (yr[1] - yr[0]) * i / 4, xv = xr[0] + (xr[1] - xr[0]) * i / 4;
     const ty = svg("text", {x: pad.l - 4, y: Y(yv) + 3, "text-anchor": "end"});
-    ty.textContent = fmt(+yv.toPrecision(3));
+    ty.textContent = yint ? String(Math.round(yv)) : fmt(+yv.toPrecision(3));
     const tx = svg("text", {x: X(logx ? 10 ** xv : xv), y: h - pad.b + 12, "text-anchor": "middle"});
     tx.textContent = logx ? `1e${xv.toFixed(1)}` : fmt(+xv.toPrecision(3));
     g.append(ty, tx);
   }
   const xl = svg("text", {x: (w + pad.l) / 2, y: h - 2, "text-anchor": "middle"});
   xl.textContent = xlabel;
-  const yl = svg("text", {x: 10, y: pad.t - 4});
+  const yl = svg("text", {x: 4, y: pad.t - 10});  // above the top tick, not on it
   yl.textContent = ylabel;
   g.append(xl, yl);
   return {g, X, Y};
@@ -83,10 +83,11 @@ function range(vals) {
   if (!f.length) return [0, 1];
   let lo = Math.min(...f), hi = Math.max(...f);
   if (lo > 0 && lo < 0.5 * hi) lo = 0;  // honest axes: from zero where it is near
-  return lo === hi ? [lo - 1, hi + 1] : [lo, hi];
+  if (lo === hi) return lo === 0 ? [0, 1] : lo > 0 ? [0, 2 * hi] : [2 * lo, 0];
+  return [lo, hi];
 }
 function lineChart(xs, ys, title, {w = 300, h = 170} = {}) {
-  const pad = {l: 52, r: 10, t: 18, b: 28};
+  const pad = {l: 52, r: 10, t: 26, b: 28};
   const s = svg("svg", {width: w, height: h, class: "chart"});
   const a = axes(w, h, pad, range(xs), range(ys), "step", title);
   s.append(a.g);
@@ -94,14 +95,19 @@ function lineChart(xs, ys, title, {w = 300, h = 170} = {}) {
   s.append(svg("polyline", {points: pts.join(" "), fill: "none", stroke: "#2563eb", "stroke-width": 1.5}));
   return s;
 }
-function barChart(values, title, {w = 360, h = 200, labels = null, highlight = -1} = {}) {
-  const pad = {l: 48, r: 10, t: 16, b: 28};
+function barChart(values, title, {w = 360, h = 200, labels = null, highlight = -1, edges = null, counts = false} = {}) {
+  // edges: the bins' boundaries (length values.length + 1), so the x ticks read in their units;
+  // counts: integer values, so the y ticks are integers too.
+  const pad = {l: 48, r: 10, t: 26, b: 28};
   const s = svg("svg", {width: w, height: h, class: "chart"});
-  const a = axes(w, h, pad, [0, values.length], [0, Math.max(...values, 1e-12)], labels ? labels.x : "index", title);
+  const top = Math.max(...values, 1e-12);
+  const yr = counts ? [0, Math.max(4, Math.ceil(top / 4) * 4)] : [0, top];
+  const xr = edges ? [edges[0], edges[edges.length - 1]] : [0, values.length];
+  const a = axes(w, h, pad, xr, yr, labels ? labels.x : "index", title, false, counts);
   s.append(a.g);
-  const bw = (w - pad.l - pad.r) / values.length;
+  const left = i => a.X(edges ? edges[i] : i), right = i => a.X(edges ? edges[i + 1] : i + 1);
   values.forEach((v, i) => {
-    const r = svg("rect", {x: a.X(i), y: a.Y(v), width: Math.max(bw - 1, 0.5), height: a.Y(0) - a.Y(v),
+    const r = svg("rect", {x: left(i), y: a.Y(v), width: Math.max(right(i) - left(i) - 1, 0.5), height: a.Y(0) - a.Y(v),
                            fill: i === highlight ? "#c2410c" : "#60a5fa"});
     const t = svg("title");
     t.textContent = labels ? labels.fmt(i, v) : `${i}: ${fmt(v)}`;
@@ -171,7 +177,7 @@ function buildOverview(p) {
     const e = hist.log10_edges;
     const c = el("div", {class: "card", id: "density"}, el("h3", {text: "Latent density (log10 firing frequency)"}),
                  el("div", {class: "muted", text: `${hist.dead} dead latents not shown`}));
-    c.append(barChart(hist.counts, "latents", {labels: {x: "log10 frequency", fmt: (i, v) => `[${e[i].toFixed(2)}, ${e[i + 1].toFixed(2)}): ${v} latents`}}));
+    c.append(barChart(hist.counts, "latents", {edges: e, counts: true, labels: {x: "log10 firing frequency", fmt: (i, v) => `[${e[i].toFixed(2)}, ${e[i + 1].toFixed(2)}): ${v} latents`}}));
     grid.append(c);
   }
   p.append(grid);
@@ -195,7 +201,8 @@ function neighbours() {
 function topTokens(j) {
   return L.top_tokens ? L.top_tokens[j].map(([t, n]) => `${JSON.stringify(t)}×${n}`).join(" ") : "";
 }
-const COLS = [["latent", j => j], ["frequency", j => L.frequency[j]], ["mean", j => L.mean[j]], ["max", j => L.max[j]]];
+const COLS = [["latent", j => j]];
+if (L && !L.unscored) COLS.push(["frequency", j => L.frequency[j]], ["mean", j => L.mean[j]], ["max", j => L.max[j]]);
 if (L && L.top_tokens) COLS.push(["top tokens", topTokens]);
 if (D.synthetic) COLS.push(["true feature", j => D.synthetic.feature_of_latent[j] >= 0 ? D.synthetic.feature_of_latent[j] : ""],
                            ["best cos", j => D.synthetic.latent_cos[j]]);
@@ -234,7 +241,7 @@ function renderTable() {
     `${state.order.length.toLocaleString("en")} latents · page ${state.page + 1} of ${pages}`;
 }
 function buildLatents(p) {
-  if (L.unscored) p.append(el("div", {class: "note", text: "no activations: frequencies and contexts are unknown (pass --activations)."}));
+  if (L.unscored) p.append(el("div", {class: "note", text: "frequency, mean and max activation: not measured (no activations given; pass --activations STORE)."}));
   const search = el("input", {id: "latent-search", type: "search", placeholder: "search: latent id, token, class…"});
   let timer = null;
   search.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(() => { state.query = search.value; state.page = 0; renderTable(); }, 120); });
@@ -314,7 +321,7 @@ function contextLine(j, e, c, meta, vocab, peak) {
     if (pos < 0 || pos >= c.tokens.length || Math.floor(pos / meta.context_len) !== Math.floor(row / meta.context_len)) continue;
     const q = c.acts[o * c.W + w];
     const t = c.tokens[pos];
-    const span = el("span", {class: "tok" + (w === meta.before ? " hit" : ""), text: tokenText(vocab[t] !== undefined ? vocab[t] : `#${t}`),
+    const span = el("span", {class: "tok" + (w === meta.before ? " hit" : "") + (meta.decoded ? "" : " undecoded"), text: tokenText(vocab[t] !== undefined ? vocab[t] : `#${t}`),
                              title: `token ${t}: activation ${fmt(+(q / 255 * peak).toPrecision(3))}`});
     if (q > 0) span.style.background = `rgba(var(--hit), ${(0.12 + 0.78 * q / 255).toFixed(3)})`;
     line.append(span);
