@@ -259,3 +259,26 @@ def test_latent_tags_come_from_eval_json():
   assert tags["probe"][3] == "ly_word (F1 0.81)" and tags["probe"][5] == ""
   assert tags["absorption"][3] == "s main (F1 0.36)" and tags["absorption"][7] == "absorbs s ×4"
   assert report._label_tags(2, None) == {"probe": ["", ""], "absorption": ["", ""]}
+
+
+def test_sweep_page_has_one_pareto_front_per_data_setting(tmp_path):
+  """Members at S = 0.99 reach lower L0 at any MSE than those at S = 0.7; one front over both
+  would hold only the sparse ones. Each setting gets its own front, from its own members."""
+  from wsae_jax.evaluation.scoring import pareto_front
+  rng = np.random.default_rng(0)
+  rows = []
+  for S, l0 in ((0.7, 8.0), (0.99, 1.0)):
+    for i in range(6):
+      rows.append({"seed": i, "sparsity": S, "alpha": [0.0, 1.0][i % 2],
+                   "gamma_kind": "variance", "gamma_given": False,
+                   "l0": l0 * (1 + 0.3 * rng.random()), "mse": 0.1 * (1 + rng.random())})
+  (tmp_path / "sweep.json").write_text(json.dumps({"sae_config": {}, "rows": rows}))
+  assert cli.main(["report", str(tmp_path)]) == 0
+  sw = page_data(tmp_path / "report.html")["sweep"]
+  assert [g["label"] for g in sw["settings"]] == ["sparsity = 0.7", "sparsity = 0.99"]
+  for g in sw["settings"]:
+    sub = [rows[i] for i in g["members"]]
+    assert {r["sparsity"] for r in sub} == {float(g["label"].split("= ")[1])}
+    assert g["front"] == [g["members"][j] for j in pareto_front(sub)]
+  assert any(rows[i]["sparsity"] == 0.7 for i in sw["front"])  # the dense setting has a front
+  assert set(sw["weighting"]) == {"plain SAE", "variance α=1"}

@@ -164,6 +164,28 @@ def test_sweep_page_hover_names_the_member(browser, tmp_path):
   assert _requests(browser) == [] and _errors(browser) == []
 
 
+def test_sweep_page_draws_one_front_per_setting_coloured_by_weighting(browser, tmp_path):
+  from wsae_jax.app import cli
+  rows = [{"seed": i, "sparsity": S, "alpha": a, "l0": l0 + i, "mse": 1.0 / (l0 + i)}
+          for S, l0 in ((0.7, 8.0), (0.99, 1.0)) for i in range(2) for a in (0.0, 1.0)]
+  (tmp_path / "sweep.json").write_text(json.dumps({"sae_config": {}, "rows": rows}))
+  assert cli.main(["report", str(tmp_path)]) == 0
+  _open(browser, tmp_path / "report.html")
+  browser.find_element("id", "tab-sweep").click()
+  charts = browser.find_elements("css selector", "svg.pareto")
+  assert [c.get_attribute("data-setting") for c in charts] == ["sparsity = 0.7",
+                                                               "sparsity = 0.99"]
+  for c in charts:
+    dots = c.find_elements("css selector", "circle.member")
+    assert len(dots) == 4
+    by_alpha = {}
+    for d in dots:
+      by_alpha.setdefault(rows[int(d.get_attribute("data-member"))]["alpha"], set()).add(
+          d.value_of_css_property("fill"))
+    assert all(len(v) == 1 for v in by_alpha.values()) and by_alpha[0.0] != by_alpha[1.0]
+  assert _errors(browser) == []
+
+
 def test_density_axes_read_in_their_units_and_counts_are_whole(browser, store_run):
   """The density histogram's x ticks are log10 frequencies on the bins' edges (they were bin
   indices), its y ticks whole latents; the axis title sits clear of the top tick."""

@@ -287,12 +287,39 @@ def sweep_report(folder) -> dict:
   table = [[(_num(r.get(k)) if isinstance(r.get(k), float) else r.get(k)) for k in cols]
            for r in rows]
   sae = sw.get("sae_config", {})
+  # One front per data setting: members trained on sparser data reach lower L0 at any MSE, so a
+  # single front over every setting would hold only the sparsest setting's members.
+  setting_keys = [k for k in SETTING_KEYS if any(r.get(k) is not None for r in rows)]
+  groups: dict = {}
+  for i, r in enumerate(rows):
+    key = tuple(r.get(k) for k in setting_keys)
+    groups.setdefault(key, []).append(i)
+  settings = []
+  for key, members in groups.items():
+    sub = [rows[i] for i in members]
+    settings.append({"label": ", ".join(f"{k} = {v}" for k, v in zip(setting_keys, key))
+                     or "all members", "members": members,
+                     "front": [members[j] for j in pareto_front(sub, "l0", y)]})
   return {"kind": "sweep", "title": f"sweep · {folder.resolve().name}",
           "subtitle": f"{len(rows)} members of a {sae.get('architecture', '?')} SAE (d_in = "
                       f"{sae.get('d_in', '?')}, d_sae = {sae.get('d_sae', '?')})",
           "config": {"sae": sae}, "notes": [],
-          "sweep": {"columns": cols, "rows": table, "x": "l0", "y": y,
-                    "front": pareto_front(rows, "l0", y)}}
+          "sweep": {"columns": cols, "rows": table, "x": "l0", "y": y, "settings": settings,
+                    "weighting": [_weighting(r) for r in rows],
+                    "front": [i for g in settings for i in g["front"]]}}
+
+
+SETTING_KEYS = ("geometry", "sparsity")
+"""Row fields that name a sweep member's data setting (each gets its own Pareto front)."""
+
+
+def _weighting(row: dict) -> str:
+  """A member's weighting as a legend label: plain, explicit γ, or its γ kind and α."""
+  if row.get("gamma_given"):
+    return "γ given"
+  if row.get("alpha") in (None, 0, 0.0):
+    return "plain SAE"
+  return f"{row.get('gamma_kind') or 'variance'} α={row['alpha']:g}"
 
 
 def build_report(path, **kw) -> dict:

@@ -367,24 +367,35 @@ function buildSynthetic(p) {
 function buildSweep(p) {
   const s = D.sweep, xi = s.columns.indexOf(s.x), yi = s.columns.indexOf(s.y);
   const front = new Set(s.front);
-  const w = 560, h = 360, pad = {l: 58, r: 14, t: 18, b: 30};
-  const xs = s.rows.map(r => r[xi]), ys = s.rows.map(r => r[yi]);
-  const a = axes(w, h, pad, range(xs), range(ys), s.x, s.y);
-  const g = svg("svg", {width: w, height: h, id: "pareto"}, a.g);
-  g.append(svg("polyline", {class: "front", points: s.front.map(i => `${a.X(xs[i])},${a.Y(ys[i])}`).join(" ")}));
+  const kinds = [...new Set(s.weighting)];
+  const colour = k => `hsl(${Math.round(360 * kinds.indexOf(k) / Math.max(kinds.length, 1))}, 65%, 45%)`;
   const box = el("div", {id: "hover-box"});
-  s.rows.forEach((r, i) => {
-    if (xs[i] === null || ys[i] === null) return;
-    const c = svg("circle", {cx: a.X(xs[i]), cy: a.Y(ys[i]), r: front.has(i) ? 5 : 4,
-                             class: "member" + (front.has(i) ? " on-front" : ""), "data-member": i});
-    const text = s.columns.map((k, q) => `${k}: ${fmt(r[q])}`).join("\n");
-    const t = svg("title"); t.textContent = text; c.append(t);
-    c.addEventListener("mousemove", ev => { box.textContent = `member ${i}${front.has(i) ? " (Pareto front)" : ""}\n${text}`;
-      box.style.display = "block"; box.style.left = `${ev.clientX + 14}px`; box.style.top = `${ev.clientY + 10}px`; });
-    c.addEventListener("mouseleave", () => { box.style.display = "none"; });
-    g.append(c);
+  p.append(el("h2", {text: `Members in (${s.x}, ${s.y}), one Pareto front per data setting`}));
+  p.append(el("div", {class: "legend"}, kinds.map(k => el("span", {class: "key"},
+    el("span", {class: "swatch", style: `background:${colour(k)}`}), k))));
+  const charts = el("div", {class: "grid"});
+  s.settings.forEach((set, gi) => {
+    const w = s.settings.length > 1 ? 420 : 560, h = s.settings.length > 1 ? 300 : 360;
+    const pad = {l: 58, r: 14, t: 26, b: 30};
+    const xs = set.members.map(i => s.rows[i][xi]), ys = set.members.map(i => s.rows[i][yi]);
+    const a = axes(w, h, pad, range(xs), range(ys), s.x, s.y);
+    const g = svg("svg", {width: w, height: h, class: "pareto", id: gi === 0 ? "pareto" : `pareto-${gi}`, "data-setting": set.label}, a.g);
+    g.append(svg("polyline", {class: "front", points: set.front.map(i => `${a.X(s.rows[i][xi])},${a.Y(s.rows[i][yi])}`).join(" ")}));
+    set.members.forEach(i => {
+      const r = s.rows[i];
+      if (r[xi] === null || r[yi] === null) return;
+      const c = svg("circle", {cx: a.X(r[xi]), cy: a.Y(r[yi]), r: front.has(i) ? 5 : 4, fill: colour(s.weighting[i]),
+                               class: "member" + (front.has(i) ? " on-front" : ""), "data-member": i});
+      const text = s.columns.map((k, q) => `${k}: ${fmt(r[q])}`).join("\n");
+      const t = svg("title"); t.textContent = text; c.append(t);
+      c.addEventListener("mousemove", ev => { box.textContent = `member ${i}${front.has(i) ? " (Pareto front)" : ""} · ${s.weighting[i]}\n${text}`;
+        box.style.display = "block"; box.style.left = `${ev.clientX + 14}px`; box.style.top = `${ev.clientY + 10}px`; });
+      c.addEventListener("mouseleave", () => { box.style.display = "none"; });
+      g.append(c);
+    });
+    charts.append(el("div", {class: "card"}, el("h3", {text: set.label}), g));
   });
-  p.append(el("h2", {text: `Members in (${s.x}, ${s.y}); the Pareto front in orange`}), g, box);
+  p.append(charts, box);
   const table = el("table", {class: "data", id: "sweep-table"});
   let sortCol = -1, desc = false;
   const render = () => {
