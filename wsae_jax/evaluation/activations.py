@@ -16,6 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from wsae_jax import _validate as V
 from wsae_jax import models
@@ -30,9 +31,10 @@ MIN_ACTIVATIONS = 20
 """Latents with fewer activations are left out of the token averages."""
 
 
-def sparse_codes(cfg, params, x_BxD, *, batch: int = 2048):
+def sparse_codes(cfg, params, x_BxD, *, batch: int = 2048, progress: bool = False):
   """`(x̂, latent ids, values)` of `x` in batches: ids and values `(B, K)` padded with -1 / 0,
-  K the most latents any row activates (wide SAEs' dense codes would not fit in memory)."""
+  K the most latents any row activates (wide SAEs' dense codes would not fit in memory).
+  `progress`: a tqdm bar over the rows."""
   x = np.asarray(x_BxD, np.float32)
   V.check_rank("x", x, 2)
   if x.shape[1] != cfg.d_in:
@@ -40,12 +42,16 @@ def sparse_codes(cfg, params, x_BxD, *, batch: int = 2048):
   fwd = jax.jit(lambda p, xb: models.forward(cfg, p, xb))
   params = jax.tree.map(jnp.asarray, params)
   x_hats, ids, vals = [], [], []
+  bar = tqdm(total=len(x), desc="encoding", unit="row", unit_scale=True, disable=not progress,
+             leave=False)
   for i in range(0, len(x), batch):
     z, x_hat = jax.device_get(fwd(params, jnp.asarray(x[i:i + batch])))
     lat, val = metrics.sparse_codes(z)
     x_hats.append(x_hat)
     ids.append(lat)
     vals.append(val)
+    bar.update(len(x_hat))
+  bar.close()
   width = max(a.shape[1] for a in ids)
   pad = lambda a, v: np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=v)
   return (np.concatenate(x_hats), np.concatenate([pad(a, -1) for a in ids]),
