@@ -194,12 +194,12 @@ def proxy_gamma(name: str, W, sample) -> np.ndarray | None:
   """A proxy's γ from a held-out sample of the member's own stream (None: does not apply)."""
   if name.startswith("var"):
     return normalise(np.var(np.asarray(sample, np.float64), axis=0) ** float(name[3:]))
-  if name == "oracle":
-    return normalise(1.0 / participation_ratio(W))
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)
     try:
-      return normalise(wl.gamma_from_sample(ESTIMATORS[name], sample, 1.0))
+      if name == "oracle":
+        return normalise(wl.make_gamma("oracle", 1.0, W_p=W))
+      return normalise(wl.make_gamma(ESTIMATORS[name], 1.0, sample=sample))
     except w.WSAEInputError:
       return None
 

@@ -157,7 +157,7 @@ def weighting_member(name: str, W, sample=None) -> dict:
   if name.startswith("var"):
     return {"alpha": float(name[3:])}
   if name == "oracle":
-    return {"gamma": w.objectives.weights.weights_from_scores(1.0 / participation_ratio(W), 1.0)}
+    return {"gamma": w.objectives.weights.make_gamma("oracle", 1.0, W_p=W)}
   if name in SAMPLE_WEIGHTINGS:
     import warnings
     with warnings.catch_warnings():

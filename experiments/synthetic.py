@@ -53,7 +53,7 @@ participation_ratio = w.data.superposition.participation_ratio
 
 
 def oracle_weights(W, alpha: float) -> np.ndarray:
-  return w.objectives.weights.weights_from_scores(1.0 / participation_ratio(W), alpha)
+  return w.objectives.weights.make_gamma("oracle", alpha, W_p=W)
 
 
 def summarise(rows, keys, group_by):

@@ -204,11 +204,11 @@ def test_gamma_kind_is_a_sweep_axis():
   assert not np.allclose(res.gammas[1], res.gammas[0])
   assert [r["gamma_kind"] for r in scoring.score_sweep(res, PROBLEM, eval_samples=256)] == [
       "variance", "kurtosis", "zero-fraction", "oracle"]
-  with pytest.raises(w.WSAEInputError, match="gamma_kind must be one of"):
+  with pytest.raises(w.WSAEInputError, match="member 0: gamma_kind: unknown γ kind 'entropy'"):
     sweep.train_sweep(w.TiedSAEConfig(d_in=8, d_sae=11), TC,
                       [{"sparsity": 0.8, "alpha": 1.0, "gamma_kind": "entropy"}], PROBLEM,
                       progress=False)
-  with pytest.raises(w.WSAEInputError, match="gamma_kind needs alpha"):
+  with pytest.raises(w.WSAEInputError, match="gamma_kind: γ kind 'kurtosis' needs alpha"):
     sweep.train_sweep(w.TiedSAEConfig(d_in=8, d_sae=11), TC,
                       [{"sparsity": 0.8, "gamma_kind": "kurtosis"}], PROBLEM, progress=False)
 

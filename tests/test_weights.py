@@ -176,7 +176,10 @@ def test_bad_gamma_options_are_refused(tmp_path, capsys):
   base = ["train", "--out", str(tmp_path / "run"), "--steps", "4", "--batch-size", "64",
           "--no-progress"]
   assert cli.main(base + ["--gamma", "entropy", "--alpha", "1"]) == 2
-  assert "--gamma must be one of" in capsys.readouterr().err
+  assert "--gamma: unknown γ kind 'entropy'; choose one of" in capsys.readouterr().err
+  # A γ kind without --alpha would silently train the plain SAE: refused, naming the fix.
+  assert cli.main(base + ["--gamma", "kurtosis"]) == 2
+  assert "needs alpha" in capsys.readouterr().err
   np.save(tmp_path / "short.npy", np.ones(3, np.float32))
   assert cli.main(base + ["--gamma", str(tmp_path / "short.npy")]) == 2
   assert "must have shape (20,)" in capsys.readouterr().err
@@ -184,6 +187,29 @@ def test_bad_gamma_options_are_refused(tmp_path, capsys):
   assert cli.main(base + ["--gamma", "oracle", "--alpha", "1", "--activations",
                           str(tmp_path / "x.npy")]) == 2
   assert "needs the synthetic W_p" in capsys.readouterr().err
+
+
+def test_gamma_kinds_have_one_home():
+  """Every kind the CLI, sweeps and `make_gamma` know is in `weights.KINDS`; each makes its γ."""
+  from wsae_jax.app import cli
+  from wsae_jax.objectives import weights
+  assert set(weights.kind_names(synthetic=True)) == set(weights.KINDS)
+  assert "oracle" not in weights.kind_names(synthetic=False)
+  W = w.polygon_matrix(2, 3, n_mono=2)
+  x = np.asarray(w.SyntheticSource(W, 0.7, 1, seed=0).sample(0, 4096)[1])
+  for name, kind in weights.KINDS.items():
+    g = weights.make_gamma(name, 1.0, sample=x, W_p=W, every=7)
+    if kind.needs == "decoder":
+      assert isinstance(g, weights.DecoderGamma) and g.every == 7
+    else:
+      assert g.shape == (6,) and np.isclose(np.mean(np.asarray(g, np.float64) ** 2), 1.0)
+  pr = w.data.superposition.participation_ratio(W)
+  np.testing.assert_allclose(weights.make_gamma("oracle", 1.0, W_p=W),
+                             weights.weights_from_scores(1.0 / pr, 1.0), rtol=1e-6)
+  parser = cli.build_parser(only="train")
+  text = parser._subparsers._group_actions[0].choices["train"].format_help()
+  for name in weights.KINDS:
+    assert name in text
 
 
 def test_decoder_polysemanticity_counts_the_latents_writing_to_each_dimension():
@@ -262,4 +288,4 @@ def test_wsae_train_gamma_decoder(tmp_path, capsys):
   assert cli.main(args + ["--resume"]) == 0
   assert cli.main(["train", "--out", str(tmp_path / "r2"), "--gamma", "decoder",
                    "--no-progress"]) == 2
-  assert "needs --alpha" in capsys.readouterr().err
+  assert "needs alpha (the exponent of γ)" in capsys.readouterr().err

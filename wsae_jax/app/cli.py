@@ -250,14 +250,12 @@ def _add_train(sub):
                  help="jumprelu: L0 coefficient (default 1e-2)")
   m.add_argument("--alpha", type=float, default=None,
                  help="WSAE: the exponent of γ (default: plain SAE)")
+  from wsae_jax.objectives import weights
   m.add_argument("--gamma", default="variance",
-                 help="WSAE weights, from a data sample: variance (the paper's γ = Var^α), "
-                 "robust-variance (Var over typical rows, without massive-norm ones), kurtosis or "
-                 "zero-fraction (γ = m̂^−α, m̂ the estimated features per dimension: monosemantic "
-                 "dimensions weighted up), oracle (synthetic data: γ = PR^−α from W_p), decoder "
-                 "(re-estimated every --gamma-every steps from the SAE's own decoder: γ = m̂^−α, m̂ "
-                 "the number of live latents writing to each dimension), or a .npy file holding γ "
-                 "itself (then --alpha is not used)")
+                 help="WSAE weights (with --alpha): "
+                 + "; ".join(f"{k.name}: {k.help}" for k in weights.KINDS.values())
+                 + " (every --gamma-every steps); or a .npy file holding γ itself (then --alpha "
+                 "is not used)")
   m.add_argument("--gamma-every", type=int, default=100,
                  help="--gamma decoder: steps between re-estimates of γ")
   m.add_argument("--gamma-max-share", type=float, default=None,
@@ -394,7 +392,7 @@ def _train_locked(args, out):
   import numpy as np
 
   from wsae_jax import models
-  from wsae_jax.data import problems, sources, superposition
+  from wsae_jax.data import problems, sources
   from wsae_jax.objectives import weights
   from wsae_jax.storage import records, saelens
   from wsae_jax.storage.checkpoint import Checkpointer
@@ -404,14 +402,11 @@ def _train_locked(args, out):
   if args.d_sae is not None:
     V.check_int("--d-sae", args.d_sae, low=1)
   from_file = args.gamma.endswith(".npy")
-  kinds = weights.GAMMA_KINDS + ("oracle", "decoder")
-  if not from_file and args.gamma not in kinds:
-    raise V.WSAEInputError(f"--gamma must be one of {kinds} or a .npy file, got {args.gamma!r}.")
-  if args.gamma == "decoder" and args.alpha is None:
-    raise V.WSAEInputError("--gamma decoder needs --alpha (the exponent of γ).")
-  if args.gamma == "oracle" and args.activations:
-    raise V.WSAEInputError("--gamma oracle needs the synthetic W_p; it is not known for "
-                           "--activations.")
+  if not from_file and (args.alpha is not None or args.gamma != "variance"):
+    try:  # a γ kind named without --alpha would silently train the plain SAE: said instead
+      weights.check_kind(args.gamma, args.alpha, synthetic=not args.activations)
+    except V.WSAEInputError as e:
+      raise V.WSAEInputError(f"--gamma: {e}") from None
   scale = standardization = None
   V.check_int("--hold-out-shards", args.hold_out_shards, low=0)
   if args.activations:
@@ -446,8 +441,8 @@ def _train_locked(args, out):
                    warmup_steps=min(100, args.steps // 10))
   cfg = resolve_run_defaults(cfg, tc)  # run.json records the window the run uses
   gamma = None
-  if args.gamma == "decoder":
-    gamma = weights.DecoderGamma(args.alpha, args.gamma_every)
+  if not from_file and args.alpha is not None and weights.KINDS[args.gamma].needs == "decoder":
+    gamma = weights.make_gamma(args.gamma, args.alpha, every=args.gamma_every)
     print(f"γ from the decoder: γ = m̂^-{args.alpha:g}, re-estimated every {args.gamma_every} steps")
   elif args.alpha is not None or from_file:
     import warnings
@@ -455,11 +450,9 @@ def _train_locked(args, out):
       warnings.simplefilter("ignore", RuntimeWarning)
       if from_file:
         gamma = _load_gamma(args.gamma, d_in)
-      elif args.gamma == "oracle":
-        gamma = weights.weights_from_polysemanticity(superposition.participation_ratio(W),
-                                                     args.alpha)
       else:
-        gamma = weights.gamma_from_sample(args.gamma, sample, args.alpha)
+        gamma = weights.make_gamma(args.gamma, args.alpha, sample=sample,
+                                   W_p=None if args.activations else W)
     report = weights.gamma_report(gamma)
     print(report.summary())
     if args.gamma_max_share is not None:

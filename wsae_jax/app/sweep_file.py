@@ -53,7 +53,8 @@ A sweep file is TOML (or the same structure in JSON) with these tables:
   [data]     synthetic: geometry = "polygon" (planes, polygon_k, mono) | "random" (n, n_p, seed) |
              "toy" (n, n_p, sparsity, seed); or real: activations = "file.npy" (tokens, d_in).
   [grid]     axes to cross, each a list: seed, data_seed, sparsity, alpha, gamma_kind
-             (variance | robust-variance | kurtosis | zero-fraction | oracle), learning_rate, and the
+             (variance | robust-variance | kurtosis | zero-fraction | oracle | decoder: the kinds of
+             `objectives.weights.KINDS`), learning_rate, and the
              architecture's own: l1_coefficient (relu), k (topk, batchtopk),
              l0_coefficient (jumprelu).
   [output]   dir = "sweep_out" (sweep.json, sweep.csv, sweep.png and checkpoints/ go there),

@@ -277,7 +277,71 @@ def weights_from_polysemanticity(m_D, alpha: float, *, normalize: bool = True,
   return weights_from_scores(1.0 / m, alpha, normalize=normalize, name="1 / polysemanticity")
 
 
-GAMMA_KINDS = ("variance", "robust-variance", "kurtosis", "zero-fraction")
+@dataclasses.dataclass(frozen=True)
+class GammaKind:
+  """A named way to make γ (`wsae train --gamma NAME`, a sweep member's `gamma_kind`)."""
+
+  name: str
+  needs: str
+  """What it is made from: "sample" (a sample of the training activations), "W_p" (the synthetic
+  problem's superposition matrix: an oracle) or "decoder" (the SAE's own decoder, re-estimated
+  while training)."""
+  help: str
+  """One line for `--help` and the docs."""
+
+
+KINDS: dict[str, GammaKind] = {k.name: k for k in (
+    GammaKind("variance", "sample", "the paper's γ = Var^α"),
+    GammaKind("robust-variance", "sample",
+              "Var over typical rows (without massive-norm ones), γ = Var^α"),
+    GammaKind("kurtosis", "sample", "γ = m̂^−α, m̂ the features per dimension estimated from the "
+              "kurtosis (monosemantic dimensions weighted up)"),
+    GammaKind("zero-fraction", "sample", "γ = m̂^−α, m̂ estimated from the fraction of exact "
+              "zeros"),
+    GammaKind("oracle", "W_p", "synthetic data only: γ = PR^−α, PR the participation ratio of each "
+              "row of W_p"),
+    GammaKind("decoder", "decoder", "γ = m̂^−α, m̂ the number of live latents writing to each "
+              "dimension, re-estimated from the SAE's own decoder while training"),
+)}
+"""Every γ kind, in one place: the CLI, sweeps and studies read their names and needs here."""
+GAMMA_KINDS = tuple(k for k, v in KINDS.items() if v.needs == "sample")
+"""The kinds made from a data sample (`gamma_from_sample`)."""
+
+
+def kind_names(*, synthetic: bool) -> tuple[str, ...]:
+  """The kinds a run can use: "oracle" needs a synthetic W_p."""
+  return tuple(k for k, v in KINDS.items() if synthetic or v.needs != "W_p")
+
+
+def check_kind(name: str, alpha, *, synthetic: bool) -> GammaKind:
+  """The kind called `name`, checked for this run (known, usable on its data, given an α)."""
+  if name not in KINDS:
+    raise V.WSAEInputError(f"unknown γ kind {name!r}; choose one of {kind_names(synthetic=synthetic)}"
+                           f" or a .npy file.")
+  kind = KINDS[name]
+  if kind.needs == "W_p" and not synthetic:
+    raise V.WSAEInputError(f"γ kind {name!r} needs the synthetic W_p; it is not known for real "
+                           f"activations.")
+  if alpha is None:
+    raise V.WSAEInputError(f"γ kind {name!r} needs alpha (the exponent of γ).")
+  V.check_range("alpha", alpha, low=0.0)
+  return kind
+
+
+def make_gamma(name: str, alpha: float, *, sample=None, W_p=None, every: int = 100):
+  """γ of kind `name`: an array from `sample` (sample kinds) or `W_p` (the oracle), or a
+  `DecoderGamma` schedule re-estimated every `every` steps (the decoder kind)."""
+  kind = KINDS[name] if name in KINDS else check_kind(name, alpha, synthetic=W_p is not None)
+  if kind.needs == "decoder":
+    return DecoderGamma(alpha, every=every)
+  if kind.needs == "W_p":
+    if W_p is None:
+      raise V.WSAEInputError(f"γ kind {name!r} needs the synthetic W_p.")
+    from wsae_jax.data.superposition import participation_ratio
+    return weights_from_polysemanticity(participation_ratio(np.asarray(W_p)), alpha)
+  if sample is None:
+    raise V.WSAEInputError(f"γ kind {name!r} needs a sample of the activations.")
+  return gamma_from_sample(name, sample, alpha)
 
 
 def gamma_from_sample(kind: str, x_sample_BxD, alpha: float, *, rel_tol: float = 0.0):
@@ -291,7 +355,7 @@ def gamma_from_sample(kind: str, x_sample_BxD, alpha: float, *, rel_tol: float =
   if kind == "zero-fraction":
     return weights_from_polysemanticity(
         zero_fraction_polysemanticity(x_sample_BxD, rel_tol=rel_tol), alpha)
-  raise V.WSAEInputError(f"unknown γ kind {kind!r}; choose one of {GAMMA_KINDS} or a .npy file.")
+  raise V.WSAEInputError(f"unknown γ kind {kind!r} for a data sample; choose one of {GAMMA_KINDS}.")
 
 
 # -- decoder-based, iterative γ --------------------------------------------------------------------

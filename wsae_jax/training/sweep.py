@@ -110,13 +110,11 @@ def resolve_members(sae_cfg, train_cfg, members, *, synthetic: bool) -> list[dic
         raise V.WSAEInputError("sparsity only applies to a SyntheticProblem; drop it for real data.")
       if r["alpha"] is not None and r["gamma"] is not None:
         raise V.WSAEInputError("give alpha or gamma, not both.")
-      if r["alpha"] is not None:
-        V.check_range("alpha", r["alpha"], low=0.0)
-      kinds = weights_lib.GAMMA_KINDS + ("decoder",) + (("oracle",) if synthetic else ())
-      if r["gamma_kind"] not in kinds:
-        raise V.WSAEInputError(f"gamma_kind must be one of {kinds}, got {r['gamma_kind']!r}.")
-      if "gamma_kind" in m and r["alpha"] is None:
-        raise V.WSAEInputError("gamma_kind needs alpha (the exponent of γ).")
+      if r["alpha"] is not None or "gamma_kind" in m:
+        try:
+          weights_lib.check_kind(r["gamma_kind"], r["alpha"], synthetic=synthetic)
+        except V.WSAEInputError as e:
+          raise V.WSAEInputError(f"gamma_kind: {e}") from None
       if r["gamma"] is not None:
         V.check_gamma(np.asarray(r["gamma"], np.float32), sae_cfg.d_in)
       for h in arch.hyperparameters:
@@ -135,7 +133,8 @@ def member_gammas(members, sae_cfg, problem, source, num_samples=8192) -> np.nda
   for i, m in enumerate(members):
     if m["gamma"] is not None:
       gam[i] = np.asarray(m["gamma"], np.float32)
-    elif m["alpha"] is not None and m.get("gamma_kind") == "decoder":
+    elif (m["alpha"] is not None
+          and weights_lib.KINDS[m.get("gamma_kind", "variance")].needs == "decoder"):
       gam[i] = 1.0  # starts as the plain SAE; re-estimated from the decoder while training
     elif m["alpha"] is not None:
       key = (m["data_seed"], m["sparsity"])
@@ -146,12 +145,9 @@ def member_gammas(members, sae_cfg, problem, source, num_samples=8192) -> np.nda
         else:
           steps = max(1, num_samples // source.batch_size)
           cache[key] = np.concatenate([np.asarray(source.batch(t)) for t in range(steps)])
-      kind = m.get("gamma_kind", "variance")
-      if kind == "oracle":
-        gam[i] = weights_lib.weights_from_polysemanticity(
-            sp.participation_ratio(np.asarray(problem.W_p)), m["alpha"])
-      else:
-        gam[i] = weights_lib.gamma_from_sample(kind, cache[key], m["alpha"])
+      gam[i] = weights_lib.make_gamma(m.get("gamma_kind", "variance"), m["alpha"],
+                                      sample=cache[key],
+                                      W_p=None if problem is None else problem.W_p)
   return gam
 
 
@@ -401,7 +397,8 @@ def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, 
   T = steps_per_call or min(train_cfg.log_every, train_cfg.steps)
   V.check_int("steps_per_call", T, low=1)
   gammas = member_gammas(res, sae_cfg, data if synthetic else None, source)
-  decoder = [i for i, m in enumerate(res) if m["gamma_kind"] == "decoder"]
+  decoder = [i for i, m in enumerate(res)
+             if weights_lib.KINDS[m["gamma_kind"]].needs == "decoder" and m["alpha"] is not None]
   if decoder and decoder_gamma_every % T:
     raise V.WSAEInputError(
         f"decoder_gamma_every={decoder_gamma_every} must be a multiple of steps_per_call={T} "
