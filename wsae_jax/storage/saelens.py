@@ -122,7 +122,8 @@ def metadata_from_data(data: dict | None) -> dict:
 def fold_decoder_norms(tensors: dict) -> dict:
   """The plain SAE equal to SAELens's `rescale_acts_by_decoder_norm = True` (Top-k): SAELens
   encodes `topk((x W_enc + b_enc) ⊙ n)` and decodes `(z / n) W_dec + b_dec` with `n` the decoder
-  row norms, so `W_enc ⊙ n`, `b_enc ⊙ n` and `W_dec / n` give the same codes and outputs."""
+  row norms, so `W_enc ⊙ n`, `b_enc ⊙ n` and `W_dec / n` give the same codes and outputs (an
+  input-side `b_dec` subtraction is unaffected)."""
   out = {k: np.asarray(v, np.float64) for k, v in tensors.items()}
   n = np.linalg.norm(out["W_dec"], axis=1)
   if np.any(n == 0):
@@ -188,13 +189,8 @@ def load_saelens(path):
     raise V.WSAEInputError(
         f"{cfg_path}: normalize_activations={c['normalize_activations']!r} is not supported; fold "
         f"the scaling factor into the weights first (SAELens: fold_activation_norm_scaling_factor).")
-  if c.get("rescale_acts_by_decoder_norm"):
-    if (c.get("architecture") or "standard") != "topk":
-      raise V.WSAEInputError(
-          f"{cfg_path}: rescale_acts_by_decoder_norm = true is supported for topk SAEs only (got "
-          f"architecture {c.get('architecture')!r}); fold the decoder norms in SAELens first "
-          f"(sae.fold_W_dec_norm()) and save again.")
-    w = fold_decoder_norms(w)
+  if c.get("rescale_acts_by_decoder_norm"):  # SAELens sets it on Top-k SAEs; exact for any
+    w = fold_decoder_norms(w)                  # activation applied to the rescaled pre-activation
   ours = (c.get("wsae_jax") or {}).get("config") or {}
   if ours:
     V.check_fields(f"{cfg_path}: wsae_jax.config", ours, {"architecture": str}, allow_unknown=True)
