@@ -486,9 +486,7 @@ def _train_locked(args, out):
       shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
   records.write_json(run_file, meta)
   if not args.activations:  # the synthetic W_p, for `wsae report`'s true-feature panel
-    tmp = out / "W_p.tmp.npy"
-    np.save(tmp, np.asarray(W, np.float32))
-    tmp.replace(out / "W_p.npy")
+    records.save_npy(out / "W_p.npy", np.asarray(W, np.float32))
   ck = Checkpointer(out / "checkpoints", every=args.checkpoint_every, keep=args.keep)
   try:
     state, hist = trainer.train(cfg, tc, source, gamma=gamma, checkpointer=ck, resume=args.resume,

@@ -35,6 +35,7 @@ import numpy as np
 
 from wsae_jax import _validate as V
 from wsae_jax.data import sources as data_lib
+from wsae_jax.storage import records
 
 __all__ = ["FORMAT", "META_NAME", "ActivationStore", "ActivationWriter", "ShardInfo",
            "read_metadata"]
@@ -598,14 +599,14 @@ class ActivationWriter:
                              f"(tokens, {self.d_in}).")
     V.check_finite(f"shard {index} activations", acts)
     entry: dict = {"file": self.shard_name(index), "n_tokens": int(acts.shape[0])}
-    _atomic_save(self.dir / entry["file"], acts.astype(self.dtype))
+    records.save_npy(self.dir / entry["file"], acts.astype(self.dtype))
     if tokens is not None:
       tokens = np.asarray(tokens, np.int32).reshape(-1)
       if tokens.shape[0] != acts.shape[0]:
         raise V.WSAEInputError(f"shard {index}: {tokens.shape[0]} token ids for "
                                f"{acts.shape[0]} activation rows.")
       entry["tokens_file"] = f"tokens_{index:05d}.npy"
-      _atomic_save(self.dir / entry["tokens_file"], tokens)
+      records.save_npy(self.dir / entry["tokens_file"], tokens)
     self.shards[index] = entry
     self.finish()
 
@@ -615,9 +616,7 @@ class ActivationWriter:
     meta = {"format": FORMAT, **self.info, "d_in": self.d_in, "dtype": self.dtype,
             "context_len": self.context_len, "n_tokens": sum(s["n_tokens"] for s in shards),
             "shards": shards}
-    tmp = self.dir / (META_NAME + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, self.dir / META_NAME)
+    records.write_json(self.dir / META_NAME, meta, indent=1)
     return meta
 
 
@@ -639,8 +638,3 @@ def file_fingerprint(path, *, blocks: int = 16, block_bytes: int = 2**16) -> str
   return h.hexdigest()[:32]
 
 
-def _atomic_save(path: pathlib.Path, arr: np.ndarray) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  with open(tmp, "wb") as f:
-    np.save(f, arr)
-  os.replace(tmp, path)

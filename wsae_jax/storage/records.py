@@ -141,6 +141,13 @@ def write_text(path, text: str) -> None:
     tmp.write_text(text, encoding="utf-8")
 
 
+def save_npy(path, arr) -> None:
+  """Writes `arr` as a .npy file atomically; see `atomic_file`."""
+  with atomic_file(path) as tmp:
+    with open(tmp, "wb") as f:  # np.save on a name would append ".npy" to the temporary's
+      np.save(f, np.asarray(arr))
+
+
 def write_json(path, obj, *, indent: int = 2) -> None:
   """Writes `obj` as JSON atomically; see `atomic_file`."""
   write_text(path, json.dumps(clean(obj), indent=indent))
