@@ -462,9 +462,9 @@ def _train_locked(args, out):
             f"γ ({args.gamma}): dimension {report.top_dim} holds {report.top_share:.1%} of "
             f"Σγ², more than --gamma-max-share {args.gamma_max_share:g}. Lower --alpha or drop "
             f"the massive-activation rows.")
-    problems = report.problems()
-    if problems:  # one warning, however many problems
-      print(f"wsae train: warning: γ ({args.gamma}, α = {args.alpha}): {'; '.join(problems)}. "
+    concerns = report.problems()  # (`problems` is the module of named geometries)
+    if concerns:  # one warning, however many
+      print(f"wsae train: warning: γ ({args.gamma}, α = {args.alpha}): {'; '.join(concerns)}. "
             f"Consider a smaller --alpha; --gamma-max-share turns this into a refusal.",
             file=sys.stderr)
   V.check_int("--checkpoint-every", args.checkpoint_every, low=1)

@@ -90,12 +90,6 @@ def examples(latents_BxK, values_BxK, d_sae: int, *, top: int = 10, per_band: in
   return rows_out, band_out
 
 
-def activation_of(latents_BxK, values_BxK, rows, latent: int) -> np.ndarray:
-  """The activation of `latent` on each of `rows` (0 where inactive)."""
-  lat = np.asarray(latents_BxK)[rows]
-  return np.where(lat == latent, np.asarray(values_BxK)[rows], 0.0).sum(-1)
-
-
 def windows(latents_BxK, values_BxK, rows_MxE, *, context_len: int, before: int = 12,
             after: int = 4, chunk: int = 128) -> np.ndarray:
   """For each example row (`rows_MxE`, -1 = none) of each latent, that latent's activation on the
