@@ -433,7 +433,19 @@ def analyse(raw: dict, plan: Plan) -> dict:
     r["ceiling_fraction"] = (float(med / c["l_gt_change"]["median"])
                              if c is not None and c["reduces"] and c["l_gt_change"]["median"] < 0
                              else None)
-  return {"readings": readings, "theory": theory(raw),
+  search = []
+  for key, g in raw["cells"].items():
+    for S, v in g["search"]["by_sparsity"].items():
+      start = math.exp(min([0.0, *v["proxy_fitness"].values()])) - 1.0
+      medians = [math.exp(h["median"]) - 1.0 for h in v["history"]]
+      x = {"cell": key, "sparsity": float(S), "start": v["start"],
+           "best_seen_change": math.exp(v["best_fitness"]) - 1.0, "start_change": start,
+           "generation_medians_all_above_start": bool(all(m > start for m in medians))}
+      if g.get("undo") is not None and np.ptp(g["undo"]) > 0:  # the known answer's direction
+        x["corr_log_gstar_log_undo"] = float(np.corrcoef(np.log(v["gamma_star"]),
+                                                         np.log(g["undo"]))[0, 1])
+      search.append(x)
+  return {"readings": readings, "theory": theory(raw), "search": search,
           "prior": raw.get("prior", [])}
 
 
@@ -514,7 +526,7 @@ def plot(raw: dict, result: dict, out: pathlib.Path) -> list[pathlib.Path]:
     ax.semilogy(xs, var[order], "s--", label="variance (normalised)", color="C0", ms=3)
     ax.semilogy(xs, normalise(1.0 / participation_ratio(W))[order], "^:",
                 label="PR⁻¹ (oracle)", color="C2", ms=3)
-    if g.get("undo") is not None:
+    if g.get("undo") is not None and np.ptp(g["undo"]) > 0:
       ax.semilogy(xs, normalise(g["undo"])[order], "x", label="known undo", color="k")
     ax.set_title(f"{key}, S = {S}", fontsize=9)
     ax.set_xlabel("dimension, by participation ratio", fontsize=8)
@@ -536,7 +548,7 @@ def plot(raw: dict, result: dict, out: pathlib.Path) -> list[pathlib.Path]:
   fig, axes = plt.subplots(1, 2, figsize=(13, 0.42 * len(keys) * len(arms) / 4 + 2),
                            gridspec_kw={"width_ratios": [3, 1]})
   ax = axes[0]
-  ylabels, y = [], 0
+  ylabels, ys, y = [], [], 0
   for key in keys:
     for j, arm in enumerate(arms):
       r = next((r for r in rs if (r["cell"], r["sparsity"]) == key and r["arm"] == arm), None)
@@ -546,12 +558,13 @@ def plot(raw: dict, result: dict, out: pathlib.Path) -> list[pathlib.Path]:
       ax.errorbar(100 * c["median"], y, xerr=[[100 * (c["median"] - c["lo"])],
                                               [100 * (c["hi"] - c["median"])]],
                   fmt="o" if arm == "gstar" else ".", color=f"C{j % 10}", ms=4, lw=1)
-      ylabels.append(f"{key[0]} S={key[1]} {arm}")
+      ylabels.append(f"{key[0]} S={key[1]}: {arm}" if arm == "gstar" else arm)
+      ys.append(y)
       y += 1
     y += 0.5
   ax.axvline(0, color="k", lw=0.8)
   ax.axvline(-100 * HELPS, color="grey", ls=":", lw=0.8)
-  ax.set_yticks([])
+  ax.set_yticks(ys, ylabels, fontsize=6)
   ax.set_xlabel("change in held-out L_GT against the plain SAE (%), median and 95% interval")
   ax.set_title("every arm on the fresh seeds (Top-k, d_sae = n); Γ* = o", fontsize=10)
   ax.invert_yaxis()
@@ -585,12 +598,17 @@ def results_markdown(result: dict) -> str:
            f"paired relative changes of held-out L_GT against the plain SAE with order-statistic "
            f"95% intervals.", "",
            "**Primary readings** (Γ* against the plain SAE; Holm over these):", "",
-           "| geometry | S | ΔL_GT, Γ* | Holm p | Δ x_p MSE | ΔMCC | helps ≥ 10%? |",
-           "|---|---|---|---|---|---|---|"]
+           "| geometry | S | search seeds: start, best seen | ΔL_GT, Γ* (fresh seeds) | Holm p | "
+           "Δ x_p MSE | ΔMCC | helps ≥ 10%? |",
+           "|---|---|---|---|---|---|---|---|"]
+  search = {(x["cell"], x["sparsity"]): x for x in result.get("search", [])}
   for r in rs:
     if r["primary"]:
       m = r["mcc_change"]
-      lines.append(f"| {r['cell']} | {r['sparsity']} | {_pct(r['l_gt_change'])} | "
+      x = search.get((r["cell"], r["sparsity"]))
+      sx = (f"{x['start']} {100 * x['start_change']:+.0f}%, {100 * x['best_seen_change']:+.0f}%"
+            if x else "–")
+      lines.append(f"| {r['cell']} | {r['sparsity']} | {sx} | {_pct(r['l_gt_change'])} | "
                    f"{r['p_adjusted']:.3g} | {_pct(r['mse_change'])} | {m['median']:+.3f} | "
                    f"{'**yes**' if r['helps_10pct'] else 'no'} |")
   lines += ["", "**Every arm** (median ΔL_GT; `*` = reduction significant after BH within the arm "
@@ -674,6 +692,7 @@ def main(argv=None):
   if a.from_json:
     earlier = json.loads(pathlib.Path(a.from_json).read_text())
     raw, t0 = earlier["raw"], t0 - earlier["wall_seconds"]
+    trained_by = earlier["command"].split(" (re-analysed")[0]
   else:
     raw = {"cells": {}, "prior": {}}
     for geo in plan.geometries:
@@ -697,8 +716,11 @@ def main(argv=None):
         print(f"{key:>14}: search {s['seconds']:6.1f} s, {len(rows)} confirmation SAEs, "
               f"{time.perf_counter() - t:6.1f} s in all", flush=True)
     raw = json.loads(json.dumps(raw, default=_jsonable))
-  result = {"command": " ".join(["python", "experiments/gamma_ceiling.py",
-                                 *(sys.argv[1:] if argv is None else argv)]),
+  command = " ".join(["python", "experiments/gamma_ceiling.py",
+                       *(sys.argv[1:] if argv is None else argv)])
+  if a.from_json:
+    command = f"{trained_by} (re-analysed: {command})"
+  result = {"command": command,
             "machine": machine(), "plan": {**dataclasses.asdict(plan),
                                            "train": dataclasses.asdict(plan.train), "name": name},
             **analyse(raw, plan)}
