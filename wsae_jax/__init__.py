@@ -58,6 +58,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each is import
     variance_weights,
   )
   from wsae_jax.parallel import data_mesh
+  from wsae_jax.storage.saelens import load_saelens, save_saelens
   from wsae_jax.theory import closed_form
   from wsae_jax.training.trainer import History, TrainConfig, TrainState, make_train_step, train
 
@@ -93,6 +94,8 @@ _NAMES = {
     "semantic_consistency": "wsae_jax.objectives.weights",
     "variance_weights": "wsae_jax.objectives.weights",
     "data_mesh": "wsae_jax.parallel",
+    "load_saelens": "wsae_jax.storage.saelens",
+    "save_saelens": "wsae_jax.storage.saelens",
     "closed_form": "wsae_jax.theory",
     "History": "wsae_jax.training.trainer",
     "TrainConfig": "wsae_jax.training.trainer",
@@ -106,11 +109,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActivationStore", "ActivationWriter", "ArraySource", "BatchTopKSAEConfig", "History",
-    "IterableSource", "JumpReLUSAEConfig", "ReLUSAEConfig", "SyntheticSource", "TiedSAEConfig", "TopKSAEConfig", "TrainConfig",
-    "TrainState", "WSAEInputError", "as_source", "closed_form", "consistency_weights", "data",
-    "data_mesh", "decode", "encode", "evaluate", "evaluation", "make_config", "make_train_step",
-    "match_latents", "mcc", "mmcs", "models", "objectives", "observe", "parallel",
-    "polygon_matrix", "random_matrix", "reconstruction_loss", "sae_loss", "sample_features",
-    "semantic_consistency", "storage", "theory", "toy_model_matrix", "train", "training",
-    "variance_weights",
+    "IterableSource", "JumpReLUSAEConfig", "ReLUSAEConfig", "SyntheticSource", "TiedSAEConfig",
+    "TopKSAEConfig", "TrainConfig", "TrainState", "WSAEInputError", "as_source", "closed_form",
+    "consistency_weights", "data", "data_mesh", "decode", "encode", "evaluate", "evaluation",
+    "load_saelens", "make_config", "make_train_step", "match_latents", "mcc", "mmcs", "models",
+    "objectives", "observe", "parallel", "polygon_matrix", "random_matrix", "reconstruction_loss",
+    "sae_loss", "sample_features", "save_saelens", "semantic_consistency", "storage", "theory",
+    "toy_model_matrix", "train", "training", "variance_weights",
 ]
