@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -181,3 +182,28 @@ def test_train_and_export_the_new_architectures(tmp_path, arch, flags):
   # A flag meant for another architecture is refused, not ignored.
   assert cli.main(["train", "--out", str(tmp_path / "bad"), "--arch", arch, "--l1", "0.1",
                    "--steps", "2", "--no-progress"]) == 2
+
+
+@pytest.mark.parametrize("command", list(cli.COMMAND_HELP))
+def test_help_shows_each_default_once(command, capsys):
+  with pytest.raises(SystemExit):
+    cli.main([command, "--help"])
+  out = capsys.readouterr().out
+  flat = " ".join(out.split())
+  assert "%%" not in out and "(default: None)" not in flat
+  for option_help in re.split(r"\n  -", out)[1:]:  # one block per option
+    assert " ".join(option_help.split()).count("(default") <= 1, option_help
+  if command == "train":
+    for text in ("training steps (default: 2000)", "rows per step (default: 1024)",
+                 "peak Adam learning rate (default: 0.001)", "--warmup-steps",
+                 "--decay-fraction"):
+      assert text in flat, text
+
+
+def test_warmup_and_decay_reach_the_run(tmp_path):
+  run = tmp_path / "run"
+  assert cli.main(["train", "--out", str(run), "--planes", "2", "--mono", "2", "--steps", "20",
+                   "--batch-size", "32", "--warmup-steps", "3", "--decay-fraction", "0.25",
+                   "--no-progress"]) == 0
+  tc = json.loads((run / "run.json").read_text())["train_config"]
+  assert tc["warmup_steps"] == 3 and tc["decay_fraction"] == 0.25

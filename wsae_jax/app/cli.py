@@ -28,6 +28,18 @@ COMMAND_HELP = {
 HYPERPARAMETER_FLAGS = {"k": "--k", "l1_coefficient": "--l1", "l0_coefficient": "--l0"}
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+  """Adds "(default: X)" to an option's help unless the help already says its default, the option
+  is a flag, or it has no default (argparse's own formatter doubled some and skipped others)."""
+
+  def _get_help_string(self, action):
+    text = action.help or ""
+    if ("default" in text or action.default in (None, False, argparse.SUPPRESS)
+        or action.nargs == 0):
+      return text
+    return f"{text} (default: %(default)s)".lstrip()
+
+
 def _int_or_float(text: str):
   try:
     v = float(text)
@@ -51,7 +63,7 @@ def _add_demo(sub):
       description="Builds a superposition problem (n_p = 20 observed dimensions), trains a plain SAE "
       "and a weighted SAE (γ_i = Var(x_p,i)^α) at each sparsity, prints a table of L_SAE, L_GT, "
       "MMCS, features per latent, shrinkage and vanishing, and writes demo.json and demo.png.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=_Help)
   p.add_argument("--out", default=d.out, help="output folder (created if missing)")
   p.add_argument("--geometry", choices=GEOMETRIES, default=d.geometry,
                  help="W_p: triangles in 2-D planes + 4 monosemantic dims (n=28), a trained "
@@ -86,7 +98,7 @@ def _add_theory(sub):
       "the expected shrinkage E[x_m,j/x_j | x_j>0] and vanishing probability P(x_m,j=0 | x_j>0) of "
       "the paper's closed-form SAE, its L_SAE, L_GT and the Thm 4/5 gap, and which identifiability "
       "conditions hold.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=_Help)
   _add_problem(p)
   p.add_argument("--sparsity", type=float, default=0.9, help="feature sparsity S in [0, 1)")
   p.add_argument("--d-sae", type=int, default=None, help="SAE width (default: n)")
@@ -208,7 +220,7 @@ def _add_train(sub):
       "checkpoint and ends with exactly the parameters of an uninterrupted run. A folder that "
       "already holds a run is refused unless --resume (same settings and data) or --overwrite."
       + EXIT_STATUS_DOC,
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=_Help)
   p.add_argument("--out", required=True, help="run folder")
   src = p.add_argument_group("data")
   src.add_argument("--activations", default=None,
@@ -270,19 +282,24 @@ def _add_train(sub):
                  "and AuxK revives it (default: "
                  f"{DEAD_AFTER_RUN_FRACTION:g} of the run's tokens, at least one batch, at most "
                  "10M)")
-  t.add_argument("--steps", type=int, default=2000)
-  t.add_argument("--batch-size", type=int, default=1024)
-  t.add_argument("--lr", type=float, default=1e-3)
+  t.add_argument("--steps", type=int, default=2000, help="training steps")
+  t.add_argument("--batch-size", type=int, default=1024, help="rows per step")
+  t.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate")
+  t.add_argument("--warmup-steps", type=int, default=None,
+                 help="linear learning-rate warmup (default: min(100, steps / 10))")
+  t.add_argument("--decay-fraction", type=float, default=0.0,
+                 help="final fraction of the steps over which the learning rate decays linearly "
+                 "to 0 (experiments/REAL.md's runs used 0.2)")
   t.add_argument("--seed", type=int, default=0, help="initialisation seed")
-  t.add_argument("--log-every", type=int, default=100)
-  t.add_argument("--checkpoint-every", type=int, default=500)
+  t.add_argument("--log-every", type=int, default=100, help="steps between history records")
+  t.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
   t.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
   _add_resume_overwrite(
       t, "continue the run in OUT from its newest checkpoint (refused if OUT holds a run with "
       "other settings or data)",
       "delete the run already in OUT (its checkpoints, sae/, history.json, run.json) once every "
       "input check has passed, and start afresh")
-  t.add_argument("--no-progress", action="store_true")
+  t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
   p.set_defaults(func=_run_train)
 
 
@@ -438,7 +455,9 @@ def _train_locked(args, out):
   b_dec_init = args.b_dec_init or TrainConfig.b_dec_init
   tc = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                    seed=args.seed, log_every=args.log_every, b_dec_init=b_dec_init,
-                   warmup_steps=min(100, args.steps // 10))
+                   warmup_steps=(min(100, args.steps // 10) if args.warmup_steps is None
+                                 else args.warmup_steps),
+                   decay_fraction=args.decay_fraction)
   cfg = resolve_run_defaults(cfg, tc)  # run.json records the window the run uses
   gamma = None
   if not from_file and args.alpha is not None and weights.KINDS[args.gamma].needs == "decoder":
@@ -513,7 +532,7 @@ def _train_locked(args, out):
 
 def _add_export(sub):
   p = sub.add_parser("export", help=COMMAND_HELP["export"],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                     formatter_class=_Help)
   p.add_argument("run", help="run folder written by `wsae train` (holds checkpoints/)")
   p.add_argument("--out", default=None, help="SAELens folder to write (default: RUN/sae); an "
                  "existing non-empty folder (RUN/sae included) is refused unless --overwrite")
@@ -558,7 +577,7 @@ def _add_eval(sub):
       description="Scores an SAE (a `wsae train` run folder or any SAELens folder this library "
       "reads) on the last --eval-shards shards of an activation store, on raw activations "
       "(normalisation is folded into the exported weights): FVU on all rows and on typical rows "
-      "(norm <= 5x the median), L0, dead fraction, dense fraction (active on > 10%% of rows), the "
+      "(norm <= 5x the median), L0, dead fraction, dense fraction (active on > 10% of rows), the "
       "firing-frequency histogram, token consistency and top-20 token entropy; with the store's "
       "language model (the `harvest` extra): --probe adds k-sparse probing of token classes "
       "(k = 1, 2, 5 latents vs a probe on the raw activations) and first-letter feature "
@@ -567,7 +586,7 @@ def _add_eval(sub):
       "`wsae train --hold-out-shards N` so that these shards are unseen. Without --activations, "
       "a synthetic run folder is scored on 8,192 held-out samples of its superposition problem: "
       "the same scores plus L_GT, MMCS, MCC, shrinkage and vanishing." + EXIT_STATUS_DOC,
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=_Help)
   p.add_argument("sae", help="a run folder of `wsae train` (its sae/) or a SAELens folder")
   p.add_argument("--activations", default=None, help="activation store (metadata.json + shards); "
                  "omit it for a synthetic run of `wsae train`, scored on a held-out sample of its "
@@ -756,7 +775,7 @@ def _add_report(sub):
       "bands) and the nearest decoder directions; synthetic runs add the matched true features "
       "and the closed form vs the trained encoder. For a sweep folder: the Pareto front of "
       "(L0, MSE) with hover, and the members' table." + EXIT_STATUS_DOC,
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=_Help)
   p.add_argument("path", help="a run folder of `wsae train`, a SAELens folder, or a sweep's "
                  "output folder (with sweep.json)")
   p.add_argument("--activations", default=None, help="activation store for latent statistics "
