@@ -401,16 +401,89 @@ def _run_train(args):
     raise
 
 
+def _train_data(args):
+  """`wsae train`'s data: `(source, W_p or None, γ sample, scale, standardization, d_in, d_sae)`."""
+  import numpy as np
+
+  from wsae_jax.data import problems, sources
+  V.check_int("--hold-out-shards", args.hold_out_shards, low=0)
+  if not args.activations:
+    W = _problem(args, args.data_seed).matrix()
+    source = sources.SyntheticSource(W, args.sparsity, args.batch_size, seed=args.data_seed)
+    sample = np.asarray(source.sample(problems.HELD_OUT_STEP, 8192)[1])
+    return (source, W, sample, None, None, W.shape[0],
+            W.shape[1] if args.d_sae is None else args.d_sae)
+  from wsae_jax.data.store import ActivationStore
+  source = ActivationStore(args.activations, args.batch_size, seed=args.data_seed,
+                           buffer_tokens=args.buffer_tokens, normalize=args.normalize,
+                           standardize=args.standardize, max_norm_ratio=args.max_norm_ratio,
+                           shards=slice(0, -args.hold_out_shards) if args.hold_out_shards
+                           else None,
+                           drop_first_position=False if args.keep_first_position else None,
+                           validate=not args.no_validate)
+  scale, standardization = source.scale, source.standardization
+  print(f"{args.activations}: {source.n_tokens:,} rows of d_in={source.d_in} "
+        f"({source.metadata.get('model', 'unknown model')}, layer "
+        f"{source.metadata.get('layer', '?')}); {source.steps_per_epoch} steps per epoch"
+        + (f"; normalisation scale {scale:.4g}" if scale else "")
+        + ("; standardized per dimension" if standardization else "")
+        + (f"; dropped {source.dropped_rows:,} rows with norm > {args.max_norm_ratio:g} x the "
+           f"median ({source.max_norm:.4g})" if args.max_norm_ratio else ""))
+  return (source, None, source.sample(8192, served=True), scale, standardization, source.d_in,
+          8 * source.d_in if args.d_sae is None else args.d_sae)
+
+
+def _check_gamma_option(args) -> None:
+  """--gamma / --alpha, checked before any data is read."""
+  from wsae_jax.objectives import weights
+  if not args.gamma.endswith(".npy") and (args.alpha is not None or args.gamma != "variance"):
+    try:  # a γ kind named without --alpha would silently train the plain SAE: said instead
+      weights.check_kind(args.gamma, args.alpha, synthetic=not args.activations)
+    except V.WSAEInputError as e:
+      raise V.WSAEInputError(f"--gamma: {e}") from None
+
+
+def _train_gamma(args, d_in: int, sample, W):
+  """`wsae train`'s γ: none, a file's, one of `weights.KINDS`; reported, and refused past
+  --gamma-max-share."""
+  import warnings
+
+  from wsae_jax.objectives import weights
+  from_file = args.gamma.endswith(".npy")
+  if args.alpha is None and not from_file:
+    return None
+  if not from_file and weights.KINDS[args.gamma].needs == "decoder":
+    print(f"γ from the decoder: γ = m̂^-{args.alpha:g}, re-estimated every {args.gamma_every} steps")
+    return weights.make_gamma(args.gamma, args.alpha, every=args.gamma_every)
+  with warnings.catch_warnings():  # reported once, below, with the refusal option
+    warnings.simplefilter("ignore", RuntimeWarning)
+    gamma = (_load_gamma(args.gamma, d_in) if from_file
+             else weights.make_gamma(args.gamma, args.alpha, sample=sample, W_p=W))
+  report = weights.gamma_report(gamma)
+  print(report.summary())
+  if args.gamma_max_share is not None:
+    V.check_range("--gamma-max-share", args.gamma_max_share, low=0.0, high=1.0, low_open=True)
+    if report.top_share > args.gamma_max_share:
+      raise V.WSAEInputError(
+          f"γ ({args.gamma}): dimension {report.top_dim} holds {report.top_share:.1%} of "
+          f"Σγ², more than --gamma-max-share {args.gamma_max_share:g}. Lower --alpha or drop "
+          f"the massive-activation rows.")
+  concerns = report.problems()
+  if concerns:  # one warning, however many
+    print(f"wsae train: warning: γ ({args.gamma}, α = {args.alpha}): {'; '.join(concerns)}. "
+          f"Consider a smaller --alpha; --gamma-max-share turns this into a refusal.",
+          file=sys.stderr)
+  return gamma
+
+
 def _train_locked(args, out):
-  import json
   import shutil
 
   import jax
   import numpy as np
 
   from wsae_jax import models
-  from wsae_jax.data import problems, sources
-  from wsae_jax.objectives import weights
+  from wsae_jax.data import sources
   from wsae_jax.storage import records, saelens
   from wsae_jax.storage.checkpoint import Checkpointer
   from wsae_jax.training import run, trainer
@@ -418,105 +491,43 @@ def _train_locked(args, out):
   existing = _check_run_folder(out, resume=args.resume, overwrite=args.overwrite)
   if args.d_sae is not None:
     V.check_int("--d-sae", args.d_sae, low=1)
-  from_file = args.gamma.endswith(".npy")
-  if not from_file and (args.alpha is not None or args.gamma != "variance"):
-    try:  # a γ kind named without --alpha would silently train the plain SAE: said instead
-      weights.check_kind(args.gamma, args.alpha, synthetic=not args.activations)
-    except V.WSAEInputError as e:
-      raise V.WSAEInputError(f"--gamma: {e}") from None
-  scale = standardization = None
-  V.check_int("--hold-out-shards", args.hold_out_shards, low=0)
-  if args.activations:
-    from wsae_jax.data.store import ActivationStore
-    source = ActivationStore(args.activations, args.batch_size, seed=args.data_seed,
-                             buffer_tokens=args.buffer_tokens, normalize=args.normalize,
-                             standardize=args.standardize, max_norm_ratio=args.max_norm_ratio,
-                             shards=slice(0, -args.hold_out_shards) if args.hold_out_shards
-                             else None,
-                             drop_first_position=False if args.keep_first_position else None,
-                             validate=not args.no_validate)
-    scale, standardization = source.scale, source.standardization
-    d_in, d_sae = source.d_in, 8 * source.d_in if args.d_sae is None else args.d_sae
-    sample = source.sample(8192, served=True)
-    print(f"{args.activations}: {source.n_tokens:,} rows of d_in={d_in} "
-          f"({source.metadata.get('model', 'unknown model')}, layer "
-          f"{source.metadata.get('layer', '?')}); {source.steps_per_epoch} steps per epoch"
-          + (f"; normalisation scale {scale:.4g}" if scale else "")
-          + ("; standardized per dimension" if standardization else "")
-          + (f"; dropped {source.dropped_rows:,} rows with norm > {args.max_norm_ratio:g} x the "
-             f"median ({source.max_norm:.4g})" if args.max_norm_ratio else ""))
-  else:
-    W = _problem(args, args.data_seed).matrix()
-    source = sources.SyntheticSource(W, args.sparsity, args.batch_size, seed=args.data_seed)
-    d_in, d_sae = W.shape[0], W.shape[1] if args.d_sae is None else args.d_sae
-    sample = np.asarray(source.sample(problems.HELD_OUT_STEP, 8192)[1])
+  _check_gamma_option(args)
+  source, W, sample, scale, standardization, d_in, d_sae = _train_data(args)
   cfg = models.make_config(args.arch, d_in=d_in, d_sae=d_sae, **_hyperparameters(args),
                            **_dead_after(args))
-  b_dec_init = args.b_dec_init or TrainConfig.b_dec_init
   tc = TrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
-                   seed=args.seed, log_every=args.log_every, b_dec_init=b_dec_init,
+                   seed=args.seed, log_every=args.log_every,
+                   b_dec_init=args.b_dec_init or TrainConfig.b_dec_init,
                    warmup_steps=(min(100, args.steps // 10) if args.warmup_steps is None
                                  else args.warmup_steps),
                    decay_fraction=args.decay_fraction)
   cfg = resolve_run_defaults(cfg, tc)  # run.json records the window the run uses
-  gamma = None
-  if not from_file and args.alpha is not None and weights.KINDS[args.gamma].needs == "decoder":
-    gamma = weights.make_gamma(args.gamma, args.alpha, every=args.gamma_every)
-    print(f"γ from the decoder: γ = m̂^-{args.alpha:g}, re-estimated every {args.gamma_every} steps")
-  elif args.alpha is not None or from_file:
-    import warnings
-    with warnings.catch_warnings():  # reported once, below, with the refusal option
-      warnings.simplefilter("ignore", RuntimeWarning)
-      if from_file:
-        gamma = _load_gamma(args.gamma, d_in)
-      else:
-        gamma = weights.make_gamma(args.gamma, args.alpha, sample=sample,
-                                   W_p=None if args.activations else W)
-    report = weights.gamma_report(gamma)
-    print(report.summary())
-    if args.gamma_max_share is not None:
-      V.check_range("--gamma-max-share", args.gamma_max_share, low=0.0, high=1.0, low_open=True)
-      if report.top_share > args.gamma_max_share:
-        raise V.WSAEInputError(
-            f"γ ({args.gamma}): dimension {report.top_dim} holds {report.top_share:.1%} of "
-            f"Σγ², more than --gamma-max-share {args.gamma_max_share:g}. Lower --alpha or drop "
-            f"the massive-activation rows.")
-    concerns = report.problems()  # (`problems` is the module of named geometries)
-    if concerns:  # one warning, however many
-      print(f"wsae train: warning: γ ({args.gamma}, α = {args.alpha}): {'; '.join(concerns)}. "
-            f"Consider a smaller --alpha; --gamma-max-share turns this into a refusal.",
-            file=sys.stderr)
+  gamma = _train_gamma(args, d_in, sample, W)
   V.check_int("--checkpoint-every", args.checkpoint_every, low=1)
   V.check_int("--keep", args.keep, low=1)
   # The run's identity: compared with OUT/run.json before any checkpoint is touched.
   meta = trainer.run_record(cfg, tc, gamma, source, normalization_scale=scale,
                            standardization=standardization)
-  run_file = out / "run.json"
-  if args.resume and run_file.exists():
-    try:
-      saved = json.loads(run_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-      raise V.WSAEInputError(f"{run_file} cannot be read ({e}); the run folder is damaged. Start "
-                             f"afresh with --overwrite or in another folder.") from None
-    V.check_fields(str(run_file), saved, {}, allow_unknown=True)
-    run.check_compatible(saved, meta, f"the run in {out} ({run_file.name})")
+  if args.resume:
+    run.check_resumable(out / "run.json", meta)
   if args.overwrite:  # every input check has passed: only now is the old run removed
     for entry in existing:
       shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-  records.write_json(run_file, meta)
-  if not args.activations:  # the synthetic W_p, for `wsae report`'s true-feature panel
+  records.write_json(out / "run.json", meta)
+  if W is not None:  # the synthetic W_p, for `wsae report`'s true-feature panel
     records.save_npy(out / "W_p.npy", np.asarray(W, np.float32))
   ck = Checkpointer(out / "checkpoints", every=args.checkpoint_every, keep=args.keep)
   try:
     state, hist = trainer.train(cfg, tc, source, gamma=gamma, checkpointer=ck, resume=args.resume,
-                              progress=not args.no_progress, normalization_scale=scale,
-                              standardization=standardization)
+                                progress=not args.no_progress, normalization_scale=scale,
+                                standardization=standardization)
   finally:
     ck.close()
     if hasattr(source, "close"):
       source.close()
-  records.write_json(out / "history.json",
-              {"records": hist.records, "diverged_at": hist.diverged_at, "seconds": hist.seconds})
+  records.write_json(out / "history.json", {"records": hist.records,
+                                            "diverged_at": hist.diverged_at,
+                                            "seconds": hist.seconds})
   saelens.save_saelens(out / "sae", cfg, jax.device_get(state.params), normalization_scale=scale,
                        standardization=standardization,
                        metadata=saelens.metadata_from_data(sources.describe(source)))

@@ -96,6 +96,21 @@ def check_compatible(saved: dict, current: dict, where) -> None:
         "original settings.")
 
 
+def check_resumable(run_file, meta: dict) -> None:
+  """A run folder's `run.json` (if it has one) against the record of the run about to resume
+  there: raises before any checkpoint is touched when it cannot be read or differs."""
+  run_file = pathlib.Path(run_file)
+  if not run_file.exists():
+    return
+  try:
+    saved = json.loads(run_file.read_text())
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise V.WSAEInputError(f"{run_file} cannot be read ({e}); the run folder is damaged. Start "
+                           f"afresh with --overwrite or in another folder.") from None
+  V.check_fields(str(run_file), saved, {}, allow_unknown=True)
+  check_compatible(saved, meta, f"the run in {run_file.parent} ({run_file.name})")
+
+
 def restore_latest(ck: Checkpointer, target, expected_meta: dict | None = None):
   """The newest usable checkpoint of `ck` as `(state, meta)`, or None if the folder holds none.
 
