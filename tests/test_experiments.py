@@ -195,6 +195,7 @@ def test_weights_real_smoke(tmp_path, tiny_lm_store):
   # Paired over seeds; token consistency over a common latent set of each pair.
   for e in saved["paired"]:
     assert e["seeds"] == [0, 1] and len(e["token_consistency"]["common_latents"]) == 2
+    assert 0 <= e["fvu_relative"]["p_noninferior"] <= 1
     assert e["fvu"]["median"] == pytest.approx(np.median(
         [x["fvu"] - y["fvu"] for x, y in zip(
             [r for r in rows if r["kind"] == e["kind"]], [r for r in rows if r["kind"] == "none"])]))

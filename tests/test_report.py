@@ -192,6 +192,15 @@ def test_report_with_activations_shows_each_latents_strongest_contexts(store_run
   fired = z_raw[later] > 0
   np.testing.assert_allclose(d["latents"]["frequency"], fired.mean(0), atol=1e-4)
   assert d["latents"]["count"] == fired.sum(0).tolist()
+  # Each latent's activation histogram: 20 bins from 0 to its maximum, by a slow loop.
+  hist = _arr(d["latents"]["act_hist"], "<u4").reshape(24, d["latents"]["act_hist_bins"])
+  for j in range(24):
+    v = z_raw[later][:, j]
+    v = v[v > 0]
+    want = np.zeros(20, int)
+    for a in v:
+      want[min(int(a / v.max() * 20), 19)] += 1
+    assert hist[j].tolist() == want.tolist(), j
   first_tokens = set(tokens[~later].tolist()) - set(tokens[later].tolist())
   for j in live:
     listed = {int(t.lstrip("#")) for t, _ in d["latents"]["top_tokens"][j]}

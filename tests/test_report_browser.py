@@ -81,6 +81,11 @@ def test_clicking_a_latent_shows_its_contexts_and_nothing_is_fetched(browser, st
   assert len(detail.find_elements("css selector", ".ctx-group")) == len(set(bands[j]) - {-1})
   hit = lines[0].find_element("css selector", ".tok.hit")
   assert hit.text == c["vocab"][str(int(tokens[expected[0]]))]
+  # Its activation histogram: 20 bars, as many rows as the latent is active on.
+  bars = detail.find_elements("css selector", "#act-hist rect")
+  assert len(bars) == 20
+  assert sum(int(b.find_element("tag name", "title").get_attribute("textContent")
+                 .split(": ")[1].split()[0]) for b in bars) == d["latents"]["count"][j]
   # Undecoded token ids are kept apart on screen (they ran together: "#339#485#82").
   toks = lines[0].find_elements("css selector", ".tok")
   for a, b in zip(toks, toks[1:]):

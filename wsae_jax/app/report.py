@@ -91,8 +91,10 @@ def _latent_table(cfg, params, codes, tokens=None, strings=None) -> dict:
   _, lat, val = codes
   st = features.latent_stats(lat, val, cfg.d_sae, tokens)
   ids, cos = features.decoder_neighbours(np.asarray(models.decoder_matrix(cfg, params)))
+  hist = features.activation_histograms(lat, val, cfg.d_sae, bins=HIST_BINS)
   table = {"frequency": _round(st["frequency"], 4), "mean": _round(st["mean"], 4),
            "max": _round(st["max"], 4), "count": st["count"].tolist(),
+           "act_hist": _b64(hist, "<u4"), "act_hist_bins": HIST_BINS,
            "neighbours": _b64(ids, "<i4"), "neighbour_cos": _b64(np.round(cos * 127), "i1"),
            "k_neighbours": int(ids.shape[1])}
   if tokens is not None:
@@ -152,6 +154,8 @@ def _tokenizer_strings(store, model, tokens):
     return None, f"token ids shown undecoded: {e}"
 
 
+HIST_BINS = 20
+"""Bins of each latent's activation histogram (0 to its maximum)."""
 STAGES = ("loading the SAE", "reading activations", "encoding", "scoring", "latent table",
           "contexts")
 """What `run_report` reports to its `stage` callback, in order (the last five with activations)."""

@@ -52,6 +52,20 @@ def latent_stats(latents_BxK, values_BxK, d_sae: int, tokens_B=None, *, top_toke
   return out
 
 
+def activation_histograms(latents_BxK, values_BxK, d_sae: int, *, bins: int = 20) -> np.ndarray:
+  """Per latent, the histogram of its non-zero activations over `bins` equal bins from 0 to its
+  own maximum (as SAE-Vis shows): counts `(d_sae, bins)`; a latent's maximum falls in its last
+  bin. With `latent_stats`'s `max` the bin edges are `max · [0, 1/bins, …, 1]`."""
+  lat = np.asarray(latents_BxK)
+  val = np.asarray(values_BxK, np.float64)
+  act = (lat >= 0) & (val > 0)
+  L, Vv = lat[act].astype(np.int64), val[act]
+  mx = np.zeros(d_sae)
+  np.maximum.at(mx, L, Vv)
+  b = np.minimum((Vv / np.maximum(mx[L], 1e-30) * bins).astype(np.int64), bins - 1)
+  return np.bincount(L * bins + b, minlength=d_sae * bins).reshape(d_sae, bins)
+
+
 def examples(latents_BxK, values_BxK, d_sae: int, *, top: int = 10, per_band: int = 4,
              exclude_B=None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
   """Example rows per latent: its `top` most activating rows, then `per_band` rows drawn at random

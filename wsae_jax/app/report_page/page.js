@@ -194,6 +194,7 @@ function contexts() {  // decoded on first use
   }
   return CTX;
 }
+let HIST = null;  // every latent's activation histogram, decoded on first use
 function neighbours() {
   if (!NB) NB = {ids: b64(L.neighbours, Int32Array), cos: b64(L.neighbour_cos, Int8Array), k: L.k_neighbours};
   return NB;
@@ -276,6 +277,15 @@ function openLatent(j) {
     const s = D.synthetic, f = s.feature_of_latent[j];
     kids.push(el("div", {}, f >= 0 ? `decoder matched to true feature ${f}` : "decoder matched to no true feature",
                  `; closest feature ${s.best_feature[j]} at cos ${fmt(s.latent_cos[j])}`));
+  }
+  if (!L.unscored && L.act_hist && L.count[j] > 0) {
+    if (!HIST) HIST = b64(L.act_hist, Uint32Array);
+    const nB = L.act_hist_bins, counts = Array.from(HIST.slice(j * nB, (j + 1) * nB));
+    const edges = Array.from({length: nB + 1}, (_, i) => L.max[j] * i / nB);
+    const h = el("div", {id: "act-hist"}, el("h3", {text: "Activation histogram (active rows)"}));
+    h.append(barChart(counts, "rows", {w: 420, h: 170, edges, counts: true, labels: {x: "activation",
+      fmt: (i, v) => `[${fmt(+edges[i].toPrecision(3))}, ${fmt(+edges[i + 1].toPrecision(3))}): ${v} rows`}}));
+    kids.push(h);
   }
   const nb = neighbours();
   const nbList = el("div", {class: "neighbours"});
