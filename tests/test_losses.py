@@ -70,6 +70,31 @@ def test_topk_auxk_matches_slow_reference():
   assert_close(loss0, recon, rtol=1e-5)
 
 
+@pytest.mark.parametrize("n_dead", [1, 3, 4, 5, 9])
+def test_auxk_over_gathered_dead_latents_equals_the_full_width(n_dead):
+  """AuxK gathers the dead latents' columns when at most `aux_width` (here 4) are dead and uses
+  the full width beyond: loss and gradients equal a full-width computation either way."""
+  from wsae_jax.models import topk
+  cfg = w.TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3, aux_k=2, aux_coefficient=0.5)
+  assert topk.aux_width(cfg) == 4 < D_SAE
+  p = _random_params(cfg)
+  dead = jnp.asarray(np.isin(np.arange(D_SAE), RNG.permutation(D_SAE)[:n_dead]))
+  residual = jnp.asarray(RNG.standard_normal((32, D_IN)).astype(np.float32))
+
+  def ours(q):
+    pre = models.topk.pre_activations(cfg, q, X)
+    return topk.auxk_loss(cfg, q, pre, dead, residual, GAMMA, jnp.float32(0))
+
+  def full_width(q):
+    pre = models.topk.pre_activations(cfg, q, X)
+    z = w.models.topk_activation(jnp.where(dead, pre, -jnp.inf), 2)
+    scale = min(n_dead / 2, 1.0)
+    return scale * reconstruction_loss(residual, z @ q["W_dec"], GAMMA)[0]
+
+  assert_close(ours(p), full_width(p), rtol=1e-6)
+  assert_close(jax.grad(ours)(p), jax.grad(full_width)(p), rtol=1e-5, atol=1e-6)
+
+
 def test_weighted_loss_is_the_plain_loss_of_rescaled_data():
   # ‖Γ(x − x̂)‖² is the plain loss of Γx against Γx̂.
   x_hat = X[::-1]

@@ -96,19 +96,42 @@ def auxk_loss(cfg, params, pre_BxM, dead_M, residual_BxD, gamma, like):
   by γ like the main term and scaled by `min(n_dead / aux_k, 1)` (as SAELens does), so it fades
   as latents revive. Computed only when some latent is dead; `dead_M=None` gives no term.
   `like` is the main loss: `like * 0` (not a fresh zero) carries its sharding axes in shard_map.
+
+  When at most `aux_width(cfg)` latents are dead (the usual case once the recipe has revived
+  them), only their columns are gathered: the selection and the decoder product are that wide
+  instead of d_sae wide. The result equals the full-width computation (tested); with more dead
+  latents the full width is used.
   """
   if dead_M is None:
     return like * 0
   aux_k = cfg.resolved_aux_k
   n_dead = jnp.sum(dead_M)
+  residual = jax.lax.stop_gradient(residual_BxD)
+  scale = jnp.minimum(n_dead / aux_k, 1.0).astype(like.dtype)
+  width = aux_width(cfg)
 
-  def term():
-    residual = jax.lax.stop_gradient(residual_BxD)
+  def full():
     z_aux = topk_activation(jnp.where(dead_M, pre_BxM, -jnp.inf), aux_k)
-    scale = jnp.minimum(n_dead / aux_k, 1.0).astype(like.dtype)
     return scale * reconstruction_loss(residual, z_aux @ params["W_dec"], gamma)[0]
 
-  return jax.lax.cond(n_dead > 0, term, lambda: like * 0)
+  def gathered():
+    (idx_W,) = jnp.nonzero(dead_M, size=width, fill_value=0)
+    live_W = jnp.arange(width) < n_dead  # the padding repeats latent 0: masked out
+    pre_BxW = jnp.where(live_W, pre_BxM[:, idx_W], -jnp.inf)
+    z_aux = topk_activation(pre_BxW, aux_k)
+    return scale * reconstruction_loss(residual, z_aux @ params["W_dec"][idx_W], gamma)[0]
+
+  if width >= cfg.d_sae:
+    return jax.lax.cond(n_dead > 0, full, lambda: like * 0)
+  return jax.lax.cond(n_dead > 0,
+                      lambda: jax.lax.cond(n_dead <= width, gathered, full),
+                      lambda: like * 0)
+
+
+def aux_width(cfg) -> int:
+  """How many dead latents AuxK gathers before it falls back to the full width: twice `aux_k`
+  (at least the k it selects), at most d_sae."""
+  return min(cfg.d_sae, 2 * cfg.resolved_aux_k)
 
 
 def _dense(cfg, params, x_BxD, pre_BxM, k):
