@@ -29,10 +29,11 @@ from wsae_jax.training import state as state_lib  # noqa: E402
 from wsae_jax.training import trainer as train_lib  # noqa: E402
 
 
-def bench_arch(arch: str, d_in: int, d_sae: int, batch: int, k: int, gamma: bool) -> dict:
+def bench_arch(arch: str, d_in: int, d_sae: int, batch: int, k: int, gamma: bool,
+               dtype: str = "float32") -> dict:
   extra = {"k": k} if arch == "topk" else {}
   cfg = w.make_config(arch, d_in=d_in, d_sae=d_sae, **extra)
-  tc = w.TrainConfig(steps=10**6, batch_size=batch, warmup_steps=10)
+  tc = w.TrainConfig(steps=10**6, batch_size=batch, warmup_steps=10, compute_dtype=dtype)
   mesh = parallel.data_mesh()
   state = state_lib.init_state(cfg, tc, mesh=mesh)
   step = train_lib.make_train_step(cfg, tc, mesh=mesh)
@@ -53,7 +54,7 @@ def bench_arch(arch: str, d_in: int, d_sae: int, batch: int, k: int, gamma: bool
   sec = common.timeit(run, repeats=5, min_seconds=2.0)
   flops = 10.0 * batch * d_in * d_sae
   return {"arch": arch, "d_in": d_in, "d_sae": d_sae, "batch": batch, "k": extra.get("k"),
-          "gamma": gamma, "compile_s": compile_s, "step_s": sec, "tokens_per_s": batch / sec,
+          "gamma": gamma, "compute_dtype": dtype, "compile_s": compile_s, "step_s": sec, "tokens_per_s": batch / sec,
           "flops_per_s": flops / sec}
 
 
@@ -64,6 +65,8 @@ def main(argv=None):
   p.add_argument("--batch", type=int, default=4096)
   p.add_argument("--k", type=int, default=32)
   p.add_argument("--smoke", action="store_true", help="tiny sizes to check the script runs")
+  p.add_argument("--bf16", action="store_true",
+                 help="also time each architecture with compute_dtype='bfloat16' (no γ)")
   p.add_argument("--out", default="benchmarks/results/train_step.json")
   a = p.parse_args(argv)
   if a.smoke:
@@ -73,6 +76,8 @@ def main(argv=None):
   for arch in ("relu", "topk"):
     for gamma in (False, True):
       rows.append(bench_arch(arch, a.d_in, a.d_sae, a.batch, a.k, gamma))
+    if a.bf16:
+      rows.append(bench_arch(arch, a.d_in, a.d_sae, a.batch, a.k, False, "bfloat16"))
   matmul_after = common.numpy_matmul_flops(a.batch, a.d_in, a.d_sae)
   matmul = max(matmul_before, matmul_after)
   print(f"numpy float32 matmul ({a.batch}x{a.d_in} @ {a.d_in}x{a.d_sae}): "
@@ -81,7 +86,8 @@ def main(argv=None):
         f"{'GFLOP/s':>8} {'of matmul':>9}")
   for r in rows:
     r["fraction_of_matmul"] = r["flops_per_s"] / matmul
-    print(f"{r['arch']:>5} {str(r['gamma']):>5} {r['compile_s']:>9.2f} {1e3 * r['step_s']:>8.1f} "
+    print(f"{r['arch'] + (' bf16' if r['compute_dtype'] == 'bfloat16' else ''):>5} "
+          f"{str(r['gamma']):>5} {r['compile_s']:>9.2f} {1e3 * r['step_s']:>8.1f} "
           f"{r['tokens_per_s']:>10.0f} {r['flops_per_s'] / 1e9:>8.1f} "
           f"{100 * r['fraction_of_matmul']:>8.1f}%")
   common.write_json(a.out, {"machine": common.machine(), "matmul_flops_per_s": matmul,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The accelerator checks and figures in one short run: the step limits add up to 470 s.
+# The accelerator checks and figures in one short run: the step limits add up to 545 s.
 #
 # For a lent GPU machine: bare, no internet, its python3 already has a CUDA build of JAX, flax,
 # optax, chex, orbax, torch, scipy, pytest. Nothing is installed: the checkout goes on PYTHONPATH.
@@ -49,7 +49,8 @@ step tests 120 "$PY" -m pytest -q -x -p no:cacheprovider \
   "tests/test_train.py::test_one_and_four_devices_agree" tests/test_torch_parity.py
 # The same properties on the accelerator itself.
 step accelerator_checks 60 "$PY" benchmarks/gpu_checks.py "$LOGS/checks.json"
-step train_step 60 "$PY" benchmarks/bench_train_step.py $smoke --out "$LOGS/train_step.json"
+step train_step 90 "$PY" benchmarks/bench_train_step.py $smoke --bf16 --out "$LOGS/train_step.json"
+step auxk 45 "$PY" benchmarks/bench_auxk.py $smoke --out "$LOGS/auxk.json"
 if [ -n "$QUICK" ]; then sweep_size=(--smoke); else sweep_size=(--steps 500); fi
 step sweep 90 "$PY" benchmarks/bench_sweep.py "${sweep_size[@]}" --out "$LOGS/sweep.json"
 step vs_torch 90 "$PY" benchmarks/bench_vs_torch.py $smoke --out "$LOGS/vs_torch.json"

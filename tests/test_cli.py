@@ -204,6 +204,7 @@ def test_warmup_and_decay_reach_the_run(tmp_path):
   run = tmp_path / "run"
   assert cli.main(["train", "--out", str(run), "--planes", "2", "--mono", "2", "--steps", "20",
                    "--batch-size", "32", "--warmup-steps", "3", "--decay-fraction", "0.25",
-                   "--no-progress"]) == 0
+                   "--dtype", "bfloat16", "--no-progress"]) == 0
   tc = json.loads((run / "run.json").read_text())["train_config"]
   assert tc["warmup_steps"] == 3 and tc["decay_fraction"] == 0.25
+  assert tc["compute_dtype"] == "bfloat16"

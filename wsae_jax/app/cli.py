@@ -290,6 +290,9 @@ def _add_train(sub):
   t.add_argument("--decay-fraction", type=float, default=0.0,
                  help="final fraction of the steps over which the learning rate decays linearly "
                  "to 0 (experiments/REAL.md's runs used 0.2)")
+  t.add_argument("--dtype", dest="compute_dtype", choices=("float32", "bfloat16"),
+                 default="float32", help="dtype of the loss's products (bfloat16: mixed "
+                 "precision, float32 parameters and sums; pays on GPUs and TPUs)")
   t.add_argument("--seed", type=int, default=0, help="initialisation seed")
   t.add_argument("--log-every", type=int, default=100, help="steps between history records")
   t.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
@@ -500,7 +503,7 @@ def _train_locked(args, out):
                    b_dec_init=args.b_dec_init or TrainConfig.b_dec_init,
                    warmup_steps=(min(100, args.steps // 10) if args.warmup_steps is None
                                  else args.warmup_steps),
-                   decay_fraction=args.decay_fraction)
+                   decay_fraction=args.decay_fraction, compute_dtype=args.compute_dtype)
   cfg = resolve_run_defaults(cfg, tc)  # run.json records the window the run uses
   gamma = _train_gamma(args, d_in, sample, W)
   V.check_int("--checkpoint-every", args.checkpoint_every, low=1)

@@ -12,8 +12,13 @@ import jax.numpy as jnp
 from wsae_jax import _validate as V
 
 
+def _at_least_f32(a):
+  """`a` in float32 if it is in a narrower float (bf16 products): sums accumulate in float32."""
+  return a.astype(jnp.promote_types(a.dtype, jnp.float32))
+
+
 def _weighted_sq_err(x_BxD, x_hat_BxD, gamma_D):
-  err = (x_BxD - x_hat_BxD) ** 2
+  err = (_at_least_f32(x_BxD) - _at_least_f32(x_hat_BxD)) ** 2
   if gamma_D is not None:
     # Shapes are static under jit: a γ of the wrong length (e.g. (1,), which would broadcast
     # silently) is refused when the loss is traced.
@@ -42,6 +47,7 @@ def reconstruction_loss(x_BxD: jax.Array, x_hat_BxD: jax.Array,
 
 def batch_fvu(x_BxD, mse) -> jax.Array:
   """Fraction of variance unexplained of a batch: `mse / Σ_i Var(x_i)`."""
+  x_BxD = _at_least_f32(x_BxD)
   var = jnp.sum(jnp.var(x_BxD, axis=0))
   return mse / jnp.maximum(var, jnp.finfo(x_BxD.dtype).tiny)
 

@@ -8,6 +8,7 @@ from wsae_jax import _validate as V
 from wsae_jax.training import data_init
 
 B_DEC_INITS = ("auto", *data_init.B_DEC_INITS)  # "auto" resolves to one of data_init's
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -40,6 +41,11 @@ class TrainConfig:
   its start (an array, a `SyntheticSource`, an `ActivationStore`), "zeros" for an iterable of
   batches. Ignored by architectures without `b_dec`. "auto" is the recipe measured on real
   activations (experiments/REAL.md) and what `wsae train` uses."""
+  compute_dtype: str = "float32"
+  """dtype of the products in the loss and its gradient: "float32", or "bfloat16" (mixed
+  precision: parameters, optimiser state, γ and every loss sum stay float32; the inputs and the
+  parameters are cast for the encoder, selection and decoder products). bfloat16 pays on
+  accelerators; on CPUs it is usually slower."""
 
   def __post_init__(self):
     V.check_int("steps", self.steps, low=1)
@@ -52,6 +58,9 @@ class TrainConfig:
     if self.grad_clip is not None:
       V.check_range("grad_clip", self.grad_clip, low=0.0, low_open=True)
     V.check_int("log_every", self.log_every, low=1)
+    if self.compute_dtype not in COMPUTE_DTYPES:
+      raise V.WSAEInputError(
+          f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}.")
     if self.b_dec_init not in B_DEC_INITS:
       raise V.WSAEInputError(
           f"b_dec_init must be one of {B_DEC_INITS}, got {self.b_dec_init!r}.")

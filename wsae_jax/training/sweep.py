@@ -222,7 +222,8 @@ def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk
     def member_step(state, hp_m, x_BxD, step, aux):
       opt = optim.make_optimizer(sae_cfg, train_cfg, learning_rate=hp_m["learning_rate"])
       new, met = trainer.apply_step(sae_cfg, opt, state, x_BxD, hp_m["gamma"], batch_size=B,
-                                    hp={n: hp_m[n] for n in hp_names}, reduce=reduce, aux=aux)
+                                    hp={n: hp_m[n] for n in hp_names}, reduce=reduce, aux=aux,
+                                    compute_dtype=train_cfg.compute_dtype)
       live = step < total_steps  # the last call may run past the end: those steps are no-ops
       return trainer.where_tree(live, new, state), met
 

@@ -39,8 +39,8 @@ def where_tree(pred, new, old):
 
 def apply_step(sae_cfg, opt: optax.GradientTransformation, state: TrainState, x_BxD, gamma_D, *,
                batch_size: int, hp: Mapping[str, Any] | None = None,
-               reduce: Callable[[Any], Any] = lambda t: t, aux: bool = True
-               ) -> tuple[TrainState, dict]:
+               reduce: Callable[[Any], Any] = lambda t: t, aux: bool = True,
+               compute_dtype: str = "float32") -> tuple[TrainState, dict]:
   """One optimiser step of one SAE: the maths shared by `train` and `sweep.train_sweep`.
 
   `hp`: hyperparameter overrides passed to the loss (one value per sweep member). `reduce`
@@ -48,14 +48,21 @@ def apply_step(sae_cfg, opt: optax.GradientTransformation, state: TrainState, x_
   (`shard_map`); under `jax.jit` sharding it is the identity. A step whose loss or gradient is not
   finite is not applied, and `diverged_at` records it (the member is frozen from then on).
   `aux=False` leaves out the dead-latent (AuxK) term: a caller that knows no latent is dead
-  (the sweep, for a whole chunk of members) skips its cost.
+  (the sweep, for a whole chunk of members) skips its cost. `compute_dtype` (see
+  `TrainConfig.compute_dtype`): the dtype the parameters and inputs are cast to inside the loss;
+  the gradient comes back in the parameters' float32.
   """
   arch = models.get(sae_cfg)
   dead_M = (state.tokens_since_fired >= sae_cfg.dead_after_tokens
             if arch.uses_dead_latents and aux else None)
 
+  cast = (lambda a: a) if compute_dtype == "float32" else (
+      lambda a: a.astype(compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a)
+
   def loss_fn(p):
-    loss, metrics = models.sae_loss(sae_cfg, p, x_BxD, gamma=gamma_D, dead_M=dead_M, hp=hp)
+    loss, metrics = models.sae_loss(sae_cfg, jax.tree.map(cast, p), cast(x_BxD), gamma=gamma_D,
+                                    dead_M=dead_M, hp=hp)
+    metrics = {k: (v.astype(jnp.float32) if k != "fired" else v) for k, v in metrics.items()}
     fired = metrics.pop("fired").astype(jnp.int32)
     # Reducing inside the differentiated function makes the gradient that of the global loss:
     # under shard_map the transpose of the reduction sums the per-device contributions.
@@ -78,13 +85,16 @@ def apply_step(sae_cfg, opt: optax.GradientTransformation, state: TrainState, x_
 def make_train_step(sae_cfg, train_cfg: TrainConfig, *, mesh: Mesh | None = None
                     ) -> Callable[[TrainState, jax.Array, jax.Array | None],
                                   tuple[TrainState, dict]]:
-  """Builds the jitted step `(state, x_BxD, gamma) -> (state, metrics)`; `state` is donated."""
+  """Builds the jitted step `(state, x_BxD, gamma) -> (state, metrics)`; `state` is donated.
+  Unset run-relative defaults of `sae_cfg` (the AuxK window) are resolved as `train` does."""
+  sae_cfg = resolve_run_defaults(sae_cfg, train_cfg)
   mesh = mesh or parallel.data_mesh()
   opt = optim.make_optimizer(sae_cfg, train_cfg)
   repl, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
   def step_fn(state: TrainState, x_BxD, gamma_D):
-    return apply_step(sae_cfg, opt, state, x_BxD, gamma_D, batch_size=x_BxD.shape[0])
+    return apply_step(sae_cfg, opt, state, x_BxD, gamma_D, batch_size=x_BxD.shape[0],
+                      compute_dtype=train_cfg.compute_dtype)
 
   return jax.jit(step_fn, in_shardings=(repl, batch, repl), out_shardings=(repl, repl),
                  donate_argnums=0)
