@@ -140,3 +140,18 @@ def test_sweep_resumes_exactly(tmp_path):
   with pytest.raises(checkpoint.CheckpointError, match="data.members"):
     sweep.train_sweep(cfg, tc, members[:-1] + [dict(members[-1], seed=7)], problem,
                       progress=False, resume=True, checkpointer=checkpoint.Checkpointer(tmp_path))
+
+
+def test_a_record_from_before_compute_dtype_is_compatible():
+  """Checkpoints written before `compute_dtype` existed were float32 runs: they resume."""
+  import dataclasses as dc
+
+  from wsae_jax.training import run as run_lib
+  cfg = w.ReLUSAEConfig(d_in=4, d_sae=8)
+  meta = run_lib.run_meta(cfg, w.TrainConfig(steps=10))
+  old = {**meta, "train_config": {k: v for k, v in meta["train_config"].items()
+                                  if k != "compute_dtype"}}
+  run_lib.check_compatible(old, meta, "old run")
+  bf16 = run_lib.run_meta(cfg, dc.replace(w.TrainConfig(steps=10), compute_dtype="bfloat16"))
+  with pytest.raises(run_lib.IncompatibleRunError, match="compute_dtype"):
+    run_lib.check_compatible(old, bf16, "old run")

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # Fields that may differ between the run that wrote a checkpoint and the run resuming from it.
 _RESUMABLE_DIFFERENCES = frozenset({"log_every"})
+# Fields added since checkpoints were first written: a record without one had this value.
+_ADDED_FIELDS = {"train_config": {"compute_dtype": "float32"}}
 
 
 class IncompatibleRunError(CheckpointError):
@@ -81,6 +83,7 @@ def check_compatible(saved: dict, current: dict, where) -> None:
   diffs = []
   for section in ("sae_config", "train_config", "data", "gamma_schedule"):
     a, b = saved.get(section, {}), records.clean(current.get(section, {}))
+    a = {**_ADDED_FIELDS.get(section, {}), **a}
     for k in sorted(set(a) | set(b)):
       if k in _RESUMABLE_DIFFERENCES:
         continue
