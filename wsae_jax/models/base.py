@@ -284,6 +284,19 @@ def b_dec_folded_into_b_enc(c: Mapping, tensors: Mapping) -> dict[str, np.ndarra
   return p
 
 
+def b_dec_unfolded_from_b_enc(c: Mapping, tensors: Mapping) -> dict[str, np.ndarray]:
+  """The converse of `b_dec_folded_into_b_enc`, for an encoder that subtracts b_dec at its input
+  (Top-k): a SAELens folder without `apply_b_dec_to_input` is converted exactly,
+  `b_enc' = b_enc + b_dec W_enc`, so `(x − b_dec) W_enc + b_enc' = x W_enc + b_enc`."""
+  p = {k: np.asarray(v, np.float32) for k, v in tensors.items()}
+  p.setdefault("b_enc", np.zeros(p["W_enc"].shape[1], np.float32))
+  if not c.get("apply_b_dec_to_input", True):
+    p["b_enc"] = (p["b_enc"].astype(np.float64)
+                  + p["b_dec"].astype(np.float64) @ p["W_enc"].astype(np.float64)
+                  ).astype(np.float32)
+  return p
+
+
 def saved_fields(ours: Mapping, name: str, *, drop=("d_in", "d_sae")) -> dict:
   """Our config's training fields saved in a SAELens folder, when it was written for `name`."""
   if ours.get("architecture") != name:

@@ -11,7 +11,6 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from wsae_jax import _validate as V
 from wsae_jax.models import base, constraints
@@ -188,16 +187,10 @@ def from_saelens(c, tensors, ours):
   where = "wsae_jax.config"
   if "k" not in c:
     raise V.WSAEInputError("a topk SAE needs the field 'k' (active latents).")
-  if not c.get("apply_b_dec_to_input", True):
-    raise V.WSAEInputError(
-        "a topk SAE without apply_b_dec_to_input cannot be represented exactly "
-        "(our Top-k subtracts b_dec at the input).")
   fields = base.saved_fields(ours, "topk", drop=("d_in", "d_sae", "k"))
   cfg = base.config_from_dict({"architecture": "topk", **fields, "d_in": c["d_in"],
                                "d_sae": c["d_sae"], "k": c["k"]}, where)
-  p = {k: v for k, v in tensors.items()}
-  p.setdefault("b_enc", np.zeros(c["d_sae"], np.float32))
-  return cfg, p
+  return cfg, base.b_dec_unfolded_from_b_enc(c, tensors)
 
 
 def _check_k(cfg, k):
