@@ -135,6 +135,34 @@ def test_synthetic_page_shows_the_closed_form_and_true_features(browser, tied_ru
   assert _requests(browser) == [] and _errors(browser) == []
 
 
+def test_the_cos_map_is_sorted_by_the_matching_with_axes_and_a_scale(browser, synthetic_run):
+  """Row r of the map is latent row_order[r]: first each true feature's matched latent in
+  feature order (the diagonal carries the matched cosines), then the rest; the map has feature
+  ticks, axis titles and a −1…1 colour scale."""
+  import base64
+  d = page_data(synthetic_run / "report.html")["synthetic"]
+  n, order = d["n_features"], d["row_order"]
+  cos = np.frombuffer(base64.b64decode(d["cos"]), np.int8).reshape(-1, n) / 127
+  assert sorted(order) == list(range(len(order)))
+  for r in range(d["n_matched"]):
+    j = d["feature_of_latent"][order[r]]
+    assert j >= 0 and (r == 0 or j > d["feature_of_latent"][order[r - 1]])
+  _open(browser, synthetic_run / "report.html")
+  browser.find_element("id", "tab-synthetic").click()
+  cmap = browser.find_element("id", "cos-map")
+  ticks = [t.text for t in cmap.find_elements("css selector", "text.x-tick")]
+  assert ticks[0] == "0" and all(t.isdigit() for t in ticks)
+  labels = cmap.text
+  assert "true feature" in labels and "latents (matched" in labels
+  assert [t.text for t in cmap.find_elements("css selector", "text.scale-tick")] == ["1", "0", "−1"]
+  first = cmap.find_elements("css selector", "rect title")[0].get_attribute("textContent")
+  lat = order[0]
+  assert first.startswith(f"latent {lat}, feature ")
+  b = int(first.split("feature ")[1].split(":")[0])
+  assert float(first.split("cos ")[1]) == pytest.approx(cos[lat, b], abs=0.01)
+  assert _errors(browser) == []
+
+
 def test_synthetic_page_of_a_topk_sae_has_no_closed_form_verdict(browser, synthetic_run):
   # The closed form is the tied theory SAE's optimum; a Top-k SAE is another model class.
   _open(browser, synthetic_run / "report.html")

@@ -270,11 +270,16 @@ def _synthetic_panel(data, run, cfg, params):
   ok = match.latent_of_feature >= 0
   feature_of[match.latent_of_feature[ok]] = np.flatnonzero(ok)
   cos_all = metrics.cosine(dec, W)  # signed: a latent along −W_p[:, j] does not recover feature j
+  # The map's rows: each true feature's matched latent in feature order (a perfect SAE shows a
+  # diagonal), then the unmatched latents by their closest feature.
+  matched = [int(m) for m in match.latent_of_feature if m >= 0]
+  rest = sorted(set(range(cfg.d_sae)) - set(matched),
+                key=lambda m: (int(cos_all[m].argmax()), -float(cos_all[m].max())))
   synth = {"n_features": int(W.shape[1]), "feature_of_latent": feature_of.tolist(),
            "latent_cos": _round(cos_all.max(axis=1), 4),
            "best_feature": cos_all.argmax(axis=1).tolist(),
-           "abs_cos": _b64(np.round(np.abs(cos_all) * 255), "u1"),
-           "mmcs": _num(cos_all.max(0).mean())}
+           "cos": _b64(np.round(cos_all * 127), "i1"), "row_order": matched + rest,
+           "n_matched": len(matched), "mmcs": _num(cos_all.max(0).mean())}
   # The closed form is the optimum of the tied theory SAE; other architectures are another
   # model class, and a verdict against it would mislead.
   if not models.get(cfg).closed_form:

@@ -359,18 +359,43 @@ function buildSynthetic(p) {
     p.append(el("h3", {text: "Per true feature"}), f);
   }
   const m = D.latents.n, n = s.n_features;
-  if (m * n <= 60000) {
-    const cos = b64(s.abs_cos, Uint8Array), cell = Math.max(2, Math.min(14, Math.floor(640 / n)));
-    const h = el("div", {}, el("h3", {text: "|cos| of decoder rows (rows) with true features (columns)"}));
-    const g = svg("svg", {width: n * cell + 2, height: m * cell + 2, id: "cos-map"});
-    for (let a = 0; a < m; a++) for (let b = 0; b < n; b++) {
-      const v = cos[a * n + b];
-      if (v < 8) continue;
-      g.append(svg("rect", {x: b * cell, y: a * cell, width: cell, height: cell, fill: `rgba(194,65,12,${(v / 255).toFixed(3)})`}));
+  if (m * n <= 60000) p.append(cosMap(s, m, n));
+}
+function cosMap(s, m, n) {
+  // Signed cos of decoder rows (rows, in the matching's order) with true features (columns):
+  // orange for +, blue for −; a perfect SAE is an orange diagonal over its first n rows.
+  const cos = b64(s.cos, Int8Array), cell = Math.max(2, Math.min(14, Math.floor(560 / n)));
+  const pad = {l: 64, t: 30, r: 70, b: 8}, W = n * cell, H = m * cell;
+  const g = svg("svg", {width: pad.l + W + pad.r, height: pad.t + H + pad.b, id: "cos-map"});
+  const colour = v => v >= 0 ? `rgba(194,65,12,${(v / 127).toFixed(3)})` : `rgba(37,99,235,${(-v / 127).toFixed(3)})`;
+  s.row_order.forEach((lat, r) => {
+    for (let b = 0; b < n; b++) {
+      const v = cos[lat * n + b];
+      if (Math.abs(v) < 4) continue;
+      const rect = svg("rect", {x: pad.l + b * cell, y: pad.t + r * cell, width: cell, height: cell, fill: colour(v)});
+      const t = svg("title"); t.textContent = `latent ${lat}, feature ${b}: cos ${(v / 127).toFixed(2)}`; rect.append(t);
+      g.append(rect);
     }
-    h.append(g);
-    p.append(h);
+  });
+  g.append(svg("rect", {x: pad.l, y: pad.t, width: W, height: H, fill: "none", stroke: "#999"}));
+  if (s.n_matched < m) g.append(svg("line", {x1: pad.l, x2: pad.l + W, y1: pad.t + s.n_matched * cell, y2: pad.t + s.n_matched * cell, stroke: "#666", "stroke-dasharray": "3 2"}));
+  const step = Math.max(1, Math.ceil(n / 10));
+  for (let b = 0; b < n; b += step) {
+    const t = svg("text", {x: pad.l + (b + 0.5) * cell, y: pad.t - 4, "text-anchor": "middle", class: "x-tick"}); t.textContent = b; g.append(t);
   }
+  const xl = svg("text", {x: pad.l + W / 2, y: 10, "text-anchor": "middle"}); xl.textContent = "true feature"; g.append(xl);
+  const yl = svg("text", {x: 12, y: pad.t + H / 2, "text-anchor": "middle", transform: `rotate(-90 12 ${pad.t + H / 2})`});
+  yl.textContent = `latents (matched ${s.n_matched}, then the rest)`; g.append(yl);
+  // colour scale, −1 … 1
+  const sx = pad.l + W + 24, sh = Math.min(H, 160);
+  for (let i = 0; i < 20; i++) {
+    const v = 127 - i * 254 / 19;
+    g.append(svg("rect", {x: sx, y: pad.t + i * sh / 20, width: 12, height: sh / 20 + 0.5, fill: colour(v), class: "scale"}));
+  }
+  [["1", 0], ["0", sh / 2], ["−1", sh]].forEach(([label, y]) => {
+    const t = svg("text", {x: sx + 16, y: pad.t + y + 4, class: "scale-tick"}); t.textContent = label; g.append(t);
+  });
+  return el("div", {}, el("h3", {text: "cos of decoder rows with the true features, sorted by the matching"}), g);
 }
 
 // -- sweeps ----------------------------------------------------------------------------------------------
