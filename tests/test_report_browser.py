@@ -252,3 +252,30 @@ def test_without_activations_the_table_says_not_measured(browser, store_run, tmp
   assert "frequency" not in heads and "mean" not in heads and heads[0] == "latent"
   assert "not measured" in browser.find_element("id", "panel-latents").text
   assert _errors(browser) == []
+
+
+def test_the_metrics_card_shows_each_number_once(browser, store_run, tmp_path):
+  """With an eval.json beside the run, each metric is one row with two columns (the report's
+  rows, eval.json), not two tables repeating the same numbers."""
+  import shutil
+
+  from wsae_jax.app import cli
+  run, store = store_run
+  copy = tmp_path / "run"
+  shutil.copytree(run, copy)
+  assert cli.main(["eval", str(copy), "--activations", str(store), "--eval-shards", "1",
+                   "--no-progress"]) == 0
+  assert cli.main(["report", str(copy), "--activations", str(store), "--eval-shards", "1",
+                   "--overwrite", "--no-progress"]) == 0
+  _open(browser, copy / "report.html")
+  table = browser.find_element("id", "metrics")
+  heads = [th.text for th in table.find_elements("css selector", "th")]
+  assert heads[1:] == ["on the report's rows", "eval.json (wsae eval)"]
+  names = [r.find_elements("tag name", "td")[0].text
+           for r in table.find_elements("css selector", "tr")[1:]]
+  assert len(names) == len(set(names)) and "fvu" in names
+  row = next(r for r in table.find_elements("css selector", "tr")[1:]
+             if r.find_elements("tag name", "td")[0].text == "fvu")
+  a, b = [td.text for td in row.find_elements("tag name", "td")[1:]]
+  assert a and b  # both measured the same rows' FVU
+  assert _errors(browser) == []

@@ -54,6 +54,30 @@ function kvTable(obj, skip) {
   }
   return t;
 }
+function flatten(obj, skip) {  // {k: v, k.k2: v2} of the scalar entries, nested one level
+  const out = new Map();
+  for (const [k, v] of Object.entries(obj || {})) {
+    if (skip && skip.includes(k)) continue;
+    if (v !== null && typeof v === "object" && !Array.isArray(v)) {
+      for (const [k2, v2] of Object.entries(v)) if (v2 === null || typeof v2 !== "object") out.set(`${k}.${k2}`, v2);
+    } else if (!Array.isArray(v)) out.set(k, v);
+  }
+  return out;
+}
+function metricsTable(scores, evalResult) {
+  // One row per metric: this report's rows beside eval.json's (each number shown once).
+  const a = flatten(scores, ["firing_frequency_hist"]), b = flatten(evalResult);
+  const keys = [...new Set([...a.keys(), ...b.keys()])];
+  const cols = [scores && "on the report's rows", evalResult && "eval.json (wsae eval)"].filter(Boolean);
+  const t = el("table", {class: "kv", id: "metrics"}, el("tr", {}, el("th"), cols.map(c => el("th", {text: c}))));
+  for (const k of keys) {
+    const cells = [];
+    if (scores) cells.push(el("td", {text: a.has(k) ? fmt(a.get(k)) : ""}));
+    if (evalResult) cells.push(el("td", {text: b.has(k) ? fmt(b.get(k)) : ""}));
+    t.append(el("tr", {}, el("td", {text: k}), cells));
+  }
+  return t;
+}
 function tokenText(s) { return s.replace(/\n/g, "↵"); }
 
 // -- charts (SVG) -----------------------------------------------------------------------------------
@@ -154,8 +178,7 @@ function buildOverview(p) {
   grid.append(el("div", {class: "card"}, el("h3", {text: "Configuration"}), kvTable(D.config)));
   if (D.scores || D.eval) {
     const c = el("div", {class: "card"}, el("h3", {text: "Metrics"}));
-    if (D.scores) c.append(el("div", {class: "muted", text: "on the report's rows"}), kvTable(D.scores, ["firing_frequency_hist"]));
-    if (D.eval) c.append(el("h3", {text: "eval.json (wsae eval)"}), kvTable(D.eval));
+    c.append(metricsTable(D.scores, D.eval));
     grid.append(c);
   }
   if (D.curves) {
