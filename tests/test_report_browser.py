@@ -279,3 +279,22 @@ def test_the_metrics_card_shows_each_number_once(browser, store_run, tmp_path):
   a, b = [td.text for td in row.find_elements("tag name", "td")[1:]]
   assert a and b  # both measured the same rows' FVU
   assert _errors(browser) == []
+
+
+def test_a_latent_shows_its_logit_effects(browser, tiny_lm_store, tmp_path):
+  from wsae_jax.app import cli
+  tiny, store = tiny_lm_store
+  run = tmp_path / "run"
+  assert cli.main(["train", "--out", str(run), "--activations", str(store), "--arch", "topk",
+                   "--k", "4", "--d-sae", "32", "--steps", "10", "--batch-size", "32",
+                   "--hold-out-shards", "1", "--no-progress"]) == 0
+  assert cli.main(["report", str(run), "--activations", str(store), "--eval-shards", "1",
+                   "--model", str(tiny), "--logit-effects", "--no-progress"]) == 0
+  _open(browser, run / "report.html")
+  browser.find_element("id", "tab-latents").click()
+  browser.find_element("css selector", "#latent-table tr.latent-row").click()
+  box = browser.find_element("id", "logit-effects")
+  promotes = box.find_element("css selector", ".promotes").text
+  assert promotes.startswith("promotes: ") and promotes.count("#") == 10  # no tokenizer: ids
+  assert box.find_element("css selector", ".suppresses").text.startswith("suppresses: ")
+  assert _errors(browser) == []

@@ -802,6 +802,9 @@ def _add_report(sub):
   p.add_argument("--out", default=None, help="HTML file to write (default: PATH/report.html); "
                  "an existing file is refused unless --overwrite")
   p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--logit-effects", action="store_true",
+                 help="with --activations: each latent's most promoted and suppressed tokens "
+                 "through the store's LM unembedding (loads the LM; --model)")
   p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
   p.set_defaults(func=_run_report)
 
@@ -820,10 +823,14 @@ def _run_report(args):
   if args.max_rows is not None:
     V.check_int("--max-rows", args.max_rows, low=1)
   from wsae_jax.app import progress
-  names = report.STAGES if args.activations else report.STAGES[:1]
+  if args.logit_effects and not args.activations:
+    raise V.WSAEInputError("--logit-effects needs --activations (the store names the LM).")
+  names = (report.STAGES[:None if args.logit_effects else -1] if args.activations
+           else report.STAGES[:1])
   with progress.stages(names, desc="wsae report", enabled=not args.no_progress) as stage:
     data = report.build_report(path, activations=args.activations, eval_shards=args.eval_shards,
-                               max_rows=args.max_rows, model=args.model, stage=stage)
+                               max_rows=args.max_rows, model=args.model, stage=stage,
+                               logit_effects=args.logit_effects)
   page = report.render(data)
   from wsae_jax.storage import records
   records.write_text(out, page)  # atomic: a failed write leaves no temporary and the old page

@@ -143,6 +143,35 @@ def _contexts(codes, tokens, context_len: int, strings, d_sae: int) -> dict:
           "peak": _round(peak, 4), "decoded": strings is not None}
 
 
+def _logit_effects(cfg, params, store, model) -> dict:
+  """`--logit-effects`: per latent the 10 tokens its decoder direction most promotes and
+  suppresses through the store's LM (`lm.scoring.logit_effects`)."""
+  from wsae_jax import models
+  from wsae_jax.lm import harvest as hv
+  from wsae_jax.lm import scoring as lm_scoring
+  path = hv.store_model_path(store.metadata, model)
+  lm, _ = hv.load_model(path, tokenizer=False)
+  W_U, norm, formula = lm_scoring.unembedding(lm)
+  if W_U.shape[1] != cfg.d_in:
+    raise V.WSAEInputError(f"the LM's unembedding has d_model={W_U.shape[1]}, the SAE d_in="
+                           f"{cfg.d_in}: --logit-effects needs the LM the store was harvested "
+                           f"from (--model).")
+  e = lm_scoring.logit_effects(np.asarray(models.decoder_matrix(cfg, params)), W_U, norm)
+  used = np.unique(np.concatenate([e["promote_ids"].ravel(), e["suppress_ids"].ravel()]))
+  return {"formula": formula, "k": int(e["promote_ids"].shape[1]),
+          "vocab": _token_strings_or_none(path, used) or {},
+          **{n: _b64(e[n], "<i4" if n.endswith("ids") else "<f4") for n in e}}
+
+
+def _token_strings_or_none(path, ids):
+  from wsae_jax.lm import harvest as hv
+  from wsae_jax.lm import scoring as lm_scoring
+  try:
+    return lm_scoring.token_strings(hv.load_tokenizer(path), ids)
+  except (ImportError, OSError, ValueError):
+    return None
+
+
 def _tokenizer_strings(store, model, tokens):
   """Decoded token strings via the store's LM tokenizer (the `harvest` extra), or None."""
   try:
@@ -157,14 +186,16 @@ def _tokenizer_strings(store, model, tokens):
 HIST_BINS = 20
 """Bins of each latent's activation histogram (0 to its maximum)."""
 STAGES = ("loading the SAE", "reading activations", "encoding", "scoring", "latent table",
-          "contexts")
-"""What `run_report` reports to its `stage` callback, in order (the last five with activations)."""
+          "contexts", "logit effects")
+"""What `run_report` reports to its `stage` callback, in order (from the second with
+activations; the last with `logit_effects`)."""
 
 
 def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | None = None,
-               model=None, stage=None) -> dict:
+               model=None, stage=None, logit_effects: bool = False) -> dict:
   """The data of the page about a `wsae train` run folder or a SAELens folder. `stage(name)` is
-  called as each of `STAGES` begins (the command's progress bar)."""
+  called as each of `STAGES` begins (the command's progress bar). `logit_effects`: each latent's
+  most promoted and suppressed tokens through the store's LM unembedding (loads the LM)."""
   stage = stage or (lambda name: None)
   stage(STAGES[0])
   import jax
@@ -242,6 +273,9 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
       data["latents"] = _latent_table(cfg, params, counted, tokens[later], strings)
       stage("contexts")
       data["contexts"] = _contexts(codes, tokens, L, strings, cfg.d_sae)
+    if logit_effects:
+      stage("logit effects")
+      data["latents"]["logits"] = _logit_effects(cfg, params, store, model)
   else:
     if not synthetic:
       data["notes"].append("no activations given (--activations STORE): latent statistics and "

@@ -217,7 +217,7 @@ function contexts() {  // decoded on first use
   }
   return CTX;
 }
-let HIST = null;  // every latent's activation histogram, decoded on first use
+let HIST = null, LOGITS = null;  // every latent's activation histogram, decoded on first use
 function neighbours() {
   if (!NB) NB = {ids: b64(L.neighbours, Int32Array), cos: b64(L.neighbour_cos, Int8Array), k: L.k_neighbours};
   return NB;
@@ -296,6 +296,16 @@ function openLatent(j) {
   if (L.absorption[j]) tags.push(el("span", {class: "tag", text: `absorption: ${L.absorption[j]}`}));
   if (L.top_tokens && L.top_tokens[j].length) tags.push(el("span", {class: "tag", text: `top tokens: ${topTokens(j)}`}));
   if (tags.length) kids.push(el("div", {}, tags));
+  if (L.logits) {
+    const g = L.logits, k = g.k;
+    if (!LOGITS) LOGITS = {pi: b64(g.promote_ids, Int32Array), pv: b64(g.promote, Float32Array),
+                           si: b64(g.suppress_ids, Int32Array), sv: b64(g.suppress, Float32Array)};
+    const list = (ids, vals) => Array.from({length: k}, (_, i) => `${JSON.stringify(tokenText(g.vocab[ids[j * k + i]] || `#${ids[j * k + i]}`))} ${vals[j * k + i] >= 0 ? "+" : ""}${vals[j * k + i].toFixed(2)}`).join("  ");
+    kids.push(el("div", {id: "logit-effects"}, el("h3", {text: "Logit effects"}),
+      el("div", {class: "muted", text: g.formula}),
+      el("div", {class: "promotes"}, "promotes: ", list(LOGITS.pi, LOGITS.pv)),
+      el("div", {class: "suppresses"}, "suppresses: ", list(LOGITS.si, LOGITS.sv))));
+  }
   if (D.synthetic) {
     const s = D.synthetic, f = s.feature_of_latent[j];
     kids.push(el("div", {}, f >= 0 ? `decoder matched to true feature ${f}` : "decoder matched to no true feature",
