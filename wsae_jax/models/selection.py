@@ -55,6 +55,27 @@ def kth_largest_mask(values_BxM: jax.Array, k) -> jax.Array:
   return above | (tied & (idx_M[None, :] <= bound_B[:, None]))
 
 
+BLOCK = 256
+"""Latents per block of the two-stage ("blocked") selection."""
+
+
+def blocked_kth_largest_mask(values_BxM: jax.Array, k: int, *, block: int = BLOCK) -> jax.Array:
+  """Boolean mask of the `k` largest entries of each row, found in two stages: `lax.top_k` within
+  blocks of `block` latents (the row's k largest are among the blocks' k largest), then over those
+  candidates for each row's k-th value; entries above it are kept, and of those equal to it the
+  lowest-indexed (as `lax.top_k` keeps them). Exact; no scatter, so its gradient is a mask."""
+  B, M = values_BxM.shape
+  n_blocks = -(-M // block)
+  pad = n_blocks * block - M
+  v = jnp.pad(values_BxM, ((0, 0), (0, pad)), constant_values=-jnp.inf) if pad else values_BxM
+  cand = jax.lax.top_k(v.reshape(B, n_blocks, block), min(k, block))[0].reshape(B, -1)
+  kth_B = jax.lax.top_k(cand, k)[0][:, -1]
+  above = values_BxM > kth_B[:, None]
+  tied = values_BxM == kth_B[:, None]
+  need_B = k - jnp.sum(above, axis=-1, dtype=jnp.int32)
+  return above | (tied & (jnp.cumsum(tied, axis=-1, dtype=jnp.int32) <= need_B[:, None]))
+
+
 def topk_activation(pre_BxM: jax.Array, k: int, k_active=None, *, method: str = "auto"
                     ) -> jax.Array:
   """Keeps the k largest pre-activations per row (after ReLU), zero elsewhere.
@@ -65,9 +86,9 @@ def topk_activation(pre_BxM: jax.Array, k: int, k_active=None, *, method: str = 
   one compiled program.
 
   `method`: "top_k" (`lax.top_k` and a scatter), "radix" (`kth_largest_mask` on the ReLU'd
-  values: no sort, no scatter, its gradient a plain mask) or "auto" (radix up to
-  `RADIX_SELECT_MAX_WIDTH` latents when k >= `RADIX_SELECT_MIN_K`). Both give identical outputs
-  and gradients.
+  values: no sort, no scatter, its gradient a plain mask), "blocked" (`blocked_kth_largest_mask`:
+  two-stage `lax.top_k`, no scatter) or "auto" (radix up to `RADIX_SELECT_MAX_WIDTH` latents when
+  k >= `RADIX_SELECT_MIN_K`, else top_k). All give identical outputs and gradients.
   """
   if method == "auto":
     method = ("radix" if pre_BxM.shape[-1] <= RADIX_SELECT_MAX_WIDTH and k >= RADIX_SELECT_MIN_K
@@ -78,8 +99,13 @@ def topk_activation(pre_BxM: jax.Array, k: int, k_active=None, *, method: str = 
     relu = jnp.where(pre_BxM > 0, pre_BxM, jnp.zeros((), pre_BxM.dtype))
     mask = kth_largest_mask(jax.lax.stop_gradient(relu), k if k_active is None else k_active)
     return jnp.where(mask, relu, jnp.zeros((), pre_BxM.dtype))
-  if method != "top_k":
-    raise V.WSAEInputError(f"method must be 'auto', 'radix' or 'top_k', got {method!r}.")
+  if method == "blocked" and k_active is None:
+    relu = jnp.where(pre_BxM > 0, pre_BxM, jnp.zeros((), pre_BxM.dtype))
+    mask = blocked_kth_largest_mask(jax.lax.stop_gradient(relu), k, block=BLOCK)
+    return jnp.where(mask, relu, jnp.zeros((), pre_BxM.dtype))
+  if method not in ("top_k", "blocked"):
+    raise V.WSAEInputError(f"method must be 'auto', 'radix', 'blocked' or 'top_k', got "
+                           f"{method!r}.")
   vals_BxK, idx_BxK = jax.lax.top_k(pre_BxM, k)
   if k_active is not None:
     vals_BxK = jnp.where(jnp.arange(k) < k_active, vals_BxK, 0.0)
