@@ -1,5 +1,8 @@
 """The harvest code path on a tiny randomly initialised Llama (no weights, no download)."""
 
+import json
+import os
+
 import numpy as np
 import pytest
 
@@ -102,3 +105,56 @@ def test_next_token_loss_and_replacement(tiny_llama):
   assert seen == [(4, CTX, 16)]
   with pytest.raises(w.WSAEInputError, match="needs layer"):
     hv.next_token_loss(tiny_llama, ids, replace=np.zeros_like)
+
+
+def test_wsae_harvest_writes_a_store_that_train_eval_and_report_use(tmp_path):
+  """`wsae harvest` on a tiny random Llama with a word-level tokenizer saved beside it: the store
+  names the model by its absolute path, so `wsae eval` / `wsae report` started from another
+  directory find it again (decoding tokens, measuring LM loss)."""
+  transformers = pytest.importorskip("transformers")
+  from tokenizers import Tokenizer, models, pre_tokenizers
+
+  from wsae_jax.app import cli
+  torch.manual_seed(0)
+  words = ["<s>", "<unk>"] + [f"w{i}" for i in range(62)]
+  wl = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+  wl.pre_tokenizer = pre_tokenizers.Whitespace()
+  folder = tmp_path / "tiny"
+  transformers.PreTrainedTokenizerFast(tokenizer_object=wl, bos_token="<s>",
+                                       unk_token="<unk>").save_pretrained(folder)
+  cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
+                                 num_hidden_layers=3, num_attention_heads=4,
+                                 num_key_value_heads=2, max_position_embeddings=64)
+  transformers.LlamaForCausalLM(cfg).eval().save_pretrained(folder)
+  rng = np.random.default_rng(0)
+  corpus = tmp_path / "corpus.txt"
+  corpus.write_text("\n\n".join(" ".join(f"w{i}" for i in rng.integers(0, 62, 40))
+                                for _ in range(40)))
+  store = tmp_path / "store"
+  args = ["harvest", "--out", str(store), "--model", str(folder), "--corpus", str(corpus),
+          "--layer", "1", "--context-len", "16", "--contexts-per-shard", "16",
+          "--loss-contexts", "4", "--no-progress"]
+  assert cli.main(args) == 0
+  meta = json.loads((store / "metadata.json").read_text())
+  assert meta["model"] == str(folder.resolve()) and meta["layer"] == 1 and meta["d_in"] == 16
+  assert meta["n_tokens"] == (1600 // 15) * 16 and np.isfinite(meta["lm_loss_nats"])  # BOS + 15
+  assert cli.main(args) == 0  # resumable: nothing left to write
+  assert cli.main(["harvest", "--out", str(tmp_path / "s2"), "--model", str(folder),
+                   "--corpus", str(corpus), "--layer", "3", "--no-progress"]) == 2
+  run = tmp_path / "run"
+  assert cli.main(["train", "--out", str(run), "--activations", str(store), "--arch", "topk",
+                   "--k", "4", "--d-sae", "32", "--steps", "10", "--batch-size", "64",
+                   "--hold-out-shards", "2", "--no-progress"]) == 0
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  cwd = os.getcwd()
+  try:
+    os.chdir(elsewhere)
+    assert cli.main(["eval", str(run), "--activations", str(store), "--lm-loss",
+                     "--loss-contexts", "4", "--no-progress"]) == 0
+    assert cli.main(["report", str(run), "--activations", str(store), "--no-progress"]) == 0
+  finally:
+    os.chdir(cwd)
+  assert np.isfinite(json.loads((run / "eval.json").read_text())["loss_recovered"])
+  page = (run / "report.html").read_text()
+  assert "token ids shown undecoded" not in page and "w1" in page

