@@ -158,3 +158,20 @@ def test_wsae_harvest_writes_a_store_that_train_eval_and_report_use(tmp_path):
   assert np.isfinite(json.loads((run / "eval.json").read_text())["loss_recovered"])
   page = (run / "report.html").read_text()
   assert "token ids shown undecoded" not in page and "w1" in page
+
+
+def test_resuming_a_store_with_another_layer_or_model_is_refused(tmp_path):
+  """A resumed harvest extends a store only when it is the same harvest: another layer, model or
+  corpus would mix activations of two kinds under one metadata.json."""
+  from wsae_jax.data.store import ActivationWriter
+  x = np.zeros((16, 4), np.float32)
+  ActivationWriter(tmp_path / "s", d_in=4, context_len=16, layer=1, model="/a/tiny",
+                   corpus="c.txt").write_shard(0, x)
+  ActivationWriter(tmp_path / "s", d_in=4, context_len=16, layer=1, model="tiny",
+                   corpus="c.txt").write_shard(1, x)  # same model (older stores: base name)
+  with pytest.raises(w.WSAEInputError, match="layer: 1 there, 2 now"):
+    ActivationWriter(tmp_path / "s", d_in=4, context_len=16, layer=2, model="/a/tiny",
+                     corpus="c.txt")
+  with pytest.raises(w.WSAEInputError, match="model: 'tiny' there, '/b/other' now"):
+    ActivationWriter(tmp_path / "s", d_in=4, context_len=16, layer=1, model="/b/other",
+                     corpus="c.txt")

@@ -580,6 +580,14 @@ class ActivationWriter:
         raise V.WSAEInputError(
             f"{self.dir} already holds a store with d_in={old.get('d_in')}, dtype={old.get('dtype')}, "
             f"context_len={old.get('context_len')}; write to a new folder.")
+      # Resuming must not mix activations of another model, layer or corpus into the store.
+      differ = [k for k in _IDENTITY if k in old and k in info
+                and _identity(k, old[k]) != _identity(k, info[k])]
+      if differ:
+        raise V.WSAEInputError(
+            f"{self.dir} already holds a store of another harvest ("
+            + ", ".join(f"{k}: {old[k]!r} there, {info[k]!r} now" for k in differ)
+            + "); resuming would mix them. Write to a new folder.")
       for s in old.get("shards", []):
         index = int(s["file"].split("_")[-1].split(".")[0])
         if (self.dir / s["file"]).exists():
@@ -618,6 +626,15 @@ class ActivationWriter:
             "shards": shards}
     records.write_json(self.dir / META_NAME, meta, indent=1)
     return meta
+
+
+_IDENTITY = ("model", "layer", "hook", "corpus", "context_seed", "prefix_token_id")
+"""Metadata fields of a harvest that a resumed write must share with the store it extends."""
+
+
+def _identity(key: str, value):
+  # A model recorded by base name (older stores) and by path name the same model.
+  return pathlib.Path(str(value)).name if key == "model" and value else value
 
 
 def file_fingerprint(path, *, blocks: int = 16, block_bytes: int = 2**16) -> str:
