@@ -208,3 +208,31 @@ def test_warmup_and_decay_reach_the_run(tmp_path):
   tc = json.loads((run / "run.json").read_text())["train_config"]
   assert tc["warmup_steps"] == 3 and tc["decay_fraction"] == 0.25
   assert tc["compute_dtype"] == "bfloat16"
+
+
+def test_tensorboard_gets_every_history_record(tmp_path):
+  """--tensorboard DIR: the TensorBoard event file holds train/<metric> scalars at the history's
+  steps with the history's values (read back with tensorboardX's own protobufs)."""
+  pytest.importorskip("tensorboardX")
+  import struct
+
+  from tensorboardX.proto import event_pb2
+  run, board = tmp_path / "run", tmp_path / "tb"
+  assert cli.main(["train", "--out", str(run), "--planes", "2", "--mono", "2", "--steps", "30",
+                   "--batch-size", "32", "--log-every", "10", "--tensorboard", str(board),
+                   "--no-progress"]) == 0
+  scalars = {}
+  for f in board.glob("events.out.tfevents.*"):
+    data = f.read_bytes()
+    i = 0
+    while i < len(data):
+      (n,) = struct.unpack("<Q", data[i:i + 8])
+      ev = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+      i += 12 + n + 4
+      for v in ev.summary.value:
+        scalars[(v.tag, ev.step)] = v.simple_value
+  hist = json.loads((run / "history.json").read_text())["records"]
+  assert [r["step"] for r in hist] == [10, 20, 30]
+  for r in hist:
+    assert scalars[("train/loss", r["step"])] == pytest.approx(r["loss"], rel=1e-6)
+    assert scalars[("train/l0", r["step"])] == pytest.approx(r["l0"], rel=1e-6)

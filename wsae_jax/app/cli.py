@@ -311,6 +311,9 @@ def _add_train(sub):
       "other settings or data)",
       "delete the run already in OUT (its checkpoints, sae/, history.json, run.json) once every "
       "input check has passed, and start afresh")
+  t.add_argument("--tensorboard", default=None, metavar="DIR",
+                 help="also write every history record as TensorBoard scalars to DIR (needs "
+                 "tensorboardX: pip install -e '.[log]')")
   t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
   p.set_defaults(func=_run_train)
 
@@ -512,6 +515,34 @@ def _train_gamma(args, d_in: int, sample, W):
   return gamma
 
 
+class _Board:
+  """History records as TensorBoard scalars (`train/loss`, `train/l0`, … at their step)."""
+
+  def __init__(self, writer):
+    self.writer = writer
+
+  def record(self, rec: dict) -> None:
+    for k, v in rec.items():
+      if k != "step" and isinstance(v, (int, float)):
+        self.writer.add_scalar(f"train/{k}", v, rec["step"])
+    self.writer.flush()
+
+  def close(self) -> None:
+    self.writer.close()
+
+
+def _tensorboard(folder):
+  """`--tensorboard DIR`: a `_Board`, or None; a missing tensorboardX is said before training."""
+  if folder is None:
+    return None
+  try:
+    from tensorboardX import SummaryWriter
+  except ImportError:
+    raise V.WSAEInputError("--tensorboard needs tensorboardX: pip install -e '.[log]'.") from None
+  V.check_writable_dir(folder, "--tensorboard")
+  return _Board(SummaryWriter(str(folder)))
+
+
 def _train_locked(args, out):
   import shutil
 
@@ -553,13 +584,17 @@ def _train_locked(args, out):
   records.write_json(out / "run.json", meta)
   if W is not None:  # the synthetic W_p, for `wsae report`'s true-feature panel
     records.save_npy(out / "W_p.npy", np.asarray(W, np.float32))
+  board = _tensorboard(args.tensorboard)
   ck = Checkpointer(out / "checkpoints", every=args.checkpoint_every, keep=args.keep)
   try:
     state, hist = trainer.train(cfg, tc, source, gamma=gamma, checkpointer=ck, resume=args.resume,
                                 progress=not args.no_progress, normalization_scale=scale,
-                                standardization=standardization)
+                                standardization=standardization,
+                                on_record=None if board is None else board.record)
   finally:
     ck.close()
+    if board is not None:
+      board.close()
     if hasattr(source, "close"):
       source.close()
   records.write_json(out / "history.json", {"records": hist.records,

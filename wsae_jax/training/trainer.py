@@ -205,8 +205,8 @@ def _record(metrics, state, step, window) -> tuple[dict, int]:
 def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | None = None,
           mesh: Mesh | None = None, progress: bool | str = True,
           state: TrainState | None = None, checkpointer=None, resume: bool = False,
-          normalization_scale: float | None = None, standardization: dict | None = None
-          ) -> tuple[TrainState, History]:
+          normalization_scale: float | None = None, standardization: dict | None = None,
+          on_record: Callable[[dict], Any] | None = None) -> tuple[TrainState, History]:
   """Trains one SAE and returns `(final_state, history)`.
 
   Args:
@@ -228,6 +228,8 @@ def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | N
       uninterrupted one.
     normalization_scale: recorded in checkpoints (activations were multiplied by it).
     standardization: recorded in checkpoints (`{"mean", "std"}`: activations were standardized).
+    on_record: called with each history record as it is made (every `log_every` steps), e.g. to
+      write it to TensorBoard or W&B.
 
   If a step produces a non-finite loss or gradient, training stops at the next record, warns with
   the step number, and returns the last finite state with `history.diverged_at` set.
@@ -282,6 +284,8 @@ def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | N
           warnings.warn(msg, RuntimeWarning, stacklevel=2)
           break
         history.records.append(rec)
+        if on_record is not None:
+          on_record(rec)
         bar.set_postfix(loss=f"{rec['loss']:.4g}", l0=f"{rec['l0']:.1f}", refresh=False)
         bar.update(step + 1 - bar.n)
       if schedule and (step + 1) % schedule.every == 0:
