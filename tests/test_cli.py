@@ -236,3 +236,27 @@ def test_tensorboard_gets_every_history_record(tmp_path):
   for r in hist:
     assert scalars[("train/loss", r["step"])] == pytest.approx(r["loss"], rel=1e-6)
     assert scalars[("train/l0", r["step"])] == pytest.approx(r["l0"], rel=1e-6)
+
+
+def test_a_run_from_a_config_file_with_saelens_spellings(tmp_path, capsys):
+  """`wsae train --config FILE` (TOML or JSON, keys as option names, SAELens's spellings too);
+  the command line overrides the file; unknown keys and bad choices are refused by name."""
+  cfg = tmp_path / "run.toml"
+  cfg.write_text('out = "%s"\narch = "topk"\nk = 3\nexpansion_factor = 2\n'
+                 'training_tokens = 640\nbatch-size = 32\nplanes = 2\nmono = 2\n'
+                 'no_progress = true\n' % (tmp_path / "run"))
+  assert cli.main(["train", "--config", str(cfg), "--k", "2"]) == 0
+  rec = json.loads((tmp_path / "run" / "run.json").read_text())
+  assert rec["sae_config"]["architecture"] == "topk" and rec["sae_config"]["k"] == 2
+  assert rec["sae_config"]["d_sae"] == 2 * rec["sae_config"]["d_in"] == 12
+  assert rec["train_config"]["steps"] == 20 and rec["train_config"]["batch_size"] == 32
+  bad = tmp_path / "bad.json"
+  bad.write_text(json.dumps({"arch": "topk", "learning_rte": 0.1}))
+  assert cli.main(["train", "--config", str(bad), "--out", str(tmp_path / "r2")]) == 2
+  assert "unknown option 'learning_rte'" in capsys.readouterr().err
+  bad.write_text(json.dumps({"arch": "topkk"}))
+  assert cli.main(["train", "--config", str(bad), "--out", str(tmp_path / "r3")]) == 2
+  assert "arch must be one of" in capsys.readouterr().err
+  assert cli.main(["train", "--out", str(tmp_path / "r4"), "--d_sae", "8", "--expansion-factor",
+                   "2", "--planes", "2", "--mono", "2", "--steps", "2", "--no-progress"]) == 2
+  assert "not both" in capsys.readouterr().err

@@ -223,6 +223,10 @@ def _add_train(sub):
       + EXIT_STATUS_DOC,
       formatter_class=_Help)
   p.add_argument("--out", required=True, help="run folder")
+  p.add_argument("--config", default=None, metavar="FILE",
+                 help="a .toml or .json file of this command's options (keys as the long option "
+                 "names, e.g. arch = \"topk\", k = 32, d_sae = 4608); options given on the command "
+                 "line take precedence")
   src = p.add_argument_group("data")
   src.add_argument("--activations", default=None,
                    help="activations: a store folder (metadata.json + shards, e.g. from "
@@ -260,8 +264,11 @@ def _add_train(sub):
   m = p.add_argument_group("model")
   m.add_argument("--arch", choices=ARCHITECTURES, default="tied",
                  help="SAE architecture (README: the table of architectures)")
-  m.add_argument("--d-sae", type=int, default=None, help="latents (default: n for synthetic data, "
+  m.add_argument("--d-sae", "--d_sae", type=int, default=None,
+                 help="latents (default: n for synthetic data, "
                  "8 x d_in for activations)")
+  m.add_argument("--expansion-factor", "--expansion_factor", type=int, default=None,
+                 help="latents as a multiple of d_in (SAELens's spelling; exclusive with --d-sae)")
   m.add_argument("--k", type=_int_or_float, default=None,
                  help="topk: active latents per row; batchtopk: their mean over a batch "
                  "(default: the config's, 32)")
@@ -292,6 +299,9 @@ def _add_train(sub):
                  f"{DEAD_AFTER_RUN_FRACTION:g} of the run's tokens, at least one batch, at most "
                  "10M)")
   t.add_argument("--steps", type=int, default=2000, help="training steps")
+  t.add_argument("--training-tokens", "--training_tokens", type=int, default=None,
+                 help="rows to train on, instead of --steps: steps = tokens / batch size "
+                 "(SAELens's spelling)")
   t.add_argument("--batch-size", type=int, default=1024, help="rows per step")
   t.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate")
   t.add_argument("--warmup-steps", type=int, default=None,
@@ -449,8 +459,7 @@ def _train_data(args):
     W = _problem(args, args.data_seed).matrix()
     source = sources.SyntheticSource(W, args.sparsity, args.batch_size, seed=args.data_seed)
     sample = np.asarray(source.sample(problems.HELD_OUT_STEP, 8192)[1])
-    return (source, W, sample, None, None, W.shape[0],
-            W.shape[1] if args.d_sae is None else args.d_sae)
+    return (source, W, sample, None, None, W.shape[0], _width(args, W.shape[0], W.shape[1]))
   from wsae_jax.data.store import ActivationStore
   source = ActivationStore(args.activations, args.batch_size, seed=args.data_seed,
                            buffer_tokens=args.buffer_tokens, normalize=args.normalize,
@@ -468,7 +477,17 @@ def _train_data(args):
         + (f"; dropped {source.dropped_rows:,} rows with norm > {args.max_norm_ratio:g} x the "
            f"median ({source.max_norm:.4g})" if args.max_norm_ratio else ""))
   return (source, None, source.sample(8192, served=True), scale, standardization, source.d_in,
-          8 * source.d_in if args.d_sae is None else args.d_sae)
+          _width(args, source.d_in, 8 * source.d_in))
+
+
+def _width(args, d_in: int, default: int) -> int:
+  """d_sae from --d-sae or --expansion-factor (× d_in), else `default`."""
+  if args.d_sae is not None and args.expansion_factor is not None:
+    raise V.WSAEInputError("give --d-sae or --expansion-factor, not both.")
+  if args.expansion_factor is not None:
+    V.check_int("--expansion-factor", args.expansion_factor, low=1)
+    return args.expansion_factor * d_in
+  return default if args.d_sae is None else args.d_sae
 
 
 def _check_gamma_option(args) -> None:
@@ -556,6 +575,9 @@ def _train_locked(args, out):
   from wsae_jax.training import run, trainer
   from wsae_jax.training.config import TrainConfig, resolve_run_defaults
   existing = _check_run_folder(out, resume=args.resume, overwrite=args.overwrite)
+  if args.training_tokens is not None:
+    V.check_int("--training-tokens", args.training_tokens, low=args.batch_size)
+    args.steps = args.training_tokens // args.batch_size
   if args.d_sae is not None:
     V.check_int("--d-sae", args.d_sae, low=1)
   _check_gamma_option(args)
@@ -982,6 +1004,46 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
   return parser
 
 
+def _apply_config_file(parser, command: str, argv) -> None:
+  """`--config FILE`: the file's keys become the command's defaults (so the command line still
+  overrides them); unknown keys and values outside an option's choices are refused by name."""
+  if "--config" not in argv:
+    return
+  i = argv.index("--config")
+  if i + 1 >= len(argv):
+    return  # argparse says the value is missing
+  import json
+  import pathlib
+  path = pathlib.Path(argv[i + 1])
+  try:
+    if path.suffix == ".toml":
+      import tomllib
+      cfg = tomllib.loads(path.read_text())
+    else:
+      cfg = json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise V.WSAEInputError(f"--config {str(path)!r} cannot be read ({e}).") from None
+  if not isinstance(cfg, dict):
+    raise V.WSAEInputError(f"--config {str(path)!r} must hold a table of options.")
+  sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+  actions = {o.lstrip("-").replace("-", "_"): a for a in sub._actions for o in a.option_strings}
+  defaults = {}
+  for key, value in cfg.items():
+    a = actions.get(str(key).replace("-", "_"))
+    if a is None or a.dest in ("help", "config"):
+      known = sorted({k for k, x in actions.items() if x.dest not in ("help", "config")})
+      raise V.WSAEInputError(f"--config {path}: unknown option {key!r}; known: {', '.join(known)}.")
+    if a.choices is not None and value not in a.choices:
+      raise V.WSAEInputError(f"--config {path}: {key} must be one of {list(a.choices)}, got "
+                             f"{value!r}.")
+    defaults[a.dest] = value
+  sub.set_defaults(**defaults)
+  if any(a.required and a.dest in defaults for a in sub._actions):
+    for a in sub._actions:
+      if a.dest in defaults:
+        a.required = False
+
+
 def _version() -> str:
   from importlib import metadata
   try:
@@ -994,7 +1056,13 @@ def _version() -> str:
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   command = next((a for a in argv if not a.startswith("-")), "")
-  args = build_parser(only=command).parse_args(argv)
+  parser = build_parser(only=command)
+  try:
+    _apply_config_file(parser, command, argv)
+  except V.WSAEInputError as e:
+    print(f"wsae {command}: error: {e}", file=sys.stderr)
+    return 2
+  args = parser.parse_args(argv)
   from wsae_jax.storage.records import OutputWriteError, write_failure
   try:
     return args.func(args) or 0
