@@ -592,6 +592,10 @@ def _train_locked(args, out):
                                  else args.warmup_steps),
                    decay_fraction=args.decay_fraction, compute_dtype=args.compute_dtype)
   cfg = resolve_run_defaults(cfg, tc)  # run.json records the window the run uses
+  if tc.compute_dtype == "bfloat16" and jax.default_backend() == "cpu":
+    print("wsae train: note: bfloat16 products are emulated on CPUs and slower than float32 "
+          "(benchmarks/RESULTS.md: 7x for a Top-k step); --dtype bfloat16 pays on GPUs and TPUs.",
+          file=sys.stderr)
   gamma = _train_gamma(args, d_in, sample, W)
   V.check_int("--checkpoint-every", args.checkpoint_every, low=1)
   V.check_int("--keep", args.keep, low=1)
