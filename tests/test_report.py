@@ -345,3 +345,22 @@ def test_logit_effects_are_the_decoder_through_the_final_norm_and_unembedding(ti
   assert cli.main(["report", str(run), "--logit-effects", "--out",
                    str(tmp_path / "x.html")]) == 2  # needs --activations
   del torch
+
+
+def test_class_density_is_each_latents_firing_rate_within_each_token_class():
+  from wsae_jax.app import report
+  strings = {0: "Hello", 1: ",", 2: " quickly", 3: "the", 4: "\n", 5: "Emma"}
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(0, 6, 400)
+  lat = np.stack([rng.permutation(9)[:3] - 1 for _ in range(400)])  # a latent once per row
+  out = report._class_density(lat, tokens, strings, 8)
+  dens = _arr(out["density"], "<f4").reshape(8, len(out["names"]))
+  from wsae_jax.evaluation import probing
+  classes = probing.token_classes(strings)
+  for c, name in enumerate(out["names"]):
+    rows = np.flatnonzero(np.isin(tokens, list(classes[name])))
+    assert out["rows"][c] == len(rows) >= report.MIN_CLASS_ROWS
+    for m in range(8):
+      want = sum(int(m in lat[r]) for r in rows) / len(rows)
+      assert dens[m, c] == pytest.approx(want, abs=1e-6), (name, m)
+  assert "capitalised" in out["names"] and "punctuation" in out["names"]

@@ -298,3 +298,24 @@ def test_a_latent_shows_its_logit_effects(browser, tiny_lm_store, tmp_path):
   assert promotes.startswith("promotes: ") and promotes.count("#") == 10  # no tokenizer: ids
   assert box.find_element("css selector", ".suppresses").text.startswith("suppresses: ")
   assert _errors(browser) == []
+
+
+def test_a_latent_shows_its_density_per_token_class(browser, tmp_path):
+  from test_harvest import _tiny_llama_with_tokenizer
+
+  from wsae_jax.app import cli
+  folder, corpus = _tiny_llama_with_tokenizer(tmp_path)
+  run = tmp_path / "run"
+  assert cli.main(["train", "--out", str(run), "--model", str(folder), "--layer", "1",
+                   "--corpus", str(corpus), "--context-len", "16", "--arch", "topk", "--k", "4",
+                   "--d-sae", "32", "--steps", "5", "--batch-size", "32", "--hold-out-shards",
+                   "1", "--no-progress"]) == 0
+  assert cli.main(["report", str(run), "--activations", str(run / "activations"),
+                   "--eval-shards", "1", "--no-progress"]) == 0
+  _open(browser, run / "report.html")
+  browser.find_element("id", "tab-latents").click()
+  browser.find_element("css selector", "#latent-table tr.latent-row").click()
+  table = browser.find_element("id", "class-density")
+  rows = [r.text for r in table.find_elements("css selector", "tr")[1:]]
+  assert rows and rows[0].startswith("digit")  # every word of the tiny corpus holds a digit
+  assert _errors(browser) == []

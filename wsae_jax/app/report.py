@@ -143,6 +143,30 @@ def _contexts(codes, tokens, context_len: int, strings, d_sae: int) -> dict:
           "peak": _round(peak, 4), "decoded": strings is not None}
 
 
+MIN_CLASS_ROWS = 20
+"""Token classes with fewer counted rows are left out of the per-class densities."""
+
+
+def _class_density(latents_BxK, tokens_B, strings, d_sae: int) -> dict | None:
+  """Per latent, how often it fires on the rows of each token class of `wsae eval --probe`
+  (`evaluation.probing.TOKEN_CLASSES`): `density (d_sae, C)`, with each class's row count."""
+  from wsae_jax.evaluation import probing
+  lat = np.asarray(latents_BxK)
+  names, rows, cols = [], [], []
+  for name, ids in probing.token_classes(strings).items():
+    mask = np.isin(tokens_B, np.fromiter(ids, np.int64, len(ids)))
+    if mask.sum() < MIN_CLASS_ROWS:
+      continue
+    sel = lat[mask]
+    cols.append(np.bincount(sel[sel >= 0], minlength=d_sae) / mask.sum())
+    names.append(name)
+    rows.append(int(mask.sum()))
+  if not names:
+    return None
+  return {"names": names, "rows": rows,
+          "density": _b64(np.stack(cols, axis=1).astype(np.float32), "<f4")}
+
+
 def _logit_effects(cfg, params, store, model) -> dict:
   """`--logit-effects`: per latent the 10 tokens its decoder direction most promotes and
   suppresses through the store's LM (`lm.scoring.logit_effects`)."""
@@ -271,6 +295,9 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
         data["notes"].append(note)
       stage("latent table")
       data["latents"] = _latent_table(cfg, params, counted, tokens[later], strings)
+      if strings is not None:
+        data["latents"]["classes"] = _class_density(counted[1], tokens[later], strings,
+                                                    cfg.d_sae)
       stage("contexts")
       data["contexts"] = _contexts(codes, tokens, L, strings, cfg.d_sae)
     if logit_effects:

@@ -217,7 +217,7 @@ function contexts() {  // decoded on first use
   }
   return CTX;
 }
-let HIST = null, LOGITS = null;  // every latent's activation histogram, decoded on first use
+let HIST = null, LOGITS = null, CLASSES = null;  // every latent's activation histogram, decoded on first use
 function neighbours() {
   if (!NB) NB = {ids: b64(L.neighbours, Int32Array), cos: b64(L.neighbour_cos, Int8Array), k: L.k_neighbours};
   return NB;
@@ -296,6 +296,18 @@ function openLatent(j) {
   if (L.absorption[j]) tags.push(el("span", {class: "tag", text: `absorption: ${L.absorption[j]}`}));
   if (L.top_tokens && L.top_tokens[j].length) tags.push(el("span", {class: "tag", text: `top tokens: ${topTokens(j)}`}));
   if (tags.length) kids.push(el("div", {}, tags));
+  if (L.classes) {
+    const C = L.classes, nC = C.names.length;
+    if (!CLASSES) CLASSES = b64(C.density, Float32Array);
+    const t = el("table", {class: "kv", id: "class-density"},
+      el("tr", {}, ["token class", "rows", "density here", "× overall"].map(h => el("th", {text: h}))));
+    C.names.forEach((name, c) => {
+      const d = CLASSES[j * nC + c], all = L.frequency[j];
+      t.append(el("tr", {}, el("td", {text: name}), el("td", {text: fmt(C.rows[c])}),
+                    el("td", {text: fmt(+d.toPrecision(3))}), el("td", {text: all > 0 ? fmt(+(d / all).toPrecision(3)) : "–"})));
+    });
+    kids.push(el("div", {}, el("h3", {text: "Activation density per token class"}), t));
+  }
   if (L.logits) {
     const g = L.logits, k = g.k;
     if (!LOGITS) LOGITS = {pi: b64(g.promote_ids, Int32Array), pv: b64(g.promote, Float32Array),
