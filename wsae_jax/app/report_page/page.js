@@ -122,7 +122,7 @@ function lineChart(xs, ys, title, {w = 300, h = 170} = {}) {
 function barChart(values, title, {w = 360, h = 200, labels = null, highlight = -1, edges = null, counts = false} = {}) {
   // edges: the bins' boundaries (length values.length + 1), so the x ticks read in their units;
   // counts: integer values, so the y ticks are integers too.
-  const pad = {l: 48, r: 10, t: 26, b: 28};
+  const pad = {l: 48, r: 22, t: 26, b: 28};  // r: room for the last x tick's label
   const s = svg("svg", {width: w, height: h, class: "chart"});
   const top = Math.max(...values, 1e-12);
   const yr = counts ? [0, Math.max(4, Math.ceil(top / 4) * 4)] : [0, top];
