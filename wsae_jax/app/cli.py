@@ -443,7 +443,7 @@ def _harvest_first(args, out) -> None:
   if args.layer is None:
     raise V.WSAEInputError("--model needs --layer (the decoder block whose output to train on).")
   from wsae_jax.app import harvest
-  harvest.run(out=out / HARVESTED, model=None if args.model == "smollm2" else args.model,
+  harvest.write_store(out=out / HARVESTED, model=None if args.model == "smollm2" else args.model,
               corpus=args.corpus, layer=args.layer, context_len=args.context_len,
               max_tokens=args.max_tokens, progress=not args.no_progress)
   args.activations = str(out / HARVESTED)
@@ -912,7 +912,7 @@ def _run_harvest(args):
   except ImportError:
     raise V.WSAEInputError("wsae harvest needs the harvest extra: pip install -e '.[harvest]' "
                            "(torch, transformers, gguf, accelerate).") from None
-  harvest.run(out=args.out, model=args.model, corpus=args.corpus,
+  harvest.write_store(out=args.out, model=args.model, corpus=args.corpus,
               janeausten_root=args.janeausten_root, layer=args.layer,
               context_len=args.context_len, max_tokens=args.max_tokens,
               contexts_per_shard=args.contexts_per_shard, batch_size=args.batch_size,

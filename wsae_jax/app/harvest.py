@@ -27,7 +27,7 @@ def model_spec(model: str) -> str:
   return str(path.resolve()) if path.exists() else model
 
 
-def run(*, out, model=None, corpus="janeaustenr", janeausten_root=None, layer: int = 15,
+def write_store(*, out, model=None, corpus="janeaustenr", janeausten_root=None, layer: int = 15,
         context_len: int = 256, max_tokens=None, contexts_per_shard: int = 64,
         batch_size: int = 16, dtype: str = "float16", loss_contexts: int = 32, seed: int = 0,
         threads=None, progress: bool = True, echo=print) -> dict:
