@@ -66,7 +66,6 @@ import dataclasses
 import json
 import math
 import pathlib
-import re
 import sys
 import time
 import warnings
@@ -76,7 +75,10 @@ import jax
 import numpy as np
 from scipy.stats import spearmanr
 
-import wsae_jax as w
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import reproduce  # noqa: E402  (shared with the other studies: machine, figures, RESULTS.md blocks)
+
+import wsae_jax as w  # noqa: E402
 from wsae_jax.data import problems
 from wsae_jax.evaluation import scoring, stats
 from wsae_jax.objectives import weights as wl
@@ -536,11 +538,7 @@ def plot(raw: dict, result: dict, out: pathlib.Path) -> list[pathlib.Path]:
     ax.axis("off")
   axes[0, 0].legend(fontsize=7)
   fig.suptitle("Γ* per dimension beside the variance and the participation ratio", fontsize=10)
-  fig.tight_layout()
-  p = out / "gamma_ceiling_gamma.png"
-  fig.savefig(p, dpi=110)
-  plt.close(fig)
-  paths.append(p)
+  paths.append(reproduce.save_figure(fig, out / "gamma_ceiling_gamma.png", dpi=110))
 
   rs = [r for r in result["readings"] if r["sparsity"] in (0.7, 0.9)]
   keys = sorted({(r["cell"], r["sparsity"]) for r in rs})
@@ -578,11 +576,7 @@ def plot(raw: dict, result: dict, out: pathlib.Path) -> list[pathlib.Path]:
   ax2.set_ylabel("best candidate's L_GT change on the search seeds (%)")
   ax2.legend(fontsize=6)
   ax2.set_title("CMA-ES progress", fontsize=10)
-  fig.tight_layout()
-  p = out / "gamma_ceiling_effects.png"
-  fig.savefig(p, dpi=110)
-  plt.close(fig)
-  paths.append(p)
+  paths.append(reproduce.save_figure(fig, out / "gamma_ceiling_effects.png", dpi=110))
   return paths
 
 
@@ -646,23 +640,8 @@ def results_markdown(result: dict) -> str:
 
 
 def write_results_md(result, path: pathlib.Path = RESULTS_MD) -> None:
-  text = path.read_text() if path.exists() else ""
-  block = results_markdown(result)
-  if BEGIN in text and END in text:
-    text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-  else:
-    text = text.rstrip("\n") + "\n\n## The γ ceiling (issue #23)\n\n" + block + "\n"
-  path.write_text(text)
-
-
-def machine() -> str:
-  try:
-    model = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                 if "model name" in ln)
-  except (OSError, StopIteration):
-    model = "unknown CPU"
-  import os
-  return f"{os.cpu_count()} cores, {model}, JAX {jax.__version__} {jax.default_backend()}"
+  reproduce.write_block(path, results_markdown(result), BEGIN, END, lambda text, block: (
+      text.rstrip("\n") + "\n\n## The γ ceiling (issue #23)\n\n" + block + "\n"))
 
 
 def _jsonable(o):
@@ -721,7 +700,7 @@ def main(argv=None):
   if a.from_json:
     command = f"{trained_by} (re-analysed: {command})"
   result = {"command": command,
-            "machine": machine(), "plan": {**dataclasses.asdict(plan),
+            "machine": reproduce.machine(), "plan": {**dataclasses.asdict(plan),
                                            "train": dataclasses.asdict(plan.train), "name": name},
             **analyse(raw, plan)}
   result["prior"] = raw["prior"]

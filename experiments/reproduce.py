@@ -489,12 +489,14 @@ def _style(ax, title: str, ylabel: str, legend: bool) -> None:
     ax.legend(fontsize=7)
 
 
-def _save(fig, path: pathlib.Path, title: str | None = None) -> pathlib.Path:
+def save_figure(fig, path: pathlib.Path, title: str | None = None, *, dpi: int = 80
+                ) -> pathlib.Path:
+  """Lays `fig` out (with `title` on top), writes it to `path` and closes it (the studies' PNGs)."""
   import matplotlib.pyplot as plt
   if title:
     fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=80)
+  fig.savefig(path, dpi=dpi)
   plt.close(fig)
   return path
 
@@ -551,7 +553,7 @@ def plot(result, out: pathlib.Path) -> list[pathlib.Path]:
     for row_i, label in enumerate(("MCC", "L_GT / E‖x‖²")):
       axes[row_i, gi].set_xticks(range(len(Ss)), [str(S) for S in Ss])
       _style(axes[row_i, gi], geo, label, gi == 0)
-  paths.append(_save(fig, out / "reproduce_thm23.png",
+  paths.append(save_figure(fig, out / "reproduce_thm23.png",
                      "Recovery against S, plain SAEs (median, quartiles over seeds)"))
 
   # Fig. 2: features per latent against S, each counting rule, plain SAE.
@@ -570,7 +572,7 @@ def plot(result, out: pathlib.Path) -> list[pathlib.Path]:
       ax.set_xticks(range(len(Ss)), [str(S) for S in Ss])
       ax.set_yscale("log")
       _style(ax, f"{geo} · {kind} {v if v != '-' else ''}", "features per latent", gi == ki == 0)
-  paths.append(_save(fig, out / "reproduce_fig2.png",
+  paths.append(save_figure(fig, out / "reproduce_fig2.png",
                      "Fig. 2 under three counting rules (plain SAE; median, quartiles)"))
 
   # Fig. 3 as paired differences: relative ΔL_GT with 95% intervals, per weighting.
@@ -589,7 +591,7 @@ def plot(result, out: pathlib.Path) -> list[pathlib.Path]:
           delta_errorbar(ax, cs, (j - 1) * 0.12, color=colours[wt], label=wt)
       _style(ax, f"{geo} · {kind} {v if v != '-' else ''}", "ΔL_GT, WSAE − SAE (% of SAE)",
              gi == ki == 0)
-  paths.append(_save(fig, out / "reproduce_fig3.png", "Fig. 3: paired difference of L_GT "
+  paths.append(save_figure(fig, out / "reproduce_fig3.png", "Fig. 3: paired difference of L_GT "
                      "(below 0: the WSAE recovers better); median, 95% order-statistic interval"))
   return paths
 
@@ -736,15 +738,22 @@ def results_markdown(result) -> str:
   return "\n".join(lines)
 
 
-def write_results_md(result, path: pathlib.Path = RESULTS_MD) -> None:
+def write_block(path: pathlib.Path, block: str, begin: str, end: str, place) -> None:
+  """Replaces the text between the markers `begin` … `end` of `path` (inclusive) with `block`,
+  which carries the markers itself; where the file has none, `place(text, block)` puts it."""
   text = path.read_text() if path.exists() else ""
-  block = results_markdown(result)
-  if BEGIN in text and END in text:
-    text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+  if begin in text and end in text:
+    text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
   else:
-    head, sep, rest = text.partition("\n\n")
-    text = f"{head}{sep}{block}\n\n{rest}"
+    text = place(text, block)
   path.write_text(text)
+
+
+def write_results_md(result, path: pathlib.Path = RESULTS_MD) -> None:
+  def after_the_title(text, block):
+    head, sep, rest = text.partition("\n\n")
+    return f"{head}{sep}{block}\n\n{rest}"
+  write_block(path, results_markdown(result), BEGIN, END, after_the_title)
 
 
 # -- main ---------------------------------------------------------------------------------------------

@@ -149,7 +149,7 @@ def plot(result, path):
     geo, kind, variant = cell
     reproduce._style(ax, f"{geo} · {kind} {variant if variant != '-' else ''}",
                      "ΔL_GT vs plain SAE (%)" if i == 0 else "", i == 0)
-  reproduce._save(fig, path)
+  reproduce.save_figure(fig, path)
 
 
 if __name__ == "__main__":
