@@ -49,6 +49,21 @@ def tiny_lm_store(tmp_path):
   return tmp_path / "tiny", tmp_path / "store"
 
 
+@pytest.fixture
+def logit_effects_run(tiny_lm_store, tmp_path):
+  """A Top-k SAE trained on the tiny Llama's store and its report with --logit-effects:
+  `(run folder, the LM's folder)`."""
+  from wsae_jax.app import cli
+  tiny, store = tiny_lm_store
+  run = tmp_path / "run"
+  assert cli.main(["train", "--out", str(run), "--activations", str(store), "--arch", "topk",
+                   "--k", "4", "--d-sae", "32", "--steps", "10", "--batch-size", "32",
+                   "--hold-out-shards", "1", "--no-progress"]) == 0
+  assert cli.main(["report", str(run), "--activations", str(store), "--eval-shards", "1",
+                   "--model", str(tiny), "--logit-effects", "--no-progress"]) == 0
+  return run, tiny
+
+
 # -- `wsae report` pages (tests/test_report.py and the browser tests) --
 @pytest.fixture(scope="session")
 def synthetic_run(tmp_path_factory):

@@ -312,21 +312,14 @@ def test_report_and_eval_show_progress_unless_told_not_to(store_run, tmp_path, c
   assert "wsae eval" not in capsys.readouterr().err
 
 
-def test_logit_effects_are_the_decoder_through_the_final_norm_and_unembedding(tiny_lm_store,
-                                                                              tmp_path):
+def test_logit_effects_are_the_decoder_through_the_final_norm_and_unembedding(
+    logit_effects_run, tmp_path):
   """`wsae report --logit-effects`: per latent the 10 tokens with the largest and smallest
   (w_dec ⊙ g) W_Uᵀ, g the final RMSNorm's weight, against numpy on the tiny Llama."""
-  torch = pytest.importorskip("torch")
   import transformers
 
   from wsae_jax.storage import saelens
-  tiny, store = tiny_lm_store
-  run = tmp_path / "run"
-  assert cli.main(["train", "--out", str(run), "--activations", str(store), "--arch", "topk",
-                   "--k", "4", "--d-sae", "32", "--steps", "10", "--batch-size", "32",
-                   "--hold-out-shards", "1", "--no-progress"]) == 0
-  assert cli.main(["report", str(run), "--activations", str(store), "--eval-shards", "1",
-                   "--model", str(tiny), "--logit-effects", "--no-progress"]) == 0
+  run, tiny = logit_effects_run
   g = page_data(run / "report.html")["latents"]["logits"]
   lm = transformers.LlamaForCausalLM.from_pretrained(tiny)
   W_U = lm.lm_head.weight.detach().double().numpy()
@@ -344,7 +337,6 @@ def test_logit_effects_are_the_decoder_through_the_final_norm_and_unembedding(ti
     np.testing.assert_allclose(vals[m], np.sort(L[m])[::-1][:k], rtol=1e-4, atol=1e-5)
   assert cli.main(["report", str(run), "--logit-effects", "--out",
                    str(tmp_path / "x.html")]) == 2  # needs --activations
-  del torch
 
 
 def test_class_density_is_each_latents_firing_rate_within_each_token_class():

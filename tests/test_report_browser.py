@@ -281,15 +281,8 @@ def test_the_metrics_card_shows_each_number_once(browser, store_run, tmp_path):
   assert _errors(browser) == []
 
 
-def test_a_latent_shows_its_logit_effects(browser, tiny_lm_store, tmp_path):
-  from wsae_jax.app import cli
-  tiny, store = tiny_lm_store
-  run = tmp_path / "run"
-  assert cli.main(["train", "--out", str(run), "--activations", str(store), "--arch", "topk",
-                   "--k", "4", "--d-sae", "32", "--steps", "10", "--batch-size", "32",
-                   "--hold-out-shards", "1", "--no-progress"]) == 0
-  assert cli.main(["report", str(run), "--activations", str(store), "--eval-shards", "1",
-                   "--model", str(tiny), "--logit-effects", "--no-progress"]) == 0
+def test_a_latent_shows_its_logit_effects(browser, logit_effects_run):
+  run, _ = logit_effects_run
   _open(browser, run / "report.html")
   browser.find_element("id", "tab-latents").click()
   browser.find_element("css selector", "#latent-table tr.latent-row").click()
