@@ -1042,10 +1042,9 @@ def _apply_config_file(parser, command: str, argv) -> None:
                              f"{value!r}.")
     defaults[a.dest] = value
   sub.set_defaults(**defaults)
-  if any(a.required and a.dest in defaults for a in sub._actions):
-    for a in sub._actions:
-      if a.dest in defaults:
-        a.required = False
+  for a in sub._actions:  # an option the file gives is no longer required on the command line
+    if a.dest in defaults:
+      a.required = False
 
 
 def _version() -> str:

@@ -183,17 +183,8 @@ def _logit_effects(cfg, params, store, model) -> dict:
   e = lm_scoring.logit_effects(np.asarray(models.decoder_matrix(cfg, params)), W_U, norm)
   used = np.unique(np.concatenate([e["promote_ids"].ravel(), e["suppress_ids"].ravel()]))
   return {"formula": formula, "k": int(e["promote_ids"].shape[1]),
-          "vocab": _token_strings_or_none(path, used) or {},
+          "vocab": _tokenizer_strings(store, model, used)[0] or {},
           **{n: _b64(e[n], "<i4" if n.endswith("ids") else "<f4") for n in e}}
-
-
-def _token_strings_or_none(path, ids):
-  from wsae_jax.lm import harvest as hv
-  from wsae_jax.lm import scoring as lm_scoring
-  try:
-    return lm_scoring.token_strings(hv.load_tokenizer(path), ids)
-  except (ImportError, OSError, ValueError):
-    return None
 
 
 def _tokenizer_strings(store, model, tokens):
