@@ -16,6 +16,11 @@ Semantics match wsae_jax exactly (see tests/test_torch_parity.py):
         only for the L0 term); θ clamped to >= 0 after each step.
   batchtopk  the ⌊k·B⌋ largest ReLU'd pre-activations of the batch, pre = (x − b_dec) W_enc +
         b_enc; unit-norm decoder rows and AuxK as topk; θ ← (1 − r)θ + r·min(selected > 0).
+  matryoshka_batchtopk  batchtopk, plus the reconstruction errors of each prefix z[:, :w] W_dec[:w]
+        + b_dec for the inner widths w of `matryoshka_widths`.
+  gated  z = 1[π_gate > 0]·ReLU(π_mag), π_gate = (x − b_dec) W_enc + b_gate, π_mag = (x − b_dec)
+        (W_enc·exp(r_mag)) + b_mag; + λ mean_b Σ_j ReLU(π_gate)_j ‖W_dec[j]‖ + the (weighted)
+        error of ReLU(π_gate) decoded by a detached W_dec, b_dec.
 Adam (β1 0.9, β2 0.999, ε 1e-8), linear warm-up, global-norm gradient clipping.
 """
 
@@ -69,7 +74,7 @@ class TorchSAE(nn.Module):
                l1_coefficient: float = 1e-3, aux_k: int | None = None,
                aux_coefficient: float = 1 / 32, dead_after_tokens: int = 10_000_000,
                l0_coefficient: float = 1e-2, bandwidth: float = 0.05,
-               threshold_lr: float = 0.01):
+               threshold_lr: float = 0.01, matryoshka_widths: tuple[int, ...] = ()):
     super().__init__()
     self.arch, self.d_in, self.d_sae, self.k = arch, d_in, d_sae, k
     self.l1_coefficient = l1_coefficient
@@ -77,14 +82,21 @@ class TorchSAE(nn.Module):
     self.aux_k = aux_k if aux_k is not None else max(1, min(d_in // 2, d_sae))
     self.aux_coefficient = aux_coefficient
     self.dead_after_tokens = dead_after_tokens
+    self.widths = tuple(matryoshka_widths) or (d_sae,)
+    self.batch_selection = arch in ("batchtopk", "matryoshka_batchtopk")
     self.W_enc = nn.Parameter(torch.empty(d_in, d_sae))
     if arch != "tied":
       self.W_dec = nn.Parameter(torch.empty(d_sae, d_in))
-      self.b_enc = nn.Parameter(torch.zeros(d_sae))
       self.b_dec = nn.Parameter(torch.zeros(d_in))
+    if arch == "gated":
+      self.b_gate = nn.Parameter(torch.zeros(d_sae))
+      self.b_mag = nn.Parameter(torch.zeros(d_sae))
+      self.r_mag = nn.Parameter(torch.zeros(d_sae))
+    elif arch != "tied":
+      self.b_enc = nn.Parameter(torch.zeros(d_sae))
     if arch == "jumprelu":
       self.threshold = nn.Parameter(torch.zeros(d_sae))
-    if arch == "batchtopk":  # not trained by the gradient: a buffer
+    if self.batch_selection:  # not trained by the gradient: a buffer
       self.register_buffer("threshold", torch.zeros(()))
     self.register_buffer("tokens_since_fired", torch.zeros(d_sae, dtype=torch.long))
 
@@ -99,7 +111,7 @@ class TorchSAE(nn.Module):
 
   def params_numpy(self) -> dict:
     out = {n: p.detach().cpu().numpy().copy() for n, p in self.named_parameters()}
-    if self.arch == "batchtopk":
+    if self.batch_selection:
       out["threshold"] = self.threshold.cpu().numpy().copy()
     return out
 
@@ -109,7 +121,9 @@ class TorchSAE(nn.Module):
   def pre(self, x):
     if self.arch == "tied":
       return x @ self.W_enc
-    if self.arch in ("topk", "batchtopk"):
+    if self.arch == "gated":
+      return (x - self.b_dec) @ (self.W_enc * self.r_mag.exp()) + self.b_mag
+    if self.arch in ("topk", "batchtopk", "matryoshka_batchtopk"):
       return (x - self.b_dec) @ self.W_enc + self.b_enc
     return x @ self.W_enc + self.b_enc
 
@@ -128,8 +142,10 @@ class TorchSAE(nn.Module):
     pre = self.pre(x)
     if self.arch == "topk":
       z = self.topk(pre, self.k)
-    elif self.arch == "batchtopk":
+    elif self.batch_selection:
       z = self.batch_topk(pre, self.k)
+    elif self.arch == "gated":
+      z = (self.gate_pre(x) > 0) * torch.relu(pre)
     elif self.arch == "jumprelu":
       z = _JumpReLU.apply(pre, self.threshold, self.bandwidth)
     else:
@@ -139,17 +155,28 @@ class TorchSAE(nn.Module):
       x_hat = x_hat + self.b_dec
     return pre, z, x_hat
 
+  def gate_pre(self, x):
+    return (x - self.b_dec) @ self.W_enc + self.b_gate
+
   def loss(self, x, gamma=None):
     pre, z, x_hat = self(x)
     g2 = 1.0 if gamma is None else gamma ** 2
     recon = ((x - x_hat) ** 2 * g2).sum(-1).mean()
     loss = recon
+    for w in self.widths[:-1]:  # Matryoshka: each inner prefix reconstructs on its own
+      x_w = z[:, :w] @ self.W_dec[:w] + self.b_dec
+      loss = loss + ((x - x_w) ** 2 * g2).sum(-1).mean()
+    if self.arch == "gated":
+      gate = torch.relu(self.gate_pre(x))
+      loss = loss + self.l1_coefficient * (gate @ self.W_dec.norm(dim=-1)).mean()
+      x_gate = gate @ self.W_dec.detach() + self.b_dec.detach()
+      loss = loss + ((x - x_gate) ** 2 * g2).sum(-1).mean()
     if self.arch == "relu":
       loss = loss + self.l1_coefficient * (z @ self.W_dec.norm(dim=-1)).mean()
     if self.arch == "jumprelu":
       l0 = _Step.apply(pre, self.threshold, self.bandwidth).sum(-1).mean()
       loss = loss + self.l0_coefficient * l0
-    if self.arch in ("topk", "batchtopk"):
+    if self.arch == "topk" or self.batch_selection:
       dead = self.tokens_since_fired >= self.dead_after_tokens
       n_dead = int(dead.sum())
       if n_dead > 0:
@@ -179,7 +206,8 @@ class TorchTrainer:
     self.opt.zero_grad(set_to_none=True)
     loss, z = self._loss(x, gamma)
     loss.backward()
-    if sae.arch in ("topk", "batchtopk"):
+    unit_decoder = sae.arch == "topk" or sae.batch_selection
+    if unit_decoder:
       with torch.no_grad():
         u = sae.W_dec / sae.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         g = sae.W_dec.grad
@@ -189,11 +217,11 @@ class TorchTrainer:
     self.opt.step()
     self.sched.step()
     with torch.no_grad():
-      if sae.arch in ("topk", "batchtopk"):
+      if unit_decoder:
         sae.W_dec /= sae.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
       if sae.arch == "jumprelu":
         sae.threshold.clamp_(min=0.0)
-      if sae.arch == "batchtopk" and (z > 0).any():
+      if sae.batch_selection and (z > 0).any():
         r = sae.threshold_lr
         sae.threshold.copy_((1 - r) * sae.threshold + r * z[z > 0].min())
       fired = (z > 0).any(0)

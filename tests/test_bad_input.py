@@ -36,7 +36,7 @@ def test_resume_with_an_incompatible_config_is_refused(tmp_path, capsys):
 
 def test_unknown_architecture_and_k_too_large(tmp_path, capsys):
   with pytest.raises(SystemExit):  # argparse rejects an unknown --arch itself
-    _train(tmp_path, "--arch", "gated")
-  assert "invalid choice: 'gated'" in capsys.readouterr().err
+    _train(tmp_path, "--arch", "abstopk")
+  assert "invalid choice: 'abstopk'" in capsys.readouterr().err
   assert _train(tmp_path, "--arch", "topk", "--k", "500") == 2
   assert "k must be <= d_sae" in capsys.readouterr().err

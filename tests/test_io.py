@@ -15,9 +15,12 @@ X = RNG.standard_normal((32, 6)).astype(np.float32)
 CONFIGS = [w.TiedSAEConfig(d_in=6, d_sae=10), w.ReLUSAEConfig(d_in=6, d_sae=10, l1_coefficient=0.02),
            w.TopKSAEConfig(d_in=6, d_sae=10, k=3),
            w.JumpReLUSAEConfig(d_in=6, d_sae=10, l0_coefficient=0.2, bandwidth=0.1),
-           w.BatchTopKSAEConfig(d_in=6, d_sae=10, k=2.5, threshold_lr=0.05)]
+           w.BatchTopKSAEConfig(d_in=6, d_sae=10, k=2.5, threshold_lr=0.05),
+           w.MatryoshkaBatchTopKSAEConfig(d_in=6, d_sae=10, k=2.5, matryoshka_widths=(3, 6, 10)),
+           w.GatedSAEConfig(d_in=6, d_sae=10, l1_coefficient=0.3)]
+# SAELens saves (Matryoshka) BatchTopK SAEs as JumpReLU ones
 SAELENS_NAMES = {"tied": "standard", "relu": "standard", "topk": "topk", "jumprelu": "jumprelu",
-                 "batchtopk": "jumprelu"}  # SAELens saves BatchTopK SAEs as JumpReLU ones
+                 "batchtopk": "jumprelu", "matryoshka_batchtopk": "jumprelu", "gated": "gated"}
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.architecture)
@@ -85,8 +88,8 @@ def test_saelens_itself_reads_our_export(tmp_path):
 @pytest.mark.parametrize("mutate, match", [
     (lambda d: (d / "cfg.json").unlink(), "cfg.json is missing"),
     (lambda d: (d / "cfg.json").write_text("{"), "not valid JSON"),
-    (lambda d: (d / "cfg.json").write_text(json.dumps({"architecture": "gated", "d_in": 6, "d_sae": 10})),
-     "architecture 'gated' is not supported"),
+    (lambda d: (d / "cfg.json").write_text(json.dumps({"architecture": "abstopk", "d_in": 6, "d_sae": 10})),
+     "architecture 'abstopk' is not supported"),
     (lambda d: (d / "cfg.json").write_text(json.dumps({"architecture": "standard", "d_in": 7, "d_sae": 10})),
      r"\(d_in=7, d_sae=10\) requires \(7, 10\)"),
 ])

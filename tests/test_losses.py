@@ -194,3 +194,75 @@ def test_unknown_hyperparameters_are_refused():
   cfg = w.ReLUSAEConfig(d_in=D_IN, d_sae=D_SAE)
   with pytest.raises(w.WSAEInputError, match=r"relu SAEs take the hyperparameters \['l1_coefficient'\], not \['k'\]"):
     models.sae_loss(cfg, _random_params(cfg), X, hp={"k": 3})
+
+
+def test_matryoshka_sums_the_prefix_errors_and_is_batchtopk_at_one_level():
+  """Each level reconstructs with its prefix of the batch-selected code (numpy reference); with
+  one level the loss, its gradient and θ's target are BatchTopK's."""
+  widths = (3, 6, D_SAE)
+  cfg = w.MatryoshkaBatchTopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=2.5, matryoshka_widths=widths)
+  p = _random_params(cfg)
+  pp = {k: np.asarray(v, np.float64) for k, v in p.items()}
+  relu = np.maximum((X - pp["b_dec"]) @ pp["W_enc"] + pp["b_enc"], 0)
+  cut = np.sort(relu.ravel())[::-1][int(2.5 * X.shape[0]) - 1]
+  z = np.where(relu >= cut, relu, 0.0)
+  g2 = GAMMA.astype(np.float64) ** 2
+  errs = [np.mean(np.sum(g2 * (X - z[:, :n] @ pp["W_dec"][:n] - pp["b_dec"]) ** 2, axis=1))
+          for n in widths]
+  loss, aux = models.sae_loss(cfg, p, X, gamma=GAMMA)
+  assert errs[0] > errs[1] > errs[2]  # the inner levels are worse: the check is not vacuous
+  assert_close(aux["recon"], errs[-1], rtol=1e-5)
+  assert_close(aux["nested"], sum(errs[:-1]), rtol=1e-5)
+  assert_close(loss, sum(errs), rtol=1e-5)
+
+  one = w.MatryoshkaBatchTopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=2.5, matryoshka_widths=(D_SAE,))
+  btk = w.BatchTopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=2.5)
+  dead = jnp.arange(D_SAE) % 3 == 0
+  f = lambda c: jax.value_and_grad(
+      lambda q: models.sae_loss(c, q, X, gamma=GAMMA, dead_M=dead)[0])(p)
+  assert_close(f(one), f(btk), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("widths, match", [
+    ((4, 8), f"must end with d_sae = {D_SAE}"),
+    ((8, 4, D_SAE), "strictly increasing"),
+    ((0, D_SAE), "matryoshka_widths"),
+    ("4,10", "must be a list of integers"),
+])
+def test_bad_matryoshka_widths_are_refused(widths, match):
+  with pytest.raises(w.WSAEInputError, match=match):
+    w.models.config_from_dict({"architecture": "matryoshka_batchtopk", "d_in": D_IN,
+                               "d_sae": D_SAE, "k": 2.0, "matryoshka_widths": widths}, "cfg")
+
+
+def test_matryoshka_widths_from_json_become_a_hashable_tuple():
+  cfg = w.models.config_from_dict({"architecture": "matryoshka_batchtopk", "d_in": D_IN,
+                                   "d_sae": D_SAE, "k": 2.0, "matryoshka_widths": [5, D_SAE]}, "cfg")
+  assert cfg.matryoshka_widths == (5, D_SAE) and hash(cfg)
+  assert w.MatryoshkaBatchTopKSAEConfig(d_in=4, d_sae=64, k=2.0).levels == (8, 16, 32, 64)
+
+
+def test_gated_gate_learns_only_from_its_penalty_and_the_frozen_decoder_term():
+  """The gate's step passes no gradient: b_gate's gradient is the L1 term's plus the auxiliary
+  reconstruction's (numpy reference), and that auxiliary term moves neither W_dec nor b_dec."""
+  cfg = w.GatedSAEConfig(d_in=D_IN, d_sae=D_SAE, l1_coefficient=0.3)
+  p = _random_params(cfg)
+  pp = {k: np.asarray(v, np.float64) for k, v in p.items()}
+  xc = X - pp["b_dec"]
+  pi_gate = xc @ pp["W_enc"] + pp["b_gate"]
+  on = (pi_gate > 0).astype(np.float64)
+  norms = np.linalg.norm(pp["W_dec"], axis=1)
+  g2 = GAMMA.astype(np.float64) ** 2
+  resid = X - (np.maximum(pi_gate, 0) @ pp["W_dec"] + pp["b_dec"])  # the auxiliary residual
+  B = X.shape[0]
+  d_aux = -2 / B * (resid * g2) @ pp["W_dec"].T  # d aux / d ReLU(π_gate)
+  ref = np.sum(on * (0.3 / B * norms + d_aux), axis=0)
+  grad = jax.grad(lambda q: models.sae_loss(cfg, q, X, gamma=GAMMA)[0])(p)
+  assert 0 < on.mean() < 1  # some gates open, some shut
+  assert_close(grad["b_gate"], ref, rtol=1e-4, atol=1e-6)
+  # W_dec's gradient is the main reconstruction's plus the L1 norms' only.
+  z = on * np.maximum(xc @ (pp["W_enc"] * np.exp(pp["r_mag"])) + pp["b_mag"], 0)
+  r_main = X - (z @ pp["W_dec"] + pp["b_dec"])
+  g_dec = (-2 / B * z.T @ (r_main * g2)
+           + 0.3 * np.mean(np.maximum(pi_gate, 0), axis=0)[:, None] * pp["W_dec"] / norms[:, None])
+  assert_close(grad["W_dec"], g_dec, rtol=1e-4, atol=1e-6)

@@ -16,7 +16,7 @@ from helpers import assert_close
 import wsae_jax as w
 from wsae_jax.evaluation import metrics
 
-ARCHS = ("tied", "relu", "jumprelu", "topk", "batchtopk")
+ARCHS = ("tied", "relu", "jumprelu", "topk", "batchtopk", "matryoshka_batchtopk", "gated")
 
 
 def antipodal(n_p=10):
@@ -71,9 +71,13 @@ def perfect_sae(arch, W, *, perm, scale, dead=None):
     p["threshold"] = np.zeros(n, np.float32)
   elif arch == "topk":
     cfg = w.TopKSAEConfig(**kw, k=n)  # k = n: the selection keeps every positive latent
-  elif arch == "batchtopk":
-    cfg = w.models.make_config("batchtopk", **kw, k=1.0)
+  elif arch in ("batchtopk", "matryoshka_batchtopk"):
+    cfg = w.models.make_config(arch, **kw, k=1.0)
     p["threshold"] = np.float32(0.0)
+  elif arch == "gated":  # both paths read the feature: b_gate = b_mag = b_enc, r_mag = 0
+    cfg = w.models.make_config("gated", **kw)
+    b = p.pop("b_enc")
+    p.update(b_gate=b, b_mag=b, r_mag=np.zeros(n, np.float32))
   return cfg, jax.tree.map(jnp.asarray, p)
 
 
@@ -158,3 +162,7 @@ def test_raw_reading_is_the_papers_formula_for_the_tied_sae():
   ex = np.mean(np.sum(x.astype(np.float64) ** 2, axis=1))
   assert_close(r["l_gt_raw"], ex * (2 - 1) ** 2, rtol=1e-5)
   assert_close(r["l_gt"], ex * (4 - 1) ** 2, rtol=1e-5)
+
+
+def test_every_registered_architecture_is_scored_here():
+  assert sorted(ARCHS) == sorted(w.models.ARCHITECTURES)

@@ -115,7 +115,8 @@ def test_standardization_is_folded_into_the_export(arch, tmp_path):
   """The exported SAE on raw x gives the codes of the trained SAE on (x − μ)/σ, and its
   reconstruction is the trained one mapped back, x̂ = x̂'·σ + μ."""
   from test_sae import _random_params
-  extra = {"topk": {"k": 3}, "batchtopk": {"k": 3.0}}.get(arch, {})
+  extra = {"topk": {"k": 3}, "batchtopk": {"k": 3.0},
+           "matryoshka_batchtopk": {"k": 3.0}}.get(arch, {})
   cfg = w.make_config(arch, d_in=6, d_sae=10, **extra)
   p = _random_params(cfg)
   mu, sd = RNG.normal(0, 3, 6), RNG.uniform(0.2, 5, 6)

@@ -30,8 +30,13 @@ def np_forward(cfg, p, x):
     pre = x @ p["W_enc"] + p["b_enc"]
     z = np.where(pre > p["threshold"], _relu(pre), 0.0)
     return z, z @ p["W_dec"] + p["b_dec"]
+  if cfg.architecture == "gated":
+    gate = (x - p["b_dec"]) @ p["W_enc"] + p["b_gate"] > 0
+    mag = (x - p["b_dec"]) @ (p["W_enc"] * np.exp(p["r_mag"])) + p["b_mag"]
+    z = np.where(gate, _relu(mag), 0.0)
+    return z, z @ p["W_dec"] + p["b_dec"]
   pre = (x - p["b_dec"]) @ p["W_enc"] + p["b_enc"]
-  if cfg.architecture == "batchtopk":  # inference: one global threshold
+  if cfg.architecture in ("batchtopk", "matryoshka_batchtopk"):  # inference: one global threshold
     z = np.where(pre > p["threshold"], _relu(pre), 0.0)
     return z, z @ p["W_dec"] + p["b_dec"]
   z = np.zeros_like(pre)
@@ -51,7 +56,9 @@ def _random_params(cfg, seed=0):
 CONFIGS = [w.TiedSAEConfig(d_in=D_IN, d_sae=D_SAE), w.ReLUSAEConfig(d_in=D_IN, d_sae=D_SAE),
            w.TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3),
            w.JumpReLUSAEConfig(d_in=D_IN, d_sae=D_SAE, l0_coefficient=0.1),
-           w.BatchTopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3.0)]
+           w.BatchTopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3.0),
+           w.MatryoshkaBatchTopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3.0),
+           w.GatedSAEConfig(d_in=D_IN, d_sae=D_SAE)]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.architecture)
@@ -160,9 +167,10 @@ def test_permuting_latents_permutes_outputs(cfg):
   q = dict(p)
   q["W_enc"] = p["W_enc"][:, perm]
   if "W_dec" in p:
-    q["W_dec"], q["b_enc"] = p["W_dec"][perm], p["b_enc"][perm]
-  if np.ndim(p.get("threshold", 0)) == 1:  # a threshold per latent
-    q["threshold"] = p["threshold"][perm]
+    q["W_dec"] = p["W_dec"][perm]
+  for name in ("b_enc", "b_gate", "b_mag", "r_mag", "threshold"):  # per-latent vectors
+    if np.ndim(p.get(name, 0)) == 1:
+      q[name] = p[name][perm]
   x = np.random.default_rng(4).standard_normal((8, D_IN)).astype(np.float32)
   z, x_hat = models.forward(cfg, p, x)
   zq, x_hat_q = models.forward(cfg, q, x)
@@ -190,7 +198,7 @@ def test_config_is_hashable_and_frozen():
     (lambda: w.ReLUSAEConfig(d_in=0, d_sae=4), "d_in must be >= 1"),
     (lambda: w.ReLUSAEConfig(d_in=4, d_sae=4, l1_coefficient=-1.0), "l1_coefficient"),
     (lambda: w.TiedSAEConfig(d_in=4.5, d_sae=4), "d_in must be an integer"),
-    (lambda: w.make_config("gated", d_in=4, d_sae=4), "unknown architecture 'gated'"),
+    (lambda: w.make_config("abstopk", d_in=4, d_sae=4), "unknown architecture 'abstopk'"),
 ])
 def test_bad_configs_raise(make, match):
   with pytest.raises(w.WSAEInputError, match=match):

@@ -27,7 +27,7 @@ ARCHS = {
     "topk-rescaled": (saes.TopKSAE, saes.TopKSAEConfig,
                       {"k": 3, "rescale_acts_by_decoder_norm": True}, True),
     "jumprelu": (saes.JumpReLUSAE, saes.JumpReLUSAEConfig, {}, True),
-    "gated": (saes.GatedSAE, saes.GatedSAEConfig, {}, False),
+    "gated": (saes.GatedSAE, saes.GatedSAEConfig, {}, True),
     "abstopk": (saes.AbsTopKSAE, saes.AbsTopKSAEConfig, {"k": 3}, False),
 }
 NORMALIZE = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")

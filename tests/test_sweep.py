@@ -32,7 +32,7 @@ def _separate(cfg, tc, m, mesh):
 
 
 @pytest.mark.parametrize("arch", ["tied", "relu", "topk", "topk-radix-shared", "jumprelu",
-                                  "batchtopk"])
+                                  "batchtopk", "matryoshka_batchtopk", "gated"])
 def test_sweep_equals_separate_runs(arch, four_devices):
   """Each member of a sweep ends where `train` alone takes it. "topk-radix-shared": a k >= 16
   sweep selects by the radix search (its members' own runs by lax.top_k at k < 16), and every
@@ -42,20 +42,23 @@ def test_sweep_equals_separate_runs(arch, four_devices):
           "topk": w.TopKSAEConfig(d_in=8, d_sae=16, k=4, dead_after_tokens=256),
           "topk-radix-shared": w.TopKSAEConfig(d_in=8, d_sae=40, k=20, dead_after_tokens=256),
           "jumprelu": w.JumpReLUSAEConfig(d_in=8, d_sae=16, l0_coefficient=1e-3),
-          "batchtopk": w.BatchTopKSAEConfig(d_in=8, d_sae=16, k=4.0, dead_after_tokens=256)}[arch]
+          "batchtopk": w.BatchTopKSAEConfig(d_in=8, d_sae=16, k=4.0, dead_after_tokens=256),
+          "matryoshka_batchtopk": w.MatryoshkaBatchTopKSAEConfig(
+              d_in=8, d_sae=16, k=4.0, dead_after_tokens=256, matryoshka_widths=(4, 16)),
+          "gated": w.GatedSAEConfig(d_in=8, d_sae=16, l1_coefficient=1e-2)}[arch]
   members = [
       {"seed": 0, "sparsity": 0.8},
       {"seed": 1, "sparsity": 0.9, "alpha": 1.0, "data_seed": 3},
       {"seed": 2, "sparsity": 0.8, "learning_rate": 1e-2},
       {"seed": 0, "sparsity": 0.6, "alpha": 0.5},
   ]
-  if arch == "relu":
+  if arch in ("relu", "gated"):
     members[2]["l1_coefficient"] = 0.05
   if arch == "topk":
     members[2]["k"] = 2
   if arch == "jumprelu":
     members[2]["l0_coefficient"] = 0.05
-  if arch == "batchtopk":
+  if arch in ("batchtopk", "matryoshka_batchtopk"):
     members[2]["k"] = 2.5
   if arch == "topk-radix-shared":
     members = [dict(m, sparsity=0.8, data_seed=0) for m in members]

@@ -38,13 +38,20 @@ CONFIGS = {
                                     init_threshold=0.1),
     "batchtopk": w.BatchTopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=4.5, dead_after_tokens=B,
                                       threshold_lr=0.2),
+    "matryoshka_batchtopk": w.MatryoshkaBatchTopKSAEConfig(
+        d_in=D_IN, d_sae=D_SAE, k=4.5, dead_after_tokens=B, threshold_lr=0.2,
+        matryoshka_widths=(6, 20, D_SAE)),
+    "gated": w.GatedSAEConfig(d_in=D_IN, d_sae=D_SAE, l1_coefficient=0.01),
 }
+BATCH_THRESHOLD = ("batchtopk", "matryoshka_batchtopk")  # θ set by a moving average
 
 
 def _torch_sae(name, cfg, params):
   fields = ("l1_coefficient", "k", "dead_after_tokens", "l0_coefficient", "bandwidth",
             "threshold_lr")
   kw = {f: getattr(cfg, f) for f in fields if hasattr(cfg, f)}
+  if hasattr(cfg, "levels"):
+    kw["matryoshka_widths"] = cfg.levels
   return TorchSAE.from_params(cfg.architecture, {k: np.asarray(v) for k, v in params.items()},
                               **kw)
 
@@ -56,8 +63,10 @@ def test_loss_gradients_and_adam_steps_match(name, use_gamma, four_devices):
   gamma = GAMMA if use_gamma else None
   params = w.models.init(cfg, jax.random.key(1))
   if cfg.architecture != "tied":  # non-zero biases so that they are checked too
-    params = {**params, "b_enc": jnp.asarray(RNG.normal(0, 0.1, D_SAE), jnp.float32),
-              "b_dec": jnp.asarray(RNG.normal(0, 0.1, D_IN), jnp.float32)}
+    params = {**params, "b_dec": jnp.asarray(RNG.normal(0, 0.1, D_IN), jnp.float32)}
+    for name in ("b_enc", "b_gate", "b_mag", "r_mag"):
+      if name in params:
+        params[name] = jnp.asarray(RNG.normal(0, 0.1, D_SAE), jnp.float32)
   if cfg.architecture == "jumprelu":  # thresholds of their own, some near the pre-activations
     params["threshold"] = jnp.asarray(RNG.uniform(0.0, 0.6, D_SAE), jnp.float32)
   tsae = _torch_sae(name, cfg, params)
@@ -70,7 +79,7 @@ def test_loss_gradients_and_adam_steps_match(name, use_gamma, four_devices):
   loss_t.backward()
   assert_close(loss_j, float(loss_t.detach()), rtol=1e-5, atol=1e-6)
   grads_j = jax.device_get(grads_j)
-  if cfg.architecture == "batchtopk":  # θ is set by its moving average, not by the gradient
+  if cfg.architecture in BATCH_THRESHOLD:  # θ is set by its moving average, not the gradient
     assert float(grads_j.pop("threshold")) == 0.0
   assert_close(grads_j, {n: p.grad.numpy() for n, p in tsae.named_parameters()},
                rtol=1e-4, atol=1e-6)
@@ -88,7 +97,7 @@ def test_loss_gradients_and_adam_steps_match(name, use_gamma, four_devices):
                                 progress=False, mesh=parallel.data_mesh(four_devices[:1]))
   assert_close(hist.column("loss"), torch_losses, rtol=1e-4, atol=1e-6)
   assert_close(jax.device_get(state.params), tsae.params_numpy(), rtol=1e-4, atol=2e-6)
-  if cfg.architecture == "batchtopk":  # the moving average moved θ (else the check is vacuous)
+  if cfg.architecture in BATCH_THRESHOLD:  # the moving average moved θ (else it is vacuous)
     assert float(state.params["threshold"]) > 0.05
   if models.get(cfg).uses_dead_latents:
     assert np.array_equal(np.asarray(state.tokens_since_fired),

@@ -143,7 +143,8 @@ def test_the_step_is_traced_once_and_keeps_the_state_structure(arch, monkeypatch
   """Every architecture's loss is traced once for a whole run (no retrace per step or record),
   and a step returns a state of the same structure, shapes and dtypes (donation relies on it)."""
   chex = pytest.importorskip("chex", reason="chex is in the test extra")
-  extra = {"topk": {"k": 3}, "batchtopk": {"k": 3.0}}.get(arch, {})
+  extra = {"topk": {"k": 3}, "batchtopk": {"k": 3.0},
+           "matryoshka_batchtopk": {"k": 3.0}}.get(arch, {})
   cfg = w.make_config(arch, d_in=8, d_sae=16, **extra)
   chex.clear_trace_counter()  # the count is kept per function, across tests
   monkeypatch.setattr(w.models, "sae_loss", chex.assert_max_traces(w.models.sae_loss, n=1))

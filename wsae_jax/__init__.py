@@ -42,7 +42,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each is import
   from wsae_jax.evaluation.metrics import evaluate, match_latents, mcc, mmcs
   from wsae_jax.models import (
     BatchTopKSAEConfig,
+    GatedSAEConfig,
     JumpReLUSAEConfig,
+    MatryoshkaBatchTopKSAEConfig,
     ReLUSAEConfig,
     TiedSAEConfig,
     TopKSAEConfig,
@@ -81,7 +83,9 @@ _NAMES = {
     "mcc": "wsae_jax.evaluation.metrics",
     "mmcs": "wsae_jax.evaluation.metrics",
     "BatchTopKSAEConfig": "wsae_jax.models",
+    "GatedSAEConfig": "wsae_jax.models",
     "JumpReLUSAEConfig": "wsae_jax.models",
+    "MatryoshkaBatchTopKSAEConfig": "wsae_jax.models",
     "ReLUSAEConfig": "wsae_jax.models",
     "TiedSAEConfig": "wsae_jax.models",
     "TopKSAEConfig": "wsae_jax.models",
@@ -108,8 +112,8 @@ __getattr__, __dir__ = _lazy.attach(__name__, globals(), _SUBMODULES, _NAMES)
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActivationStore", "ActivationWriter", "ArraySource", "BatchTopKSAEConfig", "History",
-    "IterableSource", "JumpReLUSAEConfig", "ReLUSAEConfig", "SyntheticSource", "TiedSAEConfig",
+    "ActivationStore", "ActivationWriter", "ArraySource", "BatchTopKSAEConfig", "GatedSAEConfig",
+    "History", "IterableSource", "JumpReLUSAEConfig", "MatryoshkaBatchTopKSAEConfig", "ReLUSAEConfig", "SyntheticSource", "TiedSAEConfig",
     "TopKSAEConfig", "TrainConfig", "TrainState", "WSAEInputError", "as_source", "closed_form",
     "consistency_weights", "data", "data_mesh", "decode", "encode", "evaluate", "evaluation",
     "load_saelens", "make_config", "make_train_step", "match_latents", "mcc", "mmcs", "models",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 import sys
+import typing
 from typing import Any
 
 import numpy as np
@@ -106,6 +107,8 @@ def check_gamma(gamma: Any, d_in: int, name: str = "gamma") -> None:
 # -- schemas of the files the library reads ------------------------------------------------------
 
 def _type_name(t) -> str:
+  if typing.get_origin(t) in (tuple, list):
+    return f"a list of {_type_name(typing.get_args(t)[0]).removeprefix('an ').removeprefix('a ')}s"
   return "null" if t is type(None) else {"int": "an integer", "float": "a number", "bool": "true or false",
                                          "str": "a string", "list": "a list",
                                          "dict": "a table"}.get(t.__name__, t.__name__)
@@ -121,6 +124,12 @@ def _matches(value: Any, types: tuple) -> bool:
       return True
     if t is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
       return True
+    origin = typing.get_origin(t)
+    if origin in (tuple, list):  # `tuple[int, ...]`: a JSON/TOML list or a tuple of such items
+      item = typing.get_args(t)[0]
+      if isinstance(value, (list, tuple)) and all(_matches(v, (item,)) for v in value):
+        return True
+      continue
     if t not in (bool, int, float, type(None)) and isinstance(value, t):
       return True
   return False

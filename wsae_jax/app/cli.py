@@ -11,7 +11,7 @@ from wsae_jax.training.config import DEAD_AFTER_RUN_FRACTION
 # JAX and the models are imported by the commands that use them, not here, so that `wsae --help`
 # starts in a fraction of a second (issue #28). The architectures' names for --arch are therefore
 # written out; tests/test_cli.py checks them against the registry (`models.ARCHITECTURES`).
-ARCHITECTURES = ("batchtopk", "jumprelu", "relu", "tied", "topk")
+ARCHITECTURES = ("batchtopk", "gated", "jumprelu", "matryoshka_batchtopk", "relu", "tied", "topk")
 
 # One line per command, shown by `wsae --help` (which builds no command's options).
 COMMAND_HELP = {
@@ -27,6 +27,8 @@ COMMAND_HELP = {
 # Command-line flag of each architecture hyperparameter (`Architecture.hyperparameters`; a test
 # checks that every registered one has a flag).
 HYPERPARAMETER_FLAGS = {"k": "--k", "l1_coefficient": "--l1", "l0_coefficient": "--l0"}
+# Command-line flag of each other config field some architecture has (refused for the others).
+CONFIG_FLAGS = {"matryoshka_widths": "--matryoshka-widths"}
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -54,6 +56,13 @@ def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(t) for t in text.split(",") if t.strip())
   except ValueError as e:
     raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from e
+
+
+def _ints(text: str) -> tuple[int, ...]:
+  try:
+    return tuple(int(t) for t in text.split(",") if t.strip())
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
 
 
 def _add_demo(sub):
@@ -270,10 +279,14 @@ def _add_train(sub):
   m.add_argument("--expansion-factor", "--expansion_factor", type=int, default=None,
                  help="latents as a multiple of d_in (SAELens's spelling; exclusive with --d-sae)")
   m.add_argument("--k", type=_int_or_float, default=None,
-                 help="topk: active latents per row; batchtopk: their mean over a batch "
+                 help="topk: active latents per row; (matryoshka_)batchtopk: their mean over a "
+                 "batch "
                  "(default: the config's, 32)")
   m.add_argument("--l1", dest="l1_coefficient", type=float, default=None,
-                 help="relu: L1 coefficient (default 1e-3)")
+                 help="relu, gated: L1 coefficient (default 1e-3)")
+  m.add_argument("--matryoshka-widths", "--matryoshka_widths", type=_ints, default=None,
+                 help="matryoshka_batchtopk: comma-separated nested prefix widths ending at "
+                 "d_sae (default: d_sae/8, d_sae/4, d_sae/2, d_sae)")
   m.add_argument("--l0", dest="l0_coefficient", type=float, default=None,
                  help="jumprelu: L0 coefficient (default 1e-2)")
   m.add_argument("--alpha", type=float, default=None,
@@ -396,6 +409,13 @@ def _hyperparameters(args) -> dict:
     raise V.WSAEInputError(
         f"{', '.join(stray)} do{'es' if len(stray) == 1 else ''} not apply to {args.arch} SAEs "
         f"(they take {', '.join(HYPERPARAMETER_FLAGS[n] for n in sorted(names)) or 'none'}).")
+  import dataclasses
+  fields = {f.name for f in dataclasses.fields(models.get(args.arch).config)}
+  for name, flag in CONFIG_FLAGS.items():
+    if getattr(args, name) is not None:
+      if name not in fields:
+        raise V.WSAEInputError(f"{flag} does not apply to {args.arch} SAEs.")
+      given[name] = getattr(args, name)
   return given
 
 

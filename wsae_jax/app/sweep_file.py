@@ -46,8 +46,8 @@ def write_results(res: sweep.SweepResult, rows: list[dict], folder) -> tuple[pat
 SWEEP_FILE_DOC = """\
 A sweep file is TOML (or the same structure in JSON) with these tables:
 
-  [sae]      architecture = "tied" | "relu" | "topk" | "jumprelu" | "batchtopk", d_sae, and that
-             config's other fields
+  [sae]      architecture = "tied" | "relu" | "topk" | "jumprelu" | "batchtopk" |
+             "matryoshka_batchtopk" | "gated", d_sae, and that config's other fields
              (k, l1_coefficient, ...). d_in comes from the data.
   [train]    any TrainConfig field: steps, batch_size, learning_rate, warmup_steps, ...
   [data]     synthetic: geometry = "polygon" (planes, polygon_k, mono) | "random" (n, n_p, seed) |
@@ -55,8 +55,8 @@ A sweep file is TOML (or the same structure in JSON) with these tables:
   [grid]     axes to cross, each a list: seed, data_seed, sparsity, alpha, gamma_kind
              (variance | robust-variance | kurtosis | zero-fraction | oracle | decoder: the kinds of
              `objectives.weights.KINDS`), learning_rate, and the
-             architecture's own: l1_coefficient (relu), k (topk, batchtopk),
-             l0_coefficient (jumprelu).
+             architecture's own: l1_coefficient (relu, gated), k (topk, batchtopk,
+             matryoshka_batchtopk), l0_coefficient (jumprelu).
   [output]   dir = "sweep_out" (sweep.json, sweep.csv, sweep.png and checkpoints/ go there),
              checkpoint_every = 1000 (steps between checkpoints; `wsae sweep --resume` continues).
 

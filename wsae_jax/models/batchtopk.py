@@ -77,12 +77,17 @@ def loss(cfg, params, x_BxD, *, gamma=None, dead_M=None, hp=None):
   recon, r_aux = reconstruction_loss(x_BxD, x_hat, gamma)
   aux = topk.auxk_loss(cfg, params, pre, dead_M, x_BxD - x_hat, gamma, recon)
   total = recon + cfg.aux_coefficient * aux
-  z_kept = jax.lax.stop_gradient(z)
-  min_selected = jnp.min(jnp.where(z_kept > 0, z_kept, jnp.inf))
-  min_selected = jnp.where(jnp.isfinite(min_selected), min_selected,
-                           jax.lax.stop_gradient(params["threshold"]))
-  return total, {"loss": total, "recon": recon, "aux_k": aux, "min_selected": min_selected,
+  return total, {"loss": total, "recon": recon, "aux_k": aux,
+                 "min_selected": min_selected(params, z),
                  **batch_summary(x_BxD, r_aux["mse"], **code_stats(z))}
+
+
+def min_selected(params, z_BxM):
+  """The smallest positive activation the batch selection kept (θ where none): the target of the
+  threshold's moving average."""
+  z_kept = jax.lax.stop_gradient(z_BxM)
+  smallest = jnp.min(jnp.where(z_kept > 0, z_kept, jnp.inf))
+  return jnp.where(jnp.isfinite(smallest), smallest, jax.lax.stop_gradient(params["threshold"]))
 
 
 def post_update(cfg, params, stats):
@@ -98,24 +103,25 @@ def to_saelens(cfg, params):
                "threshold": np.full(cfg.d_sae, np.asarray(params["threshold"]), np.float32)})
 
 
-def from_saelens(c, tensors, ours):
-  """Only folders we saved from a BatchTopK SAE (one θ for every latent) load as one."""
+def from_saelens(c, tensors, ours, *, name="batchtopk"):
+  """Only folders we saved from a BatchTopK SAE (one θ for every latent) load as one; `name` is
+  the architecture that saved it (Matryoshka BatchTopK is saved the same way)."""
   theta = jumprelu.threshold_tensor(c, tensors)
   if not np.all(theta == theta[0]):
-    raise V.WSAEInputError("wsae_jax.config says it saved a batchtopk SAE, but its thresholds "
-                           "differ between latents; the folder was edited.")
+    raise V.WSAEInputError(f"wsae_jax.config says it saved a {name} SAE, but its thresholds "
+                           f"differ between latents; the folder was edited.")
   if not c.get("apply_b_dec_to_input", True):
-    raise V.WSAEInputError("a batchtopk SAE subtracts b_dec at its input "
-                           "(apply_b_dec_to_input must be true).")
-  fields = base.saved_fields(ours, "batchtopk")
-  cfg = base.config_from_dict({"architecture": "batchtopk", **fields, "d_in": c["d_in"],
+    raise V.WSAEInputError(f"a {name} SAE subtracts b_dec at its input "
+                           f"(apply_b_dec_to_input must be true).")
+  fields = base.saved_fields(ours, name)
+  cfg = base.config_from_dict({"architecture": name, **fields, "d_in": c["d_in"],
                                "d_sae": c["d_sae"]}, "wsae_jax.config")
   p = {k: np.asarray(tensors[k], np.float32) for k in ("W_enc", "W_dec", "b_dec")}
   p["b_enc"] = np.asarray(tensors.get("b_enc", np.zeros(c["d_sae"])), np.float32)
   return cfg, {**p, "threshold": np.float32(theta[0])}
 
 
-def _check_k(cfg, k):
+def check_k(cfg, k):
   V.check_range("k", k, low=0.0, high=float(cfg.d_sae), low_open=True)
 
 
@@ -124,5 +130,5 @@ ARCH = base.register(base.Architecture(
     pre_activations=topk.pre_activations, encode=encode, decode=base.affine_decode,
     decoder_matrix=base.w_dec, loss=loss, saelens_name="jumprelu", to_saelens=to_saelens,
     from_saelens=from_saelens,
-    hyperparameters=(base.Hyperparameter("k", jnp.float32, _check_k),), uses_dead_latents=True,
+    hyperparameters=(base.Hyperparameter("k", jnp.float32, check_k),), uses_dead_latents=True,
     optimizer_parts=constraints.unit_norm_decoder, post_update=post_update, batch_coupled=True))

@@ -220,7 +220,8 @@ def _read_tensors(w_path, cfg_path, d_in: int, d_sae: int) -> dict[str, np.ndarr
   missing = {"W_enc", "W_dec", "b_dec"} - set(w)
   if missing:
     raise V.WSAEInputError(f"{w_path} lacks {sorted(missing)}.")
-  want = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_enc": (d_sae,), "b_dec": (d_in,)}
+  want = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_enc": (d_sae,), "b_dec": (d_in,),
+          "b_gate": (d_sae,), "b_mag": (d_sae,), "r_mag": (d_sae,)}
   low: set[str] = set()
   for name in sorted(w, key=lambda n: (n not in want, list(want).index(n) if n in want else 0, n)):
     arr = w[name]
