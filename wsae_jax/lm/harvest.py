@@ -6,7 +6,9 @@ decoder blocks sit in ``model.model.layers`` (Llama, Mistral, Qwen, SmolLM), ``m
 forward hook on that block records its output and stops the forward pass.
 
 Layer ``L`` means the output of decoder block ``L`` (0-based), i.e. ``hidden_states[L + 1]`` in
-Hugging Face's numbering: the residual stream after ``L + 1`` blocks.
+Hugging Face's numbering: the residual stream after ``L + 1`` blocks. Other hook points of the
+same block (``HOOK_POINTS``): its attention output and its MLP output (what each sublayer adds to
+the residual stream), named as TransformerLens names them (``blocks.L.hook_attn_out``, ...).
 
     model, tok = load_model(smollm2_gguf_path())
     contexts = tokenize_contexts(tok, read_corpus("janeaustenr"), 256)
@@ -28,7 +30,8 @@ from wsae_jax.data.store import ActivationWriter
 
 __all__ = ["SMOLLM2_GGUF", "JANEAUSTENR_DIRS", "smollm2_gguf_path", "load_model", "load_tokenizer",
            "store_model_path", "read_corpus", "janeausten_texts", "tokenize_contexts",
-           "decoder_blocks", "layer_activations", "harvest_to_store", "next_token_loss"]
+           "decoder_blocks", "HOOK_POINTS", "hook_module", "layer_activations", "harvest_to_store",
+           "next_token_loss"]
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 JANEAUSTENR_DIRS = ("/usr/lib/R/site-library/janeaustenr",)
@@ -190,6 +193,34 @@ def decoder_blocks(model):
                          f"layouts: model.layers, transformer.h, gpt_neox.layers.")
 
 
+HOOK_POINTS = {
+    "resid_post": "output of decoder block {L} (hidden_states[{L1}])",
+    "attn_out": "attention output of decoder block {L} (before it is added to the residual)",
+    "mlp_out": "MLP output of decoder block {L} (before it is added to the residual)",
+}
+"""Where in block L activations are read: TransformerLens's `blocks.L.hook_<point>`."""
+_SUBMODULES = {"attn_out": ("self_attn", "attn", "attention"), "mlp_out": ("mlp",)}
+
+
+def hook_module(model, layer: int, point: str = "resid_post"):
+  """The module of block `layer` whose output is hook point `point` (see `HOOK_POINTS`)."""
+  if point not in HOOK_POINTS:
+    raise V.WSAEInputError(f"unknown hook point {point!r}; choose one of {list(HOOK_POINTS)}.")
+  _check_layer(model, layer)
+  block = decoder_blocks(model)[layer]
+  if point == "resid_post":
+    return block
+  for name in _SUBMODULES[point]:
+    if hasattr(block, name):
+      return getattr(block, name)
+  raise V.WSAEInputError(f"{type(block).__name__} has none of {list(_SUBMODULES[point])}: cannot "
+                         f"find its {point} module; use --hook resid_post.")
+
+
+def hook_description(layer: int, point: str = "resid_post") -> str:
+  return HOOK_POINTS[point].format(L=layer, L1=layer + 1)
+
+
 class _Stop(Exception):
   pass
 
@@ -200,17 +231,18 @@ def _check_layer(model, layer: int) -> None:
     raise V.WSAEInputError(f"layer {layer} is out of range: the model has {n} blocks (0..{n - 1}).")
 
 
-def layer_activations(model, ids_BxT, layer: int) -> np.ndarray:
-  """Output of block ``layer`` for token ids ``(B, T)`` as float32 numpy; later blocks don't run."""
+def layer_activations(model, ids_BxT, layer: int, point: str = "resid_post") -> np.ndarray:
+  """Hook point ``point`` of block ``layer`` (default its output) for token ids ``(B, T)`` as
+  float32 numpy; the forward pass stops there."""
   torch = _torch()
-  _check_layer(model, layer)
+  module = hook_module(model, layer, point)
   captured = {}
 
   def hook(module, inputs, output):
     captured["h"] = output[0] if isinstance(output, tuple) else output
     raise _Stop
 
-  handle = decoder_blocks(model)[layer].register_forward_hook(hook)
+  handle = module.register_forward_hook(hook)
   try:
     with torch.no_grad():
       model(input_ids=torch.as_tensor(np.asarray(ids_BxT), dtype=torch.long), use_cache=False)
@@ -223,8 +255,9 @@ def layer_activations(model, ids_BxT, layer: int) -> np.ndarray:
 
 def harvest_to_store(model, contexts_NxT, layer: int, out_dir, *, contexts_per_shard: int = 64,
             batch_size: int = 16, dtype: str = "float16", progress: bool = True,
-            info: dict | None = None) -> dict:
-  """Writes the block-``layer`` output of every context as shards in ``out_dir``.
+            info: dict | None = None, point: str = "resid_post") -> dict:
+  """Writes hook point ``point`` of block ``layer`` (default: its output) for every context as
+  shards in ``out_dir``.
 
   Resumable: shards already written are skipped. Returns the metadata (with ``tokens_per_s``
   of the shards written by this call).
@@ -232,13 +265,15 @@ def harvest_to_store(model, contexts_NxT, layer: int, out_dir, *, contexts_per_s
   from tqdm.auto import tqdm
   contexts = np.asarray(contexts_NxT)
   V.check_rank("contexts", contexts, 2, hint="Pass token ids (n_contexts, context_len).")
-  _check_layer(model, layer)
+  hook_module(model, layer, point)  # the layer and the hook point exist
   V.check_int("contexts_per_shard", contexts_per_shard, low=1)
   V.check_int("batch_size", batch_size, low=1)
   n_ctx, ctx_len = contexts.shape
   d_in = int(model.config.hidden_size)
+  # Older stores have no hook_point: theirs is resid_post, recorded as None so they still extend.
   writer = ActivationWriter(out_dir, d_in=d_in, dtype=dtype, context_len=ctx_len, layer=layer,
-                            hook=f"output of decoder block {layer} (hidden_states[{layer + 1}])",
+                            hook=hook_description(layer, point),
+                            **({} if point == "resid_post" else {"hook_point": point}),
                             **(info or {}))
   n_shards = -(-n_ctx // contexts_per_shard)
   todo = [i for i in range(n_shards) if not writer.has_shard(i)]
@@ -249,7 +284,7 @@ def harvest_to_store(model, contexts_NxT, layer: int, out_dir, *, contexts_per_s
   for i in todo:
     ids = contexts[i * contexts_per_shard:(i + 1) * contexts_per_shard]
     t0 = time.perf_counter()
-    acts = np.concatenate([layer_activations(model, ids[j:j + batch_size], layer)
+    acts = np.concatenate([layer_activations(model, ids[j:j + batch_size], layer, point)
                            for j in range(0, len(ids), batch_size)])
     seconds += time.perf_counter() - t0
     done_tokens += ids.size
@@ -264,12 +299,12 @@ def harvest_to_store(model, contexts_NxT, layer: int, out_dir, *, contexts_per_s
 
 def next_token_loss(model, contexts_NxT, *, batch_size: int = 8, layer: int | None = None,
                     replace: Callable[[np.ndarray], np.ndarray] | None = None,
-                    keep_first_position: bool = True) -> float:
+                    keep_first_position: bool = True, point: str = "resid_post") -> float:
   """Mean next-token cross-entropy (nats) over all predicted positions of the contexts.
 
-  With ``layer`` and ``replace``, block ``layer``'s output ``h (B, T, d)`` is replaced by
-  ``replace(h)`` (numpy in, numpy out) before the later blocks run, e.g. an SAE's reconstruction
-  or zeros. Position 0 (the attention sink) keeps its true activation when
+  With ``layer`` and ``replace``, hook point ``point`` of block ``layer`` (default its output)
+  ``h (B, T, d)`` is replaced by ``replace(h)`` (numpy in, numpy out) before the rest of the model
+  runs, e.g. an SAE's reconstruction or zeros. Position 0 (the attention sink) keeps its true activation when
   ``keep_first_position``.
   """
   torch = _torch()
@@ -278,7 +313,7 @@ def next_token_loss(model, contexts_NxT, *, batch_size: int = 8, layer: int | No
   if replace is not None:
     if layer is None:
       raise V.WSAEInputError("replace= needs layer= (the block whose output it replaces).")
-    _check_layer(model, layer)
+    module = hook_module(model, layer, point)
 
     def hook(module, inputs, output):
       h = output[0] if isinstance(output, tuple) else output
@@ -287,7 +322,7 @@ def next_token_loss(model, contexts_NxT, *, batch_size: int = 8, layer: int | No
         new[:, 0] = h[:, 0]
       return (new,) + tuple(output[1:]) if isinstance(output, tuple) else new
 
-    handle = decoder_blocks(model)[layer].register_forward_hook(hook)
+    handle = module.register_forward_hook(hook)
   total, count = 0.0, 0
   try:
     with torch.no_grad():

@@ -9,17 +9,18 @@ import numpy as np
 from wsae_jax.lm import harvest as hv
 
 
-def loss_recovered(model, contexts_NxT, layer: int, reconstruct) -> dict:
+def loss_recovered(model, contexts_NxT, layer: int, reconstruct, point: str = "resid_post") -> dict:
   """`(L_zero − L_sae) / (L_zero − L_clean)`: the fraction of the next-token loss that
-  zero-ablating `layer` loses and the SAE's reconstruction gives back (1 = as good as the clean
-  model). `reconstruct(h_NxD) -> x̂_NxD` on raw activations; position 0 keeps its activation."""
+  zero-ablating `layer`'s hook point `point` loses and the SAE's reconstruction gives back (1 = as
+  good as the clean model). `reconstruct(h_NxD) -> x̂_NxD` on raw activations; position 0 keeps
+  its activation."""
   def replace(h):
     flat = h.reshape(-1, h.shape[-1])
     return np.asarray(reconstruct(flat), np.float32).reshape(h.shape)
 
   clean = hv.next_token_loss(model, contexts_NxT)
-  zero = hv.next_token_loss(model, contexts_NxT, layer=layer, replace=np.zeros_like)
-  sae = hv.next_token_loss(model, contexts_NxT, layer=layer, replace=replace)
+  zero = hv.next_token_loss(model, contexts_NxT, layer=layer, replace=np.zeros_like, point=point)
+  sae = hv.next_token_loss(model, contexts_NxT, layer=layer, replace=replace, point=point)
   return {"lm_loss_clean": clean, "lm_loss_zero_ablation": zero, "lm_loss_sae": sae,
           "loss_recovered": (zero - sae) / (zero - clean), "delta_lm_loss": sae - clean,
           "lm_contexts": int(len(contexts_NxT)), "lm_tokens": int(np.size(contexts_NxT))}

@@ -106,8 +106,9 @@ def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
 
 def metadata_from_data(data: dict | None) -> dict:
   """SAELens metadata from a run's data description (`sources.describe`): for an activation store
-  the model and the layer, whose block output is TransformerLens's `blocks.L.hook_resid_post` (the
-  only hook `lm.harvest` stores). Synthetic data has none."""
+  the model, the layer and the hook, TransformerLens's `blocks.L.hook_<point>` with the store's
+  hook point (`lm.harvest.HOOK_POINTS`; a block's output, `resid_post`, when it records none).
+  Synthetic data has none."""
   if not data or data.get("kind") != "activations":
     return {}
   out: dict = {}
@@ -115,7 +116,7 @@ def metadata_from_data(data: dict | None) -> dict:
     out["model_name"] = data["model"]
   if isinstance(data.get("layer"), int):
     out["hook_layer"] = data["layer"]
-    out["hook_name"] = f"blocks.{data['layer']}.hook_resid_post"
+    out["hook_name"] = f"blocks.{data['layer']}.hook_{data.get('hook_point') or 'resid_post'}"
   return out
 
 
