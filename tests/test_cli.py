@@ -268,3 +268,15 @@ def test_a_run_from_a_config_file_with_saelens_spellings(tmp_path, capsys):
   assert cli.main(["train", "--out", str(tmp_path / "r4"), "--d_sae", "8", "--expansion-factor",
                    "2", "--planes", "2", "--mono", "2", "--steps", "2", "--no-progress"]) == 2
   assert "not both" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["train", "--out", "x", "--stpes", "3"], "--stpes: did you mean --steps?"),
+    (["trian"], "did you mean 'train'?"),
+    (["train", "--out", "x", "--arch", "topkk"], "did you mean 'topk'?"),
+    (["eval", "x", "--eval-shrads", "2"], "did you mean --eval-shards?"),
+])
+def test_a_mistyped_option_or_choice_gets_a_suggestion(argv, hint, capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(argv)
+  assert e.value.code == 2 and hint in capsys.readouterr().err

@@ -43,6 +43,36 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
     return f"{text} (default: %(default)s)".lstrip()
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse with "did you mean" for a mistyped option or command (Python 3.14's
+  `suggest_on_error`, for the Pythons we support)."""
+
+  def _option_strings(self) -> list[str]:
+    out = []
+    for a in self._actions:
+      out += a.option_strings
+      if isinstance(a, argparse._SubParsersAction):
+        for sub in a.choices.values():
+          out += sub._option_strings() if isinstance(sub, _Parser) else []
+    return out
+
+  def error(self, message):
+    import difflib
+    import re
+    hints = []
+    if message.startswith("unrecognized arguments:"):
+      for token in message.split(":", 1)[1].split():
+        if token.startswith("--"):
+          close = difflib.get_close_matches(token.split("=")[0], self._option_strings(), n=1)
+          hints += [f"{token}: did you mean {close[0]}?"] if close else []
+    m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if m:
+      choices = re.findall(r"'([^']*)'", m.group(2)) or m.group(2).replace(" ", "").split(",")
+      close = difflib.get_close_matches(m.group(1), choices, n=1)
+      hints += [f"did you mean {close[0]!r}?"] if close else []
+    super().error(message + "".join(f"\n  {h}" for h in hints))
+
+
 def _int_or_float(text: str):
   try:
     v = float(text)
@@ -1025,7 +1055,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
   """The `wsae` parser. `only`: build that command's options and list the others by their one-line
   help (what `main` does, so a command imports only what it needs and `wsae --help` no JAX);
   None: every command in full."""
-  parser = argparse.ArgumentParser(
+  parser = _Parser(
       prog="wsae",
       description="Weighted sparse autoencoders in JAX. Each subcommand has its own --help.",
       epilog="Exit status: 0 on success, 1 if training diverged, 2 for bad input or a folder in "
