@@ -242,3 +242,42 @@ def test_demo_and_theory_check_their_outputs_before_working(tmp_path, capsys, mo
   assert "is a file" in capsys.readouterr().err
   assert cli.main(["theory", "--json", str(tmp_path)]) == 2
   assert "is a folder" in capsys.readouterr().err
+
+
+def test_run_folder_claims_refuses_clears_and_undoes_a_failed_start(tmp_path):
+  """The library object behind `wsae train` and `wsae sweep` folders, used directly."""
+  from wsae_jax.storage.run_folder import RunFolder
+  mk = lambda p, **kw: RunFolder(p, entries=("run.json", "checkpoints"), keep=("activations",),
+                                 marker="run.json", **kw)
+  # A failed start in a folder the claim created leaves nothing, except what `keep` names.
+  out = tmp_path / "new"
+  with pytest.raises(RuntimeError):
+    with mk(out).claim(resume=False, overwrite=False):
+      (out / "checkpoints").mkdir()
+      (out / "activations").mkdir()
+      raise RuntimeError("input check failed")
+  assert sorted(e.name for e in out.iterdir()) == ["activations"]
+  # A started run is kept on failure; then it is refused unless resumed or overwritten.
+  with pytest.raises(RuntimeError):
+    with mk(out).claim(resume=False, overwrite=False):
+      mk(out).write_json("run.json", {"step": 0})
+      raise RuntimeError("diverged")
+  assert (out / "run.json").exists()
+  with pytest.raises(w.WSAEInputError, match="already holds a run \\(run.json\\)"):
+    with mk(out).claim(resume=False, overwrite=False):
+      pass
+  folder = mk(out)
+  with folder.claim(resume=False, overwrite=True) as old:
+    assert [e.name for e in old] == ["run.json"]
+    folder.clear(old)
+  assert sorted(e.name for e in out.iterdir() if e.name != ".wsae.lock") == ["activations"]
+  # Unrelated files: refused unless the kind of folder allows them (a sweep's working dir).
+  other = tmp_path / "other"
+  other.mkdir()
+  (other / "notes.txt").write_text("mine")
+  with pytest.raises(w.WSAEInputError, match="holds no wsae run \\(it has notes.txt\\)"):
+    with mk(other).claim(resume=False, overwrite=False):
+      pass
+  with mk(other, others_ok=True).claim(resume=False, overwrite=False) as old:
+    assert old == []
+  assert (other / "notes.txt").read_text() == "mine"  # never touched

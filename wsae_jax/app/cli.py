@@ -372,7 +372,6 @@ def _add_train(sub):
   p.set_defaults(func=_run_train)
 
 
-# What `wsae train` writes in its run folder; --overwrite removes exactly these.
 # A run folder's own entries (what --overwrite removes): what `wsae train` writes, and the
 # eval.json / report.html that `wsae eval` / `wsae report` write beside it about that run.
 RUN_FILES = ("run.json", "checkpoints", "history.json", "sae", "W_p.npy", "eval.json",
@@ -381,6 +380,12 @@ HARVESTED = "activations"
 """`wsae train --model`'s harvested store inside the run folder: part of the run, but kept by
 --overwrite (a harvest is costly; the store refuses another model or layer itself)."""
 
+
+def _run_folder(out):
+  from wsae_jax.storage.run_folder import RunFolder
+  return RunFolder(out, entries=RUN_FILES, keep=(HARVESTED,), marker="run.json")
+
+
 EXIT_STATUS_DOC = ("\n\nExit status: 0 on success; 1 if training diverged (the step is printed; "
                    "the last finite state is still written); 2 for bad input or an output folder "
                    "in use by another process (nothing is trained or overwritten); 3 if an output "
@@ -388,34 +393,6 @@ EXIT_STATUS_DOC = ("\n\nExit status: 0 on success; 1 if training diverged (the s
                    "path and cause are printed, earlier outputs and checkpoints are untouched, "
                    "--resume continues from the last complete checkpoint).")
 EXIT_WRITE_FAILED = 3
-
-
-def _check_run_folder(out, *, resume: bool, overwrite: bool) -> list:
-  """Refuses an --out that is a file, cannot be written, or holds a run this command would mix
-  with; returns the run's own entries already there (what --overwrite will remove)."""
-  import pathlib
-
-  from wsae_jax.storage.lock import LOCK_NAME
-  out = pathlib.Path(out)
-  V.check_writable_dir(out, "--out")
-  entries = sorted(e for e in out.iterdir() if e.name not in (LOCK_NAME, HARVESTED))
-  ours = [e for e in entries if e.name in RUN_FILES]
-  if not ours:
-    if entries:
-      raise V.WSAEInputError(
-          f"--out {str(out)!r} is not empty and holds no wsae run (it has "
-          f"{', '.join(e.name for e in entries[:5])}{', …' if len(entries) > 5 else ''}); "
-          f"choose a new or empty folder.")
-    return []
-  if not (resume or overwrite):
-    raise V.WSAEInputError(
-        f"--out {str(out)!r} already holds a run ({', '.join(e.name for e in ours)}). Pass --resume "
-        f"to continue it with the same settings, --overwrite to replace it, or choose another "
-        f"folder.")
-  for sub in ("checkpoints", "sae"):
-    if (out / sub).exists():
-      V.check_writable_dir(out / sub, f"--out {sub}/")
-  return ours
 
 
 def _load_gamma(path, d_in: int):
@@ -462,26 +439,11 @@ def _dead_after(args) -> dict:
 
 
 def _run_train(args):
-  """`wsae train` under the run folder's lock; a failed start removes the folder if this
-  command created it and wrote no run into it (keeping a `--model` harvest, if one was made)."""
-  import pathlib
-  import shutil
-
-  from wsae_jax.storage import lock
-  out = pathlib.Path(args.out)
-  created = not out.exists()
-  try:
-    V.check_writable_dir(out, "--out")  # a file or an unwritable place: said before any lock
-    with lock.folder_lock(out):
-      return _train_locked(args, out)
-  except BaseException:
-    if created and out.is_dir() and not (out / "run.json").exists():
-      for entry in out.iterdir():  # what this command created, but never a harvest (costly)
-        if entry.name != HARVESTED:
-          shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
-      if not any(out.iterdir()):
-        out.rmdir()
-    raise
+  """`wsae train` in its run folder, claimed (locked, checked) for the whole run; a failed start
+  leaves no folder behind that this command created (a `--model` harvest excepted)."""
+  folder = _run_folder(args.out)
+  with folder.claim(resume=args.resume, overwrite=args.overwrite) as existing:
+    return _train_locked(args, folder, existing)
 
 
 def _harvest_first(args, out) -> None:
@@ -616,19 +578,17 @@ def _tensorboard(folder):
   return _Board(SummaryWriter(str(folder)))
 
 
-def _train_locked(args, out):
-  import shutil
-
+def _train_locked(args, folder, existing):
   import jax
   import numpy as np
 
   from wsae_jax import models
   from wsae_jax.data import sources
-  from wsae_jax.storage import records, saelens
+  from wsae_jax.storage import saelens
   from wsae_jax.storage.checkpoint import Checkpointer
   from wsae_jax.training import run, trainer
   from wsae_jax.training.config import TrainConfig, resolve_run_defaults
-  existing = _check_run_folder(out, resume=args.resume, overwrite=args.overwrite)
+  out = folder.path
   if args.training_tokens is not None:
     V.check_int("--training-tokens", args.training_tokens, low=args.batch_size)
     args.steps = args.training_tokens // args.batch_size
@@ -659,11 +619,10 @@ def _train_locked(args, out):
   if args.resume:
     run.check_resumable(out / "run.json", meta)
   if args.overwrite:  # every input check has passed: only now is the old run removed
-    for entry in existing:
-      shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-  records.write_json(out / "run.json", meta)
+    folder.clear(existing)
+  folder.write_json("run.json", meta)
   if W is not None:  # the synthetic W_p, for `wsae report`'s true-feature panel
-    records.save_npy(out / "W_p.npy", np.asarray(W, np.float32))
+    folder.save_npy("W_p.npy", np.asarray(W, np.float32))
   board = _tensorboard(args.tensorboard)
   ck = Checkpointer(out / "checkpoints", every=args.checkpoint_every, keep=args.keep)
   try:
@@ -677,7 +636,7 @@ def _train_locked(args, out):
       board.close()
     if hasattr(source, "close"):
       source.close()
-  records.write_json(out / "history.json", {"records": hist.records,
+  folder.write_json("history.json", {"records": hist.records,
                                             "diverged_at": hist.diverged_at,
                                             "seconds": hist.seconds})
   saelens.save_saelens(out / "sae", cfg, jax.device_get(state.params), normalization_scale=scale,

@@ -21,6 +21,7 @@ from wsae_jax.data import superposition as sp
 from wsae_jax.evaluation import scoring
 from wsae_jax.storage import records
 from wsae_jax.storage.checkpoint import Checkpointer
+from wsae_jax.storage.run_folder import RunFolder
 from wsae_jax.training import sweep
 from wsae_jax.training.config import TrainConfig
 
@@ -191,27 +192,20 @@ def run_sweep_file(path, *, progress: bool = True, echo=print, resume: bool = Fa
     sweep.resolve_members(sae_cfg, train_cfg, members, synthetic=synthetic)
   except V.WSAEInputError as e:
     raise V.WSAEInputError(f"{path}: [grid]: {e}") from None
-  out = pathlib.Path(spec.get("output", {}).get("dir", "sweep_out"))
-  V.check_writable_dir(out, f"{path}: [output] dir")
   V.check_int(f"{path}: [output] checkpoint_every",
               spec.get("output", {}).get("checkpoint_every", 1000), low=1)
-  from wsae_jax.storage import lock
-  with lock.folder_lock(out):  # one sweep per output folder; checked under the lock
-    return _run_locked(spec, path, out, sae_cfg, train_cfg, members, data, arch, d_in,
-                       progress=progress, resume=resume, overwrite=overwrite, echo=echo)
+  # One sweep per output folder (locked); other files may sit beside it (a working directory).
+  folder = RunFolder(spec.get("output", {}).get("dir", "sweep_out"), entries=SWEEP_FILES,
+                     others_ok=True, where=f"{path}: [output] dir", what="sweep")
+  with folder.claim(resume=resume, overwrite=overwrite) as earlier:
+    if overwrite:
+      folder.clear(earlier)
+    return _run_claimed(spec, folder.path, sae_cfg, train_cfg, members, data, arch, d_in,
+                        progress=progress, resume=resume, echo=echo)
 
 
-def _run_locked(spec, path, out, sae_cfg, train_cfg, members, data, arch, d_in, *, progress,
-                resume, overwrite, echo):
-  earlier = [out / f for f in SWEEP_FILES if (out / f).exists()]
-  if earlier and not (resume or overwrite):
-    raise V.WSAEInputError(
-        f"{out} already holds a sweep ({', '.join(p.name for p in earlier)}); pass --resume to "
-        f"continue it, --overwrite to replace it, or set another [output] dir.")
-  if overwrite:
-    import shutil
-    for p in earlier:
-      shutil.rmtree(p) if p.is_dir() else p.unlink()
+def _run_claimed(spec, out, sae_cfg, train_cfg, members, data, arch, d_in, *, progress, resume,
+                 echo):
   echo(f"sweep: {len(members)} members of a {arch} SAE (d_in={d_in}, d_sae={sae_cfg.d_sae}), "
        f"{train_cfg.steps} steps each, on {len(jax.devices())} device(s)")
   checkpointer = Checkpointer(out / "checkpoints",
