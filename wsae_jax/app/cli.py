@@ -48,7 +48,7 @@ class _Parser(argparse.ArgumentParser):
   `suggest_on_error`, for the Pythons we support)."""
 
   def _option_strings(self) -> list[str]:
-    out = []
+    out: list[str] = []
     for a in self._actions:
       out += a.option_strings
       if isinstance(a, argparse._SubParsersAction):
