@@ -246,6 +246,54 @@ def test_tensorboard_gets_every_history_record(tmp_path):
     assert scalars[("train/l0", r["step"])] == pytest.approx(r["l0"], rel=1e-6)
 
 
+def test_wandb_gets_every_history_record(tmp_path, monkeypatch):
+  """--wandb PROJECT: a W&B run (offline unless WANDB_MODE says otherwise) whose config is the
+  run's record gets train/<metric> at each history step. W&B itself is replaced by a recorder
+  (it is not in the test extra; `test_wandb_offline_run_is_written` uses the real one)."""
+  import importlib.machinery
+  import types
+  calls = {"log": [], "finished": 0}
+
+  class Run:
+    def log(self, values, step):
+      calls["log"].append((step, values))
+
+    def finish(self):
+      calls["finished"] += 1
+
+  fake = types.ModuleType("wandb")
+  fake.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
+  fake.init = lambda **kw: calls.update(init=kw) or Run()
+  monkeypatch.setitem(sys.modules, "wandb", fake)
+  monkeypatch.delenv("WANDB_MODE", raising=False)
+  run = tmp_path / "run"
+  assert cli.main(["train", "--out", str(run), "--planes", "2", "--mono", "2", "--steps", "30",
+                   "--batch-size", "32", "--log-every", "10", "--wandb", "proj",
+                   "--no-progress"]) == 0
+  init = calls["init"]
+  assert init["project"] == "proj" and init["mode"] == "offline" and init["dir"] == str(run)
+  assert init["config"] == json.loads((run / "run.json").read_text())
+  hist = json.loads((run / "history.json").read_text())["records"]
+  assert [s for s, _ in calls["log"]] == [r["step"] for r in hist] == [10, 20, 30]
+  for (_, values), r in zip(calls["log"], hist):
+    assert values["train/loss"] == pytest.approx(r["loss"]) and "train/step" not in values
+  assert calls["finished"] == 1
+
+
+def test_wandb_offline_run_is_written(tmp_path, monkeypatch):
+  pytest.importorskip("wandb")
+  monkeypatch.delenv("WANDB_MODE", raising=False)
+  run = tmp_path / "run"
+  assert cli.main(["train", "--out", str(run), "--planes", "2", "--mono", "2", "--steps", "4",
+                   "--batch-size", "32", "--log-every", "2", "--wandb", "proj",
+                   "--no-progress"]) == 0
+  assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+  # --overwrite removes the old run's W&B files with the rest of it.
+  assert cli.main(["train", "--out", str(run), "--planes", "2", "--mono", "2", "--steps", "4",
+                   "--batch-size", "32", "--overwrite", "--no-progress"]) == 0
+  assert not (run / "wandb").exists()
+
+
 def test_a_run_from_a_config_file_with_saelens_spellings(tmp_path, capsys):
   """`wsae train --config FILE` (TOML or JSON, keys as option names, SAELens's spellings too);
   the command line overrides the file; unknown keys and bad choices are refused by name."""

@@ -368,6 +368,9 @@ def _add_train(sub):
   t.add_argument("--tensorboard", default=None, metavar="DIR",
                  help="also write every history record as TensorBoard scalars to DIR (needs "
                  "tensorboardX: pip install -e '.[log]')")
+  t.add_argument("--wandb", default=None, metavar="PROJECT",
+                 help="also log every history record to this W&B project (needs wandb: pip "
+                 "install -e '.[log]'); offline into OUT/wandb unless WANDB_MODE says otherwise")
   t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
   p.set_defaults(func=_run_train)
 
@@ -375,7 +378,7 @@ def _add_train(sub):
 # A run folder's own entries (what --overwrite removes): what `wsae train` writes, and the
 # eval.json / report.html that `wsae eval` / `wsae report` write beside it about that run.
 RUN_FILES = ("run.json", "checkpoints", "history.json", "sae", "W_p.npy", "eval.json",
-             "report.html")
+             "report.html", "wandb")
 HARVESTED = "activations"
 """`wsae train --model`'s harvested store inside the run folder: part of the run, but kept by
 --overwrite (a harvest is costly; the store refuses another model or layer itself)."""
@@ -550,39 +553,12 @@ def _train_gamma(args, d_in: int, sample, W):
   return gamma
 
 
-class _Board:
-  """History records as TensorBoard scalars (`train/loss`, `train/l0`, … at their step)."""
-
-  def __init__(self, writer):
-    self.writer = writer
-
-  def record(self, rec: dict) -> None:
-    for k, v in rec.items():
-      if k != "step" and isinstance(v, (int, float)):
-        self.writer.add_scalar(f"train/{k}", v, rec["step"])
-    self.writer.flush()
-
-  def close(self) -> None:
-    self.writer.close()
-
-
-def _tensorboard(folder):
-  """`--tensorboard DIR`: a `_Board`, or None; a missing tensorboardX is said before training."""
-  if folder is None:
-    return None
-  try:
-    from tensorboardX import SummaryWriter
-  except ImportError:
-    raise V.WSAEInputError("--tensorboard needs tensorboardX: pip install -e '.[log]'.") from None
-  V.check_writable_dir(folder, "--tensorboard")
-  return _Board(SummaryWriter(str(folder)))
-
-
 def _train_locked(args, folder, existing):
   import jax
   import numpy as np
 
   from wsae_jax import models
+  from wsae_jax.app import loggers
   from wsae_jax.data import sources
   from wsae_jax.storage import saelens
   from wsae_jax.storage.checkpoint import Checkpointer
@@ -618,22 +594,26 @@ def _train_locked(args, folder, existing):
                            standardization=standardization)
   if args.resume:
     run.check_resumable(out / "run.json", meta)
+  if args.tensorboard:  # a missing package is said before the old run is removed
+    loggers.TensorBoard.check(args.tensorboard)
+  if args.wandb:
+    loggers.WandB.check()
   if args.overwrite:  # every input check has passed: only now is the old run removed
     folder.clear(existing)
   folder.write_json("run.json", meta)
   if W is not None:  # the synthetic W_p, for `wsae report`'s true-feature panel
     folder.save_npy("W_p.npy", np.asarray(W, np.float32))
-  board = _tensorboard(args.tensorboard)
+  log = loggers.Fanout([loggers.TensorBoard(args.tensorboard) if args.tensorboard else None,
+                        loggers.WandB(args.wandb, out, meta, name=out.name) if args.wandb else None])
   ck = Checkpointer(out / "checkpoints", every=args.checkpoint_every, keep=args.keep)
   try:
     state, hist = trainer.train(cfg, tc, source, gamma=gamma, checkpointer=ck, resume=args.resume,
                                 progress=not args.no_progress, normalization_scale=scale,
                                 standardization=standardization,
-                                on_record=None if board is None else board.record)
+                                on_record=log if log.loggers else None)
   finally:
     ck.close()
-    if board is not None:
-      board.close()
+    log.close()
     if hasattr(source, "close"):
       source.close()
   folder.write_json("history.json", {"records": hist.records,
