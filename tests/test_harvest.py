@@ -254,3 +254,40 @@ def test_wsae_train_on_an_mlp_output_records_its_hook(tmp_path, capsys):
   capsys.readouterr()
   assert cli.main(other + ["--overwrite"]) == 2
   assert "hook" in capsys.readouterr().err
+
+
+def test_wsae_train_from_a_model_resumes_bit_identically_after_an_interruption(tmp_path):
+  """`wsae train --model` stopped mid-run (the state a kill leaves: checkpoints up to step 10, no
+  final outputs, and a harvested shard lost) and `--resume`d ends with exactly the parameters of
+  an uninterrupted run: the shard is harvested again to the same bytes (the store's fingerprint
+  is checked on resume) and training continues from step 10 on the same batches.
+  (test_checkpoint.py kills a store-trained run with SIGKILL; this is the same run from a model.)"""
+  import shutil
+
+  from wsae_jax.app import cli
+  from wsae_jax.storage import saelens
+  folder, corpus = _tiny_llama_with_tokenizer(tmp_path)
+
+  def train(out, *extra):
+    return cli.main(["train", "--out", str(out), "--model", str(folder), "--layer", "1",
+                     "--corpus", str(corpus), "--context-len", "16", "--arch", "topk", "--k", "4",
+                     "--d-sae", "32", "--steps", "20", "--batch-size", "32",
+                     "--checkpoint-every", "5", "--keep", "10", "--no-progress", *extra])
+
+  assert train(tmp_path / "ref") == 0
+  cut = tmp_path / "cut"
+  assert train(cut) == 0
+  for ck in (cut / "checkpoints").iterdir():
+    if ck.name.isdigit() and int(ck.name) > 10:
+      shutil.rmtree(ck)
+  shutil.rmtree(cut / "sae")
+  (cut / "history.json").unlink()
+  (cut / "activations" / "acts_00001.npy").unlink()
+  assert train(cut, "--resume") == 0
+  assert (cut / "activations" / "acts_00001.npy").exists()
+  _, ref = saelens.load_saelens(tmp_path / "ref" / "sae")
+  _, res = saelens.load_saelens(cut / "sae")
+  for k in ref:
+    assert np.array_equal(ref[k], res[k]), k
+  hist = json.loads((cut / "history.json").read_text())["records"]
+  assert hist[0]["step"] > 10  # it did resume, not start again
