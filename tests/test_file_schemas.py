@@ -259,3 +259,15 @@ def test_deeply_nested_r_objects_are_refused_not_a_recursion_error():
   for _ in range(49):
     obj = obj.value[0]
   assert obj.value == [None]
+
+
+def test_records_from_before_descriptive_data_fields_stay_resumable():
+  """`context_len` and `corpus` were added to a store's data description for the SAELens
+  metadata of exports: a record without them still resumes, a different stream does not."""
+  from wsae_jax.training import run as run_lib
+  old = {"sae_config": {}, "train_config": {}, "data": {"kind": "activations", "seed": 0}}
+  new = {"sae_config": {}, "train_config": {"compute_dtype": "float32"},
+         "data": {"kind": "activations", "seed": 0, "context_len": 256, "corpus": "janeaustenr"}}
+  run_lib.check_compatible(old, new, "here")
+  with pytest.raises(run_lib.IncompatibleRunError, match="data.seed"):
+    run_lib.check_compatible(old, {**new, "data": {**new["data"], "seed": 1}}, "here")

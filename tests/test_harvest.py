@@ -250,6 +250,8 @@ def test_wsae_train_on_an_mlp_output_records_its_hook(tmp_path, capsys):
   assert json.loads((run / "run.json").read_text())["data"]["hook_point"] == "mlp_out"
   cfg = json.loads((run / "sae" / "cfg.json").read_text())
   assert cfg["metadata"]["hook_name"] == "blocks.1.hook_mlp_out"
+  assert cfg["metadata"]["context_size"] == 16 and cfg["metadata"]["dataset_path"] == str(corpus)
+  assert cfg["metadata"]["model_name"] == str(folder.resolve())
   other = [a if a != "mlp_out" else "attn_out" for a in args]
   capsys.readouterr()
   assert cli.main(other + ["--overwrite"]) == 2

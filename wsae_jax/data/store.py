@@ -450,8 +450,11 @@ class ActivationStore:
     """What identifies the batch stream (compared when a run resumes)."""
     # The content's identity, not its path: a store may move between a crash and the resume.
     point = self.metadata.get("hook_point")  # absent: a block's output (resid_post)
+    # Descriptive fields (for the SAELens metadata of an export), implied by the fingerprint.
+    about = {k: self.metadata[k] for k in ("context_len", "corpus") if self.metadata.get(k)}
     return {"kind": "activations", "model": self.metadata.get("model"),
             "layer": self.metadata.get("layer"), **({"hook_point": point} if point else {}),
+            **about,
             "seed": self.seed,
             "shuffle": self.shuffle, "rows": self.n_tokens, "d_in": self.d_in,
             "batch_size": self.batch_size, "buffer_tokens": self.buffer_tokens,

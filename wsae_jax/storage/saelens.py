@@ -106,7 +106,7 @@ def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
 
 def metadata_from_data(data: dict | None) -> dict:
   """SAELens metadata from a run's data description (`sources.describe`): for an activation store
-  the model, the layer and the hook, TransformerLens's `blocks.L.hook_<point>` with the store's
+  the model, the context length, the corpus (`dataset_path`), the layer and the hook, TransformerLens's `blocks.L.hook_<point>` with the store's
   hook point (`lm.harvest.HOOK_POINTS`; a block's output, `resid_post`, when it records none).
   Synthetic data has none."""
   if not data or data.get("kind") != "activations":
@@ -114,6 +114,10 @@ def metadata_from_data(data: dict | None) -> dict:
   out: dict = {}
   if data.get("model"):
     out["model_name"] = data["model"]
+  if isinstance(data.get("context_len"), int):
+    out["context_size"] = data["context_len"]
+  if data.get("corpus"):
+    out["dataset_path"] = data["corpus"]
   if isinstance(data.get("layer"), int):
     out["hook_layer"] = data["layer"]
     out["hook_name"] = f"blocks.{data['layer']}.hook_{data.get('hook_point') or 'resid_post'}"

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 _RESUMABLE_DIFFERENCES = frozenset({"log_every"})
 # Fields added since checkpoints were first written: a record without one had this value.
 _ADDED_FIELDS = {"train_config": {"compute_dtype": "float32"}}
+# Data fields that describe rather than identify (the store's fingerprint identifies its
+# content): records written before they were added stay resumable.
+_DESCRIPTIVE_DATA = frozenset({"context_len", "corpus"})
 
 
 class IncompatibleRunError(CheckpointError):
@@ -85,7 +88,7 @@ def check_compatible(saved: dict, current: dict, where) -> None:
     a, b = saved.get(section, {}), records.clean(current.get(section, {}))
     a = {**_ADDED_FIELDS.get(section, {}), **a}
     for k in sorted(set(a) | set(b)):
-      if k in _RESUMABLE_DIFFERENCES:
+      if k in _RESUMABLE_DIFFERENCES or (section == "data" and k in _DESCRIPTIVE_DATA):
         continue
       if a.get(k) != b.get(k):
         diffs.append(f"{section}.{k}: checkpoint has {a.get(k)!r}, this run has {b.get(k)!r}")
