@@ -30,8 +30,7 @@ from wsae_jax.models import topk  # noqa: E402
 
 
 def timed(cfg, params, x, dead, *, full_width: bool) -> float:
-  with mock.patch.object(topk, "aux_width", (lambda c: c.d_sae) if full_width
-                         else topk.aux_width):
+  with mock.patch.object(topk, "aux_width", (lambda c: c.d_sae) if full_width else topk.aux_width):
     f = jax.jit(jax.value_and_grad(lambda p: models.sae_loss(cfg, p, x, dead_M=dead)[0]))
     jax.block_until_ready(f(params))
 
@@ -42,8 +41,9 @@ def timed(cfg, params, x, dead, *, full_width: bool) -> float:
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   ap.add_argument("--smoke", action="store_true")
   ap.add_argument("--dead", type=float, default=0.01, help="fraction of latents dead")
   ap.add_argument("--out", default=None)
@@ -53,15 +53,28 @@ def main(argv=None):
   params = models.init(cfg, jax.random.key(0))
   x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, d_in), np.float32))
   n_dead = max(1, int(a.dead * d_sae))
-  dead = jnp.asarray(np.isin(np.arange(d_sae), np.random.default_rng(1).permutation(d_sae)[:n_dead]))
+  dead = jnp.asarray(
+    np.isin(np.arange(d_sae), np.random.default_rng(1).permutation(d_sae)[:n_dead])
+  )
   none = jnp.zeros(d_sae, bool)
-  rows = {"no dead latent": timed(cfg, params, x, none, full_width=False),
-          f"{n_dead} dead, gathered": timed(cfg, params, x, dead, full_width=False),
-          f"{n_dead} dead, full width": timed(cfg, params, x, dead, full_width=True)}
+  rows = {
+    "no dead latent": timed(cfg, params, x, none, full_width=False),
+    f"{n_dead} dead, gathered": timed(cfg, params, x, dead, full_width=False),
+    f"{n_dead} dead, full width": timed(cfg, params, x, dead, full_width=True),
+  }
   base = rows["no dead latent"]
-  result = {"d_in": d_in, "d_sae": d_sae, "batch": batch, "k": k, "aux_k": cfg.resolved_aux_k,
-            "aux_width": topk.aux_width(cfg), "n_dead": n_dead, "machine": common.machine(),
-            "seconds": rows, "relative_to_no_dead": {n: s / base for n, s in rows.items()}}
+  result = {
+    "d_in": d_in,
+    "d_sae": d_sae,
+    "batch": batch,
+    "k": k,
+    "aux_k": cfg.resolved_aux_k,
+    "aux_width": topk.aux_width(cfg),
+    "n_dead": n_dead,
+    "machine": common.machine(),
+    "seconds": rows,
+    "relative_to_no_dead": {n: s / base for n, s in rows.items()},
+  }
   for n, s in rows.items():
     print(f"{n:>26}: {1e3 * s:8.1f} ms  ({s / base:.2f}x the step without AuxK)")
   if a.out:

@@ -36,10 +36,10 @@ def geometries(n_p: int, n: int) -> np.ndarray:
     mono = min(n_p - 2 * planes, n - k * planes)
     W = np.zeros((n_p, n), np.float32)
     Wk = sp.polygon_matrix(planes, k, n_mono=mono)
-    W[:Wk.shape[0], :Wk.shape[1]] = Wk
+    W[: Wk.shape[0], : Wk.shape[1]] = Wk
     rest = n - Wk.shape[1]  # leftover features: random unit directions
     if rest:
-      W[:, Wk.shape[1]:] = np.asarray(sp.random_matrix(jax.random.key(k), n_p, rest))
+      W[:, Wk.shape[1] :] = np.asarray(sp.random_matrix(jax.random.key(k), n_p, rest))
     out.append(W)
   out.append(np.asarray(sp.random_matrix(jax.random.key(0), n_p, n)))
   return np.stack(out)
@@ -53,7 +53,7 @@ def numpy_one(W, s, gamma, num_samples, rng):
   G = W.T @ W
   x_m = np.maximum(x @ G, 0.0)
   e = x - x_m
-  g2 = gamma ** 2
+  g2 = gamma**2
   l_wsae = np.mean(np.sum(g2 * (e @ W.T) ** 2, axis=1))
   l_gt = np.mean(np.sum(e * e, axis=1))
   M = W.T @ (g2[:, None] * W) - np.eye(n)
@@ -87,8 +87,12 @@ def main(argv=None):
   first_s = time.perf_counter() - t0  # compile + run
   keys = iter(range(1, 10**6))
   jax_s = common.timeit(
-      lambda: closed_form.solve_grid(W, sparsities, alphas=alphas, num_samples=a.samples,
-                                     key=jax.random.key(next(keys))), repeats=3, min_seconds=1.0)
+    lambda: closed_form.solve_grid(
+      W, sparsities, alphas=alphas, num_samples=a.samples, key=jax.random.key(next(keys))
+    ),
+    repeats=3,
+    min_seconds=1.0,
+  )
 
   rng = np.random.default_rng(0)
   t0 = time.perf_counter()
@@ -104,17 +108,29 @@ def main(argv=None):
 
   speedup = numpy_s / jax_s
   record = {
-      "machine": common.machine(), "configurations": configs, "samples": res.num_samples,
-      "grid": {"geometries": int(W.shape[0]), "sparsities": len(sparsities), "alphas": len(alphas),
-               "n_p": a.n_p, "n": a.n},
-      "jax_first_call_s": first_s, "jax_s": jax_s, "numpy_loop_s": numpy_s, "speedup": speedup,
-      "max_rel_diff_l_wsae_vs_numpy": worst,
-      "max_abs_identity_error": float(np.max(np.abs(res.gap - res.predicted_gap))),
-      "command": " ".join(sys.argv),
+    "machine": common.machine(),
+    "configurations": configs,
+    "samples": res.num_samples,
+    "grid": {
+      "geometries": int(W.shape[0]),
+      "sparsities": len(sparsities),
+      "alphas": len(alphas),
+      "n_p": a.n_p,
+      "n": a.n,
+    },
+    "jax_first_call_s": first_s,
+    "jax_s": jax_s,
+    "numpy_loop_s": numpy_s,
+    "speedup": speedup,
+    "max_rel_diff_l_wsae_vs_numpy": worst,
+    "max_abs_identity_error": float(np.max(np.abs(res.gap - res.predicted_gap))),
+    "command": " ".join(sys.argv),
   }
-  print(f"{configs} configurations x {res.num_samples} samples: jax grid {jax_s:.3f} s "
-        f"(first call incl. compile {first_s:.2f} s), numpy loop {numpy_s:.2f} s -> "
-        f"{speedup:.1f}x; max rel. difference of L_WSAE {worst:.2e} (independent samples)")
+  print(
+    f"{configs} configurations x {res.num_samples} samples: jax grid {jax_s:.3f} s "
+    f"(first call incl. compile {first_s:.2f} s), numpy loop {numpy_s:.2f} s -> "
+    f"{speedup:.1f}x; max rel. difference of L_WSAE {worst:.2e} (independent samples)"
+  )
   common.write_json(a.out, record)
 
 

@@ -29,15 +29,23 @@ def main(argv=None):
   a = p.parse_args(argv)
   rows = {}
   for impl in PRNG_IMPLS:
-    draw = jax.jit(lambda s, impl=impl: jax.random.uniform(
-        jax.random.fold_in(jax.random.key(0, impl=impl), s), (a.batch, a.n)))
-    rows[impl] = 1e3 * common.timeit(lambda: jax.block_until_ready(draw(jnp.int32(3))),
-                                     repeats=20)
+    draw = jax.jit(
+      lambda s, impl=impl: jax.random.uniform(
+        jax.random.fold_in(jax.random.key(0, impl=impl), s), (a.batch, a.n)
+      )
+    )
+    rows[impl] = 1e3 * common.timeit(lambda: jax.block_until_ready(draw(jnp.int32(3))), repeats=20)
     print(f"{impl:>13}: {rows[impl]:.3f} ms per ({a.batch}, {a.n}) draw", flush=True)
-  common.write_json(a.out, {"machine": common.machine(), "batch": a.batch, "n": a.n,
-                            "ms_per_draw": rows,
-                            "command": " ".join(["python", "benchmarks/bench_prng.py",
-                                                 *(argv or sys.argv[1:])])})
+  common.write_json(
+    a.out,
+    {
+      "machine": common.machine(),
+      "batch": a.batch,
+      "n": a.n,
+      "ms_per_draw": rows,
+      "command": " ".join(["python", "benchmarks/bench_prng.py", *(argv or sys.argv[1:])]),
+    },
+  )
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def synthetic_page(latents: int, folder: pathlib.Path) -> pathlib.Path:
 
   import wsae_jax as w
   from wsae_jax.app import report
+
   B, K, L = 22_720, 32, 128
   rng = np.random.default_rng(0)
   lat = rng.integers(0, latents, (B, K))
@@ -54,10 +55,14 @@ def synthetic_page(latents: int, folder: pathlib.Path) -> pathlib.Path:
   cfg = w.TopKSAEConfig(d_in=576, d_sae=latents, k=K)
   params = {"W_dec": rng.standard_normal((latents, 576)).astype(np.float32)}
   strings = {int(t): f" tok{t}" for t in np.unique(tokens)}
-  data = {"kind": "run", "title": f"synthetic page, {latents} latents", "notes": [],
-          "config": {}, "latents": report._latent_table(cfg, params, (None, lat, val), tokens,
-                                                        strings),
-          "contexts": report._contexts((None, lat, val), tokens, L, strings, latents)}
+  data = {
+    "kind": "run",
+    "title": f"synthetic page, {latents} latents",
+    "notes": [],
+    "config": {},
+    "latents": report._latent_table(cfg, params, (None, lat, val), tokens, strings),
+    "contexts": report._contexts((None, lat, val), tokens, L, strings, latents),
+  }
   data["latents"].update(report._label_tags(latents, None), n=latents)
   path = folder / f"synthetic_{latents}.html"
   path.write_text(report.render(data), encoding="utf-8")
@@ -67,10 +72,17 @@ def synthetic_page(latents: int, folder: pathlib.Path) -> pathlib.Path:
 def browser():
   from selenium import webdriver
   from selenium.webdriver.chrome.service import Service
+
   opts = webdriver.ChromeOptions()
   opts.binary_location = "/usr/bin/chromium"
-  for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--window-size=1400,900", "--enable-precise-memory-info"):
+  for a in (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,900",
+    "--enable-precise-memory-info",
+  ):
     opts.add_argument(a)
   d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
   d.set_script_timeout(60)
@@ -82,8 +94,9 @@ def measure(driver, path: pathlib.Path, interactive: bool) -> dict:
   driver.get(path.resolve().as_uri())  # returns after the load event
   wall = time.perf_counter() - t0
   nav = driver.execute_script(
-      "const n = performance.getEntriesByType('navigation')[0];"
-      "return {load_ms: n.loadEventEnd, dom_ms: n.domContentLoadedEventEnd};")
+    "const n = performance.getEntriesByType('navigation')[0];"
+    "return {load_ms: n.loadEventEnd, dom_ms: n.domContentLoadedEventEnd};"
+  )
   out = {"wall_s": wall, **nav}
   if interactive:
     out.update(driver.execute_async_script(OPEN_LATENT))
@@ -91,7 +104,9 @@ def measure(driver, path: pathlib.Path, interactive: bool) -> dict:
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("pages", nargs="*", type=pathlib.Path)
   p.add_argument("--synthetic-latents", type=int, default=None)
   p.add_argument("--repeats", type=int, default=5)
@@ -111,19 +126,35 @@ def main(argv=None):
       for _ in range(args.repeats):  # the page and the empty page, alternating
         floor.append(measure(driver, empty, False))
         runs.append(measure(driver, page, True))
-      med = {k: statistics.median(r[k] for r in runs) for k in runs[0]
-             if isinstance(runs[0][k], (int, float))}
-      row = {"page": str(page), "size_mb": page.stat().st_size / 1e6, **med,
-             "empty_page_load_ms": statistics.median(r["load_ms"] for r in floor)}
+      med = {
+        k: statistics.median(r[k] for r in runs)
+        for k in runs[0]
+        if isinstance(runs[0][k], (int, float))
+      }
+      row = {
+        "page": str(page),
+        "size_mb": page.stat().st_size / 1e6,
+        **med,
+        "empty_page_load_ms": statistics.median(r["load_ms"] for r in floor),
+      }
       rows.append(row)
-      print(f"{page.name}: {row['size_mb']:.1f} MB; load {row['load_ms']:.0f} ms (empty page "
-            f"{row['empty_page_load_ms']:.0f} ms); Latents tab {row['tab_ms']:.0f} ms; one "
-            f"latent {row['latent_ms']:.0f} ms ({row['contexts']:.0f} contexts); JS heap "
-            f"{row.get('heap_mb') or float('nan'):.0f} MB")
+      print(
+        f"{page.name}: {row['size_mb']:.1f} MB; load {row['load_ms']:.0f} ms (empty page "
+        f"{row['empty_page_load_ms']:.0f} ms); Latents tab {row['tab_ms']:.0f} ms; one "
+        f"latent {row['latent_ms']:.0f} ms ({row['contexts']:.0f} contexts); JS heap "
+        f"{row.get('heap_mb') or float('nan'):.0f} MB"
+      )
   finally:
     driver.quit()
-  common.write_json(args.out, {"machine": common.machine(), "repeats": args.repeats,
-                               "pages": rows, "command": " ".join(sys.argv)})
+  common.write_json(
+    args.out,
+    {
+      "machine": common.machine(),
+      "repeats": args.repeats,
+      "pages": rows,
+      "command": " ".join(sys.argv),
+    },
+  )
   return rows
 
 

@@ -67,23 +67,30 @@ def make_file(path: pathlib.Path, rows: int, d: int) -> None:
     n = min(2**16, rows - i)
     # Heavy-tailed, correlated rows like a residual stream: a random mixture of directions.
     g = np.random.default_rng(i)
-    mm[i:i + n] = (g.standard_normal((n, 64), np.float32) @ g.standard_normal((64, d), np.float32)
-                   ).astype(np.float16)
+    mm[i : i + n] = (
+      g.standard_normal((n, 64), np.float32) @ g.standard_normal((64, d), np.float32)
+    ).astype(np.float16)
   mm.flush()
   del mm
 
 
 def run(path, mode, batch, width, k, steps):
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-  out = subprocess.run([sys.executable, "-c", CHILD, str(path), mode, str(batch), str(width),
-                        str(k), str(steps)], capture_output=True, text=True, env=env)
+  out = subprocess.run(
+    [sys.executable, "-c", CHILD, str(path), mode, str(batch), str(width), str(k), str(steps)],
+    capture_output=True,
+    text=True,
+    env=env,
+  )
   if out.returncode != 0:
     raise RuntimeError(out.stderr[-3000:])
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("--path", default=None, help="a .npy file or store folder (default: make one)")
   p.add_argument("--rows", type=int, default=1_000_000)
   p.add_argument("--d-in", type=int, default=576)
@@ -93,7 +100,9 @@ def main(argv=None):
   p.add_argument("--steps", type=int, default=0, help="0: one full epoch")
   p.add_argument("--skip-naive", action="store_true", help="only measure the store")
   p.add_argument("--smoke", action="store_true")
-  p.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "store_memory.json"))
+  p.add_argument(
+    "--out", default=str(pathlib.Path(__file__).parent / "results" / "store_memory.json")
+  )
   args = p.parse_args(argv)
   if args.smoke:
     args.rows, args.d_in, args.batch_size, args.width = 20_000, 64, 512, 2
@@ -102,10 +111,14 @@ def main(argv=None):
     if not args.path:
       t0 = time.perf_counter()
       make_file(path, args.rows, args.d_in)
-      print(f"made {path}: {args.rows:,} x {args.d_in} float16, "
-            f"{path.stat().st_size / 1e9:.2f} GB in {time.perf_counter() - t0:.0f} s", flush=True)
-    size_gb = (path.stat().st_size if path.is_file()
-               else sum(f.stat().st_size for f in path.glob("acts_*"))) / 1e9
+      print(
+        f"made {path}: {args.rows:,} x {args.d_in} float16, "
+        f"{path.stat().st_size / 1e9:.2f} GB in {time.perf_counter() - t0:.0f} s",
+        flush=True,
+      )
+    size_gb = (
+      path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.glob("acts_*"))
+    ) / 1e9
     results = [run(path, "store", args.batch_size, args.width, args.k, args.steps)]
     print(results[-1], flush=True)
     if path.is_file():
@@ -115,15 +128,23 @@ def main(argv=None):
       # The naive run peaks as soon as the file is loaded; a few steps show it.
       results.append(run(path, "in-memory", args.batch_size, args.width, args.k, 20))
       print(results[-1], flush=True)
-  record = {"file_gb": size_gb, "path": str(args.path or f"synthetic {args.rows} x {args.d_in} float16"),
-            "batch_size": args.batch_size, "d_sae": args.width * args.d_in, "k": args.k,
-            "results": results, "machine": common.machine()}
+  record = {
+    "file_gb": size_gb,
+    "path": str(args.path or f"synthetic {args.rows} x {args.d_in} float16"),
+    "batch_size": args.batch_size,
+    "d_sae": args.width * args.d_in,
+    "k": args.k,
+    "results": results,
+    "machine": common.machine(),
+  }
   if not args.smoke:
     common.write_json(args.out, record)
   store = results[0]
-  print(f"store: peak RSS {store['peak_rss_gb']:.2f} GB for a {size_gb:.2f} GB file "
-        f"({store['steps']} steps, {store['seconds']:.0f} s)"
-        + "".join(f"; {r['mode']}: {r['peak_rss_gb']:.2f} GB" for r in results[1:]))
+  print(
+    f"store: peak RSS {store['peak_rss_gb']:.2f} GB for a {size_gb:.2f} GB file "
+    f"({store['steps']} steps, {store['seconds']:.0f} s)"
+    + "".join(f"; {r['mode']}: {r['peak_rss_gb']:.2f} GB" for r in results[1:])
+  )
   return 0
 
 

@@ -41,13 +41,15 @@ def bench_arch(arch: str, W_p, a) -> dict:
     cfg = w.TopKSAEConfig(d_in=n_p, d_sae=a.n, k=a.k)
   else:
     cfg = w.TiedSAEConfig(d_in=n_p, d_sae=a.n)
-  tc = w.TrainConfig(steps=a.steps, batch_size=a.batch, learning_rate=1e-3, warmup_steps=50,
-                     log_every=100)
+  tc = w.TrainConfig(
+    steps=a.steps, batch_size=a.batch, learning_rate=1e-3, warmup_steps=50, log_every=100
+  )
   members = [{"seed": i, "sparsity": 0.9} for i in range(a.members)]
 
   t0 = time.perf_counter()
-  res = sweep.train_sweep(cfg, tc, members, problems.SyntheticProblem(W_p), progress=False,
-                          member_chunk=a.member_chunk)
+  res = sweep.train_sweep(
+    cfg, tc, members, problems.SyntheticProblem(W_p), progress=False, member_chunk=a.member_chunk
+  )
   sweep_s = time.perf_counter() - t0
 
   one_device = parallel.data_mesh(jax.devices()[:1])
@@ -55,27 +57,38 @@ def bench_arch(arch: str, W_p, a) -> dict:
   worst = 0.0
   for m in members:
     src = w.SyntheticSource(W_p, m["sparsity"], a.batch, seed=0)
-    state, _ = train_lib.train(cfg, dataclasses.replace(tc, seed=m["seed"]), src, progress=False,
-                               mesh=one_device)
-    worst = max(worst, float(np.abs(np.asarray(state.params["W_enc"])
-                                    - res.params(m["seed"])["W_enc"]).max()))
+    state, _ = train_lib.train(
+      cfg, dataclasses.replace(tc, seed=m["seed"]), src, progress=False, mesh=one_device
+    )
+    worst = max(
+      worst, float(np.abs(np.asarray(state.params["W_enc"]) - res.params(m["seed"])["W_enc"]).max())
+    )
   seq_s = time.perf_counter() - t0
 
   member_steps = a.members * a.steps
   flops = 10.0 * a.batch * n_p * a.n * member_steps
   record = {
-      "arch": arch, "config": cfg.to_dict(), "sweep_s": sweep_s, "sweep_train_s": res.seconds,
-      "sequential_s": seq_s, "speedup": seq_s / sweep_s, "compiles": res.compiles,
-      "sweep_ms_per_member_step": 1e3 * res.seconds / member_steps,
-      "sequential_ms_per_member_step": 1e3 * seq_s / member_steps,
-      "sweep_gflops": flops / res.seconds / 1e9, "sequential_gflops": flops / seq_s / 1e9,
-      "max_abs_param_diff": worst,
+    "arch": arch,
+    "config": cfg.to_dict(),
+    "sweep_s": sweep_s,
+    "sweep_train_s": res.seconds,
+    "sequential_s": seq_s,
+    "speedup": seq_s / sweep_s,
+    "compiles": res.compiles,
+    "sweep_ms_per_member_step": 1e3 * res.seconds / member_steps,
+    "sequential_ms_per_member_step": 1e3 * seq_s / member_steps,
+    "sweep_gflops": flops / res.seconds / 1e9,
+    "sequential_gflops": flops / seq_s / 1e9,
+    "max_abs_param_diff": worst,
   }
-  print(f"{arch}: K={a.members} x {a.steps} steps: sweep {sweep_s:.1f} s (train loop "
-        f"{res.seconds:.1f} s, {res.compiles} compile), sequential {seq_s:.1f} s -> "
-        f"{seq_s / sweep_s:.2f}x; {record['sweep_ms_per_member_step']:.3f} vs "
-        f"{record['sequential_ms_per_member_step']:.3f} ms per member-step; "
-        f"{record['sweep_gflops']:.1f} GFLOP/s; max |param diff| {worst:.2e}", flush=True)
+  print(
+    f"{arch}: K={a.members} x {a.steps} steps: sweep {sweep_s:.1f} s (train loop "
+    f"{res.seconds:.1f} s, {res.compiles} compile), sequential {seq_s:.1f} s -> "
+    f"{seq_s / sweep_s:.2f}x; {record['sweep_ms_per_member_step']:.3f} vs "
+    f"{record['sequential_ms_per_member_step']:.3f} ms per member-step; "
+    f"{record['sweep_gflops']:.1f} GFLOP/s; max |param diff| {worst:.2e}",
+    flush=True,
+  )
   return record
 
 
@@ -99,13 +112,21 @@ def main(argv=None):
   runs = {arch: bench_arch(arch, W_p, a) for arch in a.archs.split(",")}
   mm_large = common.numpy_matmul_flops(2048, 2048, 2048, repeats=3)
   record = {
-      "machine": common.machine(), "members": a.members, "steps": a.steps, "batch": a.batch,
-      "n_p": a.n_p, "d_sae": a.n, "member_chunk": a.member_chunk, "runs": runs,
-      "numpy_gemm_member_shape_gflops": mm_member / 1e9, "numpy_gemm_2048_gflops": mm_large / 1e9,
-      "command": " ".join(["python", "benchmarks/bench_sweep.py", *(argv or sys.argv[1:])]),
+    "machine": common.machine(),
+    "members": a.members,
+    "steps": a.steps,
+    "batch": a.batch,
+    "n_p": a.n_p,
+    "d_sae": a.n,
+    "member_chunk": a.member_chunk,
+    "runs": runs,
+    "numpy_gemm_member_shape_gflops": mm_member / 1e9,
+    "numpy_gemm_2048_gflops": mm_large / 1e9,
+    "command": " ".join(["python", "benchmarks/bench_sweep.py", *(argv or sys.argv[1:])]),
   }
-  print(f"numpy GEMM: {mm_member / 1e9:.1f} GFLOP/s at the member shape, {mm_large / 1e9:.1f} at "
-        f"2048^3")
+  print(
+    f"numpy GEMM: {mm_member / 1e9:.1f} GFLOP/s at the member shape, {mm_large / 1e9:.1f} at 2048^3"
+  )
   common.write_json(a.out, record)
   return record
 

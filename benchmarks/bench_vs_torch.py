@@ -31,9 +31,19 @@ def _rss_mb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def worker(framework: str, arch: str, d_in: int, d_sae: int, batch: int, k: int, steps: int,
-           variant: str, init_file: str) -> dict:
+def worker(
+  framework: str,
+  arch: str,
+  d_in: int,
+  d_sae: int,
+  batch: int,
+  k: int,
+  steps: int,
+  variant: str,
+  init_file: str,
+) -> dict:
   import numpy as np
+
   params = dict(np.load(init_file))  # the same initial weights on both sides
   rng = np.random.default_rng(0)
   x_np = rng.standard_normal((batch, d_in), dtype=np.float32)
@@ -44,14 +54,19 @@ def worker(framework: str, arch: str, d_in: int, d_sae: int, batch: int, k: int,
     from wsae_jax import parallel
     from wsae_jax.training import state as state_lib
     from wsae_jax.training import trainer as train_lib
+
     base_rss = _rss_mb()
-    extra = {"k": k, "sparse_path": {"dense": False, "sparse": True, "auto": None}[variant]} \
-        if arch == "topk" else {}
+    extra = (
+      {"k": k, "sparse_path": {"dense": False, "sparse": True, "auto": None}[variant]}
+      if arch == "topk"
+      else {}
+    )
     cfg = w.make_config(arch, d_in=d_in, d_sae=d_sae, **extra)
     tc = w.TrainConfig(steps=10**6, batch_size=batch, warmup_steps=10)
     mesh = parallel.data_mesh()
-    state = state_lib.init_state(cfg, tc, mesh=mesh,
-                                 params={n: jax.numpy.asarray(v) for n, v in params.items()})
+    state = state_lib.init_state(
+      cfg, tc, mesh=mesh, params={n: jax.numpy.asarray(v) for n, v in params.items()}
+    )
     step = train_lib.make_train_step(cfg, tc, mesh=mesh)
     x = jax.device_put(x_np, parallel.batch_sharded(mesh))
     t0 = time.perf_counter()
@@ -68,11 +83,13 @@ def worker(framework: str, arch: str, d_in: int, d_sae: int, batch: int, k: int,
   else:
     import torch
     from torch_baseline import TorchSAE, TorchTrainer
+
     base_rss = _rss_mb()
     device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU machine: like for like
     sae = TorchSAE.from_params(arch, params, **({"k": k} if arch == "topk" else {})).to(device)
-    trainer = TorchTrainer(sae, lr=1e-3, steps=10**6, warmup_steps=10, grad_clip=1.0,
-                           compile=variant == "compile")
+    trainer = TorchTrainer(
+      sae, lr=1e-3, steps=10**6, warmup_steps=10, grad_clip=1.0, compile=variant == "compile"
+    )
     x = torch.from_numpy(x_np).to(device)
     t0 = time.perf_counter()
     trainer.step(x)
@@ -82,10 +99,22 @@ def worker(framework: str, arch: str, d_in: int, d_sae: int, batch: int, k: int,
       loss = trainer.step(x)
     step_s = (time.perf_counter() - t0) / steps
     extra_info = {"torch_threads": torch.get_num_threads(), "torch_device": device}
-  return {"framework": framework, "variant": variant, "arch": arch, "d_in": d_in, "d_sae": d_sae,
-          "batch": batch, "k": k if arch == "topk" else None, "compile_s": compile_s,
-          "step_s": step_s, "tokens_per_s": batch / step_s, "loss_after": loss,
-          "peak_rss_mb": _rss_mb(), "framework_rss_mb": base_rss, **extra_info}
+  return {
+    "framework": framework,
+    "variant": variant,
+    "arch": arch,
+    "d_in": d_in,
+    "d_sae": d_sae,
+    "batch": batch,
+    "k": k if arch == "topk" else None,
+    "compile_s": compile_s,
+    "step_s": step_s,
+    "tokens_per_s": batch / step_s,
+    "loss_after": loss,
+    "peak_rss_mb": _rss_mb(),
+    "framework_rss_mb": base_rss,
+    **extra_info,
+  }
 
 
 def main(argv=None):
@@ -107,6 +136,7 @@ def main(argv=None):
   import numpy as np
 
   import wsae_jax as w
+
   tmp = pathlib.Path(tempfile.mkdtemp(prefix="wsae_bench_"))
   sizes = [(32, 1024, 256, 8), (64, 4096, 256, 8)] if a.smoke else SIZES
   runs = []
@@ -115,47 +145,95 @@ def main(argv=None):
     for arch in ("relu", "topk"):
       cfg = w.make_config(arch, d_in=d, d_sae=m, **({"k": k} if arch == "topk" else {}))
       init_file = tmp / f"{arch}_{d}_{m}.npz"
-      np.savez(init_file, **{n: np.asarray(v) for n, v in w.models.init(cfg, jax.random.key(0)).items()})
+      np.savez(
+        init_file, **{n: np.asarray(v) for n, v in w.models.init(cfg, jax.random.key(0)).items()}
+      )
       variants = [("jax", "auto"), ("torch", "eager")]
       if arch == "topk":
         variants += [("jax", "dense"), ("jax", "sparse")]
       if a.torch_compile:
         variants.append(("torch", "compile"))
       for fw, var in variants:
-        cmd = [sys.executable, __file__, "--worker", fw, arch, str(d), str(m), str(b), str(k),
-               str(a.steps), var, str(init_file)]
+        cmd = [
+          sys.executable,
+          __file__,
+          "--worker",
+          fw,
+          arch,
+          str(d),
+          str(m),
+          str(b),
+          str(k),
+          str(a.steps),
+          var,
+          str(init_file),
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode:
           print(f"{fw}/{var} {arch} {(d, m, b)} failed:\n{out.stderr[-1500:]}", file=sys.stderr)
-          runs.append({"framework": fw, "variant": var, "arch": arch, "d_in": d, "d_sae": m,
-                       "batch": b, "error": out.stderr[-500:]})
+          runs.append(
+            {
+              "framework": fw,
+              "variant": var,
+              "arch": arch,
+              "d_in": d,
+              "d_sae": m,
+              "batch": b,
+              "error": out.stderr[-500:],
+            }
+          )
           continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         r["matmul_flops_per_s"] = mm
         r["fraction_of_matmul"] = 10.0 * b * d * m / r["step_s"] / mm
         runs.append(r)
-        print(f"{arch:>4} d_in={d:<4} d_sae={m:<6} B={b:<5} {fw:>5}/{var:<7} "
-              f"{r['tokens_per_s']:>9.0f} tok/s  step {1e3 * r['step_s']:>7.1f} ms  "
-              f"peak {r['peak_rss_mb']:>6.0f} MB  {100 * r['fraction_of_matmul']:>5.1f}% of matmul",
-              flush=True)
+        print(
+          f"{arch:>4} d_in={d:<4} d_sae={m:<6} B={b:<5} {fw:>5}/{var:<7} "
+          f"{r['tokens_per_s']:>9.0f} tok/s  step {1e3 * r['step_s']:>7.1f} ms  "
+          f"peak {r['peak_rss_mb']:>6.0f} MB  {100 * r['fraction_of_matmul']:>5.1f}% of matmul",
+          flush=True,
+        )
   ratios = []
   for d, m, b, _k in sizes:
     for arch in ("relu", "topk"):
+
       def get(fw, var):
-        return next((r for r in runs if r["framework"] == fw and r["variant"] == var and
-                     r["arch"] == arch and r["d_sae"] == m and "error" not in r), None)
+        return next(
+          (
+            r
+            for r in runs
+            if r["framework"] == fw
+            and r["variant"] == var
+            and r["arch"] == arch
+            and r["d_sae"] == m
+            and "error" not in r
+          ),
+          None,
+        )
+
       j, t = get("jax", "auto"), get("torch", "eager")
       if j and t:
-        ratios.append({"arch": arch, "d_in": d, "d_sae": m, "batch": b,
-                       "speed_ratio_jax_over_torch": j["tokens_per_s"] / t["tokens_per_s"],
-                       "peak_rss_ratio_jax_over_torch": j["peak_rss_mb"] / t["peak_rss_mb"],
-                       "jax_sparse_path": j.get("sparse_path")})
+        ratios.append(
+          {
+            "arch": arch,
+            "d_in": d,
+            "d_sae": m,
+            "batch": b,
+            "speed_ratio_jax_over_torch": j["tokens_per_s"] / t["tokens_per_s"],
+            "peak_rss_ratio_jax_over_torch": j["peak_rss_mb"] / t["peak_rss_mb"],
+            "jax_sparse_path": j.get("sparse_path"),
+          }
+        )
   for r in ratios:
-    print(f"{r['arch']:>4} {r['d_in']}x{r['d_sae']} B={r['batch']}: wsae-jax/torch tokens/s = "
-          f"{r['speed_ratio_jax_over_torch']:.2f}, peak memory ratio = "
-          f"{r['peak_rss_ratio_jax_over_torch']:.2f}")
-  common.write_json(a.out, {"machine": common.machine(), "runs": runs, "ratios": ratios,
-                            "command": " ".join(sys.argv)})
+    print(
+      f"{r['arch']:>4} {r['d_in']}x{r['d_sae']} B={r['batch']}: wsae-jax/torch tokens/s = "
+      f"{r['speed_ratio_jax_over_torch']:.2f}, peak memory ratio = "
+      f"{r['peak_rss_ratio_jax_over_torch']:.2f}"
+    )
+  common.write_json(
+    a.out,
+    {"machine": common.machine(), "runs": runs, "ratios": ratios, "command": " ".join(sys.argv)},
+  )
 
 
 if __name__ == "__main__":

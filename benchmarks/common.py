@@ -37,10 +37,14 @@ def numpy_matmul_flops(m: int, k: int, n: int, *, repeats: int = 5) -> float:
 
 
 def machine() -> dict:
-  info = {"platform": platform.platform(), "processor": platform.processor(),
-          "cpu_count": os.cpu_count()}
+  info = {
+    "platform": platform.platform(),
+    "processor": platform.processor(),
+    "cpu_count": os.cpu_count(),
+  }
   try:
     import jax
+
     info["jax"] = jax.__version__
     info["devices"] = [str(d) for d in jax.devices()]
   except Exception:  # pragma: no cover - benchmarks without jax

@@ -70,11 +70,22 @@ class _Step(torch.autograd.Function):
 
 
 class TorchSAE(nn.Module):
-  def __init__(self, arch: str, d_in: int, d_sae: int, *, k: float | None = None,
-               l1_coefficient: float = 1e-3, aux_k: int | None = None,
-               aux_coefficient: float = 1 / 32, dead_after_tokens: int = 10_000_000,
-               l0_coefficient: float = 1e-2, bandwidth: float = 0.05,
-               threshold_lr: float = 0.01, matryoshka_widths: tuple[int, ...] = ()):
+  def __init__(
+    self,
+    arch: str,
+    d_in: int,
+    d_sae: int,
+    *,
+    k: float | None = None,
+    l1_coefficient: float = 1e-3,
+    aux_k: int | None = None,
+    aux_coefficient: float = 1 / 32,
+    dead_after_tokens: int = 10_000_000,
+    l0_coefficient: float = 1e-2,
+    bandwidth: float = 0.05,
+    threshold_lr: float = 0.01,
+    matryoshka_widths: tuple[int, ...] = (),
+  ):
     super().__init__()
     self.arch, self.d_in, self.d_sae, self.k = arch, d_in, d_sae, k
     self.l1_coefficient = l1_coefficient
@@ -160,7 +171,7 @@ class TorchSAE(nn.Module):
 
   def loss(self, x, gamma=None):
     pre, z, x_hat = self(x)
-    g2 = 1.0 if gamma is None else gamma ** 2
+    g2 = 1.0 if gamma is None else gamma**2
     recon = ((x - x_hat) ** 2 * g2).sum(-1).mean()
     loss = recon
     for w in self.widths[:-1]:  # Matryoshka: each inner prefix reconstructs on its own
@@ -192,8 +203,16 @@ class TorchSAE(nn.Module):
 class TorchTrainer:
   """Adam with linear warm-up and the decoder handling of each architecture."""
 
-  def __init__(self, sae: TorchSAE, *, lr: float, steps: int, warmup_steps: int = 0,
-               grad_clip: float | None = 1.0, compile: bool = False):
+  def __init__(
+    self,
+    sae: TorchSAE,
+    *,
+    lr: float,
+    steps: int,
+    warmup_steps: int = 0,
+    grad_clip: float | None = 1.0,
+    compile: bool = False,
+  ):
     self.sae = sae
     self.grad_clip = grad_clip
     self.opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8)
@@ -225,6 +244,7 @@ class TorchTrainer:
         r = sae.threshold_lr
         sae.threshold.copy_((1 - r) * sae.threshold + r * z[z > 0].min())
       fired = (z > 0).any(0)
-      sae.tokens_since_fired = torch.where(fired, torch.zeros_like(sae.tokens_since_fired),
-                                           sae.tokens_since_fired + x.shape[0])
+      sae.tokens_since_fired = torch.where(
+        fired, torch.zeros_like(sae.tokens_since_fired), sae.tokens_since_fired + x.shape[0]
+      )
     return float(loss.detach())

@@ -114,27 +114,58 @@ class Plan:
   n_p: int = 20
 
 
-_TRAIN = w.TrainConfig(steps=1500, batch_size=256, learning_rate=3e-3, warmup_steps=100,
-                       decay_fraction=0.2, log_every=200)
+_TRAIN = w.TrainConfig(
+  steps=1500,
+  batch_size=256,
+  learning_rate=3e-3,
+  warmup_steps=100,
+  decay_fraction=0.2,
+  log_every=200,
+)
 FULL = Plan(
-    geometries=("triangles", "rotated-s0", "rotated-s1", "hub", "toy-imp"),
-    search_sparsities=(0.7, 0.9), control_sparsity=0.99, search_seeds=(0, 1),
-    confirm_seeds=tuple(range(100, 110)), popsize=11, generations=12, sigma0=0.5,
-    d_sae_factors=(1,), train=_TRAIN, eval_samples=4096, toy_n=40, toy_steps=3000)
+  geometries=("triangles", "rotated-s0", "rotated-s1", "hub", "toy-imp"),
+  search_sparsities=(0.7, 0.9),
+  control_sparsity=0.99,
+  search_seeds=(0, 1),
+  confirm_seeds=tuple(range(100, 110)),
+  popsize=11,
+  generations=12,
+  sigma0=0.5,
+  d_sae_factors=(1,),
+  train=_TRAIN,
+  eval_samples=4096,
+  toy_n=40,
+  toy_steps=3000,
+)
 SMOKE = Plan(
-    geometries=("rotated-s1", "hub"), search_sparsities=(0.7, 0.9), control_sparsity=0.99,
-    search_seeds=(0, 1), confirm_seeds=(100, 101, 102), popsize=3, generations=2, sigma0=0.5,
-    d_sae_factors=(1,),
-    train=w.TrainConfig(steps=40, batch_size=64, learning_rate=3e-3, warmup_steps=5,
-                        log_every=20),
-    eval_samples=512, toy_n=40, toy_steps=200)
+  geometries=("rotated-s1", "hub"),
+  search_sparsities=(0.7, 0.9),
+  control_sparsity=0.99,
+  search_seeds=(0, 1),
+  confirm_seeds=(100, 101, 102),
+  popsize=3,
+  generations=2,
+  sigma0=0.5,
+  d_sae_factors=(1,),
+  train=w.TrainConfig(steps=40, batch_size=64, learning_rate=3e-3, warmup_steps=5, log_every=20),
+  eval_samples=512,
+  toy_n=40,
+  toy_steps=200,
+)
 GPU = dataclasses.replace(
-    FULL, geometries=("toy-imp", "toy-imp-raw"), confirm_seeds=tuple(range(100, 120)),
-    d_sae_factors=(1, 4), toy_n=200, generations=30, popsize=15)
+  FULL,
+  geometries=("toy-imp", "toy-imp-raw"),
+  confirm_seeds=tuple(range(100, 120)),
+  d_sae_factors=(1, 4),
+  toy_n=200,
+  generations=30,
+  popsize=15,
+)
 PLANS = {"full": FULL, "smoke": SMOKE, "gpu": GPU}
 
 
 # -- geometries ----------------------------------------------------------------------------------
+
 
 def _haar(n: int, rng) -> np.ndarray:
   q, r = np.linalg.qr(rng.normal(size=(n, n)))
@@ -147,7 +178,7 @@ def geometry(name: str, plan: Plan) -> dict:
   if name == "triangles":
     return {"W": tri, "rates": None}
   if name.startswith("rotated-s"):
-    sigma = float(name[len("rotated-s"):])
+    sigma = float(name[len("rotated-s") :])
     g = np.random.default_rng(2).normal(size=tri.shape[0])
     W = np.exp(sigma * g)[:, None] * (_haar(tri.shape[0], np.random.default_rng(1)) @ tri)
     return {"W": W, "rates": None, "undo": np.exp(-sigma * g)}
@@ -165,8 +196,16 @@ def geometry(name: str, plan: Plan) -> dict:
     rng = np.random.default_rng(4)
     rates = np.exp(rng.uniform(-math.log(3), math.log(3), plan.toy_n))
     rates = (rates / rates.mean()).astype(np.float32)
-    W, info = w.toy_model_matrix(jax.random.key(5), plan.toy_n, plan.n_p, 0.9, importance=0.9,
-                                 rates=rates, steps=plan.toy_steps, return_info=True)
+    W, info = w.toy_model_matrix(
+      jax.random.key(5),
+      plan.toy_n,
+      plan.n_p,
+      0.9,
+      importance=0.9,
+      rates=rates,
+      steps=plan.toy_steps,
+      return_info=True,
+    )
     if name.endswith("-raw"):
       W = W * info["column_norms"][None, :]
     return {"W": np.asarray(W, np.float64), "rates": rates}
@@ -183,7 +222,7 @@ def k_for(sparsity: float, n: int) -> int:
 
 def normalise(g) -> np.ndarray:
   g = np.asarray(g, np.float64)
-  return (g / np.sqrt(np.mean(g ** 2))).astype(np.float32)
+  return (g / np.sqrt(np.mean(g**2))).astype(np.float32)
 
 
 def gamma_of_z(z) -> np.ndarray:
@@ -212,7 +251,7 @@ def coherence(W, gamma) -> float:
   D = D / np.linalg.norm(D, axis=0)
   G = D.T @ D
   n = G.shape[0]
-  return float((np.sum(G ** 2) - n) / (n * (n - 1)))
+  return float((np.sum(G**2) - n) / (n * (n - 1)))
 
 
 def closed_form_l_gt(W, gamma, x) -> float:
@@ -231,14 +270,21 @@ def closed_form_l_gt(W, gamma, x) -> float:
 
 # -- training ------------------------------------------------------------------------------------
 
+
 def _sae_config(n_p: int, d_sae: int, sparsities, n: int):
   return w.TopKSAEConfig(d_in=n_p, d_sae=d_sae, k=max(k_for(S, n) for S in sparsities))
 
 
 def _train_and_score(problem, cfg, plan: Plan, members: list[dict], progress) -> list[dict]:
-  res = sweep.train_sweep(cfg, plan.train, members, problem, progress=progress,
-                          steps_per_call=plan.train.log_every,
-                          decoder_gamma_every=plan.train.log_every)
+  res = sweep.train_sweep(
+    cfg,
+    plan.train,
+    members,
+    problem,
+    progress=progress,
+    steps_per_call=plan.train.log_every,
+    decoder_gamma_every=plan.train.log_every,
+  )
   rows = scoring.score_sweep(res, problem, eval_samples=plan.eval_samples)
   keep = ("l_gt", "mcc", "mse", "fvu", "l0", "dead_frac", "diverged_at")
   return [{k: r[k] for k in keep} for r in rows]
@@ -284,23 +330,33 @@ def search(geo: str, W, rates, d_sae: int, plan: Plan, progress: bool) -> dict:
           where.append((seed, S, i))
     rows = _train_and_score(problem, cfg, plan, members, progress=False)
     l = {key: r["l_gt"] for key, r in zip(where, rows)}
-    fit = {S: [float(np.mean([math.log(l[(s, S, i + 1)] / l[(s, S, 0)])
-                              for s in plan.search_seeds]))
-               for i in range(len(candidates[S]))] for S in Ss}
+    fit = {
+      S: [
+        float(np.mean([math.log(l[(s, S, i + 1)] / l[(s, S, 0)]) for s in plan.search_seeds]))
+        for i in range(len(candidates[S]))
+      ]
+      for S in Ss
+    }
     return fit
 
   # Generation 0: the proxies (each seed's γ from its own stream), padded with CMA-ES samples.
-  per_seed = {S: {p: (lambda seed, p=p, S=S: proxy_gamma(p, W, samples(S, seed)[1]))
-                  for p in PROXIES} for S in Ss}
-  usable = {S: [p for p in PROXIES if all(per_seed[S][p](s) is not None
-                                          for s in plan.search_seeds)] for S in Ss}
+  per_seed = {
+    S: {p: (lambda seed, p=p, S=S: proxy_gamma(p, W, samples(S, seed)[1])) for p in PROXIES}
+    for S in Ss
+  }
+  usable = {
+    S: [p for p in PROXIES if all(per_seed[S][p](s) is not None for s in plan.search_seeds)]
+    for S in Ss
+  }
   out: dict = {}
   es = {}
   pad = {}
   for S in Ss:
-    es[S] = cma.CMAEvolutionStrategy(np.zeros(n_p), plan.sigma0,
-                                     {"popsize": plan.popsize, "seed": 1000 + int(S * 100),
-                                      "verbose": -9})
+    es[S] = cma.CMAEvolutionStrategy(
+      np.zeros(n_p),
+      plan.sigma0,
+      {"popsize": plan.popsize, "seed": 1000 + int(S * 100), "verbose": -9},
+    )
     extra = (-(1 + len(usable[S]))) % 4
     pad[S] = [gamma_of_z(z) for z in es[S].ask()[:extra]]
   fit0 = run({S: [per_seed[S][p] for p in usable[S]] + pad[S] for S in Ss})
@@ -308,19 +364,25 @@ def search(geo: str, W, rates, d_sae: int, plan: Plan, progress: bool) -> dict:
   bar = None
   if progress:
     from tqdm.auto import tqdm
+
     bar = tqdm(total=plan.generations, desc=f"{geo} d_sae={d_sae} CMA-ES", leave=False)
   for S in Ss:
-    f = dict(zip(usable[S], fit0[S][:len(usable[S])]))
+    f = dict(zip(usable[S], fit0[S][: len(usable[S])]))
     best = min(f, key=f.get) if f and min(f.values()) < 0 else None
     z0 = np.zeros(n_p)
     if best is not None:  # start at the best proxy (seed 0's γ of it)
       z0 = np.log(np.asarray(per_seed[S][best](plan.search_seeds[0]), np.float64))
       z0 -= z0.mean()
-    es[S] = cma.CMAEvolutionStrategy(z0, plan.sigma0,
-                                     {"popsize": plan.popsize, "seed": 2000 + int(S * 100),
-                                      "verbose": -9})
-    out[S] = {"proxy_fitness": f, "start": best or "uniform", "history": [],
-              "best_fitness": min([0.0, *f.values()]), "best_gamma": None}
+    es[S] = cma.CMAEvolutionStrategy(
+      z0, plan.sigma0, {"popsize": plan.popsize, "seed": 2000 + int(S * 100), "verbose": -9}
+    )
+    out[S] = {
+      "proxy_fitness": f,
+      "start": best or "uniform",
+      "history": [],
+      "best_fitness": min([0.0, *f.values()]),
+      "best_gamma": None,
+    }
   for _ in range(plan.generations):
     zs = {S: es[S].ask() for S in Ss}
     fit = run({S: [gamma_of_z(z) for z in zs[S]] for S in Ss})
@@ -329,16 +391,16 @@ def search(geo: str, W, rates, d_sae: int, plan: Plan, progress: bool) -> dict:
       i = int(np.argmin(fit[S]))
       if fit[S][i] < out[S]["best_fitness"]:
         out[S]["best_fitness"], out[S]["best_gamma"] = fit[S][i], gamma_of_z(zs[S][i]).tolist()
-      out[S]["history"].append({"min": float(min(fit[S])), "median": float(np.median(fit[S])),
-                                "sigma": float(es[S].sigma)})
+      out[S]["history"].append(
+        {"min": float(min(fit[S])), "median": float(np.median(fit[S])), "sigma": float(es[S].sigma)}
+      )
     if bar is not None:
       bar.update()
   if bar is not None:
     bar.close()
   for S in Ss:
     out[S]["gamma_star"] = gamma_of_z(es[S].result.xfavorite).tolist()
-  return {"by_sparsity": {str(S): v for S, v in out.items()},
-          "seconds": time.perf_counter() - t0}
+  return {"by_sparsity": {str(S): v for S, v in out.items()}, "seconds": time.perf_counter() - t0}
 
 
 ARMS = ("sae", "gstar", "gstar-other", *PROXIES, "decoder")
@@ -371,14 +433,15 @@ def confirm(geo: str, W, rates, d_sae: int, gstar: dict, plan: Plan, progress: b
         elif g is not None:
           m["gamma"] = np.asarray(g, np.float32)
         members.append(m)
-        labels.append({"geometry": geo, "d_sae": d_sae, "sparsity": S, "seed": seed,
-                       "arm": arm})
-  rows = _train_and_score(problem, cfg, plan, members,
-                          progress=progress and f"{geo} d_sae={d_sae} confirm")
+        labels.append({"geometry": geo, "d_sae": d_sae, "sparsity": S, "seed": seed, "arm": arm})
+  rows = _train_and_score(
+    problem, cfg, plan, members, progress=progress and f"{geo} d_sae={d_sae} confirm"
+  )
   return [{**lab, **r} for lab, r in zip(labels, rows) if lab is not None]
 
 
 # -- analysis -----------------------------------------------------------------------------------
+
 
 def _paired(rows, arm, metric, *, relative=True):
   """Per-seed change of `arm` against the plain SAE of the same (seed, S, geometry, d_sae)."""
@@ -407,14 +470,22 @@ def analyse(raw: dict, plan: Plan) -> dict:
         if len(d) == 0:
           continue
         mse = _paired(rs, arm, "mse")
-        readings.append({
-            "cell": key, "geometry": g["geometry"], "d_sae": g["d_sae"], "sparsity": S,
-            "arm": arm, "l_gt_change": _interval(d), "mse_change": _interval(mse),
+        readings.append(
+          {
+            "cell": key,
+            "geometry": g["geometry"],
+            "d_sae": g["d_sae"],
+            "sparsity": S,
+            "arm": arm,
+            "l_gt_change": _interval(d),
+            "mse_change": _interval(mse),
             "mcc_change": _interval(_paired(rs, arm, "mcc", relative=False)),
             "p_less": stats.sign_test(d, alternative="less"),
             "p_greater": stats.sign_test(d, alternative="greater"),
             "p_mse_noninferior": stats.sign_test(mse, margin=MSE_MARGIN, alternative="less"),
-            "primary": arm == "gstar" and S in plan.search_sparsities})
+            "primary": arm == "gstar" and S in plan.search_sparsities,
+          }
+        )
   prim = [r for r in readings if r["primary"]]
   for r, p in zip(prim, stats.holm([r["p_less"] for r in prim])):
     r["p_adjusted"] = float(p)
@@ -432,23 +503,35 @@ def analyse(raw: dict, plan: Plan) -> dict:
     r["mse_ok"] = bool(r["p_mse_noninferior"] < 0.05)
     r["helps_10pct"] = bool(r["reduces"] and med <= -HELPS and r["mse_ok"])
     c = ceiling.get((r["cell"], r["sparsity"]))
-    r["ceiling_fraction"] = (float(med / c["l_gt_change"]["median"])
-                             if c is not None and c["reduces"] and c["l_gt_change"]["median"] < 0
-                             else None)
+    r["ceiling_fraction"] = (
+      float(med / c["l_gt_change"]["median"])
+      if c is not None and c["reduces"] and c["l_gt_change"]["median"] < 0
+      else None
+    )
   search = []
   for key, g in raw["cells"].items():
     for S, v in g["search"]["by_sparsity"].items():
       start = math.exp(min([0.0, *v["proxy_fitness"].values()])) - 1.0
       medians = [math.exp(h["median"]) - 1.0 for h in v["history"]]
-      x = {"cell": key, "sparsity": float(S), "start": v["start"],
-           "best_seen_change": math.exp(v["best_fitness"]) - 1.0, "start_change": start,
-           "generation_medians_all_above_start": bool(all(m > start for m in medians))}
+      x = {
+        "cell": key,
+        "sparsity": float(S),
+        "start": v["start"],
+        "best_seen_change": math.exp(v["best_fitness"]) - 1.0,
+        "start_change": start,
+        "generation_medians_all_above_start": bool(all(m > start for m in medians)),
+      }
       if g.get("undo") is not None and np.ptp(g["undo"]) > 0:  # the known answer's direction
-        x["corr_log_gstar_log_undo"] = float(np.corrcoef(np.log(v["gamma_star"]),
-                                                         np.log(g["undo"]))[0, 1])
+        x["corr_log_gstar_log_undo"] = float(
+          np.corrcoef(np.log(v["gamma_star"]), np.log(g["undo"]))[0, 1]
+        )
       search.append(x)
-  return {"readings": readings, "theory": theory(raw), "search": search,
-          "prior": raw.get("prior", [])}
+  return {
+    "readings": readings,
+    "theory": theory(raw),
+    "search": search,
+    "prior": raw.get("prior", []),
+  }
 
 
 def theory(raw: dict) -> dict:
@@ -461,10 +544,16 @@ def theory(raw: dict) -> dict:
         if arm == "sae":
           continue
         d = _paired([r for r in g["rows"] if r["sparsity"] == float(S_key)], arm, "l_gt")
-        out.append({"cell": key, "sparsity": float(S_key), "arm": arm,
-                    "closed_form_change": v["l_gt"] / base["l_gt"] - 1.0,
-                    "coherence_change": v["coherence"] / base["coherence"] - 1.0,
-                    "measured_change": float(np.median(d)) if len(d) else None})
+        out.append(
+          {
+            "cell": key,
+            "sparsity": float(S_key),
+            "arm": arm,
+            "closed_form_change": v["l_gt"] / base["l_gt"] - 1.0,
+            "coherence_change": v["coherence"] / base["coherence"] - 1.0,
+            "measured_change": float(np.median(d)) if len(d) else None,
+          }
+        )
   ok = [o for o in out if o["measured_change"] is not None]
 
   def rho(a):
@@ -473,8 +562,11 @@ def theory(raw: dict) -> dict:
     r = spearmanr([o[a] for o in ok], [o["measured_change"] for o in ok])
     return {"rho": float(r.statistic), "p_value": float(r.pvalue), "n": len(ok)}
 
-  return {"rows": out, "closed_form_vs_measured": rho("closed_form_change"),
-          "coherence_vs_measured": rho("coherence_change")}
+  return {
+    "rows": out,
+    "closed_form_vs_measured": rho("closed_form_change"),
+    "coherence_vs_measured": rho("coherence_change"),
+  }
 
 
 def prior_check(W, rates, plan: Plan) -> list[dict]:
@@ -485,8 +577,14 @@ def prior_check(W, rates, plan: Plan) -> list[dict]:
   for S in (*plan.search_sparsities, plan.control_sparsity):
     xp = Samples(problem)(S, 0)[1]
     r = spearmanr(np.var(xp, axis=0), pr)
-    out.append({"sparsity": S, "spearman_rho": float(r.statistic), "p_value": float(r.pvalue),
-                "pr_distinct_values": int(len(np.unique(np.round(pr, 6))))})
+    out.append(
+      {
+        "sparsity": S,
+        "spearman_rho": float(r.statistic),
+        "p_value": float(r.pvalue),
+        "pr_distinct_values": int(len(np.unique(np.round(pr, 6)))),
+      }
+    )
   return out
 
 
@@ -500,21 +598,26 @@ def closed_forms(W, rates, gstar: dict, Ss, samples_fn) -> dict:
       g = proxy_gamma(p, W, xp)
       if g is not None:
         arms[p] = g
-    out[str(S)] = {a: {"l_gt": closed_form_l_gt(W, g, x), "coherence": coherence(W, g)}
-                   for a, g in arms.items()}
+    out[str(S)] = {
+      a: {"l_gt": closed_form_l_gt(W, g, x), "coherence": coherence(W, g)} for a, g in arms.items()
+    }
   return out
 
 
 # -- figures and RESULTS.md ------------------------------------------------------------------------
 
+
 def plot(raw: dict, result: dict, out: pathlib.Path) -> list[pathlib.Path]:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   cells = list(raw["cells"].items())
   paths = []
-  fig, axes = plt.subplots(2, math.ceil(len(cells) / 2), figsize=(4.2 * math.ceil(len(cells) / 2),
-                                                                   6.4), squeeze=False)
+  fig, axes = plt.subplots(
+    2, math.ceil(len(cells) / 2), figsize=(4.2 * math.ceil(len(cells) / 2), 6.4), squeeze=False
+  )
   for ax, (key, g) in zip(axes.T.ravel(), cells):
     W = np.asarray(g["W"])
     S = str(max(float(s) for s in g["search"]["by_sparsity"]))
@@ -522,19 +625,29 @@ def plot(raw: dict, result: dict, out: pathlib.Path) -> list[pathlib.Path]:
     order = np.argsort(participation_ratio(W))
     xs = np.arange(len(order))
     rates = None if g["rates"] is None else np.asarray(g["rates"], np.float32)
-    var = normalise(np.var(Samples(problems.SyntheticProblem(
-        np.asarray(W, np.float32), rates=rates))(float(S), 0)[1], axis=0))
+    var = normalise(
+      np.var(
+        Samples(problems.SyntheticProblem(np.asarray(W, np.float32), rates=rates))(float(S), 0)[1],
+        axis=0,
+      )
+    )
     ax.semilogy(xs, gs[order], "o-", label="Γ* (search)", color="C3")
     ax.semilogy(xs, var[order], "s--", label="variance (normalised)", color="C0", ms=3)
-    ax.semilogy(xs, normalise(1.0 / participation_ratio(W))[order], "^:",
-                label="PR⁻¹ (oracle)", color="C2", ms=3)
+    ax.semilogy(
+      xs,
+      normalise(1.0 / participation_ratio(W))[order],
+      "^:",
+      label="PR⁻¹ (oracle)",
+      color="C2",
+      ms=3,
+    )
     if g.get("undo") is not None and np.ptp(g["undo"]) > 0:
       ax.semilogy(xs, normalise(g["undo"])[order], "x", label="known undo", color="k")
     ax.set_title(f"{key}, S = {S}", fontsize=9)
     ax.set_xlabel("dimension, by participation ratio", fontsize=8)
     ax.set_ylabel("γ (mean γ² = 1)", fontsize=8)
     ax.tick_params(labelsize=7)
-  for ax in axes.T.ravel()[len(cells):]:
+  for ax in axes.T.ravel()[len(cells) :]:
     ax.axis("off")
   axes[0, 0].legend(fontsize=7)
   fig.suptitle("Γ* per dimension beside the variance and the participation ratio", fontsize=10)
@@ -543,8 +656,9 @@ def plot(raw: dict, result: dict, out: pathlib.Path) -> list[pathlib.Path]:
   rs = [r for r in result["readings"] if r["sparsity"] in (0.7, 0.9)]
   keys = sorted({(r["cell"], r["sparsity"]) for r in rs})
   arms = ARMS[1:]
-  fig, axes = plt.subplots(1, 2, figsize=(13, 0.42 * len(keys) * len(arms) / 4 + 2),
-                           gridspec_kw={"width_ratios": [3, 1]})
+  fig, axes = plt.subplots(
+    1, 2, figsize=(13, 0.42 * len(keys) * len(arms) / 4 + 2), gridspec_kw={"width_ratios": [3, 1]}
+  )
   ax = axes[0]
   ylabels, ys, y = [], [], 0
   for key in keys:
@@ -553,9 +667,15 @@ def plot(raw: dict, result: dict, out: pathlib.Path) -> list[pathlib.Path]:
       if r is None:
         continue
       c = r["l_gt_change"]
-      ax.errorbar(100 * c["median"], y, xerr=[[100 * (c["median"] - c["lo"])],
-                                              [100 * (c["hi"] - c["median"])]],
-                  fmt="o" if arm == "gstar" else ".", color=f"C{j % 10}", ms=4, lw=1)
+      ax.errorbar(
+        100 * c["median"],
+        y,
+        xerr=[[100 * (c["median"] - c["lo"])], [100 * (c["hi"] - c["median"])]],
+        fmt="o" if arm == "gstar" else ".",
+        color=f"C{j % 10}",
+        ms=4,
+        lw=1,
+      )
       ylabels.append(f"{key[0]} S={key[1]}: {arm}" if arm == "gstar" else arm)
       ys.append(y)
       y += 1
@@ -569,9 +689,13 @@ def plot(raw: dict, result: dict, out: pathlib.Path) -> list[pathlib.Path]:
   ax2 = axes[1]
   for i, (key, g) in enumerate(cells):
     for S, v in g["search"]["by_sparsity"].items():
-      ax2.plot([100 * (math.exp(h["min"]) - 1) for h in v["history"]],
-               color=f"C{i}", ls="-" if S == "0.9" else "--", lw=1,
-               label=f"{key} S={S}")
+      ax2.plot(
+        [100 * (math.exp(h["min"]) - 1) for h in v["history"]],
+        color=f"C{i}",
+        ls="-" if S == "0.9" else "--",
+        lw=1,
+        label=f"{key} S={S}",
+      )
   ax2.set_xlabel("generation")
   ax2.set_ylabel("best candidate's L_GT change on the search seeds (%)")
   ax2.legend(fontsize=6)
@@ -586,28 +710,43 @@ def _pct(c) -> str:
 
 def results_markdown(result: dict) -> str:
   rs = result["readings"]
-  lines = [BEGIN, "", f"Produced by `{result['command']}` ({result['machine']}; "
-           f"{result['wall_seconds'] / 60:.1f} min). Top-k SAEs (recipe), d_sae = n, "
-           f"{len(result['plan']['confirm_seeds'])} fresh paired seeds; changes are median "
-           f"paired relative changes of held-out L_GT against the plain SAE with order-statistic "
-           f"95% intervals.", "",
-           "**Primary readings** (Γ* against the plain SAE; Holm over these):", "",
-           "| geometry | S | search seeds: start, best seen | ΔL_GT, Γ* (fresh seeds) | Holm p | "
-           "Δ x_p MSE | ΔMCC | helps ≥ 10%? |",
-           "|---|---|---|---|---|---|---|---|"]
+  lines = [
+    BEGIN,
+    "",
+    f"Produced by `{result['command']}` ({result['machine']}; "
+    f"{result['wall_seconds'] / 60:.1f} min). Top-k SAEs (recipe), d_sae = n, "
+    f"{len(result['plan']['confirm_seeds'])} fresh paired seeds; changes are median "
+    f"paired relative changes of held-out L_GT against the plain SAE with order-statistic "
+    f"95% intervals.",
+    "",
+    "**Primary readings** (Γ* against the plain SAE; Holm over these):",
+    "",
+    "| geometry | S | search seeds: start, best seen | ΔL_GT, Γ* (fresh seeds) | Holm p | "
+    "Δ x_p MSE | ΔMCC | helps ≥ 10%? |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
   search = {(x["cell"], x["sparsity"]): x for x in result.get("search", [])}
   for r in rs:
     if r["primary"]:
       m = r["mcc_change"]
       x = search.get((r["cell"], r["sparsity"]))
-      sx = (f"{x['start']} {100 * x['start_change']:+.0f}%, {100 * x['best_seen_change']:+.0f}%"
-            if x else "–")
-      lines.append(f"| {r['cell']} | {r['sparsity']} | {sx} | {_pct(r['l_gt_change'])} | "
-                   f"{r['p_adjusted']:.3g} | {_pct(r['mse_change'])} | {m['median']:+.3f} | "
-                   f"{'**yes**' if r['helps_10pct'] else 'no'} |")
-  lines += ["", "**Every arm** (median ΔL_GT; `*` = reduction significant after BH within the arm "
-            "(Holm for Γ*); `f` = fraction of the ceiling captured where the ceiling is "
-            "significant):", ""]
+      sx = (
+        f"{x['start']} {100 * x['start_change']:+.0f}%, {100 * x['best_seen_change']:+.0f}%"
+        if x
+        else "–"
+      )
+      lines.append(
+        f"| {r['cell']} | {r['sparsity']} | {sx} | {_pct(r['l_gt_change'])} | "
+        f"{r['p_adjusted']:.3g} | {_pct(r['mse_change'])} | {m['median']:+.3f} | "
+        f"{'**yes**' if r['helps_10pct'] else 'no'} |"
+      )
+  lines += [
+    "",
+    "**Every arm** (median ΔL_GT; `*` = reduction significant after BH within the arm "
+    "(Holm for Γ*); `f` = fraction of the ceiling captured where the ceiling is "
+    "significant):",
+    "",
+  ]
   cells = sorted({(r["cell"], r["sparsity"]) for r in rs})
   arms = [a for a in ARMS[1:] if any(r["arm"] == a for r in rs)]
   lines.append("| geometry | S | " + " | ".join(arms) + " |")
@@ -625,23 +764,38 @@ def results_markdown(result: dict) -> str:
       cols.append(s)
     lines.append(f"| {cell} | {S} | " + " | ".join(cols) + " |")
   th = result["theory"]
-  lines += ["", "**Prior check** (no SAE): Spearman ρ(variance, participation ratio) at S = 0.7 / "
-            "0.9 / 0.99: " + "; ".join(
-                f"{c}: " + " / ".join(f"{p['spearman_rho']:+.2f}" for p in pr)
-                for c, pr in result["prior"].items()) + "."]
-  for name, label in (("closed_form_vs_measured", "closed form on ΓW_p"),
-                      ("coherence_vs_measured", "coherence of ΓW_p")):
+  lines += [
+    "",
+    "**Prior check** (no SAE): Spearman ρ(variance, participation ratio) at S = 0.7 / "
+    "0.9 / 0.99: "
+    + "; ".join(
+      f"{c}: " + " / ".join(f"{p['spearman_rho']:+.2f}" for p in pr)
+      for c, pr in result["prior"].items()
+    )
+    + ".",
+  ]
+  for name, label in (
+    ("closed_form_vs_measured", "closed form on ΓW_p"),
+    ("coherence_vs_measured", "coherence of ΓW_p"),
+  ):
     v = th[name]
     if v:
-      lines.append(f"Theory as a predictor: Spearman ρ({label} change, measured change) = "
-                   f"{v['rho']:+.2f} (p = {v['p_value']:.2g}, n = {v['n']} arm × cell readings).")
+      lines.append(
+        f"Theory as a predictor: Spearman ρ({label} change, measured change) = "
+        f"{v['rho']:+.2f} (p = {v['p_value']:.2g}, n = {v['n']} arm × cell readings)."
+      )
   lines += ["", END]
   return "\n".join(lines)
 
 
 def write_results_md(result, path: pathlib.Path = RESULTS_MD) -> None:
-  reproduce.write_block(path, results_markdown(result), BEGIN, END, lambda text, block: (
-      text.rstrip("\n") + "\n\n## The γ ceiling (issue #23)\n\n" + block + "\n"))
+  reproduce.write_block(
+    path,
+    results_markdown(result),
+    BEGIN,
+    END,
+    lambda text, block: text.rstrip("\n") + "\n\n## The γ ceiling (issue #23)\n\n" + block + "\n",
+  )
 
 
 def _jsonable(o):
@@ -657,11 +811,18 @@ def main(argv=None):
   p.add_argument("--smoke", action="store_true", help="tiny grid for CI (about a minute)")
   p.add_argument("--plan", choices=tuple(PLANS), default=None, help="full (default), smoke, gpu")
   p.add_argument("--out", default=str(OUT), help="output folder")
-  p.add_argument("--no-results-md", action="store_true",
-                 help="do not rewrite experiments/RESULTS.md (implied by --smoke or --out)")
+  p.add_argument(
+    "--no-results-md",
+    action="store_true",
+    help="do not rewrite experiments/RESULTS.md (implied by --smoke or --out)",
+  )
   p.add_argument("--no-progress", action="store_true")
-  p.add_argument("--from-json", default=None, metavar="JSON",
-                 help="re-analyse the trained SAEs of an earlier gamma_ceiling.json")
+  p.add_argument(
+    "--from-json",
+    default=None,
+    metavar="JSON",
+    help="re-analyse the trained SAEs of an earlier gamma_ceiling.json",
+  )
   a = p.parse_args(argv)
   name = "smoke" if a.smoke else (a.plan or "full")
   plan = PLANS[name]
@@ -687,28 +848,42 @@ def main(argv=None):
         rows = confirm(geo, W, rates, d_sae, gstar, plan, not a.no_progress)
         problem = problems.SyntheticProblem(np.asarray(W, np.float32), rates=rates)
         raw["cells"][key] = {
-            "geometry": geo, "d_sae": d_sae, "W": W, "rates": rates, "undo": G.get("undo"),
-            "search": s, "rows": rows,
-            "closed_form": closed_forms(W, rates, gstar,
-                                        (*plan.search_sparsities, plan.control_sparsity),
-                                        Samples(problem))}
-        print(f"{key:>14}: search {s['seconds']:6.1f} s, {len(rows)} confirmation SAEs, "
-              f"{time.perf_counter() - t:6.1f} s in all", flush=True)
+          "geometry": geo,
+          "d_sae": d_sae,
+          "W": W,
+          "rates": rates,
+          "undo": G.get("undo"),
+          "search": s,
+          "rows": rows,
+          "closed_form": closed_forms(
+            W, rates, gstar, (*plan.search_sparsities, plan.control_sparsity), Samples(problem)
+          ),
+        }
+        print(
+          f"{key:>14}: search {s['seconds']:6.1f} s, {len(rows)} confirmation SAEs, "
+          f"{time.perf_counter() - t:6.1f} s in all",
+          flush=True,
+        )
     raw = json.loads(json.dumps(raw, default=_jsonable))
-  command = " ".join(["python", "experiments/gamma_ceiling.py",
-                       *(sys.argv[1:] if argv is None else argv)])
+  command = " ".join(
+    ["python", "experiments/gamma_ceiling.py", *(sys.argv[1:] if argv is None else argv)]
+  )
   if a.from_json:
     command = f"{trained_by} (re-analysed: {command})"
-  result = {"command": command,
-            "machine": reproduce.machine(), "plan": {**dataclasses.asdict(plan),
-                                           "train": dataclasses.asdict(plan.train), "name": name},
-            **analyse(raw, plan)}
+  result = {
+    "command": command,
+    "machine": reproduce.machine(),
+    "plan": {**dataclasses.asdict(plan), "train": dataclasses.asdict(plan.train), "name": name},
+    **analyse(raw, plan),
+  }
   result["prior"] = raw["prior"]
   result["wall_seconds"] = time.perf_counter() - t0
   payload = {**result, "raw": raw}
   from wsae_jax.storage import records
-  records.write_json(out / "gamma_ceiling.json", json.loads(json.dumps(payload, default=_jsonable)),
-                     indent=1)
+
+  records.write_json(
+    out / "gamma_ceiling.json", json.loads(json.dumps(payload, default=_jsonable)), indent=1
+  )
   plot(raw, result, out)
   if not (a.smoke or a.no_results_md or pathlib.Path(a.out).resolve() != OUT.resolve()):
     write_results_md(result)

@@ -22,7 +22,7 @@ import tempfile
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-from wsae_jax.lm import harvest as hv
+from wsae_jax.app import harvest as app_harvest
 
 
 def fetch_janeaustenr(dest: pathlib.Path) -> pathlib.Path:
@@ -32,8 +32,9 @@ def fetch_janeaustenr(dest: pathlib.Path) -> pathlib.Path:
     return pkg
   dest.mkdir(parents=True, exist_ok=True)
   with tempfile.TemporaryDirectory() as tmp:
-    subprocess.run(["apt-get", "download", "r-cran-janeaustenr"], cwd=tmp, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+      ["apt-get", "download", "r-cran-janeaustenr"], cwd=tmp, check=True, stdout=subprocess.DEVNULL
+    )
     deb = next(pathlib.Path(tmp).glob("r-cran-janeaustenr_*.deb"))
     subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)
   return pkg
@@ -43,10 +44,12 @@ def main(argv=None):
   """`wsae harvest` with the SmolLM2 / Jane Austen defaults, fetching r-cran-janeaustenr with
   apt-get download when it is not installed (the command itself only reads it)."""
   from wsae_jax.app import cli
+
   argv = list(sys.argv[1:] if argv is None else argv)
-  if "--janeausten-root" not in argv and ("--corpus" not in argv
-                                          or argv[argv.index("--corpus") + 1] == "janeaustenr"):
-    if not any(pathlib.Path(d).exists() for d in hv.JANEAUSTENR_DIRS):
+  if "--janeausten-root" not in argv and (
+    "--corpus" not in argv or argv[argv.index("--corpus") + 1] == "janeaustenr"
+  ):
+    if not any(pathlib.Path(d).exists() for d in app_harvest.JANEAUSTENR_DIRS):
       argv += ["--janeausten-root", str(fetch_janeaustenr(pathlib.Path("data/janeaustenr")))]
   return cli.main(["harvest", *argv])
 

@@ -69,8 +69,17 @@ def summarise(rows, keys, group_by):
   return out
 
 
-KEYS = ("l_gt", "mse", "latent_var", "features_per_latent", "mmcs", "l0", "shrinkage", "vanishing",
-        "dead_frac")
+KEYS = (
+  "l_gt",
+  "mse",
+  "latent_var",
+  "features_per_latent",
+  "mmcs",
+  "l0",
+  "shrinkage",
+  "vanishing",
+  "dead_frac",
+)
 
 
 def k_for(sparsity: float, n: int) -> int:
@@ -81,30 +90,49 @@ def k_for(sparsity: float, n: int) -> int:
 def run_geometry(name, W, sparsities, seeds, tc, eval_samples, progress, arch="tied"):
   n_p, n = W.shape
   if arch == "topk":
-    cfg = w.TopKSAEConfig(d_in=n_p, d_sae=n, k=max(k_for(S, n) for S in sparsities),
-                          dead_after_tokens=50 * tc.batch_size)
+    cfg = w.TopKSAEConfig(
+      d_in=n_p,
+      d_sae=n,
+      k=max(k_for(S, n) for S in sparsities),
+      dead_after_tokens=50 * tc.batch_size,
+    )
   else:
     cfg = w.TiedSAEConfig(d_in=n_p, d_sae=n)
   extra = (lambda S: {"k": k_for(S, n)}) if arch == "topk" else (lambda S: {})
   problem = problems.SyntheticProblem(W)
   # Parts 1 + 2: S x seeds x {SAE, WSAE α=1}.
-  members = [{"seed": s, "data_seed": s, "sparsity": S, "alpha": a, **extra(S)}
-             for S in sparsities for s in seeds for a in (0.0, 1.0)]
+  members = [
+    {"seed": s, "data_seed": s, "sparsity": S, "alpha": a, **extra(S)}
+    for S in sparsities
+    for s in seeds
+    for a in (0.0, 1.0)
+  ]
   res = sweep.train_sweep(cfg, tc, members, problem, progress=progress and f"{name}: S sweep")
-  rows = [dict(r, model="WSAE" if r["alpha"] else "SAE")
-          for r in scoring.score_sweep(res, problem, eval_samples=eval_samples)]
+  rows = [
+    dict(r, model="WSAE" if r["alpha"] else "SAE")
+    for r in scoring.score_sweep(res, problem, eval_samples=eval_samples)
+  ]
   # Part 3: α sweep with variance and oracle weights at S = 0.9.
   S3 = 0.9
-  members3 = [{"seed": s, "data_seed": s, "sparsity": S3, "alpha": a, **extra(S3)}
-              for a in ALPHAS for s in seeds]
-  members3 += [{"seed": s, "data_seed": s, "sparsity": S3, "gamma": oracle_weights(W, a), **extra(S3)}
-               for a in ALPHAS for s in seeds]
+  members3 = [
+    {"seed": s, "data_seed": s, "sparsity": S3, "alpha": a, **extra(S3)}
+    for a in ALPHAS
+    for s in seeds
+  ]
+  members3 += [
+    {"seed": s, "data_seed": s, "sparsity": S3, "gamma": oracle_weights(W, a), **extra(S3)}
+    for a in ALPHAS
+    for s in seeds
+  ]
   res3 = sweep.train_sweep(cfg, tc, members3, problem, progress=progress and f"{name}: α sweep")
   rows3 = []
   for m, r in zip(members3, scoring.score_sweep(res3, problem, eval_samples=eval_samples)):
     weighting = "variance" if "alpha" in m else "oracle"
-    alpha = m["alpha"] if "alpha" in m else ALPHAS[[
-        np.allclose(m["gamma"], oracle_weights(W, a)) for a in ALPHAS].index(True)]
+    alpha = (
+      m["alpha"]
+      if "alpha" in m
+      else ALPHAS[[np.allclose(m["gamma"], oracle_weights(W, a)) for a in ALPHAS].index(True)]
+    )
     rows3.append(dict(r, weighting=weighting, alpha=alpha))
   # Closed form on the same sparsities (it does not depend on γ).
   grid = cf.solve_grid(W, sparsities, num_samples=eval_samples)
@@ -113,23 +141,37 @@ def run_geometry(name, W, sparsities, seeds, tc, eval_samples, progress, arch="t
   pr = participation_ratio(W)
   rho = spearmanr(var, pr)
   return {
-      "n_p": n_p, "n": n, "train_seconds": res.seconds + res3.seconds,
-      "diverged": {**{f"S:{k}": v for k, v in res.diverged.items()},
-                   **{f"alpha:{k}": v for k, v in res3.diverged.items()}},
-      "by_sparsity": summarise(rows, KEYS, ("sparsity", "model")),
-      "alpha_sweep": summarise(rows3, KEYS, ("weighting", "alpha")),
-      "closed_form": {"sparsity": list(map(float, sparsities)), "l_gt": grid.l_gt[0].tolist(),
-                      "l_sae": grid.l_wsae[0, :, 0].tolist()},
-      "proxy": {"variance": var.tolist(), "participation_ratio": pr.tolist(),
-                "spearman_rho": float(rho.statistic), "spearman_p": float(rho.pvalue)},
-      "rows": rows, "alpha_rows": rows3,
+    "n_p": n_p,
+    "n": n,
+    "train_seconds": res.seconds + res3.seconds,
+    "diverged": {
+      **{f"S:{k}": v for k, v in res.diverged.items()},
+      **{f"alpha:{k}": v for k, v in res3.diverged.items()},
+    },
+    "by_sparsity": summarise(rows, KEYS, ("sparsity", "model")),
+    "alpha_sweep": summarise(rows3, KEYS, ("weighting", "alpha")),
+    "closed_form": {
+      "sparsity": list(map(float, sparsities)),
+      "l_gt": grid.l_gt[0].tolist(),
+      "l_sae": grid.l_wsae[0, :, 0].tolist(),
+    },
+    "proxy": {
+      "variance": var.tolist(),
+      "participation_ratio": pr.tolist(),
+      "spearman_rho": float(rho.statistic),
+      "spearman_p": float(rho.pvalue),
+    },
+    "rows": rows,
+    "alpha_rows": rows3,
   }
 
 
 def plot(result, path):
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   geos = list(result["geometries"])
   fig, axes = plt.subplots(len(geos), 5, figsize=(21, 3.8 * len(geos)), squeeze=False)
   for row, g in zip(axes, geos):
@@ -140,16 +182,25 @@ def plot(result, path):
 
     def series(ax, key, model, **kw):
       es = sorted([e for e in bs if e["model"] == model], key=lambda e: e["sparsity"])
-      ax.errorbar(xs, [e[key] for e in es], yerr=[e[key + "_std"] for e in es], marker="o",
-                  ms=3, capsize=3, **kw)
+      ax.errorbar(
+        xs,
+        [e[key] for e in es],
+        yerr=[e[key + "_std"] for e in es],
+        marker="o",
+        ms=3,
+        capsize=3,
+        **kw,
+      )
 
     ax = row[0]
     series(ax, "features_per_latent", "SAE", color="tab:blue", label="SAE")
     ax.set_title(f"{g}: Fig. 2, features per latent")
     ax.set_ylabel("true features activating a latent")
-    for ax, key, title in ((row[1], "l_gt", "L_GT (after matching)"),
-                           (row[2], "latent_var", "per-dim variance of recovered features"),
-                           (row[3], "mse", "x_p reconstruction (MSE)")):
+    for ax, key, title in (
+      (row[1], "l_gt", "L_GT (after matching)"),
+      (row[2], "latent_var", "per-dim variance of recovered features"),
+      (row[3], "mse", "x_p reconstruction (MSE)"),
+    ):
       series(ax, key, "SAE", color="tab:blue", label="SAE")
       series(ax, key, "WSAE", color="tab:orange", label="WSAE (α=1)")
       cf_key = {"l_gt": "l_gt", "mse": "l_sae"}.get(key)
@@ -164,11 +215,19 @@ def plot(result, path):
       ax.legend(fontsize=7)
     ax = row[4]
     for weighting, colour in (("variance", "tab:orange"), ("oracle", "tab:green")):
-      es = sorted([e for e in R["alpha_sweep"] if e["weighting"] == weighting],
-                  key=lambda e: e["alpha"])
-      ax.errorbar([e["alpha"] for e in es], [e["l_gt"] for e in es],
-                  yerr=[e["l_gt_std"] for e in es], marker="o", ms=3, capsize=3, color=colour,
-                  label=f"{weighting} weights")
+      es = sorted(
+        [e for e in R["alpha_sweep"] if e["weighting"] == weighting], key=lambda e: e["alpha"]
+      )
+      ax.errorbar(
+        [e["alpha"] for e in es],
+        [e["l_gt"] for e in es],
+        yerr=[e["l_gt_std"] for e in es],
+        marker="o",
+        ms=3,
+        capsize=3,
+        color=colour,
+        label=f"{weighting} weights",
+      )
     ax.set_title(f"{g}: α sweep at S=0.9 (ρ(Var, PR)={R['proxy']['spearman_rho']:.2f})")
     ax.set_xlabel("α")
     ax.set_ylabel("L_GT")
@@ -185,8 +244,12 @@ def main(argv=None):
   p.add_argument("--smoke", action="store_true", help="tiny version for CI")
   p.add_argument("--out", default=str(OUT))
   p.add_argument("--no-progress", action="store_true")
-  p.add_argument("--arch", choices=("tied", "topk"), default="tied",
-                 help="tied: the theory SAE (no sparsity term); topk: Top-k with k = ceil((1-S) n)")
+  p.add_argument(
+    "--arch",
+    choices=("tied", "topk"),
+    default="tied",
+    help="tied: the theory SAE (no sparsity term); topk: Top-k with k = ceil((1-S) n)",
+  )
   a = p.parse_args(argv)
   out = pathlib.Path(a.out)
   out.mkdir(parents=True, exist_ok=True)
@@ -196,33 +259,54 @@ def main(argv=None):
     sparsities, seeds, eval_samples = (0.7, 0.99), (0, 1), 1024
     tc = w.TrainConfig(steps=20, batch_size=128, learning_rate=3e-3, warmup_steps=5, log_every=10)
   else:
-    geos = {"toy model": w.toy_model_matrix(jax.random.key(0), 200, 20, 0.9, steps=5000),
-            "constructed": constructed_matrix()}
+    geos = {
+      "toy model": w.toy_model_matrix(jax.random.key(0), 200, 20, 0.9, steps=5000),
+      "constructed": constructed_matrix(),
+    }
     sparsities, seeds, eval_samples = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99), tuple(range(5)), 16384
-    tc = w.TrainConfig(steps=3000, batch_size=1024, learning_rate=2e-3, warmup_steps=100,
-                       decay_fraction=0.2, log_every=250)
-  result = {"arch": a.arch, "train_config": dataclasses.asdict(tc), "seeds": list(seeds),
-            "geometries": {}}
+    tc = w.TrainConfig(
+      steps=3000,
+      batch_size=1024,
+      learning_rate=2e-3,
+      warmup_steps=100,
+      decay_fraction=0.2,
+      log_every=250,
+    )
+  result = {
+    "arch": a.arch,
+    "train_config": dataclasses.asdict(tc),
+    "seeds": list(seeds),
+    "geometries": {},
+  }
   for name, W in geos.items():
-    result["geometries"][name] = run_geometry(name, W, sparsities, seeds, tc, eval_samples,
-                                              not a.no_progress, arch=a.arch)
+    result["geometries"][name] = run_geometry(
+      name, W, sparsities, seeds, tc, eval_samples, not a.no_progress, arch=a.arch
+    )
   result["seconds"] = time.perf_counter() - t0
   stem = "synthetic" if a.arch == "tied" else f"synthetic_{a.arch}"
   (out / f"{stem}.json").write_text(json.dumps(result, indent=2, default=float))
   plot(result, out / f"{stem}.png")
   for g, R in result["geometries"].items():
-    print(f"\n== {g} (n={R['n']}, n_p={R['n_p']}); Spearman ρ(Var, PR) = "
-          f"{R['proxy']['spearman_rho']:.3f}")
+    print(
+      f"\n== {g} (n={R['n']}, n_p={R['n_p']}); Spearman ρ(Var, PR) = "
+      f"{R['proxy']['spearman_rho']:.3f}"
+    )
     print(f"{'S':>5} {'model':>5} {'feat/lat':>9} {'L_GT':>14} {'latent var':>18} {'MSE':>16}")
     for e in sorted(R["by_sparsity"], key=lambda e: (e["sparsity"], e["model"])):
-      print(f"{e['sparsity']:>5} {e['model']:>5} {e['features_per_latent']:>9.2f} "
-            f"{e['l_gt']:>7.3f}±{e['l_gt_std']:<6.3f} {e['latent_var']:>9.5f}±{e['latent_var_std']:<8.5f} "
-            f"{e['mse']:>8.4f}±{e['mse_std']:<7.4f}")
+      print(
+        f"{e['sparsity']:>5} {e['model']:>5} {e['features_per_latent']:>9.2f} "
+        f"{e['l_gt']:>7.3f}±{e['l_gt_std']:<6.3f} {e['latent_var']:>9.5f}±{e['latent_var_std']:<8.5f} "
+        f"{e['mse']:>8.4f}±{e['mse_std']:<7.4f}"
+      )
     print(f"{'weights':>9} {'α':>5} {'L_GT':>14} {'MSE':>16}")
     for e in sorted(R["alpha_sweep"], key=lambda e: (e["weighting"], e["alpha"])):
-      print(f"{e['weighting']:>9} {e['alpha']:>5} {e['l_gt']:>7.3f}±{e['l_gt_std']:<6.3f} "
-            f"{e['mse']:>8.4f}±{e['mse_std']:<7.4f}")
-  print(f"\nwrote {out / (stem + '.json')} and {out / (stem + '.png')} in {result['seconds']:.0f} s")
+      print(
+        f"{e['weighting']:>9} {e['alpha']:>5} {e['l_gt']:>7.3f}±{e['l_gt_std']:<6.3f} "
+        f"{e['mse']:>8.4f}±{e['mse_std']:<7.4f}"
+      )
+  print(
+    f"\nwrote {out / (stem + '.json')} and {out / (stem + '.png')} in {result['seconds']:.0f} s"
+  )
 
 
 if __name__ == "__main__":

@@ -33,23 +33,44 @@ def main(argv=None):
   for S in (0.5, 0.99):
     x = np.asarray(w.SyntheticSource(W, S, 1, seed=0).features(problems.HELD_OUT_STEP + 1, 4096))
     x_m = np.maximum(x.astype(np.float64) @ W.T @ W, 0.0)
-    rows.append({"S": S, "model": "closed form", "mcc": metrics.mcc(x_m, x),
-                 "l_gt": float(np.mean(np.sum((x - x_m) ** 2, axis=1)))})
+    rows.append(
+      {
+        "S": S,
+        "model": "closed form",
+        "mcc": metrics.mcc(x_m, x),
+        "l_gt": float(np.mean(np.sum((x - x_m) ** 2, axis=1))),
+      }
+    )
     for steps in budgets:
       for seed in seeds:
         cfg = w.TiedSAEConfig(d_in=20, d_sae=26)
-        tc = w.TrainConfig(steps=steps, batch_size=256, learning_rate=3e-3, warmup_steps=100,
-                           decay_fraction=0.2, seed=seed, log_every=steps)
+        tc = w.TrainConfig(
+          steps=steps,
+          batch_size=256,
+          learning_rate=3e-3,
+          warmup_steps=100,
+          decay_fraction=0.2,
+          seed=seed,
+          log_every=steps,
+        )
         src = w.SyntheticSource(W, S, 256, seed=seed)
         state, _ = w.train(cfg, tc, src, progress=False)
         xs = np.asarray(src.features(problems.HELD_OUT_STEP + 1, 4096))
         r = w.evaluate(cfg, state.params, xs, W)
-        rows.append({"S": S, "model": "tied SAE", "steps": steps, "seed": seed,
-                     **{k: r[k] for k in ("mcc", "l_gt", "match_cos", "mse", "l0", "dead_frac")}})
+        rows.append(
+          {
+            "S": S,
+            "model": "tied SAE",
+            "steps": steps,
+            "seed": seed,
+            **{k: r[k] for k in ("mcc", "l_gt", "match_cos", "mse", "l0", "dead_frac")},
+          }
+        )
         print(rows[-1], flush=True)
   if not smoke:
-    OUT.write_text(json.dumps({"command": "python experiments/tied_extreme_sparsity.py",
-                               "rows": rows}, indent=1))
+    OUT.write_text(
+      json.dumps({"command": "python experiments/tied_extreme_sparsity.py", "rows": rows}, indent=1)
+    )
   return rows
 
 

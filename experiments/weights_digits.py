@@ -49,15 +49,20 @@ FVU_MARGIN = 0.10  # non-inferiority: FVU at most 10% of the plain SAE's above i
 
 
 def parse(argv=None):
-  p = argparse.ArgumentParser(description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("--out", default=str(HERE / "results"))
   p.add_argument("--hidden", type=int, default=32)
   p.add_argument("--width", type=int, default=4)
   p.add_argument("--k", type=int, default=4)
   p.add_argument("--seeds", type=int, default=10)
-  p.add_argument("--min-fires", type=int, default=10,
-                 help="a latent counts for the consistency when it fires on this many test images")
+  p.add_argument(
+    "--min-fires",
+    type=int,
+    default=10,
+    help="a latent counts for the consistency when it fires on this many test images",
+  )
   p.add_argument("--steps", type=int, default=3000)
   p.add_argument("--net-steps", type=int, default=600)
   p.add_argument("--alphas", type=lambda s: [float(t) for t in s.split(",")], default=[0.5, 1.0])
@@ -71,6 +76,7 @@ def parse(argv=None):
 
 def digits(seed: int = 0, n_train: int = 1200):
   from sklearn.datasets import load_digits  # the `study` extra; the data ship inside the wheel
+
   X, y = load_digits(return_X_y=True)
   order = np.random.default_rng(seed).permutation(len(y))
   X = (X / 16.0).astype(np.float32)
@@ -83,10 +89,14 @@ def train_network(X, y, hidden: int, steps: int, seed: int = 0):
   import jax
   import jax.numpy as jnp
   import optax
+
   k1, k2 = jax.random.split(jax.random.key(seed))
-  params = {"W1": jax.random.normal(k1, (X.shape[1], hidden)) / np.sqrt(X.shape[1]),
-            "b1": jnp.zeros(hidden),
-            "W2": jax.random.normal(k2, (hidden, 10)) / np.sqrt(hidden), "b2": jnp.zeros(10)}
+  params = {
+    "W1": jax.random.normal(k1, (X.shape[1], hidden)) / np.sqrt(X.shape[1]),
+    "b1": jnp.zeros(hidden),
+    "W2": jax.random.normal(k2, (hidden, 10)) / np.sqrt(hidden),
+    "b2": jnp.zeros(10),
+  }
   hid = lambda p, x: jax.nn.relu(x @ p["W1"] + p["b1"])
   onehot = jax.nn.one_hot(y, 10)
 
@@ -105,8 +115,9 @@ def train_network(X, y, hidden: int, steps: int, seed: int = 0):
 
   for _ in range(steps):
     params, state = step(params, state)
-  acc = lambda Xe, ye: float(np.mean(np.argmax(np.asarray(hid(params, Xe) @ params["W2"]
-                                                          + params["b2"]), 1) == ye))
+  acc = lambda Xe, ye: float(
+    np.mean(np.argmax(np.asarray(hid(params, Xe) @ params["W2"] + params["b2"]), 1) == ye)
+  )
   return (lambda Xe: np.asarray(hid(params, jnp.asarray(Xe)))), acc
 
 
@@ -126,7 +137,8 @@ def gammas(F, y, alphas):
     for a in alphas:
       out[f"consistency α={a:g}"] = weights.consistency_weights(F, y, a)
       out[f"zero-fraction α={a:g}"] = weights.weights_from_polysemanticity(
-          weights.zero_fraction_polysemanticity(F), a)
+        weights.zero_fraction_polysemanticity(F), a
+      )
       out[f"variance α={a:g}"] = weights.variance_weights(F, a)
   return out
 
@@ -150,10 +162,18 @@ def main(argv=None):
   # The recipe of `wsae train --activations` (REAL.md): dead after 5% of the run's samples, so
   # that AuxK revives them, and b_dec at the geometric median.
   cfg = w.TopKSAEConfig(d_in=d, d_sae=args.width * d, k=args.k)  # dead window: the default
-  tc = w.TrainConfig(steps=args.steps, batch_size=256, learning_rate=3e-3,
-                     warmup_steps=min(100, args.steps // 10), log_every=max(1, args.steps // 10))
-  members = [{"seed": s, **({} if G[n] is None else {"gamma": G[n]})}
-             for s in range(args.seeds) for n in names]
+  tc = w.TrainConfig(
+    steps=args.steps,
+    batch_size=256,
+    learning_rate=3e-3,
+    warmup_steps=min(100, args.steps // 10),
+    log_every=max(1, args.steps // 10),
+  )
+  members = [
+    {"seed": s, **({} if G[n] is None else {"gamma": G[n]})}
+    for s in range(args.seeds)
+    for n in names
+  ]
   res = sweep.train_sweep(cfg, tc, members, Ftr, progress=not args.no_progress)
   rows = []
   for i, m in enumerate(members):
@@ -161,35 +181,62 @@ def main(argv=None):
     z_tr = np.asarray(w.models.encode(cfg, p, Ftr))
     z_te, x_hat = (np.asarray(a) for a in w.models.forward(cfg, p, Fte))
     alive = (z_te > 0).any(0)
-    per_latent, _ = weights.semantic_consistency(z_te, yte) if alive.any() else (
-        np.full(z_te.shape[1], np.nan), None)
-    rows.append({"weighting": names[i % len(names)], "seed": m["seed"],
-                 "consistency_per_latent": np.nan_to_num(per_latent).tolist(),
-                 "fires_per_latent": (z_te > 0).sum(0).tolist(),
-                 "probe_accuracy": probe_accuracy(z_tr, ytr, z_te, yte),
-                 "fvu": w.evaluation.metrics.fvu(Fte, x_hat),
-                 "dead_frac": float(1.0 - alive.mean())})
+    per_latent, _ = (
+      weights.semantic_consistency(z_te, yte)
+      if alive.any()
+      else (np.full(z_te.shape[1], np.nan), None)
+    )
+    rows.append(
+      {
+        "weighting": names[i % len(names)],
+        "seed": m["seed"],
+        "consistency_per_latent": np.nan_to_num(per_latent).tolist(),
+        "fires_per_latent": (z_te > 0).sum(0).tolist(),
+        "probe_accuracy": probe_accuracy(z_tr, ytr, z_te, yte),
+        "fvu": w.evaluation.metrics.fvu(Fte, x_hat),
+        "dead_frac": float(1.0 - alive.mean()),
+      }
+    )
   paired = pair_up(rows, names, G, args.min_fires)
-  result = {"command": " ".join([pathlib.Path(sys.argv[0]).name] + list(argv or sys.argv[1:])),
-            "network": {"hidden": args.hidden, "live_hidden_units": d, "train_images": int(len(ytr)),
-                        "test_images": int(len(yte)), "test_accuracy": net_acc(Xte, yte),
-                        "feature_consistency": feat_consistency,
-                        "feature_consistency_per_dim": per_dim.tolist(),
-                        "raw_probe_accuracy": probe_accuracy(Ftr, ytr, Fte, yte)},
-            "sae": cfg.to_dict(), "steps": args.steps, "seeds": args.seeds, "rows": rows,
-            "paired": paired, "seconds": time.perf_counter() - t0}
+  result = {
+    "command": " ".join([pathlib.Path(sys.argv[0]).name] + list(argv or sys.argv[1:])),
+    "network": {
+      "hidden": args.hidden,
+      "live_hidden_units": d,
+      "train_images": int(len(ytr)),
+      "test_images": int(len(yte)),
+      "test_accuracy": net_acc(Xte, yte),
+      "feature_consistency": feat_consistency,
+      "feature_consistency_per_dim": per_dim.tolist(),
+      "raw_probe_accuracy": probe_accuracy(Ftr, ytr, Fte, yte),
+    },
+    "sae": cfg.to_dict(),
+    "steps": args.steps,
+    "seeds": args.seeds,
+    "rows": rows,
+    "paired": paired,
+    "seconds": time.perf_counter() - t0,
+  }
   (out_dir / "weights_digits.json").write_text(json.dumps(result, indent=2, default=float))
   plot(paired, out_dir / "weights_digits.png")
   n = result["network"]
-  print(f"network: test accuracy {n['test_accuracy']:.3f}; hidden features: consistency "
-        f"{n['feature_consistency']:.3f}, probe accuracy {n['raw_probe_accuracy']:.3f}")
+  print(
+    f"network: test accuracy {n['test_accuracy']:.3f}; hidden features: consistency "
+    f"{n['feature_consistency']:.3f}, probe accuracy {n['raw_probe_accuracy']:.3f}"
+  )
   for e in paired:
-    print(f"{e['weighting']:>22}: " + "; ".join(
+    print(
+      f"{e['weighting']:>22}: "
+      + "; ".join(
         f"{m} {e[m]['weighted']:.3f} vs {e[m]['plain']:.3f} (Δ {e[m]['median']:+.3f} "
         f"[{e[m]['lo']:+.3f}, {e[m]['hi']:+.3f}]{' ' + e[m]['verdict'] if 'verdict' in e[m] else ''})"
-        for m in METRICS[:3]))
-  print(f"wrote {out_dir / 'weights_digits.json'} and {out_dir / 'weights_digits.png'} "
-        f"({result['seconds']:.0f} s)")
+        for m in METRICS[:3]
+      )
+    )
+  print(
+    f"wrote {out_dir / 'weights_digits.json'} and {out_dir / 'weights_digits.png'} "
+    f"({result['seconds']:.0f} s)"
+  )
   return result
 
 
@@ -203,11 +250,16 @@ def pair_up(rows, names, G, min_fires: int) -> list[dict]:
     entry = {"weighting": n, "gamma_report": weights.gamma_report(G[n]).summary()}
     for met in METRICS:
       if met == "consistency":
-        trip = [stats.common_set_means(mine[s]["consistency_per_latent"],
-                                       mine[s]["fires_per_latent"],
-                                       plain[s]["consistency_per_latent"],
-                                       plain[s]["fires_per_latent"], min_count=min_fires)
-                for s in sorted(plain)]
+        trip = [
+          stats.common_set_means(
+            mine[s]["consistency_per_latent"],
+            mine[s]["fires_per_latent"],
+            plain[s]["consistency_per_latent"],
+            plain[s]["fires_per_latent"],
+            min_count=min_fires,
+          )
+          for s in sorted(plain)
+        ]
         a, b = [t[0] for t in trip], [t[1] for t in trip]
         extra = {"common_latents": [t[2] for t in trip], "min_fires": min_fires}
       else:
@@ -216,8 +268,12 @@ def pair_up(rows, names, G, min_fires: int) -> list[dict]:
         extra = {}
       d = np.subtract(a, b)
       ci = stats.paired_interval(d)
-      entry[met] = {**ci.as_dict(), "plain": float(np.nanmedian(b)),
-                    "weighted": float(np.nanmedian(a)), **extra}
+      entry[met] = {
+        **ci.as_dict(),
+        "plain": float(np.nanmedian(b)),
+        "weighted": float(np.nanmedian(a)),
+        **extra,
+      }
       if met in CLAIMS:
         if CLAIMS[met] == "non-inferior":
           entry[met]["margin"] = FVU_MARGIN * abs(entry[met]["plain"])
@@ -229,20 +285,23 @@ def pair_up(rows, names, G, min_fires: int) -> list[dict]:
     paired.append(entry)
   prim = [(e, m) for e, m in readings if e[m]["primary"]]
   rest = [(e, m) for e, m in readings if not e[m]["primary"]]
-  for group, adjust, name in ((prim, stats.holm, "Holm (primary)"),
-                              (rest, stats.benjamini_hochberg, "Benjamini–Hochberg")):
+  for group, adjust, name in (
+    (prim, stats.holm, "Holm (primary)"),
+    (rest, stats.benjamini_hochberg, "Benjamini–Hochberg"),
+  ):
     for (e, m), q in zip(group, adjust([e[m]["p"] for e, m in group])):
       r = e[m]
       r["p_adjusted"], r["correction"] = float(q), f"{name} over {len(group)}"
-      r["verdict"] = stats.decide(stats.Interval.from_dict(r), CLAIMS[m], q,
-                                  margin=r.get("margin"))
+      r["verdict"] = stats.decide(stats.Interval.from_dict(r), CLAIMS[m], q, margin=r.get("margin"))
   return paired
 
 
 def plot(paired, path):
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
   for ax, met in zip(axes, METRICS[:3]):
     names = [e["weighting"] for e in paired]

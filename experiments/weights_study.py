@@ -41,10 +41,10 @@ from wsae_jax.data import problems
 
 WEIGHTINGS = ("sae", "var1", "robust1", "kurt1", "zero1", "oracle")
 SCORES = {
-    "variance": lambda x: np.var(x, axis=0),
-    "typical-row variance": lambda x: np.var(x[w.objectives.weights.typical_rows(x)], axis=0),
-    "kurtosis m̂": w.objectives.weights.kurtosis_polysemanticity,
-    "zero-fraction m̂": w.objectives.weights.zero_fraction_polysemanticity,
+  "variance": lambda x: np.var(x, axis=0),
+  "typical-row variance": lambda x: np.var(x[w.objectives.weights.typical_rows(x)], axis=0),
+  "kurtosis m̂": w.objectives.weights.kurtosis_polysemanticity,
+  "zero-fraction m̂": w.objectives.weights.zero_fraction_polysemanticity,
 }
 
 
@@ -54,8 +54,9 @@ def proxy_quality(geometries, sparsities, toy_steps) -> list[dict]:
     W = reproduce.geometry(geo, toy_steps)
     pr = reproduce.participation_ratio(W)
     for S in sparsities:
-      x = np.asarray(w.SyntheticSource(W, S, 1, seed=0).sample(problems.HELD_OUT_STEP, 8192)[1],
-                     np.float64)
+      x = np.asarray(
+        w.SyntheticSource(W, S, 1, seed=0).sample(problems.HELD_OUT_STEP, 8192)[1], np.float64
+      )
       for name, fn in SCORES.items():
         with warnings.catch_warnings():
           warnings.simplefilter("ignore", RuntimeWarning)
@@ -65,8 +66,16 @@ def proxy_quality(geometries, sparsities, toy_steps) -> list[dict]:
             r, p = float(rho.statistic), float(rho.pvalue)
           except w.WSAEInputError:  # e.g. no exact zeros
             r, p = float("nan"), float("nan")
-        out.append({"geometry": geo, "sparsity": S, "score": name, "spearman_rho": r,
-                    "p_value": p, "pr_distinct_values": int(len(np.unique(pr.round(6))))})
+        out.append(
+          {
+            "geometry": geo,
+            "sparsity": S,
+            "score": name,
+            "spearman_rho": r,
+            "p_value": p,
+            "pr_distinct_values": int(len(np.unique(pr.round(6)))),
+          }
+        )
   return out
 
 
@@ -75,14 +84,22 @@ def main(argv=None):
   p.add_argument("--smoke", action="store_true")
   p.add_argument("--out", default=str(reproduce.OUT))
   p.add_argument("--no-progress", action="store_true")
-  p.add_argument("--from-json", default=None, metavar="JSON",
-                 help="re-analyse the trained SAEs of an earlier weights_study.json (no training)")
+  p.add_argument(
+    "--from-json",
+    default=None,
+    metavar="JSON",
+    help="re-analyse the trained SAEs of an earlier weights_study.json (no training)",
+  )
   a = p.parse_args(argv)
   base = reproduce.SMOKE if a.smoke else reproduce.FULL
   plan = dataclasses.replace(
-      base, geometries=("toy40", "triangles"), kinds=("tied-narrow", "relu", "topk"),
-      sparsities=(0.5, 0.9), lambdas=reproduce.LAMBDAS if not a.smoke else (0.1, 0.3),
-      magnitudes={"toy40": ("uniform",), "triangles": ("uniform",)})
+    base,
+    geometries=("toy40", "triangles"),
+    kinds=("tied-narrow", "relu", "topk"),
+    sparsities=(0.5, 0.9),
+    lambdas=reproduce.LAMBDAS if not a.smoke else (0.1, 0.3),
+    magnitudes={"toy40": ("uniform",), "triangles": ("uniform",)},
+  )
   out = pathlib.Path(a.out)
   w._validate.check_writable_dir(out, "--out")
   t0 = time.perf_counter()
@@ -96,8 +113,9 @@ def main(argv=None):
     for geo in plan.geometries:
       W = reproduce.geometry(geo, plan.toy_steps)
       for kind in plan.kinds:
-        cell, _ = reproduce.run_cell(geo, W, "uniform", kind, plan, not a.no_progress,
-                                     weightings=WEIGHTINGS)
+        cell, _ = reproduce.run_cell(
+          geo, W, "uniform", kind, plan, not a.no_progress, weightings=WEIGHTINGS
+        )
         rows += cell
         print(f"{geo:>9} {kind:>11}: {len(cell)} SAEs", flush=True)
   Ws = {geo: reproduce.geometry(geo, plan.toy_steps) for geo in plan.geometries}
@@ -105,17 +123,32 @@ def main(argv=None):
   # A follow-up of reproduce.py's question: every reading exploratory (BH within each claim).
   claims = [c for c in reproduce.analyse(rows, effects, primaries={}) if c["weighting"] != "sae"]
   # The goal: >= 20% lower L_GT (significant) with x_p reconstruction non-inferior (significant).
-  same = {(c["geometry"], c["kind"], c["variant"], c["sparsity"], c["weighting"]): c["verdict"]
-          for c in claims if c["metric"] == "mse"}
-  goal = [c for c in claims if c["metric"] == "l_gt" and c["verdict"] == "reproduced"
-          and c["median"] / c["baseline"] <= -0.2
-          and same[(c["geometry"], c["kind"], c["variant"], c["sparsity"], c["weighting"])]
-          == "reproduced"]
-  result = {"command": " ".join(["python", "experiments/weights_study.py", *(argv or sys.argv[1:])]),
-            "machine": reproduce.machine(), "seconds": time.perf_counter() - t0,
-            "plan": {**dataclasses.asdict(plan), "train": dataclasses.asdict(plan.train)},
-            "weightings": list(WEIGHTINGS), "proxy_quality": proxies, "rows": rows,
-            "gamma_effects": effects, "claims": claims, "goal_met_by": goal}
+  same = {
+    (c["geometry"], c["kind"], c["variant"], c["sparsity"], c["weighting"]): c["verdict"]
+    for c in claims
+    if c["metric"] == "mse"
+  }
+  goal = [
+    c
+    for c in claims
+    if c["metric"] == "l_gt"
+    and c["verdict"] == "reproduced"
+    and c["median"] / c["baseline"] <= -0.2
+    and same[(c["geometry"], c["kind"], c["variant"], c["sparsity"], c["weighting"])]
+    == "reproduced"
+  ]
+  result = {
+    "command": " ".join(["python", "experiments/weights_study.py", *(argv or sys.argv[1:])]),
+    "machine": reproduce.machine(),
+    "seconds": time.perf_counter() - t0,
+    "plan": {**dataclasses.asdict(plan), "train": dataclasses.asdict(plan.train)},
+    "weightings": list(WEIGHTINGS),
+    "proxy_quality": proxies,
+    "rows": rows,
+    "gamma_effects": effects,
+    "claims": claims,
+    "goal_met_by": goal,
+  }
   (out / "weights_study.json").write_text(json.dumps(result, indent=1, default=float))
   plot(result, out / "weights_study.png")
   print("Spearman ρ(score, oracle PR):")
@@ -124,31 +157,48 @@ def main(argv=None):
   print("L_GT, WSAE − SAE (median, % of SAE) [95% interval], verdict (BH-adjusted p):")
   for c in claims:
     if c["metric"] == "l_gt":
-      print(f"  {c['geometry']:>9} {c['kind']:>11} {c['variant']:>10} S={c['sparsity']:<4} "
-            f"{c['weighting']:>8}: {reproduce._cell(c)}")
-  print(f"goal (>= 20% lower L_GT at the same reconstruction) met by {len(goal)} reading(s); "
-        f"{result['seconds']:.0f} s")
+      print(
+        f"  {c['geometry']:>9} {c['kind']:>11} {c['variant']:>10} S={c['sparsity']:<4} "
+        f"{c['weighting']:>8}: {reproduce._cell(c)}"
+      )
+  print(
+    f"goal (>= 20% lower L_GT at the same reconstruction) met by {len(goal)} reading(s); "
+    f"{result['seconds']:.0f} s"
+  )
   return result
 
 
 def plot(result, path):
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  claims = [c for c in result["claims"] if c["metric"] == "l_gt" and c["n"] >= 2
-            and np.isfinite(c["lo"])]
+
+  claims = [
+    c for c in result["claims"] if c["metric"] == "l_gt" and c["n"] >= 2 and np.isfinite(c["lo"])
+  ]
   cells = list(dict.fromkeys((c["geometry"], c["kind"], c["variant"]) for c in claims))
   fig, axes = plt.subplots(1, len(cells), figsize=(3.2 * len(cells), 3.4), squeeze=False)
   wts = [x for x in result["weightings"] if x != "sae"]
   for i, (ax, cell) in enumerate(zip(axes[0], cells)):
     for j, wt in enumerate(wts):
-      cs = sorted([c for c in claims if (c["geometry"], c["kind"], c["variant"]) == cell
-                   and c["weighting"] == wt], key=lambda c: c["sparsity"])
+      cs = sorted(
+        [
+          c
+          for c in claims
+          if (c["geometry"], c["kind"], c["variant"]) == cell and c["weighting"] == wt
+        ],
+        key=lambda c: c["sparsity"],
+      )
       reproduce.delta_errorbar(ax, cs, (j - len(wts) / 2) * 0.12, label=wt)
     ax.axhline(-20, color="grey", lw=0.8, ls=":")  # the goal
     geo, kind, variant = cell
-    reproduce._style(ax, f"{geo} · {kind} {variant if variant != '-' else ''}",
-                     "ΔL_GT vs plain SAE (%)" if i == 0 else "", i == 0)
+    reproduce._style(
+      ax,
+      f"{geo} · {kind} {variant if variant != '-' else ''}",
+      "ΔL_GT vs plain SAE (%)" if i == 0 else "",
+      i == 0,
+    )
   reproduce.save_figure(fig, path)
 
 

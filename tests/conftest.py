@@ -4,9 +4,11 @@ import os
 
 # 4 virtual devices share 2 cores: under load one device's thread can reach a collective long
 # after the others, and XLA:CPU aborts the process after 40 s by default. Allow 10 minutes.
-_FLAGS = ("--xla_force_host_platform_device_count=4",
-          "--xla_cpu_collective_timeout_seconds=600",
-          "--xla_cpu_collective_call_terminate_timeout_seconds=600")
+_FLAGS = (
+  "--xla_force_host_platform_device_count=4",
+  "--xla_cpu_collective_timeout_seconds=600",
+  "--xla_cpu_collective_call_terminate_timeout_seconds=600",
+)
 for _flag in _FLAGS:
   if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
@@ -23,8 +25,9 @@ import pytest  # noqa: E402
 def four_devices():
   devices = jax.devices()
   if len(devices) < 4:
-    pytest.fail(f"tests need 4 devices; got {len(devices)}. Was JAX imported before conftest set "
-                "XLA_FLAGS?")
+    pytest.fail(
+      f"tests need 4 devices; got {len(devices)}. Was JAX imported before conftest set XLA_FLAGS?"
+    )
   return devices[:4]
 
 
@@ -37,15 +40,23 @@ def tiny_lm_store(tmp_path):
   import numpy as np
 
   from wsae_jax.lm import harvest as hv
+
   torch.manual_seed(0)
-  cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
-                                 num_hidden_layers=3, num_attention_heads=4,
-                                 num_key_value_heads=2, max_position_embeddings=64)
+  cfg = transformers.LlamaConfig(
+    vocab_size=64,
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+  )
   transformers.LlamaForCausalLM(cfg).eval().save_pretrained(tmp_path / "tiny")
   model = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "tiny").eval()
   ids = np.random.default_rng(0).integers(0, 64, (48, 16)).astype(np.int32)
-  hv.harvest_to_store(model, ids, 1, tmp_path / "store", contexts_per_shard=8, progress=False,
-                      info={"model": "tiny"})
+  hv.harvest_to_store(
+    model, ids, 1, tmp_path / "store", contexts_per_shard=8, progress=False, info={"model": "tiny"}
+  )
   return tmp_path / "tiny", tmp_path / "store"
 
 
@@ -54,13 +65,51 @@ def logit_effects_run(tiny_lm_store, tmp_path):
   """A Top-k SAE trained on the tiny Llama's store and its report with --logit-effects:
   `(run folder, the LM's folder)`."""
   from wsae_jax.app import cli
+
   tiny, store = tiny_lm_store
   run = tmp_path / "run"
-  assert cli.main(["train", "--out", str(run), "--activations", str(store), "--arch", "topk",
-                   "--k", "4", "--d-sae", "32", "--steps", "10", "--batch-size", "32",
-                   "--hold-out-shards", "1", "--no-progress"]) == 0
-  assert cli.main(["report", str(run), "--activations", str(store), "--eval-shards", "1",
-                   "--model", str(tiny), "--logit-effects", "--no-progress"]) == 0
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(run),
+        "--activations",
+        str(store),
+        "--arch",
+        "topk",
+        "--k",
+        "4",
+        "--d-sae",
+        "32",
+        "--steps",
+        "10",
+        "--batch-size",
+        "32",
+        "--hold-out-shards",
+        "1",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
+  assert (
+    cli.main(
+      [
+        "report",
+        str(run),
+        "--activations",
+        str(store),
+        "--eval-shards",
+        "1",
+        "--model",
+        str(tiny),
+        "--logit-effects",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   return run, tiny
 
 
@@ -69,9 +118,32 @@ def logit_effects_run(tiny_lm_store, tmp_path):
 def synthetic_run(tmp_path_factory):
   out = tmp_path_factory.mktemp("syn") / "run"
   from wsae_jax.app import cli
-  assert cli.main(["train", "--out", str(out), "--arch", "topk", "--k", "4", "--d-sae", "32",
-                   "--steps", "60", "--batch-size", "64", "--no-progress", "--gamma", "oracle",
-                   "--alpha", "0.5"]) == 0
+
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(out),
+        "--arch",
+        "topk",
+        "--k",
+        "4",
+        "--d-sae",
+        "32",
+        "--steps",
+        "60",
+        "--batch-size",
+        "64",
+        "--no-progress",
+        "--gamma",
+        "oracle",
+        "--alpha",
+        "0.5",
+      ]
+    )
+    == 0
+  )
   assert cli.main(["report", str(out)]) == 0
   return out
 
@@ -82,8 +154,24 @@ def tied_run(tmp_path_factory):
   closed form is compared with."""
   out = tmp_path_factory.mktemp("tied") / "run"
   from wsae_jax.app import cli
-  assert cli.main(["train", "--out", str(out), "--arch", "tied", "--steps", "60",
-                   "--batch-size", "64", "--no-progress"]) == 0
+
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(out),
+        "--arch",
+        "tied",
+        "--steps",
+        "60",
+        "--batch-size",
+        "64",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   assert cli.main(["report", str(out)]) == 0
   return out
 
@@ -92,8 +180,10 @@ def tied_run(tmp_path_factory):
 def store_run(tmp_path_factory):
   from wsae_jax.app import cli
   from wsae_jax.data.store import ActivationWriter
+
   tmp = tmp_path_factory.mktemp("store")
   import numpy as np
+
   rng = np.random.default_rng(1)
   writer = ActivationWriter(tmp / "store", d_in=8, dtype="float32", context_len=16)
   for i in range(4):
@@ -101,9 +191,32 @@ def store_run(tmp_path_factory):
     x = rng.standard_normal((64, 8)) + np.eye(8)[tokens % 8] * 3  # tokens leave a trace
     writer.write_shard(i, x, tokens=tokens)
   run = tmp / "run"
-  assert cli.main(["train", "--out", str(run), "--activations", str(tmp / "store"), "--arch",
-                   "topk", "--k", "3", "--d-sae", "24", "--steps", "30", "--batch-size", "32",
-                   "--hold-out-shards", "1", "--no-progress"]) == 0
-  assert cli.main(["report", str(run), "--activations", str(tmp / "store"), "--eval-shards",
-                   "1"]) == 0
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(run),
+        "--activations",
+        str(tmp / "store"),
+        "--arch",
+        "topk",
+        "--k",
+        "3",
+        "--d-sae",
+        "24",
+        "--steps",
+        "30",
+        "--batch-size",
+        "32",
+        "--hold-out-shards",
+        "1",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
+  assert (
+    cli.main(["report", str(run), "--activations", str(tmp / "store"), "--eval-shards", "1"]) == 0
+  )
   return run, tmp / "store"

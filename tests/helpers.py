@@ -12,5 +12,6 @@ def assert_close(actual, expected, rtol=1e-6, atol=1e-6, err_msg=""):
   e_leaves, e_tree = jax.tree.flatten(expected)
   assert a_tree == e_tree, f"tree structures differ: {a_tree} vs {e_tree}"
   for a, e in zip(a_leaves, e_leaves):
-    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(e, np.float64),
-                               rtol=rtol, atol=atol, err_msg=err_msg)
+    np.testing.assert_allclose(
+      np.asarray(a, np.float64), np.asarray(e, np.float64), rtol=rtol, atol=atol, err_msg=err_msg
+    )

@@ -54,15 +54,16 @@ def test_metadata_and_ordered_reading(store_dir):
   np.testing.assert_allclose(x, _rows(SHARDS * PER_SHARD)[kept].astype(np.float16), rtol=0)
   # Unshuffled batches walk the file in order, across shard boundaries, and wrap to the start.
   stream = np.concatenate([store.host_batch(t) for t in range(store.steps_per_epoch + 1)])
-  assert _ids(stream).tolist()[:len(kept)] == kept[:len(stream)]
+  assert _ids(stream).tolist()[: len(kept)] == kept[: len(stream)]
   keep_all = ActivationStore(store_dir, 10, shuffle=False, drop_first_position=False, prefetch=0)
   assert keep_all.n_tokens == SHARDS * PER_SHARD
 
 
 @pytest.mark.parametrize("buffer_tokens,chunk_tokens", [(16, 8), (64, 16), (10_000, 24)])
 def test_every_token_once_per_epoch(store_dir, buffer_tokens, chunk_tokens):
-  store = ActivationStore(store_dir, 7, buffer_tokens=buffer_tokens, chunk_tokens=chunk_tokens,
-                          seed=3, prefetch=0)
+  store = ActivationStore(
+    store_dir, 7, buffer_tokens=buffer_tokens, chunk_tokens=chunk_tokens, seed=3, prefetch=0
+  )
   n = store.n_tokens
   kept = sorted(r for r in range(SHARDS * PER_SHARD) if r % CTX != 0)
   epoch0, epoch1 = _ids(store.stream(0, n)), _ids(store.stream(n, n))
@@ -72,7 +73,7 @@ def test_every_token_once_per_epoch(store_dir, buffer_tokens, chunk_tokens):
   # Batches are consecutive slices of that stream, straddling the epoch boundary.
   steps = 2 * n // 7
   batches = np.concatenate([store.host_batch(t) for t in range(steps)])
-  assert _ids(batches).tolist() == np.concatenate([epoch0, epoch1])[:steps * 7].tolist()
+  assert _ids(batches).tolist() == np.concatenate([epoch0, epoch1])[: steps * 7].tolist()
 
 
 def test_random_access_and_prefetch_match_sequential(store_dir):
@@ -108,6 +109,7 @@ def test_normalisation_scale(store_dir):
 
 def test_safetensors_shards_equal_npy(store_dir, tmp_path):
   from safetensors.numpy import save_file
+
   meta = json.loads((store_dir / "metadata.json").read_text())
   st = tmp_path / "st"
   st.mkdir()
@@ -177,8 +179,9 @@ def test_writer_is_resumable_and_refuses_other_layouts(store_dir):
 def test_train_from_store_resumes_bit_identically(store_dir, tmp_path):
   cfg = w.TopKSAEConfig(d_in=D, d_sae=12, k=2)
   tc = w.TrainConfig(steps=12, batch_size=8, learning_rate=3e-3, warmup_steps=2, log_every=4)
-  mk = lambda: ActivationStore(store_dir, 8, seed=5, normalize=True, buffer_tokens=32,
-                               chunk_tokens=8)
+  mk = lambda: ActivationStore(
+    store_dir, 8, seed=5, normalize=True, buffer_tokens=32, chunk_tokens=8
+  )
   full, hist = train_lib.train(cfg, tc, mk(), progress=False)
   assert len(hist.records) == 3 and np.isfinite(hist.column("loss")).all()
   ck = checkpoint.Checkpointer(tmp_path / "ck", every=4, keep=5)
@@ -187,16 +190,28 @@ def test_train_from_store_resumes_bit_identically(store_dir, tmp_path):
   shutil.rmtree(ck.path(12))
   shutil.rmtree(ck.path(8))
   src = mk()
-  resumed, _ = train_lib.train(cfg, tc, src, progress=False, resume=True,
-                               checkpointer=checkpoint.Checkpointer(tmp_path / "ck", every=4),
-                               normalization_scale=src.scale)
+  resumed, _ = train_lib.train(
+    cfg,
+    tc,
+    src,
+    progress=False,
+    resume=True,
+    checkpointer=checkpoint.Checkpointer(tmp_path / "ck", every=4),
+    normalization_scale=src.scale,
+  )
   assert int(resumed.step) == 12
   assert_close(jax.device_get(resumed.params), jax.device_get(full.params), rtol=0, atol=0)
   # Another data seed is another batch stream: resuming with it is refused.
   with pytest.raises(Exception, match="seed"):
-    train_lib.train(cfg, tc, ActivationStore(store_dir, 8, seed=6, normalize=True), progress=False,
-                    resume=True, checkpointer=checkpoint.Checkpointer(tmp_path / "ck"),
-                    normalization_scale=src.scale)
+    train_lib.train(
+      cfg,
+      tc,
+      ActivationStore(store_dir, 8, seed=6, normalize=True),
+      progress=False,
+      resume=True,
+      checkpointer=checkpoint.Checkpointer(tmp_path / "ck"),
+      normalization_scale=src.scale,
+    )
 
 
 def test_memory_stays_bounded_by_the_buffer(tmp_path):
@@ -205,7 +220,7 @@ def test_memory_stays_bounded_by_the_buffer(tmp_path):
   path = tmp_path / "big.npy"
   mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(rows, d))
   for i in range(0, rows, 2**14):
-    mm[i:i + 2**14] = np.random.default_rng(i).standard_normal((2**14, d), np.float32)
+    mm[i : i + 2**14] = np.random.default_rng(i).standard_normal((2**14, d), np.float32)
   mm.flush()
   del mm
   script = textwrap.dedent(f"""
@@ -220,8 +235,13 @@ def test_memory_stays_bounded_by_the_buffer(tmp_path):
       peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
       print((peak - base) / 1024)
   """)
-  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
-                       env={**__import__("os").environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""})
+  out = subprocess.run(
+    [sys.executable, "-c", script],
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env={**__import__("os").environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""},
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   growth_mb = float(out.stdout.strip().splitlines()[-1])
   file_mb = path.stat().st_size / 2**20

@@ -35,6 +35,7 @@ def test_resume_in_process_is_bit_identical(tmp_path):
   assert ck.steps() == [20, 30]  # keep=2
   # Drop the final checkpoint: resuming must start from 20 and land on the same parameters.
   import shutil
+
   shutil.rmtree(ck.path(30))
   ck2 = checkpoint.Checkpointer(tmp_path, every=10, keep=2)
   resumed, _ = train_lib.train(CFG, short, _src(), progress=False, checkpointer=ck2, resume=True)
@@ -66,8 +67,14 @@ def test_corrupted_newest_checkpoint_falls_back_to_previous(tmp_path):
   assert meta["step"] == 20 and int(state.step) == 20
   # Resuming from the fallback reproduces the run.
   with pytest.warns(RuntimeWarning, match="Falling back"):
-    resumed, _ = train_lib.train(CFG, TC, _src(), progress=False, resume=True,
-                                 checkpointer=checkpoint.Checkpointer(tmp_path, every=10, keep=3))
+    resumed, _ = train_lib.train(
+      CFG,
+      TC,
+      _src(),
+      progress=False,
+      resume=True,
+      checkpointer=checkpoint.Checkpointer(tmp_path, every=10, keep=3),
+    )
   assert_close(jax.device_get(resumed.params), jax.device_get(full.params), rtol=0, atol=0)
 
 
@@ -78,14 +85,38 @@ def test_resuming_with_another_config_is_refused(tmp_path):
   with pytest.raises(checkpoint.CheckpointError, match="train_config.learning_rate"):
     train_lib.train(CFG, other, _src(), progress=False, checkpointer=ck, resume=True)
   with pytest.raises(checkpoint.CheckpointError, match="data.sparsity"):
-    train_lib.train(CFG, TC, w.SyntheticSource(W_P, 0.9, 64, seed=0), progress=False,
-                    checkpointer=ck, resume=True)
+    train_lib.train(
+      CFG, TC, w.SyntheticSource(W_P, 0.9, 64, seed=0), progress=False, checkpointer=ck, resume=True
+    )
 
 
 def _run_cli(out, *extra, wait=True):
-  cmd = [sys.executable, "-m", "wsae_jax", "train", "--out", str(out), "--arch", "relu",
-         "--planes", "3", "--mono", "2", "--steps", "1500", "--batch-size", "256",
-         "--checkpoint-every", "100", "--keep", "2", "--log-every", "100", "--no-progress", *extra]
+  cmd = [
+    sys.executable,
+    "-m",
+    "wsae_jax",
+    "train",
+    "--out",
+    str(out),
+    "--arch",
+    "relu",
+    "--planes",
+    "3",
+    "--mono",
+    "2",
+    "--steps",
+    "1500",
+    "--batch-size",
+    "256",
+    "--checkpoint-every",
+    "100",
+    "--keep",
+    "2",
+    "--log-every",
+    "100",
+    "--no-progress",
+    *extra,
+  ]
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   if wait:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -122,6 +153,7 @@ def test_sweep_resumes_exactly(tmp_path):
 
   from wsae_jax.data import problems
   from wsae_jax.training import sweep
+
   cfg = w.TiedSAEConfig(d_in=8, d_sae=11)
   tc = w.TrainConfig(steps=60, batch_size=64, learning_rate=3e-3, warmup_steps=5, log_every=20)
   members = sweep.grid(seed=[0, 1], sparsity=[0.8, 0.9], alpha=[0.0, 1.0])
@@ -132,14 +164,29 @@ def test_sweep_resumes_exactly(tmp_path):
   assert ck.steps() == [20, 40, 60]
   shutil.rmtree(ck.path(60))
   shutil.rmtree(ck.path(40))  # as if killed between the checkpoints of 20 and 40
-  resumed = sweep.train_sweep(cfg, tc, members, problem, progress=False, resume=True,
-                              checkpointer=checkpoint.Checkpointer(tmp_path, every=20, keep=3))
-  assert_close(jax.device_get(resumed.states.params), jax.device_get(full.states.params),
-               rtol=0, atol=0)
+  resumed = sweep.train_sweep(
+    cfg,
+    tc,
+    members,
+    problem,
+    progress=False,
+    resume=True,
+    checkpointer=checkpoint.Checkpointer(tmp_path, every=20, keep=3),
+  )
+  assert_close(
+    jax.device_get(resumed.states.params), jax.device_get(full.states.params), rtol=0, atol=0
+  )
   assert [len(h) for h in resumed.histories] == [len(h) for h in full.histories]
   with pytest.raises(checkpoint.CheckpointError, match="data.members"):
-    sweep.train_sweep(cfg, tc, members[:-1] + [dict(members[-1], seed=7)], problem,
-                      progress=False, resume=True, checkpointer=checkpoint.Checkpointer(tmp_path))
+    sweep.train_sweep(
+      cfg,
+      tc,
+      members[:-1] + [dict(members[-1], seed=7)],
+      problem,
+      progress=False,
+      resume=True,
+      checkpointer=checkpoint.Checkpointer(tmp_path),
+    )
 
 
 def test_a_record_from_before_compute_dtype_is_compatible():
@@ -147,10 +194,13 @@ def test_a_record_from_before_compute_dtype_is_compatible():
   import dataclasses as dc
 
   from wsae_jax.training import run as run_lib
+
   cfg = w.ReLUSAEConfig(d_in=4, d_sae=8)
   meta = run_lib.run_meta(cfg, w.TrainConfig(steps=10))
-  old = {**meta, "train_config": {k: v for k, v in meta["train_config"].items()
-                                  if k != "compute_dtype"}}
+  old = {
+    **meta,
+    "train_config": {k: v for k, v in meta["train_config"].items() if k != "compute_dtype"},
+  }
   run_lib.check_compatible(old, meta, "old run")
   bf16 = run_lib.run_meta(cfg, dc.replace(w.TrainConfig(steps=10), compute_dtype="bfloat16"))
   with pytest.raises(run_lib.IncompatibleRunError, match="compute_dtype"):

@@ -21,8 +21,22 @@ def test_help_lists_commands_and_options(capsys):
 
 
 def test_tiny_demo_writes_json_and_png(tmp_path):
-  rc = cli.main(["demo", "--out", str(tmp_path), "--steps", "40", "--sparsities", "0.9",
-                 "--eval-samples", "256", "--batch-size", "64", "--no-progress"])
+  rc = cli.main(
+    [
+      "demo",
+      "--out",
+      str(tmp_path),
+      "--steps",
+      "40",
+      "--sparsities",
+      "0.9",
+      "--eval-samples",
+      "256",
+      "--batch-size",
+      "64",
+      "--no-progress",
+    ]
+  )
   assert rc == 0
   result = json.loads((tmp_path / "demo.json").read_text())
   assert {r["model"] for r in result["rows"]} == {"SAE", "WSAE"}
@@ -37,8 +51,9 @@ def test_bad_cli_input_is_a_clear_error(tmp_path, capsys):
 
 
 def test_console_script_entry_point():
-  out = subprocess.run([sys.executable, "-m", "wsae_jax", "--help"], capture_output=True,
-                       text=True, check=True).stdout
+  out = subprocess.run(
+    [sys.executable, "-m", "wsae_jax", "--help"], capture_output=True, text=True, check=True
+  ).stdout
   assert "Weighted sparse autoencoders" in out
   for name, line in cli.COMMAND_HELP.items():
     assert name in out and line.split()[0] in out
@@ -46,18 +61,22 @@ def test_console_script_entry_point():
 
 def test_help_and_version_do_not_import_jax():
   """`wsae --help` / `--version` build no command's options, so JAX is never imported (#28)."""
-  code = ("import sys\nfrom wsae_jax.app import cli\n"
-          "for argv in (['--help'], ['--version']):\n"
-          "  try:\n    cli.main(argv)\n  except SystemExit as e:\n    assert e.code == 0\n"
-          "print('jax' in sys.modules, 'wsae_jax.models' in sys.modules)")
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       check=True).stdout
+  code = (
+    "import sys\nfrom wsae_jax.app import cli\n"
+    "for argv in (['--help'], ['--version']):\n"
+    "  try:\n    cli.main(argv)\n  except SystemExit as e:\n    assert e.code == 0\n"
+    "print('jax' in sys.modules, 'wsae_jax.models' in sys.modules)"
+  )
+  out = subprocess.run(
+    [sys.executable, "-c", code], capture_output=True, text=True, check=True
+  ).stdout
   assert out.strip().splitlines()[-1] == "False False"
   assert "wsae 0.1.0" in out
 
 
 def test_cli_architecture_names_are_the_registry():
   from wsae_jax import models
+
   assert cli.ARCHITECTURES == tuple(sorted(models.ARCHITECTURES))
 
 
@@ -70,8 +89,26 @@ def test_a_command_builds_only_its_own_options():
 
 def test_theory_prints_per_feature_table(tmp_path, capsys):
   out_json = tmp_path / "d.json"
-  assert cli.main(["theory", "--planes", "2", "--polygon-k", "2", "--mono", "1", "--sparsity", "0.5",
-                   "--samples", "4096", "--json", str(out_json)]) == 0
+  assert (
+    cli.main(
+      [
+        "theory",
+        "--planes",
+        "2",
+        "--polygon-k",
+        "2",
+        "--mono",
+        "1",
+        "--sparsity",
+        "0.5",
+        "--samples",
+        "4096",
+        "--json",
+        str(out_json),
+      ]
+    )
+    == 0
+  )
   out = capsys.readouterr().out
   assert "plane 1 #1" in out and "mono 0" in out and "non-positive interference yes" in out
   d = json.loads(out_json.read_text())
@@ -101,7 +138,7 @@ seed = [0, 1]
 k = [2, 3]
 sparsity = [0.9]
 [output]
-dir = "{tmp_path / 'out'}"
+dir = "{tmp_path / "out"}"
 """)
   assert cli.main(["sweep", str(cfg), "--no-progress"]) == 0
   rows = json.loads((tmp_path / "out" / "sweep.json").read_text())["rows"]
@@ -131,13 +168,36 @@ def test_train_from_activation_store_folds_the_scale(tmp_path, capsys):
   from wsae_jax.data.store import ActivationStore, ActivationWriter
   from wsae_jax.storage import saelens as io
   from wsae_jax.training import run
+
   rng = np.random.default_rng(0)
   writer = ActivationWriter(tmp_path / "store", d_in=8, dtype="float16", context_len=16)
   for i in range(4):
     writer.write_shard(i, 30 * rng.standard_normal((64, 8)), tokens=rng.integers(0, 50, 64))
-  rc = cli.main(["train", "--out", str(tmp_path / "run"), "--activations", str(tmp_path / "store"),
-                 "--arch", "topk", "--k", "2", "--d-sae", "16", "--steps", "12", "--batch-size",
-                 "16", "--normalize", "--alpha", "0.5", "--checkpoint-every", "6", "--no-progress"])
+  rc = cli.main(
+    [
+      "train",
+      "--out",
+      str(tmp_path / "run"),
+      "--activations",
+      str(tmp_path / "store"),
+      "--arch",
+      "topk",
+      "--k",
+      "2",
+      "--d-sae",
+      "16",
+      "--steps",
+      "12",
+      "--batch-size",
+      "16",
+      "--normalize",
+      "--alpha",
+      "0.5",
+      "--checkpoint-every",
+      "6",
+      "--no-progress",
+    ]
+  )
   assert rc == 0
   out = capsys.readouterr().out
   assert "240 rows of d_in=8" in out and "normalisation scale" in out  # 4 x 64 minus 16 sinks
@@ -148,35 +208,78 @@ def test_train_from_activation_store_folds_the_scale(tmp_path, capsys):
   cfg2, exported = io.load_saelens(tmp_path / "run" / "sae")
   x = store.read_all()[:32] / store.scale
   ref = models.forward(cfg, jax.device_get(params), x * store.scale)[1] / store.scale
-  np.testing.assert_allclose(np.asarray(models.forward(cfg2, exported, x)[1]), np.asarray(ref),
-                             rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+  np.testing.assert_allclose(
+    np.asarray(models.forward(cfg2, exported, x)[1]),
+    np.asarray(ref),
+    rtol=1e-4,
+    atol=1e-4 * np.abs(ref).max(),
+  )
   # A store with a NaN is refused before training starts.
   bad = np.load(tmp_path / "store" / "acts_00002.npy")
   bad[3, 1] = np.inf
   np.save(tmp_path / "store" / "acts_00002.npy", bad)
-  assert cli.main(["train", "--out", str(tmp_path / "run2"), "--activations",
-                   str(tmp_path / "store"), "--steps", "4", "--batch-size", "16",
-                   "--no-progress"]) == 2
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(tmp_path / "run2"),
+        "--activations",
+        str(tmp_path / "store"),
+        "--steps",
+        "4",
+        "--batch-size",
+        "16",
+        "--no-progress",
+      ]
+    )
+    == 2
+  )
   assert "acts_00002.npy" in capsys.readouterr().err
 
 
 def test_every_architecture_hyperparameter_has_a_flag():
   from wsae_jax import models
+
   for arch in models.ARCHITECTURES.values():
     for h in arch.hyperparameters:
       assert h.name in cli.HYPERPARAMETER_FLAGS, (arch.name, h.name)
 
 
-@pytest.mark.parametrize("arch, flags", [
-    ("jumprelu", ["--l0", "0.01"]), ("batchtopk", ["--k", "2.5"]),
+@pytest.mark.parametrize(
+  "arch, flags",
+  [
+    ("jumprelu", ["--l0", "0.01"]),
+    ("batchtopk", ["--k", "2.5"]),
     ("matryoshka_batchtopk", ["--k", "2.5", "--d-sae", "20", "--matryoshka-widths", "4,20"]),
-    ("gated", ["--l1", "0.01"])])
+    ("gated", ["--l1", "0.01"]),
+  ],
+)
 def test_train_and_export_the_new_architectures(tmp_path, arch, flags):
   """JumpReLU and BatchTopK end to end through the command line: train, checkpoint, export."""
   from wsae_jax.storage import saelens
+
   out = tmp_path / "run"
-  assert cli.main(["train", "--out", str(out), "--arch", arch, *flags, "--steps", "20",
-                   "--batch-size", "64", "--checkpoint-every", "10", "--no-progress"]) == 0
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(out),
+        "--arch",
+        arch,
+        *flags,
+        "--steps",
+        "20",
+        "--batch-size",
+        "64",
+        "--checkpoint-every",
+        "10",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   cfg, params = saelens.load_saelens(out / "sae")
   assert cfg.architecture == arch
   assert "threshold" in params or "b_gate" in params
@@ -185,11 +288,40 @@ def test_train_and_export_the_new_architectures(tmp_path, arch, flags):
   assert saved_as == ("gated" if arch == "gated" else "jumprelu")  # as SAELens saves them
   # A flag meant for another architecture is refused, not ignored.
   stray = ["--l0", "0.1"] if arch == "gated" else ["--l1", "0.1"]
-  assert cli.main(["train", "--out", str(tmp_path / "bad"), "--arch", arch, *stray,
-                   "--steps", "2", "--no-progress"]) == 2
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(tmp_path / "bad"),
+        "--arch",
+        arch,
+        *stray,
+        "--steps",
+        "2",
+        "--no-progress",
+      ]
+    )
+    == 2
+  )
   if arch == "gated":
-    assert cli.main(["train", "--out", str(tmp_path / "bad"), "--arch", arch,
-                     "--matryoshka-widths", "4,20", "--steps", "2", "--no-progress"]) == 2
+    assert (
+      cli.main(
+        [
+          "train",
+          "--out",
+          str(tmp_path / "bad"),
+          "--arch",
+          arch,
+          "--matryoshka-widths",
+          "4,20",
+          "--steps",
+          "2",
+          "--no-progress",
+        ]
+      )
+      == 2
+    )
 
 
 @pytest.mark.parametrize("command", list(cli.COMMAND_HELP))
@@ -202,17 +334,43 @@ def test_help_shows_each_default_once(command, capsys):
   for option_help in re.split(r"\n  -", out)[1:]:  # one block per option
     assert " ".join(option_help.split()).count("(default") <= 1, option_help
   if command == "train":
-    for text in ("training steps (default: 2000)", "rows per step (default: 1024)",
-                 "peak Adam learning rate (default: 0.001)", "--warmup-steps",
-                 "--decay-fraction"):
+    for text in (
+      "training steps (default: 2000)",
+      "rows per step (default: 1024)",
+      "peak Adam learning rate (default: 0.001)",
+      "--warmup-steps",
+      "--decay-fraction",
+    ):
       assert text in flat, text
 
 
 def test_warmup_and_decay_reach_the_run(tmp_path):
   run = tmp_path / "run"
-  assert cli.main(["train", "--out", str(run), "--planes", "2", "--mono", "2", "--steps", "20",
-                   "--batch-size", "32", "--warmup-steps", "3", "--decay-fraction", "0.25",
-                   "--dtype", "bfloat16", "--no-progress"]) == 0
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(run),
+        "--planes",
+        "2",
+        "--mono",
+        "2",
+        "--steps",
+        "20",
+        "--batch-size",
+        "32",
+        "--warmup-steps",
+        "3",
+        "--decay-fraction",
+        "0.25",
+        "--dtype",
+        "bfloat16",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   tc = json.loads((run / "run.json").read_text())["train_config"]
   assert tc["warmup_steps"] == 3 and tc["decay_fraction"] == 0.25
   assert tc["compute_dtype"] == "bfloat16"
@@ -225,17 +383,38 @@ def test_tensorboard_gets_every_history_record(tmp_path):
   import struct
 
   from tensorboardX.proto import event_pb2
+
   run, board = tmp_path / "run", tmp_path / "tb"
-  assert cli.main(["train", "--out", str(run), "--planes", "2", "--mono", "2", "--steps", "30",
-                   "--batch-size", "32", "--log-every", "10", "--tensorboard", str(board),
-                   "--no-progress"]) == 0
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(run),
+        "--planes",
+        "2",
+        "--mono",
+        "2",
+        "--steps",
+        "30",
+        "--batch-size",
+        "32",
+        "--log-every",
+        "10",
+        "--tensorboard",
+        str(board),
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   scalars = {}
   for f in board.glob("events.out.tfevents.*"):
     data = f.read_bytes()
     i = 0
     while i < len(data):
-      (n,) = struct.unpack("<Q", data[i:i + 8])
-      ev = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+      (n,) = struct.unpack("<Q", data[i : i + 8])
+      ev = event_pb2.Event.FromString(data[i + 12 : i + 12 + n])
       i += 12 + n + 4
       for v in ev.summary.value:
         scalars[(v.tag, ev.step)] = v.simple_value
@@ -252,6 +431,7 @@ def test_wandb_gets_every_history_record(tmp_path, monkeypatch):
   (it is not in the test extra; `test_wandb_offline_run_is_written` uses the real one)."""
   import importlib.machinery
   import types
+
   calls = {"log": [], "finished": 0}
 
   class Run:
@@ -267,9 +447,29 @@ def test_wandb_gets_every_history_record(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "wandb", fake)
   monkeypatch.delenv("WANDB_MODE", raising=False)
   run = tmp_path / "run"
-  assert cli.main(["train", "--out", str(run), "--planes", "2", "--mono", "2", "--steps", "30",
-                   "--batch-size", "32", "--log-every", "10", "--wandb", "proj",
-                   "--no-progress"]) == 0
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(run),
+        "--planes",
+        "2",
+        "--mono",
+        "2",
+        "--steps",
+        "30",
+        "--batch-size",
+        "32",
+        "--log-every",
+        "10",
+        "--wandb",
+        "proj",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   init = calls["init"]
   assert init["project"] == "proj" and init["mode"] == "offline" and init["dir"] == str(run)
   assert init["config"] == json.loads((run / "run.json").read_text())
@@ -284,13 +484,51 @@ def test_wandb_offline_run_is_written(tmp_path, monkeypatch):
   pytest.importorskip("wandb")
   monkeypatch.delenv("WANDB_MODE", raising=False)
   run = tmp_path / "run"
-  assert cli.main(["train", "--out", str(run), "--planes", "2", "--mono", "2", "--steps", "4",
-                   "--batch-size", "32", "--log-every", "2", "--wandb", "proj",
-                   "--no-progress"]) == 0
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(run),
+        "--planes",
+        "2",
+        "--mono",
+        "2",
+        "--steps",
+        "4",
+        "--batch-size",
+        "32",
+        "--log-every",
+        "2",
+        "--wandb",
+        "proj",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))
   # --overwrite removes the old run's W&B files with the rest of it.
-  assert cli.main(["train", "--out", str(run), "--planes", "2", "--mono", "2", "--steps", "4",
-                   "--batch-size", "32", "--overwrite", "--no-progress"]) == 0
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(run),
+        "--planes",
+        "2",
+        "--mono",
+        "2",
+        "--steps",
+        "4",
+        "--batch-size",
+        "32",
+        "--overwrite",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   assert not (run / "wandb").exists()
 
 
@@ -298,9 +536,11 @@ def test_a_run_from_a_config_file_with_saelens_spellings(tmp_path, capsys):
   """`wsae train --config FILE` (TOML or JSON, keys as option names, SAELens's spellings too);
   the command line overrides the file; unknown keys and bad choices are refused by name."""
   cfg = tmp_path / "run.toml"
-  cfg.write_text('out = "%s"\narch = "topk"\nk = 3\nexpansion_factor = 2\n'
-                 'training_tokens = 640\nbatch-size = 32\nplanes = 2\nmono = 2\n'
-                 'no_progress = true\n' % (tmp_path / "run"))
+  cfg.write_text(
+    'out = "%s"\narch = "topk"\nk = 3\nexpansion_factor = 2\n'
+    "training_tokens = 640\nbatch-size = 32\nplanes = 2\nmono = 2\n"
+    "no_progress = true\n" % (tmp_path / "run")
+  )
   assert cli.main(["train", "--config", str(cfg), "--k", "2"]) == 0
   rec = json.loads((tmp_path / "run" / "run.json").read_text())
   assert rec["sae_config"]["architecture"] == "topk" and rec["sae_config"]["k"] == 2
@@ -313,17 +553,39 @@ def test_a_run_from_a_config_file_with_saelens_spellings(tmp_path, capsys):
   bad.write_text(json.dumps({"arch": "topkk"}))
   assert cli.main(["train", "--config", str(bad), "--out", str(tmp_path / "r3")]) == 2
   assert "arch must be one of" in capsys.readouterr().err
-  assert cli.main(["train", "--out", str(tmp_path / "r4"), "--d_sae", "8", "--expansion-factor",
-                   "2", "--planes", "2", "--mono", "2", "--steps", "2", "--no-progress"]) == 2
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(tmp_path / "r4"),
+        "--d_sae",
+        "8",
+        "--expansion-factor",
+        "2",
+        "--planes",
+        "2",
+        "--mono",
+        "2",
+        "--steps",
+        "2",
+        "--no-progress",
+      ]
+    )
+    == 2
+  )
   assert "not both" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, hint", [
+@pytest.mark.parametrize(
+  "argv, hint",
+  [
     (["train", "--out", "x", "--stpes", "3"], "--stpes: did you mean --steps?"),
     (["trian"], "did you mean 'train'?"),
     (["train", "--out", "x", "--arch", "topkk"], "did you mean 'topk'?"),
     (["eval", "x", "--eval-shrads", "2"], "did you mean --eval-shards?"),
-])
+  ],
+)
 def test_a_mistyped_option_or_choice_gets_a_suggestion(argv, hint, capsys):
   with pytest.raises(SystemExit) as e:
     cli.main(argv)

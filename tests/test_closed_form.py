@@ -27,8 +27,9 @@ def test_thm_4_5_identities_in_float64(seed):
   n_p, n = rng.integers(2, 8), rng.integers(8, 20)
   with jax.enable_x64(True):
     W = jnp.asarray(rng.standard_normal((n_p, n)))  # any W_p, not only unit columns
-    x = jnp.asarray(np.asarray(w.sample_features(jax.random.key(seed), 2000, int(n), 0.6),
-                               np.float64))
+    x = jnp.asarray(
+      np.asarray(w.sample_features(jax.random.key(seed), 2000, int(n), 0.6), np.float64)
+    )
     gamma = jnp.asarray(rng.uniform(0.1, 3.0, n_p))
     for g in (None, gamma):
       out = cf.loss_terms(W, x, g)
@@ -62,27 +63,43 @@ def _slow_grid(W_ps, sparsities, alphas, u):
       x = np.where(u >= s, (u - s) / (1 - s), 0.0)
       x_m = np.maximum(x @ W.T @ W, 0)
       e = x - x_m
-      l_gt[g, i] = np.mean(np.sum(e ** 2, 1))
+      l_gt[g, i] = np.mean(np.sum(e**2, 1))
       act = x > 0
       shrink[g, i] = np.where(act, x_m / np.where(act, x, 1), 0).sum(0) / act.sum(0)
       for k, a in enumerate(alphas):
-        gam = np.sum(W ** 2, 1) ** a
-        gam = gam / np.sqrt(np.mean(gam ** 2))
-        l_wsae[g, i, k] = np.mean(np.sum(gam ** 2 * (x @ W.T - x_m @ W.T) ** 2, 1))
-        M = W.T @ np.diag(gam ** 2) @ W - np.eye(W.shape[1])
+        gam = np.sum(W**2, 1) ** a
+        gam = gam / np.sqrt(np.mean(gam**2))
+        l_wsae[g, i, k] = np.mean(np.sum(gam**2 * (x @ W.T - x_m @ W.T) ** 2, 1))
+        M = W.T @ np.diag(gam**2) @ W - np.eye(W.shape[1])
         pred[g, i, k] = np.mean(np.einsum("bi,ij,bj->b", e, M, e))
   return l_wsae, pred, l_gt, shrink
 
 
 def test_solve_grid_equals_a_python_loop_and_devices_agree(four_devices):
-  geoms = np.stack([w.polygon_matrix(2, 3, n_mono=2), np.asarray(w.random_matrix(jax.random.key(1), 6, 8))])
+  geoms = np.stack(
+    [w.polygon_matrix(2, 3, n_mono=2), np.asarray(w.random_matrix(jax.random.key(1), 6, 8))]
+  )
   sparsities, alphas = [0.5, 0.9, 0.99], [0.0, 0.5, 1.0, 2.0]
   key = jax.random.key(7)
   with jax.enable_x64(True):
-    res4 = cf.solve_grid(geoms, sparsities, alphas=alphas, key=key, num_samples=4096, chunk=256,
-                         mesh=parallel.data_mesh(four_devices))
-    res1 = cf.solve_grid(geoms, sparsities, alphas=alphas, key=key, num_samples=4096, chunk=256,
-                         mesh=parallel.data_mesh(four_devices[:1]))
+    res4 = cf.solve_grid(
+      geoms,
+      sparsities,
+      alphas=alphas,
+      key=key,
+      num_samples=4096,
+      chunk=256,
+      mesh=parallel.data_mesh(four_devices),
+    )
+    res1 = cf.solve_grid(
+      geoms,
+      sparsities,
+      alphas=alphas,
+      key=key,
+      num_samples=4096,
+      chunk=256,
+      mesh=parallel.data_mesh(four_devices[:1]),
+    )
     u = np.asarray(jax.random.uniform(key, (4096, 8), jnp.float64))
   l_wsae, pred, l_gt, shrink = _slow_grid(geoms, sparsities, alphas, u)
   for res in (res4, res1):
@@ -99,7 +116,7 @@ def test_diagnose_reports_conditions_and_matches_example_geometry():
   d = cf.diagnose(W, 0.99, d_sae=14, num_samples=8192)
   c = d["conditions"]
   assert c["nonpositive_interference"] and c["enough_latents"]
-  assert_close(c["p_two_or_more_active"], 1 - 0.99 ** 14 - 14 * 0.01 * 0.99 ** 13, rtol=1e-9)
+  assert_close(c["p_two_or_more_active"], 1 - 0.99**14 - 14 * 0.01 * 0.99**13, rtol=1e-9)
   # Monosemantic features are recovered exactly; triangle features shrink and sometimes vanish.
   assert_close(d["shrinkage"][-2:], [1.0, 1.0], atol=1e-6)
   assert_close(d["vanishing"][-2:], [0.0, 0.0], atol=0)
@@ -114,7 +131,9 @@ def test_interference_summaries():
   assert_close(info["max_interference"], -0.5, atol=1e-6)
   assert_close(info["mutual_coherence"], 0.5, atol=1e-6)
   assert info["nonpositive"]
-  assert_close(info["operator"], np.abs(np.linalg.eigvalsh(W.T.astype(np.float64) @ W - np.eye(3))).max())
+  assert_close(
+    info["operator"], np.abs(np.linalg.eigvalsh(W.T.astype(np.float64) @ W - np.eye(3))).max()
+  )
 
 
 def test_compare_verdicts():
@@ -131,16 +150,26 @@ def test_compare_verdicts():
   assert cf.gradient_at_closed_form(W, x) >= 0
 
 
-@pytest.mark.parametrize("call, match", [
+@pytest.mark.parametrize(
+  "call, match",
+  [
     (lambda: cf.optimal_encoder(np.ones((2, 5), np.float32), 4), "d_sae=4 is smaller than"),
     (lambda: cf.interference_summary(np.ones(3, np.float32)), "rank 2"),
-    (lambda: cf.loss_terms(np.ones((2, 3), np.float32), np.ones((4, 5), np.float32)), "axis 1 must be 3"),
+    (
+      lambda: cf.loss_terms(np.ones((2, 3), np.float32), np.ones((4, 5), np.float32)),
+      "axis 1 must be 3",
+    ),
     (lambda: cf.loss_terms(np.full((2, 3), np.nan, np.float32), np.ones((4, 3))), "non-finite"),
-    (lambda: cf.loss_terms(np.ones((2, 3), np.float32), np.ones((4, 3)), gamma=np.array([1.0, 0.0])),
-     "gamma must lie in"),
+    (
+      lambda: cf.loss_terms(
+        np.ones((2, 3), np.float32), np.ones((4, 3)), gamma=np.array([1.0, 0.0])
+      ),
+      "gamma must lie in",
+    ),
     (lambda: cf.solve_grid(np.ones((2, 3), np.float32), [1.0]), "sparsities must lie in"),
     (lambda: cf.solve_grid(np.ones((2, 3), np.float32), [0.5], alphas=[-1.0]), "alphas"),
-])
+  ],
+)
 def test_closed_form_bad_input(call, match):
   with pytest.raises(w.WSAEInputError, match=match):
     call()

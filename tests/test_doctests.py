@@ -10,8 +10,10 @@ import wsae_jax
 
 ROOT = pathlib.Path(wsae_jax.__file__).parent
 MODULES = sorted(
-    ".".join(p.relative_to(ROOT.parent).with_suffix("").parts)
-    for p in ROOT.rglob("*.py") if ">>> " in p.read_text())
+  ".".join(p.relative_to(ROOT.parent).with_suffix("").parts)
+  for p in ROOT.rglob("*.py")
+  if ">>> " in p.read_text()
+)
 
 
 def test_the_library_has_examples():

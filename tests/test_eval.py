@@ -28,6 +28,7 @@ def store(tmp_path):
 def test_scores_match_a_dense_numpy_reference():
   cfg = w.TopKSAEConfig(d_in=8, d_sae=40, k=3)
   from test_sae import _random_params
+
   p = {k: np.asarray(v) for k, v in _random_params(cfg).items()}
   x = (RNG.standard_normal((300, 8)) * 2).astype(np.float32)
   x[5] *= 40
@@ -60,9 +61,14 @@ def test_k_sparse_probing_finds_the_latent_that_carries_a_class():
   lat[:, 0], val[:, 0] = RNG.integers(10, 30, n), RNG.uniform(0.5, 2, n)  # noise latents
   lat[in_a, 1], val[in_a, 1] = 7, RNG.uniform(1, 3, in_a.sum())
   x = RNG.standard_normal((n, 6))
-  out = probing.k_sparse_probing(lat, val, x, tokens, {"A": frozenset({3, 4, 5}),
-                                                       "B": frozenset({11, 12, 13}),
-                                                       "rare": frozenset({99})}, d_sae)
+  out = probing.k_sparse_probing(
+    lat,
+    val,
+    x,
+    tokens,
+    {"A": frozenset({3, 4, 5}), "B": frozenset({11, 12, 13}), "rare": frozenset({99})},
+    d_sae,
+  )
   assert out["A"]["latents"]["1"] == [7] and out["A"]["k"]["1"] == 1.0
   assert out["B"]["k"]["1"] < 0.75 and out["B"]["raw_f1"] < 0.75
   assert out["rare"]["skipped"]
@@ -79,8 +85,16 @@ def test_logistic_probe_and_f1_against_references():
 
 
 def test_token_classes_from_strings():
-  strings = {0: " Elizabeth", 1: " happily", 2: ",", 3: "\n", 4: " 1811", 5: " the", 6: " “",
-             7: " Darcy"}
+  strings = {
+    0: " Elizabeth",
+    1: " happily",
+    2: ",",
+    3: "\n",
+    4: " 1811",
+    5: " the",
+    6: " “",
+    7: " Darcy",
+  }
   c = probing.token_classes(strings)
   assert c["character_name"] == {0, 7} and c["ly_word"] == {1} and c["punctuation"] >= {2}
   assert c["newline"] == {3} and c["digit"] == {4} and c["opening_quote"] == {6}
@@ -89,9 +103,31 @@ def test_token_classes_from_strings():
 
 def test_wsae_eval_on_a_held_out_shard(store, tmp_path, capsys):
   run = tmp_path / "run"
-  assert cli.main(["train", "--out", str(run), "--activations", str(store), "--arch", "topk",
-                   "--k", "3", "--d-sae", "24", "--steps", "30", "--batch-size", "32",
-                   "--hold-out-shards", "1", "--no-progress"]) == 0
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(run),
+        "--activations",
+        str(store),
+        "--arch",
+        "topk",
+        "--k",
+        "3",
+        "--d-sae",
+        "24",
+        "--steps",
+        "30",
+        "--batch-size",
+        "32",
+        "--hold-out-shards",
+        "1",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   trained = json.loads((run / "run.json").read_text())["data"]["shards"]
   assert "acts_00003.npy" not in trained and len(trained) == 3
   assert cli.main(["eval", str(run), "--activations", str(store), "--eval-shards", "1"]) == 0
@@ -104,40 +140,108 @@ def test_wsae_eval_on_a_held_out_shard(store, tmp_path, capsys):
   assert r["fvu"] == pytest.approx(activations.score(cfg, p, x)["fvu"], rel=1e-6)
   # A second eval does not overwrite the first one unless asked.
   assert cli.main(["eval", str(run), "--activations", str(store), "--eval-shards", "1"]) == 2
-  assert cli.main(["eval", str(run / "sae"), "--activations", str(store), "--eval-shards", "1",
-                   "--out", str(tmp_path / "e2.json")]) == 0
+  assert (
+    cli.main(
+      [
+        "eval",
+        str(run / "sae"),
+        "--activations",
+        str(store),
+        "--eval-shards",
+        "1",
+        "--out",
+        str(tmp_path / "e2.json"),
+      ]
+    )
+    == 0
+  )
 
 
 def test_wsae_eval_lm_loss_with_a_tiny_llama(tmp_path, capsys, tiny_lm_store):
   tiny, store = tiny_lm_store
-  assert cli.main(["train", "--out", str(tmp_path / "run"), "--activations", str(store),
-                   "--arch", "topk", "--k", "4", "--d-sae", "32", "--steps", "20",
-                   "--batch-size", "32", "--hold-out-shards", "1", "--no-progress"]) == 0
-  assert cli.main(["eval", str(tmp_path / "run"), "--activations", str(store),
-                   "--eval-shards", "1"]) == 0
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(tmp_path / "run"),
+        "--activations",
+        str(store),
+        "--arch",
+        "topk",
+        "--k",
+        "4",
+        "--d-sae",
+        "32",
+        "--steps",
+        "20",
+        "--batch-size",
+        "32",
+        "--hold-out-shards",
+        "1",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
+  assert (
+    cli.main(["eval", str(tmp_path / "run"), "--activations", str(store), "--eval-shards", "1"])
+    == 0
+  )
   # The store names no model found here: --lm-loss asks for --model.
-  assert cli.main(["eval", str(tmp_path / "run"), "--activations", str(store),
-                   "--eval-shards", "1", "--lm-loss", "--overwrite"]) == 2
+  assert (
+    cli.main(
+      [
+        "eval",
+        str(tmp_path / "run"),
+        "--activations",
+        str(store),
+        "--eval-shards",
+        "1",
+        "--lm-loss",
+        "--overwrite",
+      ]
+    )
+    == 2
+  )
   assert "pass --model" in capsys.readouterr().err
-  assert cli.main(["eval", str(tmp_path / "run"), "--activations", str(store),
-                   "--eval-shards", "1", "--lm-loss", "--loss-contexts", "4", "--model",
-                   str(tiny), "--overwrite"]) == 0
+  assert (
+    cli.main(
+      [
+        "eval",
+        str(tmp_path / "run"),
+        "--activations",
+        str(store),
+        "--eval-shards",
+        "1",
+        "--lm-loss",
+        "--loss-contexts",
+        "4",
+        "--model",
+        str(tiny),
+        "--overwrite",
+      ]
+    )
+    == 0
+  )
   r = json.loads((tmp_path / "run" / "eval.json").read_text())
   assert r["lm_contexts"] == 4 and np.isfinite(r["loss_recovered"])
   assert r["lm_loss_zero_ablation"] != r["lm_loss_clean"]
 
 
-def test_wsae_eval_of_a_synthetic_run_scores_its_own_held_out_problem(synthetic_run, tmp_path,
-                                                                      capsys):
+def test_wsae_eval_of_a_synthetic_run_scores_its_own_held_out_problem(
+  synthetic_run, tmp_path, capsys
+):
   from wsae_jax.evaluation import metrics
   from wsae_jax.training import run as run_lib
+
   out = tmp_path / "e.json"
   assert cli.main(["eval", str(synthetic_run), "--out", str(out)]) == 0
   assert "L_GT" in capsys.readouterr().out
   r = json.loads(out.read_text())
   cfg, p = saelens.load_saelens(synthetic_run / "sae")
   x, x_p, W, gamma = run_lib.synthetic_held_out(synthetic_run)
-  assert gamma is not None and len(gamma) == W.shape[0]          # the run's oracle γ
+  assert gamma is not None and len(gamma) == W.shape[0]  # the run's oracle γ
   ref = metrics.evaluate(cfg, p, x, W, gamma=gamma)
   assert r["ground_truth"]["l_gt"] == pytest.approx(ref["l_gt"], rel=1e-6)
   assert r["ground_truth"]["mmcs"] == pytest.approx(ref["mmcs"], rel=1e-6)
@@ -146,6 +250,7 @@ def test_wsae_eval_of_a_synthetic_run_scores_its_own_held_out_problem(synthetic_
   assert cli.main(["eval", str(synthetic_run), "--out", str(tmp_path / "f.json"), "--probe"]) == 2
   assert cli.main(["eval", str(synthetic_run / "sae"), "--out", str(tmp_path / "g.json")]) == 0
   import shutil
+
   shutil.copytree(synthetic_run / "sae", tmp_path / "lone")
   assert cli.main(["eval", str(tmp_path / "lone"), "--out", str(tmp_path / "i.json")]) == 2
   assert "pass --activations" in capsys.readouterr().err

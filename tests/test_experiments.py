@@ -13,17 +13,24 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 def test_theory_check_smoke(tmp_path):
   import theory_check
+
   theory_check.main(["--smoke", "--out", str(tmp_path)])
   r = json.loads((tmp_path / "theory_check.json").read_text())
   assert r["example_1"]["matches_paper"]
   assert r["identities"]["max_relative_error"] < 1e-10
-  assert {row["geometry"] for row in r["training"]} == {"digons", "triangles", "squares",
-                                                        "pentagons", "toy model"}
+  assert {row["geometry"] for row in r["training"]} == {
+    "digons",
+    "triangles",
+    "squares",
+    "pentagons",
+    "toy model",
+  }
   assert (tmp_path / "theory_check.png").stat().st_size > 0
 
 
 def test_synthetic_smoke(tmp_path):
   import synthetic
+
   synthetic.main(["--smoke", "--out", str(tmp_path), "--no-progress"])
   r = json.loads((tmp_path / "synthetic.json").read_text())
   g = r["geometries"]["constructed"]
@@ -37,6 +44,7 @@ def test_reproduce_smoke_writes_every_reading_and_verdict(tmp_path):
   import reproduce
 
   from wsae_jax.evaluation import stats
+
   before = (ROOT / "experiments" / "RESULTS.md").read_text()
   r = reproduce.main(["--smoke", "--out", str(tmp_path), "--no-progress"])
   saved = json.loads((tmp_path / "reproduce.json").read_text())
@@ -53,8 +61,9 @@ def test_reproduce_smoke_writes_every_reading_and_verdict(tmp_path):
   prim = [c for c in claims if c["primary"]]
   assert len({c["claim"] for c in prim}) == len(prim) and prim
   assert all(c["correction"].startswith("Holm") for c in prim if c["testable"])
-  assert all(c["correction"].startswith("Benjamini") for c in claims
-             if c["testable"] and not c["primary"])
+  assert all(
+    c["correction"].startswith("Benjamini") for c in claims if c["testable"] and not c["primary"]
+  )
   # Fig. 2 for Top-k with k = ⌈(1 − S)n⌉ is built in and not counted; fixed k is.
   fig2 = [c for c in claims if c["claim"] == reproduce.FIG2 and c["kind"] == "topk"]
   assert {c["verdict"] for c in fig2 if c["variant"] == "k"} == {"built in"}
@@ -64,35 +73,51 @@ def test_reproduce_smoke_writes_every_reading_and_verdict(tmp_path):
   assert relu and {c["variant"] for c in relu} == {reproduce.MATCHED}
   # The γ table covers every geometry, S and weighting, with W_p's own coherence beside ΓW_p's.
   assert {(e["geometry"], e["weighting"]) for e in saved["gamma_effects"]} == {
-      (g, wt) for g in saved["plan"]["geometries"] for wt in reproduce.WEIGHTINGS[1:]}
+    (g, wt) for g in saved["plan"]["geometries"] for wt in reproduce.WEIGHTINGS[1:]
+  }
   for name in ("reproduce_thm23.png", "reproduce_fig2.png", "reproduce_fig3.png"):
     assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
   md = reproduce.results_markdown(saved)
   assert md.startswith(reproduce.BEGIN) and md.endswith(reproduce.END)
   assert (ROOT / "experiments" / "RESULTS.md").read_text() == before  # --out elsewhere: untouched
   # Re-analysis of the saved SAEs gives the same readings.
-  again = reproduce.main(["--smoke", "--out", str(tmp_path / "again"), "--no-progress",
-                          "--from-json", str(tmp_path / "reproduce.json")])
+  again = reproduce.main(
+    [
+      "--smoke",
+      "--out",
+      str(tmp_path / "again"),
+      "--no-progress",
+      "--from-json",
+      str(tmp_path / "reproduce.json"),
+    ]
+  )
   assert [c["verdict"] for c in again["claims"]] == [c["verdict"] for c in claims]
 
 
 def test_l0_matching_interpolates_each_path_at_one_target():
   import reproduce
-  path = [{"l0": l0, **{m: float(i) for m in reproduce.INTERPOLATED if m != "l0"}}
-          for i, l0 in enumerate((1.0, 2.0, 4.0))]
-  got = reproduce.l0_matched(path, 2.0 ** 1.5)  # halfway between 2 and 4 on log L0
-  assert got["l_gt"] == pytest.approx(1.5) and got["l0"] == pytest.approx(2.0 ** 1.5)
+
+  path = [
+    {"l0": l0, **{m: float(i) for m in reproduce.INTERPOLATED if m != "l0"}}
+    for i, l0 in enumerate((1.0, 2.0, 4.0))
+  ]
+  got = reproduce.l0_matched(path, 2.0**1.5)  # halfway between 2 and 4 on log L0
+  assert got["l_gt"] == pytest.approx(1.5) and got["l0"] == pytest.approx(2.0**1.5)
   assert np.isnan(reproduce.l0_matched(path, 8.0)["l_gt"])  # outside the path: no reading
 
 
 def test_weights_study_smoke(tmp_path):
   import weights_study
+
   r = weights_study.main(["--smoke", "--out", str(tmp_path), "--no-progress"])
   saved = json.loads((tmp_path / "weights_study.json").read_text())
   assert {q["score"] for q in saved["proxy_quality"]} == set(weights_study.SCORES)
   # On the triangles the oracle takes two values (PR 2 or 1): rho 0.85 is a perfect ranking.
-  tri = [q for q in saved["proxy_quality"] if q["geometry"] == "triangles"
-         and q["score"] == "zero-fraction m̂"]
+  tri = [
+    q
+    for q in saved["proxy_quality"]
+    if q["geometry"] == "triangles" and q["score"] == "zero-fraction m̂"
+  ]
   assert all(q["spearman_rho"] > 0.8 for q in tri)
   assert {c["weighting"] for c in saved["claims"]} <= set(weights_study.WEIGHTINGS[1:])
   assert len(saved["rows"]) == len(r["rows"]) and (tmp_path / "weights_study.png").exists()
@@ -103,6 +128,7 @@ def test_weights_digits_smoke(tmp_path):
   import weights_digits
 
   from wsae_jax.evaluation import stats
+
   r = weights_digits.main(["--smoke", "--out", str(tmp_path), "--no-progress"])
   saved = json.loads((tmp_path / "weights_digits.json").read_text())
   names = {row["weighting"] for row in saved["rows"]}
@@ -112,8 +138,9 @@ def test_weights_digits_smoke(tmp_path):
   for e in saved["paired"]:  # the paired difference is the mean over seeds of weighted − plain
     mine = [x for x in r["rows"] if x["weighting"] == e["weighting"]]
     plain = [x for x in r["rows"] if x["weighting"] == "sae"]
-    assert e["fvu"]["mean"] == pytest.approx(np.mean([a["fvu"] - b["fvu"]
-                                                       for a, b in zip(mine, plain)]))
+    assert e["fvu"]["mean"] == pytest.approx(
+      np.mean([a["fvu"] - b["fvu"] for a, b in zip(mine, plain)])
+    )
     assert e["consistency"]["verdict"] in stats.VERDICTS
 
 
@@ -126,12 +153,37 @@ def test_harvest_then_real_wsae_on_a_tiny_llama(tmp_path, tiny_lm_store):
   """
   import numpy as np
   import real_wsae
+
   tiny, store = tiny_lm_store
-  args = ["--store", str(store), "--work", str(tmp_path / "work"), "--widths", "2",
-          "--alphas", "0,1", "--gammas", "variance,typical", "--typical-widths", "2",
-          "--seeds", "2", "--k", "4", "--batch-size", "32", "--eval-shards", "1",
-          "--loss-contexts", "4", "--model", str(tiny), "--no-progress",
-          "--devices", "1"]
+  args = [
+    "--store",
+    str(store),
+    "--work",
+    str(tmp_path / "work"),
+    "--widths",
+    "2",
+    "--alphas",
+    "0,1",
+    "--gammas",
+    "variance,typical",
+    "--typical-widths",
+    "2",
+    "--seeds",
+    "2",
+    "--k",
+    "4",
+    "--batch-size",
+    "32",
+    "--eval-shards",
+    "1",
+    "--loss-contexts",
+    "4",
+    "--model",
+    str(tiny),
+    "--no-progress",
+    "--devices",
+    "1",
+  ]
   real_wsae.main(args + ["--out", str(tmp_path / "out")])
   r = json.loads((tmp_path / "out" / "real_wsae.json").read_text())
   # Per seed: the plain SAE, then α = 1 with γ from all rows and from typical rows.
@@ -161,15 +213,42 @@ def test_recipe_smoke(tmp_path, tiny_lm_store):
   metrics and LM loss recovered, the recipe's settings recorded."""
   import numpy as np
   import recipe
+
   tiny, store = tiny_lm_store
-  recipe.main(["--store", str(store), "--work", str(tmp_path / "work"),
-               "--out", str(tmp_path / "recipe.json"), "--widths", "2",
-               "--recipes", "before,median-drop", "--k", "4", "--batch-size", "32",
-               "--train-tokens", "640", "--eval-shards", "1", "--loss-contexts", "4",
-               "--model", str(tiny), "--no-progress", "--devices", "1"])
+  recipe.main(
+    [
+      "--store",
+      str(store),
+      "--work",
+      str(tmp_path / "work"),
+      "--out",
+      str(tmp_path / "recipe.json"),
+      "--widths",
+      "2",
+      "--recipes",
+      "before,median-drop",
+      "--k",
+      "4",
+      "--batch-size",
+      "32",
+      "--train-tokens",
+      "640",
+      "--eval-shards",
+      "1",
+      "--loss-contexts",
+      "4",
+      "--model",
+      str(tiny),
+      "--no-progress",
+      "--devices",
+      "1",
+    ]
+  )
   rows = {r["recipe"]: r for r in json.loads((tmp_path / "recipe.json").read_text())["rows"]}
   assert rows["before"]["dead_after_tokens"] == 10_000_000 and rows["before"]["dropped_rows"] == 0
-  assert rows["median-drop"]["dead_after_tokens"] == 32 and rows["median-drop"]["b_dec_init"] == "median"
+  assert (
+    rows["median-drop"]["dead_after_tokens"] == 32 and rows["median-drop"]["b_dec_init"] == "median"
+  )
   for r in rows.values():
     assert r["steps"] == 20 and 0 < r["fvu"] < 1.5 and 0 <= r["dead_frac"] <= 1
     assert np.isfinite(r["loss_recovered"])
@@ -180,25 +259,63 @@ def test_weights_real_smoke(tmp_path, tiny_lm_store):
   `wsae eval` library (probing needs a tokenizer, which the tiny model has not)."""
   import numpy as np
   import weights_real
+
   tiny, store = tiny_lm_store
-  weights_real.main(["--store", str(store), "--work", str(tmp_path / "work"),
-                     "--out", str(tmp_path / "wr.json"), "--kinds", "variance,kurtosis",
-                     "--alphas", "1", "--width", "2", "--k", "4", "--batch-size", "32",
-                     "--train-tokens", "640", "--eval-shards", "1", "--loss-contexts", "4",
-                     "--model", str(tiny), "--no-probe", "--no-progress", "--devices", "1",
-                     "--seeds", "2"])
+  weights_real.main(
+    [
+      "--store",
+      str(store),
+      "--work",
+      str(tmp_path / "work"),
+      "--out",
+      str(tmp_path / "wr.json"),
+      "--kinds",
+      "variance,kurtosis",
+      "--alphas",
+      "1",
+      "--width",
+      "2",
+      "--k",
+      "4",
+      "--batch-size",
+      "32",
+      "--train-tokens",
+      "640",
+      "--eval-shards",
+      "1",
+      "--loss-contexts",
+      "4",
+      "--model",
+      str(tiny),
+      "--no-probe",
+      "--no-progress",
+      "--devices",
+      "1",
+      "--seeds",
+      "2",
+    ]
+  )
   saved = json.loads((tmp_path / "wr.json").read_text())
   rows = saved["rows"]
   assert [(r["kind"], r["alpha"], r["seed"]) for r in rows] == [
-      (kind, alpha, s) for s in (0, 1) for kind, alpha in (("none", 0.0), ("variance", 1.0),
-                                                           ("kurtosis", 1.0))]
+    (kind, alpha, s)
+    for s in (0, 1)
+    for kind, alpha in (("none", 0.0), ("variance", 1.0), ("kurtosis", 1.0))
+  ]
   # Paired over seeds; token consistency over a common latent set of each pair.
   for e in saved["paired"]:
     assert e["seeds"] == [0, 1] and len(e["token_consistency"]["common_latents"]) == 2
     assert 0 <= e["fvu_relative"]["p_noninferior"] <= 1
-    assert e["fvu"]["median"] == pytest.approx(np.median(
-        [x["fvu"] - y["fvu"] for x, y in zip(
-            [r for r in rows if r["kind"] == e["kind"]], [r for r in rows if r["kind"] == "none"])]))
+    assert e["fvu"]["median"] == pytest.approx(
+      np.median(
+        [
+          x["fvu"] - y["fvu"]
+          for x, y in zip(
+            [r for r in rows if r["kind"] == e["kind"]], [r for r in rows if r["kind"] == "none"]
+          )
+        ]
+      )
+    )
   assert rows[0]["gamma_top_share"] is None and 0 < rows[1]["gamma_top_share"] <= 1
   for r in rows:
     assert 0 < r["fvu"] < 1.5 and np.isfinite(r["loss_recovered"])
@@ -206,6 +323,7 @@ def test_weights_real_smoke(tmp_path, tiny_lm_store):
 
 def test_tied_extreme_sparsity_smoke():
   import tied_extreme_sparsity
+
   rows = tied_extreme_sparsity.main(["--smoke"])
   cf = {r["S"]: r for r in rows if r["model"] == "closed form"}
   # The triangles have non-positive interference: the closed form recovers almost exactly at
@@ -221,6 +339,7 @@ def test_gamma_ceiling_closed_form_on_the_weighted_dictionary_has_known_answers(
   import gamma_ceiling as gc
 
   from wsae_jax.theory import closed_form
+
   plan = gc.SMOKE
   rot0, rot1 = gc.geometry("rotated-s0", plan), gc.geometry("rotated-s1", plan)
   x = np.random.default_rng(0).uniform(size=(512, rot0["W"].shape[1]))
@@ -230,8 +349,9 @@ def test_gamma_ceiling_closed_form_on_the_weighted_dictionary_has_known_answers(
   ours = gc.closed_form_l_gt(W, np.ones(W.shape[0]), x)
   np.testing.assert_allclose(ours, want, rtol=1e-6)  # the library computes in float32
   np.testing.assert_allclose(gc.closed_form_l_gt(rot1["W"], rot1["undo"], x), ours, rtol=1e-9)
-  np.testing.assert_allclose(gc.coherence(rot1["W"], rot1["undo"]),
-                             gc.coherence(W, np.ones(W.shape[0])), rtol=1e-9)
+  np.testing.assert_allclose(
+    gc.coherence(rot1["W"], rot1["undo"]), gc.coherence(W, np.ones(W.shape[0])), rtol=1e-9
+  )
   assert gc.closed_form_l_gt(rot1["W"], np.ones(W.shape[0]), x) > 2 * want  # the scaling hurts
   # The triangles' coherence by hand: 3 pairs at cos 120° per plane, 6 planes, 26 features.
   tri = gc.geometry("triangles", plan)["W"]
@@ -240,6 +360,7 @@ def test_gamma_ceiling_closed_form_on_the_weighted_dictionary_has_known_answers(
 
 def test_gamma_ceiling_smoke(tmp_path):
   import gamma_ceiling as gc
+
   r = gc.main(["--smoke", "--out", str(tmp_path), "--no-progress"])
   saved = json.loads((tmp_path / "gamma_ceiling.json").read_text())
   assert {c for c in saved["raw"]["cells"]} == set(gc.SMOKE.geometries)
@@ -251,13 +372,20 @@ def test_gamma_ceiling_smoke(tmp_path):
       assert len(s["history"]) == gc.SMOKE.generations
       g = np.asarray(s["gamma_star"])
       assert g.shape == (20,) and np.all(g > 0)
-      np.testing.assert_allclose(np.mean(g ** 2), 1.0, rtol=1e-5)
+      np.testing.assert_allclose(np.mean(g**2), 1.0, rtol=1e-5)
   # Every arm is paired with the plain SAE of its own seed and sparsity.
   rows = saved["raw"]["cells"]["hub"]["rows"]
   assert {x["arm"] for x in rows} >= {"sae", "gstar", "gstar-other", "oracle", "decoder"}
   assert len({(x["seed"], x["sparsity"]) for x in rows if x["arm"] == "sae"}) == 3 * 3
-  again = gc.main(["--from-json", str(tmp_path / "gamma_ceiling.json"), "--out",
-                   str(tmp_path / "again"), "--no-progress"])
+  again = gc.main(
+    [
+      "--from-json",
+      str(tmp_path / "gamma_ceiling.json"),
+      "--out",
+      str(tmp_path / "again"),
+      "--no-progress",
+    ]
+  )
   assert again["readings"] == r["readings"]
   assert (tmp_path / "gamma_ceiling_gamma.png").exists()
   assert (tmp_path / "gamma_ceiling_effects.png").exists()

@@ -19,14 +19,21 @@ LAYERS, LAYER, CTX, VOCAB = 4, 2, 12, 97
 @pytest.fixture(scope="module")
 def tiny_llama():
   torch.manual_seed(0)
-  cfg = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32,
-                                 num_hidden_layers=LAYERS, num_attention_heads=4,
-                                 num_key_value_heads=2, max_position_embeddings=64)
+  cfg = transformers.LlamaConfig(
+    vocab_size=VOCAB,
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=LAYERS,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+  )
   return transformers.LlamaForCausalLM(cfg).eval()
 
 
 class CharTokenizer:
   """The slice of the tokenizer interface the harvest uses: encode() and bos_token_id."""
+
   bos_token_id = 1
 
   def encode(self, text, add_special_tokens=False):
@@ -38,9 +45,9 @@ def test_tokenize_contexts():
   ctx = hv.tokenize_contexts(CharTokenizer(), text, 8)
   flat = [t for p in ["abc", "defg"] * 10 for t in CharTokenizer().encode(p + "\n\n")]
   assert ctx.shape == (len(flat) // 7, 8) and (ctx[:, 0] == 1).all()
-  np.testing.assert_array_equal(ctx[:, 1:].reshape(-1), flat[:ctx.shape[0] * 7])
+  np.testing.assert_array_equal(ctx[:, 1:].reshape(-1), flat[: ctx.shape[0] * 7])
   no_prefix = hv.tokenize_contexts(CharTokenizer(), text, 8, prefix_token_id=None)
-  np.testing.assert_array_equal(no_prefix.reshape(-1), flat[:no_prefix.size])
+  np.testing.assert_array_equal(no_prefix.reshape(-1), flat[: no_prefix.size])
   with pytest.raises(w.WSAEInputError, match="fewer than one context"):
     hv.tokenize_contexts(CharTokenizer(), "ab", 8)
 
@@ -50,8 +57,7 @@ def test_layer_activations_equal_hidden_states_and_skip_later_blocks(tiny_llama)
   with torch.no_grad():
     ref = tiny_llama(torch.as_tensor(ids), output_hidden_states=True).hidden_states[LAYER + 1]
   ran = []
-  handle = hv.decoder_blocks(tiny_llama)[LAYER + 1].register_forward_hook(
-      lambda *a: ran.append(1))
+  handle = hv.decoder_blocks(tiny_llama)[LAYER + 1].register_forward_hook(lambda *a: ran.append(1))
   try:
     got = hv.layer_activations(tiny_llama, ids, LAYER)
   finally:
@@ -85,13 +91,23 @@ def test_attention_and_mlp_outputs_add_up_to_the_block_output(tiny_llama):
 
 def test_the_cli_knows_every_hook_point():
   from wsae_jax.app import cli
+
   assert cli.HOOK_POINTS == tuple(hv.HOOK_POINTS)
 
 
 def test_harvest_writes_a_store_and_resumes(tiny_llama, tmp_path):
   ids = np.random.default_rng(1).integers(0, VOCAB, (10, CTX)).astype(np.int32)
-  meta = hv.harvest_to_store(tiny_llama, ids, LAYER, tmp_path / "s", contexts_per_shard=4, batch_size=3,
-                    dtype="float32", progress=False, info={"model": "tiny"})
+  meta = hv.harvest_to_store(
+    tiny_llama,
+    ids,
+    LAYER,
+    tmp_path / "s",
+    contexts_per_shard=4,
+    batch_size=3,
+    dtype="float32",
+    progress=False,
+    info={"model": "tiny"},
+  )
   assert meta["n_tokens"] == 10 * CTX and len(meta["shards"]) == 3 and meta["tokens_per_s"] > 0
   assert meta["context_len"] == CTX and meta["layer"] == LAYER and meta["model"] == "tiny"
   store = ActivationStore(tmp_path / "s", 4, shuffle=False, drop_first_position=False, prefetch=0)
@@ -103,21 +119,35 @@ def test_harvest_writes_a_store_and_resumes(tiny_llama, tmp_path):
   # Resume: delete one shard; only it is recomputed, the others are left untouched.
   (tmp_path / "s" / "acts_00001.npy").unlink()
   mtime = (tmp_path / "s" / "acts_00000.npy").stat().st_mtime_ns
-  meta2 = hv.harvest_to_store(tiny_llama, ids, LAYER, tmp_path / "s", contexts_per_shard=4, batch_size=3,
-                     dtype="float32", progress=False, info={"model": "tiny"})
+  meta2 = hv.harvest_to_store(
+    tiny_llama,
+    ids,
+    LAYER,
+    tmp_path / "s",
+    contexts_per_shard=4,
+    batch_size=3,
+    dtype="float32",
+    progress=False,
+    info={"model": "tiny"},
+  )
   assert meta2["n_tokens"] == 10 * CTX
   assert (tmp_path / "s" / "acts_00000.npy").stat().st_mtime_ns == mtime
   assert meta2["tokens_per_s"] > 0  # only shard 1 was timed
-  np.testing.assert_allclose(ActivationStore(tmp_path / "s", 4, shuffle=False, prefetch=0,
-                                             drop_first_position=False).read_all(), x)
+  np.testing.assert_allclose(
+    ActivationStore(
+      tmp_path / "s", 4, shuffle=False, prefetch=0, drop_first_position=False
+    ).read_all(),
+    x,
+  )
 
 
 def test_next_token_loss_and_replacement(tiny_llama):
   ids = np.random.default_rng(2).integers(0, VOCAB, (4, CTX))
   with torch.no_grad():
     logits = tiny_llama(torch.as_tensor(ids)).logits
-  ref = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, VOCAB),
-                                          torch.as_tensor(ids[:, 1:]).reshape(-1))
+  ref = torch.nn.functional.cross_entropy(
+    logits[:, :-1].reshape(-1, VOCAB), torch.as_tensor(ids[:, 1:]).reshape(-1)
+  )
   assert hv.next_token_loss(tiny_llama, ids, batch_size=3) == pytest.approx(float(ref), rel=1e-5)
   # Identity replacement changes nothing; zeroing the residual stream changes the loss.
   same = hv.next_token_loss(tiny_llama, ids, layer=LAYER, replace=lambda h: h)
@@ -126,8 +156,9 @@ def test_next_token_loss_and_replacement(tiny_llama):
   assert abs(zero - float(ref)) > 1e-3
   # The replacement sees (B, T, d) and position 0 keeps its true value.
   seen = []
-  hv.next_token_loss(tiny_llama, ids, batch_size=4, layer=LAYER,
-                     replace=lambda h: seen.append(h.shape) or h)
+  hv.next_token_loss(
+    tiny_llama, ids, batch_size=4, layer=LAYER, replace=lambda h: seen.append(h.shape) or h
+  )
   assert seen == [(4, CTX, 16)]
   with pytest.raises(w.WSAEInputError, match="needs layer"):
     hv.next_token_loss(tiny_llama, ids, replace=np.zeros_like)
@@ -137,21 +168,30 @@ def _tiny_llama_with_tokenizer(tmp_path):
   """A tiny random Llama saved with a word-level tokenizer, and a corpus of its words."""
   transformers = pytest.importorskip("transformers")
   from tokenizers import Tokenizer, models, pre_tokenizers
+
   torch.manual_seed(0)
   words = ["<s>", "<unk>"] + [f"w{i}" for i in range(62)]
   wl = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
   wl.pre_tokenizer = pre_tokenizers.Whitespace()
   folder = tmp_path / "tiny"
-  transformers.PreTrainedTokenizerFast(tokenizer_object=wl, bos_token="<s>",
-                                       unk_token="<unk>").save_pretrained(folder)
-  cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
-                                 num_hidden_layers=3, num_attention_heads=4,
-                                 num_key_value_heads=2, max_position_embeddings=64)
+  transformers.PreTrainedTokenizerFast(
+    tokenizer_object=wl, bos_token="<s>", unk_token="<unk>"
+  ).save_pretrained(folder)
+  cfg = transformers.LlamaConfig(
+    vocab_size=64,
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+  )
   transformers.LlamaForCausalLM(cfg).eval().save_pretrained(folder)
   rng = np.random.default_rng(0)
   corpus = tmp_path / "corpus.txt"
-  corpus.write_text("\n\n".join(" ".join(f"w{i}" for i in rng.integers(0, 62, 40))
-                                for _ in range(40)))
+  corpus.write_text(
+    "\n\n".join(" ".join(f"w{i}" for i in rng.integers(0, 62, 40)) for _ in range(40))
+  )
   return folder, corpus
 
 
@@ -160,29 +200,95 @@ def test_wsae_harvest_writes_a_store_that_train_eval_and_report_use(tmp_path):
   names the model by its absolute path, so `wsae eval` / `wsae report` started from another
   directory find it again (decoding tokens, measuring LM loss)."""
   from wsae_jax.app import cli
+
   folder, corpus = _tiny_llama_with_tokenizer(tmp_path)
   store = tmp_path / "store"
-  args = ["harvest", "--out", str(store), "--model", str(folder), "--corpus", str(corpus),
-          "--layer", "1", "--context-len", "16", "--contexts-per-shard", "16",
-          "--loss-contexts", "4", "--no-progress"]
+  args = [
+    "harvest",
+    "--out",
+    str(store),
+    "--model",
+    str(folder),
+    "--corpus",
+    str(corpus),
+    "--layer",
+    "1",
+    "--context-len",
+    "16",
+    "--contexts-per-shard",
+    "16",
+    "--loss-contexts",
+    "4",
+    "--no-progress",
+  ]
   assert cli.main(args) == 0
   meta = json.loads((store / "metadata.json").read_text())
   assert meta["model"] == str(folder.resolve()) and meta["layer"] == 1 and meta["d_in"] == 16
   assert meta["n_tokens"] == (1600 // 15) * 16 and np.isfinite(meta["lm_loss_nats"])  # BOS + 15
   assert cli.main(args) == 0  # resumable: nothing left to write
-  assert cli.main(["harvest", "--out", str(tmp_path / "s2"), "--model", str(folder),
-                   "--corpus", str(corpus), "--layer", "3", "--no-progress"]) == 2
+  assert (
+    cli.main(
+      [
+        "harvest",
+        "--out",
+        str(tmp_path / "s2"),
+        "--model",
+        str(folder),
+        "--corpus",
+        str(corpus),
+        "--layer",
+        "3",
+        "--no-progress",
+      ]
+    )
+    == 2
+  )
   run = tmp_path / "run"
-  assert cli.main(["train", "--out", str(run), "--activations", str(store), "--arch", "topk",
-                   "--k", "4", "--d-sae", "32", "--steps", "10", "--batch-size", "64",
-                   "--hold-out-shards", "2", "--no-progress"]) == 0
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(run),
+        "--activations",
+        str(store),
+        "--arch",
+        "topk",
+        "--k",
+        "4",
+        "--d-sae",
+        "32",
+        "--steps",
+        "10",
+        "--batch-size",
+        "64",
+        "--hold-out-shards",
+        "2",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   elsewhere = tmp_path / "elsewhere"
   elsewhere.mkdir()
   cwd = os.getcwd()
   try:
     os.chdir(elsewhere)
-    assert cli.main(["eval", str(run), "--activations", str(store), "--lm-loss",
-                     "--loss-contexts", "4", "--no-progress"]) == 0
+    assert (
+      cli.main(
+        [
+          "eval",
+          str(run),
+          "--activations",
+          str(store),
+          "--lm-loss",
+          "--loss-contexts",
+          "4",
+          "--no-progress",
+        ]
+      )
+      == 0
+    )
     assert cli.main(["report", str(run), "--activations", str(store), "--no-progress"]) == 0
   finally:
     os.chdir(cwd)
@@ -195,28 +301,57 @@ def test_resuming_a_store_with_another_layer_or_model_is_refused(tmp_path):
   """A resumed harvest extends a store only when it is the same harvest: another layer, model or
   corpus would mix activations of two kinds under one metadata.json."""
   from wsae_jax.data.store import ActivationWriter
+
   x = np.zeros((16, 4), np.float32)
-  ActivationWriter(tmp_path / "s", d_in=4, context_len=16, layer=1, model="/a/tiny",
-                   corpus="c.txt").write_shard(0, x)
-  ActivationWriter(tmp_path / "s", d_in=4, context_len=16, layer=1, model="tiny",
-                   corpus="c.txt").write_shard(1, x)  # same model (older stores: base name)
+  ActivationWriter(
+    tmp_path / "s", d_in=4, context_len=16, layer=1, model="/a/tiny", corpus="c.txt"
+  ).write_shard(0, x)
+  ActivationWriter(
+    tmp_path / "s", d_in=4, context_len=16, layer=1, model="tiny", corpus="c.txt"
+  ).write_shard(1, x)  # same model (older stores: base name)
   with pytest.raises(w.WSAEInputError, match="layer: 1 there, 2 now"):
-    ActivationWriter(tmp_path / "s", d_in=4, context_len=16, layer=2, model="/a/tiny",
-                     corpus="c.txt")
+    ActivationWriter(
+      tmp_path / "s", d_in=4, context_len=16, layer=2, model="/a/tiny", corpus="c.txt"
+    )
   with pytest.raises(w.WSAEInputError, match="model: 'tiny' there, '/b/other' now"):
-    ActivationWriter(tmp_path / "s", d_in=4, context_len=16, layer=1, model="/b/other",
-                     corpus="c.txt")
+    ActivationWriter(
+      tmp_path / "s", d_in=4, context_len=16, layer=1, model="/b/other", corpus="c.txt"
+    )
 
 
 def test_wsae_train_straight_from_a_model(tmp_path):
   """`wsae train --model M --layer L --corpus C`: harvested into RUN/activations, then trained
   from it; --overwrite keeps the harvest; the options are checked."""
   from wsae_jax.app import cli
+
   folder, corpus = _tiny_llama_with_tokenizer(tmp_path)
   run = tmp_path / "run"
-  args = ["train", "--out", str(run), "--model", str(folder), "--layer", "1", "--corpus",
-          str(corpus), "--context-len", "16", "--arch", "topk", "--k", "4", "--d-sae", "32",
-          "--steps", "5", "--batch-size", "32", "--hold-out-shards", "1", "--no-progress"]
+  args = [
+    "train",
+    "--out",
+    str(run),
+    "--model",
+    str(folder),
+    "--layer",
+    "1",
+    "--corpus",
+    str(corpus),
+    "--context-len",
+    "16",
+    "--arch",
+    "topk",
+    "--k",
+    "4",
+    "--d-sae",
+    "32",
+    "--steps",
+    "5",
+    "--batch-size",
+    "32",
+    "--hold-out-shards",
+    "1",
+    "--no-progress",
+  ]
   assert cli.main(args) == 0
   meta = json.loads((run / "activations" / "metadata.json").read_text())
   assert meta["layer"] == 1 and meta["model"] == str(folder.resolve())
@@ -226,27 +361,68 @@ def test_wsae_train_straight_from_a_model(tmp_path):
   before = shard.stat().st_mtime_ns
   assert cli.main(args + ["--overwrite"]) == 0
   assert shard.stat().st_mtime_ns == before  # the harvest was kept, not redone
-  assert cli.main(args[:1] + ["--out", str(tmp_path / "r2"), "--model", str(folder),
-                              "--no-progress"]) == 2  # no --layer
-  assert cli.main(args[:1] + ["--out", str(tmp_path / "r3"), "--model", str(folder), "--layer",
-                              "1", "--activations", str(run / "activations"),
-                              "--no-progress"]) == 2
-  assert cli.main(args[:1] + ["--out", str(tmp_path / "r4"), "--hook", "mlp_out",
-                              "--no-progress"]) == 2  # --hook without --model
+  assert (
+    cli.main(args[:1] + ["--out", str(tmp_path / "r2"), "--model", str(folder), "--no-progress"])
+    == 2
+  )  # no --layer
+  assert (
+    cli.main(
+      args[:1]
+      + [
+        "--out",
+        str(tmp_path / "r3"),
+        "--model",
+        str(folder),
+        "--layer",
+        "1",
+        "--activations",
+        str(run / "activations"),
+        "--no-progress",
+      ]
+    )
+    == 2
+  )
+  assert (
+    cli.main(args[:1] + ["--out", str(tmp_path / "r4"), "--hook", "mlp_out", "--no-progress"]) == 2
+  )  # --hook without --model
 
 
 def test_wsae_train_on_an_mlp_output_records_its_hook(tmp_path, capsys):
   """`--hook mlp_out`: the store, the run's data identity and the SAELens export name the hook;
   another hook point in the same run folder is refused (the store's identity)."""
   from wsae_jax.app import cli
+
   folder, corpus = _tiny_llama_with_tokenizer(tmp_path)
   run = tmp_path / "run"
-  args = ["train", "--out", str(run), "--model", str(folder), "--layer", "1", "--corpus",
-          str(corpus), "--context-len", "16", "--hook", "mlp_out", "--arch", "relu",
-          "--d-sae", "32", "--steps", "3", "--batch-size", "32", "--no-progress"]
+  args = [
+    "train",
+    "--out",
+    str(run),
+    "--model",
+    str(folder),
+    "--layer",
+    "1",
+    "--corpus",
+    str(corpus),
+    "--context-len",
+    "16",
+    "--hook",
+    "mlp_out",
+    "--arch",
+    "relu",
+    "--d-sae",
+    "32",
+    "--steps",
+    "3",
+    "--batch-size",
+    "32",
+    "--no-progress",
+  ]
   assert cli.main(args) == 0
   meta = json.loads((run / "activations" / "metadata.json").read_text())
-  assert meta["hook_point"] == "mlp_out" and meta["hook"].startswith("MLP output of decoder block 1")
+  assert meta["hook_point"] == "mlp_out" and meta["hook"].startswith(
+    "MLP output of decoder block 1"
+  )
   assert json.loads((run / "run.json").read_text())["data"]["hook_point"] == "mlp_out"
   cfg = json.loads((run / "sae" / "cfg.json").read_text())
   assert cfg["metadata"]["hook_name"] == "blocks.1.hook_mlp_out"
@@ -268,13 +444,41 @@ def test_wsae_train_from_a_model_resumes_bit_identically_after_an_interruption(t
 
   from wsae_jax.app import cli
   from wsae_jax.storage import saelens
+
   folder, corpus = _tiny_llama_with_tokenizer(tmp_path)
 
   def train(out, *extra):
-    return cli.main(["train", "--out", str(out), "--model", str(folder), "--layer", "1",
-                     "--corpus", str(corpus), "--context-len", "16", "--arch", "topk", "--k", "4",
-                     "--d-sae", "32", "--steps", "20", "--batch-size", "32",
-                     "--checkpoint-every", "5", "--keep", "10", "--no-progress", *extra])
+    return cli.main(
+      [
+        "train",
+        "--out",
+        str(out),
+        "--model",
+        str(folder),
+        "--layer",
+        "1",
+        "--corpus",
+        str(corpus),
+        "--context-len",
+        "16",
+        "--arch",
+        "topk",
+        "--k",
+        "4",
+        "--d-sae",
+        "32",
+        "--steps",
+        "20",
+        "--batch-size",
+        "32",
+        "--checkpoint-every",
+        "5",
+        "--keep",
+        "10",
+        "--no-progress",
+        *extra,
+      ]
+    )
 
   assert train(tmp_path / "ref") == 0
   cut = tmp_path / "cut"

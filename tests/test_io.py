@@ -12,15 +12,25 @@ from wsae_jax.storage import saelens as io
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((32, 6)).astype(np.float32)
-CONFIGS = [w.TiedSAEConfig(d_in=6, d_sae=10), w.ReLUSAEConfig(d_in=6, d_sae=10, l1_coefficient=0.02),
-           w.TopKSAEConfig(d_in=6, d_sae=10, k=3),
-           w.JumpReLUSAEConfig(d_in=6, d_sae=10, l0_coefficient=0.2, bandwidth=0.1),
-           w.BatchTopKSAEConfig(d_in=6, d_sae=10, k=2.5, threshold_lr=0.05),
-           w.MatryoshkaBatchTopKSAEConfig(d_in=6, d_sae=10, k=2.5, matryoshka_widths=(3, 6, 10)),
-           w.GatedSAEConfig(d_in=6, d_sae=10, l1_coefficient=0.3)]
+CONFIGS = [
+  w.TiedSAEConfig(d_in=6, d_sae=10),
+  w.ReLUSAEConfig(d_in=6, d_sae=10, l1_coefficient=0.02),
+  w.TopKSAEConfig(d_in=6, d_sae=10, k=3),
+  w.JumpReLUSAEConfig(d_in=6, d_sae=10, l0_coefficient=0.2, bandwidth=0.1),
+  w.BatchTopKSAEConfig(d_in=6, d_sae=10, k=2.5, threshold_lr=0.05),
+  w.MatryoshkaBatchTopKSAEConfig(d_in=6, d_sae=10, k=2.5, matryoshka_widths=(3, 6, 10)),
+  w.GatedSAEConfig(d_in=6, d_sae=10, l1_coefficient=0.3),
+]
 # SAELens saves (Matryoshka) BatchTopK SAEs as JumpReLU ones
-SAELENS_NAMES = {"tied": "standard", "relu": "standard", "topk": "topk", "jumprelu": "jumprelu",
-                 "batchtopk": "jumprelu", "matryoshka_batchtopk": "jumprelu", "gated": "gated"}
+SAELENS_NAMES = {
+  "tied": "standard",
+  "relu": "standard",
+  "topk": "topk",
+  "jumprelu": "jumprelu",
+  "batchtopk": "jumprelu",
+  "matryoshka_batchtopk": "jumprelu",
+  "gated": "gated",
+}
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.architecture)
@@ -69,6 +79,7 @@ def test_standard_sae_with_b_dec_at_input_is_folded_exactly(tmp_path):
 def test_saelens_itself_reads_our_export(tmp_path):
   sae_lens = pytest.importorskip("sae_lens", reason="sae-lens not installed (optional extra)")
   import torch
+
   for cfg in CONFIGS[1:]:
     p = _random_params(cfg)
     if "threshold" in p:  # thresholds below some pre-activations and above others
@@ -85,14 +96,25 @@ def test_saelens_itself_reads_our_export(tmp_path):
     assert_close(x_t, x_hat, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("mutate, match", [
+@pytest.mark.parametrize(
+  "mutate, match",
+  [
     (lambda d: (d / "cfg.json").unlink(), "cfg.json is missing"),
     (lambda d: (d / "cfg.json").write_text("{"), "not valid JSON"),
-    (lambda d: (d / "cfg.json").write_text(json.dumps({"architecture": "abstopk", "d_in": 6, "d_sae": 10})),
-     "architecture 'abstopk' is not supported"),
-    (lambda d: (d / "cfg.json").write_text(json.dumps({"architecture": "standard", "d_in": 7, "d_sae": 10})),
-     r"\(d_in=7, d_sae=10\) requires \(7, 10\)"),
-])
+    (
+      lambda d: (d / "cfg.json").write_text(
+        json.dumps({"architecture": "abstopk", "d_in": 6, "d_sae": 10})
+      ),
+      "architecture 'abstopk' is not supported",
+    ),
+    (
+      lambda d: (d / "cfg.json").write_text(
+        json.dumps({"architecture": "standard", "d_in": 7, "d_sae": 10})
+      ),
+      r"\(d_in=7, d_sae=10\) requires \(7, 10\)",
+    ),
+  ],
+)
 def test_bad_saelens_folders_raise(mutate, match, tmp_path):
   io.save_saelens(tmp_path, CONFIGS[1], _random_params(CONFIGS[1]))
   mutate(tmp_path)
@@ -107,8 +129,12 @@ def test_a_tied_export_with_a_folded_scale_loads_as_its_relu_equivalent(tmp_path
   cfg2, p2 = io.load_saelens(tmp_path)
   assert cfg2.architecture == "relu"
   x = np.asarray(X) / 2.0  # raw activations: the SAE was trained on 2·x
-  assert_close(models.forward(cfg2, p2, x)[1],
-               np.asarray(models.forward(cfg, p, np.asarray(X))[1]) / 2.0, rtol=1e-5, atol=1e-6)
+  assert_close(
+    models.forward(cfg2, p2, x)[1],
+    np.asarray(models.forward(cfg, p, np.asarray(X))[1]) / 2.0,
+    rtol=1e-5,
+    atol=1e-6,
+  )
 
 
 def test_saelens_topk_with_decoder_norm_rescaling_gives_saelens_codes(tmp_path):
@@ -117,9 +143,13 @@ def test_saelens_topk_with_decoder_norm_rescaling_gives_saelens_codes(tmp_path):
   sae_lens = pytest.importorskip("sae_lens", reason="sae-lens not installed (optional extra)")
   import torch
   from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
+
   torch.manual_seed(0)
-  sae = TopKSAE(TopKSAEConfig(d_in=6, d_sae=10, k=3, rescale_acts_by_decoder_norm=True,
-                              apply_b_dec_to_input=True))
+  sae = TopKSAE(
+    TopKSAEConfig(
+      d_in=6, d_sae=10, k=3, rescale_acts_by_decoder_norm=True, apply_b_dec_to_input=True
+    )
+  )
   with torch.no_grad():
     for t in (sae.W_enc, sae.W_dec, sae.b_enc, sae.b_dec):
       t.copy_(torch.randn_like(t) * (0.3 + torch.rand_like(t)))
@@ -140,6 +170,7 @@ def test_saelens_topk_with_decoder_norm_rescaling_gives_saelens_codes(tmp_path):
 def test_half_precision_saelens_weights_load_upcast_with_one_warning(dtype, tmp_path):
   torch = pytest.importorskip("torch", reason="torch not installed (optional extra)")
   from safetensors.torch import save_file
+
   cfg = CONFIGS[2]  # topk
   p = _random_params(cfg)
   io.save_saelens(tmp_path, cfg, p)
@@ -156,8 +187,11 @@ def test_half_precision_saelens_weights_load_upcast_with_one_warning(dtype, tmp_
 def test_export_writes_saelens6_metadata_that_saelens_reads(tmp_path):
   sae_lens = pytest.importorskip("sae_lens", reason="sae-lens not installed (optional extra)")
   meta = io.metadata_from_data({"kind": "activations", "model": "SmolLM2", "layer": 15})
-  assert meta == {"model_name": "SmolLM2", "hook_layer": 15,
-                  "hook_name": "blocks.15.hook_resid_post"}
+  assert meta == {
+    "model_name": "SmolLM2",
+    "hook_layer": 15,
+    "hook_name": "blocks.15.hook_resid_post",
+  }
   assert io.metadata_from_data({"kind": "synthetic"}) == {}
   io.save_saelens(tmp_path, CONFIGS[2], _random_params(CONFIGS[2]), metadata=meta)
   theirs = sae_lens.SAE.load_from_disk(str(tmp_path), device="cpu")

@@ -50,7 +50,7 @@ def test_there_is_no_import_cycle():
     stack.append(n)
     for d in sorted(graph[n]):
       if state.get(d) == "open":
-        cycle = stack[stack.index(d):] + [d]
+        cycle = stack[stack.index(d) :] + [d]
         pytest.fail("import cycle: " + " -> ".join(cycle))
       if d not in state:
         visit(d)
@@ -63,9 +63,11 @@ def test_there_is_no_import_cycle():
 
 
 def _library():
-  return {n: t for n, (_, t) in MODULES.items()
-          if not any(n.startswith(f"wsae_jax.{x}") for x in LIBRARY_EXCLUDED)
-          and n != "wsae_jax.__main__"}
+  return {
+    n: t
+    for n, (_, t) in MODULES.items()
+    if not any(n.startswith(f"wsae_jax.{x}") for x in LIBRARY_EXCLUDED) and n != "wsae_jax.__main__"
+  }
 
 
 def test_the_library_prints_and_plots_nothing():
@@ -86,8 +88,13 @@ def test_only_architecture_files_compare_architecture_names():
     for node in ast.walk(tree):
       if isinstance(node, ast.Compare):
         consts = [c for c in [node.left, *node.comparators] if isinstance(c, ast.Constant)]
-        consts += [e for c in node.comparators if isinstance(c, (ast.Tuple, ast.List, ast.Set))
-                   for e in c.elts if isinstance(e, ast.Constant)]
+        consts += [
+          e
+          for c in node.comparators
+          if isinstance(c, (ast.Tuple, ast.List, ast.Set))
+          for e in c.elts
+          if isinstance(e, ast.Constant)
+        ]
         hits = [c.value for c in consts if c.value in names]
         assert not hits, f"{mod}:{node.lineno} branches on architecture {hits}"
       if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance":
@@ -106,8 +113,16 @@ def test_each_concern_has_one_home():
         for t in node.targets:
           if isinstance(t, ast.Name):
             defs.setdefault(t.id, []).append(mod)
-  for name in ("make_optimizer", "DATA_AXIS", "HELD_OUT_STEP", "jsonable", "interference",
-               "participation_ratio", "SyntheticProblem", "polygon_matrix"):
+  for name in (
+    "make_optimizer",
+    "DATA_AXIS",
+    "HELD_OUT_STEP",
+    "jsonable",
+    "interference",
+    "participation_ratio",
+    "SyntheticProblem",
+    "polygon_matrix",
+  ):
     assert len(defs.get(name, [])) == 1, (name, defs.get(name))
   # No module shares its name with a function of the package (`train.train`, `closed_form.losses`).
   modules = {m.rsplit(".", 1)[-1] for m in MODULES}

@@ -60,7 +60,7 @@ def test_topk_auxk_matches_slow_reference():
     e_hat = sum(max(pre[b, j], 0.0) * pp["W_dec"][j] for j in cand)
     aux += np.sum(GAMMA.astype(np.float64) ** 2 * (residual[b] - e_hat) ** 2)
   aux = aux / X.shape[0] * min(3 / 2, 1.0)
-  recon = np.mean(np.sum(GAMMA.astype(np.float64) ** 2 * residual ** 2, axis=1))
+  recon = np.mean(np.sum(GAMMA.astype(np.float64) ** 2 * residual**2, axis=1))
   loss, out = models.sae_loss(cfg, p, X, gamma=GAMMA, dead_M=jnp.asarray(dead))
   assert_close(out["aux_k"], aux, rtol=1e-5)
   assert_close(loss, recon + 0.5 * aux, rtol=1e-5)
@@ -75,6 +75,7 @@ def test_auxk_over_gathered_dead_latents_equals_the_full_width(n_dead):
   """AuxK gathers the dead latents' columns when at most `aux_width` (here 4) are dead and uses
   the full width beyond: loss and gradients equal a full-width computation either way."""
   from wsae_jax.models import topk
+
   cfg = w.TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3, aux_k=2, aux_coefficient=0.5)
   assert topk.aux_width(cfg) == 4 < D_SAE
   p = _random_params(cfg)
@@ -110,7 +111,8 @@ def test_topk_sparse_path_equals_dense_path(k_active):
   p = _random_params(dense)
   dead = jnp.arange(D_SAE) % 3 == 0
   f = lambda cfg: jax.value_and_grad(
-      lambda q: models.sae_loss(cfg, q, X, gamma=GAMMA, dead_M=dead, hp={"k": k_active}), has_aux=True)(p)
+    lambda q: models.sae_loss(cfg, q, X, gamma=GAMMA, dead_M=dead, hp={"k": k_active}), has_aux=True
+  )(p)
   (l_d, aux_d), g_d = f(dense)
   (l_s, aux_s), g_s = f(sparse)
   assert_close(l_s, l_d, rtol=1e-6)
@@ -122,7 +124,8 @@ def test_topk_sparse_path_equals_dense_path(k_active):
 
 def test_sparse_path_is_chosen_by_width_over_k():
   assert w.TopKSAEConfig(d_in=8, d_sae=4608, k=32).use_sparse_path == (
-      4608 >= w.TopKSAEConfig.SPARSE_MIN_RATIO * 32)
+    4608 >= w.TopKSAEConfig.SPARSE_MIN_RATIO * 32
+  )
   assert not w.TopKSAEConfig(d_in=8, d_sae=64, k=32).use_sparse_path
   assert w.TopKSAEConfig(d_in=8, d_sae=64, k=32, sparse_path=True).use_sparse_path
 
@@ -140,15 +143,16 @@ def test_jumprelu_loss_and_threshold_gradient_match_numpy():
   z = np.where(on, pre, 0.0)
   err = x - (z @ pp["W_dec"] + pp["b_dec"])
   g2 = GAMMA.astype(np.float64) ** 2
-  recon = np.mean(np.sum(g2 * err ** 2, axis=1))
+  recon = np.mean(np.sum(g2 * err**2, axis=1))
   loss, aux = models.sae_loss(cfg, p, X, gamma=GAMMA)
   assert_close(loss, recon + 0.3 * np.mean(on.sum(axis=1)), rtol=1e-5)
   assert_close(aux["l0"], np.mean(on.sum(axis=1)), rtol=1e-6)
   eps, B = cfg.bandwidth, X.shape[0]
   kernel = (np.abs((pre - pp["threshold"]) / eps) < 0.5).astype(np.float64)
   dL_dz = -2.0 / B * (err * g2) @ pp["W_dec"].T
-  ref = (-(pp["threshold"] / eps) * np.sum(kernel * dL_dz, axis=0)
-         - 0.3 / B / eps * np.sum(kernel, axis=0))
+  ref = -(pp["threshold"] / eps) * np.sum(kernel * dL_dz, axis=0) - 0.3 / B / eps * np.sum(
+    kernel, axis=0
+  )
   grad = jax.grad(lambda q: models.sae_loss(cfg, q, X, gamma=GAMMA)[0])(p)
   assert np.count_nonzero(kernel.sum(0)) >= D_SAE // 2  # the check is not vacuous
   assert_close(grad["threshold"], ref, rtol=1e-4, atol=1e-6)
@@ -192,7 +196,9 @@ def test_batchtopk_threshold_follows_the_smallest_kept_activation():
 
 def test_unknown_hyperparameters_are_refused():
   cfg = w.ReLUSAEConfig(d_in=D_IN, d_sae=D_SAE)
-  with pytest.raises(w.WSAEInputError, match=r"relu SAEs take the hyperparameters \['l1_coefficient'\], not \['k'\]"):
+  with pytest.raises(
+    w.WSAEInputError, match=r"relu SAEs take the hyperparameters \['l1_coefficient'\], not \['k'\]"
+  ):
     models.sae_loss(cfg, _random_params(cfg), X, hp={"k": 3})
 
 
@@ -207,8 +213,10 @@ def test_matryoshka_sums_the_prefix_errors_and_is_batchtopk_at_one_level():
   cut = np.sort(relu.ravel())[::-1][int(2.5 * X.shape[0]) - 1]
   z = np.where(relu >= cut, relu, 0.0)
   g2 = GAMMA.astype(np.float64) ** 2
-  errs = [np.mean(np.sum(g2 * (X - z[:, :n] @ pp["W_dec"][:n] - pp["b_dec"]) ** 2, axis=1))
-          for n in widths]
+  errs = [
+    np.mean(np.sum(g2 * (X - z[:, :n] @ pp["W_dec"][:n] - pp["b_dec"]) ** 2, axis=1))
+    for n in widths
+  ]
   loss, aux = models.sae_loss(cfg, p, X, gamma=GAMMA)
   assert errs[0] > errs[1] > errs[2]  # the inner levels are worse: the check is not vacuous
   assert_close(aux["recon"], errs[-1], rtol=1e-5)
@@ -218,26 +226,46 @@ def test_matryoshka_sums_the_prefix_errors_and_is_batchtopk_at_one_level():
   one = w.MatryoshkaBatchTopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=2.5, matryoshka_widths=(D_SAE,))
   btk = w.BatchTopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=2.5)
   dead = jnp.arange(D_SAE) % 3 == 0
-  f = lambda c: jax.value_and_grad(
-      lambda q: models.sae_loss(c, q, X, gamma=GAMMA, dead_M=dead)[0])(p)
+  f = lambda c: jax.value_and_grad(lambda q: models.sae_loss(c, q, X, gamma=GAMMA, dead_M=dead)[0])(
+    p
+  )
   assert_close(f(one), f(btk), rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("widths, match", [
+@pytest.mark.parametrize(
+  "widths, match",
+  [
     ((4, 8), f"must end with d_sae = {D_SAE}"),
     ((8, 4, D_SAE), "strictly increasing"),
     ((0, D_SAE), "matryoshka_widths"),
     ("4,10", "must be a list of integers"),
-])
+  ],
+)
 def test_bad_matryoshka_widths_are_refused(widths, match):
   with pytest.raises(w.WSAEInputError, match=match):
-    w.models.config_from_dict({"architecture": "matryoshka_batchtopk", "d_in": D_IN,
-                               "d_sae": D_SAE, "k": 2.0, "matryoshka_widths": widths}, "cfg")
+    w.models.config_from_dict(
+      {
+        "architecture": "matryoshka_batchtopk",
+        "d_in": D_IN,
+        "d_sae": D_SAE,
+        "k": 2.0,
+        "matryoshka_widths": widths,
+      },
+      "cfg",
+    )
 
 
 def test_matryoshka_widths_from_json_become_a_hashable_tuple():
-  cfg = w.models.config_from_dict({"architecture": "matryoshka_batchtopk", "d_in": D_IN,
-                                   "d_sae": D_SAE, "k": 2.0, "matryoshka_widths": [5, D_SAE]}, "cfg")
+  cfg = w.models.config_from_dict(
+    {
+      "architecture": "matryoshka_batchtopk",
+      "d_in": D_IN,
+      "d_sae": D_SAE,
+      "k": 2.0,
+      "matryoshka_widths": [5, D_SAE],
+    },
+    "cfg",
+  )
   assert cfg.matryoshka_widths == (5, D_SAE) and hash(cfg)
   assert w.MatryoshkaBatchTopKSAEConfig(d_in=4, d_sae=64, k=2.0).levels == (8, 16, 32, 64)
 
@@ -263,6 +291,8 @@ def test_gated_gate_learns_only_from_its_penalty_and_the_frozen_decoder_term():
   # W_dec's gradient is the main reconstruction's plus the L1 norms' only.
   z = on * np.maximum(xc @ (pp["W_enc"] * np.exp(pp["r_mag"])) + pp["b_mag"], 0)
   r_main = X - (z @ pp["W_dec"] + pp["b_dec"])
-  g_dec = (-2 / B * z.T @ (r_main * g2)
-           + 0.3 * np.mean(np.maximum(pi_gate, 0), axis=0)[:, None] * pp["W_dec"] / norms[:, None])
+  g_dec = (
+    -2 / B * z.T @ (r_main * g2)
+    + 0.3 * np.mean(np.maximum(pi_gate, 0), axis=0)[:, None] * pp["W_dec"] / norms[:, None]
+  )
   assert_close(grad["W_dec"], g_dec, rtol=1e-4, atol=1e-6)

@@ -50,7 +50,7 @@ def test_gt_loss_shrinkage_vanishing_on_example_1():
   assert_close(x_m, [[0.5, 0.2, 0.0]], atol=1e-12)
   m = metrics.match_latents(W.T, W)  # the closed-form encoder: latent j is feature j
   assert np.array_equal(m.latent_of_feature, [0, 1, 2])
-  assert_close(metrics.gt_loss(x, x_m, m), 0.8 ** 2 + 0.8 ** 2, rtol=1e-12)
+  assert_close(metrics.gt_loss(x, x_m, m), 0.8**2 + 0.8**2, rtol=1e-12)
   shrink, vanish = metrics.shrinkage_vanishing(x, x_m)
   assert_close(shrink, [1.0, 0.2, 0.0], atol=1e-12)
   assert_close(vanish, [0.0, 0.0, 1.0])
@@ -66,8 +66,12 @@ def test_features_per_latent_counts_features_shown_alone():
   # (1, 1)/√2 in a square answers two features (its neighbours at ±45°).
   sq = w.polygon_matrix(1, 4)
   diag = np.array([[1.0, 1.0]]).T / np.sqrt(2)
-  assert metrics.features_per_latent(w.TiedSAEConfig(d_in=2, d_sae=1),
-                                     {"W_enc": jnp.asarray(diag, jnp.float32)}, sq) == 2.0
+  assert (
+    metrics.features_per_latent(
+      w.TiedSAEConfig(d_in=2, d_sae=1), {"W_enc": jnp.asarray(diag, jnp.float32)}, sq
+    )
+    == 2.0
+  )
 
 
 def test_simple_metrics_match_numpy():
@@ -98,6 +102,7 @@ def test_metric_inputs_checked():
 
 def test_latent_token_stats_match_a_slow_loop():
   from wsae_jax.evaluation.metrics import latent_token_stats, sparse_codes
+
   rng = np.random.default_rng(0)
   B, M, top_n = 300, 24, 5
   z = np.where(rng.random((B, M)) < 0.15, rng.random((B, M)) + 0.01, 0.0)
@@ -109,8 +114,9 @@ def test_latent_token_stats_match_a_slow_loop():
   for m in range(M):
     rows = np.flatnonzero(z[:, m])
     assert got["count"][m] == len(rows)
-    np.testing.assert_allclose([got["mean"][m], got["variance"][m]], [z[:, m].mean(), z[:, m].var()],
-                               atol=1e-12)
+    np.testing.assert_allclose(
+      [got["mean"][m], got["variance"][m]], [z[:, m].mean(), z[:, m].var()], atol=1e-12
+    )
     if not len(rows):
       assert np.isnan(got["consistency"][m]) and np.isnan(got["top_entropy"][m])
       continue
@@ -124,7 +130,9 @@ def test_latent_token_stats_match_a_slow_loop():
   lat2, val2 = sparse_codes(z, max_active=2)
   for b in range(B):
     want = np.sort(z[b])[::-1][:2]
-    np.testing.assert_allclose(np.sort(val2[b])[::-1], want[want > 0].tolist() + [0] * (2 - (want > 0).sum()))
+    np.testing.assert_allclose(
+      np.sort(val2[b])[::-1], want[want > 0].tolist() + [0] * (2 - (want > 0).sum())
+    )
 
 
 # -- the Fig. 2 counting rules and the Fig. 3 readings of L_GT, on a hand-built SAE -------------
@@ -136,7 +144,7 @@ _P = {"W_enc": jnp.eye(2, dtype=jnp.float32)}
 
 def test_counting_rules_on_a_hand_built_sae():
   # Probes: feature 0 -> (1, 0), feature 1 -> (0, 1), feature 2 -> (0.71, 0.71).
-  assert metrics.features_per_latent(_TIED, _P, _W3) == 2.0            # (a): any response
+  assert metrics.features_per_latent(_TIED, _P, _W3) == 2.0  # (a): any response
   assert metrics.features_per_latent_relative(_TIED, _P, _W3, tau=0.5) == 2.0
   assert metrics.features_per_latent_relative(_TIED, _P, _W3, tau=0.8) == 1.0  # (b): 0.71 < 0.8
   # (c): sample 1 = (1, 0, 0.1): latent 0's pre-activation 1.07 has terms 1 and 0.07 (< 10%): 1
@@ -150,23 +158,28 @@ def test_counting_rules_on_a_hand_built_sae():
 
 def test_gt_loss_readings_on_known_errors():
   x = np.array([[1.0, 0.0, 0.5]])
-  m = metrics.Matching(latent_of_feature=np.array([0, 1, -1]), cos=np.array([1.0, 1.0, 0.0]),
-                       scale=np.ones(3))
+  m = metrics.Matching(
+    latent_of_feature=np.array([0, 1, -1]), cos=np.array([1.0, 1.0, 0.0]), scale=np.ones(3)
+  )
   z = np.array([[0.8, 0.3]])
   # Matched latents (0.8, 0.3, 0): squared errors 0.04, 0.09, 0.25.
   assert metrics.gt_loss(x, z, m) == pytest.approx(0.38)
-  assert metrics.gt_loss_active(x, z, m) == pytest.approx(0.29)      # (i): x_j > 0 only
-  assert metrics.gt_loss_alive(x, z, m) == pytest.approx(0.13)       # (ii): matched and alive
+  assert metrics.gt_loss_active(x, z, m) == pytest.approx(0.29)  # (i): x_j > 0 only
+  assert metrics.gt_loss_alive(x, z, m) == pytest.approx(0.13)  # (ii): matched and alive
   z_dead = np.array([[0.8, 0.0]])
   assert metrics.gt_loss_alive(x, z_dead, m) == pytest.approx(0.04)
   # A slow, obvious reference for (i) on random data.
   rng = np.random.default_rng(0)
   xr = np.where(rng.random((50, 3)) < 0.5, rng.random((50, 3)), 0.0)
   zr = rng.random((50, 2))
-  ref = np.mean([sum((xr[b, j] - (zr[b, j] if j < 2 else 0.0)) ** 2 for j in range(3) if xr[b, j] > 0)
-                 for b in range(50)])
+  ref = np.mean(
+    [
+      sum((xr[b, j] - (zr[b, j] if j < 2 else 0.0)) ** 2 for j in range(3) if xr[b, j] > 0)
+      for b in range(50)
+    ]
+  )
   assert metrics.gt_loss_active(xr, zr, m) == pytest.approx(ref)
   # Scaled latents: a latent of unit 2 reads twice its value in feature units.
   m2 = dataclasses.replace(m, scale=np.array([2.0, 1.0, 1.0]))
-  assert metrics.gt_loss(x, z, m2) == pytest.approx(0.6 ** 2 + 0.09 + 0.25)
+  assert metrics.gt_loss(x, z, m2) == pytest.approx(0.6**2 + 0.09 + 0.25)
   assert metrics.gt_loss(x, z, m2, raw=True) == pytest.approx(0.38)

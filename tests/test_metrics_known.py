@@ -24,10 +24,10 @@ def antipodal(n_p=10):
 
 
 GEOMETRIES = {
-    "antipodal": antipodal,
-    "triangles": lambda: w.polygon_matrix(3, 3, n_mono=2),
-    "squares": lambda: w.polygon_matrix(2, 4, n_mono=1),
-    "random": lambda: np.asarray(w.random_matrix(jax.random.key(3), 8, 12)),
+  "antipodal": antipodal,
+  "triangles": lambda: w.polygon_matrix(3, 3, n_mono=2),
+  "squares": lambda: w.polygon_matrix(2, 4, n_mono=1),
+  "random": lambda: np.asarray(w.random_matrix(jax.random.key(3), 8, 12)),
 }
 
 
@@ -107,8 +107,9 @@ def test_a_perfect_sae_scores_the_true_permutation(arch, geometry):
   assert_close(r["mcc"], r_true, rtol=1e-6)
   # Shrinkage of a perfect SAE: the closed form's, per feature.
   active = x > 0
-  expected_shrink = np.nanmean(np.where(active, x_m / np.where(active, x, 1), 0).sum(0)
-                               / active.sum(0))
+  expected_shrink = np.nanmean(
+    np.where(active, x_m / np.where(active, x, 1), 0).sum(0) / active.sum(0)
+  )
   assert_close(r["shrinkage"], expected_shrink, rtol=1e-4)
 
 
@@ -133,8 +134,9 @@ def test_half_recovered_counts_the_missing_features_in_full(arch):
   perm = rng.permutation(n)
   dead = np.zeros(n, bool)
   dead[rng.permutation(n)[: n // 2]] = True
-  cfg, params = perfect_sae(arch, W, perm=perm, scale=np.exp(rng.uniform(-1, 1, n)).astype(
-      np.float32), dead=dead)
+  cfg, params = perfect_sae(
+    arch, W, perm=perm, scale=np.exp(rng.uniform(-1, 1, n)).astype(np.float32), dead=dead
+  )
   x = sample(W, S=0.8)
   r = w.evaluate(cfg, params, x, W)
   assert_close(r["l_gt"], truth_value(x, W, keep=~dead), rtol=1e-4)

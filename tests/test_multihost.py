@@ -28,9 +28,15 @@ def _free_port():
 def test_two_processes_equal_one_process_with_four_devices(arch, tmp_path, four_devices):
   addr = f"127.0.0.1:{_free_port()}"
   outs = [tmp_path / f"p{i}.npz" for i in range(2)]
-  procs = [subprocess.Popen([sys.executable, str(WORKER), addr, "2", str(i), str(outs[i]), arch],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, str(WORKER), addr, "2", str(i), str(outs[i]), arch],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
   logs = [p.communicate(timeout=300)[0] for p in procs]
   for p, log in zip(procs, logs):
     assert p.returncode == 0, log[-3000:]
@@ -42,8 +48,9 @@ def test_two_processes_equal_one_process_with_four_devices(arch, tmp_path, four_
   tc = w.TrainConfig(steps=40, batch_size=64, learning_rate=3e-3, warmup_steps=5, log_every=10)
   x = np.asarray(w.SyntheticSource(W, 0.8, 1).sample(7, 640)[1])
   data = w.ArraySource(x, 64, seed=1) if arch == "relu" else w.SyntheticSource(W, 0.8, 64, seed=0)
-  state, hist = train_lib.train(cfg, tc, data, progress=False,
-                                mesh=parallel.data_mesh(four_devices))
+  state, hist = train_lib.train(
+    cfg, tc, data, progress=False, mesh=parallel.data_mesh(four_devices)
+  )
   single = jax.device_get(state.params)
   # Same devices layout and program; only the cross-process all-reduce may round differently.
   assert_close({k: multi[k] for k in single}, single, rtol=1e-5, atol=1e-6)

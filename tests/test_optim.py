@@ -9,8 +9,7 @@ from wsae_jax.models import constraints
 from wsae_jax.training import optim
 
 RNG = np.random.default_rng(0)
-PARAMS = {"W_dec": jnp.asarray(RNG.standard_normal((5, 3)), jnp.float32),
-          "b_dec": jnp.zeros(3)}
+PARAMS = {"W_dec": jnp.asarray(RNG.standard_normal((5, 3)), jnp.float32), "b_dec": jnp.zeros(3)}
 GRADS = {"W_dec": jnp.asarray(RNG.standard_normal((5, 3)), jnp.float32), "b_dec": jnp.ones(3)}
 
 
@@ -29,14 +28,15 @@ def test_renormalize_makes_unit_rows():
   u, _ = t.update(GRADS, t.init(PARAMS), PARAMS)
   new = optax.apply_updates(PARAMS, u)
   assert_close(jnp.linalg.norm(new["W_dec"], axis=1), np.ones(5), atol=1e-6)
-  expected = (PARAMS["W_dec"] + GRADS["W_dec"])
+  expected = PARAMS["W_dec"] + GRADS["W_dec"]
   assert_close(new["W_dec"], expected / jnp.linalg.norm(expected, axis=1, keepdims=True), atol=1e-6)
 
 
 def test_schedule_warms_up_then_decays():
   s = optim.learning_rate_schedule(1.0, steps=100, warmup_steps=10, decay_fraction=0.2)
-  assert_close([s(0), s(5), s(10), s(50), s(80), s(90), s(100)],
-               [0.0, 0.5, 1.0, 1.0, 1.0, 0.5, 0.0], atol=1e-6)
+  assert_close(
+    [s(0), s(5), s(10), s(50), s(80), s(90), s(100)], [0.0, 0.5, 1.0, 1.0, 1.0, 0.5, 0.0], atol=1e-6
+  )
 
 
 def test_topk_training_keeps_unit_decoder_rows():

@@ -18,13 +18,23 @@ def test_demo_figure_keeps_its_title_and_panel_titles(tmp_path, monkeypatch):
     return real(fig, *a, **k)
 
   monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
-  summary = [{"model": m, "sparsity": S, **{k: 1.0 for k in ("l_gt", "mse", "mmcs",
-                                                             "features_per_latent")},
-              **{k + "_std": 0.1 for k in ("l_gt", "mse", "mmcs", "features_per_latent")}}
-             for m in ("SAE", "WSAE") for S in (0.7, 0.9)]
+  summary = [
+    {
+      "model": m,
+      "sparsity": S,
+      **{k: 1.0 for k in ("l_gt", "mse", "mmcs", "features_per_latent")},
+      **{k + "_std": 0.1 for k in ("l_gt", "mse", "mmcs", "features_per_latent")},
+    }
+    for m in ("SAE", "WSAE")
+    for S in (0.7, 0.9)
+  ]
   plots.demo_summary(summary, tmp_path / "d.png", alpha=1.0, title="SAE vs WSAE, triangles")
   # A loop variable used to shadow `title`: the figure was titled "features per latent".
   assert seen["suptitle"] == "SAE vs WSAE, triangles"
-  assert seen["panels"] == ["L_GT (decoder matching)", "x_p reconstruction (L_SAE)", "MMCS",
-                            "features per latent"]
+  assert seen["panels"] == [
+    "L_GT (decoder matching)",
+    "x_p reconstruction (L_SAE)",
+    "MMCS",
+    "features per latent",
+  ]
   assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"

@@ -13,8 +13,14 @@ BASE = FIXTURE / "data" / "Rdata"
 
 
 def test_names_and_known_text():
-  assert rdata.lazyload_names(BASE) == ["emma", "mansfieldpark", "northangerabbey", "persuasion",
-                                        "prideprejudice", "sensesensibility"]
+  assert rdata.lazyload_names(BASE) == [
+    "emma",
+    "mansfieldpark",
+    "northangerabbey",
+    "persuasion",
+    "prideprejudice",
+    "sensesensibility",
+  ]
   books = rdata.read_lazyload(BASE)
   assert all(len(v) == 40 for v in books.values())
   pp = books["prideprejudice"]
@@ -45,9 +51,17 @@ def _xdr(*items: bytes) -> bytes:
 def test_vectors_na_and_attributes():
   # c(a = 1L, b = NA) as R serializes it: INTSXP with attributes (flag bit 9), then names.
   ints = struct.pack(">iiii", 13 | (1 << 9), 2, 1, -(2**31))
-  names = (struct.pack(">i", 2 | (1 << 10)) + struct.pack(">i", 1) + struct.pack(">ii", 9, 5)
-           + b"names" + struct.pack(">ii", 16, 2) + struct.pack(">ii", 9 | (1 << 18), 1) + b"a"
-           + struct.pack(">ii", 9, -1) + struct.pack(">i", 254))
+  names = (
+    struct.pack(">i", 2 | (1 << 10))
+    + struct.pack(">i", 1)
+    + struct.pack(">ii", 9, 5)
+    + b"names"
+    + struct.pack(">ii", 16, 2)
+    + struct.pack(">ii", 9 | (1 << 18), 1)
+    + b"a"
+    + struct.pack(">ii", 9, -1)
+    + struct.pack(">i", 254)
+  )
   obj = rdata.unserialize(_xdr(ints + names))
   assert obj.value == [1, None] and obj.attributes == {"names": ["a", None]}
   reals = rdata.unserialize(_xdr(struct.pack(">ii", 14, 2) + struct.pack(">dd", 0.5, -2.0)))

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-SMALLER = {"steps=3000": "steps=20", "steps=2000": "steps=20", "steps=100": "steps=5",
-           "batch_size=4096": "batch_size=32", "batch_size=16384": "batch_size=512"}
+SMALLER = {
+  "steps=3000": "steps=20",
+  "steps=2000": "steps=20",
+  "steps=100": "steps=5",
+  "batch_size=4096": "batch_size=32",
+  "batch_size=16384": "batch_size=512",
+}
 NOT_RUN = ("jax.distributed.initialize",)  # needs a cluster
 
 
@@ -19,9 +24,11 @@ def python_blocks() -> list[str]:
 
 def test_every_readme_python_block_runs(tmp_path, monkeypatch, capsys):
   from wsae_jax.data.store import ActivationWriter
+
   rng = np.random.default_rng(0)
-  writer = ActivationWriter(tmp_path / "data" / "smollm2-l15", d_in=8, dtype="float32",
-                            context_len=16)
+  writer = ActivationWriter(
+    tmp_path / "data" / "smollm2-l15", d_in=8, dtype="float32", context_len=16
+  )
   for i in range(4):
     tokens = rng.integers(0, 30, 64)
     writer.write_shard(i, rng.standard_normal((64, 8)) + np.eye(8)[tokens % 8] * 3, tokens=tokens)

@@ -23,8 +23,12 @@ RNG = np.random.default_rng(0)
 def test_geometric_median_minimises_the_summed_distance():
   x = RNG.standard_normal((200, 5)) + np.array([3.0, -1.0, 0.0, 2.0, 5.0])
   m = data_init.geometric_median(x)
-  ref = minimize(lambda p: np.linalg.norm(x - p, axis=1).sum(), x.mean(0), method="Nelder-Mead",
-                 options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000}).x
+  ref = minimize(
+    lambda p: np.linalg.norm(x - p, axis=1).sum(),
+    x.mean(0),
+    method="Nelder-Mead",
+    options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000},
+  ).x
   assert_close(m, ref, atol=1e-4)
   # A few rows of huge norm move the mean far and the geometric median hardly at all.
   spiked = np.concatenate([x, np.full((5, 5), 1e4)])
@@ -39,8 +43,9 @@ def test_geometric_median_minimises_the_summed_distance():
 def test_train_starts_b_dec_at_the_median_of_its_first_batches():
   x = (RNG.standard_normal((4096, 6)) + 4.0).astype(np.float32)
   cfg = w.TopKSAEConfig(d_in=6, d_sae=12, k=2)
-  tc = w.TrainConfig(steps=1, batch_size=256, learning_rate=1e-9, warmup_steps=0,
-                     b_dec_init="median")
+  tc = w.TrainConfig(
+    steps=1, batch_size=256, learning_rate=1e-9, warmup_steps=0, b_dec_init="median"
+  )
   src = w.ArraySource(x, 256, seed=3)
   expected = data_init.geometric_median(trainer.initial_sample(src))
   state, _ = w.train(cfg, tc, w.ArraySource(x, 256, seed=3), progress=False)
@@ -56,16 +61,24 @@ def test_train_starts_b_dec_at_the_median_of_its_first_batches():
 def test_sweep_members_start_b_dec_like_train(four_devices):
   W_p = w.polygon_matrix(3, 3, n_mono=2)
   cfg = w.TopKSAEConfig(d_in=8, d_sae=16, k=3)
-  tc = w.TrainConfig(steps=20, batch_size=64, learning_rate=3e-3, warmup_steps=2, log_every=10,
-                     b_dec_init="median")
+  tc = w.TrainConfig(
+    steps=20, batch_size=64, learning_rate=3e-3, warmup_steps=2, log_every=10, b_dec_init="median"
+  )
   members = [{"seed": 0, "sparsity": 0.8}, {"seed": 1, "sparsity": 0.6, "data_seed": 2}]
-  res = sweep.train_sweep(cfg, tc, members, problems.SyntheticProblem(W_p), progress=False,
-                          mesh=sweep.sweep_mesh(2, four_devices[:1]))
+  res = sweep.train_sweep(
+    cfg,
+    tc,
+    members,
+    problems.SyntheticProblem(W_p),
+    progress=False,
+    mesh=sweep.sweep_mesh(2, four_devices[:1]),
+  )
   one = w.data_mesh(four_devices[:1])
   for i, m in enumerate(members):
     src = w.SyntheticSource(W_p, m["sparsity"], 64, seed=m.get("data_seed", 0))
-    state, _ = w.train(cfg, w.TrainConfig(**{**tc.__dict__, "seed": m["seed"]}), src, mesh=one,
-                       progress=False)
+    state, _ = w.train(
+      cfg, w.TrainConfig(**{**tc.__dict__, "seed": m["seed"]}), src, mesh=one, progress=False
+    )
     assert_close(res.params(i), jax.device_get(state.params), rtol=1e-4, atol=2e-5)
 
 
@@ -115,8 +128,10 @@ def test_standardization_is_folded_into_the_export(arch, tmp_path):
   """The exported SAE on raw x gives the codes of the trained SAE on (x − μ)/σ, and its
   reconstruction is the trained one mapped back, x̂ = x̂'·σ + μ."""
   from test_sae import _random_params
-  extra = {"topk": {"k": 3}, "batchtopk": {"k": 3.0},
-           "matryoshka_batchtopk": {"k": 3.0}}.get(arch, {})
+
+  extra = {"topk": {"k": 3}, "batchtopk": {"k": 3.0}, "matryoshka_batchtopk": {"k": 3.0}}.get(
+    arch, {}
+  )
   cfg = w.make_config(arch, d_in=6, d_sae=10, **extra)
   p = _random_params(cfg)
   mu, sd = RNG.normal(0, 3, 6), RNG.uniform(0.2, 5, 6)
@@ -130,14 +145,43 @@ def test_standardization_is_folded_into_the_export(arch, tmp_path):
 
 
 def _train(tmp_path, name, *extra):
-  return cli.main(["train", "--out", str(tmp_path / name), "--no-progress", "--steps", "20",
-                   "--batch-size", "16", "--checkpoint-every", "10", *extra])
+  return cli.main(
+    [
+      "train",
+      "--out",
+      str(tmp_path / name),
+      "--no-progress",
+      "--steps",
+      "20",
+      "--batch-size",
+      "16",
+      "--checkpoint-every",
+      "10",
+      *extra,
+    ]
+  )
 
 
 def test_wsae_train_recipe_options(spiky_store, tmp_path, capsys):
   path, _ = spiky_store
-  assert _train(tmp_path, "run", "--activations", str(path), "--arch", "topk", "--k", "2",
-                "--d-sae", "12", "--standardize", "--max-norm-ratio", "5") == 0
+  assert (
+    _train(
+      tmp_path,
+      "run",
+      "--activations",
+      str(path),
+      "--arch",
+      "topk",
+      "--k",
+      "2",
+      "--d-sae",
+      "12",
+      "--standardize",
+      "--max-norm-ratio",
+      "5",
+    )
+    == 0
+  )
   out = capsys.readouterr().out
   assert "dropped 6 rows with norm > 5 x the median" in out and "standardized" in out
   run = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -161,8 +205,12 @@ def test_wsae_train_recipe_options(spiky_store, tmp_path, capsys):
     cfg2, p2 = saelens.load_saelens(folder)
     assert_close(w.models.forward(cfg2, p2, raw.astype(np.float32))[1], ref, rtol=1e-3, atol=1e-3)
   # Options that do not apply are refused, not ignored.
-  assert _train(tmp_path, "bad", "--activations", str(path), "--arch", "relu",
-                "--dead-after-tokens", "100") == 2
+  assert (
+    _train(
+      tmp_path, "bad", "--activations", str(path), "--arch", "relu", "--dead-after-tokens", "100"
+    )
+    == 2
+  )
   assert _train(tmp_path, "bad2", "--activations", str(path), "--normalize", "--standardize") == 2
 
 
@@ -172,6 +220,7 @@ def test_library_defaults_are_the_clis_recipe():
   from wsae_jax.training import config as config_lib
   from wsae_jax.training import trainer
   from wsae_jax.training.data_init import geometric_median
+
   cfg = w.TopKSAEConfig(d_in=8, d_sae=16, k=2)
   assert cfg.dead_after_tokens is None
   for steps, batch, want in ((20, 16, 16), (1000, 256, 12_800), (10**6, 4096, 10_000_000)):
@@ -182,10 +231,12 @@ def test_library_defaults_are_the_clis_recipe():
   x = (np.random.default_rng(0).standard_normal((512, 8)) + 3.0).astype(np.float32)
   tc = w.TrainConfig(steps=4, batch_size=64, warmup_steps=1)
   source = w.data.sources.as_source(x, 64, seed=0)
-  assert_close(trainer.data_b_dec(cfg, tc, source),
-               geometric_median(trainer.initial_sample(source)), rtol=1e-5)
+  assert_close(
+    trainer.data_b_dec(cfg, tc, source), geometric_median(trainer.initial_sample(source)), rtol=1e-5
+  )
   # An iterable of batches cannot be read twice: "auto" falls back to zeros there.
-  assert trainer.data_b_dec(cfg, tc, w.data.sources.as_source(iter([x[:64]] * 4), 64, seed=0)) \
-      is None
+  assert (
+    trainer.data_b_dec(cfg, tc, w.data.sources.as_source(iter([x[:64]] * 4), 64, seed=0)) is None
+  )
   res = w.training.sweep.train_sweep(cfg, tc, [{"seed": 0}], x, progress=False)
   assert res.sae_cfg.dead_after_tokens == 64

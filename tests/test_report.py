@@ -48,7 +48,7 @@ def test_latent_stats_match_a_dense_loop():
     assert st["max"][j] == pytest.approx(z[:, j].max())
     counts = np.bincount(tokens[on], minlength=7)
     top = st["top_tokens"][j][st["top_tokens"][j] >= 0]
-    assert list(st["top_token_counts"][j][:len(top)]) == sorted(counts, reverse=True)[:len(top)]
+    assert list(st["top_token_counts"][j][: len(top)]) == sorted(counts, reverse=True)[: len(top)]
     assert all(counts[t] == c for t, c in zip(top, st["top_token_counts"][j]))
 
 
@@ -117,15 +117,19 @@ def test_report_of_a_synthetic_run(synthetic_run):
   from wsae_jax.data import problems, sources
   from wsae_jax.evaluation import metrics
   from wsae_jax.storage import saelens
+
   path = synthetic_run / "report.html"
   assert_self_contained(path)
   d = page_data(path)
   cfg, params = saelens.load_saelens(synthetic_run / "sae")
   W = np.load(synthetic_run / "W_p.npy")
   run = json.loads((synthetic_run / "run.json").read_text())
-  x, x_p = (np.asarray(a) for a in sources.SyntheticSource(W, run["data"]["sparsity"], 8192,
-                                                            seed=run["data"]["seed"])
-            .sample(problems.HELD_OUT_STEP, 8192))
+  x, x_p = (
+    np.asarray(a)
+    for a in sources.SyntheticSource(
+      W, run["data"]["sparsity"], 8192, seed=run["data"]["seed"]
+    ).sample(problems.HELD_OUT_STEP, 8192)
+  )
   z = np.asarray(w.models.encode(cfg, params, x_p))
   assert d["latents"]["n"] == 32
   assert_close(d["latents"]["frequency"], (z > 0).mean(0), atol=1e-4)
@@ -146,6 +150,7 @@ def test_report_of_a_synthetic_run(synthetic_run):
 def test_tied_report_compares_with_the_closed_form_by_encoder_matching(tied_run):
   from wsae_jax.storage import saelens
   from wsae_jax.theory import closed_form
+
   d = page_data(tied_run / "report.html")
   cfg, params = saelens.load_saelens(tied_run / "sae")
   assert d["synthetic"]["closed_form"]["verdict"]
@@ -153,6 +158,7 @@ def test_tied_report_compares_with_the_closed_form_by_encoder_matching(tied_run)
   # The trained L_GT there is the paper's formula: encoder matching, raw latents.
   W = np.load(tied_run / "W_p.npy")
   from wsae_jax.training import run as run_lib
+
   x, _, _, gamma = run_lib.synthetic_held_out(tied_run)
   ref = closed_form.compare(cfg, params, W, x, gamma)
   assert ref["matched_by"] == "encoder"
@@ -162,17 +168,19 @@ def test_tied_report_compares_with_the_closed_form_by_encoder_matching(tied_run)
 def test_report_with_activations_shows_each_latents_strongest_contexts(store_run):
   from wsae_jax.data.store import ActivationStore
   from wsae_jax.storage import saelens
+
   run, store = store_run
   path = run / "report.html"
   assert_self_contained(path)
   d = page_data(path)
   c = d["contexts"]
-  x, tokens = ActivationStore(store, 1, shards=[3], shuffle=False,
-                              drop_first_position=False).read_all(with_tokens=True)
+  x, tokens = ActivationStore(
+    store, 1, shards=[3], shuffle=False, drop_first_position=False
+  ).read_all(with_tokens=True)
   assert (_arr(c["tokens"], "<u4") == tokens).all() and c["context_len"] == 16
   cfg, params = saelens.load_saelens(run / "sae")
   z = np.asarray(w.models.encode(cfg, params, x), np.float64)
-  z[np.arange(len(z)) % 16 == 0] = 0.0        # a context's first token is never an example
+  z[np.arange(len(z)) % 16 == 0] = 0.0  # a context's first token is never an example
   E, W = c["examples"], c["before"] + 1 + c["after"]
   rows = _arr(c["rows"], "<i4").reshape(24, E)
   bands = _arr(c["bands"], "i1").reshape(24, E)
@@ -209,10 +217,15 @@ def test_report_with_activations_shows_each_latents_strongest_contexts(store_run
 
 def test_report_of_a_sweep_marks_its_pareto_front(tmp_path):
   from wsae_jax.evaluation.scoring import pareto_front
-  rows = [{"seed": i, "k": k, "l0": float(k) + 0.1 * i, "mse": 1.0 / k + 0.05 * i, "note": "x"}
-          for i in range(3) for k in (2, 4, 8)]
-  (tmp_path / "sweep.json").write_text(json.dumps({"sae_config": {"architecture": "topk"},
-                                                   "rows": rows}))
+
+  rows = [
+    {"seed": i, "k": k, "l0": float(k) + 0.1 * i, "mse": 1.0 / k + 0.05 * i, "note": "x"}
+    for i in range(3)
+    for k in (2, 4, 8)
+  ]
+  (tmp_path / "sweep.json").write_text(
+    json.dumps({"sae_config": {"architecture": "topk"}, "rows": rows})
+  )
   assert cli.main(["report", str(tmp_path)]) == 0
   d = page_data(tmp_path / "report.html")
   assert d["sweep"]["front"] == pareto_front(rows) and len(d["sweep"]["rows"]) == 9
@@ -223,8 +236,10 @@ def test_a_4608_latent_report_stays_small(tmp_path):
   """The issue's bound for a 4,608-latent SAE (SmolLM2 8x: 576 -> 4,608) on 22,720 rows: under
   50 MB (the page the benchmark opens in chromium; the real store's page: README)."""
   import sys
+
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
   import bench_report_page
+
   page = bench_report_page.synthetic_page(4608, tmp_path)
   d = page_data(page)
   assert d["latents"]["n"] == 4608 and d["contexts"]["examples"] == 22
@@ -233,10 +248,35 @@ def test_a_4608_latent_report_stays_small(tmp_path):
 
 def test_report_shows_the_decoder_gamma_of_the_newest_checkpoint(tmp_path):
   from wsae_jax.training import run as run_lib
+
   out = tmp_path / "run"
-  assert cli.main(["train", "--out", str(out), "--arch", "topk", "--k", "4", "--d-sae", "40",
-                   "--steps", "30", "--batch-size", "64", "--no-progress", "--gamma", "decoder",
-                   "--alpha", "1", "--gamma-every", "10"]) == 0
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(out),
+        "--arch",
+        "topk",
+        "--k",
+        "4",
+        "--d-sae",
+        "40",
+        "--steps",
+        "30",
+        "--batch-size",
+        "64",
+        "--no-progress",
+        "--gamma",
+        "decoder",
+        "--alpha",
+        "1",
+        "--gamma-every",
+        "10",
+      ]
+    )
+    == 0
+  )
   assert cli.main(["report", str(out)]) == 0
   g = page_data(out / "report.html")["gamma"]
   meta = run_lib.load_params(out / "checkpoints")[2]
@@ -249,21 +289,48 @@ def test_report_on_a_bare_npy_file_without_contexts(tmp_path):
   x = np.random.default_rng(3).standard_normal((300, 8)).astype(np.float32)
   np.save(tmp_path / "x.npy", x)
   run = tmp_path / "run"
-  assert cli.main(["train", "--out", str(run), "--activations", str(tmp_path / "x.npy"),
-                   "--arch", "topk", "--k", "2", "--d-sae", "16", "--steps", "10",
-                   "--batch-size", "32", "--no-progress"]) == 0
-  assert cli.main(["report", str(run), "--activations", str(tmp_path / "x.npy"),
-                   "--max-rows", "200"]) == 0
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(run),
+        "--activations",
+        str(tmp_path / "x.npy"),
+        "--arch",
+        "topk",
+        "--k",
+        "2",
+        "--d-sae",
+        "16",
+        "--steps",
+        "10",
+        "--batch-size",
+        "32",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
+  assert (
+    cli.main(["report", str(run), "--activations", str(tmp_path / "x.npy"), "--max-rows", "200"])
+    == 0
+  )
   d = page_data(run / "report.html")
   assert d["scores"]["rows"] == 200 and "contexts" not in d  # no token ids, no contexts
   assert any("no token ids" in n for n in d["notes"])
 
 
 def test_latent_tags_come_from_eval_json():
-  ev = {"probing": {"ly_word": {"k": {"1": 0.81}, "latents": {"1": [3]}},
-                    "digit": {"positives": 2, "skipped": "too few rows of one class"}},
-        "absorption": {"s": {"main_latents": [3, 5], "main_f1": [0.36, 0.5],
-                             "absorbing_latents": {"7": 4}}}}
+  ev = {
+    "probing": {
+      "ly_word": {"k": {"1": 0.81}, "latents": {"1": [3]}},
+      "digit": {"positives": 2, "skipped": "too few rows of one class"},
+    },
+    "absorption": {
+      "s": {"main_latents": [3, 5], "main_f1": [0.36, 0.5], "absorbing_latents": {"7": 4}}
+    },
+  }
   tags = report._label_tags(8, ev)
   assert tags["probe"][3] == "ly_word (F1 0.81)" and tags["probe"][5] == ""
   assert tags["absorption"][3] == "s main (F1 0.36)" and tags["absorption"][7] == "absorbs s ×4"
@@ -274,13 +341,22 @@ def test_sweep_page_has_one_pareto_front_per_data_setting(tmp_path):
   """Members at S = 0.99 reach lower L0 at any MSE than those at S = 0.7; one front over both
   would hold only the sparse ones. Each setting gets its own front, from its own members."""
   from wsae_jax.evaluation.scoring import pareto_front
+
   rng = np.random.default_rng(0)
   rows = []
   for S, l0 in ((0.7, 8.0), (0.99, 1.0)):
     for i in range(6):
-      rows.append({"seed": i, "sparsity": S, "alpha": [0.0, 1.0][i % 2],
-                   "gamma_kind": "variance", "gamma_given": False,
-                   "l0": l0 * (1 + 0.3 * rng.random()), "mse": 0.1 * (1 + rng.random())})
+      rows.append(
+        {
+          "seed": i,
+          "sparsity": S,
+          "alpha": [0.0, 1.0][i % 2],
+          "gamma_kind": "variance",
+          "gamma_given": False,
+          "l0": l0 * (1 + 0.3 * rng.random()),
+          "mse": 0.1 * (1 + rng.random()),
+        }
+      )
   (tmp_path / "sweep.json").write_text(json.dumps({"sae_config": {}, "rows": rows}))
   assert cli.main(["report", str(tmp_path)]) == 0
   sw = page_data(tmp_path / "report.html")["sweep"]
@@ -296,29 +372,85 @@ def test_sweep_page_has_one_pareto_front_per_data_setting(tmp_path):
 def test_report_and_eval_show_progress_unless_told_not_to(store_run, tmp_path, capsys):
   """Progress bars go to stderr, stage by stage; --no-progress silences them."""
   run, store = store_run
-  assert cli.main(["report", str(run), "--activations", str(store), "--eval-shards", "1",
-                   "--out", str(tmp_path / "a.html")]) == 0
+  assert (
+    cli.main(
+      [
+        "report",
+        str(run),
+        "--activations",
+        str(store),
+        "--eval-shards",
+        "1",
+        "--out",
+        str(tmp_path / "a.html"),
+      ]
+    )
+    == 0
+  )
   err = capsys.readouterr().err
   assert "wsae report" in err and "contexts" in err
-  assert cli.main(["report", str(run), "--activations", str(store), "--eval-shards", "1",
-                   "--out", str(tmp_path / "b.html"), "--no-progress"]) == 0
+  assert (
+    cli.main(
+      [
+        "report",
+        str(run),
+        "--activations",
+        str(store),
+        "--eval-shards",
+        "1",
+        "--out",
+        str(tmp_path / "b.html"),
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   assert "wsae report" not in capsys.readouterr().err
-  assert cli.main(["eval", str(run), "--activations", str(store), "--eval-shards", "1",
-                   "--out", str(tmp_path / "e.json")]) == 0
+  assert (
+    cli.main(
+      [
+        "eval",
+        str(run),
+        "--activations",
+        str(store),
+        "--eval-shards",
+        "1",
+        "--out",
+        str(tmp_path / "e.json"),
+      ]
+    )
+    == 0
+  )
   err = capsys.readouterr().err
   assert "wsae eval" in err and "encoding" in err
-  assert cli.main(["eval", str(run), "--activations", str(store), "--eval-shards", "1",
-                   "--out", str(tmp_path / "f.json"), "--no-progress"]) == 0
+  assert (
+    cli.main(
+      [
+        "eval",
+        str(run),
+        "--activations",
+        str(store),
+        "--eval-shards",
+        "1",
+        "--out",
+        str(tmp_path / "f.json"),
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   assert "wsae eval" not in capsys.readouterr().err
 
 
 def test_logit_effects_are_the_decoder_through_the_final_norm_and_unembedding(
-    logit_effects_run, tmp_path):
+  logit_effects_run, tmp_path
+):
   """`wsae report --logit-effects`: per latent the 10 tokens with the largest and smallest
   (w_dec ⊙ g) W_Uᵀ, g the final RMSNorm's weight, against numpy on the tiny Llama."""
   import transformers
 
   from wsae_jax.storage import saelens
+
   run, tiny = logit_effects_run
   g = page_data(run / "report.html")["latents"]["logits"]
   lm = transformers.LlamaForCausalLM.from_pretrained(tiny)
@@ -335,12 +467,14 @@ def test_logit_effects_are_the_decoder_through_the_final_norm_and_unembedding(
     assert ids[m].tolist() == np.argsort(-L[m])[:k].tolist()
     assert low[m].tolist() == np.argsort(L[m])[:k].tolist()
     np.testing.assert_allclose(vals[m], np.sort(L[m])[::-1][:k], rtol=1e-4, atol=1e-5)
-  assert cli.main(["report", str(run), "--logit-effects", "--out",
-                   str(tmp_path / "x.html")]) == 2  # needs --activations
+  assert (
+    cli.main(["report", str(run), "--logit-effects", "--out", str(tmp_path / "x.html")]) == 2
+  )  # needs --activations
 
 
 def test_class_density_is_each_latents_firing_rate_within_each_token_class():
   from wsae_jax.app import report
+
   strings = {0: "Hello", 1: ",", 2: " quickly", 3: "the", 4: "\n", 5: "Emma"}
   rng = np.random.default_rng(0)
   tokens = rng.integers(0, 6, 400)
@@ -348,6 +482,7 @@ def test_class_density_is_each_latents_firing_rate_within_each_token_class():
   out = report._class_density(lat, tokens, strings, 8)
   dens = _arr(out["density"], "<f4").reshape(8, len(out["names"]))
   from wsae_jax.evaluation import probing
+
   classes = probing.token_classes(strings)
   for c, name in enumerate(out["names"]):
     rows = np.flatnonzero(np.isin(tokens, list(classes[name])))

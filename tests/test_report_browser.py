@@ -24,14 +24,19 @@ def browser():
   except ImportError:
     missing.append("selenium (pip install -e '.[test]')")
   if missing:
-    why = (f"browser tests need {missing}: apt-get install -y chromium chromium-driver")
+    why = f"browser tests need {missing}: apt-get install -y chromium chromium-driver"
     if os.environ.get("WSAE_BROWSER_TESTS") == "required":
       pytest.fail(why)
     pytest.skip(why)
   opts = webdriver.ChromeOptions()
   opts.binary_location = CHROMIUM
-  for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--window-size=1400,900"):
+  for a in (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,900",
+  ):
     opts.add_argument(a)
   opts.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
   driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
@@ -48,8 +53,9 @@ def _open(browser, path):
 
 def _requests(browser):
   events = [json.loads(e["message"])["message"] for e in browser.get_log("performance")]
-  return [e["params"]["request"]["url"] for e in events
-          if e["method"] == "Network.requestWillBeSent"]
+  return [
+    e["params"]["request"]["url"] for e in events if e["method"] == "Network.requestWillBeSent"
+  ]
 
 
 def _errors(browser):
@@ -84,12 +90,21 @@ def test_clicking_a_latent_shows_its_contexts_and_nothing_is_fetched(browser, st
   # Its activation histogram: 20 bars, as many rows as the latent is active on.
   bars = detail.find_elements("css selector", "#act-hist rect")
   assert len(bars) == 20
-  assert sum(int(b.find_element("tag name", "title").get_attribute("textContent")
-                 .split(": ")[1].split()[0]) for b in bars) == d["latents"]["count"][j]
+  assert (
+    sum(
+      int(
+        b.find_element("tag name", "title").get_attribute("textContent").split(": ")[1].split()[0]
+      )
+      for b in bars
+    )
+    == d["latents"]["count"][j]
+  )
   # Undecoded token ids are kept apart on screen (they ran together: "#339#485#82").
   toks = lines[0].find_elements("css selector", ".tok")
   for a, b in zip(toks, toks[1:]):
-    assert b.location["x"] >= a.location["x"] + a.size["width"] + 3 or b.location["y"] > a.location["y"]
+    assert (
+      b.location["x"] >= a.location["x"] + a.size["width"] + 3 or b.location["y"] > a.location["y"]
+    )
   # A neighbour link opens that latent; the URL records it, so the view can be shared.
   link = detail.find_element("css selector", "a.latent-link")
   k = int(link.get_attribute("data-latent"))
@@ -106,12 +121,15 @@ def test_search_and_sort_the_latent_table(browser, store_run):
   browser.find_element("id", "tab-latents").click()
   header = browser.find_element("xpath", "//table[@id='latent-table']//th[text()='latent']")
   header.click()  # ascending by id
-  ids = [int(r.get_attribute("data-latent"))
-         for r in browser.find_elements("css selector", "#latent-table tr.latent-row")]
+  ids = [
+    int(r.get_attribute("data-latent"))
+    for r in browser.find_elements("css selector", "#latent-table tr.latent-row")
+  ]
   assert ids == list(range(d["latents"]["n"]))
   box = browser.find_element("id", "latent-search")
   box.send_keys("17")
   import time
+
   deadline = time.time() + 5
   while time.time() < deadline:
     shown = browser.find_elements("css selector", "#latent-table tr.latent-row")
@@ -140,6 +158,7 @@ def test_the_cos_map_is_sorted_by_the_matching_with_axes_and_a_scale(browser, sy
   feature order (the diagonal carries the matched cosines), then the rest; the map has feature
   ticks, axis titles and a −1…1 colour scale."""
   import base64
+
   d = page_data(synthetic_run / "report.html")["synthetic"]
   n, order = d["n_features"], d["row_order"]
   cos = np.frombuffer(base64.b64decode(d["cos"]), np.int8).reshape(-1, n) / 127
@@ -179,8 +198,12 @@ def test_sweep_page_hover_names_the_member(browser, tmp_path):
   from selenium.webdriver import ActionChains
 
   from wsae_jax.app import cli
-  rows = [{"seed": i, "k": k, "l0": float(k) + 0.1 * i, "mse": 1.0 / k + 0.05 * i}
-          for i in range(2) for k in (2, 4, 8)]
+
+  rows = [
+    {"seed": i, "k": k, "l0": float(k) + 0.1 * i, "mse": 1.0 / k + 0.05 * i}
+    for i in range(2)
+    for k in (2, 4, 8)
+  ]
   (tmp_path / "sweep.json").write_text(json.dumps({"sae_config": {}, "rows": rows}))
   assert cli.main(["report", str(tmp_path)]) == 0
   _open(browser, tmp_path / "report.html")
@@ -188,8 +211,10 @@ def test_sweep_page_hover_names_the_member(browser, tmp_path):
   dots = browser.find_elements("css selector", "#pareto circle.member")
   assert len(dots) == 6
   front = page_data(tmp_path / "report.html")["sweep"]["front"]
-  assert sorted(int(c.get_attribute("data-member")) for c in browser.find_elements(
-      "css selector", "#pareto circle.on-front")) == sorted(front)
+  assert sorted(
+    int(c.get_attribute("data-member"))
+    for c in browser.find_elements("css selector", "#pareto circle.on-front")
+  ) == sorted(front)
   ActionChains(browser).move_to_element(dots[4]).perform()
   box = browser.find_element("id", "hover-box")
   assert box.is_displayed() and box.text.startswith("member 4")
@@ -199,22 +224,27 @@ def test_sweep_page_hover_names_the_member(browser, tmp_path):
 
 def test_sweep_page_draws_one_front_per_setting_coloured_by_weighting(browser, tmp_path):
   from wsae_jax.app import cli
-  rows = [{"seed": i, "sparsity": S, "alpha": a, "l0": l0 + i, "mse": 1.0 / (l0 + i)}
-          for S, l0 in ((0.7, 8.0), (0.99, 1.0)) for i in range(2) for a in (0.0, 1.0)]
+
+  rows = [
+    {"seed": i, "sparsity": S, "alpha": a, "l0": l0 + i, "mse": 1.0 / (l0 + i)}
+    for S, l0 in ((0.7, 8.0), (0.99, 1.0))
+    for i in range(2)
+    for a in (0.0, 1.0)
+  ]
   (tmp_path / "sweep.json").write_text(json.dumps({"sae_config": {}, "rows": rows}))
   assert cli.main(["report", str(tmp_path)]) == 0
   _open(browser, tmp_path / "report.html")
   browser.find_element("id", "tab-sweep").click()
   charts = browser.find_elements("css selector", "svg.pareto")
-  assert [c.get_attribute("data-setting") for c in charts] == ["sparsity = 0.7",
-                                                               "sparsity = 0.99"]
+  assert [c.get_attribute("data-setting") for c in charts] == ["sparsity = 0.7", "sparsity = 0.99"]
   for c in charts:
     dots = c.find_elements("css selector", "circle.member")
     assert len(dots) == 4
     by_alpha = {}
     for d in dots:
       by_alpha.setdefault(rows[int(d.get_attribute("data-member"))]["alpha"], set()).add(
-          d.value_of_css_property("fill"))
+        d.value_of_css_property("fill")
+      )
     assert all(len(v) == 1 for v in by_alpha.values()) and by_alpha[0.0] != by_alpha[1.0]
   assert _errors(browser) == []
 
@@ -228,8 +258,11 @@ def test_density_axes_read_in_their_units_and_counts_are_whole(browser, store_ru
   _open(browser, run / "report.html")
   card = browser.find_element("id", "density")
   texts = [t for t in card.find_elements("css selector", "svg text")]
-  xs = [t for t in texts if t.get_attribute("text-anchor") == "middle" and t.text != ""
-        and "frequency" not in t.text]
+  xs = [
+    t
+    for t in texts
+    if t.get_attribute("text-anchor") == "middle" and t.text != "" and "frequency" not in t.text
+  ]
   ys = [t for t in texts if t.get_attribute("text-anchor") == "end"]
   x_vals = [float(t.text) for t in xs]
   assert len(x_vals) == 5 and min(x_vals) == pytest.approx(edges[0], abs=0.01)
@@ -244,6 +277,7 @@ def test_density_axes_read_in_their_units_and_counts_are_whole(browser, store_ru
 def test_without_activations_the_table_says_not_measured(browser, store_run, tmp_path):
   run, _ = store_run
   from wsae_jax.app import cli
+
   out = tmp_path / "bare.html"
   assert cli.main(["report", str(run), "--out", str(out)]) == 0
   _open(browser, out)
@@ -260,22 +294,44 @@ def test_the_metrics_card_shows_each_number_once(browser, store_run, tmp_path):
   import shutil
 
   from wsae_jax.app import cli
+
   run, store = store_run
   copy = tmp_path / "run"
   shutil.copytree(run, copy)
-  assert cli.main(["eval", str(copy), "--activations", str(store), "--eval-shards", "1",
-                   "--no-progress"]) == 0
-  assert cli.main(["report", str(copy), "--activations", str(store), "--eval-shards", "1",
-                   "--overwrite", "--no-progress"]) == 0
+  assert (
+    cli.main(
+      ["eval", str(copy), "--activations", str(store), "--eval-shards", "1", "--no-progress"]
+    )
+    == 0
+  )
+  assert (
+    cli.main(
+      [
+        "report",
+        str(copy),
+        "--activations",
+        str(store),
+        "--eval-shards",
+        "1",
+        "--overwrite",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   _open(browser, copy / "report.html")
   table = browser.find_element("id", "metrics")
   heads = [th.text for th in table.find_elements("css selector", "th")]
   assert heads[1:] == ["on the report's rows", "eval.json (wsae eval)"]
-  names = [r.find_elements("tag name", "td")[0].text
-           for r in table.find_elements("css selector", "tr")[1:]]
+  names = [
+    r.find_elements("tag name", "td")[0].text for r in table.find_elements("css selector", "tr")[1:]
+  ]
   assert len(names) == len(set(names)) and "fvu" in names
-  row = next(r for r in table.find_elements("css selector", "tr")[1:]
-             if r.find_elements("tag name", "td")[0].text == "fvu")
+  row = next(
+    r
+    for r in table.find_elements("css selector", "tr")[1:]
+    if r.find_elements("tag name", "td")[0].text == "fvu"
+  )
   a, b = [td.text for td in row.find_elements("tag name", "td")[1:]]
   assert a and b  # both measured the same rows' FVU
   assert _errors(browser) == []
@@ -297,14 +353,54 @@ def test_a_latent_shows_its_density_per_token_class(browser, tmp_path):
   from test_harvest import _tiny_llama_with_tokenizer
 
   from wsae_jax.app import cli
+
   folder, corpus = _tiny_llama_with_tokenizer(tmp_path)
   run = tmp_path / "run"
-  assert cli.main(["train", "--out", str(run), "--model", str(folder), "--layer", "1",
-                   "--corpus", str(corpus), "--context-len", "16", "--arch", "topk", "--k", "4",
-                   "--d-sae", "32", "--steps", "5", "--batch-size", "32", "--hold-out-shards",
-                   "1", "--no-progress"]) == 0
-  assert cli.main(["report", str(run), "--activations", str(run / "activations"),
-                   "--eval-shards", "1", "--no-progress"]) == 0
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(run),
+        "--model",
+        str(folder),
+        "--layer",
+        "1",
+        "--corpus",
+        str(corpus),
+        "--context-len",
+        "16",
+        "--arch",
+        "topk",
+        "--k",
+        "4",
+        "--d-sae",
+        "32",
+        "--steps",
+        "5",
+        "--batch-size",
+        "32",
+        "--hold-out-shards",
+        "1",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
+  assert (
+    cli.main(
+      [
+        "report",
+        str(run),
+        "--activations",
+        str(run / "activations"),
+        "--eval-shards",
+        "1",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   _open(browser, run / "report.html")
   browser.find_element("id", "tab-latents").click()
   browser.find_element("css selector", "#latent-table tr.latent-row").click()

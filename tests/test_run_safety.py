@@ -48,8 +48,10 @@ def _read_only(path):
 
 def _forbid_training(monkeypatch):
   """From here on, compiling a training step fails the test: refused input must not start work."""
+
   def boom(*a, **k):
     raise AssertionError("training started although the input was refused")
+
   monkeypatch.setattr(train_lib, "make_train_step", boom)
 
 
@@ -73,11 +75,18 @@ def test_library_resume_compares_records_before_restoring_arrays(tmp_path):
   train_lib.train(w.TiedSAEConfig(d_in=8, d_sae=11), tc, src, progress=False, checkpointer=ck)
   before = _snapshot(tmp_path)
   import warnings
+
   with warnings.catch_warnings():
     warnings.simplefilter("error")  # no "falling back" warning: nothing looks corrupted
     with pytest.raises(checkpoint.CheckpointError, match="sae_config.d_sae"):
-      train_lib.train(w.TiedSAEConfig(d_in=8, d_sae=20), tc, src, progress=False,
-                      checkpointer=checkpoint.Checkpointer(tmp_path, every=10), resume=True)
+      train_lib.train(
+        w.TiedSAEConfig(d_in=8, d_sae=20),
+        tc,
+        src,
+        progress=False,
+        checkpointer=checkpoint.Checkpointer(tmp_path, every=10),
+        resume=True,
+      )
   assert _snapshot(tmp_path) == before
 
 
@@ -101,10 +110,15 @@ def test_the_library_refuses_to_mix_two_runs_in_one_checkpoint_folder(tmp_path):
   src = w.SyntheticSource(w.polygon_matrix(3, 3, n_mono=2), 0.8, 64)
   tc = w.TrainConfig(steps=20, batch_size=64, log_every=10)
   cfg = w.TiedSAEConfig(d_in=8, d_sae=11)
-  train_lib.train(cfg, tc, src, progress=False, checkpointer=checkpoint.Checkpointer(tmp_path, every=10))
-  with pytest.raises(checkpoint.CheckpointError, match=r"already holds checkpoints \(steps \[10, 20\]\)"):
-    train_lib.train(cfg, tc, src, progress=False,
-                    checkpointer=checkpoint.Checkpointer(tmp_path, every=10))
+  train_lib.train(
+    cfg, tc, src, progress=False, checkpointer=checkpoint.Checkpointer(tmp_path, every=10)
+  )
+  with pytest.raises(
+    checkpoint.CheckpointError, match=r"already holds checkpoints \(steps \[10, 20\]\)"
+  ):
+    train_lib.train(
+      cfg, tc, src, progress=False, checkpointer=checkpoint.Checkpointer(tmp_path, every=10)
+    )
   assert checkpoint.Checkpointer(tmp_path).steps() == [10, 20]
 
 
@@ -217,7 +231,7 @@ mono = 2
 learning_rate = [1e-3, 1e30]
 sparsity = [0.8]
 [output]
-dir = "{tmp_path / 'out'}"
+dir = "{tmp_path / "out"}"
 """)
   assert cli.main(["sweep", str(cfg), "--no-progress"]) == 1
   assert "1 member(s) diverged" in capsys.readouterr().err
@@ -229,8 +243,10 @@ dir = "{tmp_path / 'out'}"
 
 
 def test_exit_statuses_are_documented():
-  assert "Exit status: 0 on success; 1 if training diverged" in cli.build_parser()._subparsers \
-      ._group_actions[0].choices["train"].description
+  assert (
+    "Exit status: 0 on success; 1 if training diverged"
+    in cli.build_parser()._subparsers._group_actions[0].choices["train"].description
+  )
   assert "1 if training diverged, 2 for bad input" in cli.build_parser().epilog
 
 
@@ -247,8 +263,10 @@ def test_demo_and_theory_check_their_outputs_before_working(tmp_path, capsys, mo
 def test_run_folder_claims_refuses_clears_and_undoes_a_failed_start(tmp_path):
   """The library object behind `wsae train` and `wsae sweep` folders, used directly."""
   from wsae_jax.storage.run_folder import RunFolder
-  mk = lambda p, **kw: RunFolder(p, entries=("run.json", "checkpoints"), keep=("activations",),
-                                 marker="run.json", **kw)
+
+  mk = lambda p, **kw: RunFolder(
+    p, entries=("run.json", "checkpoints"), keep=("activations",), marker="run.json", **kw
+  )
   # A failed start in a folder the claim created leaves nothing, except what `keep` names.
   out = tmp_path / "new"
   with pytest.raises(RuntimeError):

@@ -41,7 +41,7 @@ def np_forward(cfg, p, x):
     return z, z @ p["W_dec"] + p["b_dec"]
   z = np.zeros_like(pre)
   for b in range(pre.shape[0]):
-    top = np.argsort(-pre[b])[:cfg.k]
+    top = np.argsort(-pre[b])[: cfg.k]
     z[b, top] = _relu(pre[b, top])
   return z, z @ p["W_dec"] + p["b_dec"]
 
@@ -53,12 +53,15 @@ def _random_params(cfg, seed=0):
   return {k: jnp.asarray(v + 0.1 * rng.standard_normal(v.shape), jnp.float32) for k, v in p.items()}
 
 
-CONFIGS = [w.TiedSAEConfig(d_in=D_IN, d_sae=D_SAE), w.ReLUSAEConfig(d_in=D_IN, d_sae=D_SAE),
-           w.TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3),
-           w.JumpReLUSAEConfig(d_in=D_IN, d_sae=D_SAE, l0_coefficient=0.1),
-           w.BatchTopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3.0),
-           w.MatryoshkaBatchTopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3.0),
-           w.GatedSAEConfig(d_in=D_IN, d_sae=D_SAE)]
+CONFIGS = [
+  w.TiedSAEConfig(d_in=D_IN, d_sae=D_SAE),
+  w.ReLUSAEConfig(d_in=D_IN, d_sae=D_SAE),
+  w.TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3),
+  w.JumpReLUSAEConfig(d_in=D_IN, d_sae=D_SAE, l0_coefficient=0.1),
+  w.BatchTopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3.0),
+  w.MatryoshkaBatchTopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3.0),
+  w.GatedSAEConfig(d_in=D_IN, d_sae=D_SAE),
+]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.architecture)
@@ -79,9 +82,16 @@ def test_every_registered_architecture_is_tested_here():
 def test_param_names_and_shapes_follow_saelens():
   p = models.init(CONFIGS[1], jax.random.key(0))
   assert {k: v.shape for k, v in p.items()} == {
-      "W_enc": (D_IN, D_SAE), "W_dec": (D_SAE, D_IN), "b_enc": (D_SAE,), "b_dec": (D_IN,)}
+    "W_enc": (D_IN, D_SAE),
+    "W_dec": (D_SAE, D_IN),
+    "b_enc": (D_SAE,),
+    "b_dec": (D_IN,),
+  }
   assert set(models.init(CONFIGS[0], jax.random.key(0))) == {"W_enc"}
-  assert models.decoder_matrix(CONFIGS[0], models.init(CONFIGS[0], jax.random.key(0))).shape == (D_SAE, D_IN)
+  assert models.decoder_matrix(CONFIGS[0], models.init(CONFIGS[0], jax.random.key(0))).shape == (
+    D_SAE,
+    D_IN,
+  )
 
 
 def test_topk_has_exactly_k_nonzeros():
@@ -96,16 +106,19 @@ def test_topk_has_exactly_k_nonzeros():
   assert np.all((np.asarray(models.encode(cfg, p, x)) != 0).sum(axis=1) <= 4)
 
 
-@pytest.mark.parametrize("width, k", [(1, 1), (7, 3), (40, 16), (200, 60), (200, 200), (513, 32),
-                                      (12, 20)])
+@pytest.mark.parametrize(
+  "width, k", [(1, 1), (7, 3), (40, 16), (200, 60), (200, 200), (513, 32), (12, 20)]
+)
 @pytest.mark.parametrize("data", ["normal", "ties", "non-positive"])
 def test_radix_selection_equals_lax_top_k(width, k, data):
   """The sort-free selection keeps exactly the entries lax.top_k keeps (ties: lowest index
   first; k > width: all), with the same gradient, for a static and a per-row traced k."""
   rng = np.random.default_rng(width * 1000 + k)
-  pre = {"normal": rng.standard_normal((48, width)),
-         "ties": rng.integers(-2, 4, (48, width)).astype(np.float64) / 2,
-         "non-positive": -np.abs(rng.standard_normal((48, width)))}[data]
+  pre = {
+    "normal": rng.standard_normal((48, width)),
+    "ties": rng.integers(-2, 4, (48, width)).astype(np.float64) / 2,
+    "non-positive": -np.abs(rng.standard_normal((48, width))),
+  }[data]
   pre = jnp.asarray(pre, jnp.float32)
   static_k = min(k, width)
   select = lambda p, method, ka=None: models.topk_activation(p, static_k, ka, method=method)
@@ -125,8 +138,9 @@ def test_radix_selection_equals_lax_top_k(width, k, data):
     assert bool(jnp.all(m))
 
 
-@pytest.mark.parametrize("width, k, block", [(20, 3, 8), (600, 32, 256), (600, 300, 256),
-                                             (100, 100, 256), (1000, 7, 64)])
+@pytest.mark.parametrize(
+  "width, k, block", [(20, 3, 8), (600, 32, 256), (600, 300, 256), (100, 100, 256), (1000, 7, 64)]
+)
 @pytest.mark.parametrize("data", ["normal", "ties", "non-positive"])
 def test_blocked_selection_equals_lax_top_k(width, k, block, data, monkeypatch):
   """The two-stage selection (top-k per block of latents, then over the candidates) keeps
@@ -134,9 +148,11 @@ def test_blocked_selection_equals_lax_top_k(width, k, block, data, monkeypatch):
   padding (width not a multiple of the block)."""
   monkeypatch.setattr(models.selection, "BLOCK", block)
   rng = np.random.default_rng(width + k)
-  pre = {"normal": rng.standard_normal((32, width)),
-         "ties": rng.integers(-2, 4, (32, width)).astype(np.float64) / 2,
-         "non-positive": -np.abs(rng.standard_normal((32, width)))}[data]
+  pre = {
+    "normal": rng.standard_normal((32, width)),
+    "ties": rng.integers(-2, 4, (32, width)).astype(np.float64) / 2,
+    "non-positive": -np.abs(rng.standard_normal((32, width))),
+  }[data]
   pre = jnp.asarray(pre, jnp.float32)
   sel = lambda p, m: models.topk_activation(p, k, method=m)
   mask = models.selection.blocked_kth_largest_mask(jnp.maximum(pre, 0), k, block=block)
@@ -191,7 +207,9 @@ def test_config_is_hashable_and_frozen():
     cfg.k = 5
 
 
-@pytest.mark.parametrize("make, match", [
+@pytest.mark.parametrize(
+  "make, match",
+  [
     (lambda: w.TopKSAEConfig(d_in=4, d_sae=8, k=9), "k must be <= d_sae"),
     (lambda: w.TopKSAEConfig(d_in=4, d_sae=8, k=0), "k must be >= 1"),
     (lambda: w.TiedSAEConfig(d_in=4, d_sae=0), "d_sae must be >= 1"),
@@ -199,7 +217,8 @@ def test_config_is_hashable_and_frozen():
     (lambda: w.ReLUSAEConfig(d_in=4, d_sae=4, l1_coefficient=-1.0), "l1_coefficient"),
     (lambda: w.TiedSAEConfig(d_in=4.5, d_sae=4), "d_in must be an integer"),
     (lambda: w.make_config("abstopk", d_in=4, d_sae=4), "unknown architecture 'abstopk'"),
-])
+  ],
+)
 def test_bad_configs_raise(make, match):
   with pytest.raises(w.WSAEInputError, match=match):
     make()

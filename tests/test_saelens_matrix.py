@@ -22,24 +22,36 @@ X = np.random.default_rng(0).standard_normal((64, D_IN)).astype(np.float32)
 
 # (SAELens class, its config's extra fields, whether this library reads it)
 ARCHS = {
-    "standard": (saes.StandardSAE, saes.StandardSAEConfig, {}, True),
-    "topk": (saes.TopKSAE, saes.TopKSAEConfig, {"k": 3}, True),
-    "topk-rescaled": (saes.TopKSAE, saes.TopKSAEConfig,
-                      {"k": 3, "rescale_acts_by_decoder_norm": True}, True),
-    "jumprelu": (saes.JumpReLUSAE, saes.JumpReLUSAEConfig, {}, True),
-    "gated": (saes.GatedSAE, saes.GatedSAEConfig, {}, True),
-    "abstopk": (saes.AbsTopKSAE, saes.AbsTopKSAEConfig, {"k": 3}, False),
+  "standard": (saes.StandardSAE, saes.StandardSAEConfig, {}, True),
+  "topk": (saes.TopKSAE, saes.TopKSAEConfig, {"k": 3}, True),
+  "topk-rescaled": (
+    saes.TopKSAE,
+    saes.TopKSAEConfig,
+    {"k": 3, "rescale_acts_by_decoder_norm": True},
+    True,
+  ),
+  "jumprelu": (saes.JumpReLUSAE, saes.JumpReLUSAEConfig, {}, True),
+  "gated": (saes.GatedSAE, saes.GatedSAEConfig, {}, True),
+  "abstopk": (saes.AbsTopKSAE, saes.AbsTopKSAEConfig, {"k": 3}, False),
 }
 NORMALIZE = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")
 
 
-@pytest.mark.parametrize("arch, b_dec_in, normalize",
-                         list(itertools.product(ARCHS, (False, True), NORMALIZE)))
+@pytest.mark.parametrize(
+  "arch, b_dec_in, normalize", list(itertools.product(ARCHS, (False, True), NORMALIZE))
+)
 def test_saelens_option(arch, b_dec_in, normalize, tmp_path):
   cls, cfg_cls, extra, supported = ARCHS[arch]
   torch.manual_seed(0)
-  sae = cls(cfg_cls(d_in=D_IN, d_sae=D_SAE, apply_b_dec_to_input=b_dec_in,
-                    normalize_activations=normalize, **extra))
+  sae = cls(
+    cfg_cls(
+      d_in=D_IN,
+      d_sae=D_SAE,
+      apply_b_dec_to_input=b_dec_in,
+      normalize_activations=normalize,
+      **extra,
+    )
+  )
   with torch.no_grad():
     for name, t in sae.named_parameters():
       t.copy_(torch.randn_like(t) * 0.5 + (0.3 if "threshold" in name else 0.0))

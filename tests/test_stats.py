@@ -13,11 +13,13 @@ from wsae_jax.evaluation import stats
 # Paired differences a study may see: symmetric, skewed, heavy-tailed, and a contaminated mixture
 # (one seed in ten far off), each with its true median.
 DISTRIBUTIONS = {
-    "normal": (lambda r, s: r.normal(size=s), 0.0),
-    "exponential": (lambda r, s: r.exponential(size=s), math.log(2.0)),
-    "lognormal σ=1": (lambda r, s: r.lognormal(0.0, 1.0, size=s), 1.0),
-    "contaminated": (lambda r, s: np.where(r.uniform(size=s) < 0.1, 10.0, 1.0)
-                     * r.normal(size=s), 0.0),
+  "normal": (lambda r, s: r.normal(size=s), 0.0),
+  "exponential": (lambda r, s: r.exponential(size=s), math.log(2.0)),
+  "lognormal σ=1": (lambda r, s: r.lognormal(0.0, 1.0, size=s), 1.0),
+  "contaminated": (
+    lambda r, s: np.where(r.uniform(size=s) < 0.1, 10.0, 1.0) * r.normal(size=s),
+    0.0,
+  ),
 }
 
 
@@ -76,10 +78,11 @@ def test_sign_test_matches_an_exact_enumeration():
     # Enumerate all 2^6 sign patterns.
     obs_below = 5
     counts = [sum(s) for s in itertools.product((0, 1), repeat=6)]
-    p_less = np.mean([c >= obs_below for c in counts])     # many below 0 → median < 0
+    p_less = np.mean([c >= obs_below for c in counts])  # many below 0 → median < 0
     p_greater = np.mean([c <= obs_below for c in counts])
-    ref = {"less": p_less, "greater": p_greater,
-           "two-sided": min(1.0, 2 * min(p_less, p_greater))}[alt]
+    ref = {"less": p_less, "greater": p_greater, "two-sided": min(1.0, 2 * min(p_less, p_greater))}[
+      alt
+    ]
     assert stats.sign_test(d, alternative=alt) == pytest.approx(ref)
   assert stats.sign_test([0.0, 0.0]) == 1.0
   with pytest.raises(stats.V.WSAEInputError, match="alternative"):
@@ -112,24 +115,27 @@ def test_holm_controls_familywise_error_by_simulation():
   assert any_false / reps <= 0.05
 
 
-@pytest.mark.parametrize("diffs, claim, want", [
+@pytest.mark.parametrize(
+  "diffs, claim, want",
+  [
     ([-1.0, -2.0, -1.5, -1.2, -0.8, -0.3, -0.9, -1.1], "lower", "reproduced"),
     ([1.0, 2.0, 1.5, 1.2, 0.8, 0.3, 0.9, 1.1], "lower", "opposite"),
     ([-1.0, 1.0, -0.5, 0.4, 0.1, -0.2, 0.3, -0.7], "lower", "not shown"),
     ([1.0, 2.0, 1.5, 1.2, 0.8, 0.3, 0.9, 1.1], "higher", "reproduced"),
-])
+  ],
+)
 def test_directional_verdicts(diffs, claim, want):
   assert stats.verdict(stats.paired_interval(diffs), claim) == want
 
 
 def test_adjusted_p_decides_the_verdict():
-  ci = stats.paired_interval([-1.0] * 7 + [-0.5])   # p = 2/256
+  ci = stats.paired_interval([-1.0] * 7 + [-0.5])  # p = 2/256
   assert stats.verdict(ci, "lower") == "reproduced"
   assert stats.verdict(ci, "lower", p_adjusted=0.2) == "not shown"
 
 
 def test_noninferiority_counts_improvements_for_the_claim():
-  better = [-0.3, -0.2, -0.25, -0.1, -0.4, -0.2, -0.15, -0.3]   # MSE fell on every seed
+  better = [-0.3, -0.2, -0.25, -0.1, -0.4, -0.2, -0.15, -0.3]  # MSE fell on every seed
   assert stats.noninferiority_verdict(better, margin=0.05)[0] == "reproduced"
   within = [0.01, -0.02, 0.02, 0.0, 0.01, -0.01, 0.015, 0.02]
   assert stats.noninferiority_verdict(within, margin=0.05)[0] == "reproduced"
@@ -138,8 +144,10 @@ def test_noninferiority_counts_improvements_for_the_claim():
   mixed = [0.3, -0.2, 0.25, -0.1, 0.4, 0.02, -0.15, 0.3]
   assert stats.noninferiority_verdict(mixed, margin=0.05)[0] == "not shown"
   # "worse" = lower (e.g. a consistency): the mirror image.
-  assert stats.noninferiority_verdict([-x for x in better], margin=0.05,
-                                      worse="lower")[0] == "reproduced"
+  assert (
+    stats.noninferiority_verdict([-x for x in better], margin=0.05, worse="lower")[0]
+    == "reproduced"
+  )
 
 
 def test_edge_cases():
@@ -166,7 +174,10 @@ def test_decide_dispatches_on_the_claim_and_round_trips_intervals():
   assert stats.Interval.from_dict({**ci.as_dict(), "other": 1}) == ci
   assert stats.decide(ci, "lower", ci.p_value) == stats.verdict(ci, "lower") == "reproduced"
   p = stats.sign_test(d, margin=0.05, alternative="less")
-  assert stats.decide(ci, "non-inferior", p, margin=0.05) == stats.noninferiority_verdict(
-      d, margin=0.05)[0] == "reproduced"
+  assert (
+    stats.decide(ci, "non-inferior", p, margin=0.05)
+    == stats.noninferiority_verdict(d, margin=0.05)[0]
+    == "reproduced"
+  )
   with pytest.raises(stats.V.WSAEInputError, match="margin"):
     stats.decide(ci, "non-inferior", p)

@@ -47,8 +47,9 @@ def test_observe_and_interference_match_numpy():
 
 
 def test_toy_model_matrix_learns_superposition():
-  W, info = sp.toy_model_matrix(jax.random.key(0), 10, 4, 0.9, steps=600, importance=0.9,
-                                return_info=True)
+  W, info = sp.toy_model_matrix(
+    jax.random.key(0), 10, 4, 0.9, steps=600, importance=0.9, return_info=True
+  )
   assert W.shape == (4, 10)
   assert_close(np.linalg.norm(W, axis=0), np.ones(10), atol=1e-5)
   # At S = 0.9 the toy model represents more features than it has dimensions.
@@ -56,13 +57,16 @@ def test_toy_model_matrix_learns_superposition():
   assert np.isfinite(info["final_loss"])
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     (dict(sparsity=1.0), "sparsity must lie in"),
     (dict(sparsity=-0.1), "sparsity must lie in"),
     (dict(sparsity=float("nan")), "sparsity"),
     (dict(batch_size=0), "batch_size must be >= 1"),
     (dict(magnitude="gaussian"), "magnitude must be one of"),
-])
+  ],
+)
 def test_sample_features_bad_input(kwargs, match):
   args = dict(key=jax.random.key(0), batch_size=4, n=3, sparsity=0.5) | kwargs
   with pytest.raises(w.WSAEInputError, match=match):
@@ -79,8 +83,9 @@ def test_toy_model_trains_on_uneven_rates():
   sparsity cannot allow is refused before training."""
   key = jax.random.key(0)
   plain = w.toy_model_matrix(key, 8, 4, 0.8, steps=50)
-  np.testing.assert_array_equal(w.toy_model_matrix(key, 8, 4, 0.8, steps=50, rates=np.ones(8)),
-                                plain)
+  np.testing.assert_array_equal(
+    w.toy_model_matrix(key, 8, 4, 0.8, steps=50, rates=np.ones(8)), plain
+  )
   uneven = w.toy_model_matrix(key, 8, 4, 0.8, steps=50, rates=np.linspace(0.5, 1.5, 8))
   assert np.abs(uneven - plain).max() > 1e-3
   with pytest.raises(w.WSAEInputError, match="feature 7 would be active"):

@@ -1,4 +1,3 @@
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,8 +25,9 @@ def test_one_and_four_devices_agree(arch, four_devices):
   gamma = w.variance_weights(np.asarray(_source().sample(10**6, 512)[1]), 1.0)
   out = []
   for devices in (four_devices[:1], four_devices):
-    state, hist = train_lib.train(cfg, TC, _source(), gamma=gamma,
-                                  mesh=parallel.data_mesh(devices), progress=False)
+    state, hist = train_lib.train(
+      cfg, TC, _source(), gamma=gamma, mesh=parallel.data_mesh(devices), progress=False
+    )
     assert state.params["W_enc"].sharding.mesh.size == len(devices)
     out.append((jax.device_get(state.params), hist.column("loss")))
   # Same data, same init; only the order of the batch reduction differs (float32).
@@ -51,13 +51,15 @@ def test_train_step_compiles_once(four_devices):
 
 def test_training_reduces_loss_and_matches_an_unrolled_reference():
   cfg = w.TiedSAEConfig(d_in=8, d_sae=11)
-  tc = w.TrainConfig(steps=300, batch_size=256, learning_rate=1e-2, warmup_steps=10,
-                     log_every=50, grad_clip=None)
+  tc = w.TrainConfig(
+    steps=300, batch_size=256, learning_rate=1e-2, warmup_steps=10, log_every=50, grad_clip=None
+  )
   state, hist = train_lib.train(cfg, tc, _source(batch_size=256), progress=False)
   loss = hist.column("loss")
   assert loss[-1] < 0.5 * loss[0]
   # The jitted, sharded loop equals a plain Python loop of value_and_grad + optax.
   import optax
+
   opt = optim.make_optimizer(cfg, tc)
   p = w.models.init(cfg, jax.random.key(tc.seed))
   s = opt.init(p)
@@ -84,8 +86,12 @@ def test_nan_stops_and_returns_last_finite_state():
   assert int(state.step) == 6
   assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(state.params))
   # The returned state is exactly the state after 6 clean steps.
-  ref, _ = train_lib.train(cfg, w.TrainConfig(steps=6, batch_size=64, log_every=5,
-                                              warmup_steps=0), iter(batches[:6]), progress=False)
+  ref, _ = train_lib.train(
+    cfg,
+    w.TrainConfig(steps=6, batch_size=64, log_every=5, warmup_steps=0),
+    iter(batches[:6]),
+    progress=False,
+  )
   assert_close(state.params, ref.params, rtol=0, atol=0)
 
 
@@ -109,7 +115,9 @@ def test_array_source_visits_every_row_once_per_epoch():
   assert not np.array_equal(seen, nxt)  # a new order each epoch
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     (dict(data=np.ones((100, 5), np.float32)), "d_in=5 but the SAE config has d_in=8"),
     (dict(data=np.full((100, 8), np.nan, np.float32)), "non-finite"),
     (dict(data=np.ones((100, 8), np.int64)), "floating-point"),
@@ -117,22 +125,32 @@ def test_array_source_visits_every_row_once_per_epoch():
     (dict(gamma=np.ones(7)), r"gamma must have shape \(8,\)"),
     (dict(gamma=-np.ones(8)), "gamma must lie in"),
     (dict(tc=w.TrainConfig(steps=5, batch_size=66)), "divisible by the 4 devices"),
-])
+  ],
+)
 def test_bad_training_input_raises_before_training(kwargs, match, four_devices):
   cfg = w.TiedSAEConfig(d_in=8, d_sae=11)
   data = kwargs.get("data", np.ones((200, 8), np.float32))
   tc = kwargs.get("tc", w.TrainConfig(steps=5, batch_size=64))
   with pytest.raises(w.WSAEInputError, match=match):
-    train_lib.train(cfg, tc, data, gamma=kwargs.get("gamma"),
-                    mesh=parallel.data_mesh(four_devices), progress=False)
+    train_lib.train(
+      cfg,
+      tc,
+      data,
+      gamma=kwargs.get("gamma"),
+      mesh=parallel.data_mesh(four_devices),
+      progress=False,
+    )
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     (dict(steps=0), "steps must be >= 1"),
     (dict(learning_rate=0.0), "learning_rate must lie in"),
     (dict(learning_rate=float("nan")), "learning_rate"),
     (dict(b2=1.0), "b2 must lie in"),
-])
+  ],
+)
 def test_bad_train_config_raises(kwargs, match):
   with pytest.raises(w.WSAEInputError, match=match):
     w.TrainConfig(**kwargs)
@@ -143,8 +161,9 @@ def test_the_step_is_traced_once_and_keeps_the_state_structure(arch, monkeypatch
   """Every architecture's loss is traced once for a whole run (no retrace per step or record),
   and a step returns a state of the same structure, shapes and dtypes (donation relies on it)."""
   chex = pytest.importorskip("chex", reason="chex is in the test extra")
-  extra = {"topk": {"k": 3}, "batchtopk": {"k": 3.0},
-           "matryoshka_batchtopk": {"k": 3.0}}.get(arch, {})
+  extra = {"topk": {"k": 3}, "batchtopk": {"k": 3.0}, "matryoshka_batchtopk": {"k": 3.0}}.get(
+    arch, {}
+  )
   cfg = w.make_config(arch, d_in=8, d_sae=16, **extra)
   chex.clear_trace_counter()  # the count is kept per function, across tests
   monkeypatch.setattr(w.models, "sae_loss", chex.assert_max_traces(w.models.sae_loss, n=1))
@@ -169,8 +188,11 @@ def test_bfloat16_products_train_like_float32(arch):
     src = w.SyntheticSource(W, 0.8, 256, seed=0)
     state, hist = w.train(cfg, tc, src, progress=False)
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(state.params))
-    assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(state.opt_state)
-               if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating))
+    assert all(
+      a.dtype == jnp.float32
+      for a in jax.tree.leaves(state.opt_state)
+      if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)
+    )
     x, _ = src.sample(2**30, 4096)
     out[dtype] = (hist.records[-1]["loss"], w.evaluate(cfg, state.params, x, W)["l_gt"])
     step = w.make_train_step(cfg, tc)

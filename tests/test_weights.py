@@ -45,16 +45,22 @@ def test_semantic_consistency_matches_slow_loop():
   assert_close(g, ref, rtol=1e-6)
 
 
-@pytest.mark.parametrize("call, match", [
+@pytest.mark.parametrize(
+  "call, match",
+  [
     (lambda: weights.variance_weights(np.ones((10, 3)), 1.0), "variance must be finite and > 0"),
     (lambda: weights.variance_weights(RNG.random((10, 3)), -0.5), "alpha must lie in"),
     (lambda: weights.variance_weights(RNG.random(10), 1.0), "rank 2"),
     (lambda: weights.variance_weights(np.full((4, 2), np.nan), 1.0), "non-finite"),
     (lambda: weights.variance_weights(np.ones((4, 2), np.int32), 1.0), "floating-point"),
-    (lambda: weights.semantic_consistency(RNG.random((4, 2)), np.zeros(3, int)), "labels must have shape"),
+    (
+      lambda: weights.semantic_consistency(RNG.random((4, 2)), np.zeros(3, int)),
+      "labels must have shape",
+    ),
     (lambda: weights.as_gamma(np.array([1.0, 0.0, 2.0]), 3), "gamma must lie in"),
     (lambda: weights.as_gamma(np.ones(4), 3), r"gamma must have shape \(3,\)"),
-])
+  ],
+)
 def test_bad_weight_inputs_raise(call, match):
   with pytest.raises(w.WSAEInputError, match=match):
     call()
@@ -68,7 +74,7 @@ def test_gamma_report_measures_concentration():
   g[37] = 30.0  # γ² = 900 of 999
   r = w.objectives.weights.gamma_report(g)
   assert r.top_dim == 37 and r.top_share == pytest.approx(900 / 999)
-  assert r.effective_dims == pytest.approx(999 ** 2 / (900 ** 2 + 99))
+  assert r.effective_dims == pytest.approx(999**2 / (900**2 + 99))
   assert any("dimension 37 holds 90.1%" in p for p in r.problems())
 
 
@@ -86,12 +92,27 @@ def test_variance_weights_warn_when_one_dimension_dominates():
 
 def test_wsae_train_warns_naming_the_dimension_and_can_refuse(tmp_path, capsys):
   from wsae_jax.app import cli
+
   rng = np.random.default_rng(1)
   x = rng.standard_normal((1024, 16)).astype(np.float32)
   x[:, 3] *= 30.0
   np.save(tmp_path / "acts.npy", x)
-  common = ["train", "--activations", str(tmp_path / "acts.npy"), "--steps", "4", "--batch-size",
-            "64", "--alpha", "1", "--no-progress", "--d-sae", "32", "--arch", "relu"]
+  common = [
+    "train",
+    "--activations",
+    str(tmp_path / "acts.npy"),
+    "--steps",
+    "4",
+    "--batch-size",
+    "64",
+    "--alpha",
+    "1",
+    "--no-progress",
+    "--d-sae",
+    "32",
+    "--arch",
+    "relu",
+  ]
   assert cli.main(common + ["--out", str(tmp_path / "r1")]) == 0
   out, err = capsys.readouterr()
   assert "γ: top dimension 3 holds" in out
@@ -104,8 +125,9 @@ def test_wsae_train_warns_naming_the_dimension_and_can_refuse(tmp_path, capsys):
 
 def _triangle_sample(sparsity, n=100_000, magnitude="uniform"):
   W = w.polygon_matrix(6, 3, n_mono=8)  # rows: 3, 2 or 1 features; participation ratio 2, 2, 1
-  x = np.asarray(w.SyntheticSource(W, sparsity, 1, seed=0, magnitude=magnitude)
-                 .sample(2**30, n)[1], np.float64)
+  x = np.asarray(
+    w.SyntheticSource(W, sparsity, 1, seed=0, magnitude=magnitude).sample(2**30, n)[1], np.float64
+  )
   return W, x
 
 
@@ -120,8 +142,9 @@ def test_zero_fraction_counts_the_features_of_each_dimension():
     weights.zero_fraction_polysemanticity(RNG.standard_normal((100, 4)))
   dense = RNG.standard_normal((5000, 4))
   dense[:, 0] *= 0.0  # an exactly-zero (dead) column aside, nothing is ever zero: band needed
-  m_tol = weights.zero_fraction_polysemanticity(dense + 1e-3 * RNG.standard_normal((5000, 4)),
-                                                rel_tol=0.05)
+  m_tol = weights.zero_fraction_polysemanticity(
+    dense + 1e-3 * RNG.standard_normal((5000, 4)), rel_tol=0.05
+  )
   assert m_tol.shape == (4,) and np.all(m_tol >= 1)
   # A dead ReLU unit (always 0) neither sets Ŝ nor breaks the estimate: the others are unchanged.
   with_dead = np.concatenate([x, np.zeros((len(x), 1), x.dtype)], axis=1)
@@ -132,7 +155,7 @@ def test_zero_fraction_counts_the_features_of_each_dimension():
 def test_kurtosis_estimates_the_participation_ratio():
   W, x = _triangle_sample(0.9, magnitude="constant")
   W2 = W.astype(np.float64) ** 2
-  pr = W2.sum(1) ** 2 / (W2 ** 2).sum(1)  # κ(Σ w_j x_j) = κ_1 Σw⁴/(Σw²)² = κ_1 / PR
+  pr = W2.sum(1) ** 2 / (W2**2).sum(1)  # κ(Σ w_j x_j) = κ_1 Σw⁴/(Σw²)² = κ_1 / PR
   assert_close(weights.kurtosis_polysemanticity(x), pr, rtol=0.1, atol=0)
 
 
@@ -152,14 +175,32 @@ def test_robust_variance_ignores_massive_rows():
 def test_wsae_train_takes_every_gamma_kind(kind, tmp_path, capsys):
   from wsae_jax.app import cli
   from wsae_jax.training import run
+
   gamma = ["--gamma", kind]
   if kind == "file":
     g = np.linspace(0.5, 1.5, 14).astype(np.float32)  # polygon 4 planes x 3 + 2 mono: n_p = 10
     np.save(tmp_path / "g.npy", g[:10])
     gamma = ["--gamma", str(tmp_path / "g.npy")]
-  rc = cli.main(["train", "--out", str(tmp_path / "run"), "--planes", "4", "--mono", "2",
-                 "--steps", "4", "--batch-size", "64", "--no-progress", "--arch", "relu",
-                 *gamma, *([] if kind == "file" else ["--alpha", "1"])])
+  rc = cli.main(
+    [
+      "train",
+      "--out",
+      str(tmp_path / "run"),
+      "--planes",
+      "4",
+      "--mono",
+      "2",
+      "--steps",
+      "4",
+      "--batch-size",
+      "64",
+      "--no-progress",
+      "--arch",
+      "relu",
+      *gamma,
+      *([] if kind == "file" else ["--alpha", "1"]),
+    ]
+  )
   assert rc == 0, capsys.readouterr().err
   assert "γ: top dimension" in capsys.readouterr().out
   _, _, meta = run.load_params(tmp_path / "run" / "checkpoints")
@@ -173,8 +214,17 @@ def test_wsae_train_takes_every_gamma_kind(kind, tmp_path, capsys):
 
 def test_bad_gamma_options_are_refused(tmp_path, capsys):
   from wsae_jax.app import cli
-  base = ["train", "--out", str(tmp_path / "run"), "--steps", "4", "--batch-size", "64",
-          "--no-progress"]
+
+  base = [
+    "train",
+    "--out",
+    str(tmp_path / "run"),
+    "--steps",
+    "4",
+    "--batch-size",
+    "64",
+    "--no-progress",
+  ]
   assert cli.main(base + ["--gamma", "entropy", "--alpha", "1"]) == 2
   assert "--gamma: unknown γ kind 'entropy'; choose one of" in capsys.readouterr().err
   # A γ kind without --alpha would silently train the plain SAE: refused, naming the fix.
@@ -184,8 +234,10 @@ def test_bad_gamma_options_are_refused(tmp_path, capsys):
   assert cli.main(base + ["--gamma", str(tmp_path / "short.npy")]) == 2
   assert "must have shape (20,)" in capsys.readouterr().err
   np.save(tmp_path / "x.npy", np.ones((128, 4), np.float32))
-  assert cli.main(base + ["--gamma", "oracle", "--alpha", "1", "--activations",
-                          str(tmp_path / "x.npy")]) == 2
+  assert (
+    cli.main(base + ["--gamma", "oracle", "--alpha", "1", "--activations", str(tmp_path / "x.npy")])
+    == 2
+  )
   assert "needs the synthetic W_p" in capsys.readouterr().err
 
 
@@ -193,6 +245,7 @@ def test_gamma_kinds_have_one_home():
   """Every kind the CLI, sweeps and `make_gamma` know is in `weights.KINDS`; each makes its γ."""
   from wsae_jax.app import cli
   from wsae_jax.objectives import weights
+
   assert set(weights.kind_names(synthetic=True)) == set(weights.KINDS)
   assert "oracle" not in weights.kind_names(synthetic=False)
   W = w.polygon_matrix(2, 3, n_mono=2)
@@ -204,8 +257,9 @@ def test_gamma_kinds_have_one_home():
     else:
       assert g.shape == (6,) and np.isclose(np.mean(np.asarray(g, np.float64) ** 2), 1.0)
   pr = w.data.superposition.participation_ratio(W)
-  np.testing.assert_allclose(weights.make_gamma("oracle", 1.0, W_p=W),
-                             weights.weights_from_scores(1.0 / pr, 1.0), rtol=1e-6)
+  np.testing.assert_allclose(
+    weights.make_gamma("oracle", 1.0, W_p=W), weights.weights_from_scores(1.0 / pr, 1.0), rtol=1e-6
+  )
   parser = cli.build_parser(only="train")
   text = parser._subparsers._group_actions[0].choices["train"].format_help()
   for name in weights.KINDS:
@@ -214,11 +268,11 @@ def test_gamma_kinds_have_one_home():
 
 def test_decoder_polysemanticity_counts_the_latents_writing_to_each_dimension():
   w_dec = np.zeros((6, 4))
-  w_dec[0, 0] = 1.0                       # dimension 0: one latent
-  w_dec[1:4, 1] = 0.5                     # dimension 1: three latents, equally
-  w_dec[4, 2], w_dec[5, 2] = 1.0, 0.1     # dimension 2: one latent and a faint second
+  w_dec[0, 0] = 1.0  # dimension 0: one latent
+  w_dec[1:4, 1] = 0.5  # dimension 1: three latents, equally
+  w_dec[4, 2], w_dec[5, 2] = 1.0, 0.1  # dimension 2: one latent and a faint second
   m = w.objectives.weights.decoder_polysemanticity(w_dec)
-  ref = [np.sum(c ** 2) ** 2 / np.sum(c ** 4) if np.any(c) else 6.0 for c in w_dec.T]
+  ref = [np.sum(c**2) ** 2 / np.sum(c**4) if np.any(c) else 6.0 for c in w_dec.T]
   assert_close(m, ref, rtol=1e-12)
   assert m[0] == 1.0 and m[1] == pytest.approx(3.0) and 1.0 < m[2] < 1.1 and m[3] == 6.0
   live = np.array([True, False, False, True, True, True])
@@ -230,26 +284,34 @@ def test_decoder_gamma_is_not_clipped_flat_on_a_wide_decoder():
   # at 1,000 made γ = 1 exactly. The ceiling is now the number of live latents.
   rng = np.random.default_rng(0)
   w_dec = rng.normal(size=(3000, 4))
-  w_dec[:, 0] *= np.where(np.arange(3000) < 300, 1.0, 0.05)   # dimension 0: ~300 latents own it
+  w_dec[:, 0] *= np.where(np.arange(3000) < 300, 1.0, 0.05)  # dimension 0: ~300 latents own it
   m = w.objectives.weights.decoder_polysemanticity(w_dec)
-  w2 = w_dec ** 2
-  assert_close(m, (w2.sum(0) ** 2 / (w2 ** 2).sum(0)), rtol=1e-12)
+  w2 = w_dec**2
+  assert_close(m, (w2.sum(0) ** 2 / (w2**2).sum(0)), rtol=1e-12)
   assert m.max() > 1000 and m[0] < 0.5 * m[1:].min()
   gamma = w.objectives.weights.DecoderGamma(alpha=1.0).update(
-      w_dec, np.zeros(3000), window_tokens=1)
-  assert_close(gamma ** 2, np.mean(gamma ** 2) * (1 / m) ** 2 / np.mean((1 / m) ** 2), rtol=1e-6)
+    w_dec, np.zeros(3000), window_tokens=1
+  )
+  assert_close(gamma**2, np.mean(gamma**2) * (1 / m) ** 2 / np.mean((1 / m) ** 2), rtol=1e-6)
   assert gamma[0] > 1.5 * gamma[1:].max()
 
 
 def test_decoder_gamma_updates_during_training_and_resumes_exactly(tmp_path):
   from wsae_jax.storage.checkpoint import Checkpointer
+
   W_p = w.polygon_matrix(3, 3, n_mono=2)
   cfg = w.TopKSAEConfig(d_in=8, d_sae=16, k=3)
   tc = w.TrainConfig(steps=40, batch_size=64, learning_rate=3e-3, warmup_steps=5, log_every=10)
   schedule = w.objectives.weights.DecoderGamma(alpha=1.0, every=10)
   src = lambda: w.SyntheticSource(W_p, 0.8, 64, seed=1)
-  full, _ = w.train(cfg, tc, src(), gamma=schedule, progress=False,
-                    checkpointer=Checkpointer(tmp_path / "a", every=20))
+  full, _ = w.train(
+    cfg,
+    tc,
+    src(),
+    gamma=schedule,
+    progress=False,
+    checkpointer=Checkpointer(tmp_path / "a", every=20),
+  )
   meta = Checkpointer(tmp_path / "a").read_meta(40)
   tsf = np.asarray(full.tokens_since_fired)
   expected = schedule.update(np.asarray(full.params["W_dec"]), tsf, 10 * 64)
@@ -258,34 +320,86 @@ def test_decoder_gamma_updates_during_training_and_resumes_exactly(tmp_path):
   assert meta["gamma_schedule"] == {"kind": "decoder", "alpha": 1.0, "every": 10}
   # Interrupted after step 20 (the checkpoint of 40 lost), then resumed: the same end.
   ck = Checkpointer(tmp_path / "b", every=20)
-  w.train(cfg, w.TrainConfig(**{**tc.__dict__, "steps": 20}), src(), gamma=schedule,
-          progress=False, checkpointer=ck)
+  w.train(
+    cfg,
+    w.TrainConfig(**{**tc.__dict__, "steps": 20}),
+    src(),
+    gamma=schedule,
+    progress=False,
+    checkpointer=ck,
+  )
   with pytest.raises(w.WSAEInputError, match="train_config.steps"):
-    w.train(cfg, tc, src(), gamma=schedule, progress=False, resume=True,
-            checkpointer=Checkpointer(tmp_path / "b", every=20))
+    w.train(
+      cfg,
+      tc,
+      src(),
+      gamma=schedule,
+      progress=False,
+      resume=True,
+      checkpointer=Checkpointer(tmp_path / "b", every=20),
+    )
   import shutil
+
   shutil.copytree(tmp_path / "a", tmp_path / "c")
   shutil.rmtree(tmp_path / "c" / "40")
-  resumed, _ = w.train(cfg, tc, src(), gamma=schedule, progress=False, resume=True,
-                       checkpointer=Checkpointer(tmp_path / "c", every=20))
+  resumed, _ = w.train(
+    cfg,
+    tc,
+    src(),
+    gamma=schedule,
+    progress=False,
+    resume=True,
+    checkpointer=Checkpointer(tmp_path / "c", every=20),
+  )
   assert_close(jax.device_get(resumed.params), jax.device_get(full.params), rtol=0, atol=0)
   # Another schedule is another run.
   with pytest.raises(w.WSAEInputError, match="gamma_schedule.every"):
-    w.train(cfg, tc, src(), gamma=w.objectives.weights.DecoderGamma(1.0, every=5),
-            progress=False, resume=True, checkpointer=Checkpointer(tmp_path / "c", every=20))
+    w.train(
+      cfg,
+      tc,
+      src(),
+      gamma=w.objectives.weights.DecoderGamma(1.0, every=5),
+      progress=False,
+      resume=True,
+      checkpointer=Checkpointer(tmp_path / "c", every=20),
+    )
 
 
 def test_wsae_train_gamma_decoder(tmp_path, capsys):
   from wsae_jax.app import cli
-  args = ["train", "--out", str(tmp_path / "run"), "--arch", "topk", "--k", "3", "--d-sae", "40",
-          "--steps", "20", "--batch-size", "64", "--gamma", "decoder", "--alpha", "1",
-          "--gamma-every", "5", "--checkpoint-every", "10", "--no-progress"]
+
+  args = [
+    "train",
+    "--out",
+    str(tmp_path / "run"),
+    "--arch",
+    "topk",
+    "--k",
+    "3",
+    "--d-sae",
+    "40",
+    "--steps",
+    "20",
+    "--batch-size",
+    "64",
+    "--gamma",
+    "decoder",
+    "--alpha",
+    "1",
+    "--gamma-every",
+    "5",
+    "--checkpoint-every",
+    "10",
+    "--no-progress",
+  ]
   assert cli.main(args) == 0
   assert "re-estimated every 5 steps" in capsys.readouterr().out
   import json
+
   run = json.loads((tmp_path / "run" / "run.json").read_text())
   assert run["gamma"] is None and run["gamma_schedule"]["every"] == 5
   assert cli.main(args + ["--resume"]) == 0
-  assert cli.main(["train", "--out", str(tmp_path / "r2"), "--gamma", "decoder",
-                   "--no-progress"]) == 2
+  assert (
+    cli.main(["train", "--out", str(tmp_path / "r2"), "--gamma", "decoder", "--no-progress"]) == 2
+  )
   assert "needs alpha (the exponent of γ)" in capsys.readouterr().err

@@ -23,22 +23,26 @@ TRAIN = ["train", "--no-progress", "--batch-size", "64", "--checkpoint-every", "
 def store(tmp_path):
   """Four shards of 64 rows (contexts of 16) with token ids."""
   from wsae_jax.data.store import ActivationWriter
+
   rng = np.random.default_rng(0)
   writer = ActivationWriter(tmp_path / "store", d_in=8, dtype="float32", context_len=16)
   for i in range(4):
-    writer.write_shard(i, rng.standard_normal((64, 8)) + np.arange(8),
-                       tokens=rng.integers(0, 30, 64))
+    writer.write_shard(
+      i, rng.standard_normal((64, 8)) + np.arange(8), tokens=rng.integers(0, 30, 64)
+    )
   return tmp_path / "store"
 
 
 def _wsae(args, *, fsize=None, wait=True):
   """`wsae ARGS` in a child process, optionally under a file-size limit (bytes) that the child
   sets on itself (as `ulimit -f` would) before it imports anything."""
-  code = ("import resource, runpy, sys\n"
-          f"limit = {fsize!r}\n"
-          "if limit is not None: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n"
-          "sys.argv = ['wsae', *sys.argv[1:]]\n"
-          "runpy.run_module('wsae_jax.app.cli', run_name='__main__')\n")
+  code = (
+    "import resource, runpy, sys\n"
+    f"limit = {fsize!r}\n"
+    "if limit is not None: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n"
+    "sys.argv = ['wsae', *sys.argv[1:]]\n"
+    "runpy.run_module('wsae_jax.app.cli', run_name='__main__')\n"
+  )
   cmd = [sys.executable, "-c", code, *map(str, args)]
   if not wait:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -46,8 +50,11 @@ def _wsae(args, *, fsize=None, wait=True):
 
 
 def _no_temporaries(folder):
-  left = [p for p in folder.rglob("*") if ".tmp" in p.name or "orbax-checkpoint-tmp" in p.name
-          or ".old-" in p.name]
+  left = [
+    p
+    for p in folder.rglob("*")
+    if ".tmp" in p.name or "orbax-checkpoint-tmp" in p.name or ".old-" in p.name
+  ]
   assert not left, left
 
 
@@ -56,8 +63,11 @@ def test_two_trainers_on_one_folder_the_second_is_refused_naming_the_first(tmp_p
   first = _wsae([*TRAIN, "--out", run, "--steps", "100000"], wait=False)
   try:
     for _ in range(1200):  # until the first holds the lock and has started training
-      if ((run / "checkpoints").is_dir() and (run / lock.LOCK_NAME).exists()
-          and str(first.pid) in (run / lock.LOCK_NAME).read_text()):
+      if (
+        (run / "checkpoints").is_dir()
+        and (run / lock.LOCK_NAME).exists()
+        and str(first.pid) in (run / lock.LOCK_NAME).read_text()
+      ):
         break
       assert first.poll() is None, first.communicate()
       time.sleep(0.1)
@@ -136,6 +146,7 @@ def test_a_failed_start_removes_only_the_folder_it_created(tmp_path):
 def test_save_saelens_is_a_unit(tmp_path):
   cfg = w.ReLUSAEConfig(d_in=4, d_sae=8)
   import jax
+
   p = w.models.init(cfg, jax.random.key(0))
   out = w.storage.saelens.save_saelens(tmp_path / "s", cfg, p)
   assert sorted(x.name for x in out.iterdir()) == ["cfg.json", "sae_weights.safetensors"]
@@ -170,13 +181,37 @@ def test_write_failure_is_found_in_wrapped_errors():
 
 def test_eval_refuses_the_rows_the_run_trained_on(store, tmp_path, capsys):
   run = tmp_path / "run"
-  assert cli.main(["train", "--out", str(run), "--activations", str(store), "--arch", "topk",
-                   "--k", "3", "--d-sae", "24", "--steps", "10", "--batch-size", "32",
-                   "--no-progress"]) == 0
+  assert (
+    cli.main(
+      [
+        "train",
+        "--out",
+        str(run),
+        "--activations",
+        str(store),
+        "--arch",
+        "topk",
+        "--k",
+        "3",
+        "--d-sae",
+        "24",
+        "--steps",
+        "10",
+        "--batch-size",
+        "32",
+        "--no-progress",
+      ]
+    )
+    == 0
+  )
   assert cli.main(["eval", str(run), "--activations", str(store), "--eval-shards", "1"]) == 2
   assert "--allow-train-rows" in capsys.readouterr().err
-  assert cli.main(["eval", str(run), "--activations", str(store), "--eval-shards", "1",
-                   "--allow-train-rows"]) == 0
+  assert (
+    cli.main(
+      ["eval", str(run), "--activations", str(store), "--eval-shards", "1", "--allow-train-rows"]
+    )
+    == 0
+  )
   assert json.loads((run / "eval.json").read_text())["training_rows"] is True
 
 
@@ -190,12 +225,14 @@ def test_a_pickled_tokens_file_and_a_stale_shard_are_named(store, tmp_path):
   import shutil
 
   from wsae_jax.data.store import ActivationStore
+
   bad = tmp_path / "bad"
   shutil.copytree(store, bad)
   meta = json.loads((bad / "metadata.json").read_text())
   tok = bad / meta["shards"][0]["tokens_file"]
-  np.save(tok, np.array([object()] * meta["shards"][0]["n_tokens"], dtype=object),
-          allow_pickle=True)
+  np.save(
+    tok, np.array([object()] * meta["shards"][0]["n_tokens"], dtype=object), allow_pickle=True
+  )
   with pytest.raises(w.WSAEInputError, match="not a plain .npy array of token ids"):
     ActivationStore(bad, 16, shuffle=False).read_all(with_tokens=True)
   stale = tmp_path / "stale"
@@ -209,12 +246,15 @@ def test_a_pickled_tokens_file_and_a_stale_shard_are_named(store, tmp_path):
 
 def test_sweep_file_checkpoint_every_zero_names_the_table_and_file(tmp_path):
   f = tmp_path / "s.toml"
-  f.write_text('[sae]\narchitecture = "tied"\nd_sae = 6\n[data]\ngeometry = "polygon"\n'
-               'planes = 1\npolygon_k = 3\nmono = 2\n[train]\nsteps = 2\nbatch_size = 8\n'
-               '[grid]\nseed = [0]\nsparsity = [0.9]\n[output]\ndir = "%s"\n'
-               'checkpoint_every = 0\n' % (tmp_path / "o"))
+  f.write_text(
+    '[sae]\narchitecture = "tied"\nd_sae = 6\n[data]\ngeometry = "polygon"\n'
+    "planes = 1\npolygon_k = 3\nmono = 2\n[train]\nsteps = 2\nbatch_size = 8\n"
+    '[grid]\nseed = [0]\nsparsity = [0.9]\n[output]\ndir = "%s"\n'
+    "checkpoint_every = 0\n" % (tmp_path / "o")
+  )
   with pytest.raises(w.WSAEInputError, match=r"s.toml: \[output\] checkpoint_every must be >= 1"):
     from wsae_jax.app import sweep_file
+
     sweep_file.run_sweep_file(f, progress=False)
 
 
@@ -222,9 +262,18 @@ def test_only_write_failures_are_dropped_from_asyncio_logs():
   import logging
 
   from wsae_jax.storage import checkpoint
+
   def record(exc):
-    return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "Task exception was never "
-                             "retrieved", None, (type(exc), exc, None))
+    return logging.LogRecord(
+      "asyncio",
+      logging.ERROR,
+      __file__,
+      1,
+      "Task exception was never retrieved",
+      None,
+      (type(exc), exc, None),
+    )
+
   disk = ValueError("OUT_OF_RANGE: Failed to write 80 bytes: File too large [os_error_code='27']")
   assert checkpoint._drop_reported_write_failures(record(disk)) is False
   assert checkpoint._drop_reported_write_failures(record(ValueError("a real bug"))) is True

@@ -8,8 +8,12 @@ import importlib
 from typing import Any, Callable
 
 
-def attach(package: str, namespace: dict, submodules: tuple[str, ...] = (),
-           names: dict[str, str] | None = None) -> tuple[Callable[[str], Any], Callable[[], list]]:
+def attach(
+  package: str,
+  namespace: dict,
+  submodules: tuple[str, ...] = (),
+  names: dict[str, str] | None = None,
+) -> tuple[Callable[[str], Any], Callable[[], list]]:
   """`(__getattr__, __dir__)` for `package`, whose module dict is `namespace`.
 
   `submodules`: names of `package.<name>` modules; `names`: re-exported name -> the module that

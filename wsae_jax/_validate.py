@@ -25,16 +25,18 @@ def check_rank(name: str, x: Any, rank: int, *, hint: str = "") -> None:
   ndim = np.ndim(x)
   if ndim != rank:
     raise WSAEInputError(
-        f"{name} must have rank {rank}, got shape {tuple(np.shape(x))} (rank {ndim})."
-        + (f" {hint}" if hint else ""))
+      f"{name} must have rank {rank}, got shape {tuple(np.shape(x))} (rank {ndim})."
+      + (f" {hint}" if hint else "")
+    )
 
 
 def check_float(name: str, x: Any) -> None:
   dtype = np.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype
   if not np.issubdtype(dtype, np.floating) and str(dtype) != "bfloat16":
     raise WSAEInputError(
-        f"{name} must be a floating-point array, got dtype {dtype}. "
-        f"Convert it with x.astype(np.float32).")
+      f"{name} must be a floating-point array, got dtype {dtype}. "
+      f"Convert it with x.astype(np.float32)."
+    )
 
 
 def check_finite(name: str, x: Any) -> None:
@@ -47,8 +49,9 @@ def check_finite(name: str, x: Any) -> None:
     if bad.any():
       idx = tuple(int(i) for i in np.argwhere(bad)[0])
       raise WSAEInputError(
-          f"{name} contains {int(bad.sum())} non-finite value(s) (NaN or inf); the first is at "
-          f"index {idx}. Clean or drop those rows before training.")
+        f"{name} contains {int(bad.sum())} non-finite value(s) (NaN or inf); the first is at "
+        f"index {idx}. Clean or drop those rows before training."
+      )
 
 
 def check_matrix(name: str, x: Any, *, shape: tuple[int | None, ...] | None = None) -> None:
@@ -58,8 +61,9 @@ def check_matrix(name: str, x: Any, *, shape: tuple[int | None, ...] | None = No
     for axis, (want, got) in enumerate(zip(shape, np.shape(x))):
       if want is not None and want != got:
         raise WSAEInputError(
-            f"{name} has shape {tuple(np.shape(x))}, but axis {axis} must be {want} "
-            f"(expected shape {tuple('*' if s is None else s for s in shape)}).")
+          f"{name} has shape {tuple(np.shape(x))}, but axis {axis} must be {want} "
+          f"(expected shape {tuple('*' if s is None else s for s in shape)})."
+        )
   check_finite(name, x)
 
 
@@ -73,8 +77,15 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
     raise WSAEInputError(f"{name} must be <= {high}, got {value}.")
 
 
-def check_range(name: str, value: Any, *, low: float | None = None, high: float | None = None,
-                low_open: bool = False, high_open: bool = False) -> None:
+def check_range(
+  name: str,
+  value: Any,
+  *,
+  low: float | None = None,
+  high: float | None = None,
+  low_open: bool = False,
+  high_open: bool = False,
+) -> None:
   """Checks a concrete scalar (or every entry of a concrete array) lies in a range."""
   if not is_concrete(value):
     return
@@ -99,19 +110,30 @@ def check_gamma(gamma: Any, d_in: int, name: str = "gamma") -> None:
   check_float(name, gamma)
   if np.shape(gamma) != (d_in,):
     raise WSAEInputError(
-        f"{name} must have shape ({d_in},) (one weight per input dimension), "
-        f"got shape {tuple(np.shape(gamma))}.")
+      f"{name} must have shape ({d_in},) (one weight per input dimension), "
+      f"got shape {tuple(np.shape(gamma))}."
+    )
   check_range(name, gamma, low=0.0, low_open=True)
 
 
 # -- schemas of the files the library reads ------------------------------------------------------
 
+
 def _type_name(t) -> str:
   if typing.get_origin(t) in (tuple, list):
     return f"a list of {_type_name(typing.get_args(t)[0]).removeprefix('an ').removeprefix('a ')}s"
-  return "null" if t is type(None) else {"int": "an integer", "float": "a number", "bool": "true or false",
-                                         "str": "a string", "list": "a list",
-                                         "dict": "a table"}.get(t.__name__, t.__name__)
+  return (
+    "null"
+    if t is type(None)
+    else {
+      "int": "an integer",
+      "float": "a number",
+      "bool": "true or false",
+      "str": "a string",
+      "list": "a list",
+      "dict": "a table",
+    }.get(t.__name__, t.__name__)
+  )
 
 
 def _matches(value: Any, types: tuple) -> bool:
@@ -135,8 +157,14 @@ def _matches(value: Any, types: tuple) -> bool:
   return False
 
 
-def check_fields(where: str, obj: Any, required: dict[str, Any], optional: dict[str, Any] | None = None,
-                 *, allow_unknown: bool = False) -> dict:
+def check_fields(
+  where: str,
+  obj: Any,
+  required: dict[str, Any],
+  optional: dict[str, Any] | None = None,
+  *,
+  allow_unknown: bool = False,
+) -> dict:
   """Checks a parsed JSON/TOML table against a schema; returns it.
 
   `required` and `optional` map field names to a type or a tuple of types (`int` excludes booleans,
@@ -146,8 +174,10 @@ def check_fields(where: str, obj: Any, required: dict[str, Any], optional: dict[
   """
   optional = optional or {}
   if not isinstance(obj, dict):
-    raise WSAEInputError(f"{where} must be a table (a JSON object / TOML table), got "
-                         f"{type(obj).__name__} {_short(obj)}.")
+    raise WSAEInputError(
+      f"{where} must be a table (a JSON object / TOML table), got "
+      f"{type(obj).__name__} {_short(obj)}."
+    )
   for name in required:
     if name not in obj:
       raise WSAEInputError(f"{where}: the required field {name!r} is missing.")
@@ -156,13 +186,16 @@ def check_fields(where: str, obj: Any, required: dict[str, Any], optional: dict[
     if name not in allowed:
       if allow_unknown:
         continue
-      raise WSAEInputError(f"{where}: unknown field {name!r}; allowed fields: "
-                           f"{', '.join(sorted(allowed))}.")
+      raise WSAEInputError(
+        f"{where}: unknown field {name!r}; allowed fields: {', '.join(sorted(allowed))}."
+      )
     types = allowed[name] if isinstance(allowed[name], tuple) else (allowed[name],)
     if not _matches(value, types):
-      raise WSAEInputError(f"{where}: field {name!r} must be "
-                           f"{' or '.join(_type_name(t) for t in types)}, got {_short(value)} "
-                           f"({type(value).__name__}).")
+      raise WSAEInputError(
+        f"{where}: field {name!r} must be "
+        f"{' or '.join(_type_name(t) for t in types)}, got {_short(value)} "
+        f"({type(value).__name__})."
+      )
   return obj
 
 
@@ -176,6 +209,7 @@ def dataclass_schema(cls) -> tuple[dict, dict]:
   import dataclasses
   import types as _types
   import typing
+
   hints = typing.get_type_hints(cls)
   required: dict = {}
   optional: dict = {}
@@ -185,8 +219,11 @@ def dataclass_schema(cls) -> tuple[dict, dict]:
     t = hints[f.name]
     if typing.get_origin(t) in (typing.Union, _types.UnionType):
       t = tuple(typing.get_args(t))
-    (optional if (f.default is not dataclasses.MISSING
-                  or f.default_factory is not dataclasses.MISSING) else required)[f.name] = t
+    (
+      optional
+      if (f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)
+      else required
+    )[f.name] = t
   return required, optional
 
 
@@ -205,6 +242,7 @@ def check_writable_dir(path, what: str = "output folder", fix: str = "") -> None
   import os
   import pathlib
   import tempfile
+
   path = pathlib.Path(path)
   hint = f" {fix}" if fix else ""
   if path.exists() and not path.is_dir():
@@ -215,5 +253,7 @@ def check_writable_dir(path, what: str = "output folder", fix: str = "") -> None
     os.close(fd)
     os.unlink(probe)
   except OSError as e:
-    raise WSAEInputError(f"{what} {str(path)!r} cannot be written ({e.strerror or e}); choose a "
-                         f"writable folder or fix its permissions.{hint}") from None
+    raise WSAEInputError(
+      f"{what} {str(path)!r} cannot be written ({e.strerror or e}); choose a "
+      f"writable folder or fix its permissions.{hint}"
+    ) from None

@@ -39,8 +39,9 @@ def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
   n = mesh.shape[DATA_AXIS]
   if batch_size % n:
     raise V.WSAEInputError(
-        f"batch_size {batch_size} must be divisible by the {n} devices of the data mesh; use a "
-        f"multiple of {n} (e.g. {max(n, batch_size // n * n)}).")
+      f"batch_size {batch_size} must be divisible by the {n} devices of the data mesh; use a "
+      f"multiple of {n} (e.g. {max(n, batch_size // n * n)})."
+    )
 
 
 def serialize_collectives(mesh: Mesh) -> bool:

@@ -58,7 +58,8 @@ class DemoConfig:
     V.check_range("alpha", self.alpha, low=0.0)
     if self.architecture not in models.ARCHITECTURES:
       raise V.WSAEInputError(
-          f"architecture must be one of {sorted(models.ARCHITECTURES)}, got {self.architecture!r}.")
+        f"architecture must be one of {sorted(models.ARCHITECTURES)}, got {self.architecture!r}."
+      )
     V.check_int("seeds", self.seeds, low=1)
     V.check_int("eval_samples", self.eval_samples, low=16)
 
@@ -83,9 +84,13 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True, echo=print) -> dict:
   out = pathlib.Path(cfg.out)
   V.check_writable_dir(out, "--out")
   t0 = time.perf_counter()
-  tc = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size,
-                             learning_rate=cfg.learning_rate, warmup_steps=min(100, cfg.steps // 10),
-                             log_every=max(cfg.steps // 20, 1))
+  tc = TrainConfig(
+    steps=cfg.steps,
+    batch_size=cfg.batch_size,
+    learning_rate=cfg.learning_rate,
+    warmup_steps=min(100, cfg.steps // 10),
+    log_every=max(cfg.steps // 20, 1),
+  )
   rows = []
   for sparsity in cfg.sparsities:
     W_p = build_problem(cfg.geometry, sparsity)
@@ -96,17 +101,38 @@ def run_demo(cfg: DemoConfig, *, progress: bool = True, echo=print) -> dict:
       gamma = weights.variance_weights(np.asarray(x_p_eval), cfg.alpha)
       for model, g in (("SAE", None), ("WSAE", gamma)):
         state, hist = train_lib.train(
-            sae_cfg, dataclasses.replace(tc, seed=seed), source, gamma=g,
-            progress=f"S={sparsity} {model} seed {seed}" if progress else False)
+          sae_cfg,
+          dataclasses.replace(tc, seed=seed),
+          source,
+          gamma=g,
+          progress=f"S={sparsity} {model} seed {seed}" if progress else False,
+        )
         m = metrics.evaluate(sae_cfg, state.params, x_eval, W_p)
-        rows.append({"sparsity": sparsity, "model": model, "seed": seed,
-                     "train_seconds": hist.seconds, "diverged_at": hist.diverged_at, **m})
+        rows.append(
+          {
+            "sparsity": sparsity,
+            "model": model,
+            "seed": seed,
+            "train_seconds": hist.seconds,
+            "diverged_at": hist.diverged_at,
+            **m,
+          }
+        )
   summary = _summarise(rows)
-  result = {"config": dataclasses.asdict(cfg), "devices": [str(d) for d in jax.devices()],
-            "rows": rows, "summary": summary, "seconds": time.perf_counter() - t0}
+  result = {
+    "config": dataclasses.asdict(cfg),
+    "devices": [str(d) for d in jax.devices()],
+    "rows": rows,
+    "summary": summary,
+    "seconds": time.perf_counter() - t0,
+  }
   (out / "demo.json").write_text(json.dumps(result, indent=2))
-  plots.demo_summary(summary, out / "demo.png", alpha=cfg.alpha,
-             title=f"{cfg.architecture} SAE vs WSAE, {cfg.geometry} W_p, {cfg.seeds} seed(s)")
+  plots.demo_summary(
+    summary,
+    out / "demo.png",
+    alpha=cfg.alpha,
+    title=f"{cfg.architecture} SAE vs WSAE, {cfg.geometry} W_p, {cfg.seeds} seed(s)",
+  )
   echo(format_table(summary))
   echo(f"\nwrote {out / 'demo.json'} and {out / 'demo.png'} in {result['seconds']:.1f} s")
   return result
@@ -129,11 +155,15 @@ def _summarise(rows):
 
 
 def format_table(summary) -> str:
-  head = (f"{'S':>6} {'model':>5} {'L_SAE':>9} {'L_GT':>9} {'MMCS':>6} {'feat/lat':>8} "
-          f"{'shrink':>7} {'vanish':>7} {'L0':>6}")
+  head = (
+    f"{'S':>6} {'model':>5} {'L_SAE':>9} {'L_GT':>9} {'MMCS':>6} {'feat/lat':>8} "
+    f"{'shrink':>7} {'vanish':>7} {'L0':>6}"
+  )
   lines = [head, "-" * len(head)]
   for e in summary:
-    lines.append(f"{e['sparsity']:>6.3g} {e['model']:>5} {e['mse']:>9.4g} {e['l_gt']:>9.4g} "
-                 f"{e['mmcs']:>6.3f} {e['features_per_latent']:>8.2f} {e['shrinkage']:>7.3f} "
-                 f"{e['vanishing']:>7.3f} {e['l0']:>6.2f}")
+    lines.append(
+      f"{e['sparsity']:>6.3g} {e['model']:>5} {e['mse']:>9.4g} {e['l_gt']:>9.4g} "
+      f"{e['mmcs']:>6.3f} {e['features_per_latent']:>8.2f} {e['shrinkage']:>7.3f} "
+      f"{e['vanishing']:>7.3f} {e['l0']:>6.2f}"
+    )
   return "\n".join(lines)

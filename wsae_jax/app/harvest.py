@@ -19,6 +19,9 @@ import numpy as np
 from wsae_jax import _validate as V
 from wsae_jax.storage import records
 
+JANEAUSTENR_DIRS = ("/usr/lib/R/site-library/janeaustenr",)
+"""Where Debian's r-cran-janeaustenr puts the R package (`--corpus janeaustenr`'s default)."""
+
 
 def model_spec(model: str) -> str:
   """How the store names its model: an existing local path made absolute (found again from any
@@ -27,22 +30,42 @@ def model_spec(model: str) -> str:
   return str(path.resolve()) if path.exists() else model
 
 
-def write_store(*, out, model=None, corpus="janeaustenr", janeausten_root=None, layer: int = 15,
-        context_len: int = 256, max_tokens=None, contexts_per_shard: int = 64,
-        batch_size: int = 16, dtype: str = "float16", loss_contexts: int = 32, seed: int = 0,
-        threads=None, progress: bool = True, echo=print, hook: str = "resid_post") -> dict:
+def write_store(
+  *,
+  out,
+  model=None,
+  corpus="janeaustenr",
+  janeausten_root=None,
+  layer: int = 15,
+  context_len: int = 256,
+  max_tokens=None,
+  contexts_per_shard: int = 64,
+  batch_size: int = 16,
+  dtype: str = "float16",
+  loss_contexts: int = 32,
+  seed: int = 0,
+  threads=None,
+  progress: bool = True,
+  echo=print,
+  hook: str = "resid_post",
+) -> dict:
   """Harvests `model`'s hook point `hook` of block `layer` (default: the block's output) on
   `corpus` into the store `out`; returns the summary written to OUT/harvest.json."""
   from wsae_jax.lm import harvest as hv
-  for name, v, low in (("--layer", layer, 0), ("--context-len", context_len, 2),
-                       ("--contexts-per-shard", contexts_per_shard, 1),
-                       ("--batch-size", batch_size, 1), ("--loss-contexts", loss_contexts, 0)):
+
+  for name, v, low in (
+    ("--layer", layer, 0),
+    ("--context-len", context_len, 2),
+    ("--contexts-per-shard", contexts_per_shard, 1),
+    ("--batch-size", batch_size, 1),
+    ("--loss-contexts", loss_contexts, 0),
+  ):
     V.check_int(name, v, low=low)
   out = pathlib.Path(out)
   V.check_writable_dir(out, "--out")
   t_start = time.perf_counter()
   try:
-    text = hv.read_corpus(corpus, janeausten_root=janeausten_root)
+    text = hv.read_corpus(corpus, janeausten_root=janeausten_root or JANEAUSTENR_DIRS)
   except FileNotFoundError as e:
     raise V.WSAEInputError(str(e)) from None
   model_path = model or str(hv.smollm2_gguf_path())
@@ -50,46 +73,80 @@ def write_store(*, out, model=None, corpus="janeaustenr", janeausten_root=None, 
   lm, tok = hv.load_model(model_path)
   if threads:
     import torch  # loaded by load_model (the harvest extra)
+
     torch.set_num_threads(threads)
   load_s = time.perf_counter() - t0
   n_layers = len(hv.decoder_blocks(lm))
   if layer >= n_layers:
-    raise V.WSAEInputError(f"--layer {layer}: the model has {n_layers} decoder blocks "
-                           f"(0 … {n_layers - 1}).")
+    raise V.WSAEInputError(
+      f"--layer {layer}: the model has {n_layers} decoder blocks (0 … {n_layers - 1})."
+    )
   hv.hook_module(lm, layer, hook)  # the hook point exists in this model, before any work
   t0 = time.perf_counter()
   contexts = hv.tokenize_contexts(tok, text, context_len, max_tokens=max_tokens)
   tokenize_s = time.perf_counter() - t0
   if len(contexts) <= loss_contexts:
-    raise V.WSAEInputError(f"the corpus gives {len(contexts)} contexts of {context_len} tokens, "
-                           f"not more than --loss-contexts {loss_contexts}; give more text or a "
-                           f"shorter --context-len.")
+    raise V.WSAEInputError(
+      f"the corpus gives {len(contexts)} contexts of {context_len} tokens, "
+      f"not more than --loss-contexts {loss_contexts}; give more text or a "
+      f"shorter --context-len."
+    )
   # Whole contexts shuffled, so that any shard (e.g. the last ones, held out) is a random sample.
   contexts = contexts[np.random.default_rng(seed).permutation(len(contexts))]
-  echo(f"corpus: {len(text):,} characters -> {contexts.size:,} tokens in {len(contexts)} "
-       f"contexts of {context_len}; model {pathlib.Path(model_path).name} loaded in {load_s:.1f} s")
-  info = {"model": model_spec(model_path), "model_name": pathlib.Path(model_path).name,
-          "corpus": corpus, "n_layers": n_layers, "context_seed": seed,
-          "prefix_token_id": getattr(tok, "bos_token_id", None)}
-  meta = hv.harvest_to_store(lm, contexts, layer, out, contexts_per_shard=contexts_per_shard,
-                             batch_size=batch_size, dtype=dtype, progress=progress, info=info,
-                             point=hook)
+  echo(
+    f"corpus: {len(text):,} characters -> {contexts.size:,} tokens in {len(contexts)} "
+    f"contexts of {context_len}; model {pathlib.Path(model_path).name} loaded in {load_s:.1f} s"
+  )
+  info = {
+    "model": model_spec(model_path),
+    "model_name": pathlib.Path(model_path).name,
+    "corpus": corpus,
+    "n_layers": n_layers,
+    "context_seed": seed,
+    "prefix_token_id": getattr(tok, "bos_token_id", None),
+  }
+  meta = hv.harvest_to_store(
+    lm,
+    contexts,
+    layer,
+    out,
+    contexts_per_shard=contexts_per_shard,
+    batch_size=batch_size,
+    dtype=dtype,
+    progress=progress,
+    info=info,
+    point=hook,
+  )
   loss_ctx = contexts[-loss_contexts:] if loss_contexts else contexts[:0]
   t0 = time.perf_counter()
   lm_loss = hv.next_token_loss(lm, loss_ctx, batch_size=batch_size) if loss_contexts else None
   uniform = float(np.log(lm.config.vocab_size))
-  summary = {"n_tokens": meta["n_tokens"], "n_contexts": len(contexts),
-             "shards": len(meta["shards"]), "tokens_per_s": meta.get("tokens_per_s"),
-             "model_load_s": load_s, "tokenize_s": tokenize_s, "lm_loss_nats": lm_loss,
-             "lm_loss_contexts": len(loss_ctx), "uniform_loss_nats": uniform,
-             "lm_loss_s": time.perf_counter() - t0, "total_s": time.perf_counter() - t_start,
-             "pid": os.getpid()}
+  summary = {
+    "n_tokens": meta["n_tokens"],
+    "n_contexts": len(contexts),
+    "shards": len(meta["shards"]),
+    "tokens_per_s": meta.get("tokens_per_s"),
+    "model_load_s": load_s,
+    "tokenize_s": tokenize_s,
+    "lm_loss_nats": lm_loss,
+    "lm_loss_contexts": len(loss_ctx),
+    "uniform_loss_nats": uniform,
+    "lm_loss_s": time.perf_counter() - t0,
+    "total_s": time.perf_counter() - t_start,
+    "pid": os.getpid(),
+  }
   store_meta = json.loads((out / "metadata.json").read_text())
   store_meta["lm_loss_nats"] = lm_loss
   records.write_json(out / "metadata.json", store_meta, indent=1)
   records.write_json(out / "harvest.json", summary)
-  echo(f"wrote {meta['n_tokens']:,} tokens in {len(meta['shards'])} shards to {out}; "
-       f"{summary['tokens_per_s'] or float('nan'):.0f} tokens/s"
-       + (f"; next-token loss {lm_loss:.3f} nats on {len(loss_ctx)} contexts (uniform over the "
-          f"vocabulary: {uniform:.2f})" if lm_loss is not None else ""))
+  echo(
+    f"wrote {meta['n_tokens']:,} tokens in {len(meta['shards'])} shards to {out}; "
+    f"{summary['tokens_per_s'] or float('nan'):.0f} tokens/s"
+    + (
+      f"; next-token loss {lm_loss:.3f} nats on {len(loss_ctx)} contexts (uniform over the "
+      f"vocabulary: {uniform:.2f})"
+      if lm_loss is not None
+      else ""
+    )
+  )
   return summary

@@ -13,8 +13,11 @@ from wsae_jax import _validate as V
 
 
 def _scalars(rec: dict) -> dict:
-  return {k: v for k, v in rec.items()
-          if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+  return {
+    k: v
+    for k, v in rec.items()
+    if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)
+  }
 
 
 class TensorBoard:
@@ -30,6 +33,7 @@ class TensorBoard:
   def __init__(self, folder):
     self.check(folder)
     from tensorboardX import SummaryWriter
+
     self.writer = SummaryWriter(str(folder))
 
   def __call__(self, rec: dict) -> None:
@@ -55,9 +59,11 @@ class WandB:
   def __init__(self, project: str, folder, config: dict, name: str | None = None):
     self.check()
     import wandb
+
     mode: Any = os.environ.get("WANDB_MODE") or "offline"  # W&B checks the value itself
-    self.run = wandb.init(project=project, dir=str(folder), config=config, name=name, mode=mode,
-                          reinit="create_new")
+    self.run = wandb.init(
+      project=project, dir=str(folder), config=config, name=name, mode=mode, reinit="create_new"
+    )
 
   def __call__(self, rec: dict) -> None:
     self.run.log({f"train/{k}": v for k, v in _scalars(rec).items()}, step=int(rec["step"]))

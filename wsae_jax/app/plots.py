@@ -9,8 +9,10 @@ from wsae_jax.evaluation.scoring import pareto_front
 
 def _pyplot():
   import matplotlib
+
   matplotlib.use("Agg")  # headless: the figures are files
   import matplotlib.pyplot as plt
+
   return plt
 
 
@@ -37,15 +39,25 @@ def pareto(rows, path) -> None:
 def demo_summary(summary, path, *, alpha: float, title: str) -> None:
   """`wsae demo`'s figure: L_GT, L_SAE, MMCS and features per latent against sparsity."""
   plt = _pyplot()
-  panels = (("l_gt", "L_GT (decoder matching)"), ("mse", "x_p reconstruction (L_SAE)"),
-            ("mmcs", "MMCS"), ("features_per_latent", "features per latent"))
+  panels = (
+    ("l_gt", "L_GT (decoder matching)"),
+    ("mse", "x_p reconstruction (L_SAE)"),
+    ("mmcs", "MMCS"),
+    ("features_per_latent", "features per latent"),
+  )
   fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
   for ax, (key, panel_title) in zip(axes, panels):
     for model, colour in (("SAE", "tab:blue"), ("WSAE", "tab:orange")):
       es = [e for e in summary if e["model"] == model]
-      ax.errorbar([e["sparsity"] for e in es], [e[key] for e in es],
-                  yerr=[e[key + "_std"] for e in es], marker="o", capsize=3, color=colour,
-                  label=model if model == "SAE" else f"WSAE (α={alpha})")
+      ax.errorbar(
+        [e["sparsity"] for e in es],
+        [e[key] for e in es],
+        yerr=[e[key + "_std"] for e in es],
+        marker="o",
+        capsize=3,
+        color=colour,
+        label=model if model == "SAE" else f"WSAE (α={alpha})",
+      )
     ax.set_title(panel_title)
     ax.set_xlabel("sparsity S")
     ax.set_ylim(bottom=0)  # honest axes: start at zero.

@@ -14,8 +14,14 @@ class Stages:
 
   def __init__(self, names: Sequence[str], *, desc: str, enabled: bool = True):
     self.names = list(names)
-    self.bar = tqdm(total=len(self.names), desc=desc, unit="stage", disable=not enabled,
-                    leave=False, bar_format="{desc}: {n}/{total} stages |{bar:20}| {postfix}")
+    self.bar = tqdm(
+      total=len(self.names),
+      desc=desc,
+      unit="stage",
+      disable=not enabled,
+      leave=False,
+      bar_format="{desc}: {n}/{total} stages |{bar:20}| {postfix}",
+    )
     self.current: str | None = None
 
   def __call__(self, name: str) -> None:

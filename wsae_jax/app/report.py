@@ -38,8 +38,9 @@ BEFORE, AFTER = 12, 4  # tokens shown before / after an example's token
 
 
 def _b64(a, dtype) -> str:
-  return base64.b64encode(np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<"))
-                          .tobytes()).decode("ascii")
+  return base64.b64encode(
+    np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+  ).decode("ascii")
 
 
 def _num(v, digits: int = 6):
@@ -52,6 +53,7 @@ def _round(a, digits: int = 5) -> list:
 
 
 # -- reading what the report is about ------------------------------------------------------------
+
 
 def _read_json(path):
   try:
@@ -67,12 +69,15 @@ def _history(run: pathlib.Path) -> dict | None:
   if not records:
     return None
   keys = [k for k in ("loss", "mse", "fvu", "l0", "dead_frac") if k in records[0]]
-  return {"step": [r["step"] for r in records],
-          **{k: [_num(r.get(k, np.nan)) for r in records] for k in keys}}
+  return {
+    "step": [r["step"] for r in records],
+    **{k: [_num(r.get(k, np.nan)) for r in records] for k in keys},
+  }
 
 
 def _gamma(run_meta: dict, ckpt_meta: dict | None) -> dict | None:
   from wsae_jax.objectives import weights
+
   g = run_meta.get("gamma")
   described = (ckpt_meta or {}).get("gamma_schedule")
   if g is None and described:  # the decoder γ: its schedule, and its newest value
@@ -80,28 +85,41 @@ def _gamma(run_meta: dict, ckpt_meta: dict | None) -> dict | None:
   if g is None:
     return {"description": described} if described else None
   rep = weights.gamma_report(np.asarray(g, np.float64))
-  return {"values": _round(g), "description": described, "summary": rep.summary(),
-          "top_dim": int(rep.top_dim), "top_share": _num(rep.top_share),
-          "effective_dims": _num(rep.effective_dims)}
+  return {
+    "values": _round(g),
+    "description": described,
+    "summary": rep.summary(),
+    "top_dim": int(rep.top_dim),
+    "top_share": _num(rep.top_share),
+    "effective_dims": _num(rep.effective_dims),
+  }
 
 
 def _latent_table(cfg, params, codes, tokens=None, strings=None) -> dict:
   from wsae_jax import models
   from wsae_jax.evaluation import features
+
   _, lat, val = codes
   st = features.latent_stats(lat, val, cfg.d_sae, tokens)
   ids, cos = features.decoder_neighbours(np.asarray(models.decoder_matrix(cfg, params)))
   hist = features.activation_histograms(lat, val, cfg.d_sae, bins=HIST_BINS)
-  table = {"frequency": _round(st["frequency"], 4), "mean": _round(st["mean"], 4),
-           "max": _round(st["max"], 4), "count": st["count"].tolist(),
-           "act_hist": _b64(hist, "<u4"), "act_hist_bins": HIST_BINS,
-           "neighbours": _b64(ids, "<i4"), "neighbour_cos": _b64(np.round(cos * 127), "i1"),
-           "k_neighbours": int(ids.shape[1])}
+  table = {
+    "frequency": _round(st["frequency"], 4),
+    "mean": _round(st["mean"], 4),
+    "max": _round(st["max"], 4),
+    "count": st["count"].tolist(),
+    "act_hist": _b64(hist, "<u4"),
+    "act_hist_bins": HIST_BINS,
+    "neighbours": _b64(ids, "<i4"),
+    "neighbour_cos": _b64(np.round(cos * 127), "i1"),
+    "k_neighbours": int(ids.shape[1]),
+  }
   if tokens is not None:
     words = []
     for row_ids, row_n in zip(st["top_tokens"], st["top_token_counts"]):
-      words.append([[_token_text(strings, int(t)), int(n)] for t, n in zip(row_ids, row_n)
-                    if t >= 0])
+      words.append(
+        [[_token_text(strings, int(t)), int(n)] for t, n in zip(row_ids, row_n) if t >= 0]
+      )
     table["top_tokens"] = words
   return table
 
@@ -128,6 +146,7 @@ def _label_tags(d_sae: int, eval_result: dict | None) -> dict:
 
 def _contexts(codes, tokens, context_len: int, strings, d_sae: int) -> dict:
   from wsae_jax.evaluation import features
+
   _, lat, val = codes
   first = np.arange(len(lat)) % context_len == 0  # each context's first token: not an example
   rows, band = features.examples(lat, val, d_sae, exclude_B=first)
@@ -135,12 +154,20 @@ def _contexts(codes, tokens, context_len: int, strings, d_sae: int) -> dict:
   peak = np.maximum(acts.max(axis=(1, 2)), 1e-12)
   q = np.clip(np.round(255 * acts / peak[:, None, None]), 0, 255)
   used = np.unique(tokens)
-  return {"context_len": int(context_len), "before": BEFORE, "after": AFTER,
-          "examples": int(rows.shape[1]), "n_bands": features.BANDS,
-          "tokens": _b64(tokens, "<u4"),
-          "vocab": {str(int(t)): _token_text(strings, int(t)) for t in used},
-          "rows": _b64(rows, "<i4"), "bands": _b64(band, "i1"), "acts": _b64(q, "u1"),
-          "peak": _round(peak, 4), "decoded": strings is not None}
+  return {
+    "context_len": int(context_len),
+    "before": BEFORE,
+    "after": AFTER,
+    "examples": int(rows.shape[1]),
+    "n_bands": features.BANDS,
+    "tokens": _b64(tokens, "<u4"),
+    "vocab": {str(int(t)): _token_text(strings, int(t)) for t in used},
+    "rows": _b64(rows, "<i4"),
+    "bands": _b64(band, "i1"),
+    "acts": _b64(q, "u1"),
+    "peak": _round(peak, 4),
+    "decoded": strings is not None,
+  }
 
 
 MIN_CLASS_ROWS = 20
@@ -151,6 +178,7 @@ def _class_density(latents_BxK, tokens_B, strings, d_sae: int) -> dict | None:
   """Per latent, how often it fires on the rows of each token class of `wsae eval --probe`
   (`evaluation.probing.TOKEN_CLASSES`): `density (d_sae, C)`, with each class's row count."""
   from wsae_jax.evaluation import probing
+
   lat = np.asarray(latents_BxK)
   names, rows, cols = [], [], []
   for name, ids in probing.token_classes(strings).items():
@@ -163,8 +191,11 @@ def _class_density(latents_BxK, tokens_B, strings, d_sae: int) -> dict | None:
     rows.append(int(mask.sum()))
   if not names:
     return None
-  return {"names": names, "rows": rows,
-          "density": _b64(np.stack(cols, axis=1).astype(np.float32), "<f4")}
+  return {
+    "names": names,
+    "rows": rows,
+    "density": _b64(np.stack(cols, axis=1).astype(np.float32), "<f4"),
+  }
 
 
 def _logit_effects(cfg, params, store, model) -> dict:
@@ -173,18 +204,24 @@ def _logit_effects(cfg, params, store, model) -> dict:
   from wsae_jax import models
   from wsae_jax.lm import harvest as hv
   from wsae_jax.lm import scoring as lm_scoring
+
   path = hv.store_model_path(store.metadata, model)
   lm, _ = hv.load_model(path, tokenizer=False)
   W_U, norm, formula = lm_scoring.unembedding(lm)
   if W_U.shape[1] != cfg.d_in:
-    raise V.WSAEInputError(f"the LM's unembedding has d_model={W_U.shape[1]}, the SAE d_in="
-                           f"{cfg.d_in}: --logit-effects needs the LM the store was harvested "
-                           f"from (--model).")
+    raise V.WSAEInputError(
+      f"the LM's unembedding has d_model={W_U.shape[1]}, the SAE d_in="
+      f"{cfg.d_in}: --logit-effects needs the LM the store was harvested "
+      f"from (--model)."
+    )
   e = lm_scoring.logit_effects(np.asarray(models.decoder_matrix(cfg, params)), W_U, norm)
   used = np.unique(np.concatenate([e["promote_ids"].ravel(), e["suppress_ids"].ravel()]))
-  return {"formula": formula, "k": int(e["promote_ids"].shape[1]),
-          "vocab": _tokenizer_strings(store, model, used)[0] or {},
-          **{n: _b64(e[n], "<i4" if n.endswith("ids") else "<f4") for n in e}}
+  return {
+    "formula": formula,
+    "k": int(e["promote_ids"].shape[1]),
+    "vocab": _tokenizer_strings(store, model, used)[0] or {},
+    **{n: _b64(e[n], "<i4" if n.endswith("ids") else "<f4") for n in e},
+  }
 
 
 def _tokenizer_strings(store, model, tokens):
@@ -192,6 +229,7 @@ def _tokenizer_strings(store, model, tokens):
   try:
     from wsae_jax.lm import harvest as hv
     from wsae_jax.lm import scoring as lm_scoring
+
     path = hv.store_model_path(store.metadata, model)
     return lm_scoring.token_strings(hv.load_tokenizer(path), tokens), None
   except (ImportError, V.WSAEInputError, OSError, ValueError) as e:
@@ -200,14 +238,29 @@ def _tokenizer_strings(store, model, tokens):
 
 HIST_BINS = 20
 """Bins of each latent's activation histogram (0 to its maximum)."""
-STAGES = ("loading the SAE", "reading activations", "encoding", "scoring", "latent table",
-          "contexts", "logit effects")
+STAGES = (
+  "loading the SAE",
+  "reading activations",
+  "encoding",
+  "scoring",
+  "latent table",
+  "contexts",
+  "logit effects",
+)
 """What `run_report` reports to its `stage` callback, in order (from the second with
 activations; the last with `logit_effects`)."""
 
 
-def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | None = None,
-               model=None, stage=None, logit_effects: bool = False) -> dict:
+def run_report(
+  run,
+  *,
+  activations=None,
+  eval_shards: int = 2,
+  max_rows: int | None = None,
+  model=None,
+  stage=None,
+  logit_effects: bool = False,
+) -> dict:
   """The data of the page about a `wsae train` run folder or a SAELens folder. `stage(name)` is
   called as each of `STAGES` begins (the command's progress bar). `logit_effects`: each latent's
   most promoted and suppressed tokens through the store's LM unembedding (loads the LM)."""
@@ -217,12 +270,15 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
 
   from wsae_jax.evaluation import activations as acts_lib
   from wsae_jax.storage import saelens
+
   run = pathlib.Path(run)
   sae_dir = run / "sae" if (run / "sae" / saelens.CFG_FILENAME).exists() else run
   if not (sae_dir / saelens.CFG_FILENAME).exists():
-    raise V.WSAEInputError(f"{str(run)!r} is neither a run folder of `wsae train` (with sae/) "
-                           f"nor a SAELens folder (with {saelens.CFG_FILENAME}), nor a sweep "
-                           f"folder (with sweep.json).")
+    raise V.WSAEInputError(
+      f"{str(run)!r} is neither a run folder of `wsae train` (with sae/) "
+      f"nor a SAELens folder (with {saelens.CFG_FILENAME}), nor a sweep "
+      f"folder (with sweep.json)."
+    )
   cfg, params = saelens.load_saelens(sae_dir)
   params = jax.device_get(params)
   run_meta = _read_json(run / "run.json") if (run / "run.json").exists() else {}
@@ -231,6 +287,7 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
     # A γ re-estimated during training (the decoder γ) lives in the checkpoints' records.
     from wsae_jax.storage.checkpoint import Checkpointer
     from wsae_jax.training import run as run_lib
+
     ck = Checkpointer(run / "checkpoints")
     try:
       ckpt_meta = run_lib.read_record(ck, ck.steps()[-1]) if ck.steps() else None
@@ -238,16 +295,24 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
       ck.close()
   eval_file = run / "eval.json" if (run / "eval.json").exists() else sae_dir / "eval.json"
   eval_result = _read_json(eval_file) if eval_file.exists() else None
-  data: dict[str, Any] = {"kind": "run", "title": f"{cfg.architecture} SAE · {run.resolve().name}",
-          "subtitle": f"d_in = {cfg.d_in}, d_sae = {cfg.d_sae}",
-          "config": {"sae": cfg.to_dict(), **{k: run_meta[k] for k in
-                                              ("train_config", "data", "normalization_scale")
-                                              if k in run_meta}},
-          "curves": _history(run), "gamma": _gamma(run_meta, ckpt_meta), "notes": []}
+  data: dict[str, Any] = {
+    "kind": "run",
+    "title": f"{cfg.architecture} SAE · {run.resolve().name}",
+    "subtitle": f"d_in = {cfg.d_in}, d_sae = {cfg.d_sae}",
+    "config": {
+      "sae": cfg.to_dict(),
+      **{k: run_meta[k] for k in ("train_config", "data", "normalization_scale") if k in run_meta},
+    },
+    "curves": _history(run),
+    "gamma": _gamma(run_meta, ckpt_meta),
+    "notes": [],
+  }
   if eval_result:
-    data["eval"] = {k: v for k, v in eval_result.items()
-                    if not isinstance(v, (dict, list)) or k.endswith("_summary")
-                    or k == "ground_truth"}
+    data["eval"] = {
+      k: v
+      for k, v in eval_result.items()
+      if not isinstance(v, (dict, list)) or k.endswith("_summary") or k == "ground_truth"
+    }
   synthetic = run_meta.get("data", {}).get("kind") == "synthetic"
   x_p = _synthetic_panel(data, run, cfg, params) if synthetic else None
   if x_p is not None:
@@ -256,9 +321,16 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
     data["latents"] = _latent_table(cfg, params, codes)
   elif activations is not None:
     from wsae_jax.data.store import ActivationStore
+
     V.check_int("--eval-shards", eval_shards, low=1)
-    store = ActivationStore(activations, 1, shards=slice(-eval_shards, None), shuffle=False,
-                            prefetch=0, drop_first_position=False)
+    store = ActivationStore(
+      activations,
+      1,
+      shards=slice(-eval_shards, None),
+      shuffle=False,
+      prefetch=0,
+      drop_first_position=False,
+    )
     if store.d_in != cfg.d_in:
       raise V.WSAEInputError(f"the store has d_in={store.d_in}, the SAE {cfg.d_in}.")
     L = store.context_len  # whole contexts are read, so that examples have their context
@@ -271,8 +343,9 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
     stage("scoring")
     # Scores without each context's first token (the attention sink), as `wsae eval`.
     later = np.arange(len(x)) % L != 0 if store.context_len else np.ones(len(x), bool)
-    data["scores"] = acts_lib.score(cfg, params, x[later], None if tokens is None else
-                                    tokens[later])
+    data["scores"] = acts_lib.score(
+      cfg, params, x[later], None if tokens is None else tokens[later]
+    )
     data["scores"]["activations"] = str(activations)
     # The latent table counts the same rows (a context's first token, e.g. <s>, would top the
     # token lists of the most frequent latents); the contexts below still show every position.
@@ -287,8 +360,7 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
       stage("latent table")
       data["latents"] = _latent_table(cfg, params, counted, tokens[later], strings)
       if strings is not None:
-        data["latents"]["classes"] = _class_density(counted[1], tokens[later], strings,
-                                                    cfg.d_sae)
+        data["latents"]["classes"] = _class_density(counted[1], tokens[later], strings, cfg.d_sae)
       stage("contexts")
       data["contexts"] = _contexts(codes, tokens, L, strings, cfg.d_sae)
     if logit_effects:
@@ -296,8 +368,9 @@ def run_report(run, *, activations=None, eval_shards: int = 2, max_rows: int | N
       data["latents"]["logits"] = _logit_effects(cfg, params, store, model)
   else:
     if not synthetic:
-      data["notes"].append("no activations given (--activations STORE): latent statistics and "
-                           "contexts are not shown.")
+      data["notes"].append(
+        "no activations given (--activations STORE): latent statistics and contexts are not shown."
+      )
     data["latents"] = _latent_table(cfg, params, (None, np.full((1, 1), -1), np.zeros((1, 1))))
     data["latents"]["unscored"] = True
   data["latents"].update(_label_tags(cfg.d_sae, eval_result))
@@ -310,12 +383,16 @@ def _synthetic_panel(data, run, cfg, params):
   from wsae_jax.evaluation import metrics
   from wsae_jax.theory import closed_form
   from wsae_jax.training import run as run_lib
+
   if not (run / "W_p.npy").exists():
-    data["notes"].append("this synthetic run has no W_p.npy (older `wsae train` did not write "
-                         "it): no true features, no latent statistics.")
+    data["notes"].append(
+      "this synthetic run has no W_p.npy (older `wsae train` did not write "
+      "it): no true features, no latent statistics."
+    )
     return None
   x, x_p, W, gamma = run_lib.synthetic_held_out(run)
   from wsae_jax import models
+
   dec = np.asarray(models.decoder_matrix(cfg, params))
   match = metrics.match_sae(cfg, params, W, by="decoder")
   feature_of = np.full(cfg.d_sae, -1)
@@ -325,25 +402,38 @@ def _synthetic_panel(data, run, cfg, params):
   # The map's rows: each true feature's matched latent in feature order (a perfect SAE shows a
   # diagonal), then the unmatched latents by their closest feature.
   matched = [int(m) for m in match.latent_of_feature if m >= 0]
-  rest = sorted(set(range(cfg.d_sae)) - set(matched),
-                key=lambda m: (int(cos_all[m].argmax()), -float(cos_all[m].max())))
-  synth = {"n_features": int(W.shape[1]), "feature_of_latent": feature_of.tolist(),
-           "latent_cos": _round(cos_all.max(axis=1), 4),
-           "best_feature": cos_all.argmax(axis=1).tolist(),
-           "cos": _b64(np.round(cos_all * 127), "i1"), "row_order": matched + rest,
-           "n_matched": len(matched), "mmcs": _num(cos_all.max(0).mean())}
+  rest = sorted(
+    set(range(cfg.d_sae)) - set(matched),
+    key=lambda m: (int(cos_all[m].argmax()), -float(cos_all[m].max())),
+  )
+  synth = {
+    "n_features": int(W.shape[1]),
+    "feature_of_latent": feature_of.tolist(),
+    "latent_cos": _round(cos_all.max(axis=1), 4),
+    "best_feature": cos_all.argmax(axis=1).tolist(),
+    "cos": _b64(np.round(cos_all * 127), "i1"),
+    "row_order": matched + rest,
+    "n_matched": len(matched),
+    "mmcs": _num(cos_all.max(0).mean()),
+  }
   # The closed form is the optimum of the tied theory SAE; other architectures are another
   # model class, and a verdict against it would mislead.
   if not models.get(cfg).closed_form:
     synth["closed_form_note"] = (
-        f"The closed form (Thm 1) is the optimum of the tied theory SAE; this is a "
-        f"{cfg.architecture} SAE, another model class, so it is not compared with it.")
+      f"The closed form (Thm 1) is the optimum of the tied theory SAE; this is a "
+      f"{cfg.architecture} SAE, another model class, so it is not compared with it."
+    )
   elif cfg.d_sae >= W.shape[1]:
     c = closed_form.compare(cfg, params, W, x, gamma)
     synth["closed_form"] = {
-        "verdict": c["verdict"], "closed_form": c["closed_form"], "trained": c["trained"],
-        "encoder_cos": _round(c["encoder_cos"], 4), "decoder_cos": _round(c["decoder_cos"], 4),
-        "scale": _round(c["scale"], 4), "latent_of_feature": c["latent_of_feature"].tolist()}
+      "verdict": c["verdict"],
+      "closed_form": c["closed_form"],
+      "trained": c["trained"],
+      "encoder_cos": _round(c["encoder_cos"], 4),
+      "decoder_cos": _round(c["decoder_cos"], 4),
+      "scale": _round(c["scale"], 4),
+      "latent_of_feature": c["latent_of_feature"].tolist(),
+    }
   data["synthetic"] = synth
   return x_p
 
@@ -351,6 +441,7 @@ def _synthetic_panel(data, run, cfg, params):
 def sweep_report(folder) -> dict:
   """The data of the page about a sweep's output folder (sweep.json)."""
   from wsae_jax.evaluation.scoring import pareto_front
+
   folder = pathlib.Path(folder)
   sw = _read_json(folder / "sweep.json")
   rows = sw.get("rows", [])
@@ -358,8 +449,9 @@ def sweep_report(folder) -> dict:
     raise V.WSAEInputError(f"{folder / 'sweep.json'} has no rows to report.")
   y = "mse" if "mse" in rows[0] else "l_sae"
   cols = [k for k, v in rows[0].items() if isinstance(v, (int, float, str, bool)) or v is None]
-  table = [[(_num(r.get(k)) if isinstance(r.get(k), float) else r.get(k)) for k in cols]
-           for r in rows]
+  table = [
+    [(_num(r.get(k)) if isinstance(r.get(k), float) else r.get(k)) for k in cols] for r in rows
+  ]
   sae = sw.get("sae_config", {})
   # One front per data setting: members trained on sparser data reach lower L0 at any MSE, so a
   # single front over every setting would hold only the sparsest setting's members.
@@ -371,16 +463,30 @@ def sweep_report(folder) -> dict:
   settings = []
   for key, members in groups.items():
     sub = [rows[i] for i in members]
-    settings.append({"label": ", ".join(f"{k} = {v}" for k, v in zip(setting_keys, key))
-                     or "all members", "members": members,
-                     "front": [members[j] for j in pareto_front(sub, "l0", y)]})
-  return {"kind": "sweep", "title": f"sweep · {folder.resolve().name}",
-          "subtitle": f"{len(rows)} members of a {sae.get('architecture', '?')} SAE (d_in = "
-                      f"{sae.get('d_in', '?')}, d_sae = {sae.get('d_sae', '?')})",
-          "config": {"sae": sae}, "notes": [],
-          "sweep": {"columns": cols, "rows": table, "x": "l0", "y": y, "settings": settings,
-                    "weighting": [_weighting(r) for r in rows],
-                    "front": [i for g in settings for i in g["front"]]}}
+    settings.append(
+      {
+        "label": ", ".join(f"{k} = {v}" for k, v in zip(setting_keys, key)) or "all members",
+        "members": members,
+        "front": [members[j] for j in pareto_front(sub, "l0", y)],
+      }
+    )
+  return {
+    "kind": "sweep",
+    "title": f"sweep · {folder.resolve().name}",
+    "subtitle": f"{len(rows)} members of a {sae.get('architecture', '?')} SAE (d_in = "
+    f"{sae.get('d_in', '?')}, d_sae = {sae.get('d_sae', '?')})",
+    "config": {"sae": sae},
+    "notes": [],
+    "sweep": {
+      "columns": cols,
+      "rows": table,
+      "x": "l0",
+      "y": y,
+      "settings": settings,
+      "weighting": [_weighting(r) for r in rows],
+      "front": [i for g in settings for i in g["front"]],
+    },
+  }
 
 
 SETTING_KEYS = ("geometry", "sparsity")
@@ -422,14 +528,18 @@ def _finite(v):
 def render(data: dict) -> str:
   """The self-contained page for `data`."""
   from wsae_jax import __version__
-  payload = json.dumps(_finite({**data, "version": __version__}), separators=(",", ":"),
-                       allow_nan=False)
+
+  payload = json.dumps(
+    _finite({**data, "version": __version__}), separators=(",", ":"), allow_nan=False
+  )
   payload = payload.replace("<", "\\u003c")  # no "</script>" or "<!--" inside the script element
   page = (PAGE / "page.html").read_text(encoding="utf-8")
   head, tail = page.split("{{DATA}}")  # the data go in last: nothing is substituted inside them
-  parts = {"{{TITLE}}": html.escape(data.get("title", "wsae report")),
-           "/*{{CSS}}*/": (PAGE / "page.css").read_text(encoding="utf-8"),
-           "/*{{JS}}*/": (PAGE / "page.js").read_text(encoding="utf-8")}
+  parts = {
+    "{{TITLE}}": html.escape(data.get("title", "wsae report")),
+    "/*{{CSS}}*/": (PAGE / "page.css").read_text(encoding="utf-8"),
+    "/*{{JS}}*/": (PAGE / "page.js").read_text(encoding="utf-8"),
+  }
   for k, v in parts.items():
     head, tail = head.replace(k, v), tail.replace(k, v)
   return head + payload + tail

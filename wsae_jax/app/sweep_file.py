@@ -26,21 +26,36 @@ from wsae_jax.training import sweep
 from wsae_jax.training.config import TrainConfig
 
 
-def write_results(res: sweep.SweepResult, rows: list[dict], folder) -> tuple[pathlib.Path, pathlib.Path]:
+def write_results(
+  res: sweep.SweepResult, rows: list[dict], folder
+) -> tuple[pathlib.Path, pathlib.Path]:
   """Writes `sweep.json` (everything) and `sweep.csv` (the table) into `folder`."""
   folder = pathlib.Path(folder)
   folder.mkdir(parents=True, exist_ok=True)
   js, cs = folder / "sweep.json", folder / "sweep.csv"
-  records.write_json(js, {"sae_config": res.sae_cfg.to_dict(), "rows": rows,
-                          "histories": res.histories, "diverged": res.diverged,
-                          "seconds": res.seconds})
+  records.write_json(
+    js,
+    {
+      "sae_config": res.sae_cfg.to_dict(),
+      "rows": rows,
+      "histories": res.histories,
+      "diverged": res.diverged,
+      "seconds": res.seconds,
+    },
+  )
   cols = list(dict.fromkeys(k for r in rows for k in r))
   with cs.open("w", newline="") as f:
     wr = csv.DictWriter(f, fieldnames=cols)
     wr.writeheader()
     for r in rows:  # list-valued cells (per-feature metrics) as JSON text
-      wr.writerow({k: json.dumps(records.clean(v)) if isinstance(v, (np.ndarray, list))
-                   else records.jsonable(v) for k, v in r.items()})
+      wr.writerow(
+        {
+          k: json.dumps(records.clean(v))
+          if isinstance(v, (np.ndarray, list))
+          else records.jsonable(v)
+          for k, v in r.items()
+        }
+      )
   return js, cs
 
 
@@ -88,10 +103,9 @@ Example (experiments/configs/sweep_small.toml):
 _FILE_TABLES_REQUIRED = {"sae": dict, "data": dict, "grid": dict}
 _FILE_TABLES_OPTIONAL = {"train": dict, "output": dict}
 _DATA_FIELDS = {
-    "polygon": {"geometry": str, "planes": int, "polygon_k": int, "mono": int, "magnitude": str},
-    "random": {"geometry": str, "n": int, "n_p": int, "seed": int, "magnitude": str},
-    "toy": {"geometry": str, "n": int, "n_p": int, "sparsity": float, "seed": int,
-            "magnitude": str},
+  "polygon": {"geometry": str, "planes": int, "polygon_k": int, "mono": int, "magnitude": str},
+  "random": {"geometry": str, "n": int, "n_p": int, "seed": int, "magnitude": str},
+  "toy": {"geometry": str, "n": int, "n_p": int, "sparsity": float, "seed": int, "magnitude": str},
 }
 _OUTPUT_FIELDS = {"dir": str, "checkpoint_every": int}
 # What a sweep writes in its output folder; `--overwrite` removes exactly these.
@@ -110,6 +124,7 @@ def load_sweep_file(path) -> dict:
   text = path.read_text()
   if path.suffix == ".toml":
     import tomllib
+
     try:
       spec = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -135,12 +150,15 @@ def load_sweep_file(path) -> dict:
   else:
     geometry = data.get("geometry", "polygon")
     if geometry not in _DATA_FIELDS:
-      raise V.WSAEInputError(f"{path}: [data] geometry must be one of {sorted(_DATA_FIELDS)} (or "
-                             f"give activations = \"file.npy\"), got {geometry!r}.")
+      raise V.WSAEInputError(
+        f"{path}: [data] geometry must be one of {sorted(_DATA_FIELDS)} (or "
+        f'give activations = "file.npy"), got {geometry!r}.'
+      )
     V.check_fields(f"{path}: [data] (geometry {geometry!r})", data, {}, _DATA_FIELDS[geometry])
     if data.get("magnitude", "uniform") not in sp.MAGNITUDES:
-      raise V.WSAEInputError(f"{path}: [data] magnitude must be one of {sp.MAGNITUDES}, got "
-                             f"{data['magnitude']!r}.")
+      raise V.WSAEInputError(
+        f"{path}: [data] magnitude must be one of {sp.MAGNITUDES}, got {data['magnitude']!r}."
+      )
   V.check_fields(f"{path}: [grid]", spec["grid"], {}, {k: list for k in sweep.member_keys()})
   for axis, values in spec["grid"].items():
     if not values:
@@ -154,15 +172,18 @@ def _data_from_spec(d: dict, where: str = "[data]"):
   if "activations" in d:
     _, shards = store.read_metadata(d["activations"])  # missing, rank, dtype: clear errors
     if len(shards) != 1 or not shards[0].path.samefile(d["activations"]):
-      raise V.WSAEInputError(f"{where} activations must be a (tokens, d_in) .npy file, got the "
-                             f"store folder {d['activations']!r}.")
+      raise V.WSAEInputError(
+        f"{where} activations must be a (tokens, d_in) .npy file, got the "
+        f"store folder {d['activations']!r}."
+      )
     return np.load(d["activations"], mmap_mode="r")
   magnitude = d.pop("magnitude", "uniform")
   return problems.SyntheticProblem(problems.build(**d), magnitude=magnitude)
 
 
-def run_sweep_file(path, *, progress: bool = True, echo=print, resume: bool = False,
-                   overwrite: bool = False) -> tuple[sweep.SweepResult, list[dict]]:
+def run_sweep_file(
+  path, *, progress: bool = True, echo=print, resume: bool = False, overwrite: bool = False
+) -> tuple[sweep.SweepResult, list[dict]]:
   """Runs the sweep a file describes and writes its results; returns the result and its table.
 
   Checkpoints go to `<output dir>/checkpoints` every `[output] checkpoint_every` steps (default
@@ -179,40 +200,68 @@ def run_sweep_file(path, *, progress: bool = True, echo=print, resume: bool = Fa
   known = models.ARCHITECTURES.get(arch)  # an unknown name is refused below, with the file's name
   for h in known.hyperparameters if known else ():  # e.g. Top-k: compiled for the largest k
     values = spec["grid"].get(h.name, [])
-    if h.config_is_max and values and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+    if (
+      h.config_is_max
+      and values
+      and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    ):
       sae_spec[h.name] = max(values)
   if synthetic and "d_sae" not in sae_spec:
     sae_spec["d_sae"] = np.shape(data.W_p)[1]
-  sae_cfg = models.config_from_dict({"architecture": arch, "d_in": d_in, **sae_spec},
-                                     f"{path}: [sae]")
+  sae_cfg = models.config_from_dict(
+    {"architecture": arch, "d_in": d_in, **sae_spec}, f"{path}: [sae]"
+  )
   train_cfg = V.build_dataclass(TrainConfig, spec.get("train", {}), f"{path}: [train]")
   try:
     members = sweep.grid(**{k: list(v) for k, v in spec["grid"].items()})
     sweep.resolve_members(sae_cfg, train_cfg, members, synthetic=synthetic)
   except V.WSAEInputError as e:
     raise V.WSAEInputError(f"{path}: [grid]: {e}") from None
-  V.check_int(f"{path}: [output] checkpoint_every",
-              spec.get("output", {}).get("checkpoint_every", 1000), low=1)
+  V.check_int(
+    f"{path}: [output] checkpoint_every",
+    spec.get("output", {}).get("checkpoint_every", 1000),
+    low=1,
+  )
   # One sweep per output folder (locked); other files may sit beside it (a working directory).
-  folder = RunFolder(spec.get("output", {}).get("dir", "sweep_out"), entries=SWEEP_FILES,
-                     others_ok=True, where=f"{path}: [output] dir", what="sweep")
+  folder = RunFolder(
+    spec.get("output", {}).get("dir", "sweep_out"),
+    entries=SWEEP_FILES,
+    others_ok=True,
+    where=f"{path}: [output] dir",
+    what="sweep",
+  )
   with folder.claim(resume=resume, overwrite=overwrite) as earlier:
     if overwrite:
       folder.clear(earlier)
-    return _run_claimed(spec, folder.path, sae_cfg, train_cfg, members, data, arch, d_in,
-                        progress=progress, resume=resume, echo=echo)
+    return _run_claimed(
+      spec,
+      folder.path,
+      sae_cfg,
+      train_cfg,
+      members,
+      data,
+      arch,
+      d_in,
+      progress=progress,
+      resume=resume,
+      echo=echo,
+    )
 
 
-def _run_claimed(spec, out, sae_cfg, train_cfg, members, data, arch, d_in, *, progress, resume,
-                 echo):
-  echo(f"sweep: {len(members)} members of a {arch} SAE (d_in={d_in}, d_sae={sae_cfg.d_sae}), "
-       f"{train_cfg.steps} steps each, on {len(jax.devices())} device(s)")
-  checkpointer = Checkpointer(out / "checkpoints",
-                                   every=spec.get("output", {}).get("checkpoint_every", 1000))
+def _run_claimed(
+  spec, out, sae_cfg, train_cfg, members, data, arch, d_in, *, progress, resume, echo
+):
+  echo(
+    f"sweep: {len(members)} members of a {arch} SAE (d_in={d_in}, d_sae={sae_cfg.d_sae}), "
+    f"{train_cfg.steps} steps each, on {len(jax.devices())} device(s)"
+  )
+  checkpointer = Checkpointer(
+    out / "checkpoints", every=spec.get("output", {}).get("checkpoint_every", 1000)
+  )
   try:
-    res = sweep.train_sweep(sae_cfg, train_cfg, members, data, progress=progress,
-                            checkpointer=checkpointer, resume=resume)
+    res = sweep.train_sweep(
+      sae_cfg, train_cfg, members, data, progress=progress, checkpointer=checkpointer, resume=resume
+    )
   finally:
     checkpointer.close()
   rows = scoring.score_sweep(res, data)

@@ -57,9 +57,18 @@ def probe_projections(latents_RxK, values_RxK, cos_M) -> np.ndarray:
   return np.where(lat >= 0, np.asarray(values_RxK, np.float64) * cos_M[np.maximum(lat, 0)], 0.0)
 
 
-def absorption_scores(latents_RxK, values_RxK, act_proj_R, cos_M, main, *,
-                      cos_full: float = 0.025, cos_fraction: float = 0.1,
-                      proportion: float = 0.4, max_absorbers: int = 3):
+def absorption_scores(
+  latents_RxK,
+  values_RxK,
+  act_proj_R,
+  cos_M,
+  main,
+  *,
+  cos_full: float = 0.025,
+  cos_fraction: float = 0.1,
+  proportion: float = 0.4,
+  max_absorbers: int = 3,
+):
   """Per row: `(absorption fraction, full absorption, top projecting latent)` (see the module
   docstring); rows are words of one letter, `act_proj_R = x·p`, `main` its main latents."""
   lat = np.asarray(latents_RxK)
@@ -76,8 +85,9 @@ def absorption_scores(latents_RxK, values_RxK, act_proj_R, cos_M, main, *,
     share = absorbers / act
     a = np.minimum(absorbers, act - main_proj)
     partial = np.clip(a / (a + main_proj), 0.0, 1.0)
-  fraction = np.where((main_proj >= act) | ~(share >= proportion), 0.0,
-                      np.where(main_proj <= 0, 1.0, partial))
+  fraction = np.where(
+    (main_proj >= act) | ~(share >= proportion), 0.0, np.where(main_proj <= 0, 1.0, partial)
+  )
   # Full absorption: the top projecting latent over all latents (an inactive latent projects 0).
   top_entry = np.argmax(np.where(lat >= 0, proj, -np.inf), axis=1)
   top_proj = np.maximum(proj[np.arange(len(lat)), top_entry], 0.0)
@@ -89,10 +99,22 @@ def absorption_scores(latents_RxK, values_RxK, act_proj_R, cos_M, main, *,
   return fraction, full, top_latent
 
 
-def feature_absorption(latents_BxK, values_BxK, x_BxD, tokens_B, letters: Mapping[str, frozenset],
-                       w_dec_MxD, *, max_k: int = 10, f1_jump: float = 0.03,
-                       min_probe_f1: float = 0.6, max_per_class: int = 2000,
-                       min_positives: int = 40, seed: int = 0, **thresholds) -> dict:
+def feature_absorption(
+  latents_BxK,
+  values_BxK,
+  x_BxD,
+  tokens_B,
+  letters: Mapping[str, frozenset],
+  w_dec_MxD,
+  *,
+  max_k: int = 10,
+  f1_jump: float = 0.03,
+  min_probe_f1: float = 0.6,
+  max_per_class: int = 2000,
+  min_positives: int = 40,
+  seed: int = 0,
+  **thresholds,
+) -> dict:
   """Absorption per letter (`letters`: token ids per letter, e.g. `first_letter_classes`) on
   held-out rows; `thresholds`: `cos_full`, `cos_fraction`, `proportion`, `max_absorbers` of
   `absorption_scores`. Letters with too few rows, or whose probe misses `min_probe_f1`, are
@@ -106,14 +128,18 @@ def feature_absorption(latents_BxK, values_BxK, x_BxD, tokens_B, letters: Mappin
     raise V.WSAEInputError(f"W_dec has d_in={w_dec.shape[1]}, the activations {x.shape[1]}.")
   d_sae = len(w_dec)
   dec_norm = np.maximum(np.linalg.norm(w_dec, axis=1), 1e-12)
-  word = np.isin(tokens, list(set().union(*letters.values()))) if letters else \
-      np.zeros(len(tokens), bool)
+  word = (
+    np.isin(tokens, list(set().union(*letters.values())))
+    if letters
+    else np.zeros(len(tokens), bool)
+  )
   rng = np.random.default_rng(seed)
   out = {}
   for letter, ids in letters.items():
     positive = np.isin(tokens, list(ids))
-    halves = probing.balanced_halves(positive, word & ~positive, rng,
-                                     max_per_class=max_per_class, min_positives=min_positives)
+    halves = probing.balanced_halves(
+      positive, word & ~positive, rng, max_per_class=max_per_class, min_positives=min_positives
+    )
     if halves is None:
       out[letter] = {"words": int(positive.sum()), "skipped": "too few rows of one class"}
       continue
@@ -134,23 +160,29 @@ def feature_absorption(latents_BxK, values_BxK, x_BxD, tokens_B, letters: Mappin
       if k > 1 and f1s[-1] - f1s[-2] < f1_jump:
         f1s.pop()
         break
-    main = order[:len(f1s)].tolist()
+    main = order[: len(f1s)].tolist()
     detected = test[y_test & (logit > 0)]
     p = w / np.linalg.norm(w)
     cos = (w_dec @ p) / dec_norm
-    fraction, full, top = absorption_scores(lat[detected], val[detected], x[detected] @ p, cos,
-                                            main, **thresholds)
+    fraction, full, top = absorption_scores(
+      lat[detected], val[detected], x[detected] @ p, cos, main, **thresholds
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
       share = probe_projections(lat[detected], val[detected], cos).sum(1) / (x[detected] @ p)
     absorbing = top[full]
     latents, counts = np.unique(absorbing, return_counts=True)
-    out[letter] = {**entry, "main_latents": main, "main_f1": f1s,
-                   "tokens": int(len(detected)),
-                   "absorption_fraction": float(fraction.mean()) if len(detected) else 0.0,
-                   "full_absorption_rate": float(full.mean()) if len(detected) else 0.0,
-                   "latent_share": float(np.nanmean(share)) if len(detected) else 0.0,
-                   "absorbing_latents": {int(a): int(c) for a, c in
-                                         sorted(zip(latents, counts), key=lambda t: -t[1])}}
+    out[letter] = {
+      **entry,
+      "main_latents": main,
+      "main_f1": f1s,
+      "tokens": int(len(detected)),
+      "absorption_fraction": float(fraction.mean()) if len(detected) else 0.0,
+      "full_absorption_rate": float(full.mean()) if len(detected) else 0.0,
+      "latent_share": float(np.nanmean(share)) if len(detected) else 0.0,
+      "absorbing_latents": {
+        int(a): int(c) for a, c in sorted(zip(latents, counts), key=lambda t: -t[1])
+      },
+    }
   return out
 
 
@@ -159,8 +191,10 @@ def summary(absorption: Mapping[str, dict]) -> dict:
   done = [e for e in absorption.values() if "absorption_fraction" in e]
   if not done:
     return {"letters": 0}
-  return {"letters": len(done),
-          "mean_absorption_fraction": float(np.mean([e["absorption_fraction"] for e in done])),
-          "mean_full_absorption": float(np.mean([e["full_absorption_rate"] for e in done])),
-          "mean_latent_share": float(np.mean([e["latent_share"] for e in done])),
-          "mean_main_latents": float(np.mean([len(e["main_latents"]) for e in done]))}
+  return {
+    "letters": len(done),
+    "mean_absorption_fraction": float(np.mean([e["absorption_fraction"] for e in done])),
+    "mean_full_absorption": float(np.mean([e["full_absorption_rate"] for e in done])),
+    "mean_latent_share": float(np.mean([e["latent_share"] for e in done])),
+    "mean_main_latents": float(np.mean([len(e["main_latents"]) for e in done])),
+  }

@@ -42,10 +42,11 @@ def sparse_codes(cfg, params, x_BxD, *, batch: int = 2048, progress: bool = Fals
   fwd = jax.jit(lambda p, xb: models.forward(cfg, p, xb))
   params = jax.tree.map(jnp.asarray, params)
   x_hats, ids, vals = [], [], []
-  bar = tqdm(total=len(x), desc="encoding", unit="row", unit_scale=True, disable=not progress,
-             leave=False)
+  bar = tqdm(
+    total=len(x), desc="encoding", unit="row", unit_scale=True, disable=not progress, leave=False
+  )
   for i in range(0, len(x), batch):
-    z, x_hat = jax.device_get(fwd(params, jnp.asarray(x[i:i + batch])))
+    z, x_hat = jax.device_get(fwd(params, jnp.asarray(x[i : i + batch])))
     lat, val = metrics.sparse_codes(z)
     x_hats.append(x_hat)
     ids.append(lat)
@@ -54,8 +55,11 @@ def sparse_codes(cfg, params, x_BxD, *, batch: int = 2048, progress: bool = Fals
   bar.close()
   width = max(a.shape[1] for a in ids)
   pad = lambda a, v: np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=v)
-  return (np.concatenate(x_hats), np.concatenate([pad(a, -1) for a in ids]),
-          np.concatenate([pad(a, 0) for a in vals]))
+  return (
+    np.concatenate(x_hats),
+    np.concatenate([pad(a, -1) for a in ids]),
+    np.concatenate([pad(a, 0) for a in vals]),
+  )
 
 
 def firing_frequency(latents_BxK, d_sae: int) -> np.ndarray:
@@ -64,8 +68,9 @@ def firing_frequency(latents_BxK, d_sae: int) -> np.ndarray:
   return np.bincount(lat[lat >= 0], minlength=d_sae) / max(len(lat), 1)
 
 
-def score(cfg, params, x_BxD, tokens_B=None, *, batch: int = 2048, codes=None,
-          per_latent: bool = False) -> dict:
+def score(
+  cfg, params, x_BxD, tokens_B=None, *, batch: int = 2048, codes=None, per_latent: bool = False
+) -> dict:
   """Every score of this module for one SAE on held-out rows `x` (and their token ids);
   `codes`: the output of `sparse_codes` if already computed. `per_latent=True` adds each latent's
   activation count and token consistency (`latent_count`, `latent_token_consistency`, lists), for
@@ -74,26 +79,39 @@ def score(cfg, params, x_BxD, tokens_B=None, *, batch: int = 2048, codes=None,
   x_hat, lat, val = codes if codes is not None else sparse_codes(cfg, params, x, batch=batch)
   typical = typical_rows(x)
   freq = firing_frequency(lat, cfg.d_sae)
-  hist, _ = np.histogram(np.log10(np.maximum(freq[freq > 0], 10 ** FREQUENCY_BINS[0])),
-                         bins=FREQUENCY_BINS)
-  out = {"rows": int(len(x)), "fvu": metrics.fvu(x, x_hat),
-         "fvu_typical_rows": metrics.fvu(x[typical], x_hat[typical]),
-         "massive_rows": int((~typical).sum()),
-         "l0": float((lat >= 0).sum(1).mean()),
-         "dead_frac": float(np.mean(freq == 0)),
-         "dense_frac": float(np.mean(freq > DENSE_FREQUENCY)),
-         "firing_frequency_hist": {"log10_edges": FREQUENCY_BINS.tolist(),
-                                   "counts": hist.tolist(), "dead": int((freq == 0).sum())}}
+  hist, _ = np.histogram(
+    np.log10(np.maximum(freq[freq > 0], 10 ** FREQUENCY_BINS[0])), bins=FREQUENCY_BINS
+  )
+  out = {
+    "rows": int(len(x)),
+    "fvu": metrics.fvu(x, x_hat),
+    "fvu_typical_rows": metrics.fvu(x[typical], x_hat[typical]),
+    "massive_rows": int((~typical).sum()),
+    "l0": float((lat >= 0).sum(1).mean()),
+    "dead_frac": float(np.mean(freq == 0)),
+    "dense_frac": float(np.mean(freq > DENSE_FREQUENCY)),
+    "firing_frequency_hist": {
+      "log10_edges": FREQUENCY_BINS.tolist(),
+      "counts": hist.tolist(),
+      "dead": int((freq == 0).sum()),
+    },
+  }
   if tokens_B is not None:
-    stats = metrics.latent_token_stats(lat, val, np.asarray(tokens_B), cfg.d_sae,
-                                       top_n=MIN_ACTIVATIONS)
+    stats = metrics.latent_token_stats(
+      lat, val, np.asarray(tokens_B), cfg.d_sae, top_n=MIN_ACTIVATIONS
+    )
     frequent = stats["count"] >= MIN_ACTIVATIONS
-    out.update({
+    out.update(
+      {
         "token_consistency": float(np.nanmean(stats["consistency"][frequent]))
-        if frequent.any() else float("nan"),
+        if frequent.any()
+        else float("nan"),
         "top20_token_entropy_bits": float(np.nanmean(stats["top_entropy"][frequent]))
-        if frequent.any() else float("nan"),
-        "latents_with_20_activations": int(frequent.sum())})
+        if frequent.any()
+        else float("nan"),
+        "latents_with_20_activations": int(frequent.sum()),
+      }
+    )
     if per_latent:
       out["latent_count"] = stats["count"].tolist()
       out["latent_token_consistency"] = np.nan_to_num(stats["consistency"]).tolist()

@@ -18,10 +18,16 @@ def label_scores(cfg, params, codes, x_BxD, tokens_B, token_strings: Mapping[int
   id in `tokens_B` (`lm.scoring.token_strings`)."""
   _, lat, val = codes
   tokens = np.asarray(tokens_B)
-  probes = probing.k_sparse_probing(lat, val, x_BxD, tokens,
-                                    probing.token_classes(token_strings), cfg.d_sae)
+  probes = probing.k_sparse_probing(
+    lat, val, x_BxD, tokens, probing.token_classes(token_strings), cfg.d_sae
+  )
   w_dec = np.asarray(models.decoder_matrix(cfg, params))
-  absorbed = absorption.feature_absorption(lat, val, x_BxD, tokens,
-                                           absorption.first_letter_classes(token_strings), w_dec)
-  return {"probing": probes, "probing_summary": probing.summary(probes),
-          "absorption": absorbed, "absorption_summary": absorption.summary(absorbed)}
+  absorbed = absorption.feature_absorption(
+    lat, val, x_BxD, tokens, absorption.first_letter_classes(token_strings), w_dec
+  )
+  return {
+    "probing": probes,
+    "probing_summary": probing.summary(probes),
+    "absorption": absorbed,
+    "absorption_summary": absorption.summary(absorbed),
+  }

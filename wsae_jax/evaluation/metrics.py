@@ -34,8 +34,9 @@ def _check_observed_space(directions_MxP, W_p_PxN) -> None:
   V.check_rank("W_p", W_p_PxN, 2)
   if np.shape(directions_MxP)[1] != np.shape(W_p_PxN)[0]:
     raise V.WSAEInputError(
-        f"directions have width {np.shape(directions_MxP)[1]} but W_p has "
-        f"{np.shape(W_p_PxN)[0]} rows; both must live in the observed space (n_p).")
+      f"directions have width {np.shape(directions_MxP)[1]} but W_p has "
+      f"{np.shape(W_p_PxN)[0]} rows; both must live in the observed space (n_p)."
+    )
 
 
 def cosine(directions_MxP, W_p_PxN) -> np.ndarray:
@@ -79,8 +80,9 @@ class Matching:
     return float(self.cos.mean())
 
 
-def match_latents(directions_MxP, W_p_PxN, *, decoder_norms_M=None, by: str = "decoder"
-                  ) -> Matching:
+def match_latents(
+  directions_MxP, W_p_PxN, *, decoder_norms_M=None, by: str = "decoder"
+) -> Matching:
   """Hungarian matching of learned directions to true directions maximising total signed cosine.
 
   `decoder_norms_M`: each latent's decoder-row norm, for `Matching.scale` (default: the norms of
@@ -89,11 +91,15 @@ def match_latents(directions_MxP, W_p_PxN, *, decoder_norms_M=None, by: str = "d
   if by not in MATCH_BY:
     raise V.WSAEInputError(f"by must be one of {MATCH_BY}, got {by!r}.")
   c = cosine(directions_MxP, W_p_PxN)
-  norms_M = (np.linalg.norm(np.asarray(directions_MxP, np.float64), axis=1)
-             if decoder_norms_M is None else np.asarray(decoder_norms_M, np.float64))
+  norms_M = (
+    np.linalg.norm(np.asarray(directions_MxP, np.float64), axis=1)
+    if decoder_norms_M is None
+    else np.asarray(decoder_norms_M, np.float64)
+  )
   if norms_M.shape != (c.shape[0],):
-    raise V.WSAEInputError(f"decoder_norms_M has shape {norms_M.shape}; expected ({c.shape[0]},), "
-                           "one norm per latent.")
+    raise V.WSAEInputError(
+      f"decoder_norms_M has shape {norms_M.shape}; expected ({c.shape[0]},), one norm per latent."
+    )
   true_norms_N = np.linalg.norm(np.asarray(W_p_PxN, np.float64), axis=0)
   rows, cols = linear_sum_assignment(c, maximize=True)
   n = c.shape[1]
@@ -158,8 +164,9 @@ def gt_loss(x_BxN, z_BxM, matching: Matching, *, raw: bool = False) -> float:
   return float(np.mean(np.sum((x - matched_latents(z_BxM, matching, raw=raw)) ** 2, axis=1)))
 
 
-def features_per_latent(sae_cfg, params, W_p_PxN, *, magnitude: float = 1.0,
-                        threshold: float = 0.0) -> float:
+def features_per_latent(
+  sae_cfg, params, W_p_PxN, *, magnitude: float = 1.0, threshold: float = 0.0
+) -> float:
   """The paper's Fig. 2 quantity: how many true features activate a latent when shown alone.
 
   Each true feature `j` is presented alone at `magnitude` (`x_p = magnitude · W_p[:, j]`); a latent
@@ -173,8 +180,9 @@ def features_per_latent(sae_cfg, params, W_p_PxN, *, magnitude: float = 1.0,
   return float(counts_M[alive].mean()) if alive.any() else 0.0
 
 
-def features_per_latent_relative(sae_cfg, params, W_p_PxN, *, tau: float = 0.5,
-                                 magnitude: float = 1.0) -> float:
+def features_per_latent_relative(
+  sae_cfg, params, W_p_PxN, *, tau: float = 0.5, magnitude: float = 1.0
+) -> float:
   """Fig. 2, reading (b): single-feature probes above a fraction `tau` of the latent's largest.
 
   As `features_per_latent`, but latent m counts feature j only if its probe response exceeds
@@ -190,8 +198,9 @@ def features_per_latent_relative(sae_cfg, params, W_p_PxN, *, tau: float = 0.5,
   return float(counts_M[alive].mean()) if alive.any() else 0.0
 
 
-def features_per_latent_data(sae_cfg, params, x_BxN, W_p_PxN, *, tau: float = 0.1,
-                             chunk: int = 256) -> float:
+def features_per_latent_data(
+  sae_cfg, params, x_BxN, W_p_PxN, *, tau: float = 0.1, chunk: int = 256
+) -> float:
   """Fig. 2, reading (c): how many true features drive a latent when it fires on real data.
 
   For every held-out sample b and latent m with `z_bm > 0`, the pre-activation's feature part is
@@ -205,7 +214,7 @@ def features_per_latent_data(sae_cfg, params, x_BxN, W_p_PxN, *, tau: float = 0.
   G_NxM = W_p.T @ np.asarray(params["W_enc"], np.float32)
   total, pairs = 0.0, 0
   for s in range(0, x.shape[0], chunk):
-    xb = x[s:s + chunk]
+    xb = x[s : s + chunk]
     x_p = jnp.asarray(xb @ W_p.T)
     pre = np.asarray(models.pre_activations(sae_cfg, params, x_p), np.float32)
     z = np.asarray(models.encode(sae_cfg, params, x_p))
@@ -304,21 +313,21 @@ def evaluate(sae_cfg, params, x_BxN, W_p_PxN, *, gamma=None) -> dict:
     warnings.simplefilter("ignore", RuntimeWarning)  # a feature never active in the sample
     shrink_mean, vanish_mean = float(np.nanmean(shrink)), float(np.nanmean(vanish))
   return {
-      "l_sae": float(reconstruction_loss(x_p, x_hat, gamma)[0]),
-      "mse": float(reconstruction_loss(x_p, x_hat)[0]),
-      "l_gt": gt_loss(x_BxN, z, m),
-      "l_gt_encoder": gt_loss(x_BxN, z, m_enc),
-      "l_gt_raw": gt_loss(x_BxN, z, m, raw=True),
-      "mmcs": mmcs(dirs, W_p),
-      "match_cos": m.mean_cos,
-      "mcc": mcc(z, x_BxN),
-      "features_per_latent": features_per_latent(sae_cfg, params, W_p),
-      "fvu": fvu(x_p, x_hat),
-      "l0": l0(z),
-      "dead_frac": dead_fraction(z),
-      "latent_var": float(np.mean(latent_variance(x_m))),
-      "shrinkage": shrink_mean,
-      "vanishing": vanish_mean,
+    "l_sae": float(reconstruction_loss(x_p, x_hat, gamma)[0]),
+    "mse": float(reconstruction_loss(x_p, x_hat)[0]),
+    "l_gt": gt_loss(x_BxN, z, m),
+    "l_gt_encoder": gt_loss(x_BxN, z, m_enc),
+    "l_gt_raw": gt_loss(x_BxN, z, m, raw=True),
+    "mmcs": mmcs(dirs, W_p),
+    "match_cos": m.mean_cos,
+    "mcc": mcc(z, x_BxN),
+    "features_per_latent": features_per_latent(sae_cfg, params, W_p),
+    "fvu": fvu(x_p, x_hat),
+    "l0": l0(z),
+    "dead_frac": dead_fraction(z),
+    "latent_var": float(np.mean(latent_variance(x_m))),
+    "shrinkage": shrink_mean,
+    "vanishing": vanish_mean,
   }
 
 
@@ -354,8 +363,10 @@ def latent_token_stats(latents_BxK, values_BxK, tokens_B, d_sae: int, *, top_n: 
   val = np.asarray(values_BxK, np.float64)
   tok = np.asarray(tokens_B)
   if lat.shape != val.shape or lat.ndim != 2 or tok.shape != (lat.shape[0],):
-    raise ValueError(f"expected latents and values (B, K) and tokens (B,), got {lat.shape}, "
-                     f"{val.shape}, {tok.shape}.")
+    raise ValueError(
+      f"expected latents and values (B, K) and tokens (B,), got {lat.shape}, "
+      f"{val.shape}, {tok.shape}."
+    )
   B = lat.shape[0]
   active = lat >= 0
   L = lat[active].astype(np.int64)
@@ -380,8 +391,10 @@ def latent_token_stats(latents_BxK, values_BxK, tokens_B, d_sae: int, *, top_n: 
   entropy = np.zeros(d_sae)
   np.add.at(entropy, tkeys // vocab, -p * np.log2(p))
   with np.errstate(invalid="ignore", divide="ignore"):
-    return {"count": count,
-            "consistency": np.where(count > 0, mode / count, np.nan),
-            "top_entropy": np.where(count > 0, entropy, np.nan),
-            "mean": s1 / B,
-            "variance": s2 / B - (s1 / B) ** 2}
+    return {
+      "count": count,
+      "consistency": np.where(count > 0, mode / count, np.nan),
+      "top_entropy": np.where(count > 0, entropy, np.nan),
+      "mean": s1 / B,
+      "variance": s2 / B - (s1 / B) ** 2,
+    }

@@ -20,12 +20,52 @@ from scipy.optimize import minimize
 from wsae_jax import _validate as V
 
 # Single-token-or-not, these are the names of the novels' main characters (janeaustenr corpus).
-AUSTEN_NAMES = frozenset({
-    "Elizabeth", "Darcy", "Jane", "Bingley", "Wickham", "Lydia", "Bennet", "Collins", "Emma",
-    "Knightley", "Harriet", "Weston", "Elton", "Churchill", "Fairfax", "Elinor", "Marianne",
-    "Willoughby", "Ferrars", "Brandon", "Dashwood", "Fanny", "Edmund", "Crawford", "Bertram",
-    "Norris", "Anne", "Wentworth", "Elliot", "Musgrove", "Catherine", "Tilney", "Thorpe",
-    "Morland", "Henry", "Mary", "Lucy", "Robert", "Thomas", "Isabella", "Eleanor", "Louisa"})
+AUSTEN_NAMES = frozenset(
+  {
+    "Elizabeth",
+    "Darcy",
+    "Jane",
+    "Bingley",
+    "Wickham",
+    "Lydia",
+    "Bennet",
+    "Collins",
+    "Emma",
+    "Knightley",
+    "Harriet",
+    "Weston",
+    "Elton",
+    "Churchill",
+    "Fairfax",
+    "Elinor",
+    "Marianne",
+    "Willoughby",
+    "Ferrars",
+    "Brandon",
+    "Dashwood",
+    "Fanny",
+    "Edmund",
+    "Crawford",
+    "Bertram",
+    "Norris",
+    "Anne",
+    "Wentworth",
+    "Elliot",
+    "Musgrove",
+    "Catherine",
+    "Tilney",
+    "Thorpe",
+    "Morland",
+    "Henry",
+    "Mary",
+    "Lucy",
+    "Robert",
+    "Thomas",
+    "Isabella",
+    "Eleanor",
+    "Louisa",
+  }
+)
 
 
 def _word(s: str) -> str:
@@ -33,24 +73,28 @@ def _word(s: str) -> str:
 
 
 TOKEN_CLASSES: dict[str, Callable[[str], bool]] = {
-    "capitalised": lambda s: _word(s).isalpha() and _word(s)[:1].isupper(),
-    "digit": lambda s: any(c.isdigit() for c in s),
-    "punctuation": lambda s: bool(_word(s)) and all(c in string.punctuation + "“”‘’—–…"
-                                                    for c in _word(s)),
-    "opening_quote": lambda s: _word(s)[:1] in ('"', "“", "‘") or _word(s)[:1] == "'" and
-    len(_word(s)) == 1,
-    "newline": lambda s: "\n" in s,
-    "ly_word": lambda s: _word(s).isalpha() and len(_word(s)) > 3 and _word(s).lower().endswith("ly"),
-    "character_name": lambda s: _word(s) in AUSTEN_NAMES,
+  "capitalised": lambda s: _word(s).isalpha() and _word(s)[:1].isupper(),
+  "digit": lambda s: any(c.isdigit() for c in s),
+  "punctuation": lambda s: (
+    bool(_word(s)) and all(c in string.punctuation + "“”‘’—–…" for c in _word(s))
+  ),
+  "opening_quote": lambda s: (
+    _word(s)[:1] in ('"', "“", "‘") or _word(s)[:1] == "'" and len(_word(s)) == 1
+  ),
+  "newline": lambda s: "\n" in s,
+  "ly_word": lambda s: _word(s).isalpha() and len(_word(s)) > 3 and _word(s).lower().endswith("ly"),
+  "character_name": lambda s: _word(s) in AUSTEN_NAMES,
 }
 
 
-def token_classes(token_strings: Mapping[int, str],
-                  classes: Mapping[str, Callable[[str], bool]] = TOKEN_CLASSES
-                  ) -> dict[str, frozenset]:
+def token_classes(
+  token_strings: Mapping[int, str], classes: Mapping[str, Callable[[str], bool]] = TOKEN_CLASSES
+) -> dict[str, frozenset]:
   """For each class, the token ids whose decoded string belongs to it."""
-  return {name: frozenset(t for t, s in token_strings.items() if test(s))
-          for name, test in classes.items()}
+  return {
+    name: frozenset(t for t, s in token_strings.items() if test(s))
+    for name, test in classes.items()
+  }
 
 
 def f1_score(y_true, y_pred) -> float:
@@ -108,8 +152,9 @@ def mean_difference(latents_BxK, values_BxK, y_B, d_sae: int) -> np.ndarray:
   return sums_pos / max(y.sum(), 1) - sums_neg / max((~y).sum(), 1)
 
 
-def balanced_halves(positive_B, negative_B, rng, *, max_per_class: int = 2000,
-                    min_positives: int = 40):
+def balanced_halves(
+  positive_B, negative_B, rng, *, max_per_class: int = 2000, min_positives: int = 40
+):
   """Up to `max_per_class` rows of each class (`positive_B`, and `negative_B` for the rows that
   may serve as negatives), drawn at random, shuffled and split in halves: `(fit, test)` row
   indices, or None when either class has fewer than `min_positives` rows."""
@@ -117,9 +162,10 @@ def balanced_halves(positive_B, negative_B, rng, *, max_per_class: int = 2000,
   if len(pos) < min_positives or len(neg) < min_positives:
     return None
   m = min(len(pos), len(neg), max_per_class)
-  rows = rng.permutation(np.concatenate([rng.choice(pos, m, replace=False),
-                                         rng.choice(neg, m, replace=False)]))
-  return rows[:len(rows) // 2], rows[len(rows) // 2:]
+  rows = rng.permutation(
+    np.concatenate([rng.choice(pos, m, replace=False), rng.choice(neg, m, replace=False)])
+  )
+  return rows[: len(rows) // 2], rows[len(rows) // 2 :]
 
 
 def sparse_probe_f1(latents_BxK, values_BxK, y_B, fit, test, columns: Sequence[int]) -> float:
@@ -130,9 +176,19 @@ def sparse_probe_f1(latents_BxK, values_BxK, y_B, fit, test, columns: Sequence[i
   return f1_score(y[test], probe(dense_columns(lat[test], val[test], columns)))
 
 
-def k_sparse_probing(latents_BxK, values_BxK, x_BxD, tokens_B, classes: Mapping[str, frozenset],
-                     d_sae: int, *, ks: Sequence[int] = (1, 2, 5), max_per_class: int = 2000,
-                     min_positives: int = 40, seed: int = 0) -> dict:
+def k_sparse_probing(
+  latents_BxK,
+  values_BxK,
+  x_BxD,
+  tokens_B,
+  classes: Mapping[str, frozenset],
+  d_sae: int,
+  *,
+  ks: Sequence[int] = (1, 2, 5),
+  max_per_class: int = 2000,
+  min_positives: int = 40,
+  seed: int = 0,
+) -> dict:
   """F1 of k-sparse probes (and of a probe on the raw activations) for each token class.
 
   Per class: up to `max_per_class` positive rows and as many negatives, drawn at random, split in
@@ -147,16 +203,21 @@ def k_sparse_probing(latents_BxK, values_BxK, x_BxD, tokens_B, classes: Mapping[
   out = {}
   for name, ids in classes.items():
     positive = np.isin(tokens, list(ids)) if ids else np.zeros(len(tokens), bool)
-    halves = balanced_halves(positive, ~positive, rng, max_per_class=max_per_class,
-                             min_positives=min_positives)
+    halves = balanced_halves(
+      positive, ~positive, rng, max_per_class=max_per_class, min_positives=min_positives
+    )
     if halves is None:
       out[name] = {"positives": int(positive.sum()), "skipped": "too few rows of one class"}
       continue
     fit, test = halves
     diff = mean_difference(lat[fit], val[fit], positive[fit], d_sae)
     order = np.argsort(-np.abs(diff))
-    entry: dict[str, Any] = {"positives": int(positive.sum()), "rows": int(len(fit) + len(test)),
-                             "k": {}, "latents": {}}
+    entry: dict[str, Any] = {
+      "positives": int(positive.sum()),
+      "rows": int(len(fit) + len(test)),
+      "k": {},
+      "latents": {},
+    }
     for k in ks:
       cols = order[:k].tolist()
       entry["k"][str(k)] = sparse_probe_f1(lat, val, positive, fit, test, cols)
@@ -173,6 +234,8 @@ def summary(probing: Mapping[str, dict]) -> dict:
   if not done:
     return {"classes": 0}
   ks = list(done[0]["k"])
-  return {"classes": len(done), **{f"f1_k{k}": float(np.mean([e["k"][k] for e in done]))
-                                   for k in ks},
-          "f1_raw": float(np.mean([e["raw_f1"] for e in done]))}
+  return {
+    "classes": len(done),
+    **{f"f1_k{k}": float(np.mean([e["k"][k] for e in done])) for k in ks},
+    "f1_raw": float(np.mean([e["raw_f1"] for e in done])),
+  }

@@ -29,15 +29,16 @@ def score_sweep(result, data, *, eval_samples: int = 8192) -> list[dict]:
   sweep's source yields, shared by every member).
   """
   synthetic = isinstance(data, SyntheticProblem)
-  source: Any = None if synthetic else data_lib.as_source(data, result.train_cfg.batch_size,
-                                                          seed=0)
+  source: Any = None if synthetic else data_lib.as_source(data, result.train_cfg.batch_size, seed=0)
   hp_names = [h.name for h in models.get(result.sae_cfg).hyperparameters]
   params = jax.device_get(result.states.params)
   rows: list[dict] = []
   cache: dict = {}
   for i, m in enumerate(result.members):
-    row = {k: m[k] for k in ("seed", "data_seed", "sparsity", "alpha", "gamma_kind",
-                             "learning_rate", *hp_names)}
+    row = {
+      k: m[k]
+      for k in ("seed", "data_seed", "sparsity", "alpha", "gamma_kind", "learning_rate", *hp_names)
+    }
     row["gamma_given"] = m["gamma"] is not None
     row["diverged_at"] = result.diverged.get(i)
     p_i = jax.tree.map(lambda a: jnp.asarray(a[i]), params)
@@ -51,7 +52,8 @@ def score_sweep(result, data, *, eval_samples: int = 8192) -> list[dict]:
     else:
       if "x" not in cache:
         cache["x"] = np.concatenate(
-            [np.asarray(source.batch(t)) for t in range(max(1, eval_samples // source.batch_size))])
+          [np.asarray(source.batch(t)) for t in range(max(1, eval_samples // source.batch_size))]
+        )
       row.update(reconstruction_scores(cfg_i, p_i, cache["x"], gamma))
     h = result.histories[i]
     row["final_train_loss"] = h[-1]["loss"] if h else float("nan")
@@ -63,17 +65,23 @@ def reconstruction_scores(sae_cfg, params, x_BxD, gamma=None) -> dict:
   """L_SAE (weighted by γ), MSE, FVU, L0, dead fraction and mean latent variance on a sample."""
   x = jnp.asarray(x_BxD)
   z, x_hat = models.forward(sae_cfg, params, x)
-  return {"l_sae": float(reconstruction_loss(x, x_hat, gamma)[0]),
-          "mse": float(reconstruction_loss(x, x_hat)[0]),
-          "fvu": metrics_lib.fvu(x, x_hat), "l0": metrics_lib.l0(z),
-          "dead_frac": metrics_lib.dead_fraction(z),
-          "latent_var": float(np.mean(metrics_lib.latent_variance(z)))}
+  return {
+    "l_sae": float(reconstruction_loss(x, x_hat, gamma)[0]),
+    "mse": float(reconstruction_loss(x, x_hat)[0]),
+    "fvu": metrics_lib.fvu(x, x_hat),
+    "l0": metrics_lib.l0(z),
+    "dead_frac": metrics_lib.dead_fraction(z),
+    "latent_var": float(np.mean(metrics_lib.latent_variance(z))),
+  }
 
 
 def pareto_front(rows: Sequence[dict], x: str = "l0", y: str = "mse") -> list[int]:
   """Indices of rows not dominated in (x, y), both minimised, sorted by x."""
-  pts = [(r[x], r[y], i) for i, r in enumerate(rows)
-         if np.isfinite(r.get(x, np.nan)) and np.isfinite(r.get(y, np.nan))]
+  pts = [
+    (r[x], r[y], i)
+    for i, r in enumerate(rows)
+    if np.isfinite(r.get(x, np.nan)) and np.isfinite(r.get(y, np.nan))
+  ]
   pts.sort()
   front, best = [], np.inf
   for _px, py, i in pts:

@@ -84,14 +84,21 @@ def sign_test(diffs, *, margin: float = 0.0, alternative: str = "two-sided") -> 
   """
   if alternative not in ("less", "greater", "two-sided"):
     raise V.WSAEInputError(
-        f"alternative must be 'less', 'greater' or 'two-sided', got {alternative!r}.")
+      f"alternative must be 'less', 'greater' or 'two-sided', got {alternative!r}."
+    )
   d = _finite(diffs) - margin
   d = d[d != 0]
   if d.size == 0:
     return 1.0
   below = int(np.sum(d < 0))
-  return float(_sp.binomtest(below, d.size, 0.5, alternative={
-      "less": "greater", "greater": "less", "two-sided": "two-sided"}[alternative]).pvalue)
+  return float(
+    _sp.binomtest(
+      below,
+      d.size,
+      0.5,
+      alternative={"less": "greater", "greater": "less", "two-sided": "two-sided"}[alternative],
+    ).pvalue
+  )
 
 
 def paired_interval(diffs, *, level: float = 0.95) -> Interval:
@@ -109,8 +116,15 @@ def paired_interval(diffs, *, level: float = 0.95) -> Interval:
   r = order_statistic_rank(n, level)
   r_used = max(r, 1)
   coverage = 1.0 - 2.0 * float(_sp.binom.cdf(r_used - 1, n, 0.5))
-  return Interval(float(np.median(d)), float(d[r_used - 1]), float(d[n - r_used]), n,
-                  float(d.mean()), coverage, sign_test(d))
+  return Interval(
+    float(np.median(d)),
+    float(d[r_used - 1]),
+    float(d[n - r_used]),
+    n,
+    float(d.mean()),
+    coverage,
+    sign_test(d),
+  )
 
 
 def holm(p_values) -> np.ndarray:
@@ -140,8 +154,9 @@ def benjamini_hochberg(p_values) -> np.ndarray:
   return adj
 
 
-def verdict(ci: Interval, claim: str, *, p_adjusted: float | None = None,
-            alpha: float = 0.05) -> str:
+def verdict(
+  ci: Interval, claim: str, *, p_adjusted: float | None = None, alpha: float = 0.05
+) -> str:
   """A directional claim's outcome from the sign test (adjusted across readings when
   `p_adjusted` is given) and the side the median lies on.
 
@@ -150,8 +165,10 @@ def verdict(ci: Interval, claim: str, *, p_adjusted: float | None = None,
   median positive, else "not shown" (the seeds cannot tell). "higher" is the mirror image.
   """
   if claim not in ("lower", "higher"):
-    raise V.WSAEInputError(f"claim must be 'lower' or 'higher', got {claim!r} "
-                           "(use noninferiority_verdict for 'non-inferior').")
+    raise V.WSAEInputError(
+      f"claim must be 'lower' or 'higher', got {claim!r} "
+      "(use noninferiority_verdict for 'non-inferior')."
+    )
   p = ci.p_value if p_adjusted is None else p_adjusted
   if not np.isfinite(ci.median) or not p < alpha or ci.median == 0:
     return "not shown"
@@ -159,9 +176,15 @@ def verdict(ci: Interval, claim: str, *, p_adjusted: float | None = None,
   return "reproduced" if claimed_side else "opposite"
 
 
-def noninferiority_verdict(diffs, *, margin: float, worse: str = "higher", alpha: float = 0.05,
-                           p_adjusted: float | None = None) -> tuple[str, float]:
-  """"At least as good, within `margin`": a one-sided sign test of H0: the median difference is
+def noninferiority_verdict(
+  diffs,
+  *,
+  margin: float,
+  worse: str = "higher",
+  alpha: float = 0.05,
+  p_adjusted: float | None = None,
+) -> tuple[str, float]:
+  """ "At least as good, within `margin`": a one-sided sign test of H0: the median difference is
   `margin` worse, against H1: it is less than `margin` worse. Improvements count for the claim.
 
   `worse`: the direction that is worse ("higher" for an MSE). Returns `(verdict, p)` with `p` the
@@ -175,8 +198,9 @@ def noninferiority_verdict(diffs, *, margin: float, worse: str = "higher", alpha
   sign = 1.0 if worse == "higher" else -1.0
   d = sign * _finite(diffs)  # "worse" is positive from here on
   p = sign_test(d, margin=margin, alternative="less")
-  return noninferiority_decision(paired_interval(d), p if p_adjusted is None else p_adjusted,
-                                 margin=margin, alpha=alpha), p
+  return noninferiority_decision(
+    paired_interval(d), p if p_adjusted is None else p_adjusted, margin=margin, alpha=alpha
+  ), p
 
 
 def noninferiority_decision(ci: Interval, p: float, *, margin: float, alpha: float = 0.05) -> str:
@@ -188,8 +212,9 @@ def noninferiority_decision(ci: Interval, p: float, *, margin: float, alpha: flo
   return "opposite" if np.isfinite(ci.lo) and ci.lo > margin else "not shown"
 
 
-def decide(ci: Interval, claim: str, p_adjusted: float, *, margin: float | None = None,
-           alpha: float = 0.05) -> str:
+def decide(
+  ci: Interval, claim: str, p_adjusted: float, *, margin: float | None = None, alpha: float = 0.05
+) -> str:
   """The verdict of one reading: `claim` "lower" / "higher" by `verdict`, "non-inferior" by
   `noninferiority_decision` (with its `margin`), from the reading's (adjusted) p-value."""
   if claim == "non-inferior":
@@ -199,8 +224,9 @@ def decide(ci: Interval, claim: str, p_adjusted: float, *, margin: float | None 
   return verdict(ci, claim, p_adjusted=p_adjusted, alpha=alpha)
 
 
-def common_set_means(score_a_M, count_a_M, score_b_M, count_b_M, *, min_count: int
-                     ) -> tuple[float, float, int]:
+def common_set_means(
+  score_a_M, count_a_M, score_b_M, count_b_M, *, min_count: int
+) -> tuple[float, float, int]:
   """Means of a per-latent score over a common-size latent set of two SAEs.
 
   A mean over each SAE's own live latents compares different sets (an SAE with more rarely-firing

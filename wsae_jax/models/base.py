@@ -44,7 +44,8 @@ class SAEConfig:
     V.check_int("d_sae", self.d_sae, low=1)
     if self.dtype not in ("float32", "float64", "bfloat16"):
       raise V.WSAEInputError(
-          f"dtype must be 'float32', 'float64' or 'bfloat16', got {self.dtype!r}.")
+        f"dtype must be 'float32', 'float64' or 'bfloat16', got {self.dtype!r}."
+      )
 
   def to_dict(self) -> dict:
     return {"architecture": self.architecture, **dataclasses.asdict(self)}
@@ -103,7 +104,9 @@ class Architecture:
   saelens_name: str
   """SAELens' architecture name of the exported folder."""
   to_saelens: Callable[[SAEConfig, Params], SAELensTensors]
-  from_saelens: Callable[[Mapping, Mapping[str, np.ndarray], Mapping], tuple[SAEConfig, dict]] | None
+  from_saelens: (
+    Callable[[Mapping, Mapping[str, np.ndarray], Mapping], tuple[SAEConfig, dict]] | None
+  )
   """`(cfg.json, tensors, our saved config or {}) -> (config, params)` (tensors already checked
   against d_in, d_sae); None if folders of `saelens_name` load as another architecture."""
   saelens_default: bool = False
@@ -111,9 +114,9 @@ class Architecture:
   hyperparameters: tuple[Hyperparameter, ...] = ()
   uses_dead_latents: bool = False
   """The loss takes `dead_M` (AuxK); the config has `dead_after_tokens`."""
-  optimizer_parts: Callable[[SAEConfig], tuple[list[optax.GradientTransformation],
-                                               list[optax.GradientTransformation]]] = \
-      _no_optimizer_parts
+  optimizer_parts: Callable[
+    [SAEConfig], tuple[list[optax.GradientTransformation], list[optax.GradientTransformation]]
+  ] = _no_optimizer_parts
   """`(before clipping and Adam, after Adam)`: e.g. unit-norm decoder rows."""
   post_update: Callable[[SAEConfig, Params, dict], Params] = _no_post_update
   """Non-gradient parameter updates after each step, from the loss's aux (BatchTopK's threshold)."""
@@ -141,8 +144,7 @@ def get(cfg_or_name) -> Architecture:
   """The registered architecture of a config or an architecture name."""
   name = cfg_or_name if isinstance(cfg_or_name, str) else cfg_or_name.architecture
   if name not in ARCHITECTURES:
-    raise V.WSAEInputError(
-        f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}.")
+    raise V.WSAEInputError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}.")
   return ARCHITECTURES[name]
 
 
@@ -156,8 +158,9 @@ def for_saelens(saelens_name: str, ours: Mapping) -> Architecture:
     if arch.saelens_name == saelens_name and arch.saelens_default:
       return arch
   known = sorted({a.saelens_name for a in ARCHITECTURES.values() if a.saelens_default})
-  raise V.WSAEInputError(f"SAELens architecture {saelens_name!r} is not supported ({', '.join(known)} "
-                         f"are).")
+  raise V.WSAEInputError(
+    f"SAELens architecture {saelens_name!r} is not supported ({', '.join(known)} are)."
+  )
 
 
 def make_config(architecture: str, **kwargs) -> SAEConfig:
@@ -182,6 +185,7 @@ def config_from_dict(d, where: str) -> SAEConfig:
 # ------------------------------------------------------------------------------------------------
 # Generic entry points: dispatch on the config's architecture.
 # ------------------------------------------------------------------------------------------------
+
 
 def init(cfg: SAEConfig, key: jax.Array) -> Params:
   """Initial parameters of `cfg`'s architecture."""
@@ -214,8 +218,15 @@ def forward(cfg: SAEConfig, params: Params, x_BxD: jax.Array) -> tuple[jax.Array
   return z, decode(cfg, params, z)
 
 
-def sae_loss(cfg: SAEConfig, params: Params, x_BxD: jax.Array, *, gamma=None, dead_M=None,
-             hp: Mapping[str, Any] | None = None) -> tuple[jax.Array, dict]:
+def sae_loss(
+  cfg: SAEConfig,
+  params: Params,
+  x_BxD: jax.Array,
+  *,
+  gamma=None,
+  dead_M=None,
+  hp: Mapping[str, Any] | None = None,
+) -> tuple[jax.Array, dict]:
   """The training loss of `cfg`'s architecture: `(scalar, aux_metrics)` (see `Architecture.loss`).
 
   `gamma`: per-input-dimension weights (None: the plain SAE). `dead_M`: mask of dead latents for
@@ -227,8 +238,9 @@ def sae_loss(cfg: SAEConfig, params: Params, x_BxD: jax.Array, *, gamma=None, de
   unknown = set(hp) - {h.name for h in arch.hyperparameters}
   if unknown:
     raise V.WSAEInputError(
-        f"{arch.name} SAEs take the hyperparameters {[h.name for h in arch.hyperparameters]}, "
-        f"not {sorted(unknown)}.")
+      f"{arch.name} SAEs take the hyperparameters {[h.name for h in arch.hyperparameters]}, "
+      f"not {sorted(unknown)}."
+    )
   return arch.loss(cfg, params, x_BxD, gamma=gamma, dead_M=dead_M, hp=hp)
 
 
@@ -246,6 +258,7 @@ def num_params(params: Params) -> int:
 # Pieces several architectures share.
 # ------------------------------------------------------------------------------------------------
 
+
 def unit_rows(key, shape, dtype) -> jax.Array:
   """Random rows of unit norm."""
   w = jax.random.normal(key, shape, jnp.float32)
@@ -256,8 +269,12 @@ def untied_init(cfg: SAEConfig, key, *, decoder_norm: float = 1.0) -> Params:
   """Decoder rows random with norm `decoder_norm`, `W_enc = W_decᵀ`, zero biases."""
   dtype = jnp.dtype(cfg.dtype)
   w_dec = unit_rows(key, (cfg.d_sae, cfg.d_in), dtype) * jnp.asarray(decoder_norm, dtype)
-  return {"W_enc": w_dec.T, "W_dec": w_dec,
-          "b_enc": jnp.zeros((cfg.d_sae,), dtype), "b_dec": jnp.zeros((cfg.d_in,), dtype)}
+  return {
+    "W_enc": w_dec.T,
+    "W_dec": w_dec,
+    "b_enc": jnp.zeros((cfg.d_sae,), dtype),
+    "b_dec": jnp.zeros((cfg.d_in,), dtype),
+  }
 
 
 def affine_decode(cfg, params, z_BxM):
@@ -269,8 +286,10 @@ def w_dec(cfg, params):
 
 
 def untied_tensors(params) -> dict[str, np.ndarray]:
-  return {k: np.ascontiguousarray(np.asarray(params[k], np.float32))
-          for k in ("W_enc", "W_dec", "b_enc", "b_dec")}
+  return {
+    k: np.ascontiguousarray(np.asarray(params[k], np.float32))
+    for k in ("W_enc", "W_dec", "b_enc", "b_dec")
+  }
 
 
 def b_dec_folded_into_b_enc(c: Mapping, tensors: Mapping) -> dict[str, np.ndarray]:
@@ -291,9 +310,9 @@ def b_dec_unfolded_from_b_enc(c: Mapping, tensors: Mapping) -> dict[str, np.ndar
   p = {k: np.asarray(v, np.float32) for k, v in tensors.items()}
   p.setdefault("b_enc", np.zeros(p["W_enc"].shape[1], np.float32))
   if not c.get("apply_b_dec_to_input", True):
-    p["b_enc"] = (p["b_enc"].astype(np.float64)
-                  + p["b_dec"].astype(np.float64) @ p["W_enc"].astype(np.float64)
-                  ).astype(np.float32)
+    p["b_enc"] = (
+      p["b_enc"].astype(np.float64) + p["b_dec"].astype(np.float64) @ p["W_enc"].astype(np.float64)
+    ).astype(np.float32)
   return p
 
 

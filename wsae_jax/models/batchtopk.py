@@ -77,9 +77,13 @@ def loss(cfg, params, x_BxD, *, gamma=None, dead_M=None, hp=None):
   recon, r_aux = reconstruction_loss(x_BxD, x_hat, gamma)
   aux = topk.auxk_loss(cfg, params, pre, dead_M, x_BxD - x_hat, gamma, recon)
   total = recon + cfg.aux_coefficient * aux
-  return total, {"loss": total, "recon": recon, "aux_k": aux,
-                 "min_selected": min_selected(params, z),
-                 **batch_summary(x_BxD, r_aux["mse"], **code_stats(z))}
+  return total, {
+    "loss": total,
+    "recon": recon,
+    "aux_k": aux,
+    "min_selected": min_selected(params, z),
+    **batch_summary(x_BxD, r_aux["mse"], **code_stats(z)),
+  }
 
 
 def min_selected(params, z_BxM):
@@ -98,9 +102,12 @@ def post_update(cfg, params, stats):
 
 def to_saelens(cfg, params):
   return base.SAELensTensors(
-      fields={"apply_b_dec_to_input": True},
-      tensors={**base.untied_tensors(params),
-               "threshold": np.full(cfg.d_sae, np.asarray(params["threshold"]), np.float32)})
+    fields={"apply_b_dec_to_input": True},
+    tensors={
+      **base.untied_tensors(params),
+      "threshold": np.full(cfg.d_sae, np.asarray(params["threshold"]), np.float32),
+    },
+  )
 
 
 def from_saelens(c, tensors, ours, *, name="batchtopk"):
@@ -108,14 +115,18 @@ def from_saelens(c, tensors, ours, *, name="batchtopk"):
   the architecture that saved it (Matryoshka BatchTopK is saved the same way)."""
   theta = jumprelu.threshold_tensor(c, tensors)
   if not np.all(theta == theta[0]):
-    raise V.WSAEInputError(f"wsae_jax.config says it saved a {name} SAE, but its thresholds "
-                           f"differ between latents; the folder was edited.")
+    raise V.WSAEInputError(
+      f"wsae_jax.config says it saved a {name} SAE, but its thresholds "
+      f"differ between latents; the folder was edited."
+    )
   if not c.get("apply_b_dec_to_input", True):
-    raise V.WSAEInputError(f"a {name} SAE subtracts b_dec at its input "
-                           f"(apply_b_dec_to_input must be true).")
+    raise V.WSAEInputError(
+      f"a {name} SAE subtracts b_dec at its input (apply_b_dec_to_input must be true)."
+    )
   fields = base.saved_fields(ours, name)
-  cfg = base.config_from_dict({"architecture": name, **fields, "d_in": c["d_in"],
-                               "d_sae": c["d_sae"]}, "wsae_jax.config")
+  cfg = base.config_from_dict(
+    {"architecture": name, **fields, "d_in": c["d_in"], "d_sae": c["d_sae"]}, "wsae_jax.config"
+  )
   p = {k: np.asarray(tensors[k], np.float32) for k in ("W_enc", "W_dec", "b_dec")}
   p["b_enc"] = np.asarray(tensors.get("b_enc", np.zeros(c["d_sae"])), np.float32)
   return cfg, {**p, "threshold": np.float32(theta[0])}
@@ -125,10 +136,23 @@ def check_k(cfg, k):
   V.check_range("k", k, low=0.0, high=float(cfg.d_sae), low_open=True)
 
 
-ARCH = base.register(base.Architecture(
-    name="batchtopk", config=BatchTopKSAEConfig, init=init,
-    pre_activations=topk.pre_activations, encode=encode, decode=base.affine_decode,
-    decoder_matrix=base.w_dec, loss=loss, saelens_name="jumprelu", to_saelens=to_saelens,
+ARCH = base.register(
+  base.Architecture(
+    name="batchtopk",
+    config=BatchTopKSAEConfig,
+    init=init,
+    pre_activations=topk.pre_activations,
+    encode=encode,
+    decode=base.affine_decode,
+    decoder_matrix=base.w_dec,
+    loss=loss,
+    saelens_name="jumprelu",
+    to_saelens=to_saelens,
     from_saelens=from_saelens,
-    hyperparameters=(base.Hyperparameter("k", jnp.float32, check_k),), uses_dead_latents=True,
-    optimizer_parts=constraints.unit_norm_decoder, post_update=post_update, batch_coupled=True))
+    hyperparameters=(base.Hyperparameter("k", jnp.float32, check_k),),
+    uses_dead_latents=True,
+    optimizer_parts=constraints.unit_norm_decoder,
+    post_update=post_update,
+    batch_coupled=True,
+  )
+)

@@ -89,14 +89,20 @@ def loss(cfg, params, x_BxD, *, gamma=None, dead_M=None, hp=None):
   frozen = jax.lax.stop_gradient({"W_dec": params["W_dec"], "b_dec": params["b_dec"]})
   aux, _ = reconstruction_loss(x_BxD, base.affine_decode(cfg, frozen, gate_act), gamma)
   total = recon + hp.get("l1_coefficient", cfg.l1_coefficient) * sparsity + aux
-  return total, {"loss": total, "recon": recon, "l1": sparsity, "aux_recon": aux,
-                 **batch_summary(x_BxD, r_aux["mse"], **code_stats(z))}
+  return total, {
+    "loss": total,
+    "recon": recon,
+    "l1": sparsity,
+    "aux_recon": aux,
+    **batch_summary(x_BxD, r_aux["mse"], **code_stats(z)),
+  }
 
 
 def to_saelens(cfg, params):
   return base.SAELensTensors(
-      fields={"apply_b_dec_to_input": True},
-      tensors={k: np.ascontiguousarray(np.asarray(params[k], np.float32)) for k in GATED_TENSORS})
+    fields={"apply_b_dec_to_input": True},
+    tensors={k: np.ascontiguousarray(np.asarray(params[k], np.float32)) for k in GATED_TENSORS},
+  )
 
 
 def from_saelens(c, tensors, ours):
@@ -105,22 +111,37 @@ def from_saelens(c, tensors, ours):
   exp(r_mag)`, so both pre-activations are unchanged."""
   missing = sorted(set(GATED_TENSORS) - set(tensors))
   if missing:
-    raise V.WSAEInputError(f"a gated SAE needs the tensors {list(GATED_TENSORS)}; {missing} "
-                           f"missing.")
+    raise V.WSAEInputError(
+      f"a gated SAE needs the tensors {list(GATED_TENSORS)}; {missing} missing."
+    )
   p = {k: np.asarray(tensors[k], np.float64) for k in GATED_TENSORS}
   if not c.get("apply_b_dec_to_input", True):
     shift = p["b_dec"] @ p["W_enc"]
     p["b_gate"] = p["b_gate"] + shift
     p["b_mag"] = p["b_mag"] + shift * np.exp(p["r_mag"])
   fields = base.saved_fields(ours, "gated")
-  cfg = base.config_from_dict({"architecture": "gated", **fields, "d_in": c["d_in"],
-                               "d_sae": c["d_sae"]}, "wsae_jax.config")
+  cfg = base.config_from_dict(
+    {"architecture": "gated", **fields, "d_in": c["d_in"], "d_sae": c["d_sae"]}, "wsae_jax.config"
+  )
   return cfg, {k: v.astype(np.float32) for k, v in p.items()}
 
 
-ARCH = base.register(base.Architecture(
-    name="gated", config=GatedSAEConfig, init=init, pre_activations=pre_activations,
-    encode=encode, decode=base.affine_decode, decoder_matrix=base.w_dec, loss=loss,
-    saelens_name="gated", to_saelens=to_saelens, from_saelens=from_saelens, saelens_default=True,
-    hyperparameters=(base.Hyperparameter("l1_coefficient", jnp.float32,
-                                         base.check_nonnegative("l1_coefficient")),)))
+ARCH = base.register(
+  base.Architecture(
+    name="gated",
+    config=GatedSAEConfig,
+    init=init,
+    pre_activations=pre_activations,
+    encode=encode,
+    decode=base.affine_decode,
+    decoder_matrix=base.w_dec,
+    loss=loss,
+    saelens_name="gated",
+    to_saelens=to_saelens,
+    from_saelens=from_saelens,
+    saelens_default=True,
+    hyperparameters=(
+      base.Hyperparameter("l1_coefficient", jnp.float32, base.check_nonnegative("l1_coefficient")),
+    ),
+  )
+)

@@ -60,6 +60,7 @@ def _rectangle(u):
 # also carries the sum across devices (a rule that summed over rows itself would return a
 # per-device gradient for a parameter that is the same on every device).
 
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _jumprelu(pre_BxM, threshold_BxM, bandwidth):
   return pre_BxM * (pre_BxM > threshold_BxM)
@@ -128,15 +129,22 @@ def loss(cfg, params, x_BxD, *, gamma=None, dead_M=None, hp=None):
   recon, r_aux = reconstruction_loss(x_BxD, base.affine_decode(cfg, params, z), gamma)
   l0_term = jnp.mean(jnp.sum(heaviside(pre, params["threshold"], cfg.bandwidth), axis=-1))
   total = recon + hp.get("l0_coefficient", cfg.l0_coefficient) * l0_term
-  return total, {"loss": total, "recon": recon, "l0_penalty": l0_term,
-                 **batch_summary(x_BxD, r_aux["mse"], **code_stats(z))}
+  return total, {
+    "loss": total,
+    "recon": recon,
+    "l0_penalty": l0_term,
+    **batch_summary(x_BxD, r_aux["mse"], **code_stats(z)),
+  }
 
 
 def to_saelens(cfg, params):
   return base.SAELensTensors(
-      fields={"apply_b_dec_to_input": False},
-      tensors={**base.untied_tensors(params),
-               "threshold": np.asarray(params["threshold"], np.float32)})
+    fields={"apply_b_dec_to_input": False},
+    tensors={
+      **base.untied_tensors(params),
+      "threshold": np.asarray(params["threshold"], np.float32),
+    },
+  )
 
 
 def threshold_tensor(c, tensors) -> np.ndarray:
@@ -145,25 +153,43 @@ def threshold_tensor(c, tensors) -> np.ndarray:
     raise V.WSAEInputError("a jumprelu SAE needs a 'threshold' tensor in its weights.")
   t = np.asarray(tensors["threshold"], np.float32)
   if t.shape != (c["d_sae"],):
-    raise V.WSAEInputError(f"the jumprelu 'threshold' tensor has shape {t.shape}; d_sae = "
-                           f"{c['d_sae']} requires ({c['d_sae']},).")
+    raise V.WSAEInputError(
+      f"the jumprelu 'threshold' tensor has shape {t.shape}; d_sae = "
+      f"{c['d_sae']} requires ({c['d_sae']},)."
+    )
   V.check_finite("threshold", t)
   return t
 
 
 def from_saelens(c, tensors, ours):
   fields = base.saved_fields(ours, "jumprelu")
-  cfg = base.config_from_dict({"architecture": "jumprelu", **fields, "d_in": c["d_in"],
-                               "d_sae": c["d_sae"]}, "wsae_jax.config")
-  return cfg, {**base.b_dec_folded_into_b_enc(c, tensors),
-               "threshold": threshold_tensor(c, tensors)}
+  cfg = base.config_from_dict(
+    {"architecture": "jumprelu", **fields, "d_in": c["d_in"], "d_sae": c["d_sae"]},
+    "wsae_jax.config",
+  )
+  return cfg, {
+    **base.b_dec_folded_into_b_enc(c, tensors),
+    "threshold": threshold_tensor(c, tensors),
+  }
 
 
-ARCH = base.register(base.Architecture(
-    name="jumprelu", config=JumpReLUSAEConfig, init=init, pre_activations=pre_activations,
-    encode=encode, decode=base.affine_decode, decoder_matrix=base.w_dec, loss=loss,
-    saelens_name="jumprelu", to_saelens=to_saelens, from_saelens=from_saelens,
+ARCH = base.register(
+  base.Architecture(
+    name="jumprelu",
+    config=JumpReLUSAEConfig,
+    init=init,
+    pre_activations=pre_activations,
+    encode=encode,
+    decode=base.affine_decode,
+    decoder_matrix=base.w_dec,
+    loss=loss,
+    saelens_name="jumprelu",
+    to_saelens=to_saelens,
+    from_saelens=from_saelens,
     saelens_default=True,
-    hyperparameters=(base.Hyperparameter("l0_coefficient", jnp.float32,
-                                         base.check_nonnegative("l0_coefficient")),),
-    optimizer_parts=lambda cfg: ([], [constraints.clip_below("threshold", 0.0)])))
+    hyperparameters=(
+      base.Hyperparameter("l0_coefficient", jnp.float32, base.check_nonnegative("l0_coefficient")),
+    ),
+    optimizer_parts=lambda cfg: ([], [constraints.clip_below("threshold", 0.0)]),
+  )
+)

@@ -45,9 +45,11 @@ class MatryoshkaBatchTopKSAEConfig(batchtopk.BatchTopKSAEConfig):
     for w in widths:
       V.check_int("matryoshka_widths[i]", w, low=1, high=self.d_sae)
     if not widths or widths[-1] != self.d_sae:
-      raise V.WSAEInputError(f"matryoshka_widths must end with d_sae = {self.d_sae} (the full "
-                             f"dictionary is the last level), got {list(widths)}; append "
-                             f"{self.d_sae}.")
+      raise V.WSAEInputError(
+        f"matryoshka_widths must end with d_sae = {self.d_sae} (the full "
+        f"dictionary is the last level), got {list(widths)}; append "
+        f"{self.d_sae}."
+      )
     if any(a >= b for a, b in zip(widths, widths[1:])):
       raise V.WSAEInputError(f"matryoshka_widths must be strictly increasing, got {list(widths)}.")
     object.__setattr__(self, "matryoshka_widths", widths)
@@ -57,8 +59,12 @@ class MatryoshkaBatchTopKSAEConfig(batchtopk.BatchTopKSAEConfig):
     """The prefix widths in use (the default schedule when `matryoshka_widths` is None)."""
     if self.matryoshka_widths is not None:
       return self.matryoshka_widths
-    return tuple(sorted({w for w in (self.d_sae // 8, self.d_sae // 4, self.d_sae // 2)
-                         if 1 <= w < self.d_sae} | {self.d_sae}))
+    return tuple(
+      sorted(
+        {w for w in (self.d_sae // 8, self.d_sae // 4, self.d_sae // 2) if 1 <= w < self.d_sae}
+        | {self.d_sae}
+      )
+    )
 
 
 def prefix_reconstructions(cfg, params, z_BxM):
@@ -80,20 +86,37 @@ def loss(cfg, params, x_BxD, *, gamma=None, dead_M=None, hp=None):
   nested = sum((t[0] for t in terms[:-1]), start=recon * 0)
   aux = topk.auxk_loss(cfg, params, pre, dead_M, x_BxD - x_hats[-1], gamma, recon)
   total = recon + nested + cfg.aux_coefficient * aux
-  return total, {"loss": total, "recon": recon, "nested": nested, "aux_k": aux,
-                 "min_selected": batchtopk.min_selected(params, z),
-                 **batch_summary(x_BxD, r_aux["mse"], **code_stats(z))}
+  return total, {
+    "loss": total,
+    "recon": recon,
+    "nested": nested,
+    "aux_k": aux,
+    "min_selected": batchtopk.min_selected(params, z),
+    **batch_summary(x_BxD, r_aux["mse"], **code_stats(z)),
+  }
 
 
 def from_saelens(c, tensors, ours):
   return batchtopk.from_saelens(c, tensors, ours, name="matryoshka_batchtopk")
 
 
-ARCH = base.register(base.Architecture(
-    name="matryoshka_batchtopk", config=MatryoshkaBatchTopKSAEConfig, init=batchtopk.init,
-    pre_activations=topk.pre_activations, encode=batchtopk.encode, decode=base.affine_decode,
-    decoder_matrix=base.w_dec, loss=loss, saelens_name="jumprelu",
-    to_saelens=batchtopk.to_saelens, from_saelens=from_saelens,
+ARCH = base.register(
+  base.Architecture(
+    name="matryoshka_batchtopk",
+    config=MatryoshkaBatchTopKSAEConfig,
+    init=batchtopk.init,
+    pre_activations=topk.pre_activations,
+    encode=batchtopk.encode,
+    decode=base.affine_decode,
+    decoder_matrix=base.w_dec,
+    loss=loss,
+    saelens_name="jumprelu",
+    to_saelens=batchtopk.to_saelens,
+    from_saelens=from_saelens,
     hyperparameters=(base.Hyperparameter("k", jnp.float32, batchtopk.check_k),),
-    uses_dead_latents=True, optimizer_parts=constraints.unit_norm_decoder,
-    post_update=batchtopk.post_update, batch_coupled=True))
+    uses_dead_latents=True,
+    optimizer_parts=constraints.unit_norm_decoder,
+    post_update=batchtopk.post_update,
+    batch_coupled=True,
+  )
+)

@@ -55,25 +55,44 @@ def loss(cfg, params, x_BxD, *, gamma=None, dead_M=None, hp=None):
   recon, r_aux = reconstruction_loss(x_BxD, base.affine_decode(cfg, params, z), gamma)
   sparsity = jnp.mean(z @ jnp.linalg.norm(params["W_dec"], axis=-1))
   total = recon + hp.get("l1_coefficient", cfg.l1_coefficient) * sparsity
-  return total, {"loss": total, "recon": recon, "l1": sparsity,
-                 **batch_summary(x_BxD, r_aux["mse"], **code_stats(z))}
+  return total, {
+    "loss": total,
+    "recon": recon,
+    "l1": sparsity,
+    **batch_summary(x_BxD, r_aux["mse"], **code_stats(z)),
+  }
 
 
 def to_saelens(cfg, params):
-  return base.SAELensTensors(fields={"apply_b_dec_to_input": False},
-                             tensors=base.untied_tensors(params))
+  return base.SAELensTensors(
+    fields={"apply_b_dec_to_input": False}, tensors=base.untied_tensors(params)
+  )
 
 
 def from_saelens(c, tensors, ours):
   fields = base.saved_fields(ours, "relu")
-  cfg = base.config_from_dict({"architecture": "relu", **fields, "d_in": c["d_in"],
-                               "d_sae": c["d_sae"]}, "wsae_jax.config")
+  cfg = base.config_from_dict(
+    {"architecture": "relu", **fields, "d_in": c["d_in"], "d_sae": c["d_sae"]}, "wsae_jax.config"
+  )
   return cfg, base.b_dec_folded_into_b_enc(c, tensors)
 
 
-ARCH = base.register(base.Architecture(
-    name="relu", config=ReLUSAEConfig, init=init, pre_activations=pre_activations, encode=encode,
-    decode=base.affine_decode, decoder_matrix=base.w_dec, loss=loss, saelens_name="standard",
-    to_saelens=to_saelens, from_saelens=from_saelens, saelens_default=True,
-    hyperparameters=(base.Hyperparameter("l1_coefficient", jnp.float32,
-                                         base.check_nonnegative("l1_coefficient")),)))
+ARCH = base.register(
+  base.Architecture(
+    name="relu",
+    config=ReLUSAEConfig,
+    init=init,
+    pre_activations=pre_activations,
+    encode=encode,
+    decode=base.affine_decode,
+    decoder_matrix=base.w_dec,
+    loss=loss,
+    saelens_name="standard",
+    to_saelens=to_saelens,
+    from_saelens=from_saelens,
+    saelens_default=True,
+    hyperparameters=(
+      base.Hyperparameter("l1_coefficient", jnp.float32, base.check_nonnegative("l1_coefficient")),
+    ),
+  )
+)

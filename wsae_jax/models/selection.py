@@ -36,7 +36,7 @@ def kth_largest_mask(values_BxM: jax.Array, k) -> jax.Array:
   # keys at or above it is still >= k. zeros_like keeps `keys`' sharding axes in shard_map.
   kth_B = jnp.zeros_like(keys_BxM[:, 0])
   for low, width in [(low, 2) for low in range(29, 0, -2)] + [(0, 1)]:  # bits 30..0
-    ext_C = jnp.arange(1, 2 ** width, dtype=jnp.int32)
+    ext_C = jnp.arange(1, 2**width, dtype=jnp.int32)
     cand_BxC = kth_B[:, None] | jnp.left_shift(ext_C, low)[None, :]
     count_BxC = jnp.sum(keys_BxM[:, :, None] >= cand_BxC[:, None, :], axis=1, dtype=jnp.int32)
     kth_B = kth_B | jnp.left_shift(jnp.max(jnp.where(count_BxC >= k, ext_C, 0), axis=1), low)
@@ -76,8 +76,9 @@ def blocked_kth_largest_mask(values_BxM: jax.Array, k: int, *, block: int = BLOC
   return above | (tied & (jnp.cumsum(tied, axis=-1, dtype=jnp.int32) <= need_B[:, None]))
 
 
-def topk_activation(pre_BxM: jax.Array, k: int, k_active=None, *, method: str = "auto"
-                    ) -> jax.Array:
+def topk_activation(
+  pre_BxM: jax.Array, k: int, k_active=None, *, method: str = "auto"
+) -> jax.Array:
   """Keeps the k largest pre-activations per row (after ReLU), zero elsewhere.
 
   Exactly k entries survive the selection; entries whose value is <= 0 are then zeroed by the
@@ -91,8 +92,11 @@ def topk_activation(pre_BxM: jax.Array, k: int, k_active=None, *, method: str = 
   k >= `RADIX_SELECT_MIN_K`, else top_k). All give identical outputs and gradients.
   """
   if method == "auto":
-    method = ("radix" if pre_BxM.shape[-1] <= RADIX_SELECT_MAX_WIDTH and k >= RADIX_SELECT_MIN_K
-              else "top_k")
+    method = (
+      "radix"
+      if pre_BxM.shape[-1] <= RADIX_SELECT_MAX_WIDTH and k >= RADIX_SELECT_MIN_K
+      else "top_k"
+    )
   if method == "radix":
     # Selecting among the ReLU'd values keeps the same positive entries as selecting among the
     # raw ones (the others are zeroed either way); `where` keeps +0.0, whose bits order first.
@@ -104,11 +108,9 @@ def topk_activation(pre_BxM: jax.Array, k: int, k_active=None, *, method: str = 
     mask = blocked_kth_largest_mask(jax.lax.stop_gradient(relu), k, block=BLOCK)
     return jnp.where(mask, relu, jnp.zeros((), pre_BxM.dtype))
   if method not in ("top_k", "blocked"):
-    raise V.WSAEInputError(f"method must be 'auto', 'radix', 'blocked' or 'top_k', got "
-                           f"{method!r}.")
+    raise V.WSAEInputError(f"method must be 'auto', 'radix', 'blocked' or 'top_k', got {method!r}.")
   vals_BxK, idx_BxK = jax.lax.top_k(pre_BxM, k)
   if k_active is not None:
     vals_BxK = jnp.where(jnp.arange(k) < k_active, vals_BxK, 0.0)
   rows = jnp.arange(pre_BxM.shape[0])[:, None]
   return jnp.zeros_like(pre_BxM).at[rows, idx_BxK].set(jax.nn.relu(vals_BxK))
-

@@ -65,8 +65,9 @@ class TopKSAEConfig(AuxKConfig):
     V.check_int("k", self.k, low=1)
     if self.k > self.d_sae:
       raise V.WSAEInputError(
-          f"k must be <= d_sae (cannot keep {self.k} of {self.d_sae} latents); lower k or "
-          f"raise d_sae.")
+        f"k must be <= d_sae (cannot keep {self.k} of {self.d_sae} latents); lower k or "
+        f"raise d_sae."
+      )
 
   @property
   def use_sparse_path(self) -> bool:
@@ -122,9 +123,9 @@ def auxk_loss(cfg, params, pre_BxM, dead_M, residual_BxD, gamma, like):
 
   if width >= cfg.d_sae:
     return jax.lax.cond(n_dead > 0, full, lambda: like * 0)
-  return jax.lax.cond(n_dead > 0,
-                      lambda: jax.lax.cond(n_dead <= width, gathered, full),
-                      lambda: like * 0)
+  return jax.lax.cond(
+    n_dead > 0, lambda: jax.lax.cond(n_dead <= width, gathered, full), lambda: like * 0
+  )
 
 
 def aux_width(cfg) -> int:
@@ -151,7 +152,9 @@ def _sparse(cfg, params, x_BxD, pre_BxM, k):
   """
   _, idx_BxK = jax.lax.top_k(jax.lax.stop_gradient(pre_BxM), cfg.k)
   enc_rows_BxKxD = params["W_enc"].T[idx_BxK]
-  vals = jnp.einsum("bd,bkd->bk", x_BxD - params["b_dec"], enc_rows_BxKxD) + params["b_enc"][idx_BxK]
+  vals = (
+    jnp.einsum("bd,bkd->bk", x_BxD - params["b_dec"], enc_rows_BxKxD) + params["b_enc"][idx_BxK]
+  )
   if k is not None:
     vals = jnp.where(jnp.arange(cfg.k) < k, vals, 0.0)
   acts_BxK = jax.nn.relu(vals)
@@ -174,13 +177,18 @@ def loss(cfg, params, x_BxD, *, gamma=None, dead_M=None, hp=None):
   recon, r_aux = reconstruction_loss(x_BxD, x_hat, gamma)
   aux = auxk_loss(cfg, params, pre, dead_M, x_BxD - x_hat, gamma, recon)
   total = recon + cfg.aux_coefficient * aux
-  return total, {"loss": total, "recon": recon, "aux_k": aux,
-                 **batch_summary(x_BxD, r_aux["mse"], l0=l0, fired_M=fired)}
+  return total, {
+    "loss": total,
+    "recon": recon,
+    "aux_k": aux,
+    **batch_summary(x_BxD, r_aux["mse"], l0=l0, fired_M=fired),
+  }
 
 
 def to_saelens(cfg, params):
-  return base.SAELensTensors(fields={"apply_b_dec_to_input": True, "k": cfg.k},
-                             tensors=base.untied_tensors(params))
+  return base.SAELensTensors(
+    fields={"apply_b_dec_to_input": True, "k": cfg.k}, tensors=base.untied_tensors(params)
+  )
 
 
 def from_saelens(c, tensors, ours):
@@ -188,8 +196,9 @@ def from_saelens(c, tensors, ours):
   if "k" not in c:
     raise V.WSAEInputError("a topk SAE needs the field 'k' (active latents).")
   fields = base.saved_fields(ours, "topk", drop=("d_in", "d_sae", "k"))
-  cfg = base.config_from_dict({"architecture": "topk", **fields, "d_in": c["d_in"],
-                               "d_sae": c["d_sae"], "k": c["k"]}, where)
+  cfg = base.config_from_dict(
+    {"architecture": "topk", **fields, "d_in": c["d_in"], "d_sae": c["d_sae"], "k": c["k"]}, where
+  )
   return cfg, base.b_dec_unfolded_from_b_enc(c, tensors)
 
 
@@ -197,10 +206,22 @@ def _check_k(cfg, k):
   V.check_int("k", k, low=1, high=cfg.k)
 
 
-ARCH = base.register(base.Architecture(
-    name="topk", config=TopKSAEConfig, init=init, pre_activations=pre_activations, encode=encode,
-    decode=base.affine_decode, decoder_matrix=base.w_dec, loss=loss, saelens_name="topk",
-    to_saelens=to_saelens, from_saelens=from_saelens, saelens_default=True,
+ARCH = base.register(
+  base.Architecture(
+    name="topk",
+    config=TopKSAEConfig,
+    init=init,
+    pre_activations=pre_activations,
+    encode=encode,
+    decode=base.affine_decode,
+    decoder_matrix=base.w_dec,
+    loss=loss,
+    saelens_name="topk",
+    to_saelens=to_saelens,
+    from_saelens=from_saelens,
+    saelens_default=True,
     hyperparameters=(base.Hyperparameter("k", jnp.int32, _check_k, config_is_max=True),),
     uses_dead_latents=True,
-    optimizer_parts=constraints.unit_norm_decoder))
+    optimizer_parts=constraints.unit_norm_decoder,
+  )
+)

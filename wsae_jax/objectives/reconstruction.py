@@ -24,14 +24,16 @@ def _weighted_sq_err(x_BxD, x_hat_BxD, gamma_D):
     # silently) is refused when the loss is traced.
     if jnp.shape(gamma_D) != jnp.shape(x_BxD)[-1:]:
       raise V.WSAEInputError(
-          f"gamma has shape {tuple(jnp.shape(gamma_D))}; it must have one weight per input "
-          f"dimension, shape ({jnp.shape(x_BxD)[-1]},).")
+        f"gamma has shape {tuple(jnp.shape(gamma_D))}; it must have one weight per input "
+        f"dimension, shape ({jnp.shape(x_BxD)[-1]},)."
+      )
     err = err * jnp.square(gamma_D)
   return jnp.mean(jnp.sum(err, axis=-1))
 
 
-def reconstruction_loss(x_BxD: jax.Array, x_hat_BxD: jax.Array,
-                        gamma=None) -> tuple[jax.Array, dict]:
+def reconstruction_loss(
+  x_BxD: jax.Array, x_hat_BxD: jax.Array, gamma=None
+) -> tuple[jax.Array, dict]:
   """Batch mean of `Σ_i γ_i² (x_i − x̂_i)²`; with `gamma=None` the plain squared error.
 
   Returns `(loss, {"mse": unweighted squared error})`.
@@ -59,5 +61,7 @@ def batch_summary(x_BxD, mse, *, l0, fired_M) -> dict:
 
 def code_stats(z_BxM) -> dict:
   """`l0` (mean active latents per row) and `fired_M` (latents active anywhere) of dense codes."""
-  return {"l0": jnp.mean(jnp.sum(z_BxM > 0, axis=-1).astype(jnp.float32)),
-          "fired_M": jnp.any(z_BxM > 0, axis=0)}
+  return {
+    "l0": jnp.mean(jnp.sum(z_BxM > 0, axis=-1).astype(jnp.float32)),
+    "fired_M": jnp.any(z_BxM > 0, axis=0),
+  }

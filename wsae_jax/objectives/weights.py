@@ -47,21 +47,28 @@ class GammaReport:
     return int(self.share_D.shape[0])
 
   def summary(self) -> str:
-    return (f"γ: top dimension {self.top_dim} holds {self.top_share:.1%} of Σγ², the top 1% "
-            f"{self.top_1pct_share:.1%}; effective dimensions {self.effective_dims:.1f} of "
-            f"{self.d_in}")
+    return (
+      f"γ: top dimension {self.top_dim} holds {self.top_share:.1%} of Σγ², the top 1% "
+      f"{self.top_1pct_share:.1%}; effective dimensions {self.effective_dims:.1f} of "
+      f"{self.d_in}"
+    )
 
-  def problems(self, max_share: float = MAX_SHARE,
-               min_effective_fraction: float = MIN_EFFECTIVE_FRACTION) -> list[str]:
+  def problems(
+    self, max_share: float = MAX_SHARE, min_effective_fraction: float = MIN_EFFECTIVE_FRACTION
+  ) -> list[str]:
     """What makes this γ dangerous (empty when nothing does)."""
     out = []
     if self.top_share > max_share:
-      out.append(f"dimension {self.top_dim} holds {self.top_share:.1%} of the loss weight Σγ² "
-                 f"(more than {max_share:.0%}): the WSAE will mostly reconstruct that one "
-                 f"dimension")
+      out.append(
+        f"dimension {self.top_dim} holds {self.top_share:.1%} of the loss weight Σγ² "
+        f"(more than {max_share:.0%}): the WSAE will mostly reconstruct that one "
+        f"dimension"
+      )
     if self.effective_dims < min_effective_fraction * self.d_in:
-      out.append(f"only {self.effective_dims:.1f} effective dimensions of {self.d_in} carry the "
-                 f"loss weight (fewer than {min_effective_fraction:.0%})")
+      out.append(
+        f"only {self.effective_dims:.1f} effective dimensions of {self.d_in} carry the "
+        f"loss weight (fewer than {min_effective_fraction:.0%})"
+      )
     return out
 
 
@@ -74,36 +81,48 @@ def gamma_report(gamma_D) -> GammaReport:
     raise V.WSAEInputError("gamma is zero everywhere; no dimension would be reconstructed.")
   share = g2 / total
   top_n = max(1, math.ceil(0.01 * share.shape[0]))
-  return GammaReport(share_D=share, top_dim=int(np.argmax(share)), top_share=float(share.max()),
-                     top_1pct_share=float(np.sort(share)[::-1][:top_n].sum()),
-                     effective_dims=float(total ** 2 / np.sum(g2 ** 2)))
+  return GammaReport(
+    share_D=share,
+    top_dim=int(np.argmax(share)),
+    top_share=float(share.max()),
+    top_1pct_share=float(np.sort(share)[::-1][:top_n].sum()),
+    effective_dims=float(total**2 / np.sum(g2**2)),
+  )
 
 
 def warn_if_concentrated(gamma_D, *, what: str = "γ", stacklevel: int = 3) -> GammaReport:
   """Builds γ's report and raises a `RuntimeWarning` naming each problem it finds."""
   report = gamma_report(gamma_D)
   for problem in report.problems():
-    warnings.warn(f"{what}: {problem}. Consider a smaller α, weights from typical rows, or "
-                  f"dropping massive-activation rows.", RuntimeWarning, stacklevel=stacklevel)
+    warnings.warn(
+      f"{what}: {problem}. Consider a smaller α, weights from typical rows, or "
+      f"dropping massive-activation rows.",
+      RuntimeWarning,
+      stacklevel=stacklevel,
+    )
   return report
 
 
-def weights_from_scores(scores_D, alpha: float, *, normalize: bool = True,
-                        name: str = "scores") -> np.ndarray:
+def weights_from_scores(
+  scores_D, alpha: float, *, normalize: bool = True, name: str = "scores"
+) -> np.ndarray:
   """`γ = scores^α`, optionally normalised to `mean(γ²) = 1`. Scores must be finite and > 0."""
   V.check_range("alpha", alpha, low=0.0)
   s = np.asarray(scores_D, np.float64)
   if s.ndim != 1:
-    raise V.WSAEInputError(f"{name} must be a vector (one score per dimension), got shape {s.shape}.")
+    raise V.WSAEInputError(
+      f"{name} must be a vector (one score per dimension), got shape {s.shape}."
+    )
   bad = ~np.isfinite(s) | (s <= 0)
   if bad.any():
     i = int(np.argmax(bad))
     raise V.WSAEInputError(
-        f"{name} must be finite and > 0 for every dimension to define γ = s^α; dimension {i} has "
-        f"{s[i]!r} ({int(bad.sum())} bad in all). Drop constant dimensions or add a small floor.")
+      f"{name} must be finite and > 0 for every dimension to define γ = s^α; dimension {i} has "
+      f"{s[i]!r} ({int(bad.sum())} bad in all). Drop constant dimensions or add a small floor."
+    )
   gamma = s ** float(alpha)
   if normalize:
-    gamma = gamma / np.sqrt(np.mean(gamma ** 2))
+    gamma = gamma / np.sqrt(np.mean(gamma**2))
   return gamma.astype(np.float32)
 
 
@@ -141,7 +160,8 @@ def semantic_consistency(features_BxD, labels_B, *, threshold: float = 1e-5):
   labels = np.asarray(labels_B)
   if labels.shape != (np.shape(features_BxD)[0],):
     raise V.WSAEInputError(
-        f"labels must have shape ({np.shape(features_BxD)[0]},) (one per sample), got {labels.shape}.")
+      f"labels must have shape ({np.shape(features_BxD)[0]},) (one per sample), got {labels.shape}."
+    )
   if not np.issubdtype(labels.dtype, np.integer):
     raise V.WSAEInputError(f"labels must be integers (class ids), got dtype {labels.dtype}.")
   f = np.asarray(features_BxD, np.float64)
@@ -158,14 +178,18 @@ def semantic_consistency(features_BxD, labels_B, *, threshold: float = 1e-5):
   return per_dim, mean
 
 
-def consistency_weights(features_BxD, labels_B, alpha: float, *, normalize: bool = True,
-                        threshold: float = 1e-5) -> np.ndarray:
+def consistency_weights(
+  features_BxD, labels_B, alpha: float, *, normalize: bool = True, threshold: float = 1e-5
+) -> np.ndarray:
   """`γ_i = consistency_i^α`; dimensions never active get the mean consistency of the rest."""
   per_dim, mean = semantic_consistency(features_BxD, labels_B, threshold=threshold)
   if np.isnan(mean):
-    raise V.WSAEInputError("no feature dimension is ever active; cannot define consistency weights.")
-  return weights_from_scores(np.where(np.isnan(per_dim), mean, per_dim), alpha,
-                             normalize=normalize, name="consistency")
+    raise V.WSAEInputError(
+      "no feature dimension is ever active; cannot define consistency weights."
+    )
+  return weights_from_scores(
+    np.where(np.isnan(per_dim), mean, per_dim), alpha, normalize=normalize, name="consistency"
+  )
 
 
 def as_gamma(gamma, d_in: int):
@@ -214,9 +238,10 @@ def zero_fraction_polysemanticity(x_sample_BxD, *, rel_tol: float = 0.0) -> np.n
   s_hat = p0[varying].max() if varying.any() else 1.0
   if not 0 < s_hat < 1:
     raise V.WSAEInputError(
-        f"no dimension has a zero fraction strictly between 0 and 1 (largest {s_hat:.3g}); the "
-        f"zero-fraction estimate needs sparse non-negative data, or rel_tol > 0 for real "
-        f"activations.")
+      f"no dimension has a zero fraction strictly between 0 and 1 (largest {s_hat:.3g}); the "
+      f"zero-fraction estimate needs sparse non-negative data, or rel_tol > 0 for real "
+      f"activations."
+    )
   with np.errstate(divide="ignore"):
     m = np.where(varying, np.log(p0) / np.log(s_hat), 1.0)
   return np.clip(np.nan_to_num(m, nan=1.0, posinf=MAX_POLYSEMANTICITY), 1.0, MAX_POLYSEMANTICITY)
@@ -231,12 +256,14 @@ def kurtosis_polysemanticity(x_sample_BxD) -> np.ndarray:
   """
   x = _sample(x_sample_BxD)
   c = x - x.mean(axis=0)
-  var = np.mean(c ** 2, axis=0)
-  kurt = np.mean(c ** 4, axis=0) / np.maximum(var, 1e-300) ** 2 - 3.0
+  var = np.mean(c**2, axis=0)
+  kurt = np.mean(c**4, axis=0) / np.maximum(var, 1e-300) ** 2 - 3.0
   k_max = kurt.max()
   if not k_max > 0:
-    raise V.WSAEInputError("no dimension has positive excess kurtosis; the data are not sparse "
-                           "enough for the kurtosis estimate.")
+    raise V.WSAEInputError(
+      "no dimension has positive excess kurtosis; the data are not sparse "
+      "enough for the kurtosis estimate."
+    )
   with np.errstate(divide="ignore", invalid="ignore"):
     m = np.where(kurt > 0, k_max / kurt, MAX_POLYSEMANTICITY)
   return np.clip(m, 1.0, MAX_POLYSEMANTICITY)
@@ -249,8 +276,9 @@ def typical_rows(x_BxD, *, max_norm_ratio: float = 5.0) -> np.ndarray:
   return norms <= max_norm_ratio * np.median(norms)
 
 
-def robust_variance_weights(x_sample_BxD, alpha: float, *, max_norm_ratio: float = 5.0,
-                            normalize: bool = True) -> np.ndarray:
+def robust_variance_weights(
+  x_sample_BxD, alpha: float, *, max_norm_ratio: float = 5.0, normalize: bool = True
+) -> np.ndarray:
   """The paper's `γ_i = Var(x_i)^α`, with the variance taken over typical rows only.
 
   REAL.md: on SmolLM2 layer 15, 45 of 326,400 rows held 54% of the squared norm and made one
@@ -267,8 +295,9 @@ def robust_variance_weights(x_sample_BxD, alpha: float, *, max_norm_ratio: float
   return gamma
 
 
-def weights_from_polysemanticity(m_D, alpha: float, *, normalize: bool = True,
-                                 max_m: float = MAX_POLYSEMANTICITY) -> np.ndarray:
+def weights_from_polysemanticity(
+  m_D, alpha: float, *, normalize: bool = True, max_m: float = MAX_POLYSEMANTICITY
+) -> np.ndarray:
   """`γ_i = m_i^(−α)` (monosemantic dimensions weighted up, as the paper's principle asks),
   normalised to mean(γ²) = 1; m is clipped to [1, `max_m`], so γ's range is at most `max_m^α`
   (`max_m`: the estimator's own ceiling, e.g. the number of live latents for the decoder one)."""
@@ -290,19 +319,33 @@ class GammaKind:
   """One line for `--help` and the docs."""
 
 
-KINDS: dict[str, GammaKind] = {k.name: k for k in (
+KINDS: dict[str, GammaKind] = {
+  k.name: k
+  for k in (
     GammaKind("variance", "sample", "the paper's γ = Var^α"),
-    GammaKind("robust-variance", "sample",
-              "Var over typical rows (without massive-norm ones), γ = Var^α"),
-    GammaKind("kurtosis", "sample", "γ = m̂^−α, m̂ the features per dimension estimated from the "
-              "kurtosis (monosemantic dimensions weighted up)"),
-    GammaKind("zero-fraction", "sample", "γ = m̂^−α, m̂ estimated from the fraction of exact "
-              "zeros"),
-    GammaKind("oracle", "W_p", "synthetic data only: γ = PR^−α, PR the participation ratio of each "
-              "row of W_p"),
-    GammaKind("decoder", "decoder", "γ = m̂^−α, m̂ the number of live latents writing to each "
-              "dimension, re-estimated from the SAE's own decoder while training"),
-)}
+    GammaKind(
+      "robust-variance", "sample", "Var over typical rows (without massive-norm ones), γ = Var^α"
+    ),
+    GammaKind(
+      "kurtosis",
+      "sample",
+      "γ = m̂^−α, m̂ the features per dimension estimated from the "
+      "kurtosis (monosemantic dimensions weighted up)",
+    ),
+    GammaKind("zero-fraction", "sample", "γ = m̂^−α, m̂ estimated from the fraction of exact zeros"),
+    GammaKind(
+      "oracle",
+      "W_p",
+      "synthetic data only: γ = PR^−α, PR the participation ratio of each row of W_p",
+    ),
+    GammaKind(
+      "decoder",
+      "decoder",
+      "γ = m̂^−α, m̂ the number of live latents writing to each "
+      "dimension, re-estimated from the SAE's own decoder while training",
+    ),
+  )
+}
 """Every γ kind, in one place: the CLI, sweeps and studies read their names and needs here."""
 GAMMA_KINDS = tuple(k for k, v in KINDS.items() if v.needs == "sample")
 """The kinds made from a data sample (`gamma_from_sample`)."""
@@ -316,12 +359,14 @@ def kind_names(*, synthetic: bool) -> tuple[str, ...]:
 def check_kind(name: str, alpha, *, synthetic: bool) -> GammaKind:
   """The kind called `name`, checked for this run (known, usable on its data, given an α)."""
   if name not in KINDS:
-    raise V.WSAEInputError(f"unknown γ kind {name!r}; choose one of {kind_names(synthetic=synthetic)}"
-                           f" or a .npy file.")
+    raise V.WSAEInputError(
+      f"unknown γ kind {name!r}; choose one of {kind_names(synthetic=synthetic)} or a .npy file."
+    )
   kind = KINDS[name]
   if kind.needs == "W_p" and not synthetic:
-    raise V.WSAEInputError(f"γ kind {name!r} needs the synthetic W_p; it is not known for real "
-                           f"activations.")
+    raise V.WSAEInputError(
+      f"γ kind {name!r} needs the synthetic W_p; it is not known for real activations."
+    )
   if alpha is None:
     raise V.WSAEInputError(f"γ kind {name!r} needs alpha (the exponent of γ).")
   V.check_range("alpha", alpha, low=0.0)
@@ -338,6 +383,7 @@ def make_gamma(name: str, alpha: float, *, sample=None, W_p=None, every: int = 1
     if W_p is None:
       raise V.WSAEInputError(f"γ kind {name!r} needs the synthetic W_p.")
     from wsae_jax.data.superposition import participation_ratio
+
     return weights_from_polysemanticity(participation_ratio(np.asarray(W_p)), alpha)
   if sample is None:
     raise V.WSAEInputError(f"γ kind {name!r} needs a sample of the activations.")
@@ -354,11 +400,13 @@ def gamma_from_sample(kind: str, x_sample_BxD, alpha: float, *, rel_tol: float =
     return weights_from_polysemanticity(kurtosis_polysemanticity(x_sample_BxD), alpha)
   if kind == "zero-fraction":
     return weights_from_polysemanticity(
-        zero_fraction_polysemanticity(x_sample_BxD, rel_tol=rel_tol), alpha)
+      zero_fraction_polysemanticity(x_sample_BxD, rel_tol=rel_tol), alpha
+    )
   raise V.WSAEInputError(f"unknown γ kind {kind!r} for a data sample; choose one of {GAMMA_KINDS}.")
 
 
 # -- decoder-based, iterative γ --------------------------------------------------------------------
+
 
 def decoder_polysemanticity(w_dec_MxD, live_M=None) -> np.ndarray:
   """Per input dimension, how many live latents write to it: the participation ratio

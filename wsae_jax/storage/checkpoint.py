@@ -33,6 +33,7 @@ def _quiet_closed_event_loops() -> None:
   reported once, by `save`; these are dropped. Every other exception passes through. Installed
   once, before the first save."""
   import threading
+
   if getattr(sys.unraisablehook, "_wsae_quiet", False):
     return
   noise = lambda e: isinstance(e, RuntimeError) and "Event loop is closed" in str(e)
@@ -83,9 +84,11 @@ class Checkpointer:
     self.every = every
     self.keep = keep
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
-                                             create=True))
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, enable_async_checkpointing=False, create=True
+      ),
+    )
 
   def check_writable(self) -> None:
     """Raises `WSAEInputError` now if checkpoints could not be written here (before training)."""
@@ -114,8 +117,11 @@ class Checkpointer:
     level = absl_log.level
     absl_log.setLevel(logging.CRITICAL)
     try:
-      self._manager.save(int(step), args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+      self._manager.save(
+        int(step),
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+        force=True,
+      )
       self._manager.wait_until_finished()
     except Exception as e:
       failure = records.write_failure(e)
@@ -130,6 +136,7 @@ class Checkpointer:
     """Removes what a failed save of `step` left (orbax's temporary folder); complete
     checkpoints are never touched."""
     import shutil
+
     for p in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
       shutil.rmtree(p, ignore_errors=True)
     if self.path(step).exists() and step not in self.steps():
@@ -139,15 +146,20 @@ class Checkpointer:
     """Restores the checkpoint of `step` into the structure and shardings of `target`."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
-      out = self._manager.restore(int(step), args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+      out = self._manager.restore(
+        int(step),
+        args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+        ),
+      )
       state, meta = out.state, out.meta
       jax.block_until_ready(state)
     except Exception as e:  # orbax/tensorstore raise many types for damaged files
       raise CheckpointError(
-          f"checkpoint {self.path(step)} could not be restored ({type(e).__name__}: "
-          f"{str(e).splitlines()[0][:300]}); it is corrupted, truncated, or does not match this "
-          f"run's parameter shapes.") from e
+        f"checkpoint {self.path(step)} could not be restored ({type(e).__name__}: "
+        f"{str(e).splitlines()[0][:300]}); it is corrupted, truncated, or does not match this "
+        f"run's parameter shapes."
+      ) from e
     return state, meta
 
   def read_meta(self, step: int) -> dict:
@@ -159,8 +171,10 @@ class Checkpointer:
     try:
       return json.loads(f.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-      raise CheckpointError(f"checkpoint {self.path(step)}: its record {f} cannot be read "
-                            f"({type(e).__name__}: {e}); it is corrupted or truncated.") from None
+      raise CheckpointError(
+        f"checkpoint {self.path(step)}: its record {f} cannot be read "
+        f"({type(e).__name__}: {e}); it is corrupted or truncated."
+      ) from None
 
   def meta_file(self, step: int) -> pathlib.Path:
     return self.path(step) / "meta" / "metadata"

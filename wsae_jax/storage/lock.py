@@ -44,8 +44,10 @@ def _holder(path: pathlib.Path) -> str:
     h = {}
   if not h:
     return "another process"
-  return (f"pid {h.get('pid', '?')} on {h.get('host', '?')} ({h.get('command', '?')}, since "
-          f"{h.get('since', '?')})")
+  return (
+    f"pid {h.get('pid', '?')} on {h.get('host', '?')} ({h.get('command', '?')}, since "
+    f"{h.get('since', '?')})"
+  )
 
 
 @contextlib.contextmanager
@@ -66,16 +68,23 @@ def folder_lock(folder, command: str | None = None):
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       raise FolderInUseError(
-          f"{folder} is in use by {_holder(path)}: two processes writing one run folder would "
-          f"mix their files. Wait for it to finish, or choose another folder.") from None
+        f"{folder} is in use by {_holder(path)}: two processes writing one run folder would "
+        f"mix their files. Wait for it to finish, or choose another folder."
+      ) from None
     except OSError as e:  # no flock on this file system: say so, carry on unlocked
-      warnings.warn(f"cannot lock {path} ({e}); another process could write {folder} at the "
-                    f"same time.", RuntimeWarning, stacklevel=3)
+      warnings.warn(
+        f"cannot lock {path} ({e}); another process could write {folder} at the same time.",
+        RuntimeWarning,
+        stacklevel=3,
+      )
       yield
       return
-    info = {"pid": os.getpid(), "host": socket.gethostname(),
-            "command": command or " ".join(["wsae", *sys.argv[1:]])[:200],
-            "since": datetime.datetime.now().isoformat(timespec="seconds")}
+    info = {
+      "pid": os.getpid(),
+      "host": socket.gethostname(),
+      "command": command or " ".join(["wsae", *sys.argv[1:]])[:200],
+      "since": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode(), 0)
     try:

@@ -54,28 +54,34 @@ class OutputWriteError(OSError):
     self.cause = cause
 
   def __str__(self):
-    hint = {errno.ENOSPC: "free some space", errno.EFBIG: "the file-size limit (ulimit -f) is "
-            "too small", errno.EDQUOT: "the disk quota is exhausted",
-            errno.EACCES: "the folder's permissions changed", errno.EROFS: "the file system is "
-            "read-only"}.get(self.errno, "check the disk")
+    hint = {
+      errno.ENOSPC: "free some space",
+      errno.EFBIG: "the file-size limit (ulimit -f) is too small",
+      errno.EDQUOT: "the disk quota is exhausted",
+      errno.EACCES: "the folder's permissions changed",
+      errno.EROFS: "the file system is read-only",
+    }.get(self.errno, "check the disk")
     return f"cannot write {self.path}: {self.strerror} ({hint})"
 
 
-WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EACCES, errno.EPERM,
-                          errno.EROFS, errno.EDQUOT})
+WRITE_ERRNOS = frozenset(
+  {errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT}
+)
 
 
 def write_failure(exc: BaseException | None) -> OSError | None:
   """The OSError of a failed write somewhere in `exc`'s chain (`__cause__` / `__context__`, as
   libraries such as orbax wrap it, or only an "[Errno N]" / "os error N" in a message), or None."""
   import re
+
   seen = set()
   while exc is not None and id(exc) not in seen:
     seen.add(id(exc))
     if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
       return exc
-    m = re.search(r"\[Errno (\d+)\]|os error (\d+)|os_error_code='?(\d+)|errno[ =:]+(\d+)",
-                  str(exc))
+    m = re.search(
+      r"\[Errno (\d+)\]|os error (\d+)|os_error_code='?(\d+)|errno[ =:]+(\d+)", str(exc)
+    )
     if m:
       code = int(next(g for g in m.groups() if g))
       if code in WRITE_ERRNOS:

@@ -41,9 +41,17 @@ class RunFolder:
   it).
   """
 
-  def __init__(self, path, *, entries: tuple[str, ...], keep: tuple[str, ...] = (),
-               marker: str | None = None, others_ok: bool = False, where: str = "--out",
-               what: str = "run"):
+  def __init__(
+    self,
+    path,
+    *,
+    entries: tuple[str, ...],
+    keep: tuple[str, ...] = (),
+    marker: str | None = None,
+    others_ok: bool = False,
+    where: str = "--out",
+    what: str = "run",
+  ):
     self.path = pathlib.Path(path)
     self.entries, self.keep, self.marker = tuple(entries), tuple(keep), marker
     self.others_ok, self.where, self.what = others_ok, where, what
@@ -60,19 +68,22 @@ class RunFolder:
     V.check_writable_dir(self.path, self.where)
     ours = self.existing()
     if not ours:
-      others = sorted(e.name for e in self.path.iterdir()
-                      if e.name not in (lock.LOCK_NAME, *self.keep))
+      others = sorted(
+        e.name for e in self.path.iterdir() if e.name not in (lock.LOCK_NAME, *self.keep)
+      )
       if others and not self.others_ok:
         raise V.WSAEInputError(
-            f"{self.where} {str(self.path)!r} is not empty and holds no wsae {self.what} (it has "
-            f"{', '.join(others[:5])}{', …' if len(others) > 5 else ''}); choose a new or empty "
-            f"folder.")
+          f"{self.where} {str(self.path)!r} is not empty and holds no wsae {self.what} (it has "
+          f"{', '.join(others[:5])}{', …' if len(others) > 5 else ''}); choose a new or empty "
+          f"folder."
+        )
       return []
     if not (resume or overwrite):
       raise V.WSAEInputError(
-          f"{self.where} {str(self.path)!r} already holds a {self.what} "
-          f"({', '.join(e.name for e in ours)}). Pass --resume to continue it with the same "
-          f"settings, --overwrite to replace it, or choose another folder.")
+        f"{self.where} {str(self.path)!r} already holds a {self.what} "
+        f"({', '.join(e.name for e in ours)}). Pass --resume to continue it with the same "
+        f"settings, --overwrite to replace it, or choose another folder."
+      )
     for e in ours:
       if e.is_dir():
         V.check_writable_dir(e, f"{self.where} {e.name}/")

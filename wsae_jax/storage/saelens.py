@@ -34,15 +34,26 @@ CFG_FILENAME = "cfg.json"
 CFG_REQUIRED = {"d_in": int, "d_sae": int}
 SAELENS_FORMAT = "6.54.12"
 """The SAELens release whose folder format `save_saelens` writes (CI reads it back with it)."""
-CFG_OPTIONAL = {"architecture": str, "apply_b_dec_to_input": bool, "k": int,
-                "normalize_activations": (str, type(None)), "wsae_jax": (dict, type(None)),
-                "rescale_acts_by_decoder_norm": bool}
+CFG_OPTIONAL = {
+  "architecture": str,
+  "apply_b_dec_to_input": bool,
+  "k": int,
+  "normalize_activations": (str, type(None)),
+  "wsae_jax": (dict, type(None)),
+  "rescale_acts_by_decoder_norm": bool,
+}
 WEIGHTS_FILENAME = "sae_weights.safetensors"
 
 
-def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
-                 standardization: dict | None = None,
-                 metadata: dict | None = None) -> pathlib.Path:
+def save_saelens(
+  path,
+  cfg,
+  params,
+  *,
+  normalization_scale: float | None = None,
+  standardization: dict | None = None,
+  metadata: dict | None = None,
+) -> pathlib.Path:
   """Writes an SAE as a SAELens folder; returns the folder.
 
   The folder is written as a unit: built beside `path` and renamed into place, replacing an
@@ -60,6 +71,7 @@ def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
       `metadata_from_data` builds them from a run's data description).
   """
   from safetensors.numpy import save_file
+
   exported = models.get(cfg).to_saelens(cfg, params)
   w = dict(exported.tensors)
   for name, arr in w.items():
@@ -68,8 +80,12 @@ def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
     raise V.WSAEInputError("give normalization_scale or standardization, not both.")
   if normalization_scale is not None:
     V.check_range("normalization_scale", normalization_scale, low=0.0, low_open=True)
-    w = fold_input_transform(w, exported.fields, shift=np.zeros(cfg.d_in, np.float32),
-                             scale=np.full(cfg.d_in, normalization_scale, np.float32))
+    w = fold_input_transform(
+      w,
+      exported.fields,
+      shift=np.zeros(cfg.d_in, np.float32),
+      scale=np.full(cfg.d_in, normalization_scale, np.float32),
+    )
   if standardization is not None:
     V.check_fields("standardization", standardization, {"mean": list, "std": list})
     std = np.asarray(standardization["std"], np.float64)
@@ -77,23 +93,39 @@ def save_saelens(path, cfg, params, *, normalization_scale: float | None = None,
     w = fold_input_transform(w, exported.fields, shift=standardization["mean"], scale=1.0 / std)
   out = pathlib.Path(path)
   if out.is_dir() and any(out.iterdir()) and not (out / CFG_FILENAME).exists():
-    raise V.WSAEInputError(f"{str(out)!r} is not empty and holds no SAELens folder "
-                           f"({CFG_FILENAME}); choose a new or empty folder.")
+    raise V.WSAEInputError(
+      f"{str(out)!r} is not empty and holds no SAELens folder "
+      f"({CFG_FILENAME}); choose a new or empty folder."
+    )
   if out.exists() and not out.is_dir():
     raise V.WSAEInputError(f"{str(out)!r} is a file; choose a folder.")
   cfg_json = {
-      "architecture": models.get(cfg).saelens_name,
-      "d_in": cfg.d_in, "d_sae": cfg.d_sae, "dtype": "float32", "device": "cpu",
-      **exported.fields, "normalize_activations": "none", "reshape_activations": "none",
-      # SAELens 6 reads "metadata" (SAEMetadata): the model and hook the SAE is for, and the
-      # format's version (without one, SAELens converts the file as a pre-6.0 config and drops it).
-      "metadata": {"model_name": None, "hook_name": None, "hook_layer": None,
-                   "context_size": None, "sae_lens_version": SAELENS_FORMAT,
-                   **(metadata or {})},
-      "wsae_jax": {"config": cfg.to_dict(), "normalization_scale": normalization_scale,
-                   "standardization": standardization},
+    "architecture": models.get(cfg).saelens_name,
+    "d_in": cfg.d_in,
+    "d_sae": cfg.d_sae,
+    "dtype": "float32",
+    "device": "cpu",
+    **exported.fields,
+    "normalize_activations": "none",
+    "reshape_activations": "none",
+    # SAELens 6 reads "metadata" (SAEMetadata): the model and hook the SAE is for, and the
+    # format's version (without one, SAELens converts the file as a pre-6.0 config and drops it).
+    "metadata": {
+      "model_name": None,
+      "hook_name": None,
+      "hook_layer": None,
+      "context_size": None,
+      "sae_lens_version": SAELENS_FORMAT,
+      **(metadata or {}),
+    },
+    "wsae_jax": {
+      "config": cfg.to_dict(),
+      "normalization_scale": normalization_scale,
+      "standardization": standardization,
+    },
   }
   from safetensors import SafetensorError
+
   with records.atomic_folder(out, replace=True) as tmp:
     try:
       save_file(w, str(tmp / WEIGHTS_FILENAME))
@@ -132,8 +164,10 @@ def fold_decoder_norms(tensors: dict) -> dict:
   out = {k: np.asarray(v, np.float64) for k, v in tensors.items()}
   n = np.linalg.norm(out["W_dec"], axis=1)
   if np.any(n == 0):
-    raise V.WSAEInputError(f"rescale_acts_by_decoder_norm: {int(np.sum(n == 0))} decoder row(s) "
-                           f"are zero, so the activations cannot be rescaled by their norm.")
+    raise V.WSAEInputError(
+      f"rescale_acts_by_decoder_norm: {int(np.sum(n == 0))} decoder row(s) "
+      f"are zero, so the activations cannot be rescaled by their norm."
+    )
   out["W_enc"] = out["W_enc"] * n[None, :]
   if "b_enc" in out:
     out["b_enc"] = out["b_enc"] * n
@@ -192,17 +226,20 @@ def load_saelens(path):
   w = _read_tensors(w_path, cfg_path, d_in, d_sae)
   if (c.get("normalize_activations") or "none") != "none":
     raise V.WSAEInputError(
-        f"{cfg_path}: normalize_activations={c['normalize_activations']!r} is not supported; fold "
-        f"the scaling factor into the weights first (SAELens: fold_activation_norm_scaling_factor).")
+      f"{cfg_path}: normalize_activations={c['normalize_activations']!r} is not supported; fold "
+      f"the scaling factor into the weights first (SAELens: fold_activation_norm_scaling_factor)."
+    )
   if c.get("rescale_acts_by_decoder_norm"):  # SAELens sets it on Top-k SAEs; exact for any
-    w = fold_decoder_norms(w)                  # activation applied to the rescaled pre-activation
+    w = fold_decoder_norms(w)  # activation applied to the rescaled pre-activation
   ours = (c.get("wsae_jax") or {}).get("config") or {}
   if ours:
     V.check_fields(f"{cfg_path}: wsae_jax.config", ours, {"architecture": str}, allow_unknown=True)
     for name, v in (("d_in", d_in), ("d_sae", d_sae)):
       if ours.get(name, v) != v:
-        raise V.WSAEInputError(f"{cfg_path}: wsae_jax.config.{name} = {ours[name]!r} contradicts "
-                               f"{name} = {v}; the file was edited inconsistently.")
+        raise V.WSAEInputError(
+          f"{cfg_path}: wsae_jax.config.{name} = {ours[name]!r} contradicts "
+          f"{name} = {v}; the file was edited inconsistently."
+        )
   try:
     arch = models.for_saelens(c.get("architecture") or "standard", ours)
   except V.WSAEInputError as e:
@@ -216,37 +253,55 @@ def load_saelens(path):
 def _read_tensors(w_path, cfg_path, d_in: int, d_sae: int) -> dict[str, np.ndarray]:
   """The folder's tensors as float32, each checked: float dtype, finite, SAELens shapes."""
   from safetensors.numpy import load_file
+
   try:
     w = load_file(str(w_path))
   except Exception as e:  # safetensors raises its own error types for truncated/garbage files
-    raise V.WSAEInputError(f"{w_path} cannot be read as safetensors ({type(e).__name__}: "
-                           f"{str(e)[:200]}); the file is truncated or not a safetensors "
-                           f"file.") from None
+    raise V.WSAEInputError(
+      f"{w_path} cannot be read as safetensors ({type(e).__name__}: "
+      f"{str(e)[:200]}); the file is truncated or not a safetensors "
+      f"file."
+    ) from None
   missing = {"W_enc", "W_dec", "b_dec"} - set(w)
   if missing:
     raise V.WSAEInputError(f"{w_path} lacks {sorted(missing)}.")
-  want = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_enc": (d_sae,), "b_dec": (d_in,),
-          "b_gate": (d_sae,), "b_mag": (d_sae,), "r_mag": (d_sae,)}
+  want = {
+    "W_enc": (d_in, d_sae),
+    "W_dec": (d_sae, d_in),
+    "b_enc": (d_sae,),
+    "b_dec": (d_in,),
+    "b_gate": (d_sae,),
+    "b_mag": (d_sae,),
+    "r_mag": (d_sae,),
+  }
   low: set[str] = set()
   for name in sorted(w, key=lambda n: (n not in want, list(want).index(n) if n in want else 0, n)):
     arr = w[name]
     if name in want and arr.shape != want[name]:
       raise V.WSAEInputError(
-          f"{w_path}: {name} has shape {arr.shape}, but {cfg_path.name} (d_in={d_in}, "
-          f"d_sae={d_sae}) requires {want[name]}. The config and the weights disagree.")
+        f"{w_path}: {name} has shape {arr.shape}, but {cfg_path.name} (d_in={d_in}, "
+        f"d_sae={d_sae}) requires {want[name]}. The config and the weights disagree."
+      )
     if str(arr.dtype) in ("bfloat16", "float16"):
       low.add(str(arr.dtype))
       arr = np.asarray(arr, np.float32)
     elif not np.issubdtype(arr.dtype, np.floating):
-      raise V.WSAEInputError(f"{w_path}: {name} has dtype {arr.dtype}; weights must be float16, "
-                             f"bfloat16, float32 or float64.")
+      raise V.WSAEInputError(
+        f"{w_path}: {name} has dtype {arr.dtype}; weights must be float16, "
+        f"bfloat16, float32 or float64."
+      )
     w[name] = arr
     bad = ~np.isfinite(arr)
     if bad.any():
       raise V.WSAEInputError(
-          f"{w_path}: {name} holds {int(bad.sum())} non-finite value(s) (NaN/inf), the first at "
-          f"index {tuple(int(i) for i in np.argwhere(bad)[0])}; the SAE is broken.")
+        f"{w_path}: {name} holds {int(bad.sum())} non-finite value(s) (NaN/inf), the first at "
+        f"index {tuple(int(i) for i in np.argwhere(bad)[0])}; the SAE is broken."
+      )
   if low:
-    warnings.warn(f"{w_path}: weights stored as {' and '.join(sorted(low))}; upcast to float32 "
-                  f"(computations run in float32).", UserWarning, stacklevel=3)
+    warnings.warn(
+      f"{w_path}: weights stored as {' and '.join(sorted(low))}; upcast to float32 "
+      f"(computations run in float32).",
+      UserWarning,
+      stacklevel=3,
+    )
   return {k: np.asarray(v, np.float32) for k, v in w.items()}

@@ -51,8 +51,9 @@ def optimal_encoder(W_p, d_sae: int) -> jax.Array:
   V.check_int("d_sae", d_sae, low=1)
   if d_sae < n:
     raise V.WSAEInputError(
-        f"d_sae={d_sae} is smaller than the number of true features n={n}; the closed form needs "
-        f"d_sae >= n (use d_sae >= {n}).")
+      f"d_sae={d_sae} is smaller than the number of true features n={n}; the closed form needs "
+      f"d_sae >= n (use d_sae >= {n})."
+    )
   W_p = jnp.asarray(W_p)
   return jnp.concatenate([W_p, jnp.zeros((n_p, d_sae - n), W_p.dtype)], axis=1)
 
@@ -81,10 +82,14 @@ def interference_summary(W_p, gamma=None) -> dict:
   norms = np.linalg.norm(W, axis=0)
   cos = gram / np.maximum(np.outer(norms, norms), 1e-300)
   max_int = float(gram[off].max()) if off.any() else 0.0
-  return {"matrix": M, "frobenius": float(np.linalg.norm(M)),
-          "operator": float(np.abs(np.linalg.eigvalsh(M)).max()),
-          "mutual_coherence": float(np.abs(cos[off]).max()) if off.any() else 0.0,
-          "max_interference": max_int, "nonpositive": max_int <= 1e-6}
+  return {
+    "matrix": M,
+    "frobenius": float(np.linalg.norm(M)),
+    "operator": float(np.abs(np.linalg.eigvalsh(M)).max()),
+    "mutual_coherence": float(np.abs(cos[off]).max()) if off.any() else 0.0,
+    "max_interference": max_int,
+    "nonpositive": max_int <= 1e-6,
+  }
 
 
 def loss_terms(W_p, x_BxN, gamma=None) -> dict:
@@ -125,6 +130,7 @@ def model_variance_weights(W_p, alpha, *, normalize: bool = True) -> jax.Array:
 # Grids: one compiled call, samples sharded over devices.
 # ----------------------------------------------------------------------------------------------
 
+
 def _sample_stats(u_CxN, W_PxN, s):
   """Sums over one chunk of samples for one (geometry, sparsity)."""
   x = sp.features_from_uniform(u_CxN, s)
@@ -132,12 +138,14 @@ def _sample_stats(u_CxN, W_PxN, s):
   e = x - x_m
   r = e @ W_PxN.T  # x_p − x̂_p, since x_p = x W_pᵀ exactly
   active = x > 0
-  return {"r2_P": jnp.sum(r * r, axis=0),                       # → L_WSAE(γ) = Σ γ² r2 / N
-          "ee_NxN": e.T @ e,                                     # → E[e eᵀ], for the predicted gap
-          "gt": jnp.sum(e * e),
-          "ratio_N": jnp.sum(jnp.where(active, x_m / jnp.where(active, x, 1.0), 0.0), axis=0),
-          "vanish_N": jnp.sum(active & (x_m == 0), axis=0).astype(x.dtype),
-          "active_N": jnp.sum(active, axis=0).astype(x.dtype)}
+  return {
+    "r2_P": jnp.sum(r * r, axis=0),  # → L_WSAE(γ) = Σ γ² r2 / N
+    "ee_NxN": e.T @ e,  # → E[e eᵀ], for the predicted gap
+    "gt": jnp.sum(e * e),
+    "ratio_N": jnp.sum(jnp.where(active, x_m / jnp.where(active, x, 1.0), 0.0), axis=0),
+    "vanish_N": jnp.sum(active & (x_m == 0), axis=0).astype(x.dtype),
+    "active_N": jnp.sum(active, axis=0).astype(x.dtype),
+  }
 
 
 def _grid_sums(u_SxN, W_GxPxN, s_S, chunk):
@@ -186,17 +194,23 @@ def _grid_impl(key, W_GxPxN, s_S, gammas_GxAxP, *, num_samples, chunk, mesh):
     sums = _grid_sums(u_local, W, s, chunk)
     return jax.lax.psum(sums, parallel.DATA_AXIS)
 
-  sums = jax.shard_map(per_device, mesh=mesh, in_specs=(P(parallel.DATA_AXIS), P(), P()),
-                       out_specs=P())(u, W_GxPxN, s_S)
+  sums = jax.shard_map(
+    per_device, mesh=mesh, in_specs=(P(parallel.DATA_AXIS), P(), P()), out_specs=P()
+  )(u, W_GxPxN, s_S)
   N = jnp.asarray(num_samples, W_GxPxN.dtype)
-  g2 = jnp.square(gammas_GxAxP)                                           # (G, A, P)
+  g2 = jnp.square(gammas_GxAxP)  # (G, A, P)
   l_wsae = jnp.einsum("gkp,gsp->gsk", g2, sums["r2_P"]) / N
   M = jnp.einsum("gpi,gkp,gpj->gkij", W_GxPxN, g2, W_GxPxN) - jnp.eye(n, dtype=W_GxPxN.dtype)
   predicted = jnp.einsum("gkij,gsij->gsk", M, sums["ee_NxN"]) / N
   active = sums["active_N"]
   with_nan = lambda a: jnp.where(active > 0, a / jnp.maximum(active, 1), jnp.nan)
-  return {"l_wsae": l_wsae, "predicted_gap": predicted, "l_gt": sums["gt"] / N,
-          "shrinkage": with_nan(sums["ratio_N"]), "vanishing": with_nan(sums["vanish_N"])}
+  return {
+    "l_wsae": l_wsae,
+    "predicted_gap": predicted,
+    "l_gt": sums["gt"] / N,
+    "shrinkage": with_nan(sums["ratio_N"]),
+    "vanishing": with_nan(sums["vanish_N"]),
+  }
 
 
 @functools.lru_cache(maxsize=16)
@@ -204,8 +218,17 @@ def _compiled_grid(num_samples, chunk, mesh):
   return jax.jit(functools.partial(_grid_impl, num_samples=num_samples, chunk=chunk, mesh=mesh))
 
 
-def solve_grid(W_ps, sparsities, *, gammas=None, alphas=None, key=None, num_samples: int = 100_000,
-               chunk: int = 4096, mesh: Mesh | None = None) -> GridResult:
+def solve_grid(
+  W_ps,
+  sparsities,
+  *,
+  gammas=None,
+  alphas=None,
+  key=None,
+  num_samples: int = 100_000,
+  chunk: int = 4096,
+  mesh: Mesh | None = None,
+) -> GridResult:
   """Closed-form losses, gap, shrinkage and vanishing over a whole grid, in one compiled call.
 
   Args:
@@ -244,8 +267,9 @@ def solve_grid(W_ps, sparsities, *, gammas=None, alphas=None, key=None, num_samp
   elif alphas is not None:
     a = np.atleast_1d(np.asarray(alphas, np.float64))
     V.check_range("alphas", a, low=0.0)
-    gam = jax.vmap(lambda w: jax.vmap(lambda al: model_variance_weights(w, al))(
-        jnp.asarray(a, dtype)))(W_j)
+    gam = jax.vmap(
+      lambda w: jax.vmap(lambda al: model_variance_weights(w, al))(jnp.asarray(a, dtype))
+    )(W_j)
   else:
     gam = jnp.ones((W.shape[0], 1, W.shape[1]), dtype)
   mesh = mesh or parallel.data_mesh()
@@ -256,18 +280,32 @@ def solve_grid(W_ps, sparsities, *, gammas=None, alphas=None, key=None, num_samp
   key = jax.random.key(0) if key is None else key
   out = _compiled_grid(num_samples, chunk, mesh)(key, W_j, jnp.asarray(s, dtype), gam)
   out = jax.device_get(out)
-  return GridResult(l_wsae=out["l_wsae"], predicted_gap=out["predicted_gap"], l_gt=out["l_gt"],
-                    shrinkage=out["shrinkage"], vanishing=out["vanishing"],
-                    gammas=np.asarray(gam), num_samples=num_samples)
+  return GridResult(
+    l_wsae=out["l_wsae"],
+    predicted_gap=out["predicted_gap"],
+    l_gt=out["l_gt"],
+    shrinkage=out["shrinkage"],
+    vanishing=out["vanishing"],
+    gammas=np.asarray(gam),
+    num_samples=num_samples,
+  )
 
 
 def extreme_sparsity_probability(n: int, sparsity: float) -> float:
   """`P(at least two features active)`: how far the data is from the 1-sparse limit of Thm 2/3."""
-  return float(1.0 - sparsity ** n - n * (1.0 - sparsity) * sparsity ** (n - 1))
+  return float(1.0 - sparsity**n - n * (1.0 - sparsity) * sparsity ** (n - 1))
 
 
-def diagnose(W_p, sparsity: float, d_sae: int, key=None, num_samples: int = 100_000, gamma=None,
-             *, multi_active_tolerance: float = 0.05) -> dict:
+def diagnose(
+  W_p,
+  sparsity: float,
+  d_sae: int,
+  key=None,
+  num_samples: int = 100_000,
+  gamma=None,
+  *,
+  multi_active_tolerance: float = 0.05,
+) -> dict:
   """Per-feature shrinkage and vanishing at the closed form, and which hypotheses hold.
 
   Returns a dict with `shrinkage` and `vanishing` (per true feature), the closed-form losses, and
@@ -278,29 +316,36 @@ def diagnose(W_p, sparsity: float, d_sae: int, key=None, num_samples: int = 100_
   n = np.shape(W_p)[1]
   V.check_int("d_sae", d_sae, low=1)
   V.check_range("sparsity", sparsity, low=0.0, high=1.0, high_open=True)
-  res = solve_grid(W_p, [sparsity], gammas=None if gamma is None else [gamma], key=key,
-                   num_samples=num_samples)
+  res = solve_grid(
+    W_p, [sparsity], gammas=None if gamma is None else [gamma], key=key, num_samples=num_samples
+  )
   geo = interference_summary(W_p, gamma)
   p_multi = extreme_sparsity_probability(n, sparsity)
   return {
-      "shrinkage": res.shrinkage[0, 0], "vanishing": res.vanishing[0, 0],
-      "l_sae": float(res.l_wsae[0, 0, 0]), "l_gt": float(res.l_gt[0, 0]),
-      "gap": float(res.gap[0, 0, 0]), "predicted_gap": float(res.predicted_gap[0, 0, 0]),
-      "conditions": {
-          "extreme_sparsity": p_multi <= multi_active_tolerance,
-          "p_two_or_more_active": p_multi,
-          "enough_latents": d_sae >= n, "d_sae": d_sae, "n": n,
-          "nonpositive_interference": geo["nonpositive"],
-          "max_interference": geo["max_interference"],
-          "mutual_coherence": geo["mutual_coherence"],
-      },
-      "num_samples": res.num_samples,
+    "shrinkage": res.shrinkage[0, 0],
+    "vanishing": res.vanishing[0, 0],
+    "l_sae": float(res.l_wsae[0, 0, 0]),
+    "l_gt": float(res.l_gt[0, 0]),
+    "gap": float(res.gap[0, 0, 0]),
+    "predicted_gap": float(res.predicted_gap[0, 0, 0]),
+    "conditions": {
+      "extreme_sparsity": p_multi <= multi_active_tolerance,
+      "p_two_or_more_active": p_multi,
+      "enough_latents": d_sae >= n,
+      "d_sae": d_sae,
+      "n": n,
+      "nonpositive_interference": geo["nonpositive"],
+      "max_interference": geo["max_interference"],
+      "mutual_coherence": geo["mutual_coherence"],
+    },
+    "num_samples": res.num_samples,
   }
 
 
 # ----------------------------------------------------------------------------------------------
 # A trained SAE against the closed form.
 # ----------------------------------------------------------------------------------------------
+
 
 def _tied_l_sae(W_enc, x_p, g2):
   x_hat = jax.nn.relu(x_p @ W_enc) @ W_enc.T
@@ -317,8 +362,17 @@ def gradient_at_closed_form(W_p, x_BxN, gamma=None, d_sae: int | None = None) ->
   return float(jnp.linalg.norm(jax.grad(_tied_l_sae)(enc, x_p, g2)))
 
 
-def compare(sae_cfg, params, W_p, x_BxN, gamma=None, *, rel_tol: float = 0.05,
-            abs_tol: float = 1e-5, match_tol: float = 0.99) -> dict:
+def compare(
+  sae_cfg,
+  params,
+  W_p,
+  x_BxN,
+  gamma=None,
+  *,
+  rel_tol: float = 0.05,
+  abs_tol: float = 1e-5,
+  match_tol: float = 0.99,
+) -> dict:
   """How a trained SAE relates to the closed form on the same held-out sample.
 
   Matches latents to the closed-form directions (the columns of W_p) by Hungarian matching on the
@@ -358,15 +412,26 @@ def compare(sae_cfg, params, W_p, x_BxN, gamma=None, *, rel_tol: float = 0.05,
   if trained_l_sae < cf_l_sae - tol:
     verdict = "training beats the closed form: it is not optimal here"
   elif abs(trained_l_sae - cf_l_sae) <= tol:
-    verdict = ("closed form optimal; training found it" if m_enc.mean_cos >= match_tol else
-               "closed form optimal but not unique: training found another solution of equal loss")
+    verdict = (
+      "closed form optimal; training found it"
+      if m_enc.mean_cos >= match_tol
+      else "closed form optimal but not unique: training found another solution of equal loss"
+    )
   else:
     verdict = "closed form better; training did not reach it"
-  return {"closed_form": {"l_sae": cf_l_sae, "l_gt": float(cf["l_gt"])},
-          "trained": {"l_sae": trained_l_sae, "l_gt": trained_l_gt,
-                      "l_gt_scaled": metrics.gt_loss(x, z, m_enc)},
-          "matched_by": "encoder",
-          "encoder_cos": m_enc.cos, "decoder_cos": m_dec.cos, "scale": scale,
-          "latent_of_feature": m_enc.latent_of_feature,
-          "mean_encoder_cos": m_enc.mean_cos, "mean_decoder_cos": m_dec.mean_cos,
-          "verdict": verdict}
+  return {
+    "closed_form": {"l_sae": cf_l_sae, "l_gt": float(cf["l_gt"])},
+    "trained": {
+      "l_sae": trained_l_sae,
+      "l_gt": trained_l_gt,
+      "l_gt_scaled": metrics.gt_loss(x, z, m_enc),
+    },
+    "matched_by": "encoder",
+    "encoder_cos": m_enc.cos,
+    "decoder_cos": m_dec.cos,
+    "scale": scale,
+    "latent_of_feature": m_enc.latent_of_feature,
+    "mean_encoder_cos": m_enc.mean_cos,
+    "mean_decoder_cos": m_dec.mean_cos,
+    "verdict": verdict,
+  }

@@ -1,12 +1,13 @@
 """Training: configs, state, optimiser, the jitted step and loop, compiled sweeps, run lifecycle.
 
-  config   TrainConfig
-  state    TrainState and how a fresh one is made
-  optim    the optax chain (schedule, clipping, Adam, the architecture's constraint steps)
-  trainer  the jitted step (`apply_step`, `make_train_step`) and the loop `train`
-  sweep    many SAEs as one compiled program (`train_sweep`)
-  run      the run lifecycle: records, resume-or-start, reading a run's SAE back
+config   TrainConfig
+state    TrainState and how a fresh one is made
+optim    the optax chain (schedule, clipping, Adam, the architecture's constraint steps)
+trainer  the jitted step (`apply_step`, `make_train_step`) and the loop `train`
+sweep    many SAEs as one compiled program (`train_sweep`)
+run      the run lifecycle: records, resume-or-start, reading a run's SAE back
 """
+
 from typing import TYPE_CHECKING
 
 from wsae_jax import _lazy
@@ -15,4 +16,5 @@ if TYPE_CHECKING:
   from wsae_jax.training import config, optim, run, state, sweep, trainer  # noqa: F401
 
 __getattr__, __dir__ = _lazy.attach(
-    __name__, globals(), ("config", "optim", "run", "state", "sweep", "trainer"))
+  __name__, globals(), ("config", "optim", "run", "state", "sweep", "trainer")
+)

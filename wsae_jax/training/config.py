@@ -60,10 +60,10 @@ class TrainConfig:
     V.check_int("log_every", self.log_every, low=1)
     if self.compute_dtype not in COMPUTE_DTYPES:
       raise V.WSAEInputError(
-          f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}.")
+        f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}."
+      )
     if self.b_dec_init not in B_DEC_INITS:
-      raise V.WSAEInputError(
-          f"b_dec_init must be one of {B_DEC_INITS}, got {self.b_dec_init!r}.")
+      raise V.WSAEInputError(f"b_dec_init must be one of {B_DEC_INITS}, got {self.b_dec_init!r}.")
 
 
 DEAD_AFTER_RUN_FRACTION = 0.05
@@ -80,5 +80,9 @@ def resolve_run_defaults(sae_cfg, train_cfg: TrainConfig):
   if getattr(sae_cfg, "dead_after_tokens", 0) is not None:
     return sae_cfg
   run_tokens = train_cfg.steps * train_cfg.batch_size
-  return dataclasses.replace(sae_cfg, dead_after_tokens=max(
-      train_cfg.batch_size, min(DEAD_AFTER_MAX_TOKENS, int(DEAD_AFTER_RUN_FRACTION * run_tokens))))
+  return dataclasses.replace(
+    sae_cfg,
+    dead_after_tokens=max(
+      train_cfg.batch_size, min(DEAD_AFTER_MAX_TOKENS, int(DEAD_AFTER_RUN_FRACTION * run_tokens))
+    ),
+  )

@@ -42,13 +42,24 @@ class IncompatibleRunError(CheckpointError):
   must stop here rather than fall back to an older checkpoint of the same run."""
 
 
-def run_meta(sae_cfg, train_cfg, *, gamma=None, data: dict | None = None,
-             scale: float | None = None, standardization: dict | None = None,
-             gamma_schedule: dict | None = None) -> dict:
+def run_meta(
+  sae_cfg,
+  train_cfg,
+  *,
+  gamma=None,
+  data: dict | None = None,
+  scale: float | None = None,
+  standardization: dict | None = None,
+  gamma_schedule: dict | None = None,
+) -> dict:
   """The JSON record saved beside each state (and as `wsae train`'s run.json)."""
-  meta = {"sae_config": sae_cfg.to_dict(), "train_config": dataclasses.asdict(train_cfg),
-          "gamma": None if gamma is None else np.asarray(gamma, np.float64).tolist(),
-          "normalization_scale": scale, "data": data or {}}
+  meta = {
+    "sae_config": sae_cfg.to_dict(),
+    "train_config": dataclasses.asdict(train_cfg),
+    "gamma": None if gamma is None else np.asarray(gamma, np.float64).tolist(),
+    "normalization_scale": scale,
+    "data": data or {},
+  }
   if standardization is not None:
     meta["standardization"] = records.clean(standardization)
   if gamma_schedule is not None:
@@ -58,17 +69,26 @@ def run_meta(sae_cfg, train_cfg, *, gamma=None, data: dict | None = None,
 
 # The checkpoint record's schema (what `run_meta` writes, plus the step and a sweep's histories).
 _META_REQUIRED = {"sae_config": dict, "train_config": dict, "data": dict, "step": int}
-_META_OPTIONAL = {"gamma": (list, type(None)), "normalization_scale": (float, type(None)),
-                  "standardization": dict, "gamma_schedule": dict, "gamma_current": list,
-                  "histories": list}
+_META_OPTIONAL = {
+  "gamma": (list, type(None)),
+  "normalization_scale": (float, type(None)),
+  "standardization": dict,
+  "gamma_schedule": dict,
+  "gamma_current": list,
+  "histories": list,
+}
 
 
 def check_meta(meta, where) -> dict:
   """Checks a checkpoint record against its schema; `CheckpointError` names the file and field."""
   try:
     V.check_fields(f"checkpoint record {where}", meta, _META_REQUIRED, _META_OPTIONAL)
-    V.check_fields(f"checkpoint record {where}: sae_config", meta["sae_config"],
-                   {"architecture": str, "d_in": int, "d_sae": int}, allow_unknown=True)
+    V.check_fields(
+      f"checkpoint record {where}: sae_config",
+      meta["sae_config"],
+      {"architecture": str, "d_in": int, "d_sae": int},
+      allow_unknown=True,
+    )
   except CheckpointError:
     raise
   except V.WSAEInputError as e:
@@ -97,9 +117,11 @@ def check_compatible(saved: dict, current: dict, where) -> None:
     diffs.append("gamma differs")
   if diffs:
     raise IncompatibleRunError(
-        f"{where} was written by an incompatible run:\n  " + "\n  ".join(diffs)
-        + "\nNothing was changed. Start a fresh run in another folder, or resume with the "
-        "original settings.")
+      f"{where} was written by an incompatible run:\n  "
+      + "\n  ".join(diffs)
+      + "\nNothing was changed. Start a fresh run in another folder, or resume with the "
+      "original settings."
+    )
 
 
 def check_resumable(run_file, meta: dict) -> None:
@@ -111,8 +133,10 @@ def check_resumable(run_file, meta: dict) -> None:
   try:
     saved = json.loads(run_file.read_text())
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise V.WSAEInputError(f"{run_file} cannot be read ({e}); the run folder is damaged. Start "
-                           f"afresh with --overwrite or in another folder.") from None
+    raise V.WSAEInputError(
+      f"{run_file} cannot be read ({e}); the run folder is damaged. Start "
+      f"afresh with --overwrite or in another folder."
+    ) from None
   V.check_fields(str(run_file), saved, {}, allow_unknown=True)
   check_compatible(saved, meta, f"the run in {run_file.parent} ({run_file.name})")
 
@@ -139,15 +163,16 @@ def restore_latest(ck: Checkpointer, target, expected_meta: dict | None = None):
       raise
     except CheckpointError as e:
       problems.append(str(e))
-      warnings.warn(f"{e} Falling back to the previous checkpoint.", RuntimeWarning,
-                    stacklevel=2)
+      warnings.warn(f"{e} Falling back to the previous checkpoint.", RuntimeWarning, stacklevel=2)
       continue
     return state, meta
   if steps:
     raise CheckpointError(
-        f"none of the {len(steps)} checkpoint(s) in {ck.directory} can be used:\n  "
-        + "\n  ".join(problems) + "\nNothing was changed. Move the folder away (or pass "
-        "--overwrite to `wsae train`) to start afresh.")
+      f"none of the {len(steps)} checkpoint(s) in {ck.directory} can be used:\n  "
+      + "\n  ".join(problems)
+      + "\nNothing was changed. Move the folder away (or pass "
+      "--overwrite to `wsae train`) to start afresh."
+    )
   return None
 
 
@@ -167,15 +192,17 @@ def resume_or_start(ck: Checkpointer | None, target, meta: dict, *, resume: bool
   if resume:
     restored = restore_latest(ck, target, expected_meta=meta)
     if restored is not None:
-      log.info("resumed from %s at step %d", ck.path(int(restored[1]["step"])),
-               int(restored[1]["step"]))
+      log.info(
+        "resumed from %s at step %d", ck.path(int(restored[1]["step"])), int(restored[1]["step"])
+      )
     return restored
   steps = ck.steps()
   if steps:
     raise CheckpointError(
-        f"{ck.directory} already holds checkpoints (steps {steps}) of an earlier run; pass "
-        f"resume=True to continue it (same settings), or give this run an empty folder "
-        f"(`wsae train --overwrite` replaces the old run).")
+      f"{ck.directory} already holds checkpoints (steps {steps}) of an earlier run; pass "
+      f"resume=True to continue it (same settings), or give this run an empty folder "
+      f"(`wsae train --overwrite` replaces the old run)."
+    )
   return None
 
 
@@ -198,8 +225,9 @@ def load_params(directory):
       warnings.warn(f"skipping checkpoint {ck.path(step)}: {e}", RuntimeWarning, stacklevel=2)
       continue
     return cfg, state.params, meta
-  raise CheckpointError(f"no usable checkpoint in {directory}"
-                        + (":\n  " + "\n  ".join(problems) if problems else "."))
+  raise CheckpointError(
+    f"no usable checkpoint in {directory}" + (":\n  " + "\n  ".join(problems) if problems else ".")
+  )
 
 
 def synthetic_held_out(run_dir, num_samples: int = 8192):
@@ -207,6 +235,7 @@ def synthetic_held_out(run_dir, num_samples: int = 8192):
   features `x`, their observations `x_p`, the run's `W_p.npy` (checked against the SHA-1 in
   run.json) and its fixed γ (None when unweighted or re-estimated during training)."""
   from wsae_jax.data import problems, sources
+
   run_dir = pathlib.Path(run_dir)
   try:
     meta = json.loads((run_dir / "run.json").read_text())
@@ -217,15 +246,25 @@ def synthetic_held_out(run_dir, num_samples: int = 8192):
     raise V.WSAEInputError(f"{run_dir} did not train on synthetic data; pass --activations.")
   path = run_dir / "W_p.npy"
   if not path.exists():
-    raise V.WSAEInputError(f"{run_dir} has no W_p.npy (older `wsae train` did not write it); "
-                           f"retrain the run to evaluate it on its own data.")
+    raise V.WSAEInputError(
+      f"{run_dir} has no W_p.npy (older `wsae train` did not write it); "
+      f"retrain the run to evaluate it on its own data."
+    )
   W = np.load(path)
   if hashlib.sha1(np.ascontiguousarray(W, np.float32).tobytes()).hexdigest() != d.get("W_p_sha1"):
-    raise V.WSAEInputError(f"{path} is not the W_p this run trained on (its SHA-1 differs from "
-                           f"run.json's); restore the run's own file.")
-  source = sources.SyntheticSource(W, d["sparsity"], num_samples, seed=d["seed"],
-                                   magnitude=d.get("magnitude", "uniform"), rates=d.get("rates"),
-                                   prng_impl=d.get("prng_impl", "threefry2x32"))
+    raise V.WSAEInputError(
+      f"{path} is not the W_p this run trained on (its SHA-1 differs from "
+      f"run.json's); restore the run's own file."
+    )
+  source = sources.SyntheticSource(
+    W,
+    d["sparsity"],
+    num_samples,
+    seed=d["seed"],
+    magnitude=d.get("magnitude", "uniform"),
+    rates=d.get("rates"),
+    prng_impl=d.get("prng_impl", "threefry2x32"),
+  )
   x, x_p = (np.asarray(a) for a in source.sample(problems.HELD_OUT_STEP, num_samples))
   gamma = meta.get("gamma") if isinstance(meta.get("gamma"), list) else None
   return x, x_p, W, None if gamma is None else np.asarray(gamma, np.float32)

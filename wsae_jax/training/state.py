@@ -31,15 +31,20 @@ def new_state(sae_cfg, train_cfg: TrainConfig, params: dict | None = None, seed=
   """An unsharded fresh state (parameters from `seed`, default `train_cfg.seed`)."""
   if params is None:
     params = models.init(sae_cfg, jax.random.key(train_cfg.seed if seed is None else seed))
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=optim.make_optimizer(sae_cfg, train_cfg).init(params),
-                    tokens_since_fired=jnp.zeros((sae_cfg.d_sae,), jnp.int32),
-                    diverged_at=jnp.full((), -1, jnp.int32))
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=optim.make_optimizer(sae_cfg, train_cfg).init(params),
+    tokens_since_fired=jnp.zeros((sae_cfg.d_sae,), jnp.int32),
+    diverged_at=jnp.full((), -1, jnp.int32),
+  )
 
 
-def init_state(sae_cfg, train_cfg: TrainConfig, *, mesh: Mesh | None = None,
-               params: dict | None = None) -> TrainState:
+def init_state(
+  sae_cfg, train_cfg: TrainConfig, *, mesh: Mesh | None = None, params: dict | None = None
+) -> TrainState:
   """A fresh `TrainState`, created directly with replicated shardings on `mesh`."""
   mesh = mesh or parallel.data_mesh()
-  return jax.jit(lambda p: new_state(sae_cfg, train_cfg, p),
-                 out_shardings=parallel.replicated(mesh))(params)
+  return jax.jit(
+    lambda p: new_state(sae_cfg, train_cfg, p), out_shardings=parallel.replicated(mesh)
+  )(params)

@@ -74,6 +74,7 @@ def grid(**axes: Sequence[Any]) -> list[dict]:
 # Members: validate and resolve every hyperparameter before any work.
 # ----------------------------------------------------------------------------------------------
 
+
 def resolve_members(sae_cfg, train_cfg, members, *, synthetic: bool) -> list[dict]:
   """Every member with all its keys filled in (defaults from the configs), each value checked.
 
@@ -89,15 +90,26 @@ def resolve_members(sae_cfg, train_cfg, members, *, synthetic: bool) -> list[dic
     unknown = set(m) - set(allowed)
     if unknown:
       others = sorted(unknown & set(member_keys()))
-      hint = (f" ({', '.join(others)} only appl{'ies' if len(others) == 1 else 'y'} to other "
-              f"architectures; {arch.name} SAEs sweep "
-              f"{[h.name for h in arch.hyperparameters] or 'none'})") if others else ""
+      hint = (
+        (
+          f" ({', '.join(others)} only appl{'ies' if len(others) == 1 else 'y'} to other "
+          f"architectures; {arch.name} SAEs sweep "
+          f"{[h.name for h in arch.hyperparameters] or 'none'})"
+        )
+        if others
+        else ""
+      )
       raise V.WSAEInputError(f"{where}unknown keys {sorted(unknown)}{hint}; allowed: {allowed}.")
-    r = {"seed": m.get("seed", train_cfg.seed), "data_seed": m.get("data_seed", 0),
-         "sparsity": m.get("sparsity"), "alpha": m.get("alpha"),
-         "gamma_kind": m.get("gamma_kind", "variance"), "gamma": m.get("gamma"),
-         "learning_rate": m.get("learning_rate", train_cfg.learning_rate),
-         **{h.name: m.get(h.name, getattr(sae_cfg, h.name)) for h in arch.hyperparameters}}
+    r = {
+      "seed": m.get("seed", train_cfg.seed),
+      "data_seed": m.get("data_seed", 0),
+      "sparsity": m.get("sparsity"),
+      "alpha": m.get("alpha"),
+      "gamma_kind": m.get("gamma_kind", "variance"),
+      "gamma": m.get("gamma"),
+      "learning_rate": m.get("learning_rate", train_cfg.learning_rate),
+      **{h.name: m.get(h.name, getattr(sae_cfg, h.name)) for h in arch.hyperparameters},
+    }
     try:
       V.check_int("seed", r["seed"], low=0)
       V.check_int("data_seed", r["data_seed"], low=0)
@@ -107,7 +119,9 @@ def resolve_members(sae_cfg, train_cfg, members, *, synthetic: bool) -> list[dic
           raise V.WSAEInputError("sparsity is required for synthetic sweeps.")
         V.check_range("sparsity", r["sparsity"], low=0.0, high=1.0, high_open=True)
       elif r["sparsity"] is not None:
-        raise V.WSAEInputError("sparsity only applies to a SyntheticProblem; drop it for real data.")
+        raise V.WSAEInputError(
+          "sparsity only applies to a SyntheticProblem; drop it for real data."
+        )
       if r["alpha"] is not None and r["gamma"] is not None:
         raise V.WSAEInputError("give alpha or gamma, not both.")
       if r["alpha"] is not None or "gamma_kind" in m:
@@ -133,27 +147,34 @@ def member_gammas(members, sae_cfg, problem, source, num_samples=8192) -> np.nda
   for i, m in enumerate(members):
     if m["gamma"] is not None:
       gam[i] = np.asarray(m["gamma"], np.float32)
-    elif (m["alpha"] is not None
-          and weights_lib.KINDS[m.get("gamma_kind", "variance")].needs == "decoder"):
+    elif (
+      m["alpha"] is not None
+      and weights_lib.KINDS[m.get("gamma_kind", "variance")].needs == "decoder"
+    ):
       gam[i] = 1.0  # starts as the plain SAE; re-estimated from the decoder while training
     elif m["alpha"] is not None:
       key = (m["data_seed"], m["sparsity"])
       if key not in cache:
         if problem is not None:
-          cache[key] = np.asarray(problem.source(m["sparsity"], m["data_seed"]).sample(
-              HELD_OUT_STEP, num_samples)[1])
+          cache[key] = np.asarray(
+            problem.source(m["sparsity"], m["data_seed"]).sample(HELD_OUT_STEP, num_samples)[1]
+          )
         else:
           steps = max(1, num_samples // source.batch_size)
           cache[key] = np.concatenate([np.asarray(source.batch(t)) for t in range(steps)])
-      gam[i] = weights_lib.make_gamma(m.get("gamma_kind", "variance"), m["alpha"],
-                                      sample=cache[key],
-                                      W_p=None if problem is None else problem.W_p)
+      gam[i] = weights_lib.make_gamma(
+        m.get("gamma_kind", "variance"),
+        m["alpha"],
+        sample=cache[key],
+        W_p=None if problem is None else problem.W_p,
+      )
   return gam
 
 
 # ----------------------------------------------------------------------------------------------
 # The compiled sweep.
 # ----------------------------------------------------------------------------------------------
+
 
 def sweep_mesh(num_members: int, devices=None, data_parallel: int = 1) -> Mesh:
   """A `("member", "data")` mesh: `data_parallel` devices split each batch, the rest split members.
@@ -163,10 +184,9 @@ def sweep_mesh(num_members: int, devices=None, data_parallel: int = 1) -> Mesh:
   devices = list(jax.devices() if devices is None else devices)
   V.check_int("data_parallel", data_parallel, low=1)
   if len(devices) % data_parallel:
-    raise V.WSAEInputError(
-        f"data_parallel={data_parallel} must divide the {len(devices)} devices.")
+    raise V.WSAEInputError(f"data_parallel={data_parallel} must divide the {len(devices)} devices.")
   member = math.gcd(num_members, len(devices) // data_parallel)
-  used = devices[:member * data_parallel]
+  used = devices[: member * data_parallel]
   return Mesh(np.asarray(used).reshape(member, data_parallel), (MEMBER_AXIS, DATA_AXIS))
 
 
@@ -179,9 +199,24 @@ def _chunk_size(num_members: int, mesh: Mesh, member_chunk: int) -> int:
   return _largest_divisor_at_most(num_members // mesh.shape[MEMBER_AXIS], member_chunk)
 
 
-def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk, mesh,
-                problem_n, W_p, magnitude, seeds_R, stream_seed_idx, stream_sparsity,
-                rates=None, shared_chunks=False, prng_impl="threefry2x32"):
+def _build_call(
+  sae_cfg,
+  train_cfg,
+  *,
+  num_members,
+  steps_per_call,
+  member_chunk,
+  mesh,
+  problem_n,
+  W_p,
+  magnitude,
+  seeds_R,
+  stream_seed_idx,
+  stream_sparsity,
+  rates=None,
+  shared_chunks=False,
+  prng_impl="threefry2x32",
+):
   """Returns jit((states, hp, xs_or_none, step0) -> (states, last_metrics)).
 
   `shared_chunks`: every chunk's members read one stream, so a chunk's batch is passed to its
@@ -202,13 +237,15 @@ def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk
 
     def uniforms(seed):
       key = jax.random.key(seed, impl=prng_impl)
-      return jax.vmap(lambda t: jax.random.uniform(jax.random.fold_in(key, t), (B, problem_n),
-                                                   jnp.float32))(steps)
+      return jax.vmap(
+        lambda t: jax.random.uniform(jax.random.fold_in(key, t), (B, problem_n), jnp.float32)
+      )(steps)
 
     u_RxTxBxN = jax.vmap(uniforms)(seeds_R)
     u_UxTxBxN = u_RxTxBxN[stream_seed_idx]
     x = sp.features_from_uniform(
-        u_UxTxBxN, sp.feature_sparsity(stream_sparsity[:, None, None, None], rates), magnitude)
+      u_UxTxBxN, sp.feature_sparsity(stream_sparsity[:, None, None, None], rates), magnitude
+    )
     return x @ W_p.T
 
   def per_device(states, hp, xs, step0):
@@ -221,9 +258,18 @@ def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk
 
     def member_step(state, hp_m, x_BxD, step, aux):
       opt = optim.make_optimizer(sae_cfg, train_cfg, learning_rate=hp_m["learning_rate"])
-      new, met = trainer.apply_step(sae_cfg, opt, state, x_BxD, hp_m["gamma"], batch_size=B,
-                                    hp={n: hp_m[n] for n in hp_names}, reduce=reduce, aux=aux,
-                                    compute_dtype=train_cfg.compute_dtype)
+      new, met = trainer.apply_step(
+        sae_cfg,
+        opt,
+        state,
+        x_BxD,
+        hp_m["gamma"],
+        batch_size=B,
+        hp={n: hp_m[n] for n in hp_names},
+        reduce=reduce,
+        aux=aux,
+        compute_dtype=train_cfg.compute_dtype,
+      )
       live = step < total_steps  # the last call may run past the end: those steps are no-ops
       return trainer.where_tree(live, new, state), met
 
@@ -235,8 +281,9 @@ def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk
           x, x_axis = xs[h["stream"][0], t], None
         else:
           x, x_axis = xs[h["stream"], t], 0
-        run = lambda aux: jax.vmap(functools.partial(member_step, aux=aux),
-                                   (0, 0, x_axis, None))(st, h, x, step0 + t)
+        run = lambda aux: jax.vmap(functools.partial(member_step, aux=aux), (0, 0, x_axis, None))(
+          st, h, x, step0 + t
+        )
         if not arch.uses_dead_latents:
           return run(False)
         # Under vmap a per-member `lax.cond` runs both branches; deciding once per chunk skips
@@ -250,8 +297,7 @@ def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk
 
     to_chunks = lambda a: a.reshape((local // chunk, chunk) + a.shape[1:])
     from_chunks = lambda a: a.reshape((local,) + a.shape[2:])
-    st, met = jax.lax.map(run_chunk, (jax.tree.map(to_chunks, states),
-                                      jax.tree.map(to_chunks, hp)))
+    st, met = jax.lax.map(run_chunk, (jax.tree.map(to_chunks, states), jax.tree.map(to_chunks, hp)))
     return jax.tree.map(from_chunks, st), jax.tree.map(from_chunks, met)
 
   member_spec = P(MEMBER_AXIS)
@@ -261,9 +307,12 @@ def _build_call(sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk
     if xs is None:
       xs = gen_streams(step0)
     xs = jax.lax.with_sharding_constraint(xs, NamedSharding(mesh, xs_spec))
-    return jax.shard_map(per_device, mesh=mesh,
-                         in_specs=(member_spec, member_spec, xs_spec, P()),
-                         out_specs=(member_spec, member_spec))(states, hp, xs, step0)
+    return jax.shard_map(
+      per_device,
+      mesh=mesh,
+      in_specs=(member_spec, member_spec, xs_spec, P()),
+      out_specs=(member_spec, member_spec),
+    )(states, hp, xs, step0)
 
   member_sharding = NamedSharding(mesh, member_spec)
   return jax.jit(call, out_shardings=(member_sharding, member_sharding), donate_argnums=0)
@@ -275,8 +324,9 @@ def _decoder_gammas(sae_cfg, members, decoder, states, gammas, window_tokens) ->
   w_dec = jax.device_get(jax.vmap(lambda p: models.decoder_matrix(sae_cfg, p))(states.params))
   tsf = jax.device_get(states.tokens_since_fired)
   for i in decoder:
-    gammas[i] = weights_lib.DecoderGamma(members[i]["alpha"]).update(w_dec[i], tsf[i],
-                                                                     window_tokens)
+    gammas[i] = weights_lib.DecoderGamma(members[i]["alpha"]).update(
+      w_dec[i], tsf[i], window_tokens
+    )
   return gammas
 
 
@@ -288,8 +338,11 @@ def _data_initialised_params(sae_cfg, train_cfg, members, problem, source):
   for m in members:
     key = None if problem is None else (m["data_seed"], m["sparsity"])
     if key not in b_decs:
-      src = source if problem is None else problem.source(m["sparsity"], m["data_seed"],
-                                                          train_cfg.batch_size)
+      src = (
+        source
+        if problem is None
+        else problem.source(m["sparsity"], m["data_seed"], train_cfg.batch_size)
+      )
       b_decs[key] = trainer.data_b_dec(sae_cfg, train_cfg, src)
     if b_decs[key] is None:
       return None
@@ -329,11 +382,21 @@ class SweepResult:
     return None if (m["alpha"] is None and m["gamma"] is None) else self.gammas[i]
 
 
-def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, *,
-                mesh: Mesh | None = None, steps_per_call: int | None = None,
-                member_chunk: int = 4, progress: bool | str = True,
-                initial_params: dict | None = None, decoder_gamma_every: int = 100,
-                checkpointer=None, resume: bool = False) -> SweepResult:
+def train_sweep(
+  sae_cfg,
+  train_cfg: TrainConfig,
+  members: Sequence[dict],
+  data,
+  *,
+  mesh: Mesh | None = None,
+  steps_per_call: int | None = None,
+  member_chunk: int = 4,
+  progress: bool | str = True,
+  initial_params: dict | None = None,
+  decoder_gamma_every: int = 100,
+  checkpointer=None,
+  resume: bool = False,
+) -> SweepResult:
   """Trains every member of a sweep together, as one compiled program.
 
   Args:
@@ -371,8 +434,9 @@ def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, 
     raise V.WSAEInputError(f"data has d_in={d_in} but the SAE config has d_in={sae_cfg.d_in}.")
   if not synthetic and source.batch_size != train_cfg.batch_size:
     raise V.WSAEInputError(
-        f"data yields batches of {source.batch_size} but train_cfg.batch_size is "
-        f"{train_cfg.batch_size}; make them equal.")
+      f"data yields batches of {source.batch_size} but train_cfg.batch_size is "
+      f"{train_cfg.batch_size}; make them equal."
+    )
   res = resolve_members(sae_cfg, train_cfg, list(members), synthetic=synthetic)
   if synthetic and data.rates is not None:
     for i, m in enumerate(res):
@@ -384,26 +448,33 @@ def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, 
   mesh = mesh or sweep_mesh(E)
   if models.get(sae_cfg).batch_coupled and mesh.shape[DATA_AXIS] > 1:
     raise V.WSAEInputError(
-        f"{sae_cfg.architecture} SAEs select over the whole batch, so a sweep cannot split the "
-        f"batch over the mesh's {mesh.shape[DATA_AXIS]} data devices; use sweep_mesh(E) "
-        f"(data_parallel=1) or train members one by one with `train`.")
+      f"{sae_cfg.architecture} SAEs select over the whole batch, so a sweep cannot split the "
+      f"batch over the mesh's {mesh.shape[DATA_AXIS]} data devices; use sweep_mesh(E) "
+      f"(data_parallel=1) or train members one by one with `train`."
+    )
   if E % mesh.shape[MEMBER_AXIS]:
     raise V.WSAEInputError(
-        f"{E} members do not split over the mesh's {mesh.shape[MEMBER_AXIS]} member devices; use a "
-        f"multiple of {mesh.shape[MEMBER_AXIS]} members or sweep_mesh({E}).")
+      f"{E} members do not split over the mesh's {mesh.shape[MEMBER_AXIS]} member devices; use a "
+      f"multiple of {mesh.shape[MEMBER_AXIS]} members or sweep_mesh({E})."
+    )
   if train_cfg.batch_size % mesh.shape[DATA_AXIS]:
     raise V.WSAEInputError(
-        f"batch_size {train_cfg.batch_size} must be divisible by the {mesh.shape[DATA_AXIS]} "
-        f"devices of the mesh's data axis.")
+      f"batch_size {train_cfg.batch_size} must be divisible by the {mesh.shape[DATA_AXIS]} "
+      f"devices of the mesh's data axis."
+    )
   T = steps_per_call or min(train_cfg.log_every, train_cfg.steps)
   V.check_int("steps_per_call", T, low=1)
   gammas = member_gammas(res, sae_cfg, data if synthetic else None, source)
-  decoder = [i for i, m in enumerate(res)
-             if weights_lib.KINDS[m["gamma_kind"]].needs == "decoder" and m["alpha"] is not None]
+  decoder = [
+    i
+    for i, m in enumerate(res)
+    if weights_lib.KINDS[m["gamma_kind"]].needs == "decoder" and m["alpha"] is not None
+  ]
   if decoder and decoder_gamma_every % T:
     raise V.WSAEInputError(
-        f"decoder_gamma_every={decoder_gamma_every} must be a multiple of steps_per_call={T} "
-        f"(γ changes between compiled calls).")
+      f"decoder_gamma_every={decoder_gamma_every} must be a multiple of steps_per_call={T} "
+      f"(γ changes between compiled calls)."
+    )
 
   # Distinct data streams: members with the same (data seed, sparsity) share batches.
   if synthetic:
@@ -413,26 +484,50 @@ def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, 
     W_p = jnp.asarray(data.W_p, jnp.float32)
     C = _chunk_size(E, mesh, member_chunk)
     call = _build_call(
-        sae_cfg, train_cfg, num_members=E, steps_per_call=T, member_chunk=member_chunk, mesh=mesh,
-        problem_n=W_p.shape[1], W_p=W_p, magnitude=data.magnitude,
-        seeds_R=jnp.asarray(seeds, jnp.uint32),
-        stream_seed_idx=jnp.asarray([seeds.index(s) for s, _ in streams]),
-        stream_sparsity=jnp.asarray([s for _, s in streams], jnp.float32),
-        rates=None if data.rates is None else jnp.asarray(data.rates, jnp.float32),
-        shared_chunks=bool(np.all(stream_of.reshape(-1, C) == stream_of.reshape(-1, C)[:, :1])),
-        prng_impl=data.prng_impl)
+      sae_cfg,
+      train_cfg,
+      num_members=E,
+      steps_per_call=T,
+      member_chunk=member_chunk,
+      mesh=mesh,
+      problem_n=W_p.shape[1],
+      W_p=W_p,
+      magnitude=data.magnitude,
+      seeds_R=jnp.asarray(seeds, jnp.uint32),
+      stream_seed_idx=jnp.asarray([seeds.index(s) for s, _ in streams]),
+      stream_sparsity=jnp.asarray([s for _, s in streams], jnp.float32),
+      rates=None if data.rates is None else jnp.asarray(data.rates, jnp.float32),
+      shared_chunks=bool(np.all(stream_of.reshape(-1, C) == stream_of.reshape(-1, C)[:, :1])),
+      prng_impl=data.prng_impl,
+    )
   else:
     stream_of = np.zeros(E, np.int64)
-    call = _build_call(sae_cfg, train_cfg, num_members=E, steps_per_call=T,
-                       member_chunk=member_chunk, mesh=mesh, problem_n=None, W_p=None,
-                       magnitude=None, seeds_R=None, stream_seed_idx=None, stream_sparsity=None,
-                       shared_chunks=True)
+    call = _build_call(
+      sae_cfg,
+      train_cfg,
+      num_members=E,
+      steps_per_call=T,
+      member_chunk=member_chunk,
+      mesh=mesh,
+      problem_n=None,
+      W_p=None,
+      magnitude=None,
+      seeds_R=None,
+      stream_seed_idx=None,
+      stream_sparsity=None,
+      shared_chunks=True,
+    )
 
   member_sharding = NamedSharding(mesh, P(MEMBER_AXIS))
-  hp = {"learning_rate": jnp.asarray([m["learning_rate"] for m in res], jnp.float32),
-        "gamma": jnp.asarray(gammas), "stream": jnp.asarray(stream_of, jnp.int32),
-        **{h.name: jnp.asarray([m[h.name] for m in res], h.dtype)
-           for h in models.get(sae_cfg).hyperparameters}}
+  hp = {
+    "learning_rate": jnp.asarray([m["learning_rate"] for m in res], jnp.float32),
+    "gamma": jnp.asarray(gammas),
+    "stream": jnp.asarray(stream_of, jnp.int32),
+    **{
+      h.name: jnp.asarray([m[h.name] for m in res], h.dtype)
+      for h in models.get(sae_cfg).hyperparameters
+    },
+  }
   hp = jax.device_put(hp, member_sharding)
   seeds_E = jnp.asarray([m["seed"] for m in res], jnp.uint32)
   if initial_params is not None:
@@ -441,20 +536,30 @@ def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, 
       got = np.shape(initial_params.get(name, ()))
       if got != (E,) + spec.shape:
         raise V.WSAEInputError(
-            f"initial_params[{name!r}] must have shape {(E,) + spec.shape} (members first), got {got}.")
+          f"initial_params[{name!r}] must have shape {(E,) + spec.shape} (members first), got {got}."
+        )
   elif train_cfg.b_dec_init != "zeros":
-    initial_params = _data_initialised_params(sae_cfg, train_cfg, res, data if synthetic else None,
-                                              source)
-  states = jax.jit(jax.vmap(lambda s, p: new_state(sae_cfg, train_cfg, params=p, seed=s)),
-                   out_shardings=member_sharding)(seeds_E, initial_params)
+    initial_params = _data_initialised_params(
+      sae_cfg, train_cfg, res, data if synthetic else None, source
+    )
+  states = jax.jit(
+    jax.vmap(lambda s, p: new_state(sae_cfg, train_cfg, params=p, seed=s)),
+    out_shardings=member_sharding,
+  )(seeds_E, initial_params)
 
   histories: list[list[dict]] = [[] for _ in range(E)]
-  meta = run_lib.run_meta(sae_cfg, train_cfg, gamma=gammas,
-                          data={"kind": "sweep", "synthetic": synthetic, "steps_per_call": T,
-                                "members": [{k: v for k, v in m.items() if k != "gamma"}
-                                            for m in res],
-                                "source": data.describe() if synthetic
-                                else data_lib.describe(source)})
+  meta = run_lib.run_meta(
+    sae_cfg,
+    train_cfg,
+    gamma=gammas,
+    data={
+      "kind": "sweep",
+      "synthetic": synthetic,
+      "steps_per_call": T,
+      "members": [{k: v for k, v in m.items() if k != "gamma"} for m in res],
+      "source": data.describe() if synthetic else data_lib.describe(source),
+    },
+  )
   start = 0
   restored = run_lib.resume_or_start(checkpointer, states, meta, resume=resume)
   if restored is not None:
@@ -466,20 +571,27 @@ def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, 
       hp = {**hp, "gamma": jax.device_put(jnp.asarray(gammas), member_sharding)}
   xs_sharding = NamedSharding(mesh, P(None, None, DATA_AXIS))
   t0 = time.perf_counter()
-  bar = tqdm(total=train_cfg.steps, initial=start,
-             desc=progress if isinstance(progress, str) else f"sweep x{E}",
-             disable=not progress, dynamic_ncols=True, leave=False)
+  bar = tqdm(
+    total=train_cfg.steps,
+    initial=start,
+    desc=progress if isinstance(progress, str) else f"sweep x{E}",
+    disable=not progress,
+    dynamic_ncols=True,
+    leave=False,
+  )
   try:
     for step0 in range(start, train_cfg.steps, T):
       xs = None
       if not synthetic:
-        xs = np.stack([np.asarray(source.batch(min(step0 + t, train_cfg.steps - 1)))
-                       for t in range(T)])[None]
+        xs = np.stack(
+          [np.asarray(source.batch(min(step0 + t, train_cfg.steps - 1))) for t in range(T)]
+        )[None]
         xs = jax.device_put(xs, xs_sharding)
       states, met = call(states, hp, xs, jnp.int32(step0))
       if decoder and (step0 + T) % decoder_gamma_every == 0 and step0 + T <= train_cfg.steps:
-        gammas = _decoder_gammas(sae_cfg, res, decoder, states, gammas,
-                                 decoder_gamma_every * train_cfg.batch_size)
+        gammas = _decoder_gammas(
+          sae_cfg, res, decoder, states, gammas, decoder_gamma_every * train_cfg.batch_size
+        )
         hp = {**hp, "gamma": jax.device_put(jnp.asarray(gammas), member_sharding)}
       met, div = jax.device_get((met, states.diverged_at))
       done = min(step0 + T, train_cfg.steps)
@@ -488,18 +600,35 @@ def train_sweep(sae_cfg, train_cfg: TrainConfig, members: Sequence[dict], data, 
         rec["step"] = done
         if div[i] < 0:
           histories[i].append(rec)
-      bar.set_postfix(loss=f"{np.nanmean(met['loss']):.4g}", frozen=int(np.sum(div >= 0)),
-                      refresh=False)
+      bar.set_postfix(
+        loss=f"{np.nanmean(met['loss']):.4g}", frozen=int(np.sum(div >= 0)), refresh=False
+      )
       bar.update(done - bar.n)
-      if checkpointer is not None and (done // checkpointer.every > step0 // checkpointer.every
-                                       or done == train_cfg.steps):
-        checkpointer.save(done, states, {**meta, "histories": histories,
-                                         **({"gamma_current": gammas.tolist()} if decoder else {})})
+      if checkpointer is not None and (
+        done // checkpointer.every > step0 // checkpointer.every or done == train_cfg.steps
+      ):
+        checkpointer.save(
+          done,
+          states,
+          {
+            **meta,
+            "histories": histories,
+            **({"gamma_current": gammas.tolist()} if decoder else {}),
+          },
+        )
   finally:
     bar.close()
   jax.block_until_ready(states)
   seconds = time.perf_counter() - t0
   diverged = {i: int(d) for i, d in enumerate(jax.device_get(states.diverged_at)) if d >= 0}
-  return SweepResult(sae_cfg=sae_cfg, train_cfg=train_cfg, members=res, gammas=gammas,
-                     states=states, histories=histories, diverged=diverged, seconds=seconds,
-                     compiles=call._cache_size())
+  return SweepResult(
+    sae_cfg=sae_cfg,
+    train_cfg=train_cfg,
+    members=res,
+    gammas=gammas,
+    states=states,
+    histories=histories,
+    diverged=diverged,
+    seconds=seconds,
+    compiles=call._cache_size(),
+  )

@@ -37,10 +37,19 @@ def where_tree(pred, new, old):
   return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
 
-def apply_step(sae_cfg, opt: optax.GradientTransformation, state: TrainState, x_BxD, gamma_D, *,
-               batch_size: int, hp: Mapping[str, Any] | None = None,
-               reduce: Callable[[Any], Any] = lambda t: t, aux: bool = True,
-               compute_dtype: str = "float32") -> tuple[TrainState, dict]:
+def apply_step(
+  sae_cfg,
+  opt: optax.GradientTransformation,
+  state: TrainState,
+  x_BxD,
+  gamma_D,
+  *,
+  batch_size: int,
+  hp: Mapping[str, Any] | None = None,
+  reduce: Callable[[Any], Any] = lambda t: t,
+  aux: bool = True,
+  compute_dtype: str = "float32",
+) -> tuple[TrainState, dict]:
   """One optimiser step of one SAE: the maths shared by `train` and `sweep.train_sweep`.
 
   `hp`: hyperparameter overrides passed to the loss (one value per sweep member). `reduce`
@@ -53,15 +62,22 @@ def apply_step(sae_cfg, opt: optax.GradientTransformation, state: TrainState, x_
   the gradient comes back in the parameters' float32.
   """
   arch = models.get(sae_cfg)
-  dead_M = (state.tokens_since_fired >= sae_cfg.dead_after_tokens
-            if arch.uses_dead_latents and aux else None)
+  dead_M = (
+    state.tokens_since_fired >= sae_cfg.dead_after_tokens
+    if arch.uses_dead_latents and aux
+    else None
+  )
 
-  cast = (lambda a: a) if compute_dtype == "float32" else (
-      lambda a: a.astype(compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a)
+  cast = (
+    (lambda a: a)
+    if compute_dtype == "float32"
+    else (lambda a: a.astype(compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a)
+  )
 
   def loss_fn(p):
-    loss, metrics = models.sae_loss(sae_cfg, jax.tree.map(cast, p), cast(x_BxD), gamma=gamma_D,
-                                    dead_M=dead_M, hp=hp)
+    loss, metrics = models.sae_loss(
+      sae_cfg, jax.tree.map(cast, p), cast(x_BxD), gamma=gamma_D, dead_M=dead_M, hp=hp
+    )
     metrics = {k: (v.astype(jnp.float32) if k != "fired" else v) for k, v in metrics.items()}
     fired = metrics.pop("fired").astype(jnp.int32)
     # Reducing inside the differentiated function makes the gradient that of the global loss:
@@ -75,16 +91,22 @@ def apply_step(sae_cfg, opt: optax.GradientTransformation, state: TrainState, x_
   tsf = jnp.where(fired > 0, 0, state.tokens_since_fired + batch_size)
   grad_norm = optax.tree.norm(grads)
   ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (state.diverged_at < 0)
-  new = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
-                   tokens_since_fired=tsf, diverged_at=state.diverged_at)
+  new = TrainState(
+    step=state.step + 1,
+    params=params,
+    opt_state=opt_state,
+    tokens_since_fired=tsf,
+    diverged_at=state.diverged_at,
+  )
   frozen = state.replace(  # type: ignore[attr-defined]  # a flax struct dataclass
-      diverged_at=jnp.where(state.diverged_at < 0, state.step, state.diverged_at))
+    diverged_at=jnp.where(state.diverged_at < 0, state.step, state.diverged_at)
+  )
   return where_tree(ok, new, frozen), {**metrics, "grad_norm": grad_norm}
 
 
-def make_train_step(sae_cfg, train_cfg: TrainConfig, *, mesh: Mesh | None = None
-                    ) -> Callable[[TrainState, jax.Array, jax.Array | None],
-                                  tuple[TrainState, dict]]:
+def make_train_step(
+  sae_cfg, train_cfg: TrainConfig, *, mesh: Mesh | None = None
+) -> Callable[[TrainState, jax.Array, jax.Array | None], tuple[TrainState, dict]]:
   """Builds the jitted step `(state, x_BxD, gamma) -> (state, metrics)`; `state` is donated.
   Unset run-relative defaults of `sae_cfg` (the AuxK window) are resolved as `train` does."""
   sae_cfg = resolve_run_defaults(sae_cfg, train_cfg)
@@ -93,22 +115,33 @@ def make_train_step(sae_cfg, train_cfg: TrainConfig, *, mesh: Mesh | None = None
   repl, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
   def step_fn(state: TrainState, x_BxD, gamma_D):
-    return apply_step(sae_cfg, opt, state, x_BxD, gamma_D, batch_size=x_BxD.shape[0],
-                      compute_dtype=train_cfg.compute_dtype)
+    return apply_step(
+      sae_cfg,
+      opt,
+      state,
+      x_BxD,
+      gamma_D,
+      batch_size=x_BxD.shape[0],
+      compute_dtype=train_cfg.compute_dtype,
+    )
 
-  return jax.jit(step_fn, in_shardings=(repl, batch, repl), out_shardings=(repl, repl),
-                 donate_argnums=0)
+  return jax.jit(
+    step_fn, in_shardings=(repl, batch, repl), out_shardings=(repl, repl), donate_argnums=0
+  )
 
 
 def to_host(tree):
   """Copies a pytree of (possibly multi-process, replicated) arrays to numpy on this host."""
+
   def one(a):
     if isinstance(a, jax.Array) and not a.is_fully_addressable:
       if not a.is_fully_replicated:
         from jax.experimental import multihost_utils
+
         return np.asarray(multihost_utils.process_allgather(a, tiled=True))
       return np.asarray(a.addressable_data(0))
     return np.asarray(a)
+
   return jax.tree.map(one, tree)
 
 
@@ -132,20 +165,24 @@ def check_params(sae_cfg, params) -> None:
   expected = jax.eval_shape(lambda: models.init(sae_cfg, jax.random.key(0)))
   got = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), params)
   if jax.tree.structure(expected) != jax.tree.structure(got) or any(  # type: ignore[operator]
-      e.shape != g.shape for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got))):
+    e.shape != g.shape for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got))
+  ):
     raise V.WSAEInputError(
-        f"params do not fit the {sae_cfg.architecture} config: expected "
-        f"{ {k: v.shape for k, v in expected.items()} }, got { {k: v.shape for k, v in got.items()} }.")
+      f"params do not fit the {sae_cfg.architecture} config: expected "
+      f"{ {k: v.shape for k, v in expected.items()} }, got { {k: v.shape for k, v in got.items()} }."
+    )
 
 
 def _check_inputs(sae_cfg, train_cfg, source, mesh, params) -> None:
   if source.d_in != sae_cfg.d_in:
     raise V.WSAEInputError(
-        f"data has d_in={source.d_in} but the SAE config has d_in={sae_cfg.d_in}; they must match.")
+      f"data has d_in={source.d_in} but the SAE config has d_in={sae_cfg.d_in}; they must match."
+    )
   if source.batch_size != train_cfg.batch_size:
     raise V.WSAEInputError(
-        f"data yields batches of {source.batch_size} but train_cfg.batch_size is "
-        f"{train_cfg.batch_size}; make them equal.")
+      f"data yields batches of {source.batch_size} but train_cfg.batch_size is "
+      f"{train_cfg.batch_size}; make them equal."
+    )
   parallel.check_batch_divisible(train_cfg.batch_size, mesh)
   if params is not None:
     check_params(sae_cfg, params)
@@ -159,8 +196,9 @@ def initial_sample(source, rows: int = INIT_SAMPLE_ROWS) -> np.ndarray:
   """The first training batches of `source`, about `rows` rows, on the host."""
   if not data_lib.resumable(source):
     raise V.WSAEInputError(
-        "b_dec_init from data needs a source that can be read again from its start (an array, "
-        "a SyntheticSource or an ActivationStore), not an iterable of batches.")
+      "b_dec_init from data needs a source that can be read again from its start (an array, "
+      "a SyntheticSource or an ActivationStore), not an iterable of batches."
+    )
   steps = max(1, -(-rows // source.batch_size))
   return np.concatenate([np.asarray(source.batch(t)) for t in range(steps)])
 
@@ -172,7 +210,8 @@ def data_b_dec(sae_cfg, train_cfg: TrainConfig, source):
   if how == "auto":
     how = "median" if data_lib.resumable(source) else "zeros"
   if how == "zeros" or "b_dec" not in jax.eval_shape(
-      lambda: models.init(sae_cfg, jax.random.key(0))):
+    lambda: models.init(sae_cfg, jax.random.key(0))
+  ):
     return None
   return data_init.b_dec_init(initial_sample(source), how)
 
@@ -182,15 +221,21 @@ def initial_params(sae_cfg, seed: int, b_dec) -> dict:
   return data_init.with_b_dec(jax.device_get(models.init(sae_cfg, jax.random.key(seed))), b_dec)
 
 
-def run_record(sae_cfg, train_cfg, gamma, source, *, normalization_scale=None,
-               standardization=None) -> dict:
+def run_record(
+  sae_cfg, train_cfg, gamma, source, *, normalization_scale=None, standardization=None
+) -> dict:
   """The record of a `train` run (checkpoints, `wsae train`'s run.json): `run.run_meta` with the
   source's identity and γ, fixed or a `DecoderGamma` schedule."""
   schedule = gamma if isinstance(gamma, weights.DecoderGamma) else None
-  return run_lib.run_meta(sae_cfg, train_cfg, gamma=None if schedule else gamma,
-                          data=data_lib.describe(source), scale=normalization_scale,
-                          standardization=standardization,
-                          gamma_schedule=schedule.describe() if schedule else None)
+  return run_lib.run_meta(
+    sae_cfg,
+    train_cfg,
+    gamma=None if schedule else gamma,
+    data=data_lib.describe(source),
+    scale=normalization_scale,
+    standardization=standardization,
+    gamma_schedule=schedule.describe() if schedule else None,
+  )
 
 
 def _record(metrics, state, step, window) -> tuple[dict, int]:
@@ -202,11 +247,22 @@ def _record(metrics, state, step, window) -> tuple[dict, int]:
   return rec, int(diverged)
 
 
-def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | None = None,
-          mesh: Mesh | None = None, progress: bool | str = True,
-          state: TrainState | None = None, checkpointer=None, resume: bool = False,
-          normalization_scale: float | None = None, standardization: dict | None = None,
-          on_record: Callable[[dict], Any] | None = None) -> tuple[TrainState, History]:
+def train(
+  sae_cfg,
+  train_cfg: TrainConfig,
+  data,
+  *,
+  gamma=None,
+  params: dict | None = None,
+  mesh: Mesh | None = None,
+  progress: bool | str = True,
+  state: TrainState | None = None,
+  checkpointer=None,
+  resume: bool = False,
+  normalization_scale: float | None = None,
+  standardization: dict | None = None,
+  on_record: Callable[[dict], Any] | None = None,
+) -> tuple[TrainState, History]:
   """Trains one SAE and returns `(final_state, history)`.
 
   Args:
@@ -245,14 +301,21 @@ def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | N
     if b_dec is not None:
       params = initial_params(sae_cfg, train_cfg.seed, b_dec)
   state = state if state is not None else init_state(sae_cfg, train_cfg, mesh=mesh, params=params)
-  meta = run_record(sae_cfg, train_cfg, schedule or gamma, source,
-                    normalization_scale=normalization_scale, standardization=standardization)
+  meta = run_record(
+    sae_cfg,
+    train_cfg,
+    schedule or gamma,
+    source,
+    normalization_scale=normalization_scale,
+    standardization=standardization,
+  )
   restored = run_lib.resume_or_start(checkpointer, state, meta, resume=resume)
   if restored is not None:
     if not data_lib.resumable(source):
       raise V.WSAEInputError(
-          "cannot resume from an iterable of batches (it cannot be rewound to the checkpoint's "
-          "step); pass an array or a SyntheticSource.")
+        "cannot resume from an iterable of batches (it cannot be rewound to the checkpoint's "
+        "step); pass an array or a SyntheticSource."
+      )
     state = restored[0]
     if schedule:  # the γ in effect when the checkpoint was written
       gamma = jnp.asarray(restored[1]["gamma_current"], jnp.float32)
@@ -263,8 +326,14 @@ def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | N
   start = int(to_host(state.step))
   history = History()
   t0 = time.perf_counter()
-  bar = tqdm(total=train_cfg.steps, initial=start, disable=not progress, dynamic_ncols=True,
-             desc=progress if isinstance(progress, str) else sae_cfg.architecture, leave=False)
+  bar = tqdm(
+    total=train_cfg.steps,
+    initial=start,
+    disable=not progress,
+    dynamic_ncols=True,
+    desc=progress if isinstance(progress, str) else sae_cfg.architecture,
+    leave=False,
+  )
   window = train_cfg.log_every * train_cfg.batch_size
   serialize = parallel.serialize_collectives(mesh)
   try:
@@ -277,9 +346,11 @@ def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | N
         rec, diverged = _record(metrics, state, step + 1, window)
         if diverged >= 0:
           history.diverged_at = diverged
-          msg = (f"training stopped: the loss or gradient became non-finite at step {diverged}; "
-                 f"returning the last finite state (step {diverged}). Lower the learning "
-                 f"rate, check the data for NaN/inf, or enable grad_clip.")
+          msg = (
+            f"training stopped: the loss or gradient became non-finite at step {diverged}; "
+            f"returning the last finite state (step {diverged}). Lower the learning "
+            f"rate, check the data for NaN/inf, or enable grad_clip."
+          )
           bar.write(msg)
           warnings.warn(msg, RuntimeWarning, stacklevel=2)
           break
@@ -289,14 +360,20 @@ def train(sae_cfg, train_cfg: TrainConfig, data, *, gamma=None, params: dict | N
         bar.set_postfix(loss=f"{rec['loss']:.4g}", l0=f"{rec['l0']:.1f}", refresh=False)
         bar.update(step + 1 - bar.n)
       if schedule and (step + 1) % schedule.every == 0:
-        w_dec, tsf = to_host((models.decoder_matrix(sae_cfg, state.params),
-                              state.tokens_since_fired))
-        gamma = jax.device_put(schedule.update(w_dec, tsf, schedule.every * train_cfg.batch_size),
-                               parallel.replicated(mesh))
+        w_dec, tsf = to_host(
+          (models.decoder_matrix(sae_cfg, state.params), state.tokens_since_fired)
+        )
+        gamma = jax.device_put(
+          schedule.update(w_dec, tsf, schedule.every * train_cfg.batch_size),
+          parallel.replicated(mesh),
+        )
       if checkpointer is not None and (checkpointer.should_save(step + 1) or last):
         jax.block_until_ready(state)  # orbax's device work must not overlap a running step
-        checkpointer.save(step + 1, state, meta if not schedule else
-                          {**meta, "gamma_current": np.asarray(gamma).tolist()})
+        checkpointer.save(
+          step + 1,
+          state,
+          meta if not schedule else {**meta, "gamma_current": np.asarray(gamma).tolist()},
+        )
   finally:
     bar.close()
   jax.block_until_ready(state)
