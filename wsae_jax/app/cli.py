@@ -359,6 +359,13 @@ def _add_train(sub):
     'names, e.g. arch = "topk", k = 32, d_sae = 4608); options given on the command '
     "line take precedence",
   )
+  _add_train_data(p)
+  _add_train_model(p)
+  _add_train_training(p)
+  p.set_defaults(func=_run_train)
+
+
+def _add_train_data(p) -> None:
   src = p.add_argument_group("data")
   src.add_argument(
     "--activations",
@@ -424,6 +431,9 @@ def _add_train(sub):
   _add_problem(src)
   src.add_argument("--sparsity", type=float, default=0.9, help="synthetic: feature sparsity S")
   src.add_argument("--data-seed", type=int, default=0, help="seed of the data stream")
+
+
+def _add_train_model(p) -> None:
   m = p.add_argument_group("model")
   m.add_argument(
     "--arch",
@@ -498,6 +508,9 @@ def _add_train(sub):
     help="refuse (exit 2) a γ whose top dimension holds more than this share of "
     "Σγ² (default: only warn above 25%%)",
   )
+
+
+def _add_train_training(p) -> None:
   t = p.add_argument_group("training")
   t.add_argument(
     "--b-dec-init",
@@ -572,7 +585,6 @@ def _add_train(sub):
     "install -e '.[log]'); offline into OUT/wandb unless WANDB_MODE says otherwise",
   )
   t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-  p.set_defaults(func=_run_train)
 
 
 # A run folder's own entries (what --overwrite removes): what `wsae train` writes, and the
@@ -813,13 +825,10 @@ def _train_locked(args, folder, existing):
   import jax
   import numpy as np
 
-  from wsae_jax import models
   from wsae_jax.app import loggers
   from wsae_jax.data import sources
   from wsae_jax.storage import saelens
-  from wsae_jax.storage.checkpoint import Checkpointer
   from wsae_jax.training import run, trainer
-  from wsae_jax.training.config import TrainConfig, resolve_run_defaults
 
   out = folder.path
   if args.training_tokens is not None:
@@ -830,27 +839,7 @@ def _train_locked(args, folder, existing):
   _check_gamma_option(args)
   _harvest_first(args, out)
   source, W, sample, scale, standardization, d_in, d_sae = _train_data(args)
-  cfg = models.make_config(
-    args.arch, d_in=d_in, d_sae=d_sae, **_hyperparameters(args), **_dead_after(args)
-  )
-  tc = TrainConfig(
-    steps=args.steps,
-    batch_size=args.batch_size,
-    learning_rate=args.lr,
-    seed=args.seed,
-    log_every=args.log_every,
-    b_dec_init=args.b_dec_init or TrainConfig.b_dec_init,
-    warmup_steps=(min(100, args.steps // 10) if args.warmup_steps is None else args.warmup_steps),
-    decay_fraction=args.decay_fraction,
-    compute_dtype=args.compute_dtype,
-  )
-  cfg = resolve_run_defaults(cfg, tc)  # run.json records the window the run uses
-  if tc.compute_dtype == "bfloat16" and jax.default_backend() == "cpu":
-    print(
-      "wsae train: note: bfloat16 products are emulated on CPUs and slower than float32 "
-      "(benchmarks/RESULTS.md: 7x for a Top-k step); --dtype bfloat16 pays on GPUs and TPUs.",
-      file=sys.stderr,
-    )
+  cfg, tc = _train_configs(args, d_in, d_sae)
   gamma = _train_gamma(args, d_in, sample, W)
   V.check_int("--checkpoint-every", args.checkpoint_every, low=1)
   V.check_int("--keep", args.keep, low=1)
@@ -869,31 +858,7 @@ def _train_locked(args, folder, existing):
   folder.write_json("run.json", meta)
   if W is not None:  # the synthetic W_p, for `wsae report`'s true-feature panel
     folder.save_npy("W_p.npy", np.asarray(W, np.float32))
-  log = loggers.Fanout(
-    [
-      loggers.TensorBoard(args.tensorboard) if args.tensorboard else None,
-      loggers.WandB(args.wandb, out, meta, name=out.name) if args.wandb else None,
-    ]
-  )
-  ck = Checkpointer(out / "checkpoints", every=args.checkpoint_every, keep=args.keep)
-  try:
-    state, hist = trainer.train(
-      cfg,
-      tc,
-      source,
-      gamma=gamma,
-      checkpointer=ck,
-      resume=args.resume,
-      progress=not args.no_progress,
-      normalization_scale=scale,
-      standardization=standardization,
-      on_record=log if log.loggers else None,
-    )
-  finally:
-    ck.close()
-    log.close()
-    if hasattr(source, "close"):
-      source.close()
+  state, hist = _train_run(args, out, cfg, tc, source, gamma, meta, scale, standardization)
   folder.write_json(
     "history.json",
     {"records": hist.records, "diverged_at": hist.diverged_at, "seconds": hist.seconds},
@@ -918,6 +883,69 @@ def _train_locked(args, folder, existing):
     )
     return 1
   return 0
+
+
+def _train_configs(args, d_in: int, d_sae: int):
+  """The SAE and training configs the options describe (run defaults resolved)."""
+  import jax
+
+  from wsae_jax import models
+  from wsae_jax.training.config import TrainConfig, resolve_run_defaults
+
+  cfg = models.make_config(
+    args.arch, d_in=d_in, d_sae=d_sae, **_hyperparameters(args), **_dead_after(args)
+  )
+  tc = TrainConfig(
+    steps=args.steps,
+    batch_size=args.batch_size,
+    learning_rate=args.lr,
+    seed=args.seed,
+    log_every=args.log_every,
+    b_dec_init=args.b_dec_init or TrainConfig.b_dec_init,
+    warmup_steps=(min(100, args.steps // 10) if args.warmup_steps is None else args.warmup_steps),
+    decay_fraction=args.decay_fraction,
+    compute_dtype=args.compute_dtype,
+  )
+  if tc.compute_dtype == "bfloat16" and jax.default_backend() == "cpu":
+    print(
+      "wsae train: note: bfloat16 products are emulated on CPUs and slower than float32 "
+      "(benchmarks/RESULTS.md: 7x for a Top-k step); --dtype bfloat16 pays on GPUs and TPUs.",
+      file=sys.stderr,
+    )
+  return resolve_run_defaults(cfg, tc), tc  # run.json records the window the run uses
+
+
+def _train_run(args, out, cfg, tc, source, gamma, meta, scale, standardization):
+  """`trainer.train` with the run folder's checkpointer and the chosen loggers."""
+  from wsae_jax.app import loggers
+  from wsae_jax.storage.checkpoint import Checkpointer
+  from wsae_jax.training import trainer
+
+  log = loggers.Fanout(
+    [
+      loggers.TensorBoard(args.tensorboard) if args.tensorboard else None,
+      loggers.WandB(args.wandb, out, meta, name=out.name) if args.wandb else None,
+    ]
+  )
+  ck = Checkpointer(out / "checkpoints", every=args.checkpoint_every, keep=args.keep)
+  try:
+    return trainer.train(
+      cfg,
+      tc,
+      source,
+      gamma=gamma,
+      checkpointer=ck,
+      resume=args.resume,
+      progress=not args.no_progress,
+      normalization_scale=scale,
+      standardization=standardization,
+      on_record=log if log.loggers else None,
+    )
+  finally:
+    ck.close()
+    log.close()
+    if hasattr(source, "close"):
+      source.close()
 
 
 def _add_export(sub):

@@ -31,7 +31,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
-from tqdm.auto import tqdm
 
 from wsae_jax import _validate as V
 from wsae_jax import models
@@ -199,28 +198,61 @@ def _chunk_size(num_members: int, mesh: Mesh, member_chunk: int) -> int:
   return _largest_divisor_at_most(num_members // mesh.shape[MEMBER_AXIS], member_chunk)
 
 
-def _build_call(
-  sae_cfg,
-  train_cfg,
-  *,
-  num_members,
-  steps_per_call,
-  member_chunk,
-  mesh,
-  problem_n,
-  W_p,
-  magnitude,
-  seeds_R,
-  stream_seed_idx,
-  stream_sparsity,
-  rates=None,
-  shared_chunks=False,
-  prng_impl="threefry2x32",
-):
-  """Returns jit((states, hp, xs_or_none, step0) -> (states, last_metrics)).
+@dataclasses.dataclass(frozen=True)
+class _Streams:
+  """The distinct synthetic data streams of a sweep: members with the same (data seed, sparsity)
+  share one. The uniforms behind a data seed are drawn once and serve every sparsity."""
 
-  `shared_chunks`: every chunk's members read one stream, so a chunk's batch is passed to its
-  members unbatched and the vmapped encoder products of the chunk become one GEMM,
+  W_p: jax.Array
+  magnitude: sp.Magnitude
+  seeds_R: jax.Array
+  stream_seed_idx: jax.Array
+  stream_sparsity: jax.Array
+  rates: jax.Array | None
+  prng_impl: str
+
+  @classmethod
+  def plan(cls, problem, res) -> tuple[_Streams, np.ndarray]:
+    """The streams of `problem` the members `res` read, and each member's stream index."""
+    seeds = sorted({m["data_seed"] for m in res})
+    streams = sorted({(m["data_seed"], float(m["sparsity"])) for m in res})
+    stream_of = np.asarray([streams.index((m["data_seed"], float(m["sparsity"]))) for m in res])
+    return cls(
+      W_p=jnp.asarray(problem.W_p, jnp.float32),
+      magnitude=problem.magnitude,
+      seeds_R=jnp.asarray(seeds, jnp.uint32),
+      stream_seed_idx=jnp.asarray([seeds.index(s) for s, _ in streams]),
+      stream_sparsity=jnp.asarray([s for _, s in streams], jnp.float32),
+      rates=None if problem.rates is None else jnp.asarray(problem.rates, jnp.float32),
+      prng_impl=problem.prng_impl,
+    ), stream_of
+
+  def generate(self, step0, steps: int, batch_size: int):
+    """`(U, T, B, n_p)` batches of each stream for steps `step0 … step0 + T − 1` (the law of
+    `SyntheticSource`, so a member sees exactly the batches `train` would give it)."""
+    n = self.W_p.shape[1]
+    ts = step0 + jnp.arange(steps)
+
+    def uniforms(seed):
+      key = jax.random.key(seed, impl=self.prng_impl)
+      return jax.vmap(
+        lambda t: jax.random.uniform(jax.random.fold_in(key, t), (batch_size, n), jnp.float32)
+      )(ts)
+
+    u_UxTxBxN = jax.vmap(uniforms)(self.seeds_R)[self.stream_seed_idx]
+    sparsity = sp.feature_sparsity(self.stream_sparsity[:, None, None, None], self.rates)
+    return sp.features_from_uniform(u_UxTxBxN, sparsity, self.magnitude) @ self.W_p.T
+
+
+def _build_call(
+  sae_cfg, train_cfg, *, num_members, steps_per_call, member_chunk, mesh, streams, shared_chunks
+):
+  """Returns jit((states, hp, xs_or_none, step0) -> (states, last_metrics)), with `.compiles()`
+  the number of programs it has traced (one per distinct input layout).
+
+  `streams`: the synthetic `_Streams` generated inside the program (None: real batches are
+  passed as `xs`). `shared_chunks`: every chunk's members read one stream, so a chunk's batch is
+  passed to its members unbatched and the vmapped encoder products of the chunk become one GEMM,
   `(B, d_in) @ (d_in, chunk·d_sae)`, instead of `chunk` small ones.
   """
   n_member = mesh.shape[MEMBER_AXIS]
@@ -230,23 +262,7 @@ def _build_call(
   B = train_cfg.batch_size
   arch = models.get(sae_cfg)
   hp_names = [h.name for h in arch.hyperparameters]
-
-  def gen_streams(step0):
-    """(U, T, B, n_p) batches of each distinct (data seed, sparsity) stream, shared by members."""
-    steps = step0 + jnp.arange(steps_per_call)
-
-    def uniforms(seed):
-      key = jax.random.key(seed, impl=prng_impl)
-      return jax.vmap(
-        lambda t: jax.random.uniform(jax.random.fold_in(key, t), (B, problem_n), jnp.float32)
-      )(steps)
-
-    u_RxTxBxN = jax.vmap(uniforms)(seeds_R)
-    u_UxTxBxN = u_RxTxBxN[stream_seed_idx]
-    x = sp.features_from_uniform(
-      u_UxTxBxN, sp.feature_sparsity(stream_sparsity[:, None, None, None], rates), magnitude
-    )
-    return x @ W_p.T
+  traces = [0]
 
   def per_device(states, hp, xs, step0):
     n_data = jax.lax.psum(1, DATA_AXIS)
@@ -304,8 +320,9 @@ def _build_call(
   xs_spec = P(None, None, DATA_AXIS)
 
   def call(states, hp, xs, step0):
+    traces[0] += 1  # Python runs at trace time only: one count per compiled program
     if xs is None:
-      xs = gen_streams(step0)
+      xs = streams.generate(step0, steps_per_call, B)
     xs = jax.lax.with_sharding_constraint(xs, NamedSharding(mesh, xs_spec))
     return jax.shard_map(
       per_device,
@@ -315,7 +332,22 @@ def _build_call(
     )(states, hp, xs, step0)
 
   member_sharding = NamedSharding(mesh, member_spec)
-  return jax.jit(call, out_shardings=(member_sharding, member_sharding), donate_argnums=0)
+  return _Call(
+    jax.jit(call, out_shardings=(member_sharding, member_sharding), donate_argnums=0), traces
+  )
+
+
+class _Call:
+  """A compiled sweep call that counts the programs it traced (JAX's cache size is private)."""
+
+  def __init__(self, fn, traces: list[int]):
+    self.fn, self.traces = fn, traces
+
+  def __call__(self, *args):
+    return self.fn(*args)
+
+  def compiles(self) -> int:
+    return self.traces[0]
 
 
 def _decoder_gammas(sae_cfg, members, decoder, states, gammas, window_tokens) -> np.ndarray:
@@ -405,7 +437,7 @@ def train_sweep(
       member.
     train_cfg: the base training config (steps, batch size, schedule; default learning rate and
       seed).
-    members: one dict per member with any of `MEMBER_KEYS` and the architecture's
+    members: one dict per member with any of `BASE_KEYS` and the architecture's
       hyperparameters (see `grid`).
     data: a `SyntheticProblem` (each member draws its own stream) or real activations in any form
       `train` accepts (all members share the same batches).
@@ -429,23 +461,135 @@ def train_sweep(
   sae_cfg = resolve_run_defaults(sae_cfg, train_cfg)
   synthetic = isinstance(data, SyntheticProblem)
   source: Any = None if synthetic else data_lib.as_source(data, train_cfg.batch_size, seed=0)
-  d_in = np.shape(data.W_p)[0] if synthetic else source.d_in
+  res = resolve_members(sae_cfg, train_cfg, list(members), synthetic=synthetic)
+  E = len(res)
+  mesh = mesh or sweep_mesh(E)
+  T = steps_per_call or min(train_cfg.log_every, train_cfg.steps)
+  _check_sweep(sae_cfg, train_cfg, data if synthetic else None, source, res, mesh, T)
+  gammas = member_gammas(res, sae_cfg, data if synthetic else None, source)
+  decoder = _decoder_members(res, decoder_gamma_every, T)
+  streams, stream_of = _Streams.plan(data, res) if synthetic else (None, np.zeros(E, np.int64))
+  C = _chunk_size(E, mesh, member_chunk)
+  call = _build_call(
+    sae_cfg,
+    train_cfg,
+    num_members=E,
+    steps_per_call=T,
+    member_chunk=member_chunk,
+    mesh=mesh,
+    streams=streams,
+    # Members of a chunk reading one stream share its batch (real data: every member does).
+    shared_chunks=bool(np.all(stream_of.reshape(-1, C) == stream_of.reshape(-1, C)[:, :1])),
+  )
+  member_sharding = NamedSharding(mesh, P(MEMBER_AXIS))
+  hp = jax.device_put(_member_inputs(sae_cfg, res, gammas, stream_of), member_sharding)
+  states = _initial_states(
+    sae_cfg, train_cfg, res, data if synthetic else None, source, initial_params, member_sharding
+  )
+  meta = _sweep_meta(sae_cfg, train_cfg, gammas, res, T, data if synthetic else None, source)
+  histories: list[list[dict]] = [[] for _ in range(E)]
+  start = 0
+  restored = run_lib.resume_or_start(checkpointer, states, meta, resume=resume)
+  if restored is not None:
+    states, saved = restored
+    start, histories = int(saved["step"]), saved.get("histories", histories)
+    if "gamma_current" in saved:  # the γ in effect when the checkpoint was written
+      gammas = np.asarray(saved["gamma_current"], np.float32)
+      hp = {**hp, "gamma": jax.device_put(jnp.asarray(gammas), member_sharding)}
+  xs_sharding = NamedSharding(mesh, P(None, None, DATA_AXIS))
+  t0 = time.perf_counter()
+  bar = trainer.progress_bar(progress, train_cfg.steps, start, f"sweep x{E}")
+  try:
+    for step0 in range(start, train_cfg.steps, T):
+      xs = (
+        None
+        if synthetic
+        else jax.device_put(_real_batches(source, step0, T, train_cfg), xs_sharding)
+      )
+      states, met = call(states, hp, xs, jnp.int32(step0))
+      if decoder and (step0 + T) % decoder_gamma_every == 0 and step0 + T <= train_cfg.steps:
+        gammas = _decoder_gammas(
+          sae_cfg, res, decoder, states, gammas, decoder_gamma_every * train_cfg.batch_size
+        )
+        hp = {**hp, "gamma": jax.device_put(jnp.asarray(gammas), member_sharding)}
+      met, div = jax.device_get((met, states.diverged_at))
+      done = min(step0 + T, train_cfg.steps)
+      for i in range(E):
+        if div[i] < 0:
+          histories[i].append({**{k: float(v[i]) for k, v in met.items()}, "step": done})
+      bar.set_postfix(
+        loss=f"{np.nanmean(met['loss']):.4g}", frozen=int(np.sum(div >= 0)), refresh=False
+      )
+      bar.update(done - bar.n)
+      if trainer.checkpoint_due(checkpointer, step0, done, done == train_cfg.steps):
+        extra = {"gamma_current": gammas.tolist()} if decoder else {}
+        checkpointer.save(done, states, {**meta, "histories": histories, **extra})
+  finally:
+    bar.close()
+  jax.block_until_ready(states)
+  seconds = time.perf_counter() - t0
+  diverged = {i: int(d) for i, d in enumerate(jax.device_get(states.diverged_at)) if d >= 0}
+  return SweepResult(
+    sae_cfg=sae_cfg,
+    train_cfg=train_cfg,
+    members=res,
+    gammas=gammas,
+    states=states,
+    histories=histories,
+    diverged=diverged,
+    seconds=seconds,
+    compiles=call.compiles(),
+  )
+
+
+def _decoder_members(res, every: int, steps_per_call: int) -> list[int]:
+  """The members whose γ is re-estimated from the decoder every `every` steps (between calls)."""
+  decoder = [
+    i
+    for i, m in enumerate(res)
+    if weights_lib.KINDS[m["gamma_kind"]].needs == "decoder" and m["alpha"] is not None
+  ]
+  if decoder and every % steps_per_call:
+    raise V.WSAEInputError(
+      f"decoder_gamma_every={every} must be a multiple of steps_per_call={steps_per_call} "
+      f"(γ changes between compiled calls)."
+    )
+  return decoder
+
+
+def _sweep_meta(sae_cfg, train_cfg, gammas, res, steps_per_call, problem, source) -> dict:
+  """The sweep's run record: configs, γ, every member and the data (compared on resume)."""
+  return run_lib.run_meta(
+    sae_cfg,
+    train_cfg,
+    gamma=gammas,
+    data={
+      "kind": "sweep",
+      "synthetic": problem is not None,
+      "steps_per_call": steps_per_call,
+      "members": [{k: v for k, v in m.items() if k != "gamma"} for m in res],
+      "source": problem.describe() if problem is not None else data_lib.describe(source),
+    },
+  )
+
+
+def _check_sweep(sae_cfg, train_cfg, problem, source, res, mesh, steps_per_call) -> None:
+  """The sweep's inputs against each other and the mesh, before any work."""
+  d_in = np.shape(problem.W_p)[0] if problem is not None else source.d_in
   if d_in != sae_cfg.d_in:
     raise V.WSAEInputError(f"data has d_in={d_in} but the SAE config has d_in={sae_cfg.d_in}.")
-  if not synthetic and source.batch_size != train_cfg.batch_size:
+  if problem is None and source.batch_size != train_cfg.batch_size:
     raise V.WSAEInputError(
       f"data yields batches of {source.batch_size} but train_cfg.batch_size is "
       f"{train_cfg.batch_size}; make them equal."
     )
-  res = resolve_members(sae_cfg, train_cfg, list(members), synthetic=synthetic)
-  if synthetic and data.rates is not None:
+  if problem is not None and problem.rates is not None:
     for i, m in enumerate(res):
       try:
-        sp.check_rates(data.rates, None, m["sparsity"])
+        sp.check_rates(problem.rates, None, m["sparsity"])
       except V.WSAEInputError as e:
         raise V.WSAEInputError(f"member {i}: {e}") from None
   E = len(res)
-  mesh = mesh or sweep_mesh(E)
   if models.get(sae_cfg).batch_coupled and mesh.shape[DATA_AXIS] > 1:
     raise V.WSAEInputError(
       f"{sae_cfg.architecture} SAEs select over the whole batch, so a sweep cannot split the "
@@ -462,64 +606,12 @@ def train_sweep(
       f"batch_size {train_cfg.batch_size} must be divisible by the {mesh.shape[DATA_AXIS]} "
       f"devices of the mesh's data axis."
     )
-  T = steps_per_call or min(train_cfg.log_every, train_cfg.steps)
-  V.check_int("steps_per_call", T, low=1)
-  gammas = member_gammas(res, sae_cfg, data if synthetic else None, source)
-  decoder = [
-    i
-    for i, m in enumerate(res)
-    if weights_lib.KINDS[m["gamma_kind"]].needs == "decoder" and m["alpha"] is not None
-  ]
-  if decoder and decoder_gamma_every % T:
-    raise V.WSAEInputError(
-      f"decoder_gamma_every={decoder_gamma_every} must be a multiple of steps_per_call={T} "
-      f"(γ changes between compiled calls)."
-    )
+  V.check_int("steps_per_call", steps_per_call, low=1)
 
-  # Distinct data streams: members with the same (data seed, sparsity) share batches.
-  if synthetic:
-    seeds = sorted({m["data_seed"] for m in res})
-    streams = sorted({(m["data_seed"], float(m["sparsity"])) for m in res})
-    stream_of = np.asarray([streams.index((m["data_seed"], float(m["sparsity"]))) for m in res])
-    W_p = jnp.asarray(data.W_p, jnp.float32)
-    C = _chunk_size(E, mesh, member_chunk)
-    call = _build_call(
-      sae_cfg,
-      train_cfg,
-      num_members=E,
-      steps_per_call=T,
-      member_chunk=member_chunk,
-      mesh=mesh,
-      problem_n=W_p.shape[1],
-      W_p=W_p,
-      magnitude=data.magnitude,
-      seeds_R=jnp.asarray(seeds, jnp.uint32),
-      stream_seed_idx=jnp.asarray([seeds.index(s) for s, _ in streams]),
-      stream_sparsity=jnp.asarray([s for _, s in streams], jnp.float32),
-      rates=None if data.rates is None else jnp.asarray(data.rates, jnp.float32),
-      shared_chunks=bool(np.all(stream_of.reshape(-1, C) == stream_of.reshape(-1, C)[:, :1])),
-      prng_impl=data.prng_impl,
-    )
-  else:
-    stream_of = np.zeros(E, np.int64)
-    call = _build_call(
-      sae_cfg,
-      train_cfg,
-      num_members=E,
-      steps_per_call=T,
-      member_chunk=member_chunk,
-      mesh=mesh,
-      problem_n=None,
-      W_p=None,
-      magnitude=None,
-      seeds_R=None,
-      stream_seed_idx=None,
-      stream_sparsity=None,
-      shared_chunks=True,
-    )
 
-  member_sharding = NamedSharding(mesh, P(MEMBER_AXIS))
-  hp = {
+def _member_inputs(sae_cfg, res, gammas, stream_of) -> dict:
+  """Each member's traced inputs, stacked: learning rate, γ, stream and hyperparameters."""
+  return {
     "learning_rate": jnp.asarray([m["learning_rate"] for m in res], jnp.float32),
     "gamma": jnp.asarray(gammas),
     "stream": jnp.asarray(stream_of, jnp.int32),
@@ -528,8 +620,12 @@ def train_sweep(
       for h in models.get(sae_cfg).hyperparameters
     },
   }
-  hp = jax.device_put(hp, member_sharding)
-  seeds_E = jnp.asarray([m["seed"] for m in res], jnp.uint32)
+
+
+def _initial_states(sae_cfg, train_cfg, res, problem, source, initial_params, sharding):
+  """The stacked initial states: given parameters (checked), or each member's seeded init with
+  `b_dec` from its data where `train_cfg.b_dec_init` says so."""
+  E = len(res)
   if initial_params is not None:
     want = jax.eval_shape(lambda: models.init(sae_cfg, jax.random.key(0)))
     for name, spec in want.items():
@@ -539,96 +635,16 @@ def train_sweep(
           f"initial_params[{name!r}] must have shape {(E,) + spec.shape} (members first), got {got}."
         )
   elif train_cfg.b_dec_init != "zeros":
-    initial_params = _data_initialised_params(
-      sae_cfg, train_cfg, res, data if synthetic else None, source
-    )
-  states = jax.jit(
+    initial_params = _data_initialised_params(sae_cfg, train_cfg, res, problem, source)
+  seeds_E = jnp.asarray([m["seed"] for m in res], jnp.uint32)
+  return jax.jit(
     jax.vmap(lambda s, p: new_state(sae_cfg, train_cfg, params=p, seed=s)),
-    out_shardings=member_sharding,
+    out_shardings=sharding,
   )(seeds_E, initial_params)
 
-  histories: list[list[dict]] = [[] for _ in range(E)]
-  meta = run_lib.run_meta(
-    sae_cfg,
-    train_cfg,
-    gamma=gammas,
-    data={
-      "kind": "sweep",
-      "synthetic": synthetic,
-      "steps_per_call": T,
-      "members": [{k: v for k, v in m.items() if k != "gamma"} for m in res],
-      "source": data.describe() if synthetic else data_lib.describe(source),
-    },
-  )
-  start = 0
-  restored = run_lib.resume_or_start(checkpointer, states, meta, resume=resume)
-  if restored is not None:
-    states, saved = restored
-    start = int(saved["step"])
-    histories = saved.get("histories", histories)
-    if "gamma_current" in saved:  # the γ in effect when the checkpoint was written
-      gammas = np.asarray(saved["gamma_current"], np.float32)
-      hp = {**hp, "gamma": jax.device_put(jnp.asarray(gammas), member_sharding)}
-  xs_sharding = NamedSharding(mesh, P(None, None, DATA_AXIS))
-  t0 = time.perf_counter()
-  bar = tqdm(
-    total=train_cfg.steps,
-    initial=start,
-    desc=progress if isinstance(progress, str) else f"sweep x{E}",
-    disable=not progress,
-    dynamic_ncols=True,
-    leave=False,
-  )
-  try:
-    for step0 in range(start, train_cfg.steps, T):
-      xs = None
-      if not synthetic:
-        xs = np.stack(
-          [np.asarray(source.batch(min(step0 + t, train_cfg.steps - 1))) for t in range(T)]
-        )[None]
-        xs = jax.device_put(xs, xs_sharding)
-      states, met = call(states, hp, xs, jnp.int32(step0))
-      if decoder and (step0 + T) % decoder_gamma_every == 0 and step0 + T <= train_cfg.steps:
-        gammas = _decoder_gammas(
-          sae_cfg, res, decoder, states, gammas, decoder_gamma_every * train_cfg.batch_size
-        )
-        hp = {**hp, "gamma": jax.device_put(jnp.asarray(gammas), member_sharding)}
-      met, div = jax.device_get((met, states.diverged_at))
-      done = min(step0 + T, train_cfg.steps)
-      for i in range(E):
-        rec = {k: float(v[i]) for k, v in met.items()}
-        rec["step"] = done
-        if div[i] < 0:
-          histories[i].append(rec)
-      bar.set_postfix(
-        loss=f"{np.nanmean(met['loss']):.4g}", frozen=int(np.sum(div >= 0)), refresh=False
-      )
-      bar.update(done - bar.n)
-      if checkpointer is not None and (
-        done // checkpointer.every > step0 // checkpointer.every or done == train_cfg.steps
-      ):
-        checkpointer.save(
-          done,
-          states,
-          {
-            **meta,
-            "histories": histories,
-            **({"gamma_current": gammas.tolist()} if decoder else {}),
-          },
-        )
-  finally:
-    bar.close()
-  jax.block_until_ready(states)
-  seconds = time.perf_counter() - t0
-  diverged = {i: int(d) for i, d in enumerate(jax.device_get(states.diverged_at)) if d >= 0}
-  return SweepResult(
-    sae_cfg=sae_cfg,
-    train_cfg=train_cfg,
-    members=res,
-    gammas=gammas,
-    states=states,
-    histories=histories,
-    diverged=diverged,
-    seconds=seconds,
-    compiles=call._cache_size(),
-  )
+
+def _real_batches(source, step0: int, T: int, train_cfg) -> np.ndarray:
+  """`(1, T, B, d_in)`: the shared batches of steps `step0 … step0 + T − 1` (past the run's end,
+  the last step's again: those steps are no-ops)."""
+  last = train_cfg.steps - 1
+  return np.stack([np.asarray(source.batch(min(step0 + t, last))) for t in range(T)])[None]

@@ -291,6 +291,92 @@ def train(
   the step number, and returns the last finite state with `history.diverged_at` set.
   """
   mesh = mesh or parallel.data_mesh()
+  run = _start(
+    sae_cfg,
+    train_cfg,
+    data,
+    gamma,
+    params,
+    state,
+    mesh,
+    checkpointer,
+    resume,
+    normalization_scale=normalization_scale,
+    standardization=standardization,
+  )
+  sae_cfg, source, schedule, gamma, state = (
+    run.sae_cfg,
+    run.source,
+    run.schedule,
+    run.gamma,
+    run.state,
+  )
+  step_fn = make_train_step(sae_cfg, train_cfg, mesh=mesh)
+  batch_sharding = parallel.batch_sharded(mesh)
+  start = int(to_host(state.step))
+  history = History()
+  t0 = time.perf_counter()
+  bar = progress_bar(progress, train_cfg.steps, start, sae_cfg.architecture)
+  window = train_cfg.log_every * train_cfg.batch_size
+  serialize = parallel.serialize_collectives(mesh)
+  try:
+    for step in range(start, train_cfg.steps):
+      state, metrics = step_fn(state, source.batch(step, batch_sharding), gamma)
+      if serialize:
+        jax.block_until_ready(state)
+      last = step + 1 == train_cfg.steps
+      if (step + 1) % train_cfg.log_every == 0 or last:
+        rec, diverged = _record(metrics, state, step + 1, window)
+        if diverged >= 0:
+          history.diverged_at = diverged
+          _warn_diverged(bar, diverged)
+          break
+        history.records.append(rec)
+        if on_record is not None:
+          on_record(rec)
+        bar.set_postfix(loss=f"{rec['loss']:.4g}", l0=f"{rec['l0']:.1f}", refresh=False)
+        bar.update(step + 1 - bar.n)
+      if schedule and (step + 1) % schedule.every == 0:
+        gamma = _next_gamma(schedule, sae_cfg, train_cfg, state, mesh)
+      if checkpoint_due(checkpointer, step, step + 1, last):
+        jax.block_until_ready(state)  # orbax's device work must not overlap a running step
+        extra = {"gamma_current": np.asarray(gamma).tolist()} if schedule else {}
+        checkpointer.save(step + 1, state, {**run.meta, **extra})
+  finally:
+    bar.close()
+  jax.block_until_ready(state)
+  history.seconds = time.perf_counter() - t0
+  return state, history
+
+
+@dataclasses.dataclass
+class _Run:
+  """Where `train` starts: the resolved config, the batch source, γ (and its schedule), the
+  state (fresh or restored) and the run's record."""
+
+  sae_cfg: Any
+  source: Any
+  schedule: Any
+  gamma: Any
+  state: TrainState
+  meta: dict
+
+
+def _start(
+  sae_cfg,
+  train_cfg,
+  data,
+  gamma,
+  params,
+  state,
+  mesh,
+  checkpointer,
+  resume,
+  *,
+  normalization_scale,
+  standardization,
+) -> _Run:
+  """Validation, γ, initial state and resume-or-start: everything before the first step."""
   sae_cfg = resolve_run_defaults(sae_cfg, train_cfg)
   source = data_lib.as_source(data, train_cfg.batch_size, seed=train_cfg.seed)
   _check_inputs(sae_cfg, train_cfg, source, mesh, params)
@@ -319,63 +405,46 @@ def train(
     state = restored[0]
     if schedule:  # the γ in effect when the checkpoint was written
       gamma = jnp.asarray(restored[1]["gamma_current"], jnp.float32)
-  step_fn = make_train_step(sae_cfg, train_cfg, mesh=mesh)
   if gamma is not None:
     gamma = jax.device_put(gamma, parallel.replicated(mesh))
-  batch_sharding = parallel.batch_sharded(mesh)
-  start = int(to_host(state.step))
-  history = History()
-  t0 = time.perf_counter()
-  bar = tqdm(
-    total=train_cfg.steps,
-    initial=start,
+  return _Run(sae_cfg, source, schedule, gamma, state, meta)
+
+
+def _next_gamma(schedule, sae_cfg, train_cfg, state, mesh):
+  """γ re-estimated from the decoder (`weights.DecoderGamma`)."""
+  w_dec, tsf = to_host((models.decoder_matrix(sae_cfg, state.params), state.tokens_since_fired))
+  new = schedule.update(w_dec, tsf, schedule.every * train_cfg.batch_size)
+  return jax.device_put(new, parallel.replicated(mesh))
+
+
+def _warn_diverged(bar, step: int) -> None:
+  msg = (
+    f"training stopped: the loss or gradient became non-finite at step {step}; "
+    f"returning the last finite state (step {step}). Lower the learning "
+    f"rate, check the data for NaN/inf, or enable grad_clip."
+  )
+  bar.write(msg)
+  warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+# Pieces `train` and `sweep.train_sweep` share.
+
+
+def progress_bar(progress: bool | str, total: int, initial: int, default: str):
+  """The run's progress bar (`progress`: False hides it, a string names it)."""
+  return tqdm(
+    total=total,
+    initial=initial,
     disable=not progress,
     dynamic_ncols=True,
-    desc=progress if isinstance(progress, str) else sae_cfg.architecture,
+    desc=progress if isinstance(progress, str) else default,
     leave=False,
   )
-  window = train_cfg.log_every * train_cfg.batch_size
-  serialize = parallel.serialize_collectives(mesh)
-  try:
-    for step in range(start, train_cfg.steps):
-      state, metrics = step_fn(state, source.batch(step, batch_sharding), gamma)
-      if serialize:
-        jax.block_until_ready(state)
-      last = step + 1 == train_cfg.steps
-      if (step + 1) % train_cfg.log_every == 0 or last:
-        rec, diverged = _record(metrics, state, step + 1, window)
-        if diverged >= 0:
-          history.diverged_at = diverged
-          msg = (
-            f"training stopped: the loss or gradient became non-finite at step {diverged}; "
-            f"returning the last finite state (step {diverged}). Lower the learning "
-            f"rate, check the data for NaN/inf, or enable grad_clip."
-          )
-          bar.write(msg)
-          warnings.warn(msg, RuntimeWarning, stacklevel=2)
-          break
-        history.records.append(rec)
-        if on_record is not None:
-          on_record(rec)
-        bar.set_postfix(loss=f"{rec['loss']:.4g}", l0=f"{rec['l0']:.1f}", refresh=False)
-        bar.update(step + 1 - bar.n)
-      if schedule and (step + 1) % schedule.every == 0:
-        w_dec, tsf = to_host(
-          (models.decoder_matrix(sae_cfg, state.params), state.tokens_since_fired)
-        )
-        gamma = jax.device_put(
-          schedule.update(w_dec, tsf, schedule.every * train_cfg.batch_size),
-          parallel.replicated(mesh),
-        )
-      if checkpointer is not None and (checkpointer.should_save(step + 1) or last):
-        jax.block_until_ready(state)  # orbax's device work must not overlap a running step
-        checkpointer.save(
-          step + 1,
-          state,
-          meta if not schedule else {**meta, "gamma_current": np.asarray(gamma).tolist()},
-        )
-  finally:
-    bar.close()
-  jax.block_until_ready(state)
-  history.seconds = time.perf_counter() - t0
-  return state, history
+
+
+def checkpoint_due(checkpointer, before: int, after: int, last: bool) -> bool:
+  """Whether a checkpoint is written once the run has gone from step `before` to `after`: a
+  multiple of `checkpointer.every` was crossed, or the run ended."""
+  if checkpointer is None:
+    return False
+  return last or after // checkpointer.every > before // checkpointer.every
