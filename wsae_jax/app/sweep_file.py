@@ -19,6 +19,7 @@ from wsae_jax.app import plots
 from wsae_jax.data import problems, store
 from wsae_jax.data import superposition as sp
 from wsae_jax.evaluation import scoring
+from wsae_jax.objectives import weights as weights_lib
 from wsae_jax.storage import records
 from wsae_jax.storage.checkpoint import Checkpointer
 from wsae_jax.storage.run_folder import RunFolder
@@ -69,7 +70,7 @@ A sweep file is TOML (or the same structure in JSON) with these tables:
   [data]     synthetic: geometry = "polygon" (planes, polygon_k, mono) | "random" (n, n_p, seed) |
              "toy" (n, n_p, sparsity, seed); or real: activations = "file.npy" (tokens, d_in).
   [grid]     axes to cross, each a list: seed, data_seed, sparsity, alpha, gamma_kind
-             (variance | robust-variance | kurtosis | zero-fraction | oracle | decoder: the kinds of
+             ({gamma_kinds}: the kinds of
              `objectives.weights.KINDS`), learning_rate, and the
              architecture's own: l1_coefficient (relu, gated), k (topk, batchtopk,
              matryoshka_batchtopk), l0_coefficient (jumprelu).
@@ -96,7 +97,7 @@ Example (experiments/configs/sweep_small.toml):
   alpha = [0.0, 1.0]
   [output]
   dir = "sweep_out"
-"""
+""".format(gamma_kinds=" | ".join(weights_lib.KINDS))
 
 
 # Each table's fields, checked before anything runs (an unknown key is a typo, not a default).

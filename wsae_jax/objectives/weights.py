@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from typing import Any, Callable
 
 import jax.numpy as jnp
 import numpy as np
@@ -317,22 +318,33 @@ class GammaKind:
   while training)."""
   help: str
   """One line for `--help` and the docs."""
+  from_sample: Callable[[Any, float], np.ndarray] | None = None
+  """`(x_sample_BxD, alpha) -> γ` for the "sample" kinds."""
 
 
 KINDS: dict[str, GammaKind] = {
   k.name: k
   for k in (
-    GammaKind("variance", "sample", "the paper's γ = Var^α"),
+    GammaKind("variance", "sample", "the paper's γ = Var^α", variance_weights),
     GammaKind(
-      "robust-variance", "sample", "Var over typical rows (without massive-norm ones), γ = Var^α"
+      "robust-variance",
+      "sample",
+      "Var over typical rows (without massive-norm ones), γ = Var^α",
+      robust_variance_weights,
     ),
     GammaKind(
       "kurtosis",
       "sample",
       "γ = m̂^−α, m̂ the features per dimension estimated from the "
       "kurtosis (monosemantic dimensions weighted up)",
+      lambda x, a: weights_from_polysemanticity(kurtosis_polysemanticity(x), a),
     ),
-    GammaKind("zero-fraction", "sample", "γ = m̂^−α, m̂ estimated from the fraction of exact zeros"),
+    GammaKind(
+      "zero-fraction",
+      "sample",
+      "γ = m̂^−α, m̂ estimated from the fraction of exact zeros",
+      lambda x, a: weights_from_polysemanticity(zero_fraction_polysemanticity(x), a),
+    ),
     GammaKind(
       "oracle",
       "W_p",
@@ -390,19 +402,14 @@ def make_gamma(name: str, alpha: float, *, sample=None, W_p=None, every: int = 1
   return gamma_from_sample(name, sample, alpha)
 
 
-def gamma_from_sample(kind: str, x_sample_BxD, alpha: float, *, rel_tol: float = 0.0):
+def gamma_from_sample(kind: str, x_sample_BxD, alpha: float):
   """γ of a named kind from a sample of activations (what `wsae train --gamma` uses)."""
-  if kind == "variance":
-    return variance_weights(x_sample_BxD, alpha)
-  if kind == "robust-variance":
-    return robust_variance_weights(x_sample_BxD, alpha)
-  if kind == "kurtosis":
-    return weights_from_polysemanticity(kurtosis_polysemanticity(x_sample_BxD), alpha)
-  if kind == "zero-fraction":
-    return weights_from_polysemanticity(
-      zero_fraction_polysemanticity(x_sample_BxD, rel_tol=rel_tol), alpha
+  k = KINDS.get(kind)
+  if k is None or k.from_sample is None:
+    raise V.WSAEInputError(
+      f"unknown γ kind {kind!r} for a data sample; choose one of {GAMMA_KINDS}."
     )
-  raise V.WSAEInputError(f"unknown γ kind {kind!r} for a data sample; choose one of {GAMMA_KINDS}.")
+  return k.from_sample(x_sample_BxD, alpha)
 
 
 # -- decoder-based, iterative γ --------------------------------------------------------------------
