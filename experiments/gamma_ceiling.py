@@ -25,8 +25,10 @@ other search sparsity (transfer), Var^α for α ∈ {−1, −0.5, 0.5, 1}, the 
 all paired. S = 0.99 is the control (Γ* there is Γ*(0.9)).
 
 SAEs: Top-k with the library's recipe (AuxK after 5% of the run, b_dec at the geometric median),
-k = ⌈(1 − S)·n⌉ for every arm (equal L0 by construction), d_sae = n. ReLU + L1 and the tied theory
-SAE are not searched in the CPU budget (see RESULTS.md).
+k = ⌈(1 − S)·n⌉ for every arm (equal L0 by construction), d_sae = n. The tied theory SAE gets the
+same confirmation arms with Γ* as searched for Top-k (`--add-tied JSON`: no new search; it has no
+sparsity setting, so its arms are at equal pressure by construction); ReLU + L1 at tuned λ is not
+run in the CPU budget (see RESULTS.md).
 
 Geometries (n_p = 20):
   triangles    6 planes of triangles + 8 monosemantic dimensions (n = 26): the control, where
@@ -406,12 +408,19 @@ def search(geo: str, W, rates, d_sae: int, plan: Plan, progress: bool) -> dict:
 ARMS = ("sae", "gstar", "gstar-other", *PROXIES, "decoder")
 
 
-def confirm(geo: str, W, rates, d_sae: int, gstar: dict, plan: Plan, progress: bool) -> list[dict]:
-  """Every arm on the fresh seeds, paired: 12 members per (seed, S)."""
+def confirm(
+  geo: str, W, rates, d_sae: int, gstar: dict, plan: Plan, progress: bool, arch: str = "topk"
+) -> list[dict]:
+  """Every arm on the fresh seeds, paired: 12 members per (seed, S). `arch="tied"`: the same
+  arms (Γ* as searched for Top-k) on the paper's tied theory SAE, which has no sparsity setting
+  (equal pressure by construction)."""
   n_p, n = W.shape
   problem = problems.SyntheticProblem(np.asarray(W, np.float32), rates=rates)
   Ss = (*plan.search_sparsities, plan.control_sparsity)
-  cfg = _sae_config(n_p, d_sae, Ss, n)
+  if arch == "topk":
+    cfg = _sae_config(n_p, d_sae, Ss, n)
+  else:
+    cfg = w.TiedSAEConfig(d_in=n_p, d_sae=d_sae)
   samples = Samples(problem)
   lo, hi = plan.search_sparsities[0], plan.search_sparsities[-1]
   members, labels = [], []
@@ -420,7 +429,9 @@ def confirm(geo: str, W, rates, d_sae: int, gstar: dict, plan: Plan, progress: b
       own = gstar[str(S)] if str(S) in gstar else gstar[str(hi)]
       other = gstar[str(hi if S == lo else lo)]
       for arm in ARMS:
-        m = {"seed": seed, "data_seed": seed, "sparsity": S, "k": k_for(S, n)}
+        m = {"seed": seed, "data_seed": seed, "sparsity": S}
+        if arch == "topk":
+          m["k"] = k_for(S, n)
         g = {"gstar": own, "gstar-other": other}.get(arm)
         if arm in PROXIES:
           g = proxy_gamma(arm, W, samples(S, seed)[1])
@@ -435,7 +446,7 @@ def confirm(geo: str, W, rates, d_sae: int, gstar: dict, plan: Plan, progress: b
         members.append(m)
         labels.append({"geometry": geo, "d_sae": d_sae, "sparsity": S, "seed": seed, "arm": arm})
   rows = _train_and_score(
-    problem, cfg, plan, members, progress=progress and f"{geo} d_sae={d_sae} confirm"
+    problem, cfg, plan, members, progress=progress and f"{geo} d_sae={d_sae} confirm {arch}"
   )
   return [{**lab, **r} for lab, r in zip(labels, rows) if lab is not None]
 
@@ -531,7 +542,41 @@ def analyse(raw: dict, plan: Plan) -> dict:
     "theory": theory(raw),
     "search": search,
     "prior": raw.get("prior", []),
+    "tied_readings": analyse_tied(raw),
   }
+
+
+def analyse_tied(raw: dict) -> list[dict]:
+  """The arms on the tied theory SAE (exploratory: Benjamini–Hochberg within each arm)."""
+  readings = []
+  for key, rows in raw.get("tied", {}).items():
+    for S in sorted({r["sparsity"] for r in rows}):
+      rs = [r for r in rows if r["sparsity"] == S]
+      for arm in ARMS[1:]:
+        d = _paired(rs, arm, "l_gt")
+        if len(d) == 0:
+          continue
+        mse = _paired(rs, arm, "mse")
+        readings.append(
+          {
+            "cell": key,
+            "sparsity": S,
+            "arm": arm,
+            "l_gt_change": _interval(d),
+            "mse_change": _interval(mse),
+            "mcc_change": _interval(_paired(rs, arm, "mcc", relative=False)),
+            "p_less": stats.sign_test(d, alternative="less"),
+            "p_mse_noninferior": stats.sign_test(mse, margin=MSE_MARGIN, alternative="less"),
+          }
+        )
+  for arm in ARMS[1:]:
+    fam = [r for r in readings if r["arm"] == arm]
+    for r, p in zip(fam, stats.benjamini_hochberg([r["p_less"] for r in fam])):
+      r["p_adjusted"] = float(p)
+      r["reduces"] = bool(p < 0.05)
+      r["mse_ok"] = bool(r["p_mse_noninferior"] < 0.05)
+      r["helps_10pct"] = bool(r["reduces"] and r["l_gt_change"]["median"] <= -HELPS and r["mse_ok"])
+  return readings
 
 
 def theory(raw: dict) -> dict:
@@ -763,6 +808,7 @@ def results_markdown(result: dict) -> str:
         s += f" (f {r['ceiling_fraction']:.2f})"
       cols.append(s)
     lines.append(f"| {cell} | {S} | " + " | ".join(cols) + " |")
+  lines += _tied_markdown(result.get("tied_readings") or [])
   th = result["theory"]
   lines += [
     "",
@@ -786,6 +832,45 @@ def results_markdown(result: dict) -> str:
       )
   lines += ["", END]
   return "\n".join(lines)
+
+
+def _tied_markdown(rs: list[dict]) -> list[str]:
+  if not rs:
+    return []
+  arms = [a for a in ARMS[1:] if any(r["arm"] == a for r in rs)]
+  lines = [
+    "",
+    "**The tied theory SAE** (the same arms on the paper's SAE, Γ* as searched for Top-k; "
+    "exploratory: median ΔL_GT, `*` = reduction significant after BH within the arm, `m` = x_p "
+    "MSE not non-inferior, i.e. the change is not at equal reconstruction):",
+    "",
+    "| geometry | S | " + " | ".join(arms) + " |",
+    "|---|---|" + "---|" * len(arms),
+  ]
+  for cell, S in sorted({(r["cell"], r["sparsity"]) for r in rs}):
+    cols = []
+    for a in arms:
+      r = next((r for r in rs if r["cell"] == cell and r["sparsity"] == S and r["arm"] == a), None)
+      if r is None:
+        cols.append("–")
+        continue
+      flag = ("*" if r["reduces"] else "") + ("" if r["mse_ok"] else " m")
+      cols.append(f"{100 * r['l_gt_change']['median']:+.0f}%{flag}")
+    lines.append(f"| {cell} | {S} | " + " | ".join(cols) + " |")
+  helps = [r for r in rs if r["helps_10pct"]]
+  lines += [
+    "",
+    "Tied SAE, cells where an arm reduces L_GT by ≥ 10% at equal reconstruction (BH): "
+    + (
+      "; ".join(
+        f"{r['cell']} S = {r['sparsity']} {r['arm']} {_pct(r['l_gt_change'])}" for r in helps
+      )
+      if helps
+      else "none"
+    )
+    + ".",
+  ]
+  return lines
 
 
 def write_results_md(result, path: pathlib.Path = RESULTS_MD) -> None:
@@ -818,6 +903,13 @@ def main(argv=None):
   )
   p.add_argument("--no-progress", action="store_true")
   p.add_argument(
+    "--add-tied",
+    default=None,
+    metavar="JSON",
+    help="train the confirmation arms on the tied theory SAE (Γ* from this earlier "
+    "gamma_ceiling.json, no new search) and re-analyse with them",
+  )
+  p.add_argument(
     "--from-json",
     default=None,
     metavar="JSON",
@@ -829,10 +921,23 @@ def main(argv=None):
   out = pathlib.Path(a.out)
   w._validate.check_writable_dir(out, "--out")
   t0 = time.perf_counter()
-  if a.from_json:
-    earlier = json.loads(pathlib.Path(a.from_json).read_text())
+  if a.from_json or a.add_tied:
+    earlier = json.loads(pathlib.Path(a.from_json or a.add_tied).read_text())
     raw, t0 = earlier["raw"], t0 - earlier["wall_seconds"]
     trained_by = earlier["command"].split(" (re-analysed")[0]
+    if a.add_tied:  # the tied arms train as the earlier run's plan says (seeds, steps)
+      name = earlier["plan"]["name"]
+      plan = PLANS[name]
+      raw["tied"] = {}
+      for key, g in raw["cells"].items():
+        t = time.perf_counter()
+        gstar = {S: v["gamma_star"] for S, v in g["search"]["by_sparsity"].items()}
+        W = np.asarray(g["W"], np.float32)
+        rates = None if g["rates"] is None else np.asarray(g["rates"], np.float32)
+        rows = confirm(g["geometry"], W, rates, g["d_sae"], gstar, plan, not a.no_progress, "tied")
+        raw["tied"][key] = json.loads(json.dumps(rows, default=_jsonable))
+        print(f"{key:>14}: {len(rows)} tied confirmation SAEs, {time.perf_counter() - t:6.1f} s")
+      trained_by += f" + tied arms: {' '.join(['python', 'experiments/gamma_ceiling.py', *(sys.argv[1:] if argv is None else argv)])}"
   else:
     raw = {"cells": {}, "prior": {}}
     for geo in plan.geometries:
@@ -868,7 +973,7 @@ def main(argv=None):
   command = " ".join(
     ["python", "experiments/gamma_ceiling.py", *(sys.argv[1:] if argv is None else argv)]
   )
-  if a.from_json:
+  if a.from_json or a.add_tied:
     command = f"{trained_by} (re-analysed: {command})"
   result = {
     "command": command,

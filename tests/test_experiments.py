@@ -387,5 +387,21 @@ def test_gamma_ceiling_smoke(tmp_path):
     ]
   )
   assert again["readings"] == r["readings"]
+  # The tied theory SAE's arms, with Γ* from the saved search (no new search).
+  tied = gc.main(
+    [
+      "--add-tied",
+      str(tmp_path / "gamma_ceiling.json"),
+      "--out",
+      str(tmp_path / "tied"),
+      "--no-progress",
+    ]
+  )
+  assert tied["readings"] == r["readings"]  # the Top-k readings are untouched
+  assert {x["cell"] for x in tied["tied_readings"]} == set(gc.SMOKE.geometries)
+  assert all(0 <= x["p_adjusted"] <= 1 for x in tied["tied_readings"])
+  saved = json.loads((tmp_path / "tied" / "gamma_ceiling.json").read_text())
+  assert {x["arm"] for x in saved["raw"]["tied"]["hub"]} >= {"sae", "gstar", "oracle"}
+  assert "tied theory SAE" in gc.results_markdown(tied)
   assert (tmp_path / "gamma_ceiling_gamma.png").exists()
   assert (tmp_path / "gamma_ceiling_effects.png").exists()
