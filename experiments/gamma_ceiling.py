@@ -842,7 +842,8 @@ def _tied_markdown(rs: list[dict]) -> list[str]:
     "",
     "**The tied theory SAE** (the same arms on the paper's SAE, Γ* as searched for Top-k; "
     "exploratory: median ΔL_GT, `*` = reduction significant after BH within the arm, `m` = x_p "
-    "MSE not non-inferior, i.e. the change is not at equal reconstruction):",
+    "MSE not shown non-inferior (within +10%, one-sided sign test), i.e. not shown to be at "
+    "equal reconstruction):",
     "",
     "| geometry | S | " + " | ".join(arms) + " |",
     "|---|---|" + "---|" * len(arms),
@@ -973,8 +974,10 @@ def main(argv=None):
   command = " ".join(
     ["python", "experiments/gamma_ceiling.py", *(sys.argv[1:] if argv is None else argv)]
   )
-  if a.from_json or a.add_tied:
+  if a.from_json:
     command = f"{trained_by} (re-analysed: {command})"
+  elif a.add_tied:
+    command = trained_by
   result = {
     "command": command,
     "machine": reproduce.machine(),
