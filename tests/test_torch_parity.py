@@ -75,13 +75,16 @@ def test_loss_gradients_and_adam_steps_match(name, use_gamma, four_devices):
   cfg = CONFIGS[name]
   gamma = GAMMA if use_gamma else None
   params = w.models.init(cfg, jax.random.key(1))
+  # The biases' draws depend on this case alone, not on which tests ran before in the process
+  # (pytest -n 2 spreads tests over workers in no fixed order).
+  rng = np.random.default_rng(list(CONFIGS).index(name))
   if cfg.architecture != "tied":  # non-zero biases so that they are checked too
-    params = {**params, "b_dec": jnp.asarray(RNG.normal(0, 0.1, D_IN), jnp.float32)}
-    for name in ("b_enc", "b_gate", "b_mag", "r_mag"):
-      if name in params:
-        params[name] = jnp.asarray(RNG.normal(0, 0.1, D_SAE), jnp.float32)
+    params = {**params, "b_dec": jnp.asarray(rng.normal(0, 0.1, D_IN), jnp.float32)}
+    for bias in ("b_enc", "b_gate", "b_mag", "r_mag"):
+      if bias in params:
+        params[bias] = jnp.asarray(rng.normal(0, 0.1, D_SAE), jnp.float32)
   if cfg.architecture == "jumprelu":  # thresholds of their own, some near the pre-activations
-    params["threshold"] = jnp.asarray(RNG.uniform(0.0, 0.6, D_SAE), jnp.float32)
+    params["threshold"] = jnp.asarray(rng.uniform(0.0, 0.6, D_SAE), jnp.float32)
   tsae = _torch_sae(name, cfg, params)
   g_t = None if gamma is None else torch.tensor(gamma)
 

@@ -285,11 +285,9 @@ def w_dec(cfg, params):
   return params["W_dec"]
 
 
-def untied_tensors(params) -> dict[str, np.ndarray]:
-  return {
-    k: np.ascontiguousarray(np.asarray(params[k], np.float32))
-    for k in ("W_enc", "W_dec", "b_enc", "b_dec")
-  }
+def untied_tensors(params, names=("W_enc", "W_dec", "b_enc", "b_dec")) -> dict[str, np.ndarray]:
+  """The named parameters as contiguous float32 arrays (what a SAELens folder stores)."""
+  return {k: np.ascontiguousarray(np.asarray(params[k], np.float32)) for k in names}
 
 
 def b_dec_folded_into_b_enc(c: Mapping, tensors: Mapping) -> dict[str, np.ndarray]:

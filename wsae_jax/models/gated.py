@@ -27,27 +27,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from wsae_jax import _validate as V
-from wsae_jax.models import base
+from wsae_jax.models import base, relu
 from wsae_jax.objectives.reconstruction import batch_summary, code_stats, reconstruction_loss
 
 GATED_TENSORS = ("W_enc", "W_dec", "b_dec", "b_gate", "b_mag", "r_mag")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GatedSAEConfig(base.SAEConfig):
-  """Gated SAE: a gate path (L1-penalised) and a magnitude path sharing the encoder."""
-
-  l1_coefficient: float = 1e-3
-  """λ, the sparsity penalty on the gate's decoder-norm-weighted ReLU pre-activations."""
-  init_decoder_norm: float = 0.1
-  """Norm of the decoder rows at initialisation (`W_enc = W_decᵀ`)."""
+class GatedSAEConfig(relu.L1Config):
+  """Gated SAE: a gate path (L1-penalised: λ on the gate's decoder-norm-weighted ReLU
+  pre-activations) and a magnitude path sharing the encoder."""
 
   architecture: ClassVar[str] = "gated"
-
-  def __post_init__(self):
-    super().__post_init__()
-    V.check_range("l1_coefficient", self.l1_coefficient, low=0.0)
-    V.check_range("init_decoder_norm", self.init_decoder_norm, low=0.0, low_open=True)
 
 
 def init(cfg, key):
@@ -101,7 +92,7 @@ def loss(cfg, params, x_BxD, *, gamma=None, dead_M=None, hp=None):
 def to_saelens(cfg, params):
   return base.SAELensTensors(
     fields={"apply_b_dec_to_input": True},
-    tensors={k: np.ascontiguousarray(np.asarray(params[k], np.float32)) for k in GATED_TENSORS},
+    tensors=base.untied_tensors(params, GATED_TENSORS),
   )
 
 

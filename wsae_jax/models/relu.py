@@ -19,20 +19,26 @@ from wsae_jax.objectives.reconstruction import batch_summary, code_stats, recons
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ReLUSAEConfig(base.SAEConfig):
-  """Untied ReLU SAE with an L1 penalty `λ Σ_j z_j ‖W_dec[j]‖`."""
+class L1Config(base.SAEConfig):
+  """The fields of architectures with a decoder-norm-weighted L1 penalty and a free decoder
+  (relu, gated)."""
 
   l1_coefficient: float = 1e-3
   """λ, the sparsity penalty on decoder-norm-weighted activations."""
   init_decoder_norm: float = 0.1
-  """Norm of the decoder rows at initialisation (Anthropic suggest 0.05-1)."""
-
-  architecture: ClassVar[str] = "relu"
+  """Norm of the decoder rows at initialisation (Anthropic suggest 0.05-1; `W_enc = W_decᵀ`)."""
 
   def __post_init__(self):
     super().__post_init__()
     V.check_range("l1_coefficient", self.l1_coefficient, low=0.0)
     V.check_range("init_decoder_norm", self.init_decoder_norm, low=0.0, low_open=True)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReLUSAEConfig(L1Config):
+  """Untied ReLU SAE with an L1 penalty `λ Σ_j z_j ‖W_dec[j]‖`."""
+
+  architecture: ClassVar[str] = "relu"
 
 
 def init(cfg, key):
