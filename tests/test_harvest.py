@@ -90,9 +90,9 @@ def test_attention_and_mlp_outputs_add_up_to_the_block_output(tiny_llama):
 
 
 def test_the_cli_knows_every_hook_point():
-  from wsae_jax.app import cli
+  from wsae_jax.app.commands import options
 
-  assert cli.HOOK_POINTS == tuple(hv.HOOK_POINTS)
+  assert options.HOOK_POINTS == tuple(hv.HOOK_POINTS)
 
 
 def test_harvest_writes_a_store_and_resumes(tiny_llama, tmp_path):
