@@ -296,6 +296,47 @@ def test_decoder_gamma_is_not_clipped_flat_on_a_wide_decoder():
   assert gamma[0] > 1.5 * gamma[1:].max()
 
 
+def test_train_takes_any_gamma_schedule_not_only_the_decoder_one(tmp_path):
+  """`train` asks `weights.schedule_of`, not `isinstance(DecoderGamma)`: a user's own schedule is
+  started, updated every `every` steps with the decoder and recorded."""
+  from wsae_jax.storage.checkpoint import Checkpointer
+
+  class Steps:
+    every = 5
+
+    def __init__(self):
+      self.calls = []
+
+    def describe(self):
+      return {"kind": "steps", "every": self.every}
+
+    def initial(self, d_in):
+      return np.ones(d_in, np.float32)
+
+    def update(self, w_dec_MxD, tokens_since_fired_M, window_tokens):
+      self.calls.append((np.shape(w_dec_MxD), np.shape(tokens_since_fired_M), window_tokens))
+      return np.linspace(0.5, 1.5, np.shape(w_dec_MxD)[1]).astype(np.float32) * len(self.calls)
+
+  assert w.objectives.weights.schedule_of(np.ones(3)) is None
+  assert w.objectives.weights.schedule_of(None) is None
+  schedule = Steps()
+  assert w.objectives.weights.schedule_of(schedule) is schedule
+  cfg = w.TopKSAEConfig(d_in=8, d_sae=16, k=3)
+  tc = w.TrainConfig(steps=10, batch_size=32, learning_rate=3e-3, warmup_steps=2, log_every=5)
+  w.train(
+    cfg,
+    tc,
+    w.SyntheticSource(w.polygon_matrix(3, 3, n_mono=2), 0.8, 32, seed=1),
+    gamma=schedule,
+    progress=False,
+    checkpointer=Checkpointer(tmp_path, every=10),
+  )
+  assert schedule.calls == [((16, 8), (16,), 5 * 32)] * 2
+  meta = Checkpointer(tmp_path).read_meta(10)
+  assert_close(meta["gamma_current"], 2 * np.linspace(0.5, 1.5, 8), rtol=1e-6)
+  assert meta["gamma_schedule"] == {"kind": "steps", "every": 5}
+
+
 def test_decoder_gamma_updates_during_training_and_resumes_exactly(tmp_path):
   from wsae_jax.storage.checkpoint import Checkpointer
 

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax
 import numpy as np
 
 from wsae_jax import _validate as V
-from wsae_jax.data import sources
-from wsae_jax.data import superposition as sp
+
+if TYPE_CHECKING:
+  from wsae_jax.data import sources
+
+# JAX, the sources and the samplers are imported where they are used: `wsae train --help` reads
+# this module's names and defaults and should not load JAX for them (issue #28).
 
 HELD_OUT_STEP = 2**30
 GEOMETRIES = ("polygon", "random", "toy")
@@ -55,6 +58,10 @@ class Problem:
 
   def matrix(self) -> np.ndarray:
     """W_p, shape `(n_p, n)`, float32."""
+    import jax
+
+    from wsae_jax.data import superposition as sp
+
     if self.geometry == "polygon":
       return sp.polygon_matrix(self.planes, self.polygon_k, n_mono=self.mono)
     key = jax.random.key(self.seed)
@@ -66,8 +73,9 @@ class Problem:
     """A readable name per true feature (polygon: its plane and index, else its number)."""
     if self.geometry == "polygon":
       k = self.polygon_k
-      return ([f"plane {j // k} #{j % k}" for j in range(self.planes * k)]
-              + [f"mono {m}" for m in range(self.mono)])
+      return [f"plane {j // k} #{j % k}" for j in range(self.planes * k)] + [
+        f"mono {m}" for m in range(self.mono)
+      ]
     return [f"feature {j}" for j in range(self.n)]
 
 
@@ -91,25 +99,41 @@ class SyntheticProblem:
   `(1 − S)·rates[j]` at each member's sparsity S (`superposition.sample_features`)."""
 
   def __post_init__(self):
+    from wsae_jax.data import sources
+    from wsae_jax.data import superposition as sp
+
     V.check_matrix("W_p", self.W_p, shape=(None, None))
     if self.rates is not None:
       sp.check_rates(self.rates, np.shape(self.W_p)[1])
     if self.magnitude not in sp.MAGNITUDES:
       raise V.WSAEInputError(f"magnitude must be one of {sp.MAGNITUDES}, got {self.magnitude!r}.")
     if self.prng_impl not in sources.PRNG_IMPLS:
-      raise V.WSAEInputError(f"prng_impl must be one of {sources.PRNG_IMPLS}, got "
-                             f"{self.prng_impl!r}.")
+      raise V.WSAEInputError(
+        f"prng_impl must be one of {sources.PRNG_IMPLS}, got {self.prng_impl!r}."
+      )
 
   def source(self, sparsity: float, seed: int, batch_size: int = 1) -> sources.SyntheticSource:
     """The stream of one member: the batches `train` would draw at this sparsity and seed."""
-    return sources.SyntheticSource(self.W_p, sparsity, batch_size, seed=seed,
-                                   magnitude=self.magnitude,  # type: ignore[arg-type]  # checked
-                                   rates=self.rates, prng_impl=self.prng_impl)
+    from wsae_jax.data import sources
+
+    return sources.SyntheticSource(
+      self.W_p,
+      sparsity,
+      batch_size,
+      seed=seed,
+      magnitude=self.magnitude,  # type: ignore[arg-type]  # checked
+      rates=self.rates,
+      prng_impl=self.prng_impl,
+    )
 
   def describe(self) -> dict:
     """The identity of the problem (compared when a sweep resumes)."""
     W = np.asarray(self.W_p, np.float32)
-    return {"kind": "synthetic", "W_p_shape": list(W.shape), "magnitude": self.magnitude,
-            "prng_impl": self.prng_impl, "W_p_sha1": hashlib.sha1(W.tobytes()).hexdigest(),
-            **({} if self.rates is None
-               else {"rates": np.asarray(self.rates, np.float32).tolist()})}
+    return {
+      "kind": "synthetic",
+      "W_p_shape": list(W.shape),
+      "magnitude": self.magnitude,
+      "prng_impl": self.prng_impl,
+      "W_p_sha1": hashlib.sha1(W.tobytes()).hexdigest(),
+      **({} if self.rates is None else {"rates": np.asarray(self.rates, np.float32).tolist()}),
+    }

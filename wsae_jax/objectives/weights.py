@@ -11,9 +11,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-import jax.numpy as jnp
 import numpy as np
 
 from wsae_jax import _validate as V
@@ -195,6 +194,8 @@ def consistency_weights(
 
 def as_gamma(gamma, d_in: int):
   """Validates an explicit γ and returns it as a float32 device array (None stays None)."""
+  import jax.numpy as jnp  # here, not at the top: `wsae train --help` reads KINDS without JAX
+
   if gamma is None:
     return None
   V.check_gamma(gamma, d_in)
@@ -432,6 +433,28 @@ def decoder_polysemanticity(w_dec_MxD, live_M=None) -> np.ndarray:
   with np.errstate(invalid="ignore", divide="ignore"):
     m = np.where(s4 > 0, s2 * s2 / s4, ceiling)
   return np.clip(m, 1.0, ceiling)
+
+
+class GammaSchedule(Protocol):
+  """γ that changes during training (`DecoderGamma` is the one the library ships): the trainer
+  starts from `initial`, calls `update` every `every` steps with the decoder and the latents'
+  tokens since they last fired, and records `describe()` in the run's record."""
+
+  every: int
+
+  def describe(self) -> dict: ...
+
+  def initial(self, d_in: int) -> np.ndarray: ...
+
+  def update(self, w_dec_MxD, tokens_since_fired_M, window_tokens: int) -> np.ndarray: ...
+
+
+def schedule_of(gamma) -> GammaSchedule | None:
+  """The schedule a `train(gamma=...)` argument is, or None for a fixed γ (an array or None).
+  Any object with `initial`, `update` and `describe` is a schedule: the trainer asks this function
+  rather than testing for one class."""
+  is_schedule = all(callable(getattr(gamma, m, None)) for m in ("initial", "update", "describe"))
+  return gamma if is_schedule else None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -226,7 +226,7 @@ def run_record(
 ) -> dict:
   """The record of a `train` run (checkpoints, `wsae train`'s run.json): `run.run_meta` with the
   source's identity and γ, fixed or a `DecoderGamma` schedule."""
-  schedule = gamma if isinstance(gamma, weights.DecoderGamma) else None
+  schedule = weights.schedule_of(gamma)
   return run_lib.run_meta(
     sae_cfg,
     train_cfg,
@@ -356,7 +356,7 @@ class _Run:
 
   sae_cfg: Any
   source: Any
-  schedule: Any
+  schedule: weights.GammaSchedule | None
   gamma: Any
   state: TrainState
   meta: dict
@@ -380,7 +380,7 @@ def _start(
   sae_cfg = resolve_run_defaults(sae_cfg, train_cfg)
   source = data_lib.as_source(data, train_cfg.batch_size, seed=train_cfg.seed)
   _check_inputs(sae_cfg, train_cfg, source, mesh, params)
-  schedule = gamma if isinstance(gamma, weights.DecoderGamma) else None
+  schedule = weights.schedule_of(gamma)
   gamma = weights.as_gamma(schedule.initial(sae_cfg.d_in) if schedule else gamma, sae_cfg.d_in)
   if state is None and params is None:
     b_dec = data_b_dec(sae_cfg, train_cfg, source)
