@@ -17,7 +17,6 @@ from jax.sharding import NamedSharding
 from wsae_jax import _validate as V
 from wsae_jax.data import superposition as sp
 
-
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 
 
@@ -39,9 +38,17 @@ class SyntheticSource:
       2-core CPU neither wins reliably (`benchmarks/bench_prng.py`, RESULTS.md).
   """
 
-  def __init__(self, W_p, sparsity: float, batch_size: int, *, seed: int = 0,
-               magnitude: sp.Magnitude = "uniform", rates=None,
-               prng_impl: str = "threefry2x32"):
+  def __init__(
+    self,
+    W_p,
+    sparsity: float,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    magnitude: sp.Magnitude = "uniform",
+    rates=None,
+    prng_impl: str = "threefry2x32",
+  ):
     V.check_matrix("W_p", W_p, shape=(None, None))
     V.check_range("sparsity", sparsity, low=0.0, high=1.0, high_open=True)
     if rates is not None:
@@ -64,8 +71,14 @@ class SyntheticSource:
 
   def features(self, step, batch_size: int | None = None) -> jax.Array:
     """Ground-truth features `(batch, n)` of step `step`."""
-    return sp.sample_features(jax.random.fold_in(self._key, step), batch_size or self.batch_size,
-                              self.n, self.sparsity, magnitude=self.magnitude, rates=self.rates)
+    return sp.sample_features(
+      jax.random.fold_in(self._key, step),
+      batch_size or self.batch_size,
+      self.n,
+      self.sparsity,
+      magnitude=self.magnitude,
+      rates=self.rates,
+    )
 
   def sample(self, step, batch_size: int | None = None) -> tuple[jax.Array, jax.Array]:
     """`(x, x_p)` of step `step`; use a step outside the training range for held-out data."""
@@ -87,15 +100,17 @@ class ArraySource:
   partial batch is dropped. The whole array is checked for NaN/inf and dtype up front.
   """
 
-  def __init__(self, x_NxD, batch_size: int, *, seed: int = 0, shuffle: bool = True,
-               check: bool = True):
+  def __init__(
+    self, x_NxD, batch_size: int, *, seed: int = 0, shuffle: bool = True, check: bool = True
+  ):
     V.check_rank("activations", x_NxD, 2, hint="Pass a (num_tokens, d_in) matrix.")
     V.check_float("activations", x_NxD)
     V.check_int("batch_size", batch_size, low=1)
     if np.shape(x_NxD)[0] < batch_size:
       raise V.WSAEInputError(
-          f"activations have {np.shape(x_NxD)[0]} rows, fewer than batch_size={batch_size}; "
-          f"lower batch_size or provide more data.")
+        f"activations have {np.shape(x_NxD)[0]} rows, fewer than batch_size={batch_size}; "
+        f"lower batch_size or provide more data."
+      )
     if check:
       V.check_finite("activations", x_NxD)
     self.x = x_NxD
@@ -109,21 +124,23 @@ class ArraySource:
   def _order(self, epoch: int) -> np.ndarray:
     if self._cached_order[0] != epoch:
       n = int(np.shape(self.x)[0])
-      order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
-               else np.arange(n))
+      order = (
+        np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+      )
       self._cached_order = (epoch, order)
       return order
     return self._cached_order[1]  # type: ignore[return-value]  # set for this epoch above
 
   def indices(self, step: int) -> np.ndarray:
     epoch, i = divmod(int(step), self.steps_per_epoch)
-    idx = self._order(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
+    idx = self._order(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
     return np.sort(idx)  # sorted reads are friendlier to memmapped files.
 
   def batch(self, step: int, sharding: NamedSharding | None = None) -> jax.Array:
     idx = self.indices(step)
-    return _put_batch(lambda sl: np.asarray(self.x[idx[sl]], np.float32),
-                      (self.batch_size, self.d_in), sharding)
+    return _put_batch(
+      lambda sl: np.asarray(self.x[idx[sl]], np.float32), (self.batch_size, self.d_in), sharding
+    )
 
 
 class IterableSource:
@@ -141,11 +158,13 @@ class IterableSource:
   def batch(self, step: int, sharding: NamedSharding | None = None) -> jax.Array:
     if step != self._next_step:
       raise V.WSAEInputError(
-          f"IterableSource serves steps in order; asked for step {step}, next is {self._next_step}.")
+        f"IterableSource serves steps in order; asked for step {step}, next is {self._next_step}."
+      )
     rows = self._first if step == 0 else np.asarray(next(self._it))
     if rows.shape != (self.batch_size, self.d_in):
       raise V.WSAEInputError(
-          f"batch at step {step} has shape {rows.shape}, expected {(self.batch_size, self.d_in)}.")
+        f"batch at step {step} has shape {rows.shape}, expected {(self.batch_size, self.d_in)}."
+      )
     self._next_step += 1
     rows = np.asarray(rows, np.float32)
     return _put_batch(lambda sl: rows[sl], rows.shape, sharding)
@@ -174,25 +193,39 @@ def as_source(data, batch_size: int | None = None, *, seed: int = 0):
   if isinstance(data, Iterable):
     return IterableSource(data, batch_size)
   raise V.WSAEInputError(
-      f"cannot train from {type(data).__name__}; pass a SyntheticSource, a (tokens, d_in) array or "
-      f"an iterable of (batch, d_in) arrays.")
+    f"cannot train from {type(data).__name__}; pass a SyntheticSource, a (tokens, d_in) array or "
+    f"an iterable of (batch, d_in) arrays."
+  )
 
 
 def describe(source) -> dict:
   """What identifies a source's batch stream (saved in checkpoints, compared on resume)."""
   import hashlib
+
   if hasattr(source, "describe"):
     return source.describe()
   if isinstance(source, SyntheticSource):
     digest = hashlib.sha1(np.asarray(source.W_p, np.float32).tobytes()).hexdigest()
-    return {"kind": "synthetic", "seed": source.seed, "sparsity": source.sparsity,
-            "magnitude": source.magnitude, "batch_size": source.batch_size, "W_p_sha1": digest,
-            **({} if source.rates is None else {"rates": source.rates.tolist()}),
-            **({} if source.prng_impl == "threefry2x32" else {"prng_impl": source.prng_impl})}
+    return {
+      "kind": "synthetic",
+      "seed": source.seed,
+      "sparsity": source.sparsity,
+      "magnitude": source.magnitude,
+      "batch_size": source.batch_size,
+      "W_p_sha1": digest,
+      **({} if source.rates is None else {"rates": source.rates.tolist()}),
+      **({} if source.prng_impl == "threefry2x32" else {"prng_impl": source.prng_impl}),
+    }
   if isinstance(source, ArraySource):
-    return {"kind": "array", "seed": source.seed, "shuffle": source.shuffle,
-            "rows": int(np.shape(source.x)[0]), "d_in": source.d_in,
-            "batch_size": source.batch_size, "fingerprint": array_fingerprint(source.x)}
+    return {
+      "kind": "array",
+      "seed": source.seed,
+      "shuffle": source.shuffle,
+      "rows": int(np.shape(source.x)[0]),
+      "d_in": source.d_in,
+      "batch_size": source.batch_size,
+      "fingerprint": array_fingerprint(source.x),
+    }
   return {"kind": type(source).__name__, "batch_size": source.batch_size, "d_in": source.d_in}
 
 
@@ -201,9 +234,13 @@ def array_fingerprint(x, rows: int = 4096) -> str:
   `rows` evenly spaced rows. Cheap on a memory-mapped multi-GB array; tells another array of the
   same shape apart (it is a sample, so a single changed value may go unseen)."""
   import hashlib
+
   n = int(np.shape(x)[0])
-  idx = (np.unique(np.linspace(0, n - 1, num=min(n, rows)).astype(np.int64)) if n
-         else np.zeros(0, np.int64))
+  idx = (
+    np.unique(np.linspace(0, n - 1, num=min(n, rows)).astype(np.int64))
+    if n
+    else np.zeros(0, np.int64)
+  )
   h = hashlib.sha256(f"{tuple(np.shape(x))}|{np.asarray(x[:0]).dtype}".encode())
   h.update(np.ascontiguousarray(np.asarray(x[idx])).tobytes())
   return h.hexdigest()[:32]

@@ -26,7 +26,6 @@ import dataclasses
 import json
 import math
 import mmap
-import os
 import pathlib
 from typing import Iterator
 
@@ -37,14 +36,20 @@ from wsae_jax import _validate as V
 from wsae_jax.data import sources as data_lib
 from wsae_jax.storage import records
 
-__all__ = ["FORMAT", "META_NAME", "ActivationStore", "ActivationWriter", "ShardInfo",
-           "read_metadata"]
+__all__ = [
+  "FORMAT",
+  "META_NAME",
+  "ActivationStore",
+  "ActivationWriter",
+  "ShardInfo",
+  "read_metadata",
+]
 
 FORMAT = "wsae-activations/1"
 META_NAME = "metadata.json"
-_WRITE_DTYPES = ("float16", "float32")             # what ActivationWriter writes
-_SHARD_DTYPES = _WRITE_DTYPES + ("bfloat16",)      # what a store's metadata may declare
-_ARRAY_DTYPES = _SHARD_DTYPES + ("float64",)       # what a bare .npy file may hold
+_WRITE_DTYPES = ("float16", "float32")  # what ActivationWriter writes
+_SHARD_DTYPES = _WRITE_DTYPES + ("bfloat16",)  # what a store's metadata may declare
+_ARRAY_DTYPES = _SHARD_DTYPES + ("float64",)  # what a bare .npy file may hold
 # metadata.json's schema (other top-level fields are provenance and are kept as they are).
 _META_REQUIRED = {"d_in": int, "dtype": str, "shards": list}
 _META_OPTIONAL = {"format": str, "context_len": (int, type(None)), "n_tokens": (int, type(None))}
@@ -71,20 +76,30 @@ def read_metadata(path) -> tuple[dict, list[ShardInfo]]:
   if path.is_file() and path.suffix != ".json":
     arr = _open_npy(path)
     if arr.ndim != 2:
-      raise V.WSAEInputError(f"{path} has shape {arr.shape} (rank {arr.ndim}); activations must "
-                             f"have rank 2: (tokens, d_in).")
+      raise V.WSAEInputError(
+        f"{path} has shape {arr.shape} (rank {arr.ndim}); activations must "
+        f"have rank 2: (tokens, d_in)."
+      )
     if str(arr.dtype) not in _ARRAY_DTYPES:
-      raise V.WSAEInputError(f"{path} has dtype {arr.dtype}; activations must be a floating-point "
-                             f"array ({', '.join(_ARRAY_DTYPES)}). Convert with x.astype(np.float32).")
-    meta = {"format": FORMAT, "d_in": int(arr.shape[1]), "dtype": str(arr.dtype),
-            "n_tokens": int(arr.shape[0]), "context_len": None,
-            "shards": [{"file": path.name, "n_tokens": int(arr.shape[0])}]}
+      raise V.WSAEInputError(
+        f"{path} has dtype {arr.dtype}; activations must be a floating-point "
+        f"array ({', '.join(_ARRAY_DTYPES)}). Convert with x.astype(np.float32)."
+      )
+    meta = {
+      "format": FORMAT,
+      "d_in": int(arr.shape[1]),
+      "dtype": str(arr.dtype),
+      "n_tokens": int(arr.shape[0]),
+      "context_len": None,
+      "shards": [{"file": path.name, "n_tokens": int(arr.shape[0])}],
+    }
     return meta, [ShardInfo(path, int(arr.shape[0]))]
   meta_path = path / META_NAME if path.is_dir() else path
   if not meta_path.exists():
     raise V.WSAEInputError(
-        f"{str(path)!r} is neither a .npy file nor a store folder with {META_NAME}; pass a "
-        f"(tokens, d_in) .npy file or a folder written by ActivationWriter / experiments/harvest.py.")
+      f"{str(path)!r} is neither a .npy file nor a store folder with {META_NAME}; pass a "
+      f"(tokens, d_in) .npy file or a folder written by ActivationWriter / experiments/harvest.py."
+    )
   try:
     meta = json.loads(meta_path.read_text())
   except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -96,8 +111,9 @@ def read_metadata(path) -> tuple[dict, list[ShardInfo]]:
   if meta["d_in"] < 1:
     raise V.WSAEInputError(f"{meta_path}: field 'd_in' must be >= 1, got {meta['d_in']}.")
   if meta.get("context_len") is not None and meta["context_len"] < 1:
-    raise V.WSAEInputError(f"{meta_path}: field 'context_len' must be >= 1 or null, got "
-                           f"{meta['context_len']}.")
+    raise V.WSAEInputError(
+      f"{meta_path}: field 'context_len' must be >= 1 or null, got {meta['context_len']}."
+    )
   if not meta["shards"]:
     raise V.WSAEInputError(f"{meta_path}: 'shards' is empty; the store holds no activations.")
   root = meta_path.parent
@@ -110,20 +126,26 @@ def read_metadata(path) -> tuple[dict, list[ShardInfo]]:
       raise V.WSAEInputError(f"{where}: field 'n_tokens' must be >= 0, got {s['n_tokens']}.")
     path = _inside(root, s["file"], f"{where}.file")
     if path in seen:
-      raise V.WSAEInputError(f"{where}: shard {s['file']!r} is already listed as shards[{seen[path]}]; "
-                             f"each shard may appear once (its rows would be counted twice).")
+      raise V.WSAEInputError(
+        f"{where}: shard {s['file']!r} is already listed as shards[{seen[path]}]; "
+        f"each shard may appear once (its rows would be counted twice)."
+      )
     seen[path] = i
-    tokens = _inside(root, s["tokens_file"], f"{where}.tokens_file") if s.get("tokens_file") else None
+    tokens = (
+      _inside(root, s["tokens_file"], f"{where}.tokens_file") if s.get("tokens_file") else None
+    )
     shards.append(ShardInfo(path, s["n_tokens"], tokens))
   total = sum(s.n_tokens for s in shards)
   if meta.get("n_tokens") is not None and meta["n_tokens"] != total:
-    raise V.WSAEInputError(f"{meta_path}: 'n_tokens' is {meta['n_tokens']} but the shards list "
-                           f"{total} rows{_disagreeing_shards(shards)}; the metadata is stale.")
+    raise V.WSAEInputError(
+      f"{meta_path}: 'n_tokens' is {meta['n_tokens']} but the shards list "
+      f"{total} rows{_disagreeing_shards(shards)}; the metadata is stale."
+    )
   return meta, shards
 
 
 def _disagreeing_shards(shards) -> str:
-  """", of which SHARD lists N but holds M rows" for shards whose file disagrees with its entry
+  """ ", of which SHARD lists N but holds M rows" for shards whose file disagrees with its entry
   (read from the .npy headers only)."""
   bad = []
   for s in shards:
@@ -140,8 +162,10 @@ def _inside(root: pathlib.Path, name: str, where: str) -> pathlib.Path:
   """`root / name`, refused unless it stays inside the store folder (no absolute paths, no ..)."""
   path = (root / name).resolve()
   if pathlib.PurePath(name).is_absolute() or not path.is_relative_to(root.resolve()):
-    raise V.WSAEInputError(f"{where} = {name!r} points outside the store folder {root}; shard "
-                           f"files must live inside it (give names relative to the folder).")
+    raise V.WSAEInputError(
+      f"{where} = {name!r} points outside the store folder {root}; shard "
+      f"files must live inside it (give names relative to the folder)."
+    )
   return root / name
 
 
@@ -164,23 +188,32 @@ class _ShardReader:
       shape, got_dtype = self.arr.shape, str(self.arr.dtype)
     else:
       from safetensors import safe_open
+
       self._st = safe_open(str(info.path), framework="np")
       if "activations" not in self._st.keys():
-        raise V.WSAEInputError(f"shard {info.path} has no tensor named 'activations' "
-                               f"(it has {list(self._st.keys())}).")
+        raise V.WSAEInputError(
+          f"shard {info.path} has no tensor named 'activations' (it has {list(self._st.keys())})."
+        )
       sl = self._st.get_slice("activations")
       shape = tuple(sl.get_shape())
       got_dtype = {"F16": "float16", "F32": "float32", "BF16": "bfloat16"}.get(
-          sl.get_dtype(), sl.get_dtype())
+        sl.get_dtype(), sl.get_dtype()
+      )
     if len(shape) != 2 or shape[1] != d_in:
-      raise V.WSAEInputError(f"shard {info.path} has shape {tuple(shape)}; the metadata says "
-                             f"(*, {d_in}). Re-harvest it or fix metadata.json.")
+      raise V.WSAEInputError(
+        f"shard {info.path} has shape {tuple(shape)}; the metadata says "
+        f"(*, {d_in}). Re-harvest it or fix metadata.json."
+      )
     if shape[0] != info.n_tokens:
-      raise V.WSAEInputError(f"shard {info.path} has {shape[0]} rows; the metadata says "
-                             f"{info.n_tokens}. The shard is truncated or the metadata is stale.")
+      raise V.WSAEInputError(
+        f"shard {info.path} has {shape[0]} rows; the metadata says "
+        f"{info.n_tokens}. The shard is truncated or the metadata is stale."
+      )
     if got_dtype != dtype:
-      raise V.WSAEInputError(f"shard {info.path} has dtype {got_dtype}; the metadata says {dtype}. "
-                             f"All shards of a store must share one dtype.")
+      raise V.WSAEInputError(
+        f"shard {info.path} has dtype {got_dtype}; the metadata says {dtype}. "
+        f"All shards of a store must share one dtype."
+      )
 
   def read(self, start: int, stop: int) -> np.ndarray:
     if self.info.kind == "npy":
@@ -192,9 +225,10 @@ class _ShardReader:
     if bad.any():
       r, c = (int(i) for i in np.argwhere(bad)[0])
       raise V.WSAEInputError(
-          f"shard {self.info.path}: {int(bad.sum())} non-finite value(s) (NaN/inf) in rows "
-          f"[{start}, {stop}); the first at row {start + r}, column {c}. Re-harvest that shard or "
-          f"drop those rows.")
+        f"shard {self.info.path}: {int(bad.sum())} non-finite value(s) (NaN/inf) in rows "
+        f"[{start}, {stop}); the first at row {start + r}, column {c}. Re-harvest that shard or "
+        f"drop those rows."
+      )
     return rows
 
   def _release(self, start: int, stop: int) -> None:
@@ -218,8 +252,10 @@ class _ShardReader:
     try:
       tokens = np.load(self.info.tokens_path, mmap_mode="r")
     except (OSError, ValueError) as e:  # e.g. a pickled object array (never loaded: unsafe)
-      raise V.WSAEInputError(f"tokens file {self.info.tokens_path} is not a plain .npy array of "
-                             f"token ids ({e}); write it with np.save of an integer array.") from None
+      raise V.WSAEInputError(
+        f"tokens file {self.info.tokens_path} is not a plain .npy array of "
+        f"token ids ({e}); write it with np.save of an integer array."
+      ) from None
     return np.asarray(tokens[start:stop])
 
 
@@ -252,18 +288,34 @@ class ActivationStore:
     validate: scan every shard for NaN/inf and mismatches now, before any training.
   """
 
-  def __init__(self, path, batch_size: int, *, seed: int = 0, buffer_tokens: int = 2**16,
-               chunk_tokens: int = 4096, normalize: bool = False, scale_rows: int = 2**16,
-               drop_first_position: bool | None = None, context_len: int | None = None,
-               shards=None, shuffle: bool = True, prefetch: int = 2, validate: bool = False,
-               standardize: bool = False, max_norm_ratio: float | None = None):
+  def __init__(
+    self,
+    path,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    buffer_tokens: int = 2**16,
+    chunk_tokens: int = 4096,
+    normalize: bool = False,
+    scale_rows: int = 2**16,
+    drop_first_position: bool | None = None,
+    context_len: int | None = None,
+    shards=None,
+    shuffle: bool = True,
+    prefetch: int = 2,
+    validate: bool = False,
+    standardize: bool = False,
+    max_norm_ratio: float | None = None,
+  ):
     V.check_int("batch_size", batch_size, low=1)
     V.check_int("buffer_tokens", buffer_tokens, low=1)
     V.check_int("chunk_tokens", chunk_tokens, low=1)
     V.check_int("prefetch", prefetch, low=0)
     if normalize and standardize:
-      raise V.WSAEInputError("normalize and standardize are exclusive: standardized rows already "
-                             "have E‖x‖² = d_in; choose one.")
+      raise V.WSAEInputError(
+        "normalize and standardize are exclusive: standardized rows already "
+        "have E‖x‖² = d_in; choose one."
+      )
     if max_norm_ratio is not None:
       V.check_range("max_norm_ratio", max_norm_ratio, low=1.0, low_open=True)
     self.path = pathlib.Path(path)
@@ -272,8 +324,9 @@ class ActivationStore:
       idx = list(range(len(infos)))[shards] if isinstance(shards, slice) else list(shards)
       bad = [i for i in idx if not -len(infos) <= i < len(infos)]
       if bad or not idx:
-        raise V.WSAEInputError(f"shards={shards!r} selects no shards or out-of-range ones "
-                               f"(the store has {len(infos)}).")
+        raise V.WSAEInputError(
+          f"shards={shards!r} selects no shards or out-of-range ones (the store has {len(infos)})."
+        )
       infos = [infos[i] for i in idx]
     self.d_in = int(self.metadata["d_in"])
     self.dtype = self.metadata["dtype"]
@@ -282,21 +335,26 @@ class ActivationStore:
     self.shuffle = shuffle
     ctx = self.metadata.get("context_len") or context_len
     if context_len is not None and self.metadata.get("context_len") not in (None, context_len):
-      raise V.WSAEInputError(f"context_len={context_len} disagrees with the metadata's "
-                             f"{self.metadata['context_len']}.")
+      raise V.WSAEInputError(
+        f"context_len={context_len} disagrees with the metadata's {self.metadata['context_len']}."
+      )
     if drop_first_position is None:
       drop_first_position = ctx is not None
     if drop_first_position and ctx is None:
-      raise V.WSAEInputError("drop_first_position=True needs the context length: pass "
-                             "context_len= (or harvest with metadata that records it).")
+      raise V.WSAEInputError(
+        "drop_first_position=True needs the context length: pass "
+        "context_len= (or harvest with metadata that records it)."
+      )
     self.context_len: int | None = int(ctx) if ctx else None
     self.drop_first_position = bool(drop_first_position)
     self._readers = [_ShardReader(i, self.d_in, self.dtype) for i in infos]
     if self.context_len:
       for r in self._readers:
         if r.info.n_tokens % self.context_len:
-          raise V.WSAEInputError(f"shard {r.info.path} has {r.info.n_tokens} rows, not a multiple "
-                                 f"of context_len={self.context_len}.")
+          raise V.WSAEInputError(
+            f"shard {r.info.path} has {r.info.n_tokens} rows, not a multiple "
+            f"of context_len={self.context_len}."
+          )
       chunk_tokens = max(1, chunk_tokens // self.context_len) * self.context_len
     self.chunk_tokens = chunk_tokens
     # Chunk table: (reader index, start, stop, number of kept rows).
@@ -314,8 +372,10 @@ class ActivationStore:
       self._drop_massive_rows(max_norm_ratio, scale_rows)
     self.n_tokens = sum(c[3] for c in self._chunks)
     if self.n_tokens < batch_size:
-      raise V.WSAEInputError(f"the store has {self.n_tokens} usable rows, fewer than "
-                             f"batch_size={batch_size}; lower batch_size or add data.")
+      raise V.WSAEInputError(
+        f"the store has {self.n_tokens} usable rows, fewer than "
+        f"batch_size={batch_size}; lower batch_size or add data."
+      )
     self.steps_per_epoch = self.n_tokens // batch_size
     self._chunks_per_buffer = max(1, buffer_tokens // chunk_tokens)
     self.buffer_tokens = self._chunks_per_buffer * chunk_tokens
@@ -336,8 +396,9 @@ class ActivationStore:
     norms = np.linalg.norm(self.sample(sample_rows, seed=2).astype(np.float64), axis=1)
     self.max_norm = float(ratio * np.median(norms))
     before = sum(c[3] for c in self._chunks)
-    self._chunks = [(ri, s, e, len(self._read_chunk(i)))
-                    for i, (ri, s, e, _) in enumerate(self._chunks)]
+    self._chunks = [
+      (ri, s, e, len(self._read_chunk(i))) for i, (ri, s, e, _) in enumerate(self._chunks)
+    ]
     self.dropped_rows = before - sum(c[3] for c in self._chunks)
 
   # -- layout ---------------------------------------------------------------
@@ -352,11 +413,13 @@ class ActivationStore:
     lay = self._layouts.get(epoch)
     if lay is None:
       n = len(self._chunks)
-      order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
-               else np.arange(n))
+      order = (
+        np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+      )
       sizes = np.array([self._chunks[c][3] for c in order])
-      groups = [sizes[i:i + self._chunks_per_buffer].sum()
-                for i in range(0, n, self._chunks_per_buffer)]
+      groups = [
+        sizes[i : i + self._chunks_per_buffer].sum() for i in range(0, n, self._chunks_per_buffer)
+      ]
       lay = (order, np.concatenate([[0], np.cumsum(groups)]))
       self._layouts = {epoch: lay}
     return lay
@@ -367,17 +430,20 @@ class ActivationStore:
       # The stream only moves forward, so the previous buffer is done with: free it first.
       self._buffers.clear()
       order, bounds = self._layout(epoch)
-      ids = order[group * self._chunks_per_buffer:(group + 1) * self._chunks_per_buffer]
+      ids = order[group * self._chunks_per_buffer : (group + 1) * self._chunks_per_buffer]
       total = int(bounds[group + 1] - bounds[group])
       buf = np.empty((total, self.d_in), np.float32)
       # buf = concat(chunks)[perm], written chunk by chunk: row i of the concatenation goes to
       # position inv[i], so no second buffer-sized copy is made.
-      inv = (np.argsort(np.random.default_rng([self.seed, epoch, group]).permutation(total))
-             if self.shuffle else np.arange(total))
+      inv = (
+        np.argsort(np.random.default_rng([self.seed, epoch, group]).permutation(total))
+        if self.shuffle
+        else np.arange(total)
+      )
       offset = 0
       for c in ids:
         rows = self._read_chunk(c)
-        buf[inv[offset:offset + len(rows)]] = rows
+        buf[inv[offset : offset + len(rows)]] = rows
         offset += len(rows)
       self._transform(buf)
       self._buffers[(epoch, group)] = buf
@@ -423,7 +489,7 @@ class ActivationStore:
       buf = self._buffer(epoch, g)
       lo = off - int(bounds[g])
       take = min(n - filled, len(buf) - lo)
-      out[filled:filled + take] = buf[lo:lo + take]
+      out[filled : filled + take] = buf[lo : lo + take]
       filled += take
     return out
 
@@ -452,18 +518,30 @@ class ActivationStore:
     point = self.metadata.get("hook_point")  # absent: a block's output (resid_post)
     # Descriptive fields (for the SAELens metadata of an export), implied by the fingerprint.
     about = {k: self.metadata[k] for k in ("context_len", "corpus") if self.metadata.get(k)}
-    return {"kind": "activations", "model": self.metadata.get("model"),
-            "layer": self.metadata.get("layer"), **({"hook_point": point} if point else {}),
-            **about,
-            "seed": self.seed,
-            "shuffle": self.shuffle, "rows": self.n_tokens, "d_in": self.d_in,
-            "batch_size": self.batch_size, "buffer_tokens": self.buffer_tokens,
-            "chunk_tokens": self.chunk_tokens, "drop_first_position": self.drop_first_position,
-            "shards": self.shard_names,
-            "fingerprint": self.fingerprint(), "scale": self.scale,
-            **({} if self.max_norm is None else {"max_norm_ratio": self.max_norm_ratio,
-                                                "max_norm": self.max_norm}),
-            **({} if self.standardization is None else {"standardized": True})}
+    return {
+      "kind": "activations",
+      "model": self.metadata.get("model"),
+      "layer": self.metadata.get("layer"),
+      **({"hook_point": point} if point else {}),
+      **about,
+      "seed": self.seed,
+      "shuffle": self.shuffle,
+      "rows": self.n_tokens,
+      "d_in": self.d_in,
+      "batch_size": self.batch_size,
+      "buffer_tokens": self.buffer_tokens,
+      "chunk_tokens": self.chunk_tokens,
+      "drop_first_position": self.drop_first_position,
+      "shards": self.shard_names,
+      "fingerprint": self.fingerprint(),
+      "scale": self.scale,
+      **(
+        {}
+        if self.max_norm is None
+        else {"max_norm_ratio": self.max_norm_ratio, "max_norm": self.max_norm}
+      ),
+      **({} if self.standardization is None else {"standardized": True}),
+    }
 
   @property
   def shard_names(self) -> list[str]:
@@ -475,6 +553,7 @@ class ActivationStore:
     once, from a few MiB whatever the store's size."""
     if self._fingerprint is None:
       import hashlib
+
       h = hashlib.sha256()
       for r in self._readers:
         h.update(file_fingerprint(r.info.path).encode())
@@ -509,7 +588,7 @@ class ActivationStore:
     for item in self.ordered(with_tokens=True):
       rows, tok = item
       if max_rows is not None:
-        rows, tok = rows[:max_rows - n], (None if tok is None else tok[:max_rows - n])
+        rows, tok = rows[: max_rows - n], (None if tok is None else tok[: max_rows - n])
       xs.append(rows)
       ts.append(tok)
       n += len(rows)
@@ -548,8 +627,10 @@ class ActivationStore:
     std = x.std(0)
     flat = np.flatnonzero(~(std > 0))
     if flat.size:
-      raise V.WSAEInputError(f"activations in {self.path}: dimension(s) {flat[:5].tolist()} are "
-                             f"constant over {len(x)} sampled rows; cannot standardize.")
+      raise V.WSAEInputError(
+        f"activations in {self.path}: dimension(s) {flat[:5].tolist()} are "
+        f"constant over {len(x)} sampled rows; cannot standardize."
+      )
     return {"mean": x.mean(0).tolist(), "std": std.tolist()}
 
   def estimate_scale(self, rows: int = 2**16) -> float:
@@ -568,8 +649,9 @@ class ActivationWriter:
   complete shards; ``metadata.json`` is rewritten after every shard.
   """
 
-  def __init__(self, out_dir, *, d_in: int, dtype: str = "float16", context_len: int | None = None,
-               **info):
+  def __init__(
+    self, out_dir, *, d_in: int, dtype: str = "float16", context_len: int | None = None, **info
+  ):
     if dtype not in _WRITE_DTYPES:
       raise V.WSAEInputError(f"dtype must be float16 or float32, got {dtype!r}.")
     self.dir = pathlib.Path(out_dir)
@@ -580,19 +662,27 @@ class ActivationWriter:
     meta_path = self.dir / META_NAME
     if meta_path.exists():
       old = json.loads(meta_path.read_text())
-      if old.get("d_in") != self.d_in or old.get("dtype") != dtype or \
-          old.get("context_len") != context_len:
+      if (
+        old.get("d_in") != self.d_in
+        or old.get("dtype") != dtype
+        or old.get("context_len") != context_len
+      ):
         raise V.WSAEInputError(
-            f"{self.dir} already holds a store with d_in={old.get('d_in')}, dtype={old.get('dtype')}, "
-            f"context_len={old.get('context_len')}; write to a new folder.")
+          f"{self.dir} already holds a store with d_in={old.get('d_in')}, dtype={old.get('dtype')}, "
+          f"context_len={old.get('context_len')}; write to a new folder."
+        )
       # Resuming must not mix activations of another model, layer or corpus into the store.
-      differ = [k for k in _IDENTITY if k in old and k in info
-                and _identity(k, old[k]) != _identity(k, info[k])]
+      differ = [
+        k
+        for k in _IDENTITY
+        if k in old and k in info and _identity(k, old[k]) != _identity(k, info[k])
+      ]
       if differ:
         raise V.WSAEInputError(
-            f"{self.dir} already holds a store of another harvest ("
-            + ", ".join(f"{k}: {old[k]!r} there, {info[k]!r} now" for k in differ)
-            + "); resuming would mix them. Write to a new folder.")
+          f"{self.dir} already holds a store of another harvest ("
+          + ", ".join(f"{k}: {old[k]!r} there, {info[k]!r} now" for k in differ)
+          + "); resuming would mix them. Write to a new folder."
+        )
       for s in old.get("shards", []):
         index = int(s["file"].split("_")[-1].split(".")[0])
         if (self.dir / s["file"]).exists():
@@ -608,16 +698,18 @@ class ActivationWriter:
   def write_shard(self, index: int, acts, tokens=None) -> None:
     acts = np.asarray(acts)
     if acts.ndim != 2 or acts.shape[1] != self.d_in:
-      raise V.WSAEInputError(f"shard {index}: activations have shape {acts.shape}, expected "
-                             f"(tokens, {self.d_in}).")
+      raise V.WSAEInputError(
+        f"shard {index}: activations have shape {acts.shape}, expected (tokens, {self.d_in})."
+      )
     V.check_finite(f"shard {index} activations", acts)
     entry: dict = {"file": self.shard_name(index), "n_tokens": int(acts.shape[0])}
     records.save_npy(self.dir / entry["file"], acts.astype(self.dtype))
     if tokens is not None:
       tokens = np.asarray(tokens, np.int32).reshape(-1)
       if tokens.shape[0] != acts.shape[0]:
-        raise V.WSAEInputError(f"shard {index}: {tokens.shape[0]} token ids for "
-                               f"{acts.shape[0]} activation rows.")
+        raise V.WSAEInputError(
+          f"shard {index}: {tokens.shape[0]} token ids for {acts.shape[0]} activation rows."
+        )
       entry["tokens_file"] = f"tokens_{index:05d}.npy"
       records.save_npy(self.dir / entry["tokens_file"], tokens)
     self.shards[index] = entry
@@ -626,9 +718,15 @@ class ActivationWriter:
   def finish(self, **extra) -> dict:
     self.info.update(extra)
     shards = [self.shards[i] for i in sorted(self.shards)]
-    meta = {"format": FORMAT, **self.info, "d_in": self.d_in, "dtype": self.dtype,
-            "context_len": self.context_len, "n_tokens": sum(s["n_tokens"] for s in shards),
-            "shards": shards}
+    meta = {
+      "format": FORMAT,
+      **self.info,
+      "d_in": self.d_in,
+      "dtype": self.dtype,
+      "context_len": self.context_len,
+      "n_tokens": sum(s["n_tokens"] for s in shards),
+      "shards": shards,
+    }
     records.write_json(self.dir / META_NAME, meta, indent=1)
     return meta
 
@@ -647,6 +745,7 @@ def file_fingerprint(path, *, blocks: int = 16, block_bytes: int = 2**16) -> str
   when it is smaller than that): a content identity that reads at most 1 MiB per file, so
   resuming onto another file of the same shape is caught on a multi-GB store."""
   import hashlib
+
   path = pathlib.Path(path)
   size = path.stat().st_size
   h = hashlib.sha256(str(size).encode())
@@ -658,5 +757,3 @@ def file_fingerprint(path, *, blocks: int = 16, block_bytes: int = 2**16) -> str
         f.seek(int(offset))
         h.update(f.read(block_bytes))
   return h.hexdigest()[:32]
-
-

@@ -21,9 +21,16 @@ Magnitude = Literal["uniform", "exponential", "constant"]
 MAGNITUDES = ("uniform", "exponential", "constant")
 
 
-def sample_features(key: jax.Array, batch_size: int, n: int, sparsity, *,
-                    magnitude: Magnitude = "uniform", rates=None,
-                    dtype=jnp.float32) -> jax.Array:
+def sample_features(
+  key: jax.Array,
+  batch_size: int,
+  n: int,
+  sparsity,
+  *,
+  magnitude: Magnitude = "uniform",
+  rates=None,
+  dtype=jnp.float32,
+) -> jax.Array:
   """Draws `(batch_size, n)` ground-truth features.
 
   Each coordinate is 0 with probability `sparsity` and otherwise has magnitude drawn from
@@ -66,17 +73,19 @@ def check_rates(rates, n: int | None, sparsity=None) -> None:
   """Relative firing rates: a positive finite vector of length n with `(1 − S)·rate ≤ 1`."""
   V.check_float("rates", rates)
   if n is not None and np.shape(rates) != (n,):
-    raise V.WSAEInputError(f"rates must have shape ({n},) (one per true feature), got "
-                           f"{tuple(np.shape(rates))}.")
+    raise V.WSAEInputError(
+      f"rates must have shape ({n},) (one per true feature), got {tuple(np.shape(rates))}."
+    )
   V.check_range("rates", rates, low=0.0, low_open=True)
   if sparsity is not None and V.is_concrete(sparsity) and V.is_concrete(rates):
     r = np.asarray(rates, np.float64)
     if (1.0 - float(sparsity)) * r.max() > 1.0 + 1e-9:
       j = int(r.argmax())
       raise V.WSAEInputError(
-          f"feature {j} would be active with probability (1 − S)·rate = "
-          f"{(1.0 - float(sparsity)) * r[j]:.3g} > 1 at S = {float(sparsity):g}; use S ≥ "
-          f"{1.0 - 1.0 / r[j]:.4g} or smaller rates.")
+        f"feature {j} would be active with probability (1 − S)·rate = "
+        f"{(1.0 - float(sparsity)) * r[j]:.3g} > 1 at S = {float(sparsity):g}; use S ≥ "
+        f"{1.0 - 1.0 / r[j]:.4g} or smaller rates."
+      )
 
 
 def features_from_uniform(u, sparsity, magnitude: Magnitude = "uniform") -> jax.Array:
@@ -119,7 +128,7 @@ def participation_ratio(W_p_PxN) -> np.ndarray:
   """Effective number of features in each observed dimension, `(Σ_j W_ij²)² / Σ_j W_ij⁴`: 1 for a
   monosemantic dimension, m for m features sharing it equally (the oracle polysemanticity)."""
   W2 = np.asarray(W_p_PxN, np.float64) ** 2
-  return W2.sum(1) ** 2 / np.maximum((W2 ** 2).sum(1), 1e-300)
+  return W2.sum(1) ** 2 / np.maximum((W2**2).sum(1), 1e-300)
 
 
 def polygon_matrix(n_planes: int, k: int, n_mono: int = 0, *, dtype=np.float32) -> np.ndarray:
@@ -142,8 +151,8 @@ def polygon_matrix(n_planes: int, k: int, n_mono: int = 0, *, dtype=np.float32) 
   w = np.zeros((n_p, n), np.float64)
   angles = 2.0 * np.pi * np.arange(k) / k
   for p in range(n_planes):
-    w[2 * p, p * k:(p + 1) * k] = np.cos(angles)
-    w[2 * p + 1, p * k:(p + 1) * k] = np.sin(angles)
+    w[2 * p, p * k : (p + 1) * k] = np.cos(angles)
+    w[2 * p + 1, p * k : (p + 1) * k] = np.sin(angles)
   for m in range(n_mono):
     w[2 * n_planes + m, k * n_planes + m] = 1.0
   w[np.abs(w) < 1e-12] = 0.0  # cos(π/2) etc. are exact zeros, not 6e-17.
@@ -159,11 +168,14 @@ def random_matrix(key: jax.Array, n_p: int, n: int, *, dtype=jnp.float32) -> jax
 
 
 @functools.partial(jax.jit, static_argnames=("n", "n_p", "steps", "batch_size"))
-def _train_toy_model(key, importance_N, sparsity, rates_N, *, n, n_p, steps, batch_size,
-                     learning_rate):
+def _train_toy_model(
+  key, importance_N, sparsity, rates_N, *, n, n_p, steps, batch_size, learning_rate
+):
   k_init, k_data = jax.random.split(key)
-  params = {"W": jax.random.normal(k_init, (n_p, n)) * math.sqrt(2.0 / (n + n_p)),
-            "b": jnp.zeros((n,))}
+  params = {
+    "W": jax.random.normal(k_init, (n_p, n)) * math.sqrt(2.0 / (n + n_p)),
+    "b": jnp.zeros((n,)),
+  }
   opt = optax.adam(learning_rate)
 
   def loss_fn(p, x):
@@ -181,11 +193,20 @@ def _train_toy_model(key, importance_N, sparsity, rates_N, *, n, n_p, steps, bat
   return params["W"], params["b"], losses
 
 
-def toy_model_matrix(key: jax.Array, n: int, n_p: int, sparsity: float, *,
-                     importance: np.ndarray | float | None = None, rates=None,
-                     steps: int = 3000,
-                     batch_size: int = 1024, learning_rate: float = 1e-3,
-                     normalize: bool = True, return_info: bool = False):
+def toy_model_matrix(
+  key: jax.Array,
+  n: int,
+  n_p: int,
+  sparsity: float,
+  *,
+  importance: np.ndarray | float | None = None,
+  rates=None,
+  steps: int = 3000,
+  batch_size: int = 1024,
+  learning_rate: float = 1e-3,
+  normalize: bool = True,
+  return_info: bool = False,
+):
   """Trains the Elhage et al. toy model `ReLU(Wᵀ W x + b)` and returns its `W` as `W_p`.
 
   Args:
@@ -221,11 +242,17 @@ def toy_model_matrix(key: jax.Array, n: int, n_p: int, sparsity: float, *,
     V.check_range("importance", imp, low=0.0, low_open=True)
   if rates is not None:
     check_rates(rates, n, sparsity)
-  W, b, losses = _train_toy_model(key, jnp.asarray(imp), jnp.float32(sparsity),
-                                  None if rates is None else jnp.asarray(rates, jnp.float32),
-                                  n=n, n_p=n_p,
-                                  steps=steps, batch_size=batch_size,
-                                  learning_rate=jnp.float32(learning_rate))
+  W, b, losses = _train_toy_model(
+    key,
+    jnp.asarray(imp),
+    jnp.float32(sparsity),
+    None if rates is None else jnp.asarray(rates, jnp.float32),
+    n=n,
+    n_p=n_p,
+    steps=steps,
+    batch_size=batch_size,
+    learning_rate=jnp.float32(learning_rate),
+  )
   W = np.asarray(W, np.float32)
   norms = np.linalg.norm(W, axis=0)
   if normalize:
