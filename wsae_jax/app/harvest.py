@@ -51,6 +51,8 @@ def write_store(
 ) -> dict:
   """Harvests `model`'s hook point `hook` of block `layer` (default: the block's output) on
   `corpus` into the store `out`; returns the summary written to OUT/harvest.json."""
+  # Over 80 lines on purpose: one linear script of the harvest's stages (check, read, load,
+  # tokenize, harvest, LM loss, summary); its length is the options and the summary's fields.
   from wsae_jax.lm import harvest as hv
 
   for name, v, low in (
@@ -69,30 +71,11 @@ def write_store(
   except FileNotFoundError as e:
     raise V.WSAEInputError(str(e)) from None
   model_path = model or str(hv.smollm2_gguf_path())
-  t0 = time.perf_counter()
-  lm, tok = hv.load_model(model_path)
-  if threads:
-    import torch  # loaded by load_model (the harvest extra)
-
-    torch.set_num_threads(threads)
-  load_s = time.perf_counter() - t0
+  lm, tok, load_s = _load_lm(model_path, layer, hook, threads)
   n_layers = len(hv.decoder_blocks(lm))
-  if layer >= n_layers:
-    raise V.WSAEInputError(
-      f"--layer {layer}: the model has {n_layers} decoder blocks (0 … {n_layers - 1})."
-    )
-  hv.hook_module(lm, layer, hook)  # the hook point exists in this model, before any work
   t0 = time.perf_counter()
-  contexts = hv.tokenize_contexts(tok, text, context_len, max_tokens=max_tokens)
+  contexts = _shuffled_contexts(tok, text, context_len, max_tokens, loss_contexts, seed)
   tokenize_s = time.perf_counter() - t0
-  if len(contexts) <= loss_contexts:
-    raise V.WSAEInputError(
-      f"the corpus gives {len(contexts)} contexts of {context_len} tokens, "
-      f"not more than --loss-contexts {loss_contexts}; give more text or a "
-      f"shorter --context-len."
-    )
-  # Whole contexts shuffled, so that any shard (e.g. the last ones, held out) is a random sample.
-  contexts = contexts[np.random.default_rng(seed).permutation(len(contexts))]
   echo(
     f"corpus: {len(text):,} characters -> {contexts.size:,} tokens in {len(contexts)} "
     f"contexts of {context_len}; model {pathlib.Path(model_path).name} loaded in {load_s:.1f} s"
@@ -119,7 +102,7 @@ def write_store(
   )
   loss_ctx = contexts[-loss_contexts:] if loss_contexts else contexts[:0]
   t0 = time.perf_counter()
-  lm_loss = hv.next_token_loss(lm, loss_ctx, batch_size=batch_size) if loss_contexts else None
+  lm_loss = _record_lm_loss(out, lm, loss_ctx, batch_size)
   uniform = float(np.log(lm.config.vocab_size))
   summary = {
     "n_tokens": meta["n_tokens"],
@@ -135,9 +118,6 @@ def write_store(
     "total_s": time.perf_counter() - t_start,
     "pid": os.getpid(),
   }
-  store_meta = json.loads((out / "metadata.json").read_text())
-  store_meta["lm_loss_nats"] = lm_loss
-  records.write_json(out / "metadata.json", store_meta, indent=1)
   records.write_json(out / "harvest.json", summary)
   echo(
     f"wrote {meta['n_tokens']:,} tokens in {len(meta['shards'])} shards to {out}; "
@@ -150,3 +130,50 @@ def write_store(
     )
   )
   return summary
+
+
+def _load_lm(model_path: str, layer: int, hook: str, threads):
+  """`(model, tokenizer, seconds)`; a layer or hook point the model lacks is refused here,
+  before any harvesting."""
+  from wsae_jax.lm import harvest as hv
+
+  t0 = time.perf_counter()
+  lm, tok = hv.load_model(model_path)
+  if threads:
+    import torch  # loaded by load_model (the harvest extra)
+
+    torch.set_num_threads(threads)
+  n_layers = len(hv.decoder_blocks(lm))
+  if layer >= n_layers:
+    raise V.WSAEInputError(
+      f"--layer {layer}: the model has {n_layers} decoder blocks (0 … {n_layers - 1})."
+    )
+  hv.hook_module(lm, layer, hook)  # the hook point exists in this model, before any work
+  return lm, tok, time.perf_counter() - t0
+
+
+def _shuffled_contexts(tok, text, context_len, max_tokens, loss_contexts, seed) -> np.ndarray:
+  """The corpus as whole contexts, shuffled, so that any shard (e.g. the last ones, held out) is
+  a random sample; more of them than the LM-loss contexts kept aside."""
+  from wsae_jax.lm import harvest as hv
+
+  contexts = hv.tokenize_contexts(tok, text, context_len, max_tokens=max_tokens)
+  if len(contexts) <= loss_contexts:
+    raise V.WSAEInputError(
+      f"the corpus gives {len(contexts)} contexts of {context_len} tokens, "
+      f"not more than --loss-contexts {loss_contexts}; give more text or a "
+      f"shorter --context-len."
+    )
+  return contexts[np.random.default_rng(seed).permutation(len(contexts))]
+
+
+def _record_lm_loss(out: pathlib.Path, lm, loss_ctx, batch_size: int):
+  """The model's next-token loss on the kept-aside contexts (None without any), also recorded in
+  the store's metadata.json (`wsae eval --lm-loss` compares against it)."""
+  from wsae_jax.lm import harvest as hv
+
+  lm_loss = hv.next_token_loss(lm, loss_ctx, batch_size=batch_size) if len(loss_ctx) else None
+  store_meta = json.loads((out / "metadata.json").read_text())
+  store_meta["lm_loss_nats"] = lm_loss
+  records.write_json(out / "metadata.json", store_meta, indent=1)
+  return lm_loss

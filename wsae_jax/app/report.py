@@ -266,33 +266,11 @@ def run_report(
   most promoted and suppressed tokens through the store's LM unembedding (loads the LM)."""
   stage = stage or (lambda name: None)
   stage(STAGES[0])
-  import jax
 
   from wsae_jax.evaluation import activations as acts_lib
-  from wsae_jax.storage import saelens
 
   run = pathlib.Path(run)
-  sae_dir = run / "sae" if (run / "sae" / saelens.CFG_FILENAME).exists() else run
-  if not (sae_dir / saelens.CFG_FILENAME).exists():
-    raise V.WSAEInputError(
-      f"{str(run)!r} is neither a run folder of `wsae train` (with sae/) "
-      f"nor a SAELens folder (with {saelens.CFG_FILENAME}), nor a sweep "
-      f"folder (with sweep.json)."
-    )
-  cfg, params = saelens.load_saelens(sae_dir)
-  params = jax.device_get(params)
-  run_meta = _read_json(run / "run.json") if (run / "run.json").exists() else {}
-  ckpt_meta = None
-  if run_meta.get("gamma") is None and (run / "checkpoints").is_dir():
-    # A γ re-estimated during training (the decoder γ) lives in the checkpoints' records.
-    from wsae_jax.storage.checkpoint import Checkpointer
-    from wsae_jax.training import run as run_lib
-
-    ck = Checkpointer(run / "checkpoints")
-    try:
-      ckpt_meta = run_lib.read_record(ck, ck.steps()[-1]) if ck.steps() else None
-    finally:
-      ck.close()
+  sae_dir, cfg, params, run_meta, ckpt_meta = _read_sae(run)
   eval_file = run / "eval.json" if (run / "eval.json").exists() else sae_dir / "eval.json"
   eval_result = _read_json(eval_file) if eval_file.exists() else None
   data: dict[str, Any] = {
@@ -320,50 +298,8 @@ def run_report(
     data["scores"] = acts_lib.score(cfg, params, x_p, codes=codes)
     data["latents"] = _latent_table(cfg, params, codes)
   elif activations is not None:
-    from wsae_jax.data.store import ActivationStore
-
-    V.check_int("--eval-shards", eval_shards, low=1)
-    store = ActivationStore(
-      activations,
-      1,
-      shards=slice(-eval_shards, None),
-      shuffle=False,
-      prefetch=0,
-      drop_first_position=False,
-    )
-    if store.d_in != cfg.d_in:
-      raise V.WSAEInputError(f"the store has d_in={store.d_in}, the SAE {cfg.d_in}.")
-    L = store.context_len  # whole contexts are read, so that examples have their context
-    limit = None if max_rows is None else max(L, max_rows // L * L) if L else max_rows
-    stage("reading activations")
-    x, tokens = store.read_all(max_rows=limit, with_tokens=True)
-    L = L or len(x)  # a store without context boundaries: one stream
-    stage("encoding")
-    codes = acts_lib.sparse_codes(cfg, params, x)
-    stage("scoring")
-    # Scores without each context's first token (the attention sink), as `wsae eval`.
-    later = np.arange(len(x)) % L != 0 if store.context_len else np.ones(len(x), bool)
-    data["scores"] = acts_lib.score(
-      cfg, params, x[later], None if tokens is None else tokens[later]
-    )
-    data["scores"]["activations"] = str(activations)
-    # The latent table counts the same rows (a context's first token, e.g. <s>, would top the
-    # token lists of the most frequent latents); the contexts below still show every position.
-    counted = tuple(a[later] for a in codes)
-    if tokens is None:
-      data["notes"].append("the store has no token ids: no contexts.")
-      data["latents"] = _latent_table(cfg, params, counted)
-    else:
-      strings, note = _tokenizer_strings(store, model, tokens)
-      if note:
-        data["notes"].append(note)
-      stage("latent table")
-      data["latents"] = _latent_table(cfg, params, counted, tokens[later], strings)
-      if strings is not None:
-        data["latents"]["classes"] = _class_density(counted[1], tokens[later], strings, cfg.d_sae)
-      stage("contexts")
-      data["contexts"] = _contexts(codes, tokens, L, strings, cfg.d_sae)
-    if logit_effects:
+    store = _store_panels(data, cfg, params, activations, eval_shards, max_rows, model, stage)
+    if logit_effects:  # the store's LM, loaded only when asked for
       stage("logit effects")
       data["latents"]["logits"] = _logit_effects(cfg, params, store, model)
   else:
@@ -376,6 +312,85 @@ def run_report(
   data["latents"].update(_label_tags(cfg.d_sae, eval_result))
   data["latents"]["n"] = cfg.d_sae
   return data
+
+
+def _read_sae(run: pathlib.Path):
+  """`(sae folder, cfg, params on the host, run.json or {}, the newest checkpoint's record or
+  None)` of a run folder or a SAELens folder."""
+  import jax
+
+  from wsae_jax.storage import saelens
+
+  sae_dir = run / "sae" if (run / "sae" / saelens.CFG_FILENAME).exists() else run
+  if not (sae_dir / saelens.CFG_FILENAME).exists():
+    raise V.WSAEInputError(
+      f"{str(run)!r} is neither a run folder of `wsae train` (with sae/) "
+      f"nor a SAELens folder (with {saelens.CFG_FILENAME}), nor a sweep "
+      f"folder (with sweep.json)."
+    )
+  cfg, params = saelens.load_saelens(sae_dir)
+  params = jax.device_get(params)
+  run_meta = _read_json(run / "run.json") if (run / "run.json").exists() else {}
+  ckpt_meta = None
+  if run_meta.get("gamma") is None and (run / "checkpoints").is_dir():
+    # A γ re-estimated during training (the decoder γ) lives in the checkpoints' records.
+    from wsae_jax.storage.checkpoint import Checkpointer
+    from wsae_jax.training import run as run_lib
+
+    ck = Checkpointer(run / "checkpoints")
+    try:
+      ckpt_meta = run_lib.read_record(ck, ck.steps()[-1]) if ck.steps() else None
+    finally:
+      ck.close()
+  return sae_dir, cfg, params, run_meta, ckpt_meta
+
+
+def _store_panels(data, cfg, params, activations, eval_shards, max_rows, model, stage):
+  """The scores, latent table, token classes and contexts of an SAE on a store's last
+  `eval_shards` shards, into `data`; returns the store."""
+  from wsae_jax.data.store import ActivationStore
+  from wsae_jax.evaluation import activations as acts_lib
+
+  V.check_int("--eval-shards", eval_shards, low=1)
+  store = ActivationStore(
+    activations,
+    1,
+    shards=slice(-eval_shards, None),
+    shuffle=False,
+    prefetch=0,
+    drop_first_position=False,
+  )
+  if store.d_in != cfg.d_in:
+    raise V.WSAEInputError(f"the store has d_in={store.d_in}, the SAE {cfg.d_in}.")
+  L = store.context_len  # whole contexts are read, so that examples have their context
+  limit = None if max_rows is None else max(L, max_rows // L * L) if L else max_rows
+  stage("reading activations")
+  x, tokens = store.read_all(max_rows=limit, with_tokens=True)
+  L = L or len(x)  # a store without context boundaries: one stream
+  stage("encoding")
+  codes = acts_lib.sparse_codes(cfg, params, x)
+  stage("scoring")
+  # Scores without each context's first token (the attention sink), as `wsae eval`.
+  later = np.arange(len(x)) % L != 0 if store.context_len else np.ones(len(x), bool)
+  data["scores"] = acts_lib.score(cfg, params, x[later], None if tokens is None else tokens[later])
+  data["scores"]["activations"] = str(activations)
+  # The latent table counts the same rows (a context's first token, e.g. <s>, would top the
+  # token lists of the most frequent latents); the contexts below still show every position.
+  counted = tuple(a[later] for a in codes)
+  if tokens is None:
+    data["notes"].append("the store has no token ids: no contexts.")
+    data["latents"] = _latent_table(cfg, params, counted)
+  else:
+    strings, note = _tokenizer_strings(store, model, tokens)
+    if note:
+      data["notes"].append(note)
+    stage("latent table")
+    data["latents"] = _latent_table(cfg, params, counted, tokens[later], strings)
+    if strings is not None:
+      data["latents"]["classes"] = _class_density(counted[1], tokens[later], strings, cfg.d_sae)
+    stage("contexts")
+    data["contexts"] = _contexts(codes, tokens, L, strings, cfg.d_sae)
+  return store
 
 
 def _synthetic_panel(data, run, cfg, params):

@@ -152,15 +152,7 @@ def feature_absorption(
     if probe_f1 < min_probe_f1:
       out[letter] = {**entry, "skipped": f"probe F1 below {min_probe_f1}"}
       continue
-    diff = probing.mean_difference(lat[fit], val[fit], positive[fit], d_sae)
-    order = np.argsort(-diff)
-    f1s = []
-    for k in range(1, max_k + 1):
-      f1s.append(probing.sparse_probe_f1(lat, val, positive, fit, test, order[:k].tolist()))
-      if k > 1 and f1s[-1] - f1s[-2] < f1_jump:
-        f1s.pop()
-        break
-    main = order[: len(f1s)].tolist()
+    main, f1s = _main_latents(lat, val, positive, fit, test, d_sae, max_k, f1_jump)
     detected = test[y_test & (logit > 0)]
     p = w / np.linalg.norm(w)
     cos = (w_dec @ p) / dec_norm
@@ -184,6 +176,20 @@ def feature_absorption(
       },
     }
   return out
+
+
+def _main_latents(lat, val, positive, fit, test, d_sae: int, max_k: int, f1_jump: float):
+  """`(latents, F1 of each k)`: the latents with the largest mean difference between the
+  letter's rows and the others, added one at a time while the k-sparse probe's F1 rises by at
+  least `f1_jump` (SAEBench's feature split)."""
+  order = np.argsort(-probing.mean_difference(lat[fit], val[fit], positive[fit], d_sae))
+  f1s: list[float] = []
+  for k in range(1, max_k + 1):
+    f1s.append(probing.sparse_probe_f1(lat, val, positive, fit, test, order[:k].tolist()))
+    if k > 1 and f1s[-1] - f1s[-2] < f1_jump:
+      f1s.pop()
+      break
+  return order[: len(f1s)].tolist(), f1s
 
 
 def summary(absorption: Mapping[str, dict]) -> dict:

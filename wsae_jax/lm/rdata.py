@@ -125,6 +125,8 @@ class _Reader:
       self.depth -= 1
 
   def _item(self) -> Any:
+    # Over 80 lines on purpose: one case per R serialisation type (R's own `ReadItem` is one
+    # switch as well); split up, the cases would be harder to check against R's sources.
     value: Any
     flags = self.int32()
     kind = flags & 0xFF

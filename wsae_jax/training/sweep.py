@@ -255,6 +255,8 @@ def _build_call(
   passed to its members unbatched and the vmapped encoder products of the chunk become one GEMM,
   `(B, d_in) @ (d_in, chunk·d_sae)`, instead of `chunk` small ones.
   """
+  # Over 80 lines on purpose: the nested functions are one shard_map program (device, chunk,
+  # member, step) and read best together; each level is a few lines.
   n_member = mesh.shape[MEMBER_AXIS]
   local = num_members // n_member
   chunk = _chunk_size(num_members, mesh, member_chunk)
@@ -458,6 +460,8 @@ def train_sweep(
     A `SweepResult`: stacked states, per-member histories and the members frozen because they
     diverged. `evaluation.scoring.score_sweep` turns it into a table (L_SAE, L_GT, MMCS, L0, ...).
   """
+  # Over 80 lines with its signature: the loop reads as `train`'s does; the setup before it
+  # is one call per part (`_check_sweep`, `member_gammas`, `_Streams`, `_build_call`, ...).
   sae_cfg = resolve_run_defaults(sae_cfg, train_cfg)
   synthetic = isinstance(data, SyntheticProblem)
   source: Any = None if synthetic else data_lib.as_source(data, train_cfg.batch_size, seed=0)
@@ -487,15 +491,10 @@ def train_sweep(
     sae_cfg, train_cfg, res, data if synthetic else None, source, initial_params, member_sharding
   )
   meta = _sweep_meta(sae_cfg, train_cfg, gammas, res, T, data if synthetic else None, source)
-  histories: list[list[dict]] = [[] for _ in range(E)]
-  start = 0
-  restored = run_lib.resume_or_start(checkpointer, states, meta, resume=resume)
-  if restored is not None:
-    states, saved = restored
-    start, histories = int(saved["step"]), saved.get("histories", histories)
-    if "gamma_current" in saved:  # the γ in effect when the checkpoint was written
-      gammas = np.asarray(saved["gamma_current"], np.float32)
-      hp = {**hp, "gamma": jax.device_put(jnp.asarray(gammas), member_sharding)}
+  states, start, histories, saved_gammas = _resume_or_start(checkpointer, states, meta, resume, E)
+  if saved_gammas is not None:  # the γ in effect when the checkpoint was written
+    gammas = saved_gammas
+    hp = {**hp, "gamma": jax.device_put(jnp.asarray(gammas), member_sharding)}
   xs_sharding = NamedSharding(mesh, P(None, None, DATA_AXIS))
   t0 = time.perf_counter()
   bar = trainer.progress_bar(progress, train_cfg.steps, start, f"sweep x{E}")
@@ -512,15 +511,8 @@ def train_sweep(
           sae_cfg, res, decoder, states, gammas, decoder_gamma_every * train_cfg.batch_size
         )
         hp = {**hp, "gamma": jax.device_put(jnp.asarray(gammas), member_sharding)}
-      met, div = jax.device_get((met, states.diverged_at))
       done = min(step0 + T, train_cfg.steps)
-      for i in range(E):
-        if div[i] < 0:
-          histories[i].append({**{k: float(v[i]) for k, v in met.items()}, "step": done})
-      bar.set_postfix(
-        loss=f"{np.nanmean(met['loss']):.4g}", frozen=int(np.sum(div >= 0)), refresh=False
-      )
-      bar.update(done - bar.n)
+      _record_call(histories, jax.device_get((met, states.diverged_at)), done, bar)
       if trainer.checkpoint_due(checkpointer, step0, done, done == train_cfg.steps):
         extra = {"gamma_current": gammas.tolist()} if decoder else {}
         checkpointer.save(done, states, {**meta, "histories": histories, **extra})
@@ -540,6 +532,35 @@ def train_sweep(
     seconds=seconds,
     compiles=call.compiles(),
   )
+
+
+def _resume_or_start(checkpointer, states, meta, resume: bool, num_members: int):
+  """`(states, start step, histories, γ or None)`: from the newest complete checkpoint when
+  resuming (with the γ then in effect, for decoder-γ members), else the start."""
+  histories: list[list[dict]] = [[] for _ in range(num_members)]
+  restored = run_lib.resume_or_start(checkpointer, states, meta, resume=resume)
+  if restored is None:
+    return states, 0, histories, None
+  states, saved = restored
+  gammas = saved.get("gamma_current")
+  return (
+    states,
+    int(saved["step"]),
+    saved.get("histories", histories),
+    None if gammas is None else np.asarray(gammas, np.float32),
+  )
+
+
+def _record_call(histories, met_and_diverged, done: int, bar) -> None:
+  """One history record per member still training after a compiled call; the progress bar."""
+  met, div = met_and_diverged
+  for i, hist in enumerate(histories):
+    if div[i] < 0:
+      hist.append({**{k: float(v[i]) for k, v in met.items()}, "step": done})
+  bar.set_postfix(
+    loss=f"{np.nanmean(met['loss']):.4g}", frozen=int(np.sum(div >= 0)), refresh=False
+  )
+  bar.update(done - bar.n)
 
 
 def _decoder_members(res, every: int, steps_per_call: int) -> list[int]:
