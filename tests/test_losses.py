@@ -70,30 +70,50 @@ def test_topk_auxk_matches_slow_reference():
   assert_close(loss0, recon, rtol=1e-5)
 
 
+@pytest.mark.parametrize("chunk_rows", [None, 8])
 @pytest.mark.parametrize("n_dead", [1, 3, 4, 5, 9])
-def test_auxk_over_gathered_dead_latents_equals_the_full_width(n_dead):
+def test_auxk_over_gathered_dead_latents_equals_the_full_width(n_dead, chunk_rows, monkeypatch):
   """AuxK gathers the dead latents' columns when at most `aux_width` (here 4) are dead and uses
-  the full width beyond: loss and gradients equal a full-width computation either way."""
+  the full width beyond, whole or `chunk_rows` rows at a time (each chunk recomputed in the
+  backward pass): loss and gradients equal a plain full-width computation every way."""
   from wsae_jax.models import topk
 
+  if chunk_rows:
+    monkeypatch.setattr(topk, "AUX_CHUNK_MIN_BYTES", 0)
+    monkeypatch.setattr(topk, "AUX_CHUNK_BYTES", chunk_rows * 4 * D_SAE)
+  assert topk._aux_row_chunk(32, D_SAE) == (chunk_rows or 32)
   cfg = w.TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3, aux_k=2, aux_coefficient=0.5)
   assert topk.aux_width(cfg) == 4 < D_SAE
+  rng = np.random.default_rng(n_dead)
   p = _random_params(cfg)
-  dead = jnp.asarray(np.isin(np.arange(D_SAE), RNG.permutation(D_SAE)[:n_dead]))
-  residual = jnp.asarray(RNG.standard_normal((32, D_IN)).astype(np.float32))
+  dead = jnp.asarray(np.isin(np.arange(D_SAE), rng.permutation(D_SAE)[:n_dead]))
+  residual = jnp.asarray(rng.standard_normal((32, D_IN)).astype(np.float32))
 
   def ours(q):
-    pre = models.topk.pre_activations(cfg, q, X)
-    return topk.auxk_loss(cfg, q, pre, dead, residual, GAMMA, jnp.float32(0))
+    pre = topk.pre_activations(cfg, q, X)
+    return topk.auxk_loss(cfg, q, X, pre, dead, residual, GAMMA, jnp.float32(0))
 
   def full_width(q):
-    pre = models.topk.pre_activations(cfg, q, X)
+    pre = topk.pre_activations(cfg, q, X)
     z = w.models.topk_activation(jnp.where(dead, pre, -jnp.inf), 2)
     scale = min(n_dead / 2, 1.0)
     return scale * reconstruction_loss(residual, z @ q["W_dec"], GAMMA)[0]
 
   assert_close(ours(p), full_width(p), rtol=1e-6)
   assert_close(jax.grad(ours)(p), jax.grad(full_width)(p), rtol=1e-5, atol=1e-6)
+  assert_close(jax.jit(jax.grad(ours))(p), jax.grad(full_width)(p), rtol=1e-5, atol=1e-6)
+
+
+def test_full_width_auxk_chunks_divide_the_batch():
+  from wsae_jax.models import topk
+
+  target = topk.AUX_CHUNK_BYTES // (4 * 18432)  # 227 rows of 18,432 latents
+  assert topk._aux_row_chunk(4096, 18432) == 128  # the largest divisor <= 227
+  assert topk._aux_row_chunk(1000, 18432) == 200
+  assert topk._aux_row_chunk(1009, 18432) == 1009  # prime: no useful divisor, all rows at once
+  assert topk._aux_row_chunk(target, 18432) == target  # fits at once
+  assert topk._aux_row_chunk(4096, 200) == 4096
+  assert topk._aux_row_chunk(512, 18432) == 512  # 38 MB: under AUX_CHUNK_MIN_BYTES, not chunked
 
 
 def test_weighted_loss_is_the_plain_loss_of_rescaled_data():

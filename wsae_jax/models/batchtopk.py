@@ -75,7 +75,7 @@ def loss(cfg, params, x_BxD, *, gamma=None, dead_M=None, hp=None):
   z = batch_topk(pre, hp.get("k", cfg.k))
   x_hat = base.affine_decode(cfg, params, z)
   recon, r_aux = reconstruction_loss(x_BxD, x_hat, gamma)
-  aux = topk.auxk_loss(cfg, params, pre, dead_M, x_BxD - x_hat, gamma, recon)
+  aux = topk.auxk_loss(cfg, params, x_BxD, pre, dead_M, x_BxD - x_hat, gamma, recon)
   total = recon + cfg.aux_coefficient * aux
   return total, {
     "loss": total,

@@ -84,7 +84,7 @@ def loss(cfg, params, x_BxD, *, gamma=None, dead_M=None, hp=None):
   terms = [reconstruction_loss(x_BxD, x_hats[i], gamma) for i in range(len(cfg.levels))]
   recon, r_aux = terms[-1]
   nested = sum((t[0] for t in terms[:-1]), start=recon * 0)
-  aux = topk.auxk_loss(cfg, params, pre, dead_M, x_BxD - x_hats[-1], gamma, recon)
+  aux = topk.auxk_loss(cfg, params, x_BxD, pre, dead_M, x_BxD - x_hats[-1], gamma, recon)
   total = recon + nested + cfg.aux_coefficient * aux
   return total, {
     "loss": total,

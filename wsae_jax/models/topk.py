@@ -90,7 +90,7 @@ def encode(cfg, params, x_BxD):
   return topk_activation(pre_activations(cfg, params, x_BxD), cfg.k)
 
 
-def auxk_loss(cfg, params, pre_BxM, dead_M, residual_BxD, gamma, like):
+def auxk_loss(cfg, params, x_BxD, pre_BxM, dead_M, residual_BxD, gamma, like):
   """The AuxK loss (Gao et al. 2024): the `aux_k` largest pre-activations among dead latents
   reconstruct the (stopped-gradient) residual `x − x̂` through the decoder without bias; weighted
   by γ like the main term and scaled by `min(n_dead / aux_k, 1)` (as SAELens does), so it fades
@@ -98,9 +98,12 @@ def auxk_loss(cfg, params, pre_BxM, dead_M, residual_BxD, gamma, like):
   `like` is the main loss: `like * 0` (not a fresh zero) carries its sharding axes in shard_map.
 
   When at most `aux_width(cfg)` latents are dead (the usual case once the recipe has revived
-  them), only their columns are gathered: the selection and the decoder product are that wide
-  instead of d_sae wide. The result equals the full-width computation (tested); with more dead
-  latents the full width is used.
+  them), only their columns are used: their pre-activations are recomputed from the gathered
+  encoder columns (so the gradient reaches W_enc through those columns, not through a dense
+  `(batch, d_sae)` scatter and product) and the selection and decoder product are that wide. With
+  more dead latents the full width is used, a chunk of rows at a time (`_aux_row_chunk`), each
+  chunk recomputed in the backward pass, so that it holds no `(batch, d_sae)` buffers beyond the
+  pre-activations. Both equal the plain full-width computation (tested).
   """
   if dead_M is None:
     return like * 0
@@ -110,22 +113,53 @@ def auxk_loss(cfg, params, pre_BxM, dead_M, residual_BxD, gamma, like):
   scale = jnp.minimum(n_dead / aux_k, 1.0).astype(like.dtype)
   width = aux_width(cfg)
 
+  def loss_of(pre, res, w_dec):
+    return reconstruction_loss(res, topk_activation(pre, aux_k) @ w_dec, gamma)[0]
+
   def full():
-    z_aux = topk_activation(jnp.where(dead_M, pre_BxM, -jnp.inf), aux_k)
-    return scale * reconstruction_loss(residual, z_aux @ params["W_dec"], gamma)[0]
+    B = pre_BxM.shape[0]
+    C = _aux_row_chunk(B, cfg.d_sae)
+    if C == B:  # small enough at once: no chunks, nothing recomputed
+      return scale * loss_of(jnp.where(dead_M, pre_BxM, -jnp.inf), residual, params["W_dec"])
+    chunk = jax.checkpoint(
+      lambda a: loss_of(jnp.where(dead_M, a[0], -jnp.inf), a[1], params["W_dec"])
+    )
+    split = lambda a: a.reshape((B // C, C) + a.shape[1:])
+    # Equal chunks: the mean of their batch means is the batch mean.
+    return scale * jnp.mean(jax.lax.map(chunk, (split(pre_BxM), split(residual))))
 
   def gathered():
     (idx_W,) = jnp.nonzero(dead_M, size=width, fill_value=0)
     live_W = jnp.arange(width) < n_dead  # the padding repeats latent 0: masked out
-    pre_BxW = jnp.where(live_W, pre_BxM[:, idx_W], -jnp.inf)
-    z_aux = topk_activation(pre_BxW, aux_k)
-    return scale * reconstruction_loss(residual, z_aux @ params["W_dec"][idx_W], gamma)[0]
+    pre_BxW = (x_BxD - params["b_dec"]) @ params["W_enc"][:, idx_W] + params["b_enc"][idx_W]
+    return scale * loss_of(jnp.where(live_W, pre_BxW, -jnp.inf), residual, params["W_dec"][idx_W])
 
   if width >= cfg.d_sae:
     return jax.lax.cond(n_dead > 0, full, lambda: like * 0)
   return jax.lax.cond(
     n_dead > 0, lambda: jax.lax.cond(n_dead <= width, gathered, full), lambda: like * 0
   )
+
+
+AUX_CHUNK_MIN_BYTES = 64 * 2**20
+"""Full-width AuxK is chunked when one `(rows, d_sae)` float32 block exceeds this. Chunking saves
+the branch's `(rows, d_sae)` temporaries (reserved by the compiled step even while no latent is
+dead) at the price of recomputing the branch in the backward pass: `bench_auxk.py` measured the
+full-width step 1.64x -> 1.90x the step without AuxK at (4096, 4608), and `bench_memory.py` the
+Top-k step's temporaries 496 -> 392 MB there."""
+AUX_CHUNK_BYTES = 16 * 2**20
+"""Row chunks of full-width AuxK hold about this many bytes of `(rows, d_sae)` float32."""
+
+
+def _aux_row_chunk(rows: int, d_sae: int) -> int:
+  """Rows per chunk of full-width AuxK: all rows while their `(rows, d_sae)` block is at most
+  `AUX_CHUNK_MIN_BYTES`; else the largest divisor of `rows` whose block fits `AUX_CHUNK_BYTES`,
+  or all rows when no divisor comes within 8× of that (an awkward batch size)."""
+  target = max(1, AUX_CHUNK_BYTES // (4 * d_sae))
+  if rows * d_sae * 4 <= AUX_CHUNK_MIN_BYTES or rows <= target:
+    return rows
+  best = max(c for c in range(1, target + 1) if rows % c == 0)
+  return best if best * 8 >= target else rows
 
 
 def aux_width(cfg) -> int:
@@ -175,7 +209,7 @@ def loss(cfg, params, x_BxD, *, gamma=None, dead_M=None, hp=None):
   path = _sparse if cfg.use_sparse_path else _dense
   x_hat, l0, fired = path(cfg, params, x_BxD, pre, hp.get("k"))
   recon, r_aux = reconstruction_loss(x_BxD, x_hat, gamma)
-  aux = auxk_loss(cfg, params, pre, dead_M, x_BxD - x_hat, gamma, recon)
+  aux = auxk_loss(cfg, params, x_BxD, pre, dead_M, x_BxD - x_hat, gamma, recon)
   total = recon + cfg.aux_coefficient * aux
   return total, {
     "loss": total,
