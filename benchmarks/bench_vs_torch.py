@@ -5,7 +5,7 @@
     python benchmarks/bench_vs_torch.py --torch-compile   # also torch.compile'd steps
 
 Each (framework, architecture, size) runs in its own fresh subprocess, one after another in this
-run, so the peak resident memory (ru_maxrss) is that configuration's alone; it includes the
+run, so the peak resident memory (VmHWM) is that configuration's alone; it includes the
 framework's own footprint, reported separately as the same process's RSS just after import. The
 numpy float32 GEMM rate is measured here, in the same run, at each size's (B, d_in) @ (d_in, d_sae)
 shape. FLOPs per step are counted as the dense 10·B·d_in·d_sae for every path, so "fraction of
@@ -27,8 +27,21 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 SIZES = [(576, 4608, 4096, 32), (576, 18432, 2048, 32), (768, 24576, 1024, 32)]
 
 
+def _status_mb(field: str) -> float:
+  """`VmHWM` (peak) or `VmRSS` (now) of this process from /proc, in MB. Not `ru_maxrss`: Linux
+  keeps that across fork + exec, so every worker's figure was floored at the parent's peak (the
+  parent's numpy GEMM timing at that size), and the frameworks' footprints read the same."""
+  try:
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+      if line.startswith(field + ":"):
+        return int(line.split()[1]) / 1024.0
+  except OSError:
+    pass
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # not Linux: the old way
+
+
 def _rss_mb():
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+  return _status_mb("VmHWM")
 
 
 def worker(
@@ -55,7 +68,7 @@ def worker(
     from wsae_jax.training import state as state_lib
     from wsae_jax.training import trainer as train_lib
 
-    base_rss = _rss_mb()
+    base_rss = _status_mb("VmRSS")
     extra = (
       {"k": k, "sparse_path": {"dense": False, "sparse": True, "auto": None}[variant]}
       if arch == "topk"
@@ -84,7 +97,7 @@ def worker(
     import torch
     from torch_baseline import TorchSAE, TorchTrainer
 
-    base_rss = _rss_mb()
+    base_rss = _status_mb("VmRSS")
     device = "cuda" if torch.cuda.is_available() else "cpu"  # a GPU machine: like for like
     sae = TorchSAE.from_params(arch, params, **({"k": k} if arch == "topk" else {})).to(device)
     trainer = TorchTrainer(

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The accelerator checks and figures in one short run: the step limits add up to 545 s.
+# The accelerator checks and figures in one short run: the step limits add up to 590 s.
 #
 # For a lent GPU machine: bare, no internet, its python3 already has a CUDA build of JAX, flax,
 # optax, chex, orbax, torch, scipy, pytest. Nothing is installed: the checkout goes on PYTHONPATH.
@@ -52,9 +52,14 @@ step accelerator_checks 60 "$PY" benchmarks/gpu_checks.py "$LOGS/checks.json"
 step train_step 90 "$PY" benchmarks/bench_train_step.py $smoke --bf16 --out "$LOGS/train_step.json"
 step auxk 45 "$PY" benchmarks/bench_auxk.py $smoke --out "$LOGS/auxk.json"
 if [ -n "$QUICK" ]; then sweep_size=(--smoke); else sweep_size=(--steps 500); fi
-step sweep 90 "$PY" benchmarks/bench_sweep.py "${sweep_size[@]}" --out "$LOGS/sweep.json"
+step sweep 80 "$PY" benchmarks/bench_sweep.py "${sweep_size[@]}" --out "$LOGS/sweep.json"
 step vs_torch 90 "$PY" benchmarks/bench_vs_torch.py $smoke --out "$LOGS/vs_torch.json"
 step closed_form 30 "$PY" benchmarks/bench_closed_form.py $smoke --out "$LOGS/closed_form.json"
+# Top-k selection at a real width (lax.top_k vs radix vs blocked: does "auto" hold there?) and the
+# compiled step's memory (device buffers, with and without AuxK).
+select=(--wide-only); [ -n "$QUICK" ] && select=(--smoke)
+step topk_select 30 "$PY" benchmarks/bench_topk_select.py "${select[@]}" --out "$LOGS/topk_select.json"
+step memory 25 "$PY" benchmarks/bench_memory.py $smoke --out "$LOGS/memory.json"
 
 "$PY" - "$LOGS" "$OUT/gpu.json" <<'PYEOF'
 import json, pathlib, sys
