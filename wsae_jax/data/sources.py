@@ -138,7 +138,7 @@ class ArraySource:
 
   def batch(self, step: int, sharding: NamedSharding | None = None) -> jax.Array:
     idx = self.indices(step)
-    return _put_batch(
+    return put_batch(
       lambda sl: np.asarray(self.x[idx[sl]], np.float32), (self.batch_size, self.d_in), sharding
     )
 
@@ -167,10 +167,10 @@ class IterableSource:
       )
     self._next_step += 1
     rows = np.asarray(rows, np.float32)
-    return _put_batch(lambda sl: rows[sl], rows.shape, sharding)
+    return put_batch(lambda sl: rows[sl], rows.shape, sharding)
 
 
-def _put_batch(read_rows, shape, sharding):
+def put_batch(read_rows, shape, sharding):
   """Places a host batch on the mesh; with several processes each reads only its own rows."""
   if sharding is None or jax.process_count() == 1:
     return jax.device_put(read_rows(slice(None)), sharding)

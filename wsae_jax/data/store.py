@@ -176,6 +176,37 @@ def _open_npy(path: pathlib.Path) -> np.ndarray:
     raise V.WSAEInputError(f"{path} is not a .npy array (nor a store folder): {e}") from None
 
 
+def _select_shards(infos: list, shards) -> list:
+  """The shards a store serves: all, or those `shards` (a slice or indices) names."""
+  if shards is None:
+    return infos
+  idx = list(range(len(infos)))[shards] if isinstance(shards, slice) else list(shards)
+  bad = [i for i in idx if not -len(infos) <= i < len(infos)]
+  if bad or not idx:
+    raise V.WSAEInputError(
+      f"shards={shards!r} selects no shards or out-of-range ones (the store has {len(infos)})."
+    )
+  return [infos[i] for i in idx]
+
+
+def _contexts(metadata: dict, context_len, drop_first_position) -> tuple[int | None, bool]:
+  """`(context length or None, drop each context's first position?)` from the metadata and the
+  caller's arguments (dropping defaults to on when the context length is known)."""
+  ctx = metadata.get("context_len") or context_len
+  if context_len is not None and metadata.get("context_len") not in (None, context_len):
+    raise V.WSAEInputError(
+      f"context_len={context_len} disagrees with the metadata's {metadata['context_len']}."
+    )
+  if drop_first_position is None:
+    drop_first_position = ctx is not None
+  if drop_first_position and ctx is None:
+    raise V.WSAEInputError(
+      "drop_first_position=True needs the context length: pass "
+      "context_len= (or harvest with metadata that records it)."
+    )
+  return (int(ctx) if ctx else None), bool(drop_first_position)
+
+
 class _ShardReader:
   """Reads row ranges of one shard, checked, as float32; releases the mapped pages afterwards."""
 
@@ -307,6 +338,7 @@ class ActivationStore:
     standardize: bool = False,
     max_norm_ratio: float | None = None,
   ):
+    # Over 80 lines with its signature (15 options, each checked here, before any reading).
     V.check_int("batch_size", batch_size, low=1)
     V.check_int("buffer_tokens", buffer_tokens, low=1)
     V.check_int("chunk_tokens", chunk_tokens, low=1)
@@ -320,33 +352,15 @@ class ActivationStore:
       V.check_range("max_norm_ratio", max_norm_ratio, low=1.0, low_open=True)
     self.path = pathlib.Path(path)
     self.metadata, infos = read_metadata(path)
-    if shards is not None:
-      idx = list(range(len(infos)))[shards] if isinstance(shards, slice) else list(shards)
-      bad = [i for i in idx if not -len(infos) <= i < len(infos)]
-      if bad or not idx:
-        raise V.WSAEInputError(
-          f"shards={shards!r} selects no shards or out-of-range ones (the store has {len(infos)})."
-        )
-      infos = [infos[i] for i in idx]
+    infos = _select_shards(infos, shards)
     self.d_in = int(self.metadata["d_in"])
     self.dtype = self.metadata["dtype"]
     self.batch_size = batch_size
     self.seed = int(seed)
     self.shuffle = shuffle
-    ctx = self.metadata.get("context_len") or context_len
-    if context_len is not None and self.metadata.get("context_len") not in (None, context_len):
-      raise V.WSAEInputError(
-        f"context_len={context_len} disagrees with the metadata's {self.metadata['context_len']}."
-      )
-    if drop_first_position is None:
-      drop_first_position = ctx is not None
-    if drop_first_position and ctx is None:
-      raise V.WSAEInputError(
-        "drop_first_position=True needs the context length: pass "
-        "context_len= (or harvest with metadata that records it)."
-      )
-    self.context_len: int | None = int(ctx) if ctx else None
-    self.drop_first_position = bool(drop_first_position)
+    self.context_len, self.drop_first_position = _contexts(
+      self.metadata, context_len, drop_first_position
+    )
     self._readers = [_ShardReader(i, self.d_in, self.dtype) for i in infos]
     if self.context_len:
       for r in self._readers:
@@ -510,7 +524,7 @@ class ActivationStore:
         if ahead not in self._pending:
           self._pending[ahead] = self._pool.submit(self.host_batch, ahead)
       host = fut.result()
-    return data_lib._put_batch(lambda sl: host[sl], host.shape, sharding)
+    return data_lib.put_batch(lambda sl: host[sl], host.shape, sharding)
 
   def describe(self) -> dict:
     """What identifies the batch stream (compared when a run resumes)."""

@@ -70,6 +70,7 @@ def save_saelens(
     metadata: SAELens `metadata` fields (model_name, hook_name, hook_layer, context_size, ...;
       `metadata_from_data` builds them from a run's data description).
   """
+  # Over 80 lines with its docstring and signature; the code writes one folder, in order.
   from safetensors.numpy import save_file
 
   exported = models.get(cfg).to_saelens(cfg, params)
