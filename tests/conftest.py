@@ -21,6 +21,21 @@ import jax  # noqa: E402  (must come after XLA_FLAGS)
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _module_rng_per_test(request):
+  """A test module's `RNG` (a numpy Generator its tests draw from) restarts for every test from a
+  seed of the test's own id, so what a test draws does not depend on which tests ran before it in
+  its process (`pytest -n 2` splits modules between workers in no fixed order). Arrays a module
+  draws at import keep their values."""
+  import zlib
+
+  import numpy as np
+
+  module = request.module
+  if isinstance(getattr(module, "RNG", None), np.random.Generator):
+    module.RNG = np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
 @pytest.fixture(scope="session")
 def four_devices():
   devices = jax.devices()
