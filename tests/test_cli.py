@@ -380,6 +380,14 @@ def test_warmup_and_decay_reach_the_run(tmp_path):
   assert tc["compute_dtype"] == "bfloat16"
 
 
+def _train_tiny(run, *options, steps: int = 30, log_every: int = 10) -> int:
+  """`wsae train` of a tiny polygon problem (2 planes, 2 monosemantic dimensions) into `run`."""
+  return cli.main(
+    ["train", "--out", str(run), "--planes", "2", "--mono", "2", "--steps", str(steps)]
+    + ["--batch-size", "32", "--log-every", str(log_every), *options, "--no-progress"]
+  )
+
+
 def test_tensorboard_gets_every_history_record(tmp_path):
   """--tensorboard DIR: the TensorBoard event file holds train/<metric> scalars at the history's
   steps with the history's values (read back with tensorboardX's own protobufs)."""
@@ -389,29 +397,7 @@ def test_tensorboard_gets_every_history_record(tmp_path):
   from tensorboardX.proto import event_pb2
 
   run, board = tmp_path / "run", tmp_path / "tb"
-  assert (
-    cli.main(
-      [
-        "train",
-        "--out",
-        str(run),
-        "--planes",
-        "2",
-        "--mono",
-        "2",
-        "--steps",
-        "30",
-        "--batch-size",
-        "32",
-        "--log-every",
-        "10",
-        "--tensorboard",
-        str(board),
-        "--no-progress",
-      ]
-    )
-    == 0
-  )
+  assert _train_tiny(run, "--tensorboard", str(board)) == 0
   scalars = {}
   for f in board.glob("events.out.tfevents.*"):
     data = f.read_bytes()
@@ -451,29 +437,7 @@ def test_wandb_gets_every_history_record(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "wandb", fake)
   monkeypatch.delenv("WANDB_MODE", raising=False)
   run = tmp_path / "run"
-  assert (
-    cli.main(
-      [
-        "train",
-        "--out",
-        str(run),
-        "--planes",
-        "2",
-        "--mono",
-        "2",
-        "--steps",
-        "30",
-        "--batch-size",
-        "32",
-        "--log-every",
-        "10",
-        "--wandb",
-        "proj",
-        "--no-progress",
-      ]
-    )
-    == 0
-  )
+  assert _train_tiny(run, "--wandb", "proj") == 0
   init = calls["init"]
   assert init["project"] == "proj" and init["mode"] == "offline" and init["dir"] == str(run)
   assert init["config"] == json.loads((run / "run.json").read_text())
@@ -488,29 +452,7 @@ def test_wandb_offline_run_is_written(tmp_path, monkeypatch):
   pytest.importorskip("wandb")
   monkeypatch.delenv("WANDB_MODE", raising=False)
   run = tmp_path / "run"
-  assert (
-    cli.main(
-      [
-        "train",
-        "--out",
-        str(run),
-        "--planes",
-        "2",
-        "--mono",
-        "2",
-        "--steps",
-        "4",
-        "--batch-size",
-        "32",
-        "--log-every",
-        "2",
-        "--wandb",
-        "proj",
-        "--no-progress",
-      ]
-    )
-    == 0
-  )
+  assert _train_tiny(run, "--wandb", "proj", steps=4, log_every=2) == 0
   assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))
   # --overwrite removes the old run's W&B files with the rest of it.
   assert (
