@@ -27,8 +27,10 @@ all paired. S = 0.99 is the control (Γ* there is Γ*(0.9)).
 SAEs: Top-k with the library's recipe (AuxK after 5% of the run, b_dec at the geometric median),
 k = ⌈(1 − S)·n⌉ for every arm (equal L0 by construction), d_sae = n. The tied theory SAE gets the
 same confirmation arms with Γ* as searched for Top-k (`--add-tied JSON`: no new search; it has no
-sparsity setting, so its arms are at equal pressure by construction); ReLU + L1 at tuned λ is not
-run in the CPU budget (see RESULTS.md).
+sparsity setting, so its arms are at equal pressure by construction). ReLU + L1 (`--add-relu
+JSON`, Γ* likewise from the saved search): every arm trains at each λ of `RELU_L1`, and each arm is
+read at its own λ, the one whose median L0 over the seeds is nearest (in log) the Top-k arms' k,
+i.e. at matched L0. Both are exploratory (Benjamini–Hochberg within each arm).
 
 Geometries (n_p = 20):
   triangles    6 planes of triangles + 8 monosemantic dimensions (n = 26): the control, where
@@ -65,6 +67,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import pathlib
@@ -406,6 +409,10 @@ def search(geo: str, W, rates, d_sae: int, plan: Plan, progress: bool) -> dict:
 
 
 ARMS = ("sae", "gstar", "gstar-other", *PROXIES, "decoder")
+RELU_L1 = (0.01, 0.03, 0.06, 0.1, 0.2, 0.4)
+"""ReLU + L1 arms: each arm trains at every λ here; the analysis keeps, per (cell, S, arm), the λ
+whose median L0 over the seeds is nearest (in log) to the Top-k arms' k: each arm at its own λ,
+all at matched L0."""
 
 
 def confirm(
@@ -413,14 +420,18 @@ def confirm(
 ) -> list[dict]:
   """Every arm on the fresh seeds, paired: 12 members per (seed, S). `arch="tied"`: the same
   arms (Γ* as searched for Top-k) on the paper's tied theory SAE, which has no sparsity setting
-  (equal pressure by construction)."""
+  (equal pressure by construction). `arch="relu"`: on ReLU + L1 SAEs, every arm at each λ of
+  `RELU_L1` (the analysis matches L0, `relu_at_matched_l0`)."""
   n_p, n = W.shape
   problem = problems.SyntheticProblem(np.asarray(W, np.float32), rates=rates)
   Ss = (*plan.search_sparsities, plan.control_sparsity)
   if arch == "topk":
     cfg = _sae_config(n_p, d_sae, Ss, n)
+  elif arch == "relu":
+    cfg = w.ReLUSAEConfig(d_in=n_p, d_sae=d_sae)
   else:
     cfg = w.TiedSAEConfig(d_in=n_p, d_sae=d_sae)
+  l1s = RELU_L1 if arch == "relu" else (None,)
   samples = Samples(problem)
   lo, hi = plan.search_sparsities[0], plan.search_sparsities[-1]
   members, labels = [], []
@@ -428,10 +439,12 @@ def confirm(
     for S in Ss:
       own = gstar[str(S)] if str(S) in gstar else gstar[str(hi)]
       other = gstar[str(hi if S == lo else lo)]
-      for arm in ARMS:
+      for arm, l1 in itertools.product(ARMS, l1s):
         m = {"seed": seed, "data_seed": seed, "sparsity": S}
         if arch == "topk":
           m["k"] = k_for(S, n)
+        if l1 is not None:
+          m["l1_coefficient"] = l1
         g = {"gstar": own, "gstar-other": other}.get(arm)
         if arm in PROXIES:
           g = proxy_gamma(arm, W, samples(S, seed)[1])
@@ -444,7 +457,10 @@ def confirm(
         elif g is not None:
           m["gamma"] = np.asarray(g, np.float32)
         members.append(m)
-        labels.append({"geometry": geo, "d_sae": d_sae, "sparsity": S, "seed": seed, "arm": arm})
+        labels.append(
+          {"geometry": geo, "d_sae": d_sae, "sparsity": S, "seed": seed, "arm": arm}
+          | ({} if l1 is None else {"l1": l1})
+        )
   rows = _train_and_score(
     problem, cfg, plan, members, progress=progress and f"{geo} d_sae={d_sae} confirm {arch}"
   )
@@ -469,34 +485,41 @@ def _interval(d) -> dict:
   return {"median": ci.median, "lo": ci.lo, "hi": ci.hi, "n": ci.n, "coverage": ci.coverage}
 
 
+def _arm_readings(cell: str, rows: list[dict]) -> list[dict]:
+  """Per sparsity and arm of one cell's rows: the paired changes against the plain SAE of the same
+  seed (L_GT and x_p MSE relative, MCC absolute) with their intervals and sign tests."""
+  out = []
+  for S in sorted({r["sparsity"] for r in rows}):
+    rs = [r for r in rows if r["sparsity"] == S]
+    for arm in ARMS[1:]:
+      d = _paired(rs, arm, "l_gt")
+      if len(d) == 0:
+        continue
+      mse = _paired(rs, arm, "mse")
+      out.append(
+        {
+          "cell": cell,
+          "sparsity": S,
+          "arm": arm,
+          "l_gt_change": _interval(d),
+          "mse_change": _interval(mse),
+          "mcc_change": _interval(_paired(rs, arm, "mcc", relative=False)),
+          "p_less": stats.sign_test(d, alternative="less"),
+          "p_greater": stats.sign_test(d, alternative="greater"),
+          "p_mse_noninferior": stats.sign_test(mse, margin=MSE_MARGIN, alternative="less"),
+        }
+      )
+  return out
+
+
 def analyse(raw: dict, plan: Plan) -> dict:
   """Readings from the trained SAEs alone (re-runnable with --from-json)."""
   readings = []
   for key, g in raw["cells"].items():
-    rows = g["rows"]
-    for S in sorted({r["sparsity"] for r in rows}):
-      rs = [r for r in rows if r["sparsity"] == S]
-      for arm in ARMS[1:]:
-        d = _paired(rs, arm, "l_gt")
-        if len(d) == 0:
-          continue
-        mse = _paired(rs, arm, "mse")
-        readings.append(
-          {
-            "cell": key,
-            "geometry": g["geometry"],
-            "d_sae": g["d_sae"],
-            "sparsity": S,
-            "arm": arm,
-            "l_gt_change": _interval(d),
-            "mse_change": _interval(mse),
-            "mcc_change": _interval(_paired(rs, arm, "mcc", relative=False)),
-            "p_less": stats.sign_test(d, alternative="less"),
-            "p_greater": stats.sign_test(d, alternative="greater"),
-            "p_mse_noninferior": stats.sign_test(mse, margin=MSE_MARGIN, alternative="less"),
-            "primary": arm == "gstar" and S in plan.search_sparsities,
-          }
-        )
+    for r in _arm_readings(key, g["rows"]):
+      r.update(geometry=g["geometry"], d_sae=g["d_sae"])
+      r["primary"] = r["arm"] == "gstar" and r["sparsity"] in plan.search_sparsities
+      readings.append(r)
   prim = [r for r in readings if r["primary"]]
   for r, p in zip(prim, stats.holm([r["p_less"] for r in prim])):
     r["p_adjusted"] = float(p)
@@ -542,33 +565,23 @@ def analyse(raw: dict, plan: Plan) -> dict:
     "theory": theory(raw),
     "search": search,
     "prior": raw.get("prior", []),
-    "tied_readings": analyse_tied(raw),
+    "tied_readings": analyse_extra(raw.get("tied", {})),
+    "relu_readings": analyse_extra(relu_at_matched_l0(raw)),
   }
 
 
-def analyse_tied(raw: dict) -> list[dict]:
-  """The arms on the tied theory SAE (exploratory: Benjamini–Hochberg within each arm)."""
+def analyse_extra(rows_by_cell: dict) -> list[dict]:
+  """The arms on another architecture (the tied theory SAE, ReLU + L1 at matched L0);
+  exploratory: Benjamini–Hochberg within each arm."""
   readings = []
-  for key, rows in raw.get("tied", {}).items():
-    for S in sorted({r["sparsity"] for r in rows}):
-      rs = [r for r in rows if r["sparsity"] == S]
-      for arm in ARMS[1:]:
-        d = _paired(rs, arm, "l_gt")
-        if len(d) == 0:
-          continue
-        mse = _paired(rs, arm, "mse")
-        readings.append(
-          {
-            "cell": key,
-            "sparsity": S,
-            "arm": arm,
-            "l_gt_change": _interval(d),
-            "mse_change": _interval(mse),
-            "mcc_change": _interval(_paired(rs, arm, "mcc", relative=False)),
-            "p_less": stats.sign_test(d, alternative="less"),
-            "p_mse_noninferior": stats.sign_test(mse, margin=MSE_MARGIN, alternative="less"),
-          }
-        )
+  for key, rows in rows_by_cell.items():
+    for r in _arm_readings(key, rows):
+      rs = [x for x in rows if x["sparsity"] == r["sparsity"]]
+      if "l1" in rs[0]:  # ReLU + L1: each arm's own λ and median L0, and the plain SAE's
+        for who, name in ((r["arm"], ""), ("sae", "sae_")):
+          r[name + "l1"] = next(x["l1"] for x in rs if x["arm"] == who)
+          r[name + "l0"] = float(np.median([x["l0"] for x in rs if x["arm"] == who]))
+      readings.append(r)
   for arm in ARMS[1:]:
     fam = [r for r in readings if r["arm"] == arm]
     for r, p in zip(fam, stats.benjamini_hochberg([r["p_less"] for r in fam])):
@@ -577,6 +590,22 @@ def analyse_tied(raw: dict) -> list[dict]:
       r["mse_ok"] = bool(r["p_mse_noninferior"] < 0.05)
       r["helps_10pct"] = bool(r["reduces"] and r["l_gt_change"]["median"] <= -HELPS and r["mse_ok"])
   return readings
+
+
+def relu_at_matched_l0(raw: dict) -> dict:
+  """The ReLU + L1 rows at each (cell, S, arm)'s own λ: the one whose median L0 over the seeds is
+  nearest in log to the Top-k arms' k there (`k_for`), so every arm is compared at matched L0."""
+  out = {}
+  for key, rows in raw.get("relu", {}).items():
+    n = np.shape(raw["cells"][key]["W"])[1]
+    keep = []
+    for S, arm in sorted({(r["sparsity"], r["arm"]) for r in rows}):
+      rs = [r for r in rows if r["sparsity"] == S and r["arm"] == arm]
+      l0 = {l1: np.median([r["l0"] for r in rs if r["l1"] == l1]) for l1 in {r["l1"] for r in rs}}
+      best = min(l0, key=lambda l1: abs(math.log(max(l0[l1], 1e-3) / k_for(S, n))))
+      keep += [r for r in rs if r["l1"] == best]
+    out[key] = keep
+  return out
 
 
 def theory(raw: dict) -> dict:
@@ -808,7 +837,8 @@ def results_markdown(result: dict) -> str:
         s += f" (f {r['ceiling_fraction']:.2f})"
       cols.append(s)
     lines.append(f"| {cell} | {S} | " + " | ".join(cols) + " |")
-  lines += _tied_markdown(result.get("tied_readings") or [])
+  lines += _extra_markdown(result.get("tied_readings") or [], "tied")
+  lines += _extra_markdown(result.get("relu_readings") or [], "relu")
   th = result["theory"]
   lines += [
     "",
@@ -834,22 +864,43 @@ def results_markdown(result: dict) -> str:
   return "\n".join(lines)
 
 
-def _tied_markdown(rs: list[dict]) -> list[str]:
+EXTRA_TITLES = {
+  "tied": (
+    "The tied theory SAE",
+    "the same arms on the paper's SAE, Γ* as searched for Top-k",
+  ),
+  "relu": (
+    "ReLU + L1 at matched L0",
+    "the same arms, Γ* as searched for Top-k, each arm at its own λ of "
+    + ", ".join(f"{v:g}" for v in RELU_L1)
+    + ": the one whose median L0 is nearest the Top-k arms' k; a cell's `λ` column gives the "
+    "plain SAE's λ and L0",
+  ),
+}
+
+
+def _extra_markdown(rs: list[dict], kind: str) -> list[str]:
+  """The table of `analyse_extra`'s readings for the tied or ReLU arms."""
   if not rs:
     return []
+  title, what = EXTRA_TITLES[kind]
   arms = [a for a in ARMS[1:] if any(r["arm"] == a for r in rs)]
+  lam = kind == "relu"
   lines = [
     "",
-    "**The tied theory SAE** (the same arms on the paper's SAE, Γ* as searched for Top-k; "
-    "exploratory: median ΔL_GT, `*` = reduction significant after BH within the arm, `m` = x_p "
-    "MSE not shown non-inferior (within +10%, one-sided sign test), i.e. not shown to be at "
-    "equal reconstruction):",
+    f"**{title}** ({what}; exploratory: median ΔL_GT, `*` = reduction significant after BH "
+    "within the arm, `m` = x_p MSE not shown non-inferior (within +10%, one-sided sign test), "
+    "i.e. not shown to be at equal reconstruction):",
     "",
-    "| geometry | S | " + " | ".join(arms) + " |",
-    "|---|---|" + "---|" * len(arms),
+    "| geometry | S | " + ("λ, L0 (SAE) | " if lam else "") + " | ".join(arms) + " |",
+    "|---|---|" + ("---|" if lam else "") + "---|" * len(arms),
   ]
+  base = {(r["cell"], r["sparsity"]): r for r in rs if r["arm"] == arms[0]}
   for cell, S in sorted({(r["cell"], r["sparsity"]) for r in rs}):
     cols = []
+    if lam:
+      b = base.get((cell, S))
+      cols.append(f"{b['sae_l1']:g}, {b['sae_l0']:.1f}" if b and "sae_l1" in b else "–")
     for a in arms:
       r = next((r for r in rs if r["cell"] == cell and r["sparsity"] == S and r["arm"] == a), None)
       if r is None:
@@ -861,7 +912,7 @@ def _tied_markdown(rs: list[dict]) -> list[str]:
   helps = [r for r in rs if r["helps_10pct"]]
   lines += [
     "",
-    "Tied SAE, cells where an arm reduces L_GT by ≥ 10% at equal reconstruction (BH): "
+    f"{title}, cells where an arm reduces L_GT by ≥ 10% at equal reconstruction (BH): "
     + (
       "; ".join(
         f"{r['cell']} S = {r['sparsity']} {r['arm']} {_pct(r['l_gt_change'])}" for r in helps
@@ -911,6 +962,13 @@ def main(argv=None):
     "gamma_ceiling.json, no new search) and re-analyse with them",
   )
   p.add_argument(
+    "--add-relu",
+    default=None,
+    metavar="JSON",
+    help="train the confirmation arms on ReLU + L1 SAEs at every λ of RELU_L1 (Γ* from this "
+    "earlier gamma_ceiling.json) and re-analyse with them at matched L0",
+  )
+  p.add_argument(
     "--from-json",
     default=None,
     metavar="JSON",
@@ -922,23 +980,27 @@ def main(argv=None):
   out = pathlib.Path(a.out)
   w._validate.check_writable_dir(out, "--out")
   t0 = time.perf_counter()
-  if a.from_json or a.add_tied:
-    earlier = json.loads(pathlib.Path(a.from_json or a.add_tied).read_text())
+  add = "tied" if a.add_tied else "relu" if a.add_relu else None
+  if a.from_json or add:
+    earlier = json.loads(pathlib.Path(a.from_json or a.add_tied or a.add_relu).read_text())
     raw, t0 = earlier["raw"], t0 - earlier["wall_seconds"]
     trained_by = earlier["command"].split(" (re-analysed")[0]
-    if a.add_tied:  # the tied arms train as the earlier run's plan says (seeds, steps)
+    if add:  # the added arms train as the earlier run's plan says (seeds, steps)
       name = earlier["plan"]["name"]
       plan = PLANS[name]
-      raw["tied"] = {}
+      raw[add] = {}
       for key, g in raw["cells"].items():
         t = time.perf_counter()
         gstar = {S: v["gamma_star"] for S, v in g["search"]["by_sparsity"].items()}
         W = np.asarray(g["W"], np.float32)
         rates = None if g["rates"] is None else np.asarray(g["rates"], np.float32)
-        rows = confirm(g["geometry"], W, rates, g["d_sae"], gstar, plan, not a.no_progress, "tied")
-        raw["tied"][key] = json.loads(json.dumps(rows, default=_jsonable))
-        print(f"{key:>14}: {len(rows)} tied confirmation SAEs, {time.perf_counter() - t:6.1f} s")
-      trained_by += f" + tied arms: {' '.join(['python', 'experiments/gamma_ceiling.py', *(sys.argv[1:] if argv is None else argv)])}"
+        rows = confirm(g["geometry"], W, rates, g["d_sae"], gstar, plan, not a.no_progress, add)
+        raw[add][key] = json.loads(json.dumps(rows, default=_jsonable))
+        print(f"{key:>14}: {len(rows)} {add} confirmation SAEs, {time.perf_counter() - t:6.1f} s")
+      args = " ".join(
+        ["python", "experiments/gamma_ceiling.py", *(sys.argv[1:] if argv is None else argv)]
+      )
+      trained_by += f" + {add} arms: {args}"
   else:
     raw = {"cells": {}, "prior": {}}
     for geo in plan.geometries:
@@ -976,7 +1038,7 @@ def main(argv=None):
   )
   if a.from_json:
     command = f"{trained_by} (re-analysed: {command})"
-  elif a.add_tied:
+  elif add:
     command = trained_by
   result = {
     "command": command,

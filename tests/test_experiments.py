@@ -403,5 +403,32 @@ def test_gamma_ceiling_smoke(tmp_path):
   saved = json.loads((tmp_path / "tied" / "gamma_ceiling.json").read_text())
   assert {x["arm"] for x in saved["raw"]["tied"]["hub"]} >= {"sae", "gstar", "oracle"}
   assert "tied theory SAE" in gc.results_markdown(tied)
+  # ReLU + L1 arms, every arm at each λ, compared at the λ whose L0 is nearest the Top-k's k.
+  relu = gc.main(
+    [
+      "--add-relu",
+      str(tmp_path / "tied" / "gamma_ceiling.json"),
+      "--out",
+      str(tmp_path / "relu"),
+      "--no-progress",
+    ]
+  )
+  assert relu["readings"] == r["readings"] and relu["tied_readings"] == tied["tied_readings"]
+  saved = json.loads((tmp_path / "relu" / "gamma_ceiling.json").read_text())
+  rows = saved["raw"]["relu"]["hub"]
+  assert {x["l1"] for x in rows} == set(gc.RELU_L1)
+  matched = gc.relu_at_matched_l0(saved["raw"])["hub"]
+  n = np.shape(saved["raw"]["cells"]["hub"]["W"])[1]
+  for S, arm in {(x["sparsity"], x["arm"]) for x in matched}:
+    l0 = {
+      l1: np.median([x["l0"] for x in rows if (x["sparsity"], x["arm"], x["l1"]) == (S, arm, l1)])
+      for l1 in gc.RELU_L1
+    }
+    chosen = {x["l1"] for x in matched if (x["sparsity"], x["arm"]) == (S, arm)}
+    gap = lambda l1: abs(np.log(max(l0[l1], 1e-3) / gc.k_for(S, n)))
+    assert len(chosen) == 1 and gap(chosen.pop()) == min(gap(l1) for l1 in gc.RELU_L1)
+  assert {x["cell"] for x in relu["relu_readings"]} == set(gc.SMOKE.geometries)
+  assert all("l1" in x and "sae_l0" in x for x in relu["relu_readings"])
+  assert "ReLU + L1 at matched L0" in gc.results_markdown(relu)
   assert (tmp_path / "gamma_ceiling_gamma.png").exists()
   assert (tmp_path / "gamma_ceiling_effects.png").exists()
