@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 from wsae_jax.app.commands import COMMAND_HELP
-from wsae_jax.app.commands.options import (
-  ARCHITECTURES,
-  Help,
-  floats,
-)
+from wsae_jax.app.commands.options import ARCHITECTURES, Help, floats
 
 
 def add(sub):

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from wsae_jax import _validate as V
 from wsae_jax.app.commands import COMMAND_HELP
-from wsae_jax.app.commands.options import (
-  EXIT_STATUS_DOC,
-  Help,
-)
+from wsae_jax.app.commands.options import EXIT_STATUS_DOC, Help
 
 
 def add(sub):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from wsae_jax import _validate as V
 from wsae_jax.app.commands import COMMAND_HELP
-from wsae_jax.app.commands.options import (
-  Help,
-)
+from wsae_jax.app.commands.options import Help
 
 
 def add(sub):

@@ -6,9 +6,7 @@ import argparse
 import sys
 
 from wsae_jax.app.commands import COMMAND_HELP
-from wsae_jax.app.commands.options import (
-  add_resume_overwrite,
-)
+from wsae_jax.app.commands.options import add_resume_overwrite
 
 
 def add(sub):
