@@ -416,15 +416,26 @@ all at matched L0."""
 
 
 def confirm(
-  geo: str, W, rates, d_sae: int, gstar: dict, plan: Plan, progress: bool, arch: str = "topk"
+  geo: str,
+  W,
+  rates,
+  d_sae: int,
+  gstar: dict,
+  plan: Plan,
+  progress: bool,
+  arch: str = "topk",
+  *,
+  arms: tuple[str, ...] = ARMS,
+  sparsities: tuple[float, ...] | None = None,
 ) -> list[dict]:
   """Every arm on the fresh seeds, paired: 12 members per (seed, S). `arch="tied"`: the same
   arms (Γ* as searched for Top-k) on the paper's tied theory SAE, which has no sparsity setting
   (equal pressure by construction). `arch="relu"`: on ReLU + L1 SAEs, every arm at each λ of
-  `RELU_L1` (the analysis matches L0, `relu_at_matched_l0`)."""
+  `RELU_L1` (the analysis matches L0, `relu_at_matched_l0`). `arms`, `sparsities`: a subset
+  (default: every arm at the search and control sparsities; Γ* arms need `gstar`)."""
   n_p, n = W.shape
   problem = problems.SyntheticProblem(np.asarray(W, np.float32), rates=rates)
-  Ss = (*plan.search_sparsities, plan.control_sparsity)
+  Ss = sparsities or (*plan.search_sparsities, plan.control_sparsity)
   if arch == "topk":
     cfg = _sae_config(n_p, d_sae, Ss, n)
   elif arch == "relu":
@@ -437,9 +448,9 @@ def confirm(
   members, labels = [], []
   for seed in plan.confirm_seeds:
     for S in Ss:
-      own = gstar[str(S)] if str(S) in gstar else gstar[str(hi)]
-      other = gstar[str(hi if S == lo else lo)]
-      for arm, l1 in itertools.product(ARMS, l1s):
+      own = gstar.get(str(S), gstar.get(str(hi)))
+      other = gstar.get(str(hi if S == lo else lo))
+      for arm, l1 in itertools.product(arms, l1s):
         m = {"seed": seed, "data_seed": seed, "sparsity": S}
         if arch == "topk":
           m["k"] = k_for(S, n)
@@ -485,7 +496,7 @@ def _interval(d) -> dict:
   return {"median": ci.median, "lo": ci.lo, "hi": ci.hi, "n": ci.n, "coverage": ci.coverage}
 
 
-def _arm_readings(cell: str, rows: list[dict]) -> list[dict]:
+def arm_readings(cell: str, rows: list[dict]) -> list[dict]:
   """Per sparsity and arm of one cell's rows: the paired changes against the plain SAE of the same
   seed (L_GT and x_p MSE relative, MCC absolute) with their intervals and sign tests."""
   out = []
@@ -516,7 +527,7 @@ def analyse(raw: dict, plan: Plan) -> dict:
   """Readings from the trained SAEs alone (re-runnable with --from-json)."""
   readings = []
   for key, g in raw["cells"].items():
-    for r in _arm_readings(key, g["rows"]):
+    for r in arm_readings(key, g["rows"]):
       r.update(geometry=g["geometry"], d_sae=g["d_sae"])
       r["primary"] = r["arm"] == "gstar" and r["sparsity"] in plan.search_sparsities
       readings.append(r)
@@ -575,7 +586,7 @@ def analyse_extra(rows_by_cell: dict) -> list[dict]:
   exploratory: Benjamini–Hochberg within each arm."""
   readings = []
   for key, rows in rows_by_cell.items():
-    for r in _arm_readings(key, rows):
+    for r in arm_readings(key, rows):
       rs = [x for x in rows if x["sparsity"] == r["sparsity"]]
       if "l1" in rs[0]:  # ReLU + L1: each arm's own λ and median L0, and the plain SAE's
         for who, name in ((r["arm"], ""), ("sae", "sae_")):
@@ -595,17 +606,22 @@ def analyse_extra(rows_by_cell: dict) -> list[dict]:
 def relu_at_matched_l0(raw: dict) -> dict:
   """The ReLU + L1 rows at each (cell, S, arm)'s own λ: the one whose median L0 over the seeds is
   nearest in log to the Top-k arms' k there (`k_for`), so every arm is compared at matched L0."""
-  out = {}
-  for key, rows in raw.get("relu", {}).items():
-    n = np.shape(raw["cells"][key]["W"])[1]
-    keep = []
-    for S, arm in sorted({(r["sparsity"], r["arm"]) for r in rows}):
-      rs = [r for r in rows if r["sparsity"] == S and r["arm"] == arm]
-      l0 = {l1: np.median([r["l0"] for r in rs if r["l1"] == l1]) for l1 in {r["l1"] for r in rs}}
-      best = min(l0, key=lambda l1: abs(math.log(max(l0[l1], 1e-3) / k_for(S, n))))
-      keep += [r for r in rs if r["l1"] == best]
-    out[key] = keep
-  return out
+  return {
+    key: matched_l0(rows, np.shape(raw["cells"][key]["W"])[1])
+    for key, rows in raw.get("relu", {}).items()
+  }
+
+
+def matched_l0(rows: list[dict], n: int) -> list[dict]:
+  """One cell's ReLU + L1 rows (every arm at every λ) cut to each (S, arm)'s own λ: the one whose
+  median L0 over the seeds is nearest in log to `k_for(S, n)`."""
+  keep = []
+  for S, arm in sorted({(r["sparsity"], r["arm"]) for r in rows}):
+    rs = [r for r in rows if r["sparsity"] == S and r["arm"] == arm]
+    l0 = {l1: np.median([r["l0"] for r in rs if r["l1"] == l1]) for l1 in {r["l1"] for r in rs}}
+    best = min(l0, key=lambda l1: abs(math.log(max(l0[l1], 1e-3) / k_for(S, n))))
+    keep += [r for r in rs if r["l1"] == best]
+  return keep
 
 
 def theory(raw: dict) -> dict:
@@ -778,7 +794,7 @@ def plot(raw: dict, result: dict, out: pathlib.Path) -> list[pathlib.Path]:
   return paths
 
 
-def _pct(c) -> str:
+def pct(c) -> str:
   return f"{100 * c['median']:+.1f}% [{100 * c['lo']:+.1f}, {100 * c['hi']:+.1f}]"
 
 
@@ -810,8 +826,8 @@ def results_markdown(result: dict) -> str:
         else "–"
       )
       lines.append(
-        f"| {r['cell']} | {r['sparsity']} | {sx} | {_pct(r['l_gt_change'])} | "
-        f"{r['p_adjusted']:.3g} | {_pct(r['mse_change'])} | {m['median']:+.3f} | "
+        f"| {r['cell']} | {r['sparsity']} | {sx} | {pct(r['l_gt_change'])} | "
+        f"{r['p_adjusted']:.3g} | {pct(r['mse_change'])} | {m['median']:+.3f} | "
         f"{'**yes**' if r['helps_10pct'] else 'no'} |"
       )
   lines += [
@@ -915,7 +931,7 @@ def _extra_markdown(rs: list[dict], kind: str) -> list[str]:
     f"{title}, cells where an arm reduces L_GT by ≥ 10% at equal reconstruction (BH): "
     + (
       "; ".join(
-        f"{r['cell']} S = {r['sparsity']} {r['arm']} {_pct(r['l_gt_change'])}" for r in helps
+        f"{r['cell']} S = {r['sparsity']} {r['arm']} {pct(r['l_gt_change'])}" for r in helps
       )
       if helps
       else "none"
@@ -935,7 +951,7 @@ def write_results_md(result, path: pathlib.Path = RESULTS_MD) -> None:
   )
 
 
-def _jsonable(o):
+def jsonable(o):
   if isinstance(o, np.ndarray):
     return o.tolist()
   if isinstance(o, (np.floating, np.integer)):
@@ -995,7 +1011,7 @@ def main(argv=None):
         W = np.asarray(g["W"], np.float32)
         rates = None if g["rates"] is None else np.asarray(g["rates"], np.float32)
         rows = confirm(g["geometry"], W, rates, g["d_sae"], gstar, plan, not a.no_progress, add)
-        raw[add][key] = json.loads(json.dumps(rows, default=_jsonable))
+        raw[add][key] = json.loads(json.dumps(rows, default=jsonable))
         print(f"{key:>14}: {len(rows)} {add} confirmation SAEs, {time.perf_counter() - t:6.1f} s")
       args = " ".join(
         ["python", "experiments/gamma_ceiling.py", *(sys.argv[1:] if argv is None else argv)]
@@ -1032,7 +1048,7 @@ def main(argv=None):
           f"{time.perf_counter() - t:6.1f} s in all",
           flush=True,
         )
-    raw = json.loads(json.dumps(raw, default=_jsonable))
+    raw = json.loads(json.dumps(raw, default=jsonable))
   command = " ".join(
     ["python", "experiments/gamma_ceiling.py", *(sys.argv[1:] if argv is None else argv)]
   )
@@ -1052,7 +1068,7 @@ def main(argv=None):
   from wsae_jax.storage import records
 
   records.write_json(
-    out / "gamma_ceiling.json", json.loads(json.dumps(payload, default=_jsonable)), indent=1
+    out / "gamma_ceiling.json", json.loads(json.dumps(payload, default=jsonable)), indent=1
   )
   plot(raw, result, out)
   if not (a.smoke or a.no_results_md or pathlib.Path(a.out).resolve() != OUT.resolve()):

@@ -432,3 +432,20 @@ def test_gamma_ceiling_smoke(tmp_path):
   assert "ReLU + L1 at matched L0" in gc.results_markdown(relu)
   assert (tmp_path / "gamma_ceiling_gamma.png").exists()
   assert (tmp_path / "gamma_ceiling_effects.png").exists()
+
+
+def test_whitening_confirm_smoke(tmp_path):
+  import gamma_ceiling as gc
+  import whitening_confirm as wc
+
+  r = wc.main(["--smoke", "--out", str(tmp_path), "--no-progress"])
+  assert [x["cell"] for x in r["readings"]] == [f"{a} {g} S={S}" for a, g, S in wc.CELLS]
+  assert all(x["arm"] == "var-0.5" and x["l_gt_change"]["n"] == 3 for x in r["readings"])
+  assert all(x["p_less"] <= x["p_adjusted"] <= 1 for x in r["readings"])  # Holm only raises p
+  saved = json.loads((tmp_path / "whitening_confirm.json").read_text())
+  relu = saved["raw"]["relu hub S=0.9"]["rows"]
+  assert {x["arm"] for x in relu} == set(wc.ARMS) and {x["l1"] for x in relu} == set(gc.RELU_L1)
+  assert {x["seed"] for x in relu} == set(wc.SEEDS[:3]) and {x["sparsity"] for x in relu} == {0.9}
+  tied = saved["raw"]["tied triangles S=0.7"]["rows"]
+  assert len(tied) == 2 * 3 and all("l1" not in x for x in tied)
+  assert "whitening_confirm:begin" in wc.results_markdown(r)

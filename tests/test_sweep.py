@@ -200,7 +200,7 @@ def test_results_table_saves_and_pareto_front(tmp_path):
     ([{"seed": 0}], "member 0: sparsity is required"),
     ([{"sparsity": 0.5, "lr": 1.0}], "unknown keys"),
     ([{"sparsity": 1.2}], "member 0: sparsity must lie in"),
-    ([{"sparsity": 0.5, "alpha": -1.0}], "alpha must lie in"),
+    ([{"sparsity": 0.5, "alpha": -1.0, "gamma_kind": "kurtosis"}], "alpha must lie in"),
     ([{"sparsity": 0.5, "k": 3}], r"k only applies to other architectures; tied SAEs sweep none"),
     ([{"sparsity": 0.5, "gamma": np.ones(3)}], r"gamma must have shape \(8,\)"),
     ([], "at least one member"),

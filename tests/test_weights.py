@@ -20,6 +20,38 @@ def test_variance_weights_match_numpy():
     assert_close(np.mean(gn.astype(np.float64) ** 2), 1.0, rtol=1e-6)
     assert_close(gn / gn[0], g / g[0], rtol=1e-5)
   assert_close(weights.variance_weights(x, 0.0), np.ones(7))
+  # α < 0 (towards whitening): low-variance dimensions weighted up; α = −0.5 equalises the scales.
+  g = weights.variance_weights(x, -0.5)
+  ref = np.var(x, axis=0) ** -0.5
+  assert_close(g, ref / np.sqrt(np.mean(ref**2)), rtol=1e-5)
+  scaled = np.var(x * g.astype(np.float64), axis=0)
+  assert_close(scaled, np.full(7, scaled[0]), rtol=1e-5)  # every dimension at one variance
+  assert np.all(np.diff(g) < 0)
+
+
+def test_only_the_variance_kinds_take_a_negative_alpha(tmp_path, capsys):
+  from wsae_jax.app import cli
+  from wsae_jax.training import run
+
+  for kind in ("variance", "robust-variance"):
+    assert weights.check_kind(kind, -0.5, synthetic=False).signed_alpha
+  for kind in ("kurtosis", "zero-fraction", "oracle", "decoder"):
+    with pytest.raises(w.WSAEInputError, match="alpha must lie in"):
+      weights.check_kind(kind, -0.5, synthetic=True)
+  base = ["train", "--planes", "4", "--mono", "2", "--steps", "4", "--batch-size", "64"]
+  base += ["--no-progress", "--data-seed", "3"]
+  assert (
+    cli.main(base + ["--out", str(tmp_path / "k"), "--gamma", "kurtosis", "--alpha", "-1"]) == 2
+  )
+  assert "alpha must lie in" in capsys.readouterr().err
+  out = tmp_path / "run"
+  assert cli.main(base + ["--out", str(out), "--gamma", "variance", "--alpha", "-0.5"]) == 0
+  _, _, meta = run.load_params(out / "checkpoints")
+  W = w.polygon_matrix(4, 3, n_mono=2)
+  src = w.SyntheticSource(W, 0.9, 64, seed=3)
+  sample = np.asarray(src.sample(w.data.problems.HELD_OUT_STEP, 8192)[1], np.float64)
+  ref = np.var(sample, axis=0) ** -0.5
+  assert_close(meta["gamma"], ref / np.sqrt(np.mean(ref**2)), rtol=1e-4)
 
 
 def _slow_consistency(f, labels, thr=1e-5):
@@ -49,7 +81,8 @@ def test_semantic_consistency_matches_slow_loop():
   "call, match",
   [
     (lambda: weights.variance_weights(np.ones((10, 3)), 1.0), "variance must be finite and > 0"),
-    (lambda: weights.variance_weights(RNG.random((10, 3)), -0.5), "alpha must lie in"),
+    (lambda: weights.weights_from_polysemanticity(np.full(3, 2.0), -0.5), "alpha must lie in"),
+    (lambda: weights.variance_weights(RNG.random((10, 3)), np.inf), "alpha must lie in"),
     (lambda: weights.variance_weights(RNG.random(10), 1.0), "rank 2"),
     (lambda: weights.variance_weights(np.full((4, 2), np.nan), 1.0), "non-finite"),
     (lambda: weights.variance_weights(np.ones((4, 2), np.int32), 1.0), "floating-point"),
