@@ -52,7 +52,7 @@ BEGIN, END = "<!-- whitening_confirm:begin -->", "<!-- whitening_confirm:end -->
 OUT = gc.OUT
 
 
-def train(plan: gc.Plan, seeds, progress: bool) -> dict:
+def train(plan: gc.Plan, seeds, progress: bool, d_sae_factor: int = 1) -> dict:
   """Both arms on every primary cell: `{cell: {arch, geometry, sparsity, n, rows}}`."""
   raw = {}
   for arch, geo, S in CELLS:
@@ -62,7 +62,7 @@ def train(plan: gc.Plan, seeds, progress: bool) -> dict:
       geo,
       W,
       G["rates"],
-      W.shape[1],
+      d_sae_factor * W.shape[1],
       {},
       dataclasses.replace(plan, confirm_seeds=tuple(seeds)),
       progress,
@@ -137,19 +137,28 @@ def main(argv=None) -> dict:
   p.add_argument("--smoke", action="store_true", help="3 seeds, short training (CI)")
   p.add_argument("--out", default=str(OUT), help="output folder")
   p.add_argument("--no-progress", action="store_true")
+  p.add_argument(
+    "--d-sae-factor",
+    type=int,
+    default=1,
+    help="d_sae = this × n (the primary readings are at 1; other widths are exploratory and "
+    "write no RESULTS.md block)",
+  )
   a = p.parse_args(argv)
   plan = gc.SMOKE if a.smoke else gc.FULL
   seeds = SEEDS[:3] if a.smoke else SEEDS
   out = pathlib.Path(a.out)
   w._validate.check_writable_dir(out, "--out")
   t0 = time.perf_counter()
-  raw = json.loads(json.dumps(train(plan, seeds, not a.no_progress), default=gc.jsonable))
+  raw = train(plan, seeds, not a.no_progress, a.d_sae_factor)
+  raw = json.loads(json.dumps(raw, default=gc.jsonable))
   result = {
     "command": " ".join(
       ["python", "experiments/whitening_confirm.py", *(sys.argv[1:] if argv is None else argv)]
     ),
     "machine": reproduce.machine(),
     "seeds": len(seeds),
+    "d_sae_factor": a.d_sae_factor,
     "readings": analyse(raw),
     "wall_seconds": time.perf_counter() - t0,
   }
@@ -161,7 +170,7 @@ def main(argv=None) -> dict:
       f"{r['cell']:>22}: ΔL_GT {gc.pct(r['l_gt_change'])}, Holm p {r['p_adjusted']:.3g}, "
       f"Δ MSE {gc.pct(r['mse_change'])}, helps >= 10%: {r['helps_10pct']}"
     )
-  if not a.smoke and out.resolve() == OUT.resolve():
+  if not a.smoke and a.d_sae_factor == 1 and out.resolve() == OUT.resolve():
     write_results_md(result)
   return result
 
