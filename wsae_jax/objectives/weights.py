@@ -104,11 +104,11 @@ def warn_if_concentrated(gamma_D, *, what: str = "γ", stacklevel: int = 3) -> G
 
 
 def weights_from_scores(
-  scores_D, alpha: float, *, normalize: bool = True, name: str = "scores"
+  scores_D, alpha: float, *, normalize: bool = True, name: str = "scores", signed: bool = False
 ) -> np.ndarray:
   """`γ = scores^α`, optionally normalised to `mean(γ²) = 1`. Scores must be finite and > 0; α
-  finite (its sign is the caller's to restrict)."""
-  V.check_range("alpha", alpha)
+  >= 0, or any finite α with `signed` (where weighting low scores up is meaningful)."""
+  V.check_range("alpha", alpha, low=None if signed else 0.0)
   s = np.asarray(scores_D, np.float64)
   if s.ndim != 1:
     raise V.WSAEInputError(
@@ -146,7 +146,7 @@ def variance_weights(x_sample_BxD, alpha: float, *, normalize: bool = True) -> n
   if np.shape(x_sample_BxD)[0] < 2:
     raise V.WSAEInputError("x_sample needs at least 2 rows to estimate a variance.")
   var = np.var(np.asarray(x_sample_BxD, np.float64), axis=0)
-  gamma = weights_from_scores(var, alpha, normalize=normalize, name="variance")
+  gamma = weights_from_scores(var, alpha, normalize=normalize, name="variance", signed=True)
   if alpha != 0:  # paper-exact γ; but say so when it puts the loss on a few dimensions
     warn_if_concentrated(gamma, what=f"variance weights (α = {alpha:g})")
   return gamma
@@ -189,7 +189,6 @@ def consistency_weights(
   features_BxD, labels_B, alpha: float, *, normalize: bool = True, threshold: float = 1e-5
 ) -> np.ndarray:
   """`γ_i = consistency_i^α`; dimensions never active get the mean consistency of the rest."""
-  V.check_range("alpha", alpha, low=0.0)
   per_dim, mean = semantic_consistency(features_BxD, labels_B, threshold=threshold)
   if np.isnan(mean):
     raise V.WSAEInputError(
@@ -299,7 +298,9 @@ def robust_variance_weights(
   if keep.sum() < 2:
     raise V.WSAEInputError("fewer than 2 typical rows; raise max_norm_ratio.")
   var = np.var(x[keep], axis=0)
-  gamma = weights_from_scores(var, alpha, normalize=normalize, name="typical-row variance")
+  gamma = weights_from_scores(
+    var, alpha, normalize=normalize, name="typical-row variance", signed=True
+  )
   if alpha != 0:
     warn_if_concentrated(gamma, what=f"robust variance weights (α = {alpha:g})")
   return gamma
@@ -313,7 +314,6 @@ def weights_from_polysemanticity(
   (`max_m`: the estimator's own ceiling, e.g. the number of live latents for the decoder one)."""
   V.check_range("max_m", max_m, low=1.0)
   m = np.clip(np.asarray(m_D, np.float64), 1.0, max_m)
-  V.check_range("alpha", alpha, low=0.0)
   return weights_from_scores(1.0 / m, alpha, normalize=normalize, name="1 / polysemanticity")
 
 
