@@ -512,7 +512,8 @@ def train_sweep(
         )
         hp = {**hp, "gamma": jax.device_put(jnp.asarray(gammas), member_sharding)}
       done = min(step0 + T, train_cfg.steps)
-      _record_call(histories, jax.device_get((met, states.diverged_at)), done, bar)
+      met, div = jax.device_get((met, states.diverged_at))
+      _record_call(histories, met, div, done, bar)
       if trainer.checkpoint_due(checkpointer, step0, done, done == train_cfg.steps):
         extra = {"gamma_current": gammas.tolist()} if decoder else {}
         checkpointer.save(done, states, {**meta, "histories": histories, **extra})
@@ -551,9 +552,9 @@ def _resume_or_start(checkpointer, states, meta, resume: bool, num_members: int)
   )
 
 
-def _record_call(histories, met_and_diverged, done: int, bar) -> None:
-  """One history record per member still training after a compiled call; the progress bar."""
-  met, div = met_and_diverged
+def _record_call(histories, met, div, done: int, bar) -> None:
+  """One history record per member still training (`div < 0`) after a compiled call; the
+  progress bar."""
   for i, hist in enumerate(histories):
     if div[i] < 0:
       hist.append({**{k: float(v[i]) for k, v in met.items()}, "step": done})
