@@ -498,7 +498,8 @@ def _interval(d) -> dict:
 
 def arm_readings(cell: str, rows: list[dict]) -> list[dict]:
   """Per sparsity and arm of one cell's rows: the paired changes against the plain SAE of the same
-  seed (L_GT and x_p MSE relative, MCC absolute) with their intervals and sign tests."""
+  seed (L_GT and x_p MSE relative, MCC absolute) with their intervals and sign tests; for ReLU +
+  L1 rows also the arm's and the plain SAE's λ and median L0."""
   out = []
   for S in sorted({r["sparsity"] for r in rows}):
     rs = [r for r in rows if r["sparsity"] == S]
@@ -520,6 +521,10 @@ def arm_readings(cell: str, rows: list[dict]) -> list[dict]:
           "p_mse_noninferior": stats.sign_test(mse, margin=MSE_MARGIN, alternative="less"),
         }
       )
+      if "l1" in rs[0]:  # ReLU + L1: the arm's own λ and median L0, and the plain SAE's
+        for who, name in ((arm, ""), ("sae", "sae_")):
+          out[-1][name + "l1"] = next(x["l1"] for x in rs if x["arm"] == who)
+          out[-1][name + "l0"] = float(np.median([x["l0"] for x in rs if x["arm"] == who]))
   return out
 
 
@@ -584,15 +589,7 @@ def analyse(raw: dict, plan: Plan) -> dict:
 def analyse_extra(rows_by_cell: dict) -> list[dict]:
   """The arms on another architecture (the tied theory SAE, ReLU + L1 at matched L0);
   exploratory: Benjamini–Hochberg within each arm."""
-  readings = []
-  for key, rows in rows_by_cell.items():
-    for r in arm_readings(key, rows):
-      rs = [x for x in rows if x["sparsity"] == r["sparsity"]]
-      if "l1" in rs[0]:  # ReLU + L1: each arm's own λ and median L0, and the plain SAE's
-        for who, name in ((r["arm"], ""), ("sae", "sae_")):
-          r[name + "l1"] = next(x["l1"] for x in rs if x["arm"] == who)
-          r[name + "l0"] = float(np.median([x["l0"] for x in rs if x["arm"] == who]))
-      readings.append(r)
+  readings = [r for key, rows in rows_by_cell.items() for r in arm_readings(key, rows)]
   for arm in ARMS[1:]:
     fam = [r for r in readings if r["arm"] == arm]
     for r, p in zip(fam, stats.benjamini_hochberg([r["p_less"] for r in fam])):

@@ -36,8 +36,6 @@ import pathlib
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import gamma_ceiling as gc  # noqa: E402  (its geometries, arms, training and readings)
 import reproduce  # noqa: E402
@@ -85,12 +83,7 @@ def analyse(raw: dict) -> list[dict]:
   readings = []
   for key, c in raw.items():
     rows = gc.matched_l0(c["rows"], c["n"]) if c["arch"] == "relu" else c["rows"]
-    (r,) = [x for x in gc.arm_readings(key, rows) if x["arm"] == "var-0.5"]
-    if c["arch"] == "relu":
-      for arm, name in (("var-0.5", ""), ("sae", "sae_")):
-        r[name + "l1"] = next(x["l1"] for x in rows if x["arm"] == arm)
-        r[name + "l0"] = float(np.median([x["l0"] for x in rows if x["arm"] == arm]))
-    readings.append(r)
+    readings += [x for x in gc.arm_readings(key, rows) if x["arm"] == "var-0.5"]
   for r, p in zip(readings, stats.holm([r["p_less"] for r in readings])):
     r["p_adjusted"] = float(p)
     r["mse_ok"] = bool(r["p_mse_noninferior"] < 0.05)
