@@ -90,8 +90,7 @@ def test_auxk_over_gathered_dead_latents_equals_the_full_width(n_dead, chunk_row
   residual = jnp.asarray(rng.standard_normal((32, D_IN)).astype(np.float32))
 
   def ours(q):
-    pre = topk.pre_activations(cfg, q, X)
-    return topk.auxk_loss(cfg, q, X, pre, dead, residual, GAMMA, jnp.float32(0))
+    return topk.auxk_loss(cfg, q, X, dead, residual, GAMMA, jnp.float32(0))
 
   def full_width(q):
     pre = topk.pre_activations(cfg, q, X)

@@ -16,6 +16,7 @@ the global batch; a sweep cannot split batches by hand (`Architecture.batch_coup
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import ClassVar
 
 import jax
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wsae_jax import _validate as V
-from wsae_jax.models import base, constraints, jumprelu, topk
+from wsae_jax.models import base, constraints, jumprelu, sparse_path, topk
 from wsae_jax.models.selection import kth_largest_mask
 from wsae_jax.objectives.reconstruction import batch_summary, code_stats, reconstruction_loss
 
@@ -36,6 +37,15 @@ class BatchTopKSAEConfig(topk.AuxKConfig):
   """Mean number of active latents per row (the batch keeps ⌊k·B⌋ activations)."""
   threshold_lr: float = 0.01
   """Rate of the moving average that sets the inference threshold θ."""
+  sparse_path: bool = False
+  """Train through each row's `candidates` largest pre-activations only (gathers and
+  scatter-adds, `sparse_path.selected_decode`) instead of d_sae-wide products; exact, with a
+  dense fallback on a batch where some row's candidates are all selected (see `batch_parts`).
+  Off by default: inside a sweep's `vmap` a `lax.cond` runs both branches, so the fallback would
+  cost its dense products on every step; a single SAE (`train`) gains the sparse speed."""
+  candidates: int | None = None
+  """Pre-activations per row the sparse path considers (None: 4·⌈k⌉, at least 16, at most
+  d_sae). A row that needs more than this triggers the dense fallback for that batch."""
 
   architecture: ClassVar[str] = "batchtopk"
 
@@ -43,6 +53,14 @@ class BatchTopKSAEConfig(topk.AuxKConfig):
     super().__post_init__()
     V.check_range("k", self.k, low=0.0, high=float(self.d_sae), low_open=True)
     V.check_range("threshold_lr", self.threshold_lr, low=0.0, high=1.0)
+    if self.candidates is not None:
+      V.check_int("candidates", self.candidates, low=1, high=self.d_sae)
+
+  @property
+  def resolved_candidates(self) -> int:
+    if self.candidates is not None:
+      return self.candidates
+    return min(self.d_sae, max(16, 4 * math.ceil(self.k)))
 
 
 def init(cfg, key):
@@ -65,24 +83,85 @@ def batch_topk(pre_BxM, k):
   return jnp.where(mask.reshape(pre_BxM.shape), relu, jnp.zeros((), pre_BxM.dtype))
 
 
+def batch_candidates(pre_BxM, k, candidates: int):
+  """The batch selection restricted to each row's `candidates` largest ReLU'd pre-activations:
+  `(idx_BxC, keep_BxC, exact)`.
+
+  `keep` marks the `⌊k·B⌋` largest candidates of the batch, ties broken by position as the dense
+  selection does (`lax.top_k` lists a row's tied values by index, rows in order). It is the dense
+  selection whenever no row has its last candidate kept with a positive value (`exact`): every
+  other entry of such a row is at most that candidate, which lost, so no entry outside the
+  candidates can be kept (or, at zero, contributes nothing).
+  """
+  relu = jnp.where(pre_BxM > 0, pre_BxM, jnp.zeros((), pre_BxM.dtype))
+  vals_BxC, idx_BxC = jax.lax.top_k(jax.lax.stop_gradient(relu), candidates)
+  count = jnp.floor(jnp.asarray(k, jnp.float32) * pre_BxM.shape[0]).astype(jnp.int32)
+  keep_BxC = kth_largest_mask(vals_BxC.reshape(1, -1), count).reshape(vals_BxC.shape)
+  exact = ~jnp.any(keep_BxC[:, -1] & (vals_BxC[:, -1] > 0))
+  return idx_BxC, keep_BxC, exact
+
+
+def batch_parts(cfg, params, x_BxD, k, level_bounds):
+  """The batch-selected code's reconstruction split by latent prefix, without `b_dec`:
+  `(parts_LxBxD, stats)`, stats `l0`, `fired_M` and `min_selected`. Part `l` sums the selected
+  latents in `[w_{l−1}, w_l)` of `level_bounds` (`(d_sae,)` for plain BatchTopK).
+
+  Dense: the `(batch, d_sae)` code and one product per prefix. `cfg.sparse_path`: the
+  candidates' gathered rows (`batch_candidates`, `sparse_path.selected_decode`), and the dense
+  computation, pre-activations included, only on a batch where the candidates are not exact
+  (inside its own branch, so that its cotangents and dense products exist only there)."""
+
+  def dense():
+    z = batch_topk(topk.pre_activations(cfg, params, x_BxD), k)
+    bounds = (0, *level_bounds)
+    parts = jnp.stack([z[:, a:b] @ params["W_dec"][a:b] for a, b in zip(bounds, bounds[1:])])
+    return parts, {**code_stats(z), "min_selected": min_selected(params, z)}
+
+  if not cfg.sparse_path:
+    return dense()
+  pre = jax.lax.stop_gradient(topk.pre_activations(cfg, params, x_BxD))
+  idx_BxC, keep_BxC, exact = batch_candidates(pre, k, cfg.resolved_candidates)
+
+  def sparse():
+    acts, parts = sparse_path.selected_decode(
+      tuple(level_bounds),
+      x_BxD - params["b_dec"],
+      params["W_enc"],
+      params["b_enc"],
+      params["W_dec"],
+      idx_BxC,
+      keep_BxC,
+    )
+    active = acts > 0
+    kept = jax.lax.stop_gradient(jnp.where(active, acts, jnp.inf))
+    smallest = jnp.min(kept)
+    theta = jax.lax.stop_gradient(params["threshold"])
+    return parts, {
+      "l0": jnp.sum(active).astype(jnp.float32) / x_BxD.shape[0],
+      "fired_M": jnp.zeros((cfg.d_sae,), bool).at[idx_BxC].max(active),
+      "min_selected": jnp.where(jnp.isfinite(smallest), smallest, theta),
+    }
+
+  return jax.lax.cond(exact, sparse, dense)
+
+
 def loss(cfg, params, x_BxD, *, gamma=None, dead_M=None, hp=None):
   """Weighted reconstruction of the batch-selected code plus `aux_coefficient` × AuxK.
 
   `hp["k"]` (may be traced) overrides `cfg.k`. `aux["min_selected"]` is the smallest positive
   activation kept (θ where none), the target of the threshold's moving average.
   """
-  pre = topk.pre_activations(cfg, params, x_BxD)
-  z = batch_topk(pre, hp.get("k", cfg.k))
-  x_hat = base.affine_decode(cfg, params, z)
+  parts, stats = batch_parts(cfg, params, x_BxD, hp.get("k", cfg.k), (cfg.d_sae,))
+  x_hat = parts[0] + params["b_dec"]
   recon, r_aux = reconstruction_loss(x_BxD, x_hat, gamma)
-  aux = topk.auxk_loss(cfg, params, x_BxD, pre, dead_M, x_BxD - x_hat, gamma, recon)
+  aux = topk.auxk_loss(cfg, params, x_BxD, dead_M, x_BxD - x_hat, gamma, recon)
   total = recon + cfg.aux_coefficient * aux
   return total, {
     "loss": total,
     "recon": recon,
     "aux_k": aux,
-    "min_selected": min_selected(params, z),
-    **batch_summary(x_BxD, r_aux["mse"], **code_stats(z)),
+    "min_selected": stats["min_selected"],
+    **batch_summary(x_BxD, r_aux["mse"], l0=stats["l0"], fired_M=stats["fired_M"]),
   }
 
 

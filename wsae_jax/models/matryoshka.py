@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from wsae_jax import _validate as V
 from wsae_jax.models import base, batchtopk, constraints, topk
-from wsae_jax.objectives.reconstruction import batch_summary, code_stats, reconstruction_loss
+from wsae_jax.objectives.reconstruction import batch_summary, reconstruction_loss
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -67,32 +67,24 @@ class MatryoshkaBatchTopKSAEConfig(batchtopk.BatchTopKSAEConfig):
     )
 
 
-def prefix_reconstructions(cfg, params, z_BxM):
-  """`x̂_l` for every level, `(L, batch, d_in)`: per-level products summed cumulatively."""
-  bounds = (0, *cfg.levels)
-  parts = [z_BxM[:, a:b] @ params["W_dec"][a:b] for a, b in zip(bounds, bounds[1:])]
-  return jnp.cumsum(jnp.stack(parts), axis=0) + params["b_dec"]
-
-
 def loss(cfg, params, x_BxD, *, gamma=None, dead_M=None, hp=None):
   """Σ over levels of the weighted reconstruction error + `aux_coefficient` × AuxK. `recon` is the
   full dictionary's term (comparable with other architectures), `nested` the inner levels' sum.
-  `hp["k"]` (may be traced) overrides `cfg.k`."""
-  pre = topk.pre_activations(cfg, params, x_BxD)
-  z = batchtopk.batch_topk(pre, hp.get("k", cfg.k))
-  x_hats = prefix_reconstructions(cfg, params, z)
+  `hp["k"]` (may be traced) overrides `cfg.k`; `cfg.sparse_path` as BatchTopK's."""
+  parts, stats = batchtopk.batch_parts(cfg, params, x_BxD, hp.get("k", cfg.k), cfg.levels)
+  x_hats = jnp.cumsum(parts, axis=0) + params["b_dec"]
   terms = [reconstruction_loss(x_BxD, x_hats[i], gamma) for i in range(len(cfg.levels))]
   recon, r_aux = terms[-1]
   nested = sum((t[0] for t in terms[:-1]), start=recon * 0)
-  aux = topk.auxk_loss(cfg, params, x_BxD, pre, dead_M, x_BxD - x_hats[-1], gamma, recon)
+  aux = topk.auxk_loss(cfg, params, x_BxD, dead_M, x_BxD - x_hats[-1], gamma, recon)
   total = recon + nested + cfg.aux_coefficient * aux
   return total, {
     "loss": total,
     "recon": recon,
     "nested": nested,
     "aux_k": aux,
-    "min_selected": batchtopk.min_selected(params, z),
-    **batch_summary(x_BxD, r_aux["mse"], **code_stats(z)),
+    "min_selected": stats["min_selected"],
+    **batch_summary(x_BxD, r_aux["mse"], l0=stats["l0"], fired_M=stats["fired_M"]),
   }
 
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from wsae_jax import _validate as V
-from wsae_jax.models import base, constraints
+from wsae_jax.models import base, constraints, sparse_path
 from wsae_jax.models.selection import topk_activation
 from wsae_jax.objectives.reconstruction import batch_summary, reconstruction_loss
 
@@ -56,9 +56,10 @@ class TopKSAEConfig(AuxKConfig):
   products; None chooses by `d_sae / k` (see `use_sparse_path`)."""
 
   architecture: ClassVar[str] = "topk"
-  SPARSE_MIN_RATIO: ClassVar[int] = 256
-  """Measured on 2 CPU cores (benchmarks/RESULTS.md): sparse was 0.95x dense at d_sae/k = 144,
-  1.26x at 576 and 1.14x at 768."""
+  SPARSE_MIN_RATIO: ClassVar[int] = 32
+  """Measured on 2 CPU cores (train step, batch 4096, k 32/64; `sparse_path.selected_decode`):
+  sparse 1.17x dense at d_sae/k = 36 (576 x 1152), 1.49x at 72, 1.59x at 32 (256 x 2048, k 64);
+  see benchmarks/bench_sparse_step.py for the benchmark sizes."""
 
   def __post_init__(self):
     super().__post_init__()
@@ -90,22 +91,23 @@ def encode(cfg, params, x_BxD):
   return topk_activation(pre_activations(cfg, params, x_BxD), cfg.k)
 
 
-def auxk_loss(cfg, params, x_BxD, pre_BxM, dead_M, residual_BxD, gamma, like):
+def auxk_loss(cfg, params, x_BxD, dead_M, residual_BxD, gamma, like):
   """The AuxK loss (Gao et al. 2024): the `aux_k` largest pre-activations among dead latents
   reconstruct the (stopped-gradient) residual `x − x̂` through the decoder without bias; weighted
   by γ like the main term and scaled by `min(n_dead / aux_k, 1)` (as SAELens does), so it fades
   as latents revive. Computed only when some latent is dead; `dead_M=None` gives no term.
   `like` is the main loss: `like * 0` (not a fresh zero) carries its sharding axes in shard_map.
 
-  When at most `aux_width(cfg)` latents are dead (the usual case once the recipe has revived
-  them), only their columns are used: their pre-activations are recomputed from the gathered
-  encoder columns (so the gradient reaches W_enc through those columns, not through a dense
-  `(batch, d_sae)` scatter and product, which the sparse path otherwise avoids: its loss and
-  gradient at 576 × 18432, batch 2048, 184 dead, 1.0–1.1 s -> 0.81–0.82 s; the dense path
-  unchanged) and the selection and decoder product are that wide. With
+  The branch computes its own pre-activations from the parameters rather than taking the main
+  term's: a `(batch, d_sae)` operand of the `lax.cond` would receive a (zero, when no latent is
+  dead) cotangent outside the cond on every step, and with it the two dense backward products the
+  sparse path exists to avoid. When at most `aux_width(cfg)` latents are dead (the usual case once
+  the recipe has revived them), only their encoder columns are gathered and their pre-activations
+  computed (its loss and gradient at 576 × 18432, batch 2048, 184 dead, 1.0–1.1 s -> 0.81–0.82 s
+  against a dense scatter and product); the selection and decoder product are that wide. With
   more dead latents the full width is used, a chunk of rows at a time (`_aux_row_chunk`), each
-  chunk recomputed in the backward pass, so that it holds no `(batch, d_sae)` buffers beyond the
-  pre-activations. Both equal the plain full-width computation (tested).
+  chunk recomputed in the backward pass, so that it holds no `(batch, d_sae)` buffers beyond one
+  chunk's. Both equal the plain full-width computation (tested).
   """
   if dead_M is None:
     return like * 0
@@ -115,27 +117,27 @@ def auxk_loss(cfg, params, x_BxD, pre_BxM, dead_M, residual_BxD, gamma, like):
   scale = jnp.minimum(n_dead / aux_k, 1.0).astype(like.dtype)
   width = aux_width(cfg)
 
-  def loss_of(pre, res, w_dec):
-    return reconstruction_loss(res, topk_activation(pre, aux_k) @ w_dec, gamma)[0]
+  def loss_of(x, res, p):
+    pre = jnp.where(dead_M, pre_activations(cfg, p, x), -jnp.inf)
+    return reconstruction_loss(res, topk_activation(pre, aux_k) @ p["W_dec"], gamma)[0]
 
   def full():
-    B = pre_BxM.shape[0]
+    B = x_BxD.shape[0]
     C = _aux_row_chunk(B, cfg.d_sae)
     if C == B:  # small enough at once: no chunks, nothing recomputed
-      return scale * loss_of(jnp.where(dead_M, pre_BxM, -jnp.inf), residual, params["W_dec"])
-    chunk = jax.checkpoint(
-      lambda a: loss_of(jnp.where(dead_M, a[0], -jnp.inf), a[1], params["W_dec"])
-    )
+      return scale * loss_of(x_BxD, residual, params)
+    chunk = jax.checkpoint(lambda a: loss_of(a[0], a[1], params))
     split = lambda a: a.reshape((B // C, C) + a.shape[1:])
     # Equal chunks: the mean of their batch means is the batch mean.
-    return scale * jnp.mean(jax.lax.map(chunk, (split(pre_BxM), split(residual))))
+    return scale * jnp.mean(jax.lax.map(chunk, (split(x_BxD), split(residual))))
 
   def gathered():
     (idx_W,) = jnp.nonzero(dead_M, size=width, fill_value=0)
     live_W = jnp.arange(width) < n_dead  # the padding repeats latent 0: masked out
     columns = {**params, "W_enc": params["W_enc"][:, idx_W], "b_enc": params["b_enc"][idx_W]}
-    pre_BxW = pre_activations(cfg, columns, x_BxD)
-    return scale * loss_of(jnp.where(live_W, pre_BxW, -jnp.inf), residual, params["W_dec"][idx_W])
+    pre_BxW = jnp.where(live_W, pre_activations(cfg, columns, x_BxD), -jnp.inf)
+    z = topk_activation(pre_BxW, aux_k)
+    return scale * reconstruction_loss(residual, z @ params["W_dec"][idx_W], gamma)[0]
 
   if width >= cfg.d_sae:
     return jax.lax.cond(n_dead > 0, full, lambda: like * 0)
@@ -182,20 +184,23 @@ def _dense(cfg, params, x_BxD, pre_BxM, k):
 def _sparse(cfg, params, x_BxD, pre_BxM, k):
   """Top-k forward that touches only the k selected latents of each example.
 
-  The selection uses the (stopped-gradient) dense pre-activations; the selected activations are
-  recomputed from gathered encoder columns, and the reconstruction sums gathered decoder rows. Its
-  gradient is therefore a scatter-add into k rows per example instead of two dense
-  `(batch, d_sae) × (d_sae, d_in)` products: O(B·k·d_in) instead of O(B·d_sae·d_in).
+  The selection uses the (stopped-gradient) dense pre-activations; the selected activations and
+  the reconstruction come from `sparse_path.selected_decode`, whose gradient is a few gathers and
+  scatter-adds of B·k rows instead of the dense `(batch, d_sae) × (d_sae, d_in)` products:
+  O(B·k·d_in) instead of O(B·d_sae·d_in).
   """
   _, idx_BxK = jax.lax.top_k(jax.lax.stop_gradient(pre_BxM), cfg.k)
-  enc_rows_BxKxD = params["W_enc"].T[idx_BxK]
-  vals = (
-    jnp.einsum("bd,bkd->bk", x_BxD - params["b_dec"], enc_rows_BxKxD) + params["b_enc"][idx_BxK]
+  keep_BxK = jnp.broadcast_to(True if k is None else jnp.arange(cfg.k) < k, idx_BxK.shape)
+  acts_BxK, parts_1xBxD = sparse_path.selected_decode(
+    (cfg.d_sae,),
+    x_BxD - params["b_dec"],
+    params["W_enc"],
+    params["b_enc"],
+    params["W_dec"],
+    idx_BxK,
+    keep_BxK,
   )
-  if k is not None:
-    vals = jnp.where(jnp.arange(cfg.k) < k, vals, 0.0)
-  acts_BxK = jax.nn.relu(vals)
-  x_hat = jnp.einsum("bk,bkd->bd", acts_BxK, params["W_dec"][idx_BxK]) + params["b_dec"]
+  x_hat = parts_1xBxD[0] + params["b_dec"]
   active = acts_BxK > 0
   l0 = jnp.mean(jnp.sum(active, axis=-1).astype(jnp.float32))
   fired = jnp.zeros((cfg.d_sae,), bool).at[idx_BxK].max(active)
@@ -209,10 +214,13 @@ def loss(cfg, params, x_BxD, *, gamma=None, dead_M=None, hp=None):
   one compiled program serves many k. `cfg.use_sparse_path` picks the sparse forward.
   """
   pre = pre_activations(cfg, params, x_BxD)
-  path = _sparse if cfg.use_sparse_path else _dense
-  x_hat, l0, fired = path(cfg, params, x_BxD, pre, hp.get("k"))
+  if cfg.use_sparse_path:
+    # Selection only: the sparse path's gradient reaches W_enc through the gathered columns.
+    x_hat, l0, fired = _sparse(cfg, params, x_BxD, jax.lax.stop_gradient(pre), hp.get("k"))
+  else:
+    x_hat, l0, fired = _dense(cfg, params, x_BxD, pre, hp.get("k"))
   recon, r_aux = reconstruction_loss(x_BxD, x_hat, gamma)
-  aux = auxk_loss(cfg, params, x_BxD, pre, dead_M, x_BxD - x_hat, gamma, recon)
+  aux = auxk_loss(cfg, params, x_BxD, dead_M, x_BxD - x_hat, gamma, recon)
   total = recon + cfg.aux_coefficient * aux
   return total, {
     "loss": total,

@@ -285,6 +285,7 @@ def _build_call(
         batch_size=B,
         hp={n: hp_m[n] for n in hp_names},
         reduce=reduce,
+        vary=lambda p: jax.tree.map(lambda a: jax.lax.pcast(a, DATA_AXIS, to="varying"), p),
         aux=aux,
         compute_dtype=train_cfg.compute_dtype,
       )

@@ -47,6 +47,7 @@ def apply_step(
   batch_size: int,
   hp: Mapping[str, Any] | None = None,
   reduce: Callable[[Any], Any] = lambda t: t,
+  vary: Callable[[Any], Any] = lambda p: p,
   aux: bool = True,
   compute_dtype: str = "float32",
 ) -> tuple[TrainState, dict]:
@@ -56,7 +57,9 @@ def apply_step(
   combines the per-device loss, metrics and fired-latent counts when the batch is split by hand
   (`shard_map`); under `jax.jit` sharding it is the identity. A step whose loss or gradient is not
   finite is not applied, and `diverged_at` records it (the member is frozen from then on).
-  `aux=False` leaves out the dead-latent (AuxK) term: a caller that knows no latent is dead
+  `vary` casts the parameters inside the differentiated function to vary over the batch's
+  `shard_map` axes (the sweep's "data"): a custom VJP (the Top-k sparse path) must see its inputs
+  vary alike, and the transpose of the cast sums the per-device gradients. `aux=False` leaves out the dead-latent (AuxK) term: a caller that knows no latent is dead
   (the sweep, for a whole chunk of members) skips its cost. `compute_dtype` (see
   `TrainConfig.compute_dtype`): the dtype the parameters and inputs are cast to inside the loss;
   the gradient comes back in the parameters' float32.
@@ -76,7 +79,7 @@ def apply_step(
 
   def loss_fn(p):
     loss, metrics = models.sae_loss(
-      sae_cfg, jax.tree.map(cast, p), cast(x_BxD), gamma=gamma_D, dead_M=dead_M, hp=hp
+      sae_cfg, jax.tree.map(cast, vary(p)), cast(x_BxD), gamma=gamma_D, dead_M=dead_M, hp=hp
     )
     metrics = {k: (v.astype(jnp.float32) if k != "fired" else v) for k, v in metrics.items()}
     fired = metrics.pop("fired").astype(jnp.int32)
