@@ -536,3 +536,19 @@ def test_a_mistyped_option_or_choice_gets_a_suggestion(argv, hint, capsys):
   with pytest.raises(SystemExit) as e:
     cli.main(argv)
   assert e.value.code == 2 and hint in capsys.readouterr().err
+
+
+def test_sparse_path_option_reaches_the_config_and_is_refused_where_it_does_not_apply(tmp_path):
+  """--sparse-path on trains BatchTopK through its sparse path (the saved config says so);
+  off keeps Top-k dense; an architecture without one refuses the flag before any work."""
+
+  for arch, extra, flag in (
+    ("batchtopk", ["--k", "2.5", "--d-sae", "20"], "on"),
+    ("topk", ["--k", "2", "--d-sae", "80"], "off"),
+  ):
+    run = tmp_path / arch
+    assert _train_tiny(run, "--arch", arch, *extra, "--sparse-path", flag, steps=10) == 0
+    cfg = json.loads((run / "sae" / "cfg.json").read_text())["wsae_jax"]["config"]
+    assert cfg["sparse_path"] is (flag == "on"), cfg
+  assert _train_tiny(tmp_path / "relu", "--arch", "relu", "--sparse-path", "on", steps=10) != 0
+  assert not (tmp_path / "relu" / "sae").exists()

@@ -41,8 +41,10 @@ class BatchTopKSAEConfig(topk.AuxKConfig):
   """Train through each row's `candidates` largest pre-activations only (gathers and
   scatter-adds, `sparse_path.selected_decode`) instead of d_sae-wide products; exact, with a
   dense fallback on a batch where some row's candidates are all selected (see `batch_parts`).
-  Off by default: inside a sweep's `vmap` a `lax.cond` runs both branches, so the fallback would
-  cost its dense products on every step; a single SAE (`train`) gains the sparse speed."""
+  Off by default: measured on 2 CPU cores (benchmarks/bench_sparse_step.py) it is slower than the
+  dense step (0.35x at 576 x 4608, batch 4096; 0.40x at 576 x 18432), since every row carries
+  4·k candidate slots through the loops; and inside a sweep's `vmap` the fallback's `lax.cond`
+  runs both branches."""
   candidates: int | None = None
   """Pre-activations per row the sparse path considers (None: 4·⌈k⌉, at least 16, at most
   d_sae). A row that needs more than this triggers the dense fallback for that batch."""

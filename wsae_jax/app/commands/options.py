@@ -17,7 +17,13 @@ HYPERPARAMETER_FLAGS = {"k": "--k", "l1_coefficient": "--l1", "l0_coefficient": 
 
 
 # Command-line flag of each other config field some architecture has (refused for the others).
-CONFIG_FLAGS = {"matryoshka_widths": "--matryoshka-widths"}
+CONFIG_FLAGS = {"matryoshka_widths": "--matryoshka-widths", "sparse_path": "--sparse-path"}
+
+
+def on_off(text: str) -> bool:
+  if text not in ("on", "off"):
+    raise argparse.ArgumentTypeError(f"expected 'on' or 'off', got {text!r}")
+  return text == "on"
 
 
 class Help(argparse.ArgumentDefaultsHelpFormatter):

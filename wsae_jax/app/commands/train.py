@@ -19,6 +19,7 @@ from wsae_jax.app.commands.options import (
   int_or_float,
   ints,
   make_problem,
+  on_off,
 )
 from wsae_jax.training.config import DEAD_AFTER_RUN_FRACTION
 
@@ -163,6 +164,15 @@ def _add_train_model(p) -> None:
     default=None,
     help="matryoshka_batchtopk: comma-separated nested prefix widths ending at "
     "d_sae (default: d_sae/8, d_sae/4, d_sae/2, d_sae)",
+  )
+  m.add_argument(
+    "--sparse-path",
+    type=on_off,
+    default=None,
+    metavar="{on,off}",
+    help="topk, (matryoshka_)batchtopk: train through the selected latents only (one dense "
+    "product a step; exact). Default: topk chooses it from d_sae/k >= 32; batchtopk trains "
+    "densely (its sparse path, 4k candidates a row, measured slower than dense on CPU)",
   )
   m.add_argument(
     "--l0",
