@@ -99,7 +99,10 @@ def batch_candidates(pre_BxM, k, candidates: int):
   vals_BxC, idx_BxC = jax.lax.top_k(jax.lax.stop_gradient(relu), candidates)
   count = jnp.floor(jnp.asarray(k, jnp.float32) * pre_BxM.shape[0]).astype(jnp.int32)
   keep_BxC = kth_largest_mask(vals_BxC.reshape(1, -1), count).reshape(vals_BxC.shape)
-  exact = ~jnp.any(keep_BxC[:, -1] & (vals_BxC[:, -1] > 0))
+  # The last candidate is the row's smallest; `jnp.min`, not `vals[:, -1]`: XLA:CPU took 2.6 s
+  # instead of 0.2 s for this function with the column slice of top_k's output (measured at
+  # (4096, 4608), 128 candidates).
+  exact = ~jnp.any(keep_BxC[:, -1] & (jnp.min(vals_BxC, axis=1) > 0))
   return idx_BxC, keep_BxC, exact
 
 
