@@ -43,7 +43,7 @@ if [ -n "${GPU_CEILING:-}" ]; then
 fi
 # The library's own logic checks, on 4 forced CPU devices as in CI (1 vs 4 devices agree, sweep ==
 # separate runs, torch parity): tests/conftest.py pins them to the CPU.
-step tests 120 "$PY" -m pytest -q -x -p no:cacheprovider \
+step tests 105 "$PY" -m pytest -q -x -p no:cacheprovider \
   "tests/test_sweep.py::test_sweep_equals_separate_runs" \
   "tests/test_sweep.py::test_member_axis_over_4_devices_equals_1_device" \
   "tests/test_train.py::test_one_and_four_devices_agree" tests/test_torch_parity.py
@@ -55,10 +55,11 @@ if [ -n "$QUICK" ]; then sweep_size=(--smoke); else sweep_size=(--steps 500); fi
 step sweep 80 "$PY" benchmarks/bench_sweep.py "${sweep_size[@]}" --out "$LOGS/sweep.json"
 step vs_torch 90 "$PY" benchmarks/bench_vs_torch.py $smoke --out "$LOGS/vs_torch.json"
 step closed_form 30 "$PY" benchmarks/bench_closed_form.py $smoke --out "$LOGS/closed_form.json"
-# Top-k selection at a real width (lax.top_k vs radix vs blocked: does "auto" hold there?) and the
+# Top-k dense against the sparse path and ReLU at 4096 x 131072 (issue 35: the figure the "auto"
+# rule needs on an accelerator), with lax.top_k against approx_max_k at that width, and the
 # compiled step's memory (device buffers, with and without AuxK).
-select=(--wide-only); [ -n "$QUICK" ] && select=(--smoke)
-step topk_select 30 "$PY" benchmarks/bench_topk_select.py "${select[@]}" --out "$LOGS/topk_select.json"
+sparse=(--plan gpu); [ -n "$QUICK" ] && sparse=(--smoke)
+step sparse_step 45 "$PY" benchmarks/bench_sparse_step.py "${sparse[@]}" --out "$LOGS/sparse_step.json"
 step memory 25 "$PY" benchmarks/bench_memory.py $smoke --out "$LOGS/memory.json"
 
 "$PY" - "$LOGS" "$OUT/gpu.json" <<'PYEOF'

@@ -41,10 +41,11 @@ class BatchTopKSAEConfig(topk.AuxKConfig):
   """Train through each row's `candidates` largest pre-activations only (gathers and
   scatter-adds, `sparse_path.selected_decode`) instead of d_sae-wide products; exact, with a
   dense fallback on a batch where some row's candidates are all selected (see `batch_parts`).
-  Off by default: measured on 2 CPU cores (benchmarks/bench_sparse_step.py) it is slower than the
-  dense step (0.35x at 576 x 4608, batch 4096; 0.40x at 576 x 18432), since every row carries
-  4·k candidate slots through the loops; and inside a sweep's `vmap` the fallback's `lax.cond`
-  runs both branches."""
+  Measured on 2 CPU cores (`python benchmarks/bench_sparse_step.py`): the train step 1.62x the
+  dense one at 576 x 4608 (batch 4096), 3.14x at 576 x 18432, 2.78x at 768 x 24576. Off by
+  default all the same: inside a sweep's `vmap` the fallback's `lax.cond` becomes a select that
+  runs both branches, dense products included, on every step; a single SAE gains the speed.
+  `wsae train --sparse-path on`."""
   candidates: int | None = None
   """Pre-activations per row the sparse path considers (None: 4·⌈k⌉, at least 16, at most
   d_sae). A row that needs more than this triggers the dense fallback for that batch."""

@@ -172,7 +172,8 @@ def _add_train_model(p) -> None:
     metavar="{on,off}",
     help="topk, (matryoshka_)batchtopk: train through the selected latents only (one dense "
     "product a step; exact). Default: topk chooses it from d_sae/k >= 32; batchtopk trains "
-    "densely (its sparse path, 4k candidates a row, measured slower than dense on CPU)",
+    "densely, since its exact fallback would run on every step of a sweep (a single "
+    "BatchTopK SAE trained 1.6-3.1x faster with it on 2 CPU cores)",
   )
   m.add_argument(
     "--l0",
