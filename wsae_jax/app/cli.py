@@ -53,7 +53,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     epilog="Exit status: 0 on success, 1 if training diverged, 2 for bad input or a folder in "
     "use by another process (a message naming the problem; nothing is overwritten), 3 if an "
     "output could not be written (disk full, file-size limit: the path and cause are printed; "
-    "earlier outputs and checkpoints are untouched).",
+    "earlier outputs and checkpoints are untouched), 130 / 143 after Ctrl-C / SIGTERM (the step "
+    "reached is checkpointed and the command that resumes it printed).",
   )
   parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -118,6 +119,17 @@ def _version() -> str:
     return wsae_jax.__version__
 
 
+def _resume_command(argv, args) -> str:
+  """The command line that continues an interrupted run: the same options, with `--resume`
+  instead of `--overwrite` for the commands that have it (`wsae harvest` resumes by itself)."""
+  import shlex
+
+  again = [a for a in argv if a != "--overwrite"]
+  if hasattr(args, "resume") and "--resume" not in again:
+    again.append("--resume")
+  return shlex.join(["wsae", *again])
+
+
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   command = next((a for a in argv if not a.startswith("-")), "")
@@ -129,9 +141,14 @@ def main(argv=None) -> int:
     return 2
   args = parser.parse_args(argv)
   from wsae_jax.storage.records import OutputWriteError, write_failure
+  from wsae_jax.training.preemption import Interrupted
 
   try:
     return args.func(args) or 0
+  except Interrupted as e:
+    again = f"; continue with: {_resume_command(argv, args)}" if e.saved else ""
+    print(f"wsae {args.command}: {e}{again}", file=sys.stderr)
+    return e.exit_status
   except V.WSAEInputError as e:
     print(f"wsae {args.command}: error: {e}", file=sys.stderr)
     return 2

@@ -27,6 +27,7 @@ import numpy as np
 
 from wsae_jax import _validate as V
 from wsae_jax.data.store import ActivationWriter
+from wsae_jax.training import preemption
 
 __all__ = [
   "SMOLLM2_GGUF",
@@ -354,19 +355,31 @@ def harvest_to_store(
     disable=not progress,
     dynamic_ncols=True,
   )
-  for i in todo:
-    ids = contexts[i * contexts_per_shard : (i + 1) * contexts_per_shard]
-    t0 = time.perf_counter()
-    acts = np.concatenate(
-      [
-        layer_activations(model, ids[j : j + batch_size], layer, point)
-        for j in range(0, len(ids), batch_size)
-      ]
-    )
-    seconds += time.perf_counter() - t0
-    done_tokens += ids.size
-    writer.write_shard(i, acts.reshape(-1, d_in), tokens=ids.reshape(-1))
-    bar.update(ids.size)
+  # A signal finishes the shard in flight, then stops: the store holds only complete shards and
+  # resumes to the same bytes.
+  with preemption.deferred() as stop:
+    for n, i in enumerate(todo):
+      ids = contexts[i * contexts_per_shard : (i + 1) * contexts_per_shard]
+      t0 = time.perf_counter()
+      acts = np.concatenate(
+        [
+          layer_activations(model, ids[j : j + batch_size], layer, point)
+          for j in range(0, len(ids), batch_size)
+        ]
+      )
+      seconds += time.perf_counter() - t0
+      done_tokens += ids.size
+      writer.write_shard(i, acts.reshape(-1, d_in), tokens=ids.reshape(-1))
+      bar.update(ids.size)
+      if stop.requested and n + 1 < len(todo):
+        bar.close()
+        complete = n_shards - len(todo) + n + 1
+        raise preemption.Interrupted(
+          complete,
+          stop.signum,
+          saved=True,
+          what=f"{complete} of {n_shards} shards complete in {out_dir}",
+        )
   bar.close()
   extra = {"n_contexts": n_ctx}
   if done_tokens:

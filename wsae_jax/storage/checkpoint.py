@@ -13,6 +13,7 @@ import json
 import logging
 import pathlib
 import sys
+import time
 from typing import Any
 
 import jax
@@ -75,14 +76,26 @@ class Checkpointer:
     directory: where checkpoints live (created if missing).
     every: save when the step count is a multiple of this (and always at the end of a run).
     keep: how many of the newest checkpoints to keep.
+    every_minutes: also save when this many minutes have passed since the last save (or since
+      the checkpointer was made): a preemptible job loses at most this much work. One process
+      only: the processes of a multi-host job would disagree on the time.
   """
 
-  def __init__(self, directory, *, every: int = 1000, keep: int = 3):
+  def __init__(self, directory, *, every: int = 1000, keep: int = 3, every_minutes=None):
     V.check_int("every", every, low=1)
     V.check_int("keep", keep, low=1)
+    if every_minutes is not None:
+      V.check_range("every_minutes", every_minutes, low=0.0, low_open=True)
+      if jax.process_count() > 1:
+        raise V.WSAEInputError(
+          "time-based checkpoints (every_minutes) need a single process: the processes of a "
+          "multi-host job would save at different steps; use every (steps) instead."
+        )
     self.directory = pathlib.Path(directory).absolute()
     self.every = every
     self.keep = keep
+    self.every_minutes = every_minutes
+    self._last_save = time.monotonic()
     self._manager = ocp.CheckpointManager(
       self.directory,
       options=ocp.CheckpointManagerOptions(
@@ -105,6 +118,13 @@ class Checkpointer:
   def should_save(self, step: int) -> bool:
     return step % self.every == 0
 
+  def time_due(self) -> bool:
+    """`every_minutes` have passed since the last save (or since this checkpointer was made)."""
+    return (
+      self.every_minutes is not None
+      and time.monotonic() - self._last_save >= 60.0 * self.every_minutes
+    )
+
   def save(self, step: int, state, meta: dict) -> None:
     """Writes `state` and `meta` as the checkpoint of `step` (atomically; blocks until done)."""
     meta = records.clean({**meta, "step": int(step)})
@@ -123,6 +143,7 @@ class Checkpointer:
         force=True,
       )
       self._manager.wait_until_finished()
+      self._last_save = time.monotonic()
     except Exception as e:
       failure = records.write_failure(e)
       if failure is None:

@@ -6,6 +6,7 @@ optim    the optax chain (schedule, clipping, Adam, the architecture's constrain
 trainer  the jitted step (`apply_step`, `make_train_step`) and the loop `train`
 sweep    many SAEs as one compiled program (`train_sweep`)
 run      the run lifecycle: records, resume-or-start, reading a run's SAE back
+preemption  SIGTERM / Ctrl-C stop a run at a step boundary, after saving it (`Interrupted`)
 """
 
 from typing import TYPE_CHECKING
@@ -13,8 +14,8 @@ from typing import TYPE_CHECKING
 from wsae_jax import _lazy
 
 if TYPE_CHECKING:
-  from wsae_jax.training import config, optim, run, state, sweep, trainer  # noqa: F401
+  from wsae_jax.training import config, optim, preemption, run, state, sweep, trainer  # noqa: F401
 
 __getattr__, __dir__ = _lazy.attach(
-  __name__, globals(), ("config", "optim", "run", "state", "sweep", "trainer")
+  __name__, globals(), ("config", "optim", "preemption", "run", "state", "sweep", "trainer")
 )

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import itertools
 import math
+import signal
 import time
 from typing import Any, Sequence
 
@@ -39,7 +40,7 @@ from wsae_jax.data import superposition as sp
 from wsae_jax.data.problems import HELD_OUT_STEP, SyntheticProblem
 from wsae_jax.objectives import weights as weights_lib
 from wsae_jax.parallel import DATA_AXIS
-from wsae_jax.training import optim, trainer
+from wsae_jax.training import optim, preemption, trainer
 from wsae_jax.training import run as run_lib
 from wsae_jax.training.config import TrainConfig, resolve_run_defaults
 from wsae_jax.training.state import TrainState, new_state
@@ -457,6 +458,9 @@ def train_sweep(
     resume: continue from the newest complete checkpoint (same members and configs required);
       the result equals an uninterrupted sweep, because every batch is a function of (seed, step).
 
+  On SIGTERM or SIGINT the compiled call in flight finishes, the checkpointer (if any) saves its
+  step and `preemption.Interrupted` is raised (`training.preemption`), as in `trainer.train`.
+
   Returns:
     A `SweepResult`: stacked states, per-member histories and the members frozen because they
     diverged. `evaluation.scoring.score_sweep` turns it into a table (L_SAE, L_GT, MMCS, L0, ...).
@@ -499,27 +503,40 @@ def train_sweep(
   xs_sharding = NamedSharding(mesh, P(None, None, DATA_AXIS))
   t0 = time.perf_counter()
   bar = trainer.progress_bar(progress, train_cfg.steps, start, f"sweep x{E}")
-  try:
-    for step0 in range(start, train_cfg.steps, T):
-      xs = (
-        None
-        if synthetic
-        else jax.device_put(_real_batches(source, step0, T, train_cfg), xs_sharding)
-      )
-      states, met = call(states, hp, xs, jnp.int32(step0))
-      if decoder and (step0 + T) % decoder_gamma_every == 0 and step0 + T <= train_cfg.steps:
-        gammas = _decoder_gammas(
-          sae_cfg, res, decoder, states, gammas, decoder_gamma_every * train_cfg.batch_size
+  with preemption.deferred() as stop:
+    try:
+      for step0 in range(start, train_cfg.steps, T):
+        xs = (
+          None
+          if synthetic
+          else jax.device_put(_real_batches(source, step0, T, train_cfg), xs_sharding)
         )
-        hp = {**hp, "gamma": jax.device_put(jnp.asarray(gammas), member_sharding)}
-      done = min(step0 + T, train_cfg.steps)
-      met, div = jax.device_get((met, states.diverged_at))
-      _record_call(histories, met, div, done, bar)
-      if trainer.checkpoint_due(checkpointer, step0, done, done == train_cfg.steps):
-        extra = {"gamma_current": gammas.tolist()} if decoder else {}
-        checkpointer.save(done, states, {**meta, "histories": histories, **extra})
-  finally:
-    bar.close()
+        states, met = call(states, hp, xs, jnp.int32(step0))
+        if decoder and (step0 + T) % decoder_gamma_every == 0 and step0 + T <= train_cfg.steps:
+          gammas = _decoder_gammas(
+            sae_cfg, res, decoder, states, gammas, decoder_gamma_every * train_cfg.batch_size
+          )
+          hp = {**hp, "gamma": jax.device_put(jnp.asarray(gammas), member_sharding)}
+        done = min(step0 + T, train_cfg.steps)
+        met, div = jax.device_get((met, states.diverged_at))
+        _record_call(histories, met, div, done, bar)
+        # A signal stops the sweep after the compiled call in flight: `done` is a call boundary,
+        # so a resumed sweep runs the same calls as an uninterrupted one.
+        interrupted = done < train_cfg.steps and stop.agreed()
+        due = trainer.checkpoint_due(checkpointer, step0, done, done == train_cfg.steps)
+        if checkpointer is not None and (interrupted or due):
+          extra = {"gamma_current": gammas.tolist()} if decoder else {}
+          checkpointer.save(done, states, {**meta, "histories": histories, **extra})
+        if interrupted:
+          raise preemption.Interrupted(
+            done,
+            stop.signum or signal.SIGTERM,
+            saved=checkpointer is not None,
+            state=states,
+            history=histories,
+          )
+    finally:
+      bar.close()
   jax.block_until_ready(states)
   seconds = time.perf_counter() - t0
   diverged = {i: int(d) for i, d in enumerate(jax.device_get(states.diverged_at)) if d >= 0}

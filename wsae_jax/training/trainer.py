@@ -11,6 +11,7 @@ Training does not evaluate: `train` returns the state and the history of trainin
 from __future__ import annotations
 
 import dataclasses
+import signal
 import time
 import warnings
 from typing import Any, Callable, Mapping
@@ -26,7 +27,7 @@ from wsae_jax import _validate as V
 from wsae_jax import models, parallel
 from wsae_jax.data import sources as data_lib
 from wsae_jax.objectives import weights
-from wsae_jax.training import data_init, optim
+from wsae_jax.training import data_init, optim, preemption
 from wsae_jax.training import run as run_lib
 from wsae_jax.training.config import TrainConfig, resolve_run_defaults
 from wsae_jax.training.state import TrainState, init_state
@@ -292,6 +293,11 @@ def train(
 
   If a step produces a non-finite loss or gradient, training stops at the next record, warns with
   the step number, and returns the last finite state with `history.diverged_at` set.
+
+  On SIGTERM or SIGINT (Ctrl-C) the step in flight finishes, the checkpointer (if any) saves that
+  step, and `preemption.Interrupted` is raised carrying the step, the state and the history; the
+  previous signal handlers are restored (`training.preemption`). `resume=True` then continues
+  exactly where it stopped.
   """
   # Over 80 lines with its docstring (every argument documented); the code is ~60 lines.
   mesh = mesh or parallel.data_mesh()
@@ -323,31 +329,43 @@ def train(
   bar = progress_bar(progress, train_cfg.steps, start, sae_cfg.architecture)
   window = train_cfg.log_every * train_cfg.batch_size
   serialize = parallel.serialize_collectives(mesh)
-  try:
-    for step in range(start, train_cfg.steps):
-      state, metrics = step_fn(state, source.batch(step, batch_sharding), gamma)
-      if serialize:
-        jax.block_until_ready(state)
-      last = step + 1 == train_cfg.steps
-      if (step + 1) % train_cfg.log_every == 0 or last:
-        rec, diverged = _record(metrics, state, step + 1, window)
-        if diverged >= 0:
-          history.diverged_at = diverged
-          _warn_diverged(bar, diverged)
-          break
-        history.records.append(rec)
-        if on_record is not None:
-          on_record(rec)
-        bar.set_postfix(loss=f"{rec['loss']:.4g}", l0=f"{rec['l0']:.1f}", refresh=False)
-        bar.update(step + 1 - bar.n)
-      if schedule and (step + 1) % schedule.every == 0:
-        gamma = _next_gamma(schedule, sae_cfg, train_cfg, state, mesh)
-      if checkpoint_due(checkpointer, step, step + 1, last):
-        jax.block_until_ready(state)  # orbax's device work must not overlap a running step
-        extra = {"gamma_current": np.asarray(gamma).tolist()} if schedule else {}
-        checkpointer.save(step + 1, state, {**run.meta, **extra})
-  finally:
-    bar.close()
+  with preemption.deferred() as stop:
+    try:
+      for step in range(start, train_cfg.steps):
+        state, metrics = step_fn(state, source.batch(step, batch_sharding), gamma)
+        if serialize:
+          jax.block_until_ready(state)
+        last = step + 1 == train_cfg.steps
+        if (step + 1) % train_cfg.log_every == 0 or last:
+          rec, diverged = _record(metrics, state, step + 1, window)
+          if diverged >= 0:
+            history.diverged_at = diverged
+            _warn_diverged(bar, diverged)
+            break
+          history.records.append(rec)
+          if on_record is not None:
+            on_record(rec)
+          bar.set_postfix(loss=f"{rec['loss']:.4g}", l0=f"{rec['l0']:.1f}", refresh=False)
+          bar.update(step + 1 - bar.n)
+        if schedule and (step + 1) % schedule.every == 0:
+          gamma = _next_gamma(schedule, sae_cfg, train_cfg, state, mesh)
+        interrupted = not last and stop.agreed()
+        if interrupted or checkpoint_due(checkpointer, step, step + 1, last):
+          jax.block_until_ready(state)  # orbax's device work must not overlap a running step
+          extra = {"gamma_current": np.asarray(gamma).tolist()} if schedule else {}
+          if checkpointer is not None:
+            checkpointer.save(step + 1, state, {**run.meta, **extra})
+        if interrupted:
+          history.seconds = time.perf_counter() - t0
+          raise preemption.Interrupted(
+            step + 1,
+            stop.signum or signal.SIGTERM,
+            saved=checkpointer is not None,
+            state=state,
+            history=history,
+          )
+    finally:
+      bar.close()
   jax.block_until_ready(state)
   history.seconds = time.perf_counter() - t0
   return state, history
@@ -448,7 +466,10 @@ def progress_bar(progress: bool | str, total: int, initial: int, default: str):
 
 def checkpoint_due(checkpointer, before: int, after: int, last: bool) -> bool:
   """Whether a checkpoint is written once the run has gone from step `before` to `after`: a
-  multiple of `checkpointer.every` was crossed, or the run ended."""
+  multiple of `checkpointer.every` was crossed, `checkpointer.every_minutes` have passed since its
+  last save (or its start), or the run ended."""
   if checkpointer is None:
     return False
-  return last or after // checkpointer.every > before // checkpointer.every
+  return (
+    last or after // checkpointer.every > before // checkpointer.every or checkpointer.time_due()
+  )

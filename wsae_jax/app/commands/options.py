@@ -111,7 +111,9 @@ EXIT_STATUS_DOC = (
   "in use by another process (nothing is trained or overwritten); 3 if an output "
   "could not be written (disk full, file-size limit, I/O or permission error: the "
   "path and cause are printed, earlier outputs and checkpoints are untouched, "
-  "--resume continues from the last complete checkpoint)."
+  "--resume continues from the last complete checkpoint); 130 / 143 after Ctrl-C "
+  "(SIGINT) / SIGTERM: the step in flight finished and was checkpointed, and the "
+  "command that continues it (--resume) is printed (a third signal exits at once)."
 )
 
 

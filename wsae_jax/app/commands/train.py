@@ -259,6 +259,13 @@ def _add_train_training(p) -> None:
   t.add_argument("--seed", type=int, default=0, help="initialisation seed")
   t.add_argument("--log-every", type=int, default=100, help="steps between history records")
   t.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+  t.add_argument(
+    "--checkpoint-minutes",
+    type=float,
+    default=None,
+    help="also checkpoint when this many minutes have passed since the last one (a "
+    "preemptible job's loss is bounded by time; SIGTERM and Ctrl-C save the step reached anyway)",
+  )
   t.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
   add_resume_overwrite(
     t,
@@ -618,7 +625,12 @@ def _train_run(args, out, cfg, tc, source, gamma, meta, scale, standardization):
       loggers.WandB(args.wandb, out, meta, name=out.name) if args.wandb else None,
     ]
   )
-  ck = Checkpointer(out / "checkpoints", every=args.checkpoint_every, keep=args.keep)
+  ck = Checkpointer(
+    out / "checkpoints",
+    every=args.checkpoint_every,
+    keep=args.keep,
+    every_minutes=args.checkpoint_minutes,
+  )
   try:
     return trainer.train(
       cfg,
