@@ -26,7 +26,12 @@ import numpy as np
 from wsae_jax import _validate as V
 from wsae_jax.models import base, constraints, jumprelu, sparse_path, topk
 from wsae_jax.models.selection import kth_largest_mask
-from wsae_jax.objectives.reconstruction import batch_summary, code_stats, reconstruction_loss
+from wsae_jax.objectives.reconstruction import (
+  batch_summary,
+  code_stats,
+  reconstruction_loss,
+  selected_code_stats,
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -138,14 +143,9 @@ def batch_parts(cfg, params, x_BxD, k, level_bounds):
       idx_BxC,
       keep_BxC,
     )
-    active = acts > 0
-    kept = jax.lax.stop_gradient(jnp.where(active, acts, jnp.inf))
-    smallest = jnp.min(kept)
-    theta = jax.lax.stop_gradient(params["threshold"])
     return parts, {
-      "l0": jnp.sum(active).astype(jnp.float32) / x_BxD.shape[0],
-      "fired_M": jnp.zeros((cfg.d_sae,), bool).at[idx_BxC].max(active),
-      "min_selected": jnp.where(jnp.isfinite(smallest), smallest, theta),
+      **selected_code_stats(idx_BxC, acts, cfg.d_sae),
+      "min_selected": min_selected(params, acts),
     }
 
   return jax.lax.cond(exact, sparse, dense)

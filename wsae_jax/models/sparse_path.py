@@ -116,10 +116,7 @@ def selected_decode(level_bounds, xc_BxD, W_enc_DxM, b_enc_M, W_dec_MxD, idx_BxK
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _selected_decode(level_bounds, xc_BxD, W_enc_DxM, b_enc_M, W_dec_MxD, idx_BxK, keep_BxK):
-  acts_KxB, parts = _forward(
-    level_bounds, xc_BxD, _rows_major(W_enc_DxM), b_enc_M, W_dec_MxD, idx_BxK.T, keep_BxK.T
-  )
-  return acts_KxB.T, parts
+  return _fwd(level_bounds, xc_BxD, W_enc_DxM, b_enc_M, W_dec_MxD, idx_BxK, keep_BxK)[0]
 
 
 def _fwd(level_bounds, xc_BxD, W_enc_DxM, b_enc_M, W_dec_MxD, idx_BxK, keep_BxK):

@@ -15,7 +15,11 @@ import jax.numpy as jnp
 from wsae_jax import _validate as V
 from wsae_jax.models import base, constraints, sparse_path
 from wsae_jax.models.selection import topk_activation
-from wsae_jax.objectives.reconstruction import batch_summary, reconstruction_loss
+from wsae_jax.objectives.reconstruction import (
+  batch_summary,
+  reconstruction_loss,
+  selected_code_stats,
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -200,11 +204,8 @@ def _sparse(cfg, params, x_BxD, pre_BxM, k):
     idx_BxK,
     keep_BxK,
   )
-  x_hat = parts_1xBxD[0] + params["b_dec"]
-  active = acts_BxK > 0
-  l0 = jnp.mean(jnp.sum(active, axis=-1).astype(jnp.float32))
-  fired = jnp.zeros((cfg.d_sae,), bool).at[idx_BxK].max(active)
-  return x_hat, l0, fired
+  stats = selected_code_stats(idx_BxK, acts_BxK, cfg.d_sae)
+  return parts_1xBxD[0] + params["b_dec"], stats["l0"], stats["fired_M"]
 
 
 def loss(cfg, params, x_BxD, *, gamma=None, dead_M=None, hp=None):
@@ -214,11 +215,8 @@ def loss(cfg, params, x_BxD, *, gamma=None, dead_M=None, hp=None):
   one compiled program serves many k. `cfg.use_sparse_path` picks the sparse forward.
   """
   pre = pre_activations(cfg, params, x_BxD)
-  if cfg.use_sparse_path:
-    # Selection only: the sparse path's gradient reaches W_enc through the gathered columns.
-    x_hat, l0, fired = _sparse(cfg, params, x_BxD, jax.lax.stop_gradient(pre), hp.get("k"))
-  else:
-    x_hat, l0, fired = _dense(cfg, params, x_BxD, pre, hp.get("k"))
+  path = _sparse if cfg.use_sparse_path else _dense
+  x_hat, l0, fired = path(cfg, params, x_BxD, pre, hp.get("k"))
   recon, r_aux = reconstruction_loss(x_BxD, x_hat, gamma)
   aux = auxk_loss(cfg, params, x_BxD, dead_M, x_BxD - x_hat, gamma, recon)
   total = recon + cfg.aux_coefficient * aux

@@ -5,7 +5,7 @@
         state = train_step(state, batch(step))
         if stop.agreed():
           checkpointer.save(step + 1, state, meta)
-          raise preemption.Interrupted(step + 1, stop.signum, saved=True)
+          raise stop.interruption(step + 1, saved=True)
 
 A cluster scheduler or a cloud machine sends SIGTERM and gives a grace period; a person presses
 Ctrl-C. Inside `deferred()` the first SIGTERM or SIGINT only sets `stop.requested`: the step in
@@ -79,6 +79,13 @@ class StopRequest:
       flags = multihost_utils.process_allgather(np.int32(self.requested))
       return bool(np.any(flags))
     return self.requested
+
+  def interruption(self, step: int, *, saved: bool, state=None, history=None) -> Interrupted:
+    """The `Interrupted` to raise after `step`: this process's signal, or SIGTERM when another
+    process of the job asked (`agreed`)."""
+    return Interrupted(
+      step, self.signum or signal.SIGTERM, saved=saved, state=state, history=history
+    )
 
 
 @contextlib.contextmanager

@@ -23,7 +23,6 @@ import dataclasses
 import functools
 import itertools
 import math
-import signal
 import time
 from typing import Any, Sequence
 
@@ -528,13 +527,8 @@ def train_sweep(
           extra = {"gamma_current": gammas.tolist()} if decoder else {}
           checkpointer.save(done, states, {**meta, "histories": histories, **extra})
         if interrupted:
-          raise preemption.Interrupted(
-            done,
-            stop.signum or signal.SIGTERM,
-            saved=checkpointer is not None,
-            state=states,
-            history=histories,
-          )
+          saved = checkpointer is not None
+          raise stop.interruption(done, saved=saved, state=states, history=histories)
     finally:
       bar.close()
   jax.block_until_ready(states)

@@ -11,7 +11,6 @@ Training does not evaluate: `train` returns the state and the history of trainin
 from __future__ import annotations
 
 import dataclasses
-import signal
 import time
 import warnings
 from typing import Any, Callable, Mapping
@@ -60,8 +59,9 @@ def apply_step(
   finite is not applied, and `diverged_at` records it (the member is frozen from then on).
   `vary` casts the parameters inside the differentiated function to vary over the batch's
   `shard_map` axes (the sweep's "data"): a custom VJP (the Top-k sparse path) must see its inputs
-  vary alike, and the transpose of the cast sums the per-device gradients. `aux=False` leaves out the dead-latent (AuxK) term: a caller that knows no latent is dead
-  (the sweep, for a whole chunk of members) skips its cost. `compute_dtype` (see
+  vary alike, and the transpose of the cast sums the per-device gradients. `aux=False` leaves out
+  the dead-latent (AuxK) term: a caller that knows no latent is dead (the sweep, for a whole chunk
+  of members) skips its cost. `compute_dtype` (see
   `TrainConfig.compute_dtype`): the dtype the parameters and inputs are cast to inside the loss;
   the gradient comes back in the parameters' float32.
   """
@@ -350,20 +350,15 @@ def train(
         if schedule and (step + 1) % schedule.every == 0:
           gamma = _next_gamma(schedule, sae_cfg, train_cfg, state, mesh)
         interrupted = not last and stop.agreed()
-        if interrupted or checkpoint_due(checkpointer, step, step + 1, last):
+        due = checkpoint_due(checkpointer, step, step + 1, last)
+        if checkpointer is not None and (interrupted or due):
           jax.block_until_ready(state)  # orbax's device work must not overlap a running step
           extra = {"gamma_current": np.asarray(gamma).tolist()} if schedule else {}
-          if checkpointer is not None:
-            checkpointer.save(step + 1, state, {**run.meta, **extra})
+          checkpointer.save(step + 1, state, {**run.meta, **extra})
         if interrupted:
           history.seconds = time.perf_counter() - t0
-          raise preemption.Interrupted(
-            step + 1,
-            stop.signum or signal.SIGTERM,
-            saved=checkpointer is not None,
-            state=state,
-            history=history,
-          )
+          saved = checkpointer is not None
+          raise stop.interruption(step + 1, saved=saved, state=state, history=history)
     finally:
       bar.close()
   jax.block_until_ready(state)
