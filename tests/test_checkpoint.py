@@ -8,7 +8,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from helpers import assert_close
+from helpers import assert_close, relu_train_options
 
 import wsae_jax as w
 from wsae_jax.storage import checkpoint
@@ -96,25 +96,9 @@ def _run_cli(out, *extra, wait=True):
     "-m",
     "wsae_jax",
     "train",
-    "--out",
-    str(out),
-    "--arch",
-    "relu",
-    "--planes",
-    "3",
-    "--mono",
-    "2",
-    "--steps",
-    "1500",
-    "--batch-size",
-    "256",
-    "--checkpoint-every",
-    "100",
+    *relu_train_options(out, steps=1500),
     "--keep",
     "2",
-    "--log-every",
-    "100",
-    "--no-progress",
     *extra,
   ]
   env = dict(os.environ, PYTHONUNBUFFERED="1")

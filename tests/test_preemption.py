@@ -13,7 +13,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from helpers import assert_close
+from helpers import assert_close, relu_train_options
 
 import wsae_jax as w
 from wsae_jax.app import cli
@@ -193,30 +193,7 @@ _WITH_DEFAULT_SIGNALS = (
 
 
 def _cli_train(out, *extra):
-  return [
-    sys.executable,
-    "-c",
-    _WITH_DEFAULT_SIGNALS,
-    "train",
-    "--out",
-    str(out),
-    "--arch",
-    "relu",
-    "--planes",
-    "3",
-    "--mono",
-    "2",
-    "--steps",
-    "1000",
-    "--batch-size",
-    "256",
-    "--checkpoint-every",
-    "100",
-    "--log-every",
-    "100",
-    "--no-progress",
-    *extra,
-  ]
+  return ["train", *relu_train_options(out, steps=1000), *extra]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -224,7 +201,7 @@ def test_wsae_train_signalled_between_checkpoints_resumes_bit_identical(tmp_path
   run = tmp_path / "run"
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   proc = subprocess.Popen(
-    _cli_train(run),
+    [sys.executable, "-c", _WITH_DEFAULT_SIGNALS, *_cli_train(run)],
     env=env,
     stdout=subprocess.DEVNULL,
     stderr=subprocess.PIPE,
@@ -246,8 +223,8 @@ def test_wsae_train_signalled_between_checkpoints_resumes_bit_identical(tmp_path
   assert lines[0].rstrip().endswith("--resume"), lines[0]
   steps = checkpoint.Checkpointer(ck_dir).steps()
   assert steps[-1] > 100 and steps[-1] < 1000, steps  # the signal's checkpoint, mid-run
-  assert cli.main(_cli_train(run, "--resume")[3:]) == 0
-  assert cli.main(_cli_train(tmp_path / "ref")[3:]) == 0
+  assert cli.main(_cli_train(run, "--resume")) == 0
+  assert cli.main(_cli_train(tmp_path / "ref")) == 0
   _, p_ref = io.load_saelens(tmp_path / "ref" / "sae")
   _, p_res = io.load_saelens(run / "sae")
   for k in p_ref:  # bit-identical on CPU: same program, same batches (a function of seed, step)

@@ -3,23 +3,12 @@
 Usage: python multihost_train.py COORDINATOR NUM_PROCESSES PROCESS_ID OUT.npz ARCH
 """
 
-import os
 import sys
 
+from cpu_cluster import join
+
 coordinator, num_processes, process_id, out, arch = sys.argv[1:6]
-os.environ["XLA_FLAGS"] = (
-  "--xla_force_host_platform_device_count=2 "
-  "--xla_cpu_collective_timeout_seconds=600 "
-  "--xla_cpu_collective_call_terminate_timeout_seconds=600"
-)
-os.environ["JAX_PLATFORMS"] = "cpu"
-
-import jax  # noqa: E402
-
-jax.config.update("jax_cpu_collectives_implementation", "gloo")
-jax.distributed.initialize(
-  coordinator_address=coordinator, num_processes=int(num_processes), process_id=int(process_id)
-)
+jax = join(coordinator, int(num_processes), int(process_id))
 
 import numpy as np  # noqa: E402
 
