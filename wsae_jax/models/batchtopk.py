@@ -24,13 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from wsae_jax import _validate as V
-from wsae_jax.models import base, constraints, jumprelu, sparse_path, topk
+from wsae_jax.models import base, constraints, jumprelu, latent_shards, topk
 from wsae_jax.models.selection import kth_largest_mask
 from wsae_jax.objectives.reconstruction import (
   batch_summary,
   code_stats,
   reconstruction_loss,
-  selected_code_stats,
+  selected_l0,
 )
 
 
@@ -84,11 +84,23 @@ def encode(cfg, params, x_BxD):
 
 def batch_topk(pre_BxM, k):
   """The `⌊k·B⌋` largest ReLU'd pre-activations of the whole batch, zero elsewhere (exact; ties
-  by position, as `lax.top_k`). `k` may be traced."""
+  by position, as `lax.top_k`). `k` may be traced. On latent shards, `latent_shards.batch_mask`
+  selects across them."""
   relu = jnp.where(pre_BxM > 0, pre_BxM, jnp.zeros((), pre_BxM.dtype))
+  if latent_shards.shards() > 1:
+    count = _count(k, pre_BxM.shape[0])
+    return jnp.where(latent_shards.batch_mask(relu, count), relu, jnp.zeros((), relu.dtype))
   count = jnp.floor(jnp.asarray(k, jnp.float32) * pre_BxM.shape[0]).astype(jnp.int32)
   mask = kth_largest_mask(jax.lax.stop_gradient(relu).reshape(1, -1), count)
   return jnp.where(mask.reshape(pre_BxM.shape), relu, jnp.zeros((), pre_BxM.dtype))
+
+
+def _count(k, rows: int):
+  """`⌊k·rows⌋`, a Python int when k is concrete (float32 arithmetic, as the traced form)."""
+  try:
+    return int(np.floor(np.float32(k) * np.float32(rows)))
+  except (TypeError, jax.errors.ConcretizationTypeError):
+    return jnp.floor(jnp.asarray(k, jnp.float32) * rows).astype(jnp.int32)
 
 
 def batch_candidates(pre_BxM, k, candidates: int):
@@ -102,7 +114,7 @@ def batch_candidates(pre_BxM, k, candidates: int):
   candidates can be kept (or, at zero, contributes nothing).
   """
   relu = jnp.where(pre_BxM > 0, pre_BxM, jnp.zeros((), pre_BxM.dtype))
-  vals_BxC, idx_BxC = jax.lax.top_k(jax.lax.stop_gradient(relu), candidates)
+  vals_BxC, idx_BxC = latent_shards.top_k(relu, candidates)
   count = jnp.floor(jnp.asarray(k, jnp.float32) * pre_BxM.shape[0]).astype(jnp.int32)
   keep_BxC = kth_largest_mask(vals_BxC.reshape(1, -1), count).reshape(vals_BxC.shape)
   # The last candidate is the row's smallest; `jnp.min`, not `vals[:, -1]`: XLA:CPU took 2.6 s
@@ -124,8 +136,7 @@ def batch_parts(cfg, params, x_BxD, k, level_bounds):
 
   def dense():
     z = batch_topk(topk.pre_activations(cfg, params, x_BxD), k)
-    bounds = (0, *level_bounds)
-    parts = jnp.stack([z[:, a:b] @ params["W_dec"][a:b] for a, b in zip(bounds, bounds[1:])])
+    parts = latent_shards.level_parts(z, params["W_dec"], level_bounds)
     return parts, {**code_stats(z), "min_selected": min_selected(params, z)}
 
   if not cfg.sparse_path:
@@ -134,7 +145,7 @@ def batch_parts(cfg, params, x_BxD, k, level_bounds):
   idx_BxC, keep_BxC, exact = batch_candidates(pre, k, cfg.resolved_candidates)
 
   def sparse():
-    acts, parts = sparse_path.selected_decode(
+    acts, parts, fired = latent_shards.selected_decode(
       tuple(level_bounds),
       x_BxD - params["b_dec"],
       params["W_enc"],
@@ -144,7 +155,8 @@ def batch_parts(cfg, params, x_BxD, k, level_bounds):
       keep_BxC,
     )
     return parts, {
-      **selected_code_stats(idx_BxC, acts, cfg.d_sae),
+      "l0": selected_l0(acts),
+      "fired_M": fired,
       "min_selected": min_selected(params, acts),
     }
 

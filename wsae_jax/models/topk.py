@@ -13,13 +13,9 @@ import jax
 import jax.numpy as jnp
 
 from wsae_jax import _validate as V
-from wsae_jax.models import base, constraints, sparse_path
+from wsae_jax.models import base, constraints, latent_shards
 from wsae_jax.models.selection import topk_activation
-from wsae_jax.objectives.reconstruction import (
-  batch_summary,
-  reconstruction_loss,
-  selected_code_stats,
-)
+from wsae_jax.objectives.reconstruction import batch_summary, reconstruction_loss, selected_l0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -123,7 +119,8 @@ def auxk_loss(cfg, params, x_BxD, dead_M, residual_BxD, gamma, like):
 
   def loss_of(x, res, p):
     pre = jnp.where(dead_M, pre_activations(cfg, p, x), -jnp.inf)
-    return reconstruction_loss(res, topk_activation(pre, aux_k) @ p["W_dec"], gamma)[0]
+    z = latent_shards.topk_activation(pre, aux_k)
+    return reconstruction_loss(res, z @ p["W_dec"], gamma)[0]
 
   def full():
     B = x_BxD.shape[0]
@@ -179,7 +176,7 @@ def aux_width(cfg) -> int:
 
 def _dense(cfg, params, x_BxD, pre_BxM, k):
   """Top-k forward through dense `(batch, d_sae)` codes: every product is d_sae wide."""
-  z = topk_activation(pre_BxM, cfg.k, k_active=k)
+  z = latent_shards.topk_activation(pre_BxM, cfg.k, k_active=k)
   x_hat = base.affine_decode(cfg, params, z)
   l0 = jnp.mean(jnp.sum(z > 0, axis=-1).astype(jnp.float32))
   return x_hat, l0, jnp.any(z > 0, axis=0)
@@ -191,11 +188,12 @@ def _sparse(cfg, params, x_BxD, pre_BxM, k):
   The selection uses the (stopped-gradient) dense pre-activations; the selected activations and
   the reconstruction come from `sparse_path.selected_decode`, whose gradient is a few gathers and
   scatter-adds of B·k rows instead of the dense `(batch, d_sae) × (d_sae, d_in)` products:
-  O(B·k·d_in) instead of O(B·d_sae·d_in).
+  O(B·k·d_in) instead of O(B·d_sae·d_in). On latent shards, `latent_shards` selects across them
+  and each shard decodes the selected latents it holds.
   """
-  _, idx_BxK = jax.lax.top_k(jax.lax.stop_gradient(pre_BxM), cfg.k)
+  _, idx_BxK = latent_shards.top_k(pre_BxM, cfg.k)
   keep_BxK = jnp.broadcast_to(True if k is None else jnp.arange(cfg.k) < k, idx_BxK.shape)
-  acts_BxK, parts_1xBxD = sparse_path.selected_decode(
+  acts_BxK, parts_1xBxD, fired_M = latent_shards.selected_decode(
     (cfg.d_sae,),
     x_BxD - params["b_dec"],
     params["W_enc"],
@@ -204,8 +202,7 @@ def _sparse(cfg, params, x_BxD, pre_BxM, k):
     idx_BxK,
     keep_BxK,
   )
-  stats = selected_code_stats(idx_BxK, acts_BxK, cfg.d_sae)
-  return parts_1xBxD[0] + params["b_dec"], stats["l0"], stats["fired_M"]
+  return parts_1xBxD[0] + params["b_dec"], selected_l0(acts_BxK), fired_M
 
 
 def loss(cfg, params, x_BxD, *, gamma=None, dead_M=None, hp=None):

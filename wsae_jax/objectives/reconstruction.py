@@ -59,14 +59,10 @@ def batch_summary(x_BxD, mse, *, l0, fired_M) -> dict:
   return {"mse": mse, "fvu": batch_fvu(x_BxD, mse), "l0": l0, "fired": fired_M}
 
 
-def selected_code_stats(idx_BxK, acts_BxK, d_sae: int) -> dict:
-  """`code_stats` of a code held as its selected entries: latent `idx[b, j]` of row b has
-  activation `acts[b, j]` (every other latent 0), as the Top-k family's sparse path keeps it."""
-  active = acts_BxK > 0
-  return {
-    "l0": jnp.mean(jnp.sum(active, axis=-1).astype(jnp.float32)),
-    "fired_M": jnp.zeros((d_sae,), bool).at[idx_BxK].max(active),
-  }
+def selected_l0(acts_BxK) -> jax.Array:
+  """`code_stats`' l0 of a code held as its selected entries' activations (every other latent 0),
+  as the Top-k family's sparse path keeps it (its fired mask comes with the decode)."""
+  return jnp.mean(jnp.sum(acts_BxK > 0, axis=-1).astype(jnp.float32))
 
 
 def code_stats(z_BxM) -> dict:

@@ -16,7 +16,8 @@ from wsae_jax.training.config import TrainConfig
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything a step reads and writes. A pytree; replicated over the data mesh."""
+  """Everything a step reads and writes. A pytree; replicated over the data mesh, its per-latent
+  arrays split over a "latent" mesh axis (`parallel.state_shardings`)."""
 
   step: jax.Array
   params: dict
@@ -43,8 +44,11 @@ def new_state(sae_cfg, train_cfg: TrainConfig, params: dict | None = None, seed=
 def init_state(
   sae_cfg, train_cfg: TrainConfig, *, mesh: Mesh | None = None, params: dict | None = None
 ) -> TrainState:
-  """A fresh `TrainState`, created directly with replicated shardings on `mesh`."""
+  """A fresh `TrainState`, created directly with its shardings on `mesh` (replicated, or split
+  over a "latent" axis: `parallel.state_shardings`)."""
   mesh = mesh or parallel.data_mesh()
+  shapes = jax.eval_shape(lambda: new_state(sae_cfg, train_cfg, params))
   return jax.jit(
-    lambda p: new_state(sae_cfg, train_cfg, p), out_shardings=parallel.replicated(mesh)
+    lambda p: new_state(sae_cfg, train_cfg, p),
+    out_shardings=parallel.state_shardings(mesh, shapes),
   )(params)

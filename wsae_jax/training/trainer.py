@@ -29,7 +29,7 @@ from wsae_jax.objectives import weights
 from wsae_jax.training import data_init, optim, preemption
 from wsae_jax.training import run as run_lib
 from wsae_jax.training.config import TrainConfig, resolve_run_defaults
-from wsae_jax.training.state import TrainState, init_state
+from wsae_jax.training.state import TrainState, init_state, new_state
 
 
 def where_tree(pred, new, old):
@@ -115,22 +115,30 @@ def make_train_step(
   Unset run-relative defaults of `sae_cfg` (the AuxK window) are resolved as `train` does."""
   sae_cfg = resolve_run_defaults(sae_cfg, train_cfg)
   mesh = mesh or parallel.data_mesh()
+  parallel.check_latent_shards(sae_cfg.d_sae, mesh)
   opt = optim.make_optimizer(sae_cfg, train_cfg)
   repl, batch = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  shardings = parallel.state_shardings(mesh, jax.eval_shape(lambda: new_state(sae_cfg, train_cfg)))
 
   def step_fn(state: TrainState, x_BxD, gamma_D):
-    return apply_step(
-      sae_cfg,
-      opt,
-      state,
-      x_BxD,
-      gamma_D,
-      batch_size=x_BxD.shape[0],
-      compute_dtype=train_cfg.compute_dtype,
-    )
+    # The mesh in effect while tracing: `models.latent_shards` writes the selection across
+    # latent shards out per shard (a no-op on a mesh without a "latent" axis).
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return apply_step(
+        sae_cfg,
+        opt,
+        state,
+        x_BxD,
+        gamma_D,
+        batch_size=x_BxD.shape[0],
+        compute_dtype=train_cfg.compute_dtype,
+      )
 
   return jax.jit(
-    step_fn, in_shardings=(repl, batch, repl), out_shardings=(repl, repl), donate_argnums=0
+    step_fn,
+    in_shardings=(shardings, batch, repl),
+    out_shardings=(shardings, repl),
+    donate_argnums=0,
   )
 
 
@@ -188,6 +196,7 @@ def _check_inputs(sae_cfg, train_cfg, source, mesh, params) -> None:
       f"{train_cfg.batch_size}; make them equal."
     )
   parallel.check_batch_divisible(train_cfg.batch_size, mesh)
+  parallel.check_latent_shards(sae_cfg.d_sae, mesh)
   if params is not None:
     check_params(sae_cfg, params)
 
