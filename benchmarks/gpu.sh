@@ -6,6 +6,9 @@
 #   bash benchmarks/gpu.sh                  # -> benchmarks/results/gpu.json (+ gpu/*.log, *.json)
 #   GPU_QUICK=1 bash benchmarks/gpu.sh      # smoke sizes (how CI-like machines check the script)
 #   GPU_CEILING=1 bash benchmarks/gpu.sh    # only the γ-ceiling study at n = 200 (its own 540 s)
+#   GPU_BIG=1 bash benchmarks/gpu.sh        # only the widest Top-k SAE one device holds, and on a
+#                                           # multi-GPU machine one as many times wider, its
+#                                           # latents split over every device (its own 400 s)
 # The ceiling study needs the pure-Python `cma` package, which the bare machine lacks: install it
 # here with `pip install --no-deps --target build/gpu-py cma` and carry build/gpu-py along.
 # It assumes no GPU: on a CPU-only machine every step runs on the CPU. CI never depends on it.
@@ -39,6 +42,11 @@ if [ -n "${GPU_CEILING:-}" ]; then
   plan=(--plan gpu); [ -n "$QUICK" ] && plan=(--smoke)
   step gamma_ceiling 540 "$PY" experiments/gamma_ceiling.py "${plan[@]}" --no-progress \
     --out "$LOGS/gamma_ceiling"
+  exit 0
+fi
+if [ -n "${GPU_BIG:-}" ]; then
+  step big_dictionary 380 "$PY" benchmarks/bench_big_dictionary.py $smoke \
+    --out "$LOGS/big_dictionary.json"
   exit 0
 fi
 # The library's own logic checks, on 4 forced CPU devices as in CI (1 vs 4 devices agree, sweep ==

@@ -1,5 +1,6 @@
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -552,3 +553,38 @@ def test_sparse_path_option_reaches_the_config_and_is_refused_where_it_does_not_
     assert cfg["sparse_path"] is (flag == "on"), cfg
   assert _train_tiny(tmp_path / "relu", "--arch", "relu", "--sparse-path", "on", steps=10) != 0
   assert not (tmp_path / "relu" / "sae").exists()
+
+
+def test_latent_shards_train_record_the_mesh_and_resume_on_another_count(tmp_path, capsys):
+  """--latent-shards 4 trains with the latents split over the 4 devices (run.json says the mesh);
+  the run resumes with --latent-shards 2 from its checkpoint and ends where an unsplit run does
+  (float32 rounding); a count that does not divide d_sae or the devices is refused before any
+  file is written, naming the counts that fit."""
+  import numpy as np
+
+  from wsae_jax.storage import saelens
+
+  split, whole = tmp_path / "split", tmp_path / "whole"
+  opts = ["--arch", "topk", "--k", "2", "--d-sae", "32", "--checkpoint-every", "10"]
+  assert _train_tiny(whole, *opts, steps=20) == 0
+  assert _train_tiny(split, *opts, "--latent-shards", "4", steps=20) == 0
+  assert json.loads((split / "run.json").read_text())["mesh"] == {
+    "data": 1,
+    "latent": 4,
+    "platform": "cpu",
+  }
+  shutil.rmtree(split / "checkpoints" / "20")
+  shutil.rmtree(split / "sae")
+  assert _train_tiny(split, *opts, "--latent-shards", "2", "--resume", steps=20) == 0
+  got, want = saelens.load_saelens(split / "sae")[1], saelens.load_saelens(whole / "sae")[1]
+  for name in want:
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+  capsys.readouterr()
+  bad = tmp_path / "bad"
+  assert (
+    _train_tiny(bad, "--arch", "topk", "--k", "2", "--d-sae", "30", "--latent-shards", "4") != 0
+  )
+  assert "--latent-shards: d_sae = 30 cannot be split over 4" in capsys.readouterr().err
+  assert _train_tiny(bad, "--arch", "topk", "--d-sae", "32", "--latent-shards", "3") != 0
+  assert "use one of [1, 2, 4]" in capsys.readouterr().err
+  assert not bad.exists() or not any(bad.iterdir())

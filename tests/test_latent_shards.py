@@ -98,7 +98,7 @@ def test_sharded_training_equals_one_device(variant, four_devices):
   runs = {}
   for name, mesh in _meshes(four_devices).items():
     state, hist = train_lib.train(cfg, TC, _src(), gamma=GAMMA, mesh=mesh, progress=False)
-    n = parallel.latent_shards(mesh)
+    n = parallel.latent_shard_count(mesh)
     for key in ("W_enc", "W_dec"):
       if key in state.params:
         shard = state.params[key].addressable_shards[0].data

@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each is import
     semantic_consistency,
     variance_weights,
   )
-  from wsae_jax.parallel import data_mesh
+  from wsae_jax.parallel import data_mesh, training_mesh
   from wsae_jax.storage.saelens import load_saelens, save_saelens
   from wsae_jax.theory import closed_form
   from wsae_jax.training.trainer import History, TrainConfig, TrainState, make_train_step, train
@@ -106,6 +106,7 @@ _NAMES = {
   "semantic_consistency": "wsae_jax.objectives.weights",
   "variance_weights": "wsae_jax.objectives.weights",
   "data_mesh": "wsae_jax.parallel",
+  "training_mesh": "wsae_jax.parallel",
   "load_saelens": "wsae_jax.storage.saelens",
   "save_saelens": "wsae_jax.storage.saelens",
   "closed_form": "wsae_jax.theory",
@@ -166,6 +167,7 @@ __all__ = [
   "theory",
   "toy_model_matrix",
   "train",
+  "training_mesh",
   "training",
   "variance_weights",
 ]

@@ -64,15 +64,23 @@ def training_mesh(latent_shards: int = 1, devices: Sequence[jax.Device] | None =
   return Mesh(grid, (DATA_AXIS, LATENT_AXIS))
 
 
-def latent_shards(mesh: Mesh) -> int:
+def latent_shard_count(mesh: Mesh) -> int:
   """How many devices split the latents on `mesh` (1 on a `data_mesh`)."""
   return int(dict(mesh.shape).get(LATENT_AXIS, 1))
+
+
+def describe(mesh: Mesh) -> dict:
+  """The mesh's axis sizes and platform, for run records: `{"data": 2, "latent": 4, ...}`."""
+  return {
+    **{str(k): int(v) for k, v in mesh.shape.items()},
+    "platform": mesh.devices.flat[0].platform,
+  }
 
 
 def check_latent_shards(d_sae: int, mesh: Mesh) -> None:
   """Refuses a dictionary the mesh's latent axis cannot split evenly, naming the shard counts
   that divide both the devices and `d_sae`, and the nearest dictionary sizes for this count."""
-  n = latent_shards(mesh)
+  n = latent_shard_count(mesh)
   if d_sae % n == 0:
     return
   devices = mesh.devices.size
@@ -88,7 +96,7 @@ def check_latent_shards(d_sae: int, mesh: Mesh) -> None:
 
 def _latent_spec(name: str, leaf, mesh: Mesh) -> P:
   dim = LATENT_DIM.get(name)
-  if dim is None or latent_shards(mesh) == 1 or np.ndim(leaf) <= dim:
+  if dim is None or latent_shard_count(mesh) == 1 or np.ndim(leaf) <= dim:
     return P()
   return P(*([None] * dim + [LATENT_AXIS]))
 
@@ -100,7 +108,7 @@ def state_shardings(mesh: Mesh, tree: Any, *, counters: tuple[str, ...] = ("toke
 
   def one(path, leaf):
     keys = [getattr(k, "key", getattr(k, "name", None)) for k in path]
-    if keys and keys[-1] in counters and latent_shards(mesh) > 1:
+    if keys and keys[-1] in counters and latent_shard_count(mesh) > 1:
       return NamedSharding(mesh, P(LATENT_AXIS))
     name = next((k for k in reversed(keys) if isinstance(k, str) and k in LATENT_DIM), "")
     return NamedSharding(mesh, _latent_spec(name, leaf, mesh))

@@ -174,12 +174,13 @@ def put_batch(read_rows, shape, sharding):
   """Places a host batch on the mesh; with several processes each reads only its own rows."""
   if sharding is None or jax.process_count() == 1:
     return jax.device_put(read_rows(slice(None)), sharding)
-  # Multi-host: the batch axis is split over processes in process order (the data mesh lists
-  # devices process by process), so process p feeds rows [p*B/P, (p+1)*B/P).
-  per = shape[0] // jax.process_count()
-  p = jax.process_index()
-  local = read_rows(slice(p * per, (p + 1) * per))
-  return jax.make_array_from_process_local_data(sharding, local, shape)
+  # Multi-host: each process reads the rows its own devices hold (a contiguous range: the mesh
+  # lists devices process by process): its share of the batch when the "data" axis spans the
+  # processes, the whole batch when the processes split the latents instead.
+  rows = [ix[0] for ix in sharding.addressable_devices_indices_map(shape).values()]
+  lo = min(r.start or 0 for r in rows)
+  hi = max(shape[0] if r.stop is None else r.stop for r in rows)
+  return jax.make_array_from_process_local_data(sharding, read_rows(slice(lo, hi)), shape)
 
 
 def as_source(data, batch_size: int | None = None, *, seed: int = 0):

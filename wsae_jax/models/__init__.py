@@ -2,6 +2,8 @@
 
   base        `SAEConfig`, the `Architecture` record, the registry and the generic entry points
   selection   Top-k selection (sort-free radix search, `lax.top_k`)
+  sparse_path the Top-k family's step through its selected latents (its own VJP)
+  latent_shards  exact selection and the sparse decode when the latents are split over devices
   constraints optax projections (unit-norm decoder rows, thresholds >= 0)
   tied        the paper's theory SAE (tied weights, no biases)
   relu        ReLU + L1 weighted by decoder norms (Anthropic, April 2024)
@@ -19,6 +21,7 @@ from wsae_jax.models import (  # noqa: F401
   batchtopk,
   gated,
   jumprelu,
+  latent_shards,
   matryoshka,
   relu,
   selection,

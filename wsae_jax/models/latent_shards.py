@@ -46,8 +46,8 @@ def _rows() -> str | None:
   return DATA_AXIS if dict(mesh.shape).get(DATA_AXIS, 1) > 1 else None
 
 
-def _shard_map(f, in_specs, out_specs):
-  return jax.shard_map(f, in_specs=in_specs, out_specs=out_specs)
+def _shard_map(f, in_specs, out_specs, axis_names=frozenset()):
+  return jax.shard_map(f, in_specs=in_specs, out_specs=out_specs, axis_names=axis_names)
 
 
 def _concat(a, axis_name) -> jax.Array:
@@ -191,30 +191,30 @@ def selected_decode(level_bounds, xc_BxD, W_enc_DxM, b_enc_M, W_dec_MxD, idx_BxK
     )
     active = acts > 0
     return acts, parts, jnp.zeros((W_dec_MxD.shape[0],), bool).at[idx_BxK].max(active)
-  rows = _rows()
 
   def local(xc, W_enc, b_enc, W_dec, idx, keep):
-    # The batch varies over the rows' axis, the weights over "latent": each is cast to vary
-    # over the other's too.
+    # Manual over "latent" only: the batch's split over "data" is left to the partitioner, which
+    # sums the weight gradients over it as it does for a replicated dictionary.
     m = W_dec.shape[0]
     local_idx, mine = _local_index(idx, m)
     acts, parts = sparse_path.selected_decode(
       level_bounds,
       _vary(xc, LATENT_AXIS),
-      *(_vary(a, rows) for a in (W_enc, b_enc, W_dec)),
+      W_enc,
+      b_enc,
+      W_dec,
       jnp.where(mine, local_idx, 0),
       keep & mine,
       offset=jax.lax.axis_index(LATENT_AXIS) * m,
     )
     fired = jnp.zeros((m,), jnp.int32).at[local_idx].max((acts > 0).astype(jnp.int32), mode="drop")
-    if rows is not None:
-      fired = jax.lax.psum(fired, rows)
     return jax.lax.psum(acts, LATENT_AXIS), jax.lax.psum(parts, LATENT_AXIS), fired > 0
 
   return _shard_map(
     local,
-    (P(rows), P(None, LATENT_AXIS), P(LATENT_AXIS), P(LATENT_AXIS), P(rows), P(rows)),
-    (P(rows), P(None, rows), P(LATENT_AXIS)),
+    (P(), P(None, LATENT_AXIS), P(LATENT_AXIS), P(LATENT_AXIS), P(), P()),
+    (P(), P(), P(LATENT_AXIS)),
+    axis_names=frozenset({LATENT_AXIS}),
   )(xc_BxD, W_enc_DxM, b_enc_M, W_dec_MxD, idx_BxK, keep_BxK)
 
 

@@ -51,8 +51,11 @@ def run_meta(
   scale: float | None = None,
   standardization: dict | None = None,
   gamma_schedule: dict | None = None,
+  mesh: dict | None = None,
 ) -> dict:
-  """The JSON record saved beside each state (and as `wsae train`'s run.json)."""
+  """The JSON record saved beside each state (and as `wsae train`'s run.json). `mesh` (its axes'
+  sizes, `parallel.describe`) says where the run trained; it does not identify the run: a run
+  resumes on another mesh."""
   meta = {
     "sae_config": sae_cfg.to_dict(),
     "train_config": dataclasses.asdict(train_cfg),
@@ -64,6 +67,8 @@ def run_meta(
     meta["standardization"] = records.clean(standardization)
   if gamma_schedule is not None:
     meta["gamma_schedule"] = gamma_schedule
+  if mesh is not None:
+    meta["mesh"] = mesh
   return meta
 
 
@@ -76,6 +81,7 @@ _META_OPTIONAL = {
   "gamma_schedule": dict,
   "gamma_current": list,
   "histories": list,
+  "mesh": dict,
 }
 
 

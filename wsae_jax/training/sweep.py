@@ -33,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from wsae_jax import _validate as V
-from wsae_jax import models
+from wsae_jax import models, parallel
 from wsae_jax.data import sources as data_lib
 from wsae_jax.data import superposition as sp
 from wsae_jax.data.problems import HELD_OUT_STEP, SyntheticProblem
@@ -624,6 +624,12 @@ def _check_sweep(sae_cfg, train_cfg, problem, source, res, mesh, steps_per_call)
       except V.WSAEInputError as e:
         raise V.WSAEInputError(f"member {i}: {e}") from None
   E = len(res)
+  if parallel.latent_shard_count(mesh) > 1:
+    raise V.WSAEInputError(
+      "sweeps do not split latents over devices yet (the mesh has a 'latent' axis of "
+      f"{parallel.latent_shard_count(mesh)}); use sweep_mesh(E), or train a dictionary too big for one "
+      "device with `train` on parallel.training_mesh(latent_shards)."
+    )
   if models.get(sae_cfg).batch_coupled and mesh.shape[DATA_AXIS] > 1:
     raise V.WSAEInputError(
       f"{sae_cfg.architecture} SAEs select over the whole batch, so a sweep cannot split the "

@@ -235,10 +235,10 @@ def initial_params(sae_cfg, seed: int, b_dec) -> dict:
 
 
 def run_record(
-  sae_cfg, train_cfg, gamma, source, *, normalization_scale=None, standardization=None
+  sae_cfg, train_cfg, gamma, source, *, normalization_scale=None, standardization=None, mesh=None
 ) -> dict:
   """The record of a `train` run (checkpoints, `wsae train`'s run.json): `run.run_meta` with the
-  source's identity and γ, fixed or a `DecoderGamma` schedule."""
+  source's identity, γ (fixed or a `DecoderGamma` schedule) and the mesh it trains on."""
   schedule = weights.schedule_of(gamma)
   return run_lib.run_meta(
     sae_cfg,
@@ -248,6 +248,7 @@ def run_record(
     scale=normalization_scale,
     standardization=standardization,
     gamma_schedule=schedule.describe() if schedule else None,
+    mesh=None if mesh is None else parallel.describe(mesh),
   )
 
 
@@ -420,6 +421,7 @@ def _start(
     source,
     normalization_scale=normalization_scale,
     standardization=standardization,
+    mesh=mesh,
   )
   restored = run_lib.resume_or_start(checkpointer, state, meta, resume=resume)
   if restored is not None:

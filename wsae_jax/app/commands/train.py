@@ -257,6 +257,15 @@ def _add_train_training(p) -> None:
     "precision, float32 parameters and sums; pays on GPUs and TPUs)",
   )
   t.add_argument("--seed", type=int, default=0, help="initialisation seed")
+  t.add_argument(
+    "--latent-shards",
+    type=int,
+    default=1,
+    metavar="N",
+    help="split the SAE's latents (and their Adam state) over N devices, for a dictionary "
+    "bigger than one device holds; the batch is split over the devices / N groups. N must "
+    "divide the device count and d_sae. A run resumes on any N that fits",
+  )
   t.add_argument("--log-every", type=int, default=100, help="steps between history records")
   t.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
   t.add_argument(
@@ -522,6 +531,7 @@ def _train_locked(args, folder, existing):
   import jax
   import numpy as np
 
+  from wsae_jax import parallel
   from wsae_jax.app import loggers
   from wsae_jax.data import sources
   from wsae_jax.storage import saelens
@@ -535,15 +545,20 @@ def _train_locked(args, folder, existing):
   if args.d_sae is not None:
     V.check_int("--d-sae", args.d_sae, low=1)
   _check_gamma_option(args)
+  mesh = parallel.training_mesh(args.latent_shards)  # the device count: refused before any work
   _harvest_first(args, out)
   source, W, sample, scale, standardization, d_in, d_sae = _train_data(args)
   cfg, tc = _train_configs(args, d_in, d_sae)
+  try:
+    parallel.check_latent_shards(cfg.d_sae, mesh)
+  except V.WSAEInputError as e:
+    raise V.WSAEInputError(f"--latent-shards: {e}") from None
   gamma = _train_gamma(args, d_in, sample, W)
   V.check_int("--checkpoint-every", args.checkpoint_every, low=1)
   V.check_int("--keep", args.keep, low=1)
   # The run's identity: compared with OUT/run.json before any checkpoint is touched.
   meta = trainer.run_record(
-    cfg, tc, gamma, source, normalization_scale=scale, standardization=standardization
+    cfg, tc, gamma, source, normalization_scale=scale, standardization=standardization, mesh=mesh
   )
   if args.resume:
     run_lib.check_resumable(out / "run.json", meta)
@@ -556,7 +571,7 @@ def _train_locked(args, folder, existing):
   folder.write_json("run.json", meta)
   if W is not None:  # the synthetic W_p, for `wsae report`'s true-feature panel
     folder.save_npy("W_p.npy", np.asarray(W, np.float32))
-  state, hist = _train_run(args, out, cfg, tc, source, gamma, meta, scale, standardization)
+  state, hist = _train_run(args, out, cfg, tc, source, gamma, meta, scale, standardization, mesh)
   folder.write_json(
     "history.json",
     {"records": hist.records, "diverged_at": hist.diverged_at, "seconds": hist.seconds},
@@ -613,7 +628,7 @@ def _train_configs(args, d_in: int, d_sae: int):
   return resolve_run_defaults(cfg, tc), tc  # run.json records the window the run uses
 
 
-def _train_run(args, out, cfg, tc, source, gamma, meta, scale, standardization):
+def _train_run(args, out, cfg, tc, source, gamma, meta, scale, standardization, mesh):
   """`trainer.train` with the run folder's checkpointer and the chosen loggers."""
   from wsae_jax.app import loggers
   from wsae_jax.storage.checkpoint import Checkpointer
@@ -637,6 +652,7 @@ def _train_run(args, out, cfg, tc, source, gamma, meta, scale, standardization):
       tc,
       source,
       gamma=gamma,
+      mesh=mesh,
       checkpointer=ck,
       resume=args.resume,
       progress=not args.no_progress,
