@@ -48,7 +48,10 @@ def init_state(
   over a "latent" axis: `parallel.state_shardings`)."""
   mesh = mesh or parallel.data_mesh()
   shapes = jax.eval_shape(lambda: new_state(sae_cfg, train_cfg, params))
+  # Given parameters (host arrays) go to each device as its own share, never whole to one device.
+  given = None if params is None else parallel.state_shardings(mesh, params)
   return jax.jit(
     lambda p: new_state(sae_cfg, train_cfg, p),
+    in_shardings=(given,),
     out_shardings=parallel.state_shardings(mesh, shapes),
   )(params)
