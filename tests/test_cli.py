@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from wsae_jax.app import cli
@@ -154,6 +155,18 @@ dir = "{tmp_path / "out"}"
   assert cli.main(["sweep", str(cfg), "--no-progress", "--resume"]) == 0
   again = json.loads((tmp_path / "out" / "sweep.json").read_text())["rows"]
   assert [r["mse"] for r in again] == [r["mse"] for r in rows]
+  # Each member's latents split over 2 devices (2 members at a time): the same table; a count that
+  # does not divide d_sae is refused before the output folder is touched.
+  split = cfg.read_text().replace(str(tmp_path / "out"), str(tmp_path / "split"))
+  cfg.write_text(split)
+  assert cli.main(["sweep", str(cfg), "--no-progress", "--latent-shards", "2"]) == 0
+  assert "each member's latents split over 2" in capsys.readouterr().out
+  shards = json.loads((tmp_path / "split" / "sweep.json").read_text())["rows"]
+  np.testing.assert_allclose([r["mse"] for r in shards], [r["mse"] for r in rows], rtol=1e-4)
+  cfg.write_text(split.replace("d_sae = 16", "d_sae = 18").replace("split", "split3"))
+  assert cli.main(["sweep", str(cfg), "--no-progress", "--latent-shards", "4"]) == 2
+  assert "d_sae = 18 cannot be split over 4 latent shards" in capsys.readouterr().err
+  assert not (tmp_path / "split3").exists()
 
 
 def test_sweep_file_errors_are_clear(tmp_path, capsys):

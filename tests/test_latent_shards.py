@@ -13,10 +13,12 @@ from helpers import assert_close
 
 import wsae_jax as w
 from wsae_jax import models, parallel
+from wsae_jax.data import problems
 from wsae_jax.models import batchtopk, latent_shards, selection
 from wsae_jax.storage import checkpoint
 from wsae_jax.storage import saelens as io
 from wsae_jax.training import state as state_lib
+from wsae_jax.training import sweep
 from wsae_jax.training import trainer as train_lib
 from wsae_jax.training.config import resolve_run_defaults
 
@@ -118,6 +120,32 @@ def test_training_without_gamma_on_shards_equals_one_device(four_devices):
     state, _ = train_lib.train(cfg, TC, _src(), mesh=mesh, progress=False)
     out.append(jax.device_get(state.params))
   assert_close(out[1], out[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["relu", "topk", "topk-sparse", "matryoshka"])
+def test_sweep_with_latent_shards_equals_one_device(variant, four_devices):
+  """A sweep whose members' latents are split (2 members x 2 latent shards, and 1 x 4) trains
+  every member as the 1-device sweep does (AuxK active, γ per member through α); splitting both
+  each batch and the latents is refused."""
+  cfg = _cfg(variant)
+  members = sweep.grid(seed=[0, 1], alpha=[0.0, 1.0], sparsity=[0.8])
+  problem = problems.SyntheticProblem(W_P)
+  tc = w.TrainConfig(steps=10, batch_size=64, learning_rate=1e-2, warmup_steps=2, log_every=5)
+  runs = {}
+  for name, mesh in (
+    ("1", sweep.sweep_mesh(4, four_devices[:1])),
+    ("2x2", sweep.sweep_mesh(4, four_devices, latent_shards=2)),
+    ("1x4", sweep.sweep_mesh(4, four_devices, latent_shards=4)),
+  ):
+    res = sweep.train_sweep(cfg, tc, members, problem, progress=False, mesh=mesh)
+    n = parallel.latent_shard_count(mesh)
+    assert res.states.params["W_enc"].addressable_shards[0].data.shape[-1] * n == cfg.d_sae
+    runs[name] = jax.device_get((res.states.params, res.states.tokens_since_fired))
+  assert_close(runs["2x2"], runs["1"], rtol=1e-5, atol=1e-6)
+  assert_close(runs["1x4"], runs["1"], rtol=1e-5, atol=1e-6)
+  with pytest.raises(w.WSAEInputError, match="not both"):
+    mesh = sweep.sweep_mesh(2, four_devices, data_parallel=2, latent_shards=2)
+    sweep.train_sweep(cfg, tc, members[:2], problem, progress=False, mesh=mesh)
 
 
 def _tied_values(rng, shape, levels=4):

@@ -94,24 +94,34 @@ def check_latent_shards(d_sae: int, mesh: Mesh) -> None:
   )
 
 
-def _latent_spec(name: str, leaf, mesh: Mesh) -> P:
+def _latent_spec(name: str, ndim: int, mesh: Mesh) -> P:
   dim = LATENT_DIM.get(name)
-  if dim is None or latent_shard_count(mesh) == 1 or np.ndim(leaf) <= dim:
+  if dim is None or latent_shard_count(mesh) == 1 or ndim <= dim:
     return P()
   return P(*([None] * dim + [LATENT_AXIS]))
 
 
-def state_shardings(mesh: Mesh, tree: Any, *, counters: tuple[str, ...] = ("tokens_since_fired",)):
+def state_shardings(
+  mesh: Mesh,
+  tree: Any,
+  *,
+  counters: tuple[str, ...] = ("tokens_since_fired",),
+  lead: str | None = None,
+):
   """`NamedSharding`s for a training state (or its shapes) on `mesh`: a leaf reached through a
   `LATENT_DIM` name (a parameter, or its Adam moment under the same key) is split over "latent"
-  on that dimension, the per-latent `counters` on their only one; the rest is replicated."""
+  on that dimension, the per-latent `counters` on their only one; the rest is replicated.
+  `lead`: the arrays have a leading axis that `tree`'s leaves do not show (a sweep's members),
+  split over that mesh axis."""
 
   def one(path, leaf):
-    keys = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+    keys = [getattr(p, "key", getattr(p, "name", None)) for p in path]
     if keys and keys[-1] in counters and latent_shard_count(mesh) > 1:
-      return NamedSharding(mesh, P(LATENT_AXIS))
-    name = next((k for k in reversed(keys) if isinstance(k, str) and k in LATENT_DIM), "")
-    return NamedSharding(mesh, _latent_spec(name, leaf, mesh))
+      spec = P(LATENT_AXIS)
+    else:
+      name = next((p for p in reversed(keys) if isinstance(p, str) and p in LATENT_DIM), "")
+      spec = _latent_spec(name, len(np.shape(leaf)), mesh)
+    return NamedSharding(mesh, P(*((lead,) if lead else ()), *spec))
 
   return jax.tree_util.tree_map_with_path(one, tree)
 

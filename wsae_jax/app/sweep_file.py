@@ -10,11 +10,10 @@ import csv
 import json
 import pathlib
 
-import jax
 import numpy as np
 
 from wsae_jax import _validate as V
-from wsae_jax import models
+from wsae_jax import models, parallel
 from wsae_jax.app import plots
 from wsae_jax.data import problems, store
 from wsae_jax.data import superposition as sp
@@ -183,9 +182,18 @@ def _data_from_spec(d: dict, where: str = "[data]"):
 
 
 def run_sweep_file(
-  path, *, progress: bool = True, echo=print, resume: bool = False, overwrite: bool = False
+  path,
+  *,
+  progress: bool = True,
+  echo=print,
+  resume: bool = False,
+  overwrite: bool = False,
+  latent_shards: int = 1,
 ) -> tuple[sweep.SweepResult, list[dict]]:
   """Runs the sweep a file describes and writes its results; returns the result and its table.
+
+  `latent_shards`: devices that split each member's latents (`sweep.sweep_mesh`); the members are
+  split over the rest.
 
   Checkpoints go to `<output dir>/checkpoints` every `[output] checkpoint_every` steps (default
   1000); `resume=True` continues from the newest complete one. An output folder that already
@@ -223,6 +231,8 @@ def run_sweep_file(
     spec.get("output", {}).get("checkpoint_every", 1000),
     low=1,
   )
+  mesh = sweep.sweep_mesh(len(members), latent_shards=latent_shards)
+  parallel.check_latent_shards(sae_cfg.d_sae, mesh)
   # One sweep per output folder (locked); other files may sit beside it (a working directory).
   folder = RunFolder(
     spec.get("output", {}).get("dir", "sweep_out"),
@@ -243,6 +253,7 @@ def run_sweep_file(
       data,
       arch,
       d_in,
+      mesh=mesh,
       progress=progress,
       resume=resume,
       echo=echo,
@@ -250,18 +261,27 @@ def run_sweep_file(
 
 
 def _run_claimed(
-  spec, out, sae_cfg, train_cfg, members, data, arch, d_in, *, progress, resume, echo
+  spec, out, sae_cfg, train_cfg, members, data, arch, d_in, *, mesh, progress, resume, echo
 ):
+  shards = parallel.latent_shard_count(mesh)
   echo(
     f"sweep: {len(members)} members of a {arch} SAE (d_in={d_in}, d_sae={sae_cfg.d_sae}), "
-    f"{train_cfg.steps} steps each, on {len(jax.devices())} device(s)"
+    f"{train_cfg.steps} steps each, on {mesh.devices.size} device(s)"
+    + (f", each member's latents split over {shards}" if shards > 1 else "")
   )
   checkpointer = Checkpointer(
     out / "checkpoints", every=spec.get("output", {}).get("checkpoint_every", 1000)
   )
   try:
     res = sweep.train_sweep(
-      sae_cfg, train_cfg, members, data, progress=progress, checkpointer=checkpointer, resume=resume
+      sae_cfg,
+      train_cfg,
+      members,
+      data,
+      progress=progress,
+      checkpointer=checkpointer,
+      resume=resume,
+      mesh=mesh,
     )
   finally:
     checkpointer.close()

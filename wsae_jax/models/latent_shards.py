@@ -23,6 +23,8 @@ traces its step), so the architectures call them unconditionally.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
@@ -40,14 +42,21 @@ def shards() -> int:
 
 
 def _rows() -> str | None:
-  """The mesh axis the batch is split over, if the mesh has one of more than one device (naming
-  an axis of one device would leave sums over it in the program: XLA does not remove them)."""
+  """The mesh axis the batch is split over here, if the mesh has one of more than one device
+  (naming an axis of one device would leave sums over it in the program: XLA does not remove
+  them) that is not already split by hand (a sweep's `shard_map` over "member" and "data")."""
   mesh = jax.sharding.get_abstract_mesh()
-  return DATA_AXIS if dict(mesh.shape).get(DATA_AXIS, 1) > 1 else None
+  if dict(mesh.shape).get(DATA_AXIS, 1) == 1 or DATA_AXIS in mesh.manual_axes:
+    return None
+  return DATA_AXIS
 
 
-def _shard_map(f, in_specs, out_specs, axis_names=frozenset()):
-  return jax.shard_map(f, in_specs=in_specs, out_specs=out_specs, axis_names=axis_names)
+def _shard_map(f, in_specs, out_specs, axis_names=None):
+  """`jax.shard_map` by hand over "latent" and the batch's axis (`_rows`), or `axis_names`; any
+  other axis of the mesh (a sweep's members) stays as it is."""
+  if axis_names is None:
+    axis_names = {LATENT_AXIS} | ({_rows()} - {None})
+  return jax.shard_map(f, in_specs=in_specs, out_specs=out_specs, axis_names=frozenset(axis_names))
 
 
 def _concat(a, axis_name) -> jax.Array:
@@ -192,60 +201,153 @@ def selected_decode(level_bounds, xc_BxD, W_enc_DxM, b_enc_M, W_dec_MxD, idx_BxK
     active = acts > 0
     return acts, parts, jnp.zeros((W_dec_MxD.shape[0],), bool).at[idx_BxK].max(active)
 
+  return _sharded_decode(
+    tuple(level_bounds), xc_BxD, W_enc_DxM, b_enc_M, W_dec_MxD, idx_BxK, keep_BxK
+  )
+
+
+# The sharded decode is a custom VJP around two `shard_map`s (forward, backward) rather than a
+# `shard_map` around `sparse_path`'s custom VJP: JAX cannot differentiate a `shard_map` holding a
+# custom VJP when it is nested in another one (a sweep's, over members), and here no `shard_map`
+# is differentiated. Both are by hand over "latent" only: the batch's split over "data" is left
+# to the partitioner, which sums the weight gradients over it as for a replicated dictionary. The
+# backward pass recomputes the forward's residuals per shard (the slot loops' values, a fraction
+# of the step) instead of returning them through the `shard_map`.
+_W_SPECS = (P(None, LATENT_AXIS), P(LATENT_AXIS), P(LATENT_AXIS))
+
+
+def _on_shard(level_bounds, xc, W_enc, b_enc, W_dec, idx, keep):
+  """Inside `shard_map`: `sparse_path`'s forward `(outputs, residuals)` over this shard's
+  selected latents (global `idx` made local; the others not kept)."""
+  m = W_dec.shape[0]
+  local_idx, mine = _local_index(idx, m)
+  return sparse_path._fwd(
+    level_bounds,
+    _vary(xc, LATENT_AXIS),
+    W_enc,
+    b_enc,
+    W_dec,
+    jnp.where(mine, local_idx, 0),
+    keep & mine,
+    jax.lax.axis_index(LATENT_AXIS) * m,
+  )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _sharded_decode(level_bounds, xc, W_enc, b_enc, W_dec, idx, keep):
   def local(xc, W_enc, b_enc, W_dec, idx, keep):
-    # Manual over "latent" only: the batch's split over "data" is left to the partitioner, which
-    # sums the weight gradients over it as it does for a replicated dictionary.
-    m = W_dec.shape[0]
-    local_idx, mine = _local_index(idx, m)
-    acts, parts = sparse_path.selected_decode(
-      level_bounds,
-      _vary(xc, LATENT_AXIS),
-      W_enc,
-      b_enc,
-      W_dec,
-      jnp.where(mine, local_idx, 0),
-      keep & mine,
-      offset=jax.lax.axis_index(LATENT_AXIS) * m,
-    )
-    fired = jnp.zeros((m,), jnp.int32).at[local_idx].max((acts > 0).astype(jnp.int32), mode="drop")
+    (acts, parts), _ = _on_shard(level_bounds, xc, W_enc, b_enc, W_dec, idx, keep)
+    local_idx, _ = _local_index(idx, W_dec.shape[0])
+    fired = jnp.zeros((W_dec.shape[0],), jnp.int32)
+    fired = fired.at[local_idx].max((acts > 0).astype(jnp.int32), mode="drop")
     return jax.lax.psum(acts, LATENT_AXIS), jax.lax.psum(parts, LATENT_AXIS), fired > 0
 
   return _shard_map(
     local,
-    (P(), P(None, LATENT_AXIS), P(LATENT_AXIS), P(LATENT_AXIS), P(), P()),
+    (P(), *_W_SPECS, P(), P()),
     (P(), P(), P(LATENT_AXIS)),
-    axis_names=frozenset({LATENT_AXIS}),
-  )(xc_BxD, W_enc_DxM, b_enc_M, W_dec_MxD, idx_BxK, keep_BxK)
+    axis_names={LATENT_AXIS},
+  )(xc, W_enc, b_enc, W_dec, idx, keep)
+
+
+def _sharded_decode_fwd(level_bounds, xc, W_enc, b_enc, W_dec, idx, keep):
+  out = _sharded_decode(level_bounds, xc, W_enc, b_enc, W_dec, idx, keep)
+  return out, (xc, W_enc, b_enc, W_dec, idx, keep)
+
+
+def _sharded_decode_bwd(level_bounds, res, cotangents):
+  g_acts, g_parts, _ = cotangents
+
+  def local(xc, W_enc, b_enc, W_dec, idx, keep, g_acts, g_parts):
+    _, residuals = _on_shard(level_bounds, xc, W_enc, b_enc, W_dec, idx, keep)
+    g_xc, g_enc, g_b_enc, g_dec, *_ = sparse_path._bwd(level_bounds, residuals, (g_acts, g_parts))
+    return jax.lax.psum(g_xc, LATENT_AXIS), g_enc, g_b_enc, g_dec
+
+  grads = _shard_map(
+    local,
+    (P(), *_W_SPECS, P(), P(), P(), P()),
+    (P(), *_W_SPECS),
+    axis_names={LATENT_AXIS},
+  )(*res, g_acts, g_parts)
+  return (*grads, None, None)
+
+
+_sharded_decode.defvjp(_sharded_decode_fwd, _sharded_decode_bwd)
 
 
 def level_parts(z_BxM, W_dec_MxD, level_bounds):
   """`(levels, batch, d_in)`: part l is `z[:, a:b] @ W_dec[a:b]` for the l-th range `[a, b)` of
   `(0, *level_bounds)` (Matryoshka's prefixes; one part, `z @ W_dec`, for `(d_sae,)`). On latent
   shards each computes the ranges that meet its latents (`lax.switch` over the shards, so every
-  slice is static and no product is wider than the unsplit one), and the parts are summed."""
+  slice is static and no product is wider than the unsplit one), and the parts are summed; its
+  gradient likewise (a custom VJP, for the reason `_sharded_decode` gives)."""
   bounds = (0, *level_bounds)
   if shards() == 1:
     return jnp.stack([z_BxM[:, a:b] @ W_dec_MxD[a:b] for a, b in zip(bounds, bounds[1:])])
-  rows, n = _rows(), shards()
+  return _level_parts(tuple(level_bounds), z_BxM, W_dec_MxD)
+
+
+def _ranges(level_bounds, s: int, m: int):
+  """Shard s's (of m latents) part of each level: `(level, lo, hi)` in its local indices."""
+  bounds = (0, *level_bounds)
+  out = []
+  for level, (a, b) in enumerate(zip(bounds, bounds[1:])):
+    lo, hi = max(a - s * m, 0), min(b - s * m, m)
+    if lo < hi:
+      out.append((level, lo, hi))
+  return out
+
+
+def _per_shard(f):
+  """Inside `shard_map`: `f(s)` for this device's latent shard s, by `lax.switch` over the shards
+  (so that `f` may slice statically)."""
+  n = jax.lax.axis_size(LATENT_AXIS)
+  return jax.lax.switch(jax.lax.axis_index(LATENT_AXIS), [lambda s=s: f(s) for s in range(n)])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _level_parts(level_bounds, z, W):
+  rows = _rows()
 
   def local(z, W):
-    m = W.shape[0]
+    m, L = W.shape[0], len(level_bounds)
 
-    def of_shard(s):
-      def parts():
-        out = []
-        for a, b in zip(bounds, bounds[1:]):
-          lo, hi = max(a - s * m, 0), min(b - s * m, m)
-          # An empty range gives zeros of the same (shard-varying) type as the others.
-          out.append(z[:, lo:hi] @ W[lo:hi] if lo < hi else z[:, :0] @ W[:0])
-        return jnp.stack(out)
+    def parts(s):
+      # A level without latents here gives zeros of the same (shard-varying) type as the others.
+      out = [z[:, :0] @ W[:0]] * L
+      for level, lo, hi in _ranges(level_bounds, s, m):
+        out[level] = z[:, lo:hi] @ W[lo:hi]
+      return jnp.stack(out)
 
-      return parts
-
-    if len(level_bounds) == 1:
-      part = (z @ W)[None]
-    else:
-      part = jax.lax.switch(jax.lax.axis_index(LATENT_AXIS), [of_shard(s) for s in range(n)])
+    part = (z @ W)[None] if L == 1 else _per_shard(parts)
     return jax.lax.psum(part, LATENT_AXIS)
 
-  return _shard_map(local, (P(rows, LATENT_AXIS), P(LATENT_AXIS)), P(None, rows))(z_BxM, W_dec_MxD)
+  return _shard_map(local, (P(rows, LATENT_AXIS), P(LATENT_AXIS)), P(None, rows))(z, W)
+
+
+def _level_parts_fwd(level_bounds, z, W):
+  return _level_parts(level_bounds, z, W), (z, W)
+
+
+def _level_parts_bwd(level_bounds, res, g_parts):
+  rows = _rows()
+
+  def local(z, W, g):
+    m = W.shape[0]
+
+    def grads(s):
+      # Zeros typed as the pieces set into them: the code's like z, the decoder's like z and W.
+      g_z, g_W = jnp.zeros_like(z), _vary(jnp.zeros_like(W), rows)
+      for level, lo, hi in _ranges(level_bounds, s, m):
+        g_z = g_z.at[:, lo:hi].set(g[level] @ W[lo:hi].T)
+        g_W = g_W.at[lo:hi].set(z[:, lo:hi].T @ g[level])
+      return g_z, g_W
+
+    g_z, g_W = _per_shard(grads)
+    return g_z, (g_W if rows is None else jax.lax.psum(g_W, rows))
+
+  spec = (P(rows, LATENT_AXIS), P(LATENT_AXIS))
+  return _shard_map(local, (*spec, P(None, rows)), spec)(*res, g_parts)
+
+
+_level_parts.defvjp(_level_parts_fwd, _level_parts_bwd)

@@ -7,6 +7,7 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 
 from wsae_jax import models, parallel
@@ -48,10 +49,17 @@ def init_state(
   over a "latent" axis: `parallel.state_shardings`)."""
   mesh = mesh or parallel.data_mesh()
   shapes = jax.eval_shape(lambda: new_state(sae_cfg, train_cfg, params))
-  # Given parameters (host arrays) go to each device as its own share, never whole to one device.
-  given = None if params is None else parallel.state_shardings(mesh, params)
+  if params is not None:
+    # Given parameters (host arrays, the same in every process) go to each device as its own
+    # share, never whole to one device.
+    params = jax.tree.map(
+      lambda a, sharding: jax.make_array_from_callback(
+        np.shape(a), sharding, lambda index: np.asarray(a)[index]
+      ),
+      params,
+      parallel.state_shardings(mesh, params),
+    )
   return jax.jit(
     lambda p: new_state(sae_cfg, train_cfg, p),
-    in_shardings=(given,),
     out_shardings=parallel.state_shardings(mesh, shapes),
   )(params)

@@ -11,7 +11,9 @@ Layout of the computation (chosen after profiling on a 2-core CPU, see benchmark
 one call runs `steps_per_call` steps; the batches of those steps are generated first, then the
 members are processed in chunks (`lax.map`), each chunk running all the steps (`lax.scan`) while its
 parameters stay in cache. The member axis is sharded over a `Mesh(("member", "data"))` with
-`jax.shard_map`; the batch may also be split over "data", with gradients combined by `psum`.
+`jax.shard_map`; the batch may also be split over "data", with gradients combined by `psum`, or
+(not both) each member's latents over a "latent" axis that the `shard_map` leaves to the
+partitioner and to `models.latent_shards` (dictionaries too big for one device).
 
 A member whose loss or gradient turns non-finite is frozen at its last finite state and reported;
 the others carry on. Training does not evaluate: `evaluation.scoring.score_sweep` scores a result.
@@ -175,18 +177,30 @@ def member_gammas(members, sae_cfg, problem, source, num_samples=8192) -> np.nda
 # ----------------------------------------------------------------------------------------------
 
 
-def sweep_mesh(num_members: int, devices=None, data_parallel: int = 1) -> Mesh:
+def sweep_mesh(
+  num_members: int, devices=None, data_parallel: int = 1, latent_shards: int = 1
+) -> Mesh:
   """A `("member", "data")` mesh: `data_parallel` devices split each batch, the rest split members.
+  With `latent_shards` > 1, a `("member", "data", "latent")` mesh whose every member's latents
+  are split over that many devices (members x data x latent devices).
 
   The member axis gets the largest device count that divides `num_members`.
   """
   devices = list(jax.devices() if devices is None else devices)
   V.check_int("data_parallel", data_parallel, low=1)
-  if len(devices) % data_parallel:
-    raise V.WSAEInputError(f"data_parallel={data_parallel} must divide the {len(devices)} devices.")
-  member = math.gcd(num_members, len(devices) // data_parallel)
-  used = devices[: member * data_parallel]
-  return Mesh(np.asarray(used).reshape(member, data_parallel), (MEMBER_AXIS, DATA_AXIS))
+  V.check_int("latent_shards", latent_shards, low=1)
+  inner = data_parallel * latent_shards
+  if len(devices) % inner:
+    raise V.WSAEInputError(
+      f"data_parallel x latent_shards = {data_parallel} x {latent_shards} must divide the "
+      f"{len(devices)} devices."
+    )
+  member = math.gcd(num_members, len(devices) // inner)
+  used = np.asarray(devices[: member * inner])
+  if latent_shards == 1:
+    return Mesh(used.reshape(member, data_parallel), (MEMBER_AXIS, DATA_AXIS))
+  shape = (member, data_parallel, latent_shards)
+  return Mesh(used.reshape(shape), (MEMBER_AXIS, DATA_AXIS, parallel.LATENT_AXIS))
 
 
 def _largest_divisor_at_most(n: int, cap: int) -> int:
@@ -266,13 +280,23 @@ def _build_call(
   hp_names = [h.name for h in arch.hyperparameters]
   traces = [0]
 
-  def per_device(states, hp, xs, step0):
-    n_data = jax.lax.psum(1, DATA_AXIS)
+  # With latent shards the "latent" axis is left to the partitioner inside the hand-split
+  # program; XLA's partitioner then refuses sums over a hand-split axis (the batch's), so such a
+  # sweep splits members only (`_check_sweep` refuses data parallelism with it).
+  split_data = parallel.latent_shard_count(mesh) == 1
 
-    def reduce(t):
-      loss, aux, fired = t
-      mean = lambda a: jax.lax.psum(a, DATA_AXIS) / n_data
-      return mean(loss), jax.tree.map(mean, aux), jax.lax.psum(fired, DATA_AXIS)
+  def per_device(states, hp, xs, step0):
+    if split_data:
+      n_data = jax.lax.psum(1, DATA_AXIS)
+
+      def reduce(t):
+        loss, aux, fired = t
+        mean = lambda a: jax.lax.psum(a, DATA_AXIS) / n_data
+        return mean(loss), jax.tree.map(mean, aux), jax.lax.psum(fired, DATA_AXIS)
+
+      vary = lambda p: jax.tree.map(lambda a: jax.lax.pcast(a, DATA_AXIS, to="varying"), p)
+    else:
+      reduce = vary = lambda t: t
 
     def member_step(state, hp_m, x_BxD, step, aux):
       opt = optim.make_optimizer(sae_cfg, train_cfg, learning_rate=hp_m["learning_rate"])
@@ -285,7 +309,7 @@ def _build_call(
         batch_size=B,
         hp={n: hp_m[n] for n in hp_names},
         reduce=reduce,
-        vary=lambda p: jax.tree.map(lambda a: jax.lax.pcast(a, DATA_AXIS, to="varying"), p),
+        vary=vary,
         aux=aux,
         compute_dtype=train_cfg.compute_dtype,
       )
@@ -320,23 +344,29 @@ def _build_call(
     return jax.tree.map(from_chunks, st), jax.tree.map(from_chunks, met)
 
   member_spec = P(MEMBER_AXIS)
-  xs_spec = P(None, None, DATA_AXIS)
+  xs_spec = P(None, None, DATA_AXIS) if split_data else P()
 
   def call(states, hp, xs, step0):
     traces[0] += 1  # Python runs at trace time only: one count per compiled program
     if xs is None:
       xs = streams.generate(step0, steps_per_call, B)
     xs = jax.lax.with_sharding_constraint(xs, NamedSharding(mesh, xs_spec))
+    # Manual over members and data; a "latent" axis is left to the partitioner (and to
+    # `models.latent_shards`, which writes the selection across it out per shard).
     return jax.shard_map(
       per_device,
       mesh=mesh,
       in_specs=(member_spec, member_spec, xs_spec, P()),
       out_specs=(member_spec, member_spec),
+      axis_names=frozenset({MEMBER_AXIS, DATA_AXIS} if split_data else {MEMBER_AXIS}),
     )(states, hp, xs, step0)
 
   member_sharding = NamedSharding(mesh, member_spec)
+  state_sharding = parallel.state_shardings(
+    mesh, jax.eval_shape(lambda: new_state(sae_cfg, train_cfg)), lead=MEMBER_AXIS
+  )
   return _Call(
-    jax.jit(call, out_shardings=(member_sharding, member_sharding), donate_argnums=0), traces
+    jax.jit(call, out_shardings=(state_sharding, member_sharding), donate_argnums=0), traces
   )
 
 
@@ -444,7 +474,8 @@ def train_sweep(
       hyperparameters (see `grid`).
     data: a `SyntheticProblem` (each member draws its own stream) or real activations in any form
       `train` accepts (all members share the same batches).
-    mesh: a `("member", "data")` mesh (default `sweep_mesh(len(members))`).
+    mesh: a `("member", "data")` mesh, or `("member", "data", "latent")` to split each member's
+      latents (default `sweep_mesh(len(members))`).
     steps_per_call: steps run per compiled call (default `train_cfg.log_every`).
     member_chunk: members processed together within a device (cache-sized groups).
     progress: one progress bar for the whole sweep.
@@ -491,8 +522,11 @@ def train_sweep(
   )
   member_sharding = NamedSharding(mesh, P(MEMBER_AXIS))
   hp = jax.device_put(_member_inputs(sae_cfg, res, gammas, stream_of), member_sharding)
+  state_sharding = parallel.state_shardings(
+    mesh, jax.eval_shape(lambda: new_state(sae_cfg, train_cfg)), lead=MEMBER_AXIS
+  )
   states = _initial_states(
-    sae_cfg, train_cfg, res, data if synthetic else None, source, initial_params, member_sharding
+    sae_cfg, train_cfg, res, data if synthetic else None, source, initial_params, state_sharding
   )
   meta = _sweep_meta(sae_cfg, train_cfg, gammas, res, T, data if synthetic else None, source)
   states, start, histories, saved_gammas = _resume_or_start(checkpointer, states, meta, resume, E)
@@ -624,11 +658,12 @@ def _check_sweep(sae_cfg, train_cfg, problem, source, res, mesh, steps_per_call)
       except V.WSAEInputError as e:
         raise V.WSAEInputError(f"member {i}: {e}") from None
   E = len(res)
-  if parallel.latent_shard_count(mesh) > 1:
+  parallel.check_latent_shards(sae_cfg.d_sae, mesh)
+  if parallel.latent_shard_count(mesh) > 1 and mesh.shape[DATA_AXIS] > 1:
     raise V.WSAEInputError(
-      "sweeps do not split latents over devices yet (the mesh has a 'latent' axis of "
-      f"{parallel.latent_shard_count(mesh)}); use sweep_mesh(E), or train a dictionary too big for one "
-      "device with `train` on parallel.training_mesh(latent_shards)."
+      f"a sweep splits either each batch (data_parallel = {mesh.shape[DATA_AXIS]}) or each "
+      f"member's latents (latent_shards = {parallel.latent_shard_count(mesh)}) over devices, not "
+      f"both; use sweep_mesh(E, latent_shards=...) with data_parallel=1."
     )
   if models.get(sae_cfg).batch_coupled and mesh.shape[DATA_AXIS] > 1:
     raise V.WSAEInputError(

@@ -28,6 +28,14 @@ def add(sub):
     "continue from the newest complete checkpoint in the output folder",
     "delete an earlier sweep's checkpoints and results in the output folder first",
   )
+  p.add_argument(
+    "--latent-shards",
+    type=int,
+    default=1,
+    metavar="N",
+    help="split each member's latents (and Adam state) over N devices, the members over the "
+    "devices / N groups; N must divide the device count and d_sae",
+  )
   p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
   p.set_defaults(func=execute)
 
@@ -36,7 +44,11 @@ def execute(args):
   from wsae_jax.app import sweep_file
 
   res, _ = sweep_file.run_sweep_file(
-    args.config, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite
+    args.config,
+    progress=not args.no_progress,
+    resume=args.resume,
+    overwrite=args.overwrite,
+    latent_shards=args.latent_shards,
   )
   if res.diverged:
     print(
