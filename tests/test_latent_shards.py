@@ -73,19 +73,22 @@ def _loss_and_grad(cfg, mesh, params, x, gamma, dead):
   return jax.device_get(out)
 
 
+@pytest.mark.parametrize("weighted", [True, False], ids=["gamma", "plain"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_sharded_loss_and_gradient_equal_one_device(variant, four_devices):
+def test_sharded_loss_and_gradient_equal_one_device(variant, weighted, four_devices):
   """Loss, every metric (l0, the fired mask, AuxK's term) and every gradient of one batch, with γ
-  and a dead-latent mask, on 4 latent shards and on 2 x 2 equal the 1-device computation."""
+  and without, with a dead-latent mask, on 4 latent shards and on 2 x 2 equal the 1-device
+  computation."""
   cfg = resolve_run_defaults(_cfg(variant), TC)
   params = jax.device_get(models.init(cfg, jax.random.key(1)))
   params = {k: v + 0.01 * np.arange(v.size).reshape(v.shape) % 0.07 for k, v in params.items()}
   x = np.asarray(_src().batch(0))
   dead = np.arange(cfg.d_sae) % 3 == 0 if models.get(cfg).uses_dead_latents else None
   meshes = _meshes(four_devices)
-  (l1, m1), g1 = _loss_and_grad(cfg, meshes["1"], params, x, GAMMA, dead)
+  gamma = GAMMA if weighted else None
+  (l1, m1), g1 = _loss_and_grad(cfg, meshes["1"], params, x, gamma, dead)
   for name in ("latent4", "data2xlatent2"):
-    (ln, mn), gn = _loss_and_grad(cfg, meshes[name], params, x, GAMMA, dead)
+    (ln, mn), gn = _loss_and_grad(cfg, meshes[name], params, x, gamma, dead)
     assert_close(ln, l1, rtol=1e-5, atol=1e-7, err_msg=name)
     assert_close(mn, m1, rtol=1e-5, atol=1e-6, err_msg=name)
     assert_close(gn, g1, rtol=1e-5, atol=1e-6, err_msg=name)
