@@ -41,6 +41,10 @@ VARIANTS = {
 }
 
 
+# Variants whose step runs `latent_shards`' hand-written shard_maps beyond the Top-k selection.
+SPLIT_BY_HAND = ("topk-sparse", "batchtopk", "batchtopk-sparse", "matryoshka", "matryoshka-sparse")
+
+
 def _cfg(variant, d_sae=32):
   arch, extra = VARIANTS[variant]
   return w.make_config(arch, d_in=8, d_sae=d_sae, **extra)
@@ -73,8 +77,8 @@ def _loss_and_grad(cfg, mesh, params, x, gamma, dead):
   return jax.device_get(out)
 
 
-# γ enters every loss the same way (`reconstruction_loss`): every variant with γ, three without.
-PLAIN = ("relu", "topk-sparse", "matryoshka")
+# γ enters every loss the same way (`reconstruction_loss`): every variant with γ, one without.
+PLAIN = ("topk-sparse",)
 
 
 @pytest.mark.parametrize(
@@ -102,11 +106,15 @@ def test_sharded_loss_and_gradient_equal_one_device(variant, weighted, four_devi
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_sharded_training_equals_one_device(variant, four_devices):
   """10 Adam steps (with γ, AuxK active): parameters, optimiser state, dead-latent counters and the
-  loss history on 4 latent shards and on 2 x 2 equal the 1-device run's to 1e-5 relative; the
-  state stays split (each device holds a quarter or a half of every per-latent array)."""
+  loss history on 4 latent shards (and on 2 x 2 for the variants with hand-written shard_maps)
+  equal the 1-device run's to 1e-5 relative; the state stays split (each device holds a quarter
+  or a half of every per-latent array)."""
   cfg = _cfg(variant)
   runs = {}
-  for name, mesh in _meshes(four_devices).items():
+  meshes = _meshes(four_devices)
+  if variant not in SPLIT_BY_HAND:  # the partitioner's own split: one sharded mesh suffices here
+    del meshes["data2xlatent2"]  # (the loss and gradient test covers both for every variant)
+  for name, mesh in meshes.items():
     state, hist = train_lib.train(cfg, TC, _src(), gamma=GAMMA, mesh=mesh, progress=False)
     n = parallel.latent_shard_count(mesh)
     for key in ("W_enc", "W_dec"):
@@ -116,7 +124,7 @@ def test_sharded_training_equals_one_device(variant, four_devices):
     assert state.tokens_since_fired.addressable_shards[0].data.size * n == cfg.d_sae
     runs[name] = jax.device_get((state.params, state.opt_state, state.tokens_since_fired))
     runs[name + "/loss"] = hist.column("loss")
-  for name in ("latent4", "data2xlatent2"):
+  for name in set(meshes) - {"1"}:
     assert_close(runs[name], runs["1"], rtol=1e-5, atol=1e-6, err_msg=name)
     assert_close(runs[name + "/loss"], runs["1/loss"], rtol=1e-5, atol=1e-7, err_msg=name)
 
