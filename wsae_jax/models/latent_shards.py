@@ -60,9 +60,10 @@ def _shard_map(f, in_specs, out_specs, axis_names=None):
 
 
 def _concat(a, axis_name) -> jax.Array:
-  """Inside `shard_map`: every device's `a` along `axis_name`, concatenated along the last axis
-  in device order, the same on each (an all-gather written as a sum of zero-padded blocks, whose
-  result JAX types as replicated over the axis)."""
+  """Inside `shard_map`: every device's `a` along `axis_name` (a name or a tuple of names, the
+  devices then in row-major order of those axes), concatenated along the last axis in device
+  order, the same on each (an all-gather written as a sum of zero-padded blocks, whose result JAX
+  types as replicated over the axes)."""
   n, i = jax.lax.axis_size(axis_name), jax.lax.axis_index(axis_name)
   w = a.shape[-1]
   dtype = jnp.int32 if a.dtype == jnp.bool_ else a.dtype
@@ -153,20 +154,8 @@ def batch_mask(relu_BxM, count):
     flat = r.reshape(-1)
     vals, pos = jax.lax.top_k(flat, max(cap, 1))
     row, col = pos // m + row0, pos % m + col0
-    if len(axes) == 2:  # one gather over both axes: the device's place in the (data, latent) grid
-      place = jax.lax.axis_index(axes[0]) * jax.lax.axis_size(LATENT_AXIS) + jax.lax.axis_index(
-        LATENT_AXIS
-      )
-      total = jax.lax.axis_size(axes[0]) * jax.lax.axis_size(LATENT_AXIS)
-    else:
-      place, total = jax.lax.axis_index(LATENT_AXIS), jax.lax.axis_size(LATENT_AXIS)
-
-    def gather(a):
-      w = a.shape[-1]
-      buf = jnp.zeros((total * w,), a.dtype)
-      return jax.lax.psum(jax.lax.dynamic_update_slice_in_dim(buf, a, place * w, axis=0), axes)
-
-    g_val, g_row, g_col = gather(vals), gather(row), gather(col)
+    # One gather over both axes (the device's place in the (data, latent) grid).
+    g_val, g_row, g_col = (_concat(a, axes) for a in (vals, row, col))
     neg, s_row, s_col = jax.lax.sort((-g_val, g_row, g_col), num_keys=3)
     n = s_row.shape[0]
     last = jnp.clip(cnt - 1, 0, n - 1)
