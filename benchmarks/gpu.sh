@@ -6,6 +6,10 @@
 #   bash benchmarks/gpu.sh                  # -> benchmarks/results/gpu.json (+ gpu/*.log, *.json)
 #   GPU_QUICK=1 bash benchmarks/gpu.sh      # smoke sizes (how CI-like machines check the script)
 #   GPU_CEILING=1 bash benchmarks/gpu.sh    # only the γ-ceiling study at n = 200 (its own 540 s)
+#   GPU_SYNTH=1 bash benchmarks/gpu.sh      # only SynthSAEBench-16k as one program (5 architectures
+#                                           # x L0 x 3 seeds, width 4,096), budgeted to 10,000
+#                                           # steps of 1,024 (its own 540 s; 195,313 = 200M samples
+#                                           # is the published run: drop --steps)
 #   GPU_BIG=1 bash benchmarks/gpu.sh        # only the widest Top-k SAE one device holds, and on a
 #                                           # multi-GPU machine one as many times wider, its
 #                                           # latents split over every device (its own 400 s)
@@ -42,6 +46,12 @@ if [ -n "${GPU_CEILING:-}" ]; then
   plan=(--plan gpu); [ -n "$QUICK" ] && plan=(--smoke)
   step gamma_ceiling 540 "$PY" experiments/gamma_ceiling.py "${plan[@]}" --no-progress \
     --out "$LOGS/gamma_ceiling"
+  exit 0
+fi
+if [ -n "${GPU_SYNTH:-}" ]; then
+  plan=(--plan gpu --steps 10000); [ -n "$QUICK" ] && plan=(--smoke)
+  step synthbench 540 "$PY" experiments/synthbench.py "${plan[@]}" --truth ours --no-progress \
+    --out "$LOGS/synthbench"
   exit 0
 fi
 if [ -n "${GPU_BIG:-}" ]; then

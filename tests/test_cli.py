@@ -169,6 +169,34 @@ dir = "{tmp_path / "out"}"
   assert not (tmp_path / "split3").exists()
 
 
+def test_sweep_file_on_synthbench(tmp_path, capsys):
+  cfg = tmp_path / "s.toml"
+  cfg.write_text(f"""
+[sae]
+architecture = "topk"
+d_sae = 32
+[train]
+steps = 10
+batch_size = 64
+log_every = 5
+[data]
+synthbench = "cpu"
+[grid]
+k = [2, 4]
+[output]
+dir = "{tmp_path / "out"}"
+""")
+  assert cli.main(["sweep", str(cfg), "--no-progress"]) == 0
+  rows = json.loads((tmp_path / "out" / "sweep.json").read_text())["rows"]
+  assert [r["synthbench_sae_l0"] for r in rows] == [2.0, 4.0]  # Top-k: k on every held-out row
+  assert all(0 <= r["synthbench_f1_score"] <= 1 and 0 < r["synthbench_mcc"] <= 1 for r in rows)
+  bad = cfg.read_text().replace('"cpu"', '"8k"')
+  cfg.write_text(bad.replace(str(tmp_path / "out"), str(tmp_path / "out2")))
+  assert cli.main(["sweep", str(cfg), "--no-progress"]) == 2
+  assert "synthbench must be one of ['16k', 'cpu']" in capsys.readouterr().err
+  assert not (tmp_path / "out2").exists()
+
+
 def test_sweep_file_errors_are_clear(tmp_path, capsys):
   bad = tmp_path / "bad.toml"
   bad.write_text("[sae]\narchitecture = 'tied'\n[grid]\nseed=[0]\n")

@@ -449,3 +449,24 @@ def test_whitening_confirm_smoke(tmp_path):
   tied = saved["raw"]["tied triangles S=0.7"]["rows"]
   assert len(tied) == 2 * 3 and all("l1" not in x for x in tied)
   assert "whitening_confirm:begin" in wc.results_markdown(r)
+
+
+def test_synthbench_smoke(tmp_path):
+  import synthbench
+
+  r = synthbench.main(
+    ["--smoke", "--out", str(tmp_path), "--no-progress", "--archs", "topk", "relu", "--saelens"]
+  )
+  saved = json.loads((tmp_path / "synthbench.json").read_text())
+  assert {row["arch"] for row in saved["rows"]} == {"topk", "relu"}
+  assert len(saved["rows"]) == 2 * (2 + 3)  # seeds x (L0 targets | coefficient path)
+  topk = [row for row in saved["rows"] if row["arch"] == "topk"]
+  assert sorted({row["sae_l0"] for row in topk}) == [4.0, 8.0]  # Top-k's L0 is k on every row
+  cell = next(c for c in saved["table"] if c["arch"] == "topk" and c["l0"] == 8)
+  f1 = [row["f1_score"] for row in topk if row["k"] == 8]
+  assert sorted(cell["f1_score"]["per_seed"]) == pytest.approx(sorted(f1))  # matched L0 = k
+  primary = [c for c in saved["comparisons"] if c["role"] == "primary"]
+  assert len(primary) == 1 and primary[0]["l0"] == 4 and "p_holm" in primary[0]
+  assert {row["arch"] for row in saved["saelens"]["rows"]} == {"topk", "relu"}
+  assert all(0 <= row["f1_score"] <= 1 for row in saved["saelens"]["rows"])
+  assert r["grid_wall_seconds"] > 0 and (tmp_path / "synthbench.png").stat().st_size > 0

@@ -67,7 +67,9 @@ A sweep file is TOML (or the same structure in JSON) with these tables:
              (k, l1_coefficient, ...). d_in comes from the data.
   [train]    any TrainConfig field: steps, batch_size, learning_rate, warmup_steps, ...
   [data]     synthetic: geometry = "polygon" (planes, polygon_k, mono) | "random" (n, n_p, seed) |
-             "toy" (n, n_p, sparsity, seed); or real: activations = "file.npy" (tokens, d_in).
+             "toy" (n, n_p, sparsity, seed); or real: activations = "file.npy" (tokens, d_in);
+             or SynthSAEBench: synthbench = "cpu" | "16k" | "a SAELens synthetic model folder"
+             (seed = data stream seed), scored by SynthSAEBench's metrics (F1, MCC, ...).
   [grid]     axes to cross, each a list: seed, data_seed, sparsity, alpha, gamma_kind
              ({gamma_kinds}: the kinds of
              `objectives.weights.KINDS`), learning_rate, and the
@@ -147,6 +149,8 @@ def load_sweep_file(path) -> dict:
   data = spec["data"]
   if "activations" in data:
     V.check_fields(f"{path}: [data]", data, {"activations": str})
+  elif "synthbench" in data:
+    V.check_fields(f"{path}: [data]", data, {"synthbench": str}, {"seed": int})
   else:
     geometry = data.get("geometry", "polygon")
     if geometry not in _DATA_FIELDS:
@@ -167,8 +171,30 @@ def load_sweep_file(path) -> dict:
   return spec
 
 
-def _data_from_spec(d: dict, where: str = "[data]"):
+SYNTHBENCH_MODELS = {"cpu": "SYNTHBENCH_CPU", "16k": "SYNTHBENCH_16K"}
+
+
+def _synthbench_source(d: dict, where: str, batch_size: int):
+  """`[data] synthbench = "cpu" | "16k" | folder`: a named construction or SAELens's saved model."""
+  from wsae_jax.data import synthbench as sb
+
+  name = d["synthbench"]
+  if name in SYNTHBENCH_MODELS:
+    law = sb.build_law(getattr(sb, SYNTHBENCH_MODELS[name]))
+  elif pathlib.Path(name).is_dir():
+    _, law = sb.load_saelens_model(name)
+  else:
+    raise V.WSAEInputError(
+      f"{where} synthbench must be one of {sorted(SYNTHBENCH_MODELS)} or a folder written by "
+      f"SAELens's SyntheticModel.save(), got {name!r}."
+    )
+  return sb.SynthBenchSource(law, batch_size, seed=d.get("seed", 0), name=name)
+
+
+def _data_from_spec(d: dict, where: str = "[data]", batch_size: int = 1024):
   d = dict(d)
+  if "synthbench" in d:
+    return _synthbench_source(d, where, batch_size)
   if "activations" in d:
     _, shards = store.read_metadata(d["activations"])  # missing, rank, dtype: clear errors
     if len(shards) != 1 or not shards[0].path.samefile(d["activations"]):
@@ -201,9 +227,10 @@ def run_sweep_file(
   results are deleted once every input check has passed).
   """
   spec = load_sweep_file(path)
-  data = _data_from_spec(spec["data"], f"{path}: [data]")
+  train_cfg = V.build_dataclass(TrainConfig, spec.get("train", {}), f"{path}: [train]")
+  data = _data_from_spec(spec["data"], f"{path}: [data]", train_cfg.batch_size)
   synthetic = isinstance(data, problems.SyntheticProblem)
-  d_in = np.shape(data.W_p)[0] if synthetic else np.shape(data)[1]
+  d_in = np.shape(data.W_p)[0] if synthetic else getattr(data, "d_in", None) or np.shape(data)[1]
   sae_spec = dict(spec["sae"])
   arch = sae_spec.pop("architecture", "tied")
   known = models.ARCHITECTURES.get(arch)  # an unknown name is refused below, with the file's name
@@ -220,7 +247,6 @@ def run_sweep_file(
   sae_cfg = models.config_from_dict(
     {"architecture": arch, "d_in": d_in, **sae_spec}, f"{path}: [sae]"
   )
-  train_cfg = V.build_dataclass(TrainConfig, spec.get("train", {}), f"{path}: [train]")
   try:
     members = sweep.grid(**{k: list(v) for k, v in spec["grid"].items()})
     sweep.resolve_members(sae_cfg, train_cfg, members, synthetic=synthetic)

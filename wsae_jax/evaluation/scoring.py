@@ -18,6 +18,7 @@ from wsae_jax import models
 from wsae_jax.data import sources as data_lib
 from wsae_jax.data.problems import HELD_OUT_STEP, SyntheticProblem
 from wsae_jax.evaluation import metrics as metrics_lib
+from wsae_jax.evaluation import synthbench as synthbench_lib
 from wsae_jax.objectives.reconstruction import reconstruction_loss
 
 
@@ -29,6 +30,7 @@ def score_sweep(result, data, *, eval_samples: int = 8192) -> list[dict]:
   sweep's source yields, shared by every member).
   """
   synthetic = isinstance(data, SyntheticProblem)
+  synthbench = hasattr(data, "law")  # a data.synthbench.SynthBenchSource
   source: Any = None if synthetic else data_lib.as_source(data, result.train_cfg.batch_size, seed=0)
   hp_names = [h.name for h in models.get(result.sae_cfg).hyperparameters]
   params = jax.device_get(result.states.params)
@@ -51,10 +53,21 @@ def score_sweep(result, data, *, eval_samples: int = 8192) -> list[dict]:
       row.update(metrics_lib.evaluate(cfg_i, p_i, cache[key], data.W_p, gamma=gamma))
     else:
       if "x" not in cache:
+        # SynthSAEBench: held-out steps of its stream; real data: the first batches, shared.
+        t0 = HELD_OUT_STEP if synthbench else 0
         cache["x"] = np.concatenate(
-          [np.asarray(source.batch(t)) for t in range(max(1, eval_samples // source.batch_size))]
+          [
+            np.asarray(source.batch(t0 + t))
+            for t in range(max(1, eval_samples // source.batch_size))
+          ]
         )
       row.update(reconstruction_scores(cfg_i, p_i, cache["x"], gamma))
+      if synthbench:
+        s = synthbench_lib.evaluate_synthbench(
+          cfg_i, p_i, data, num_samples=eval_samples, step0=HELD_OUT_STEP
+        ).to_dict()
+        row.update({f"synthbench_{k}": v for k, v in s.items() if k != "classification"})
+        row.update({f"synthbench_{k}": v for k, v in s["classification"].items()})
     h = result.histories[i]
     row["final_train_loss"] = h[-1]["loss"] if h else float("nan")
     rows.append(row)
