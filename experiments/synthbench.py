@@ -23,9 +23,11 @@ JumpReLU could not be calibrated at this budget: its L0 stayed at 93 for every �
 initial threshold of 1 left 418 of 512 latents dead; the plan keeps two of its λ to show it. "gpu" is the published setting: SynthSAEBench-16k
 (768 dims, 16,384 features), width 4,096, batch 1,024, lr 3e-4, 200M samples, L0 15 … 35.
 
-Matched L0: Top-k family SAEs set L0 by k; the ReLU + L1 and JumpReLU SAEs train on a path of
-their coefficient and each metric is interpolated, per seed, on log L0 between the path's two
-neighbours of a target (no extrapolation: a target outside a path's range is left empty).
+Matched L0 (held-out L0, as SynthSAEBench's evaluator measures it): the Top-k family trains one
+member per target k, the ReLU + L1 and JumpReLU SAEs a path of their coefficient; each metric is
+interpolated, per seed, on log L0 between the two members around a target. No extrapolation: past
+the members' range only a member whose k is the target and whose measured L0 is within 10% of it
+counts (BatchTopK and Matryoshka infer with a learned threshold), else the cell is left empty.
 
 Readings fixed before the run (this docstring is committed before any full run's numbers):
   * Primary, per pair of architectures: the paired difference of F1 at the plan's middle L0 target
@@ -125,6 +127,11 @@ def parse(argv):
   p.add_argument("--steps", type=int, help="override the plan's training steps (a budget)")
   p.add_argument("--out", default=str(ROOT / "results"))
   p.add_argument("--no-progress", action="store_true")
+  p.add_argument(
+    "--rescore",
+    metavar="JSON",
+    help="re-derive the table, comparisons and synthbench.md from a synthbench.json's rows",
+  )
   args = p.parse_args(argv)
   if args.smoke:
     args.plan = "smoke"
@@ -198,15 +205,21 @@ def run_grid(plan, law, archs, progress):
 
 
 def at_l0(rows, arch, seed, target, metric) -> float:
-  """`metric` of `arch` / `seed` at L0 `target`: the member at that L0, or linear interpolation
-  on log L0 between the two members around it; NaN outside the members' range."""
-  pts = sorted((r["sae_l0"], r[metric]) for r in rows if r["arch"] == arch and r["seed"] == seed)
+  """`metric` of `arch` / `seed` at held-out L0 `target`: linear interpolation on log L0 between
+  the two members around it. Outside the members' range, the member with k = target when its
+  measured L0 is within 10% of it (BatchTopK and Matryoshka infer with a learned threshold, so
+  their L0 is near k, not k), else NaN: never an extrapolation. Top-k's L0 is k exactly."""
+  mine = [r for r in rows if r["arch"] == arch and r["seed"] == seed]
+  pts = sorted((r["sae_l0"], r[metric]) for r in mine)
+  if not pts:
+    return float("nan")
   l0 = np.log(np.maximum([p[0] for p in pts], 1e-9))
   val = np.asarray([p[1] for p in pts])
   t = np.log(target)
-  if not len(pts) or t < l0[0] - 1e-9 or t > l0[-1] + 1e-9:
-    return float("nan")
-  return float(np.interp(t, l0, val))
+  if l0[0] - 1e-9 <= t <= l0[-1] + 1e-9:
+    return float(np.interp(t, l0, val))
+  near = [r[metric] for r in mine if r.get("k") == target and abs(r["sae_l0"] / target - 1) <= 0.1]
+  return float(near[0]) if near else float("nan")
 
 
 def matched_table(rows, plan, archs) -> list[dict]:
@@ -214,7 +227,7 @@ def matched_table(rows, plan, archs) -> list[dict]:
   out = []
   for arch, target in itertools.product(archs, plan["l0"]):
     cell = {"arch": arch, "l0": target}
-    for metric in METRICS:
+    for metric in (*METRICS, "sae_l0"):
       per_seed = [at_l0(rows, arch, s, target, metric) for s in range(plan["seeds"])]
       v = np.asarray(per_seed)
       ok = v[np.isfinite(v)]
@@ -334,6 +347,61 @@ def saelens_scores(sae, model, x_eval, f_eval, plan) -> dict:
   return r
 
 
+def _cell(c, metric) -> str:
+  m = c[metric]
+  if m["mean"] is None:
+    return "–"
+  return f"{m['mean']:.3f} ± {m['sd']:.3f}" if m["sd"] is not None else f"{m['mean']:.3f}"
+
+
+def _saelens_at(rows, arch, target, metric) -> float:
+  return at_l0(rows, arch, 0, target, metric)
+
+
+def render(result: dict) -> str:
+  """The Markdown of RESULTS.md's SynthSAEBench section, from `synthbench.json` alone."""
+  lines = [
+    "| SAE | L0 target | L0 measured | F1 | MCC | uniqueness | var. explained |",
+    "|---|---|---|---|---|---|---|",
+  ]
+  for c in result["table"]:
+    cols = ("sae_l0", "f1_score", "mcc", "uniqueness", "explained_variance")
+    cells = [_cell(c, m) for m in cols]
+    lines.append(f"| {c['arch']} | {c['l0']} | " + " | ".join(cells) + " |")
+  lines += [
+    "",
+    "| reading | pair | median diff | [lo, hi] (coverage) | p (Holm) |",
+    "|---|---|---|---|---|",
+  ]
+  for p in result["comparisons"]:
+    if p["n"] == 0:
+      lines.append(
+        f"| {p['metric']} ({p['role']}) | {p['a']} − {p['b']} | – | no seed has both | – |"
+      )
+      continue
+    lines.append(
+      f"| {p['metric']} ({p['role']}) | {p['a']} − {p['b']} | {p['median']:+.3f} | "
+      f"[{p['lo']:+.3f}, {p['hi']:+.3f}] ({p['coverage']:.0%}) | {p['p_holm']:.2f} |"
+    )
+  if "saelens" in result:
+    ours = [r for r in result["rows"] if r["seed"] == 0]
+    theirs = result["saelens"]["rows"]
+    lines += [
+      "",
+      "| SAE | L0 | F1 here / SAELens | MCC here / SAELens | var. expl. here / SAELens |",
+      "|---|---|---|---|---|",
+    ]
+    for arch in dict.fromkeys(r["arch"] for r in theirs):
+      for t in result["settings"]["l0"]:
+        vals = [
+          (_saelens_at(ours, arch, t, m), _saelens_at(theirs, arch, t, m))
+          for m in ("f1_score", "mcc", "explained_variance")
+        ]
+        text = [f"{a:.3f} / {b:.3f}".replace("nan", "–") for a, b in vals]
+        lines.append(f"| {arch} | {t} | " + " | ".join(text) + " |")
+  return "\n".join(lines) + "\n"
+
+
 def figure(rows, archs, out: pathlib.Path) -> None:
   import matplotlib
 
@@ -356,8 +424,22 @@ def figure(rows, archs, out: pathlib.Path) -> None:
   plt.close(fig)
 
 
+def rescore(path: pathlib.Path) -> dict:
+  """Recomputes everything derived from a result's rows (in place, beside it)."""
+  result = json.loads(path.read_text())
+  plan = {**PLANS[result["plan"]], **result["settings"]}
+  archs = list(dict.fromkeys(r["arch"] for r in result["rows"]))
+  result["table"] = matched_table(result["rows"], plan, archs)
+  result["comparisons"] = comparisons(result["table"], plan, archs)
+  path.write_text(json.dumps(result, indent=1, default=float))
+  (path.parent / "synthbench.md").write_text(render(json.loads(path.read_text())))
+  return result
+
+
 def main(argv=None):
   args = parse(argv)
+  if args.rescore:
+    return rescore(pathlib.Path(args.rescore))
   plan = dict(PLANS[args.plan])
   if args.steps:
     plan["steps"] = args.steps
@@ -387,6 +469,7 @@ def main(argv=None):
     s_rows, s_seconds = run_saelens(plan, model, law, args.archs, x_eval, f_eval)
     result["saelens"] = {"rows": s_rows, "seconds": s_seconds}
   (out / "synthbench.json").write_text(json.dumps(result, indent=1, default=float))
+  (out / "synthbench.md").write_text(render(json.loads((out / "synthbench.json").read_text())))
   figure(rows, args.archs, out / "synthbench.png")
   print(f"wrote {out / 'synthbench.json'} ({grid_seconds:.0f} s for the grid)", flush=True)
   return result

@@ -1,4 +1,5 @@
 import json
+import pathlib
 import re
 import shutil
 import subprocess
@@ -195,6 +196,10 @@ dir = "{tmp_path / "out"}"
   assert cli.main(["sweep", str(cfg), "--no-progress"]) == 2
   assert "synthbench must be one of ['16k', 'cpu']" in capsys.readouterr().err
   assert not (tmp_path / "out2").exists()
+  from wsae_jax.app import sweep_file
+
+  shipped = pathlib.Path(__file__).parents[1] / "experiments/configs/synthbench_topk.toml"
+  assert sweep_file.load_sweep_file(shipped)["data"] == {"synthbench": "cpu"}
 
 
 def test_sweep_file_errors_are_clear(tmp_path, capsys):
