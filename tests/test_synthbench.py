@@ -117,6 +117,19 @@ def test_built_model_has_the_published_shape():
       assert not ((f[:, group] > 0).sum(1) > 1).any()
 
 
+def test_source_batches_are_the_same_on_four_devices(four_devices):
+  from jax.sharding import Mesh, NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  src = sb.SynthBenchSource(sb.build_law(SMALL), 64, seed=3)
+  mesh = Mesh(np.asarray(four_devices), ("data",))
+  split = src.batch(7, NamedSharding(mesh, P("data")))
+  assert len(split.sharding.device_set) == 4
+  assert_close(split, src.batch(7), rtol=1e-5, atol=1e-5)  # the same draws (sums may differ)
+  assert_close(src.batch(7), src.sample(7)[0], rtol=1e-6, atol=1e-6)  # batch t: sample t
+  assert not np.allclose(src.batch(7), src.batch(8))
+
+
 # ---------------------------------------------------------------- metrics on known answers
 
 
