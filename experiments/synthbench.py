@@ -178,7 +178,11 @@ def run_grid(plan, law, archs, progress):
   """Trains each architecture's members as one sweep and scores every SAE on the held-out rows."""
   src = sb.SynthBenchSource(law, plan["batch"], seed=0)
   tc = w.TrainConfig(
-    steps=plan["steps"], learning_rate=plan["lr"], batch_size=plan["batch"], log_every=50
+    steps=plan["steps"],
+    learning_rate=plan["lr"],
+    batch_size=plan["batch"],
+    log_every=50,
+    warmup_steps=min(100, plan["steps"] // 8),
   )
   rows, seconds = [], {}
   for arch in archs:
@@ -399,6 +403,20 @@ def render(result: dict) -> str:
         ]
         text = [f"{a:.3f} / {b:.3f}".replace("nan", "–") for a, b in vals]
         lines.append(f"| {arch} | {t} | " + " | ".join(text) + " |")
+    sp = result["speed"]
+    lines += [
+      "",
+      "| SAE | SAEs | here (s) | SAELens (s, estimated) | ratio |",
+      "|---|---|---|---|---|",
+    ]
+    for arch, a in sp["per_arch"].items():
+      lines.append(
+        f"| {arch} | {a['saes']} | {a['ours_s']:.0f} | {a['saelens_s_estimated']:.0f} | "
+        f"{a['ratio']:.1f}× |"
+      )
+    lines.append(
+      f"| all | | {sp['ours_s']:.0f} | {sp['saelens_s_estimated']:.0f} | {sp['ratio']:.1f}× |"
+    )
   return "\n".join(lines) + "\n"
 
 
@@ -424,6 +442,33 @@ def figure(rows, archs, out: pathlib.Path) -> None:
   plt.close(fig)
 
 
+def speed(result: dict) -> dict | None:
+  """The whole grid here against SAELens training the same SAEs one after another: SAELens's
+  measured seconds per SAE (train + score, seed 0 of every setting) times the grid's SAE count,
+  per architecture; ours is the grid's own train + score time."""
+  if "saelens" not in result:
+    return None
+  per_arch = {}
+  for arch, s in result["saelens"]["seconds"].items():
+    ours = result["seconds"][arch]
+    theirs = s["train_and_score"] / s["saes"] * ours["members"]
+    per_arch[arch] = {
+      "saes": ours["members"],
+      "ours_s": ours["train"] + ours["score"],
+      "saelens_s_estimated": theirs,
+      "saelens_s_per_sae": s["train_and_score"] / s["saes"],
+      "ratio": theirs / (ours["train"] + ours["score"]),
+    }
+  ours_total = sum(a["ours_s"] for a in per_arch.values())
+  theirs_total = sum(a["saelens_s_estimated"] for a in per_arch.values())
+  return {
+    "per_arch": per_arch,
+    "ours_s": ours_total,
+    "saelens_s_estimated": theirs_total,
+    "ratio": theirs_total / ours_total,
+  }
+
+
 def rescore(path: pathlib.Path) -> dict:
   """Recomputes everything derived from a result's rows (in place, beside it)."""
   result = json.loads(path.read_text())
@@ -431,6 +476,7 @@ def rescore(path: pathlib.Path) -> dict:
   archs = list(dict.fromkeys(r["arch"] for r in result["rows"]))
   result["table"] = matched_table(result["rows"], plan, archs)
   result["comparisons"] = comparisons(result["table"], plan, archs)
+  result["speed"] = speed(result)
   path.write_text(json.dumps(result, indent=1, default=float))
   (path.parent / "synthbench.md").write_text(render(json.loads(path.read_text())))
   return result
@@ -468,6 +514,7 @@ def main(argv=None):
     x_eval, f_eval = eval_rows(plan, law)
     s_rows, s_seconds = run_saelens(plan, model, law, args.archs, x_eval, f_eval)
     result["saelens"] = {"rows": s_rows, "seconds": s_seconds}
+    result["speed"] = speed(result)
   (out / "synthbench.json").write_text(json.dumps(result, indent=1, default=float))
   (out / "synthbench.md").write_text(render(json.loads((out / "synthbench.json").read_text())))
   figure(rows, args.archs, out / "synthbench.png")
