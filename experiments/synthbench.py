@@ -39,6 +39,10 @@ Readings fixed before the run (this docstring is committed before any full run's
   * The published table (SynthSAEBench's mean ± sd over seeds of F1, MCC, uniqueness and
     explained variance at each L0 target), and F1 / MCC against L0 per architecture (figure).
 
+Beside SynthSAEBench's metrics each row carries this library's own ground-truth readings on 8,192
+of the held-out rows (`gt_l_gt`, `gt_mcc` by signed correlation, `gt_mmcs`, `gt_shrinkage`; not in
+the run of 2026-12-07, whose JSON predates them).
+
 Writes `synthbench.json` (every SAE's scores, the matched table, the comparisons, wall times,
 and with `--saelens` SAELens's runner on the same model, rows and settings, scored by SAELens's
 own evaluator on the grid's held-out rows) and `synthbench.png`.
@@ -200,9 +204,13 @@ def run_grid(plan, law, archs, progress):
         batch_size=min(8192, plan["eval_samples"]),
         step0=EVAL_STEP,
       )
+      gt = ev.ground_truth_readings(
+        res.member_config(i), res.params(i), src, num_samples=8192, step0=EVAL_STEP
+      )
       setting = {k: v for k, v in m.items() if k != "seed"}
       rows.append({"arch": arch, "seed": m["seed"], **setting, **s.to_dict()})
       rows[-1].update(rows[-1].pop("classification"))
+      rows[-1].update({f"gt_{k}": gt[k] for k in ("l_gt", "mcc", "mmcs", "shrinkage")})
     seconds[arch]["score"] = time.perf_counter() - t0
     print(f"{arch}: {len(members)} SAEs in {seconds[arch]['train']:.0f} s", flush=True)
   return rows, seconds

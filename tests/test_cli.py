@@ -191,6 +191,7 @@ dir = "{tmp_path / "out"}"
   rows = json.loads((tmp_path / "out" / "sweep.json").read_text())["rows"]
   assert [r["synthbench_sae_l0"] for r in rows] == [2.0, 4.0]  # Top-k: k on every held-out row
   assert all(0 <= r["synthbench_f1_score"] <= 1 and 0 < r["synthbench_mcc"] <= 1 for r in rows)
+  assert all(r["gt_l_gt"] > 0 and -1 <= r["gt_mcc"] <= 1 for r in rows)  # our readings beside
   bad = cfg.read_text().replace('"cpu"', '"8k"')
   cfg.write_text(bad.replace(str(tmp_path / "out"), str(tmp_path / "out2")))
   assert cli.main(["sweep", str(cfg), "--no-progress"]) == 2

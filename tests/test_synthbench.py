@@ -165,6 +165,26 @@ def test_metrics_on_duplicated_and_shrunk_latents():
   assert s.explained_variance == pytest.approx(1 - (0.25 * x**2).sum(1).mean() / var, rel=1e-6)
 
 
+def test_ground_truth_readings_see_through_the_bias():
+  # An SAE on h = f V + b whose b_dec absorbs b and whose encoder reads h − b reads the same
+  # latents as the same SAE on f V: every ground-truth reading must agree, the bias must not leak.
+  from wsae_jax.evaluation import metrics
+
+  law = sb.build_law(SMALL)
+  src = sb.SynthBenchSource(law, 64, seed=1)
+  cfg = w.ReLUSAEConfig(d_in=48, d_sae=80)
+  p = models.init(cfg, jax.random.key(4))
+  p = {**p, "b_enc": p["b_enc"] + 0.05}
+  b = np.asarray(law.bias)
+  shifted = {**p, "b_dec": p["b_dec"] + b, "b_enc": p["b_enc"] - b @ np.asarray(p["W_enc"])}
+  got = ev.ground_truth_readings(cfg, shifted, src, num_samples=2000, step0=5)
+  f = np.asarray(src.sample(5, 2000)[1])
+  want = metrics.evaluate(cfg, p, f, np.asarray(law.feature_vectors).T)
+  assert_close(got, want, rtol=2e-4, atol=2e-5)
+  with pytest.raises(w.WSAEInputError, match="bias_P"):
+    metrics.evaluate(cfg, p, f, np.asarray(law.feature_vectors).T, bias_P=np.ones(3))
+
+
 def test_evaluator_refuses_mismatched_widths():
   with pytest.raises(w.WSAEInputError, match="width"):
     ev.SynthBenchEvaluator(np.ones((4, 3)), np.ones((5, 6)))

@@ -289,7 +289,7 @@ def shrinkage_vanishing(x_BxN, x_m_BxN) -> tuple[np.ndarray, np.ndarray]:
   return ratio, vanish
 
 
-def evaluate(sae_cfg, params, x_BxN, W_p_PxN, *, gamma=None) -> dict:
+def evaluate(sae_cfg, params, x_BxN, W_p_PxN, *, gamma=None, bias_P=None) -> dict:
   """Every metric of a trained SAE on a held-out sample from a known superposition problem.
 
   Latents are matched to true features by signed cosine of the decoder rows (`match_sae`) and
@@ -299,10 +299,17 @@ def evaluate(sae_cfg, params, x_BxN, W_p_PxN, *, gamma=None) -> dict:
   unscaled latents: the paper's literal formula for the tied SAE), `match_cos` (mean signed
   cosine of the decoder matching), `mcc` (signed correlation matching), shrinkage / vanishing /
   latent variance of the scaled matched latents, and the reconstruction metrics.
+
+  `bias_P`: an offset the observations carry, `x_p = x W_pᵀ + bias` (SynthSAEBench's models
+  have one); the ground-truth readings are unchanged by it, the reconstruction ones include it.
   """
 
   W_p = np.asarray(W_p_PxN, np.float32)
   x_p = jnp.asarray(np.asarray(x_BxN, np.float32) @ W_p.T)
+  if bias_P is not None:
+    if np.shape(bias_P) != (W_p.shape[0],):
+      raise V.WSAEInputError(f"bias_P must have shape ({W_p.shape[0]},), got {np.shape(bias_P)}.")
+    x_p = x_p + jnp.asarray(bias_P, jnp.float32)
   z, x_hat = jax.device_get(models.forward(sae_cfg, params, x_p))
   dirs = np.asarray(models.decoder_matrix(sae_cfg, params))
   m = match_sae(sae_cfg, params, W_p, by="decoder")

@@ -68,6 +68,10 @@ def score_sweep(result, data, *, eval_samples: int = 8192) -> list[dict]:
         ).to_dict()
         row.update({f"synthbench_{k}": v for k, v in s.items() if k != "classification"})
         row.update({f"synthbench_{k}": v for k, v in s["classification"].items()})
+        gt = synthbench_lib.ground_truth_readings(
+          cfg_i, p_i, data, num_samples=eval_samples, step0=HELD_OUT_STEP
+        )
+        row.update({f"gt_{k}": gt[k] for k in ("l_gt", "mcc", "mmcs", "shrinkage", "vanishing")})
     h = result.histories[i]
     row["final_train_loss"] = h[-1]["loss"] if h else float("nan")
     rows.append(row)

@@ -11,7 +11,8 @@ Against the ground-truth dictionary `V (F, d)` and features `f (B, F)`:
   (`1 − E‖x − x̂‖² / (E‖x‖² − ‖E x‖²)`).
 
 `SynthBenchEvaluator` accumulates over batches like SAELens's calculators; `evaluate_synthbench`
-scores one of our SAEs on fresh samples of a `SynthLaw`. Equal to SAELens's evaluator on the same
+scores one of our SAEs on fresh samples of a `SynthLaw`; `ground_truth_readings` gives this
+library's own readings (L_GT, signed MCC, MMCS, shrinkage, ...) on the same model beside them. Equal to SAELens's evaluator on the same
 SAE and samples (tests/test_synthbench.py), and exact on constructed SAEs whose answer is known.
 """
 
@@ -26,6 +27,7 @@ from scipy.optimize import linear_sum_assignment
 
 from wsae_jax import _validate as V
 from wsae_jax import models
+from wsae_jax.evaluation import metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,3 +193,16 @@ def evaluate_synthbench(
     ev.add(z, x_hat, x, f)
     done, step = done + b, step + 1
   return ev.result()
+
+
+def ground_truth_readings(sae_cfg, params, source, *, num_samples: int = 8192, step0: int) -> dict:
+  """This library's own ground-truth readings beside SynthSAEBench's, on `num_samples` rows of a
+  `SynthBenchSource` (`metrics.evaluate` with the model's dictionary as `W_p` and its bias):
+  L_GT by signed decoder matching, signed-correlation MCC, MMCS, features per latent, shrinkage
+  and vanishing of the matched latents, and the reconstruction metrics."""
+  V.check_int("num_samples", num_samples, low=1)
+  _, f = source.sample(step0, num_samples)
+  law = source.law
+  return metrics.evaluate(
+    sae_cfg, params, np.asarray(f), np.asarray(law.feature_vectors).T, bias_P=law.bias
+  )
