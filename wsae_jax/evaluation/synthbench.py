@@ -19,6 +19,7 @@ SAE and samples (tests/test_synthbench.py), and exact on constructed SAEs whose 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -100,6 +101,12 @@ def _batch_counts(codes_BxM, recon_BxD, hidden_BxD, features_BxF, best_M):
     "sum_sq": (hidden_BxD * hidden_BxD).sum(),
     "sum_res": ((hidden_BxD - recon_BxD) ** 2).sum(),
   }
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(sae_cfg, params, x):
+  """One compiled forward per config (shared by every SAE of a sweep with the same settings)."""
+  return models.forward(sae_cfg, params, x)
 
 
 class SynthBenchEvaluator:
@@ -184,12 +191,11 @@ def evaluate_synthbench(
   V.check_int("batch_size", batch_size, low=1)
   law = source.law
   ev = SynthBenchEvaluator(models.decoder_matrix(sae_cfg, params), law.feature_vectors)
-  fwd = jax.jit(lambda p, x: models.forward(sae_cfg, p, x))
   done, step = 0, step0
   while done < num_samples:
     b = min(batch_size, num_samples - done)
     x, f = source.sample(step, b)
-    z, x_hat = fwd(params, x)
+    z, x_hat = _forward(sae_cfg, params, x)
     ev.add(z, x_hat, x, f)
     done, step = done + b, step + 1
   return ev.result()
