@@ -24,9 +24,9 @@ from wsae_jax import models
 from wsae_jax.objectives.reconstruction import reconstruction_loss
 
 
-def _unit(v, axis):
+def _unit(v, axis, eps: float = 1e-12):
   v = np.asarray(v, np.float64)
-  return v / np.maximum(np.linalg.norm(v, axis=axis, keepdims=True), 1e-12)
+  return v / np.maximum(np.linalg.norm(v, axis=axis, keepdims=True), eps)
 
 
 def _check_observed_space(directions_MxP, W_p_PxN) -> None:
@@ -39,21 +39,22 @@ def _check_observed_space(directions_MxP, W_p_PxN) -> None:
     )
 
 
-def cosine(directions_MxP, W_p_PxN) -> np.ndarray:
+def cosine(directions_MxP, W_p_PxN, *, eps: float = 1e-12) -> np.ndarray:
   """Signed cosine between each learned direction and each true direction, shape `(M, N)`.
 
   True features are non-negative and so are ReLU-family latents, so a latent recovers feature j
   only if its direction points along `+W_p[:, j]`; a direction along `−W_p[:, j]` (the antipode
-  of a digon) is a different feature.
+  of a digon) is a different feature. Norms are clamped at `eps` (a zero direction has cosine 0
+  with everything).
   """
   _check_observed_space(directions_MxP, W_p_PxN)
-  return _unit(directions_MxP, 1) @ _unit(W_p_PxN, 0)
+  return _unit(directions_MxP, 1, eps) @ _unit(W_p_PxN, 0, eps)
 
 
-def abs_cosine(directions_MxP, W_p_PxN) -> np.ndarray:
+def abs_cosine(directions_MxP, W_p_PxN, *, eps: float = 1e-12) -> np.ndarray:
   """`|cos|` between each learned direction and each true direction, shape `(M, N)`: for
   sign-free comparisons (a direction's nearest line); matching uses the signed `cosine`."""
-  return np.abs(cosine(directions_MxP, W_p_PxN))
+  return np.abs(cosine(directions_MxP, W_p_PxN, eps=eps))
 
 
 MATCH_BY = ("decoder", "encoder")

@@ -55,13 +55,9 @@ class SynthBenchScores:
 
 
 def abs_cosine(directions_MxD, truth_FxD) -> np.ndarray:
-  """`|cos|` between every learned direction and every true direction `(M, F)`; a zero row has
-  cosine 0 with everything (norms clamped at 1e-8, as SAELens does)."""
-  a = np.asarray(directions_MxD, np.float64)
-  b = np.asarray(truth_FxD, np.float64)
-  a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-8)
-  b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-8)
-  return np.abs(a @ b.T)
+  """`|cos|` between every learned direction and every true direction `(M, F)`, norms clamped at
+  1e-8 as SAELens clamps them (`metrics.abs_cosine` on the true directions as columns)."""
+  return metrics.abs_cosine(directions_MxD, np.asarray(truth_FxD).T, eps=1e-8)
 
 
 def mean_correlation_coefficient(directions_MxD, truth_FxD) -> float:
