@@ -39,8 +39,8 @@ Readings fixed before the run (this docstring is committed before any full run's
   * The published table (SynthSAEBench's mean ± sd over seeds of F1, MCC, uniqueness and
     explained variance at each L0 target), and F1 / MCC against L0 per architecture (figure).
 
-Beside SynthSAEBench's metrics each row carries this library's own ground-truth readings on 8,192
-of the held-out rows (`gt_l_gt`, `gt_mcc` by signed correlation, `gt_mmcs`, `gt_shrinkage`; not in
+Beside SynthSAEBench's metrics each row carries this library's own ground-truth readings on the
+first 8,192 of the held-out rows (`gt_l_gt`, `gt_mcc` by signed correlation, `gt_mmcs`, `gt_shrinkage`; not in
 the run of 2026-12-07, whose JSON predates them).
 
 Writes `synthbench.json` (every SAE's scores, the matched table, the comparisons, wall times,
@@ -178,6 +178,11 @@ def arch_sweep(arch, plan, d_in):
   return cfg, [{"k": k, "seed": s} for s, k in itertools.product(seeds, plan["l0"])]
 
 
+def eval_batch(plan) -> int:
+  """Held-out rows drawn per step: the grid and SAELens's side must draw them the same way."""
+  return min(8192, plan["eval_samples"])
+
+
 def run_grid(plan, law, archs, progress):
   """Trains each architecture's members as one sweep and scores every SAE on the held-out rows."""
   src = sb.SynthBenchSource(law, plan["batch"], seed=0)
@@ -189,6 +194,8 @@ def run_grid(plan, law, archs, progress):
     warmup_steps=min(100, plan["steps"] // 8),
   )
   rows, seconds = [], {}
+  b = eval_batch(plan)  # our own readings: the first batch of held-out rows
+  _, f_gt = next(ev.held_out_batches(src, plan["eval_samples"], step0=EVAL_STEP, batch_size=b))
   for arch in archs:
     cfg, members = arch_sweep(arch, plan, law.hidden_dim)
     t0 = time.perf_counter()
@@ -201,12 +208,10 @@ def run_grid(plan, law, archs, progress):
         res.params(i),
         src,
         num_samples=plan["eval_samples"],
-        batch_size=min(8192, plan["eval_samples"]),
+        batch_size=b,
         step0=EVAL_STEP,
       )
-      gt = ev.ground_truth_readings(
-        res.member_config(i), res.params(i), src, num_samples=8192, step0=EVAL_STEP
-      )
+      gt = ev.ground_truth_readings(res.member_config(i), res.params(i), law, f_gt)
       setting = {k: v for k, v in m.items() if k != "seed"}
       rows.append({"arch": arch, "seed": m["seed"], **setting, **s.to_dict()})
       rows[-1].update(rows[-1].pop("classification"))
@@ -270,14 +275,15 @@ def comparisons(table, plan, archs) -> list[dict]:
   return out
 
 
-def eval_rows(plan, law):
-  """The held-out rows every SAE is scored on: `(hidden, features)` of steps 10⁸ …"""
+def eval_features(plan, law) -> np.ndarray:
+  """The features of the held-out rows every SAE is scored on (steps 10⁸ …: the rows
+  `run_grid`'s `evaluate_synthbench` draws), for SAELens's evaluator, which builds the hidden
+  activations from them with its own dictionary."""
   src = sb.SynthBenchSource(law, plan["batch"], seed=0)
-  b = min(8192, plan["eval_samples"])
-  parts = [src.sample(EVAL_STEP + i, b) for i in range(-(-plan["eval_samples"] // b))]
-  x = np.concatenate([np.asarray(p[0]) for p in parts])[: plan["eval_samples"]]
-  f = np.concatenate([np.asarray(p[1]) for p in parts])[: plan["eval_samples"]]
-  return x, f
+  parts = ev.held_out_batches(
+    src, plan["eval_samples"], step0=EVAL_STEP, batch_size=eval_batch(plan)
+  )
+  return np.concatenate([np.asarray(f) for _, f in parts])
 
 
 def saelens_config(arch, setting, plan, d_in):
@@ -303,7 +309,7 @@ def saelens_config(arch, setting, plan, d_in):
   return MatryoshkaBatchTopKTrainingSAEConfig(**d, k=float(setting["k"]), matryoshka_widths=widths)
 
 
-def run_saelens(plan, model, law, archs, x_eval, f_eval):
+def run_saelens(plan, model, law, archs, f_eval):
   """SAELens's `SyntheticSAERunner` on the same model, settings and samples count, one SAE after
   another (seed 0 of each setting), scored by SAELens's evaluator on the grid's held-out rows."""
   import torch
@@ -332,14 +338,14 @@ def run_saelens(plan, model, law, archs, x_eval, f_eval):
         logger=LoggingConfig(log_to_wandb=False),
       )
       sae = SyntheticSAERunner(cfg, override_synthetic_model=model).run().sae
-      s = saelens_scores(sae, model, x_eval, f_eval, plan)
+      s = saelens_scores(sae, model, f_eval)
       rows.append({"arch": arch, "seed": 0, **setting, **s})
     seconds[arch] = {"train_and_score": time.perf_counter() - t0, "saes": len(mine)}
     print(f"SAELens {arch}: {seconds[arch]['train_and_score']:.0f} s", flush=True)
   return rows, seconds
 
 
-def saelens_scores(sae, model, x_eval, f_eval, plan) -> dict:
+def saelens_scores(sae, model, f_eval) -> dict:
   """SAELens's `eval_sae_on_synthetic_data` on the given rows (its generator replaced by them)."""
   import torch
   from sae_lens.synthetic import eval_sae_on_synthetic_data
@@ -353,7 +359,7 @@ def saelens_scores(sae, model, x_eval, f_eval, plan) -> dict:
       return out
 
   r = eval_sae_on_synthetic_data(
-    sae, model.feature_dict, Rows(), num_samples=len(f_eval), batch_size=min(8192, len(f_eval))
+    sae, model.feature_dict, Rows(), num_samples=len(f_eval), batch_size=8192
   ).to_dict()
   r.update(r.pop("classification"))
   return r
@@ -519,8 +525,8 @@ def main(argv=None):
     "grid_wall_seconds": grid_seconds,
   }
   if args.saelens:
-    x_eval, f_eval = eval_rows(plan, law)
-    s_rows, s_seconds = run_saelens(plan, model, law, args.archs, x_eval, f_eval)
+    f_eval = eval_features(plan, law)
+    s_rows, s_seconds = run_saelens(plan, model, law, args.archs, f_eval)
     result["saelens"] = {"rows": s_rows, "seconds": s_seconds}
     result["speed"] = speed(result)
   (out / "synthbench.json").write_text(json.dumps(result, indent=1, default=float))

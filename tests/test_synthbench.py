@@ -177,8 +177,8 @@ def test_ground_truth_readings_see_through_the_bias():
   p = {**p, "b_enc": p["b_enc"] + 0.05}
   b = np.asarray(law.bias)
   shifted = {**p, "b_dec": p["b_dec"] + b, "b_enc": p["b_enc"] - b @ np.asarray(p["W_enc"])}
-  got = ev.ground_truth_readings(cfg, shifted, src, num_samples=2000, step0=5)
   f = np.asarray(src.sample(5, 2000)[1])
+  got = ev.ground_truth_readings(cfg, shifted, law, f)
   want = metrics.evaluate(cfg, p, f, np.asarray(law.feature_vectors).T)
   assert_close(got, want, rtol=2e-4, atol=2e-5)
   with pytest.raises(w.WSAEInputError, match="bias_P"):

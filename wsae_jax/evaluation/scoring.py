@@ -52,25 +52,25 @@ def score_sweep(result, data, *, eval_samples: int = 8192) -> list[dict]:
         cache[key] = np.asarray(src.features(HELD_OUT_STEP + 1, eval_samples))
       row.update(metrics_lib.evaluate(cfg_i, p_i, cache[key], data.W_p, gamma=gamma))
     else:
-      if "x" not in cache:
-        # SynthSAEBench: held-out steps of its stream; real data: the first batches, shared.
-        t0 = HELD_OUT_STEP if synthbench else 0
+      if "x" not in cache and synthbench:
+        # SynthSAEBench: held-out steps of its stream, drawn once; every reading sees these rows.
+        cache["held_out"] = list(
+          synthbench_lib.held_out_batches(
+            data, eval_samples, step0=HELD_OUT_STEP, batch_size=source.batch_size
+          )
+        )
+        cache["x"] = np.concatenate([np.asarray(x) for x, _ in cache["held_out"]])
+        cache["f"] = np.concatenate([np.asarray(f) for _, f in cache["held_out"]])
+      elif "x" not in cache:  # real data: the first batches, shared
         cache["x"] = np.concatenate(
-          [
-            np.asarray(source.batch(t0 + t))
-            for t in range(max(1, eval_samples // source.batch_size))
-          ]
+          [np.asarray(source.batch(t)) for t in range(max(1, eval_samples // source.batch_size))]
         )
       row.update(reconstruction_scores(cfg_i, p_i, cache["x"], gamma))
       if synthbench:
-        s = synthbench_lib.evaluate_synthbench(
-          cfg_i, p_i, data, num_samples=eval_samples, step0=HELD_OUT_STEP
-        ).to_dict()
+        s = synthbench_lib.score_batches(cfg_i, p_i, data.law, cache["held_out"]).to_dict()
         row.update({f"synthbench_{k}": v for k, v in s.items() if k != "classification"})
         row.update({f"synthbench_{k}": v for k, v in s["classification"].items()})
-        gt = synthbench_lib.ground_truth_readings(
-          cfg_i, p_i, data, num_samples=eval_samples, step0=HELD_OUT_STEP
-        )
+        gt = synthbench_lib.ground_truth_readings(cfg_i, p_i, data.law, cache["f"])
         row.update({f"gt_{k}": gt[k] for k in ("l_gt", "mcc", "mmcs", "shrinkage", "vanishing")})
     h = result.histories[i]
     row["final_train_loss"] = h[-1]["loss"] if h else float("nan")

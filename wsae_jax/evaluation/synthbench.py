@@ -11,7 +11,7 @@ Against the ground-truth dictionary `V (F, d)` and features `f (B, F)`:
   (`1 − E‖x − x̂‖² / (E‖x‖² − ‖E x‖²)`).
 
 `SynthBenchEvaluator` accumulates over batches like SAELens's calculators; `evaluate_synthbench`
-scores one of our SAEs on fresh samples of a `SynthLaw`; `ground_truth_readings` gives this
+scores one of our SAEs on fresh samples of a `SynthLaw` (`held_out_batches`, `score_batches`); `ground_truth_readings` gives this
 library's own readings (L_GT, signed MCC, MMCS, shrinkage, ...) on the same model beside them. Equal to SAELens's evaluator on the same
 SAE and samples (tests/test_synthbench.py), and exact on constructed SAEs whose answer is known.
 """
@@ -178,33 +178,46 @@ class SynthBenchEvaluator:
     )
 
 
-def evaluate_synthbench(
-  sae_cfg, params, source, *, num_samples: int = 100_000, batch_size: int = 4096, step0: int
-) -> SynthBenchScores:
-  """Scores one of our SAEs on `num_samples` fresh rows of a `SynthBenchSource` (drawn at steps
-  `step0, step0 + 1, …` of its stream: pick steps the SAE did not train on)."""
+def held_out_batches(source, num_samples: int, *, step0: int, batch_size: int = 4096):
+  """`(hidden, features)` batches of `num_samples` rows of a `SynthBenchSource`, drawn at steps
+  `step0, step0 + 1, …` of its stream (the last batch shorter): pick steps the SAE did not train
+  on. Every caller that scores SAEs on "the same rows" draws them here."""
   V.check_int("num_samples", num_samples, low=1)
   V.check_int("batch_size", batch_size, low=1)
-  law = source.law
-  ev = SynthBenchEvaluator(models.decoder_matrix(sae_cfg, params), law.feature_vectors)
   done, step = 0, step0
   while done < num_samples:
     b = min(batch_size, num_samples - done)
-    x, f = source.sample(step, b)
+    yield source.sample(step, b)
+    done, step = done + b, step + 1
+
+
+def score_batches(sae_cfg, params, law, batches) -> SynthBenchScores:
+  """SynthSAEBench's readings of one of our SAEs on `(hidden, features)` batches of `law`."""
+  ev = SynthBenchEvaluator(models.decoder_matrix(sae_cfg, params), law.feature_vectors)
+  for x, f in batches:
     z, x_hat = _forward(sae_cfg, params, x)
     ev.add(z, x_hat, x, f)
-    done, step = done + b, step + 1
   return ev.result()
 
 
-def ground_truth_readings(sae_cfg, params, source, *, num_samples: int = 8192, step0: int) -> dict:
-  """This library's own ground-truth readings beside SynthSAEBench's, on `num_samples` rows of a
-  `SynthBenchSource` (`metrics.evaluate` with the model's dictionary as `W_p` and its bias):
+def evaluate_synthbench(
+  sae_cfg, params, source, *, num_samples: int = 100_000, batch_size: int = 4096, step0: int
+) -> SynthBenchScores:
+  """Scores one of our SAEs on `num_samples` fresh rows of a `SynthBenchSource`
+  (`held_out_batches`: drawn batch by batch, so the rows need not fit in memory at once)."""
+  batches = held_out_batches(source, num_samples, step0=step0, batch_size=batch_size)
+  return score_batches(sae_cfg, params, source.law, batches)
+
+
+def ground_truth_readings(sae_cfg, params, law, features_BxF) -> dict:
+  """This library's own ground-truth readings beside SynthSAEBench's, on rows of `law` with
+  features `features_BxF` (`metrics.evaluate` with the model's dictionary as `W_p` and its bias):
   L_GT by signed decoder matching, signed-correlation MCC, MMCS, features per latent, shrinkage
   and vanishing of the matched latents, and the reconstruction metrics."""
-  V.check_int("num_samples", num_samples, low=1)
-  _, f = source.sample(step0, num_samples)
-  law = source.law
   return metrics.evaluate(
-    sae_cfg, params, np.asarray(f), np.asarray(law.feature_vectors).T, bias_P=law.bias
+    sae_cfg,
+    params,
+    np.asarray(features_BxF),
+    np.asarray(law.feature_vectors).T,
+    bias_P=law.bias,
   )
