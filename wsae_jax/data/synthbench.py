@@ -302,8 +302,8 @@ def sample(law: SynthLaw, key: jax.Array, batch_size: int) -> tuple[jax.Array, j
 class SynthBenchSource:
   """Batches of SynthSAEBench hidden activations: batch `t` is `sample(law, fold_in(seed, t))`.
 
-  A batch source for `train`, `train_sweep` and `wsae` runs. `features(step)` gives the
-  ground truth behind a batch; held-out data uses steps past the run's end.
+  A batch source for `train`, `train_sweep` and `wsae` runs. `sample(step)` gives a batch with
+  the ground-truth features behind it; held-out data uses steps past the run's end.
   """
 
   def __init__(self, law: SynthLaw, batch_size: int, *, seed: int = 0, name: str = "synthbench"):
