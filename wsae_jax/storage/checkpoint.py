@@ -158,10 +158,23 @@ class Checkpointer:
     checkpoints are never touched."""
     import shutil
 
-    for p in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
-      shutil.rmtree(p, ignore_errors=True)
-    if self.path(step).exists() and step not in self.steps():
-      shutil.rmtree(self.path(step), ignore_errors=True)
+    # orbax's writer threads can still be finishing (and creating folders) after the save raised:
+    # wait for them, then remove until two looks in a row find nothing.
+    try:
+      self._manager.wait_until_finished()
+    except Exception:  # the same failure again; it was reported already
+      pass
+    clean_looks = 0
+    for attempt in range(50):
+      left = list(self.directory.glob(f"{step}.orbax-checkpoint-tmp*"))
+      if self.path(step).exists() and step not in self.steps():
+        left.append(self.path(step))
+      for p in left:
+        shutil.rmtree(p, ignore_errors=True)
+      clean_looks = clean_looks + 1 if not left else 0
+      if clean_looks == 2:
+        return
+      time.sleep(0.02 * (attempt + 1) if left else 0.05)
 
   def restore(self, step: int, target) -> tuple[Any, dict]:
     """Restores the checkpoint of `step` into the structure and shardings of `target`."""
