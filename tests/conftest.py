@@ -13,6 +13,24 @@ for _flag in _FLAGS:
   if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# XLA's compiled programs are kept on disk and shared by the test processes (both xdist workers
+# and every `wsae` child process a test starts): the suite compiles the same training steps in
+# many places, and a hit costs milliseconds where a compile costs up to seconds on 2 cores. The
+# key hashes the program, the XLA flags and the JAX version, so a hit is the same executable.
+# The LRU size bound makes JAX take a file lock around every read and write (no half-written
+# entry is ever read by the other process). WSAE_TEST_XLA_CACHE=off compiles everything afresh.
+if os.environ.get("WSAE_TEST_XLA_CACHE", "on") != "off":
+  import importlib.util
+  import tempfile
+
+  os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), f"wsae-jax-test-xla-cache-{os.getuid()}"),
+  )
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+  if importlib.util.find_spec("filelock") is not None:  # the lock needs it (torch brings it)
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 * 2**30))
 # torch (parity and harvest tests) shares the process: its OpenMP workers must sleep, not spin,
 # between parallel regions, or they starve the 4 XLA device threads on 2 cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
