@@ -81,8 +81,7 @@ def parse(argv=None):
 def train_one(args, width, recipe, work):
   from wsae_jax import models, parallel
   from wsae_jax.data.store import ActivationStore
-  from wsae_jax.storage import saelens
-  from wsae_jax.training import trainer
+  from wsae_jax.training import workdir
   from wsae_jax.training.config import TrainConfig
 
   spec = RECIPES[recipe]
@@ -116,18 +115,19 @@ def train_one(args, width, recipe, work):
     )
     t0 = time.perf_counter()
     mesh = parallel.data_mesh(jax.devices()[: args.devices] if args.devices else None)
-    state, hist = trainer.train(
+    # The run folder of `wsae train` (record, one checkpoint, history, sae/): an interrupted
+    # run resumes where it stopped.
+    hist = workdir.start_run(
+      work / name,
       cfg,
       tc,
-      stream,
-      progress=False if args.no_progress else name,
-      normalization_scale=stream.scale,
+      workdir.RunData(stream, scale=stream.scale),
       mesh=mesh,
-    )
+      resume=True,
+      checkpoints=workdir.CheckpointPolicy(every=steps),
+      progress=False if args.no_progress else name,
+    ).history
     seconds = time.perf_counter() - t0
-    saelens.save_saelens(
-      work / name / "sae", cfg, jax.device_get(state.params), normalization_scale=stream.scale
-    )
     info = {
       "name": name,
       "width": width,

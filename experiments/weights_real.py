@@ -69,8 +69,7 @@ def train_one(args, name, kind, alpha, seed, work, mesh):
   from wsae_jax import models
   from wsae_jax.data.store import ActivationStore
   from wsae_jax.objectives import weights
-  from wsae_jax.storage import saelens
-  from wsae_jax.training import trainer
+  from wsae_jax.training import workdir
   from wsae_jax.training.config import TrainConfig
 
   done = work / name / "train.json"
@@ -102,19 +101,18 @@ def train_one(args, name, kind, alpha, seed, work, mesh):
       b_dec_init="median",
     )
     t0 = time.perf_counter()
-    state, hist = trainer.train(
+    hist = workdir.start_run(  # `wsae train`'s run folder: an interrupted run resumes
+      work / name,
       cfg,
       tc,
-      stream,
-      gamma=gamma,
+      workdir.RunData(stream, scale=stream.scale),
+      gamma,
       mesh=mesh,
+      resume=True,
+      checkpoints=workdir.CheckpointPolicy(every=steps),
       progress=False if args.no_progress else name,
-      normalization_scale=stream.scale,
-    )
+    ).history
     seconds = time.perf_counter() - t0
-    saelens.save_saelens(
-      work / name / "sae", cfg, jax.device_get(state.params), normalization_scale=stream.scale
-    )
   info = {
     "name": name,
     "kind": kind,

@@ -233,14 +233,14 @@ def test_wsae_eval_of_a_synthetic_run_scores_its_own_held_out_problem(
   synthetic_run, tmp_path, capsys
 ):
   from wsae_jax.evaluation import metrics
-  from wsae_jax.training import run as run_lib
+  from wsae_jax.training import workdir
 
   out = tmp_path / "e.json"
   assert cli.main(["eval", str(synthetic_run), "--out", str(out)]) == 0
   assert "L_GT" in capsys.readouterr().out
   r = json.loads(out.read_text())
   cfg, p = saelens.load_saelens(synthetic_run / "sae")
-  x, x_p, W, gamma = run_lib.synthetic_held_out(synthetic_run)
+  x, x_p, W, gamma = workdir.synthetic_held_out(synthetic_run)
   assert gamma is not None and len(gamma) == W.shape[0]  # the run's oracle γ
   ref = metrics.evaluate(cfg, p, x, W, gamma=gamma)
   assert r["ground_truth"]["l_gt"] == pytest.approx(ref["l_gt"], rel=1e-6)

@@ -130,3 +130,19 @@ def test_each_concern_has_one_home():
   modules = {m.rsplit(".", 1)[-1] for m in MODULES if not m.startswith("wsae_jax.app.commands.")}
   public_functions = {n for n, where in defs.items() if not n.startswith("_")}
   assert not (modules & public_functions) - {"sweep_file"}, modules & public_functions
+
+
+def test_the_run_layout_is_spelled_in_one_module():
+  """A run folder's file names appear (as whole strings) only in `training.workdir`; every other
+  module names them through its constants (`workdir.RECORD`, `workdir.HISTORY`, ...)."""
+  from wsae_jax.training import workdir
+
+  names = {workdir.RECORD, workdir.W_P, workdir.HISTORY, workdir.EVAL, workdir.REPORT}
+  found = []
+  roots = [ROOT, ROOT.parent / "experiments", ROOT.parent / "benchmarks"]
+  for f in (f for r in roots if r.is_dir() for f in sorted(r.rglob("*.py"))):
+    for node in ast.walk(ast.parse(f.read_text())):
+      if isinstance(node, ast.Constant) and node.value in names:
+        found.append(f"{f.relative_to(ROOT.parent)}:{node.lineno} {node.value}")
+  assert all(x.startswith("wsae_jax/training/workdir.py:") for x in found), found
+  assert len(found) == len(names)  # each defined once there

@@ -157,9 +157,9 @@ def test_tied_report_compares_with_the_closed_form_by_encoder_matching(tied_run)
   cf = d["synthetic"]["closed_form"]
   # The trained L_GT there is the paper's formula: encoder matching, raw latents.
   W = np.load(tied_run / "W_p.npy")
-  from wsae_jax.training import run as run_lib
+  from wsae_jax.training import workdir
 
-  x, _, _, gamma = run_lib.synthetic_held_out(tied_run)
+  x, _, _, gamma = workdir.synthetic_held_out(tied_run)
   ref = closed_form.compare(cfg, params, W, x, gamma)
   assert ref["matched_by"] == "encoder"
   assert_close(cf["trained"]["l_gt"], ref["trained"]["l_gt"], rtol=1e-4)

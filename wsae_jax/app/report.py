@@ -63,9 +63,11 @@ def _read_json(path):
 
 
 def _history(run: pathlib.Path) -> dict | None:
-  if not (run / "history.json").exists():
+  from wsae_jax.training import workdir
+
+  if not (run / workdir.HISTORY).exists():
     return None
-  records = _read_json(run / "history.json").get("records", [])
+  records = _read_json(run / workdir.HISTORY).get("records", [])
   if not records:
     return None
   keys = [k for k in ("loss", "mse", "fvu", "l0", "dead_frac") if k in records[0]]
@@ -75,13 +77,10 @@ def _history(run: pathlib.Path) -> dict | None:
   }
 
 
-def _gamma(run_meta: dict, ckpt_meta: dict | None) -> dict | None:
+def _gamma(g, described: dict | None) -> dict | None:
+  """γ's panel: `g` the fixed γ or a re-estimated one's newest value, `described` its schedule."""
   from wsae_jax.objectives import weights
 
-  g = run_meta.get("gamma")
-  described = (ckpt_meta or {}).get("gamma_schedule")
-  if g is None and described:  # the decoder γ: its schedule, and its newest value
-    g = (ckpt_meta or {}).get("gamma_current")
   if g is None:
     return {"description": described} if described else None
   rep = weights.gamma_report(np.asarray(g, np.float64))
@@ -268,10 +267,12 @@ def run_report(
   stage(STAGES[0])
 
   from wsae_jax.evaluation import activations as acts_lib
+  from wsae_jax.training import workdir
 
   run = pathlib.Path(run)
-  sae_dir, cfg, params, run_meta, ckpt_meta = _read_sae(run)
-  eval_file = run / "eval.json" if (run / "eval.json").exists() else sae_dir / "eval.json"
+  sae_dir, opened = _read_sae(run)
+  cfg, params, run_meta = opened.sae_config, opened.params, opened.record or {}
+  eval_file = run / workdir.EVAL if (run / workdir.EVAL).exists() else sae_dir / workdir.EVAL
   eval_result = _read_json(eval_file) if eval_file.exists() else None
   data: dict[str, Any] = {
     "kind": "run",
@@ -282,7 +283,7 @@ def run_report(
       **{k: run_meta[k] for k in ("train_config", "data", "normalization_scale") if k in run_meta},
     },
     "curves": _history(run),
-    "gamma": _gamma(run_meta, ckpt_meta),
+    "gamma": _gamma(opened.gamma, run_meta.get("gamma_schedule")),
     "notes": [],
   }
   if eval_result:
@@ -315,34 +316,24 @@ def run_report(
 
 
 def _read_sae(run: pathlib.Path):
-  """`(sae folder, cfg, params on the host, run.json or {}, the newest checkpoint's record or
-  None)` of a run folder or a SAELens folder."""
+  """`(sae folder, the opened run)` of a run folder or a SAELens folder (`workdir.open_run`)."""
+  import dataclasses
+
   import jax
 
   from wsae_jax.storage import saelens
+  from wsae_jax.training import workdir
 
-  sae_dir = run / "sae" if (run / "sae" / saelens.CFG_FILENAME).exists() else run
+  export = run / workdir.EXPORT
+  sae_dir = export if (export / saelens.CFG_FILENAME).exists() else run
   if not (sae_dir / saelens.CFG_FILENAME).exists():
     raise V.WSAEInputError(
       f"{str(run)!r} is neither a run folder of `wsae train` (with sae/) "
       f"nor a SAELens folder (with {saelens.CFG_FILENAME}), nor a sweep "
       f"folder (with sweep.json)."
     )
-  cfg, params = saelens.load_saelens(sae_dir)
-  params = jax.device_get(params)
-  run_meta = _read_json(run / "run.json") if (run / "run.json").exists() else {}
-  ckpt_meta = None
-  if run_meta.get("gamma") is None and (run / "checkpoints").is_dir():
-    # A γ re-estimated during training (the decoder γ) lives in the checkpoints' records.
-    from wsae_jax.storage.checkpoint import Checkpointer
-    from wsae_jax.training import run as run_lib
-
-    ck = Checkpointer(run / "checkpoints")
-    try:
-      ckpt_meta = run_lib.read_record(ck, ck.steps()[-1]) if ck.steps() else None
-    finally:
-      ck.close()
-  return sae_dir, cfg, params, run_meta, ckpt_meta
+  opened = workdir.open_run(run)
+  return sae_dir, dataclasses.replace(opened, params=jax.device_get(opened.params))
 
 
 def _store_panels(data, cfg, params, activations, eval_shards, max_rows, model, stage):
@@ -397,15 +388,15 @@ def _synthetic_panel(data, run, cfg, params):
   """Matched true features and the closed form vs the trained encoder; returns the held-out x_p."""
   from wsae_jax.evaluation import metrics
   from wsae_jax.theory import closed_form
-  from wsae_jax.training import run as run_lib
+  from wsae_jax.training import workdir
 
-  if not (run / "W_p.npy").exists():
+  if not (run / workdir.W_P).exists():
     data["notes"].append(
-      "this synthetic run has no W_p.npy (older `wsae train` did not write "
+      f"this synthetic run has no {workdir.W_P} (older `wsae train` did not write "
       "it): no true features, no latent statistics."
     )
     return None
-  x, x_p, W, gamma = run_lib.synthetic_held_out(run)
+  x, x_p, W, gamma = workdir.synthetic_held_out(run)
   from wsae_jax import models
 
   dec = np.asarray(models.decoder_matrix(cfg, params))

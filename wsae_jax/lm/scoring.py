@@ -81,3 +81,35 @@ def logit_effects(W_dec_MxD, W_U_VxD, norm_D=None, *, top: int = 10, chunk: int 
     out["promote"][i : i + chunk] = np.take_along_axis(L, hi, 1)
     out["suppress"][i : i + chunk] = np.take_along_axis(L, lo, 1)
   return out
+
+
+def sae_loss_recovered(cfg, params, model, store_path, *, eval_shards: int, contexts: int) -> dict:
+  """`loss_recovered` of an SAE spliced in at an activation store's hook point: on the first
+  `contexts` whole contexts (position 0 included) of the store's last `eval_shards` shards, the
+  layer and hook point the store records, the SAE applied to raw activations (a run's
+  normalisation is folded into its exported weights)."""
+  import jax
+
+  from wsae_jax import models
+  from wsae_jax.data.store import ActivationStore
+
+  store = ActivationStore(
+    store_path,
+    1,
+    shards=slice(-eval_shards, None),
+    shuffle=False,
+    prefetch=0,
+    drop_first_position=False,
+  )
+  _, ids = store.read_all(with_tokens=True)
+  if ids is None or not store.context_len:
+    raise ValueError(f"{store_path}: the LM loss needs token ids and contexts in the store.")
+  ids_NxT = ids.reshape(-1, store.context_len)[:contexts]
+  fwd = jax.jit(lambda p, xb: models.forward(cfg, p, xb)[1])
+  return loss_recovered(
+    model,
+    ids_NxT,
+    int(store.metadata["layer"]),
+    lambda h: np.asarray(fwd(params, h)),
+    point=store.metadata.get("hook_point") or "resid_post",
+  )

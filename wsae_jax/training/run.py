@@ -11,7 +11,6 @@ fields, and nothing is touched; a damaged checkpoint is skipped for the previous
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import pathlib
@@ -234,43 +233,3 @@ def load_params(directory):
   raise CheckpointError(
     f"no usable checkpoint in {directory}" + (":\n  " + "\n  ".join(problems) if problems else ".")
   )
-
-
-def synthetic_held_out(run_dir, num_samples: int = 8192):
-  """`(x, x_p, W_p, gamma)` for a synthetic run folder of `wsae train`: `num_samples` held-out
-  features `x`, their observations `x_p`, the run's `W_p.npy` (checked against the SHA-1 in
-  run.json) and its fixed γ (None when unweighted or re-estimated during training)."""
-  from wsae_jax.data import problems, sources
-
-  run_dir = pathlib.Path(run_dir)
-  try:
-    meta = json.loads((run_dir / "run.json").read_text())
-  except (OSError, UnicodeDecodeError, ValueError) as e:
-    raise V.WSAEInputError(f"{run_dir / 'run.json'} cannot be read ({e}).") from None
-  d = meta.get("data", {})
-  if d.get("kind") != "synthetic":
-    raise V.WSAEInputError(f"{run_dir} did not train on synthetic data; pass --activations.")
-  path = run_dir / "W_p.npy"
-  if not path.exists():
-    raise V.WSAEInputError(
-      f"{run_dir} has no W_p.npy (older `wsae train` did not write it); "
-      f"retrain the run to evaluate it on its own data."
-    )
-  W = np.load(path)
-  if hashlib.sha1(np.ascontiguousarray(W, np.float32).tobytes()).hexdigest() != d.get("W_p_sha1"):
-    raise V.WSAEInputError(
-      f"{path} is not the W_p this run trained on (its SHA-1 differs from "
-      f"run.json's); restore the run's own file."
-    )
-  source = sources.SyntheticSource(
-    W,
-    d["sparsity"],
-    num_samples,
-    seed=d["seed"],
-    magnitude=d.get("magnitude", "uniform"),
-    rates=d.get("rates"),
-    prng_impl=d.get("prng_impl", "threefry2x32"),
-  )
-  x, x_p = (np.asarray(a) for a in source.sample(problems.HELD_OUT_STEP, num_samples))
-  gamma = meta.get("gamma") if isinstance(meta.get("gamma"), list) else None
-  return x, x_p, W, None if gamma is None else np.asarray(gamma, np.float32)

@@ -68,33 +68,30 @@ def add(sub):
 def execute(args):
   import pathlib
 
-  from wsae_jax.storage import records, saelens
+  from wsae_jax.storage import records
+  from wsae_jax.training import workdir
 
-  folder = pathlib.Path(args.sae)
-  if (folder / "sae" / saelens.CFG_FILENAME).exists():
-    folder = folder / "sae"
-  out = (
-    pathlib.Path(args.out)
-    if args.out
-    else folder.parent / "eval.json"
-    if folder.name == "sae"
-    else folder / "eval.json"
-  )
+  V.check_int("--eval-shards", args.eval_shards, low=1)
+  run = workdir.open_run(args.sae)
+  folder = run.path
+  if run.checkpoint_step is not None:
+    raise V.WSAEInputError(
+      f"{folder} has no exported SAE ({workdir.EXPORT}/) yet: the run has not finished. Run "
+      f"`wsae export {folder}` to score its newest checkpoint."
+    )
+  default = folder.parent if folder.name == workdir.EXPORT else folder
+  out = pathlib.Path(args.out) if args.out else default / workdir.EVAL
   if out.exists() and not args.overwrite:
     raise V.WSAEInputError(f"{out} exists; pass --overwrite to replace it or --out elsewhere.")
   V.check_writable_dir(out.absolute().parent, "--out folder")
-  V.check_int("--eval-shards", args.eval_shards, low=1)
-  cfg, params = saelens.load_saelens(folder)
+  cfg = run.sae_config
+  scores = _eval_synthetic(args, run) if args.activations is None else _eval_store(args, run)
   result = {
-    "sae": str(folder),
+    "sae": str(folder / workdir.EXPORT if run.record is not None else folder),
     "architecture": cfg.architecture,
     "d_in": cfg.d_in,
     "d_sae": cfg.d_sae,
-    **(
-      _eval_synthetic(args, folder, cfg, params)
-      if args.activations is None
-      else _eval_store(args, cfg, params, folder)
-    ),
+    **scores,
   }
   records.write_json(out, result)
   print(format_eval(result))
@@ -102,41 +99,22 @@ def execute(args):
   return 0
 
 
-def _training_rows(run_json, store) -> list[str]:
-  """The shards of `store` that the run recorded in `run_json` trained on (same model and layer,
-  same shard names), [] if none or if the run did not train on a store."""
-  import json
-
-  try:
-    data = json.loads(run_json.read_text()).get("data", {})
-  except (OSError, ValueError):
-    return []
-  if data.get("kind") != "activations":
-    return []
-  if (data.get("model"), data.get("layer")) != (
-    store.metadata.get("model"),
-    store.metadata.get("layer"),
-  ):
-    return []
-  return [s for s in store.shard_names if s in set(data.get("shards", []))]
-
-
-def _eval_store(args, cfg, params, folder) -> dict:
+def _eval_store(args, run) -> dict:
   """`wsae eval`'s scores on the last --eval-shards shards of an activation store."""
   from wsae_jax.app import progress
   from wsae_jax.data.store import ActivationStore
   from wsae_jax.evaluation import activations
 
+  cfg, params = run.sae_config, run.params
   store = ActivationStore(
     args.activations, 1, shards=slice(-args.eval_shards, None), shuffle=False, prefetch=0
   )
   if store.d_in != cfg.d_in:
     raise V.WSAEInputError(f"the store has d_in={store.d_in}, the SAE {cfg.d_in}.")
-  run_json = (folder.parent if folder.name == "sae" else folder) / "run.json"
-  seen = _training_rows(run_json, store)
+  seen = run.trained_on(store)
   if seen and not args.allow_train_rows:
     raise V.WSAEInputError(
-      f"the SAE was trained on {', '.join(seen)} (its {run_json.name} says so), and "
+      f"the SAE was trained on {', '.join(seen)} (its run.json says so), and "
       f"--eval-shards {args.eval_shards} would score those same rows. Train with "
       f"--hold-out-shards N and evaluate the held-out shards, or pass --allow-train-rows to "
       f"score training rows knowingly."
@@ -162,10 +140,6 @@ def _eval_store(args, cfg, params, folder) -> dict:
 
 def _eval_with_model(args, cfg, params, store, codes, x, tokens, stage) -> dict:
   """`wsae eval --probe / --lm-loss`: the scores that need the store's language model."""
-  import jax
-  import numpy as np
-
-  from wsae_jax.data.store import ActivationStore
   from wsae_jax.evaluation import labelled
   from wsae_jax.lm import harvest as hv
   from wsae_jax.lm import scoring as lm_scoring
@@ -182,50 +156,37 @@ def _eval_with_model(args, cfg, params, store, codes, x, tokens, stage) -> dict:
     )
   if args.lm_loss:
     stage("LM loss")
-    full = ActivationStore(
-      args.activations,
-      1,
-      shards=slice(-args.eval_shards, None),
-      shuffle=False,
-      prefetch=0,
-      drop_first_position=False,
-    )
-    _, ids = full.read_all(with_tokens=True)
-    contexts = ids.reshape(-1, full.context_len)[: args.loss_contexts]
-    from wsae_jax import models
-
-    fwd = jax.jit(lambda p, xb: models.forward(cfg, p, xb)[1])
     result.update(
-      lm_scoring.loss_recovered(
+      lm_scoring.sae_loss_recovered(
+        cfg,
+        params,
         model,
-        contexts,
-        int(store.metadata["layer"]),
-        lambda h: np.asarray(fwd(params, h)),
-        point=store.metadata.get("hook_point") or "resid_post",
+        args.activations,
+        eval_shards=args.eval_shards,
+        contexts=args.loss_contexts,
       )
     )
   return result
 
 
-def _eval_synthetic(args, folder, cfg, params) -> dict:
+def _eval_synthetic(args, run) -> dict:
   """`wsae eval`'s scores of a synthetic run: on a held-out sample of its own problem,
   reconstruction and the ground-truth metrics."""
   from wsae_jax.evaluation import activations, metrics
-  from wsae_jax.training import run as run_lib
+  from wsae_jax.training import workdir
 
   if args.probe or args.lm_loss:
     raise V.WSAEInputError("--probe and --lm-loss need an activation store (--activations).")
-  run_dir = folder.parent if folder.name == "sae" else folder
-  if not (run_dir / "run.json").exists():
+  if run.record is None:
     raise V.WSAEInputError(
       f"{str(args.sae)!r} is not a run folder of `wsae train`; pass "
       f"--activations STORE to score a SAELens folder."
     )
-  x, x_p, W, gamma = run_lib.synthetic_held_out(run_dir)
+  x, x_p, W, gamma = workdir.synthetic_held_out(run.path)
   return {
     "data": "synthetic (held-out sample of the run's own problem)",
-    **activations.score(cfg, params, x_p),
-    "ground_truth": metrics.evaluate(cfg, params, x, W, gamma=gamma),
+    **activations.score(run.sae_config, run.params, x_p),
+    "ground_truth": metrics.evaluate(run.sae_config, run.params, x, W, gamma=gamma),
   }
 
 

@@ -32,13 +32,14 @@ def execute(args):
 
   from wsae_jax.storage import lock, saelens
   from wsae_jax.training import run as run_lib
+  from wsae_jax.training import workdir
 
   run_dir = pathlib.Path(args.run)
-  if not (run_dir / "checkpoints").is_dir():
+  if not (run_dir / workdir.CHECKPOINTS).is_dir():
     raise V.WSAEInputError(
       f"{str(run_dir)!r} is not a run folder of `wsae train` (it has no checkpoints/ folder)."
     )
-  target = pathlib.Path(args.out) if args.out else run_dir / "sae"
+  target = pathlib.Path(args.out) if args.out else run_dir / workdir.EXPORT
   if target.is_dir() and any(target.iterdir()) and not args.overwrite:
     raise V.WSAEInputError(
       f"{str(target)!r} already exists and is not empty; pass "
@@ -50,7 +51,7 @@ def execute(args):
   # No `wsae train` may write the run meanwhile. The export itself is renamed into place whole,
   # so two exports to one --out leave one complete folder, never a mixed one.
   with lock.folder_lock(run_dir):
-    cfg, params, meta = run_lib.load_params(run_dir / "checkpoints")
+    cfg, params, meta = run_lib.load_params(run_dir / workdir.CHECKPOINTS)
     out = saelens.save_saelens(
       target,
       cfg,

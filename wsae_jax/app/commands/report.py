@@ -62,9 +62,10 @@ def execute(args):
   import pathlib
 
   from wsae_jax.app import report
+  from wsae_jax.training import workdir
 
   path = pathlib.Path(args.path)
-  out = pathlib.Path(args.out) if args.out else path / "report.html"
+  out = pathlib.Path(args.out) if args.out else path / workdir.REPORT
   if out.exists() and not args.overwrite:
     raise V.WSAEInputError(f"{out} exists; pass --overwrite to replace it or --out elsewhere.")
   if out.suffix.lower() not in (".html", ".htm"):

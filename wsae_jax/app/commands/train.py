@@ -300,33 +300,6 @@ def _add_train_training(p) -> None:
   t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-# A run folder's own entries (what --overwrite removes): what `wsae train` writes, and the
-# eval.json / report.html that `wsae eval` / `wsae report` write beside it about that run.
-RUN_FILES = (
-  "run.json",
-  "checkpoints",
-  "history.json",
-  "sae",
-  "W_p.npy",
-  "eval.json",
-  "report.html",
-  "wandb",
-)
-
-
-HARVESTED = "activations"
-
-
-"""`wsae train --model`'s harvested store inside the run folder: part of the run, but kept by
---overwrite (a harvest is costly; the store refuses another model or layer itself)."""
-
-
-def _run_folder(out):
-  from wsae_jax.storage.run_folder import RunFolder
-
-  return RunFolder(out, entries=RUN_FILES, keep=(HARVESTED,), marker="run.json")
-
-
 def _load_gamma(path, d_in: int):
   import numpy as np
 
@@ -381,9 +354,10 @@ def _dead_after(args) -> dict:
 def execute(args):
   """`wsae train` in its run folder, claimed (locked, checked) for the whole run; a failed start
   leaves no folder behind that this command created (a `--model` harvest excepted)."""
-  folder = _run_folder(args.out)
-  with folder.claim(resume=args.resume, overwrite=args.overwrite) as existing:
-    return _train_locked(args, folder, existing)
+  from wsae_jax.training import workdir
+
+  with workdir.claim(args.out, resume=args.resume, overwrite=args.overwrite) as run:
+    return _train_claimed(args, run)
 
 
 def _harvest_first(args, out) -> None:
@@ -401,9 +375,10 @@ def _harvest_first(args, out) -> None:
   if args.layer is None:
     raise V.WSAEInputError("--model needs --layer (the decoder block whose output to train on).")
   from wsae_jax.app import harvest
+  from wsae_jax.training import workdir
 
   harvest.write_store(
-    out=out / HARVESTED,
+    out=out / workdir.HARVESTED,
     model=None if args.model == "smollm2" else args.model,
     corpus=args.corpus,
     layer=args.layer,
@@ -412,21 +387,22 @@ def _harvest_first(args, out) -> None:
     progress=not args.no_progress,
     hook=args.hook,
   )
-  args.activations = str(out / HARVESTED)
+  args.activations = str(out / workdir.HARVESTED)
 
 
 def _train_data(args):
-  """`wsae train`'s data: `(source, W_p or None, γ sample, scale, standardization, d_in, d_sae)`."""
+  """`wsae train`'s data: `(workdir.RunData, γ sample, d_in, d_sae)`."""
   import numpy as np
 
   from wsae_jax.data import problems, sources
+  from wsae_jax.training.workdir import RunData
 
   V.check_int("--hold-out-shards", args.hold_out_shards, low=0)
   if not args.activations:
     W = make_problem(args, args.data_seed).matrix()
     source = sources.SyntheticSource(W, args.sparsity, args.batch_size, seed=args.data_seed)
     sample = np.asarray(source.sample(problems.HELD_OUT_STEP, 8192)[1])
-    return (source, W, sample, None, None, W.shape[0], _width(args, W.shape[0], W.shape[1]))
+    return RunData(source, W_p=W), sample, W.shape[0], _width(args, W.shape[0], W.shape[1])
   from wsae_jax.data.store import ActivationStore
 
   source = ActivationStore(
@@ -456,11 +432,8 @@ def _train_data(args):
     )
   )
   return (
-    source,
-    None,
+    RunData(source, scale=scale, standardization=standardization),
     source.sample(8192, served=True),
-    scale,
-    standardization,
     source.d_in,
     _width(args, source.d_in, 8 * source.d_in),
   )
@@ -527,18 +500,11 @@ def _train_gamma(args, d_in: int, sample, W):
   return gamma
 
 
-def _train_locked(args, folder, existing):
-  import jax
-  import numpy as np
-
+def _train_claimed(args, run):
   from wsae_jax import parallel
   from wsae_jax.app import loggers
-  from wsae_jax.data import sources
-  from wsae_jax.storage import saelens
-  from wsae_jax.training import run as run_lib
-  from wsae_jax.training import trainer
+  from wsae_jax.training import workdir
 
-  out = folder.path
   if args.training_tokens is not None:
     V.check_int("--training-tokens", args.training_tokens, low=args.batch_size)
     args.steps = args.training_tokens // args.batch_size
@@ -546,51 +512,45 @@ def _train_locked(args, folder, existing):
     V.check_int("--d-sae", args.d_sae, low=1)
   _check_gamma_option(args)
   mesh = parallel.training_mesh(args.latent_shards)  # the device count: refused before any work
-  _harvest_first(args, out)
-  source, W, sample, scale, standardization, d_in, d_sae = _train_data(args)
+  _harvest_first(args, run.path)
+  data, sample, d_in, d_sae = _train_data(args)
   cfg, tc = _train_configs(args, d_in, d_sae)
   try:
     parallel.check_latent_shards(cfg.d_sae, mesh)
   except V.WSAEInputError as e:
     raise V.WSAEInputError(f"--latent-shards: {e}") from None
-  gamma = _train_gamma(args, d_in, sample, W)
+  gamma = _train_gamma(args, d_in, sample, data.W_p)
   V.check_int("--checkpoint-every", args.checkpoint_every, low=1)
   V.check_int("--keep", args.keep, low=1)
-  # The run's identity: compared with OUT/run.json before any checkpoint is touched.
-  meta = trainer.run_record(
-    cfg, tc, gamma, source, normalization_scale=scale, standardization=standardization, mesh=mesh
-  )
-  if args.resume:
-    run_lib.check_resumable(out / "run.json", meta)
+  policy = workdir.CheckpointPolicy(args.checkpoint_every, args.keep, args.checkpoint_minutes)
+  meta = run.prepare(cfg, tc, data, gamma, mesh=mesh)  # a resume with other settings: refused
   if args.tensorboard:  # a missing package is said before the old run is removed
     loggers.TensorBoard.check(args.tensorboard)
   if args.wandb:
     loggers.WandB.check()
-  if args.overwrite:  # every input check has passed: only now is the old run removed
-    folder.clear(existing)
-  folder.write_json("run.json", meta)
-  if W is not None:  # the synthetic W_p, for `wsae report`'s true-feature panel
-    folder.save_npy("W_p.npy", np.asarray(W, np.float32))
-  state, hist = _train_run(args, out, cfg, tc, source, gamma, meta, scale, standardization, mesh)
-  folder.write_json(
-    "history.json",
-    {"records": hist.records, "diverged_at": hist.diverged_at, "seconds": hist.seconds},
+  run.begin()  # the old run removed (--overwrite), the record written: loggers write after it
+  log = loggers.Fanout(
+    [
+      loggers.TensorBoard(args.tensorboard) if args.tensorboard else None,
+      loggers.WandB(args.wandb, run.path, meta, name=run.path.name) if args.wandb else None,
+    ]
   )
-  saelens.save_saelens(
-    out / "sae",
-    cfg,
-    jax.device_get(state.params),
-    normalization_scale=scale,
-    standardization=standardization,
-    metadata=saelens.metadata_from_data(sources.describe(source)),
-  )
+  try:
+    done = run.train(
+      checkpoints=policy, progress=not args.no_progress, callbacks=[log] if log.loggers else []
+    )
+  finally:
+    log.close()
+    if hasattr(data.source, "close"):
+      data.source.close()
+  out = run.path
   print(
-    f"trained to step {int(state.step)}; wrote {out / 'sae'} (SAELens format), "
-    f"{out / 'history.json'} and checkpoints in {out / 'checkpoints'}"
+    f"trained to step {int(done.state.step)}; wrote {out / workdir.EXPORT} (SAELens format), "
+    f"{out / workdir.HISTORY} and checkpoints in {out / workdir.CHECKPOINTS}"
   )
-  if hist.diverged_at is not None:
+  if done.diverged_at is not None:
     print(
-      f"wsae train: training diverged at step {hist.diverged_at}: the loss or gradient became "
+      f"wsae train: training diverged at step {done.diverged_at}: the loss or gradient became "
       f"non-finite; the outputs hold the last finite state. Lower --lr or check the data.",
       file=sys.stderr,
     )
@@ -626,42 +586,3 @@ def _train_configs(args, d_in: int, d_sae: int):
       file=sys.stderr,
     )
   return resolve_run_defaults(cfg, tc), tc  # run.json records the window the run uses
-
-
-def _train_run(args, out, cfg, tc, source, gamma, meta, scale, standardization, mesh):
-  """`trainer.train` with the run folder's checkpointer and the chosen loggers."""
-  from wsae_jax.app import loggers
-  from wsae_jax.storage.checkpoint import Checkpointer
-  from wsae_jax.training import trainer
-
-  log = loggers.Fanout(
-    [
-      loggers.TensorBoard(args.tensorboard) if args.tensorboard else None,
-      loggers.WandB(args.wandb, out, meta, name=out.name) if args.wandb else None,
-    ]
-  )
-  ck = Checkpointer(
-    out / "checkpoints",
-    every=args.checkpoint_every,
-    keep=args.keep,
-    every_minutes=args.checkpoint_minutes,
-  )
-  try:
-    return trainer.train(
-      cfg,
-      tc,
-      source,
-      gamma=gamma,
-      mesh=mesh,
-      checkpointer=ck,
-      resume=args.resume,
-      progress=not args.no_progress,
-      normalization_scale=scale,
-      standardization=standardization,
-      on_record=log if log.loggers else None,
-    )
-  finally:
-    ck.close()
-    log.close()
-    if hasattr(source, "close"):
-      source.close()
