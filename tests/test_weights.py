@@ -156,6 +156,52 @@ def test_wsae_train_warns_naming_the_dimension_and_can_refuse(tmp_path, capsys):
   assert not (tmp_path / "r2" / "checkpoints").exists()
 
 
+def test_a_negative_alpha_that_starves_the_dominant_dimension_is_said_before_training(
+  tmp_path, capsys
+):
+  """α < 0 on a stream with one massive dimension (65% of the variance, as several models'
+  residual streams have): Var^−0.5 gives every dimension the same share of the weighted loss,
+  so the one carrying most of the signal gets 1/d_in of it. Warned, naming the dimension and
+  both shares; a balanced stream, and α > 0 on this one, draw no such warning."""
+  from wsae_jax.app import cli
+
+  d = 36
+  rng = np.random.default_rng(2)
+  x = rng.standard_normal((4096, d)).astype(np.float32)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    w.variance_weights(x, -0.5)  # balanced: nothing to say
+  x[:, 5] *= 8.0  # variance 64 of 64 + 35: 64.6%
+  var = np.var(x.astype(np.float64), axis=0)
+  v5 = var[5] / var.sum()
+  assert 0.6 < v5 < 0.7
+  with pytest.warns(RuntimeWarning) as caught:
+    g = w.variance_weights(x, -0.5)
+  said = [str(c.message) for c in caught if "variance but only" in str(c.message)]
+  # Var^-0.5: γ²·Var = 1 for every dimension, so each holds exactly 1/d of the weighted loss.
+  assert said == [
+    f"variance weights (α = -0.5): dimension 5 holds {v5:.1%} of the activations' variance but "
+    f"only {1 / d:.1%} of the weighted loss γ²·Var: the WSAE will barely reconstruct the "
+    f"dimension that carries most of the signal, and its unweighted FVU can rise sharply. "
+    f"Consider an α nearer 0, weights from typical rows, or dropping massive-activation rows."
+  ]
+  r = w.objectives.weights.gamma_report(g, var)
+  assert r.neglected() == (5, pytest.approx(v5), pytest.approx(1 / d, rel=1e-4))
+  assert w.objectives.weights.gamma_report(np.ones(d), var).neglected() is None  # plain SAE
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    w.variance_weights(x, 0.5)  # weights the massive dimension up: not this warning
+  assert not [c for c in caught if "variance but only" in str(c.message)]
+  # `wsae train` says it once, before training, with the option that would refuse the run.
+  np.save(tmp_path / "acts.npy", x)
+  args = ["train", "--activations", str(tmp_path / "acts.npy"), "--steps", "2", "--no-progress"]
+  args += ["--batch-size", "64", "--d-sae", "16", "--arch", "relu", "--alpha", "-0.5"]
+  assert cli.main([*args, "--out", str(tmp_path / "run")]) == 0
+  err = capsys.readouterr().err
+  assert err.count("warning") == 1 and "dimension 5 holds 6" in err and "variance but only" in err
+  assert "--alpha nearer 0." in err  # --gamma-max-share is about Σγ², not this: not offered
+
+
 def _triangle_sample(sparsity, n=100_000, magnitude="uniform"):
   W = w.polygon_matrix(6, 3, n_mono=8)  # rows: 3, 2 or 1 features; participation ratio 2, 2, 1
   x = np.asarray(

@@ -26,6 +26,10 @@ MAX_SHARE = 0.25
 """A warning is raised when one dimension holds more than this share of Σγ²."""
 MIN_EFFECTIVE_FRACTION = 0.1
 """…or when the effective number of dimensions (Σγ²)²/Σγ⁴ falls below this fraction of d_in."""
+NEGLECT_RATIO = 4.0
+"""…or (α < 0's danger) when a dimension holding more than `MAX_SHARE` of the activations'
+variance gets less than 1/NEGLECT_RATIO of that share in the weighted loss γ²·Var: the WSAE
+then barely reconstructs the dimension that carries most of the signal."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +45,11 @@ class GammaReport:
   """Share held by the top 1% of dimensions (at least one)."""
   effective_dims: float
   """`(Σγ²)² / Σγ⁴`: d_in for a uniform γ, 1 when one dimension holds everything."""
+  variance_share_D: np.ndarray | None = None
+  """`Var_i / ΣVar` of the activations γ weights (None when no sample was given)."""
+  loss_share_D: np.ndarray | None = None
+  """`γ_i² Var_i / Σ γ² Var`: each dimension's share of the weighted loss of reconstructing
+  nothing (None when no sample was given)."""
 
   @property
   def d_in(self) -> int:
@@ -69,11 +78,31 @@ class GammaReport:
         f"only {self.effective_dims:.1f} effective dimensions of {self.d_in} carry the "
         f"loss weight (fewer than {min_effective_fraction:.0%})"
       )
+    neglected = self.neglected(max_share)
+    if neglected is not None:
+      i, v, w = neglected
+      out.append(
+        f"dimension {i} holds {v:.1%} of the activations' variance but only {w:.1%} of the "
+        f"weighted loss γ²·Var: the WSAE will barely reconstruct the dimension that carries "
+        f"most of the signal, and its unweighted FVU can rise sharply"
+      )
     return out
 
+  def neglected(self, max_share: float = MAX_SHARE) -> tuple[int, float, float] | None:
+    """`(dimension, variance share, weighted-loss share)` of the highest-variance dimension
+    when it holds more than `max_share` of the variance and γ gives it less than
+    1/`NEGLECT_RATIO` of that share of the loss; None otherwise (or without a sample)."""
+    if self.variance_share_D is None or self.loss_share_D is None:
+      return None
+    i = int(np.argmax(self.variance_share_D))
+    v, w = float(self.variance_share_D[i]), float(self.loss_share_D[i])
+    return (i, v, w) if v > max_share and w < v / NEGLECT_RATIO else None
 
-def gamma_report(gamma_D) -> GammaReport:
-  """The `GammaReport` of a weight vector γ (any scale)."""
+
+def gamma_report(gamma_D, variance_D=None) -> GammaReport:
+  """The `GammaReport` of a weight vector γ (any scale); with the per-dimension variance of the
+  activations it weights, also how the weighted loss spreads over the signal (see
+  `GammaReport.neglected`)."""
   g2 = np.asarray(gamma_D, np.float64) ** 2
   V.check_rank("gamma", g2, 1)
   total = g2.sum()
@@ -81,21 +110,32 @@ def gamma_report(gamma_D) -> GammaReport:
     raise V.WSAEInputError("gamma is zero everywhere; no dimension would be reconstructed.")
   share = g2 / total
   top_n = max(1, math.ceil(0.01 * share.shape[0]))
+  var_share = loss_share = None
+  if variance_D is not None:
+    var = np.asarray(variance_D, np.float64)
+    if var.shape != g2.shape:
+      raise V.WSAEInputError(f"variance has shape {var.shape}; gamma has {g2.shape}.")
+    if var.sum() > 0 and (g2 * var).sum() > 0:
+      var_share, loss_share = var / var.sum(), g2 * var / (g2 * var).sum()
   return GammaReport(
     share_D=share,
     top_dim=int(np.argmax(share)),
     top_share=float(share.max()),
     top_1pct_share=float(np.sort(share)[::-1][:top_n].sum()),
     effective_dims=float(total**2 / np.sum(g2**2)),
+    variance_share_D=var_share,
+    loss_share_D=loss_share,
   )
 
 
-def warn_if_concentrated(gamma_D, *, what: str = "γ", stacklevel: int = 3) -> GammaReport:
+def warn_if_concentrated(
+  gamma_D, *, what: str = "γ", stacklevel: int = 3, variance_D=None
+) -> GammaReport:
   """Builds γ's report and raises a `RuntimeWarning` naming each problem it finds."""
-  report = gamma_report(gamma_D)
+  report = gamma_report(gamma_D, variance_D)
   for problem in report.problems():
     warnings.warn(
-      f"{what}: {problem}. Consider a smaller α, weights from typical rows, or "
+      f"{what}: {problem}. Consider an α nearer 0, weights from typical rows, or "
       f"dropping massive-activation rows.",
       RuntimeWarning,
       stacklevel=stacklevel,
@@ -148,7 +188,7 @@ def variance_weights(x_sample_BxD, alpha: float, *, normalize: bool = True) -> n
   var = np.var(np.asarray(x_sample_BxD, np.float64), axis=0)
   gamma = weights_from_scores(var, alpha, normalize=normalize, name="variance", signed=True)
   if alpha != 0:  # paper-exact γ; but say so when it puts the loss on a few dimensions
-    warn_if_concentrated(gamma, what=f"variance weights (α = {alpha:g})")
+    warn_if_concentrated(gamma, what=f"variance weights (α = {alpha:g})", variance_D=var)
   return gamma
 
 
@@ -302,7 +342,7 @@ def robust_variance_weights(
     var, alpha, normalize=normalize, name="typical-row variance", signed=True
   )
   if alpha != 0:
-    warn_if_concentrated(gamma, what=f"robust variance weights (α = {alpha:g})")
+    warn_if_concentrated(gamma, what=f"robust variance weights (α = {alpha:g})", variance_D=var)
   return gamma
 
 

@@ -480,7 +480,10 @@ def _train_gamma(args, d_in: int, sample, W):
       if from_file
       else weights.make_gamma(args.gamma, args.alpha, sample=sample, W_p=W)
     )
-  report = weights.gamma_report(gamma)
+  import numpy as np
+
+  # With the sample's variance: a γ that starves the highest-variance dimension is said too.
+  report = weights.gamma_report(gamma, np.var(np.asarray(sample, np.float64), axis=0))
   print(report.summary())
   if args.gamma_max_share is not None:
     V.check_range("--gamma-max-share", args.gamma_max_share, low=0.0, high=1.0, low_open=True)
@@ -494,7 +497,12 @@ def _train_gamma(args, d_in: int, sample, W):
   if concerns:  # one warning, however many
     print(
       f"wsae train: warning: γ ({args.gamma}, α = {args.alpha}): {'; '.join(concerns)}. "
-      f"Consider a smaller --alpha; --gamma-max-share turns this into a refusal.",
+      f"Consider an --alpha nearer 0"
+      + (
+        "; --gamma-max-share turns this into a refusal."
+        if report.top_share > weights.MAX_SHARE
+        else "."
+      ),
       file=sys.stderr,
     )
   return gamma
