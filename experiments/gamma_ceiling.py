@@ -86,7 +86,7 @@ import reproduce  # noqa: E402  (shared with the other studies: machine, figures
 import wsae_jax as w  # noqa: E402
 from wsae_jax.data import problems
 from wsae_jax.evaluation import scoring, stats
-from wsae_jax.objectives import weights as wl
+from wsae_jax.training import gamma as wl
 from wsae_jax.training import sweep
 
 HERE = pathlib.Path(__file__).parent

@@ -178,16 +178,14 @@ def weighting_member(name: str, W, sample=None) -> dict:
   if name.startswith("var"):
     return {"alpha": float(name[3:])}
   if name == "oracle":
-    return {"gamma": w.objectives.weights.make_gamma("oracle", 1.0, W_p=W)}
+    return {"gamma": w.training.gamma.make_gamma("oracle", 1.0, W_p=W)}
   if name in SAMPLE_WEIGHTINGS:
     import warnings
 
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", RuntimeWarning)
       try:
-        return {
-          "gamma": w.objectives.weights.gamma_from_sample(SAMPLE_WEIGHTINGS[name], sample(), 1.0)
-        }
+        return {"gamma": w.training.gamma.gamma_from_sample(SAMPLE_WEIGHTINGS[name], sample(), 1.0)}
       except w.WSAEInputError:  # the estimator does not apply (e.g. no exact zeros): no member
         return None
   raise ValueError(name)

@@ -53,7 +53,7 @@ participation_ratio = w.data.superposition.participation_ratio
 
 
 def oracle_weights(W, alpha: float) -> np.ndarray:
-  return w.objectives.weights.make_gamma("oracle", alpha, W_p=W)
+  return w.training.gamma.make_gamma("oracle", alpha, W_p=W)
 
 
 def summarise(rows, keys, group_by):

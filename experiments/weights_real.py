@@ -69,6 +69,7 @@ def train_one(args, name, kind, alpha, seed, work, mesh):
   from wsae_jax import models
   from wsae_jax.data.store import ActivationStore
   from wsae_jax.objectives import weights
+  from wsae_jax.training import gamma as gamma_lib
   from wsae_jax.training import workdir
   from wsae_jax.training.config import TrainConfig
 
@@ -85,7 +86,7 @@ def train_one(args, name, kind, alpha, seed, work, mesh):
     elif kind != "none":
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # reported below instead
-        gamma = weights.gamma_from_sample(kind, stream.sample(8192, served=True), alpha)
+        gamma = gamma_lib.gamma_from_sample(kind, stream.sample(8192, served=True), alpha)
       report = weights.gamma_report(gamma)
     cfg = models.TopKSAEConfig(
       d_in=stream.d_in, d_sae=args.width * stream.d_in, k=args.k, dead_after_tokens=None

@@ -146,3 +146,13 @@ def test_the_run_layout_is_spelled_in_one_module():
         found.append(f"{f.relative_to(ROOT.parent)}:{node.lineno} {node.value}")
   assert all(x.startswith("wsae_jax/training/workdir.py:") for x in found), found
   assert len(found) == len(names)  # each defined once there
+
+
+def test_the_lower_layers_import_nothing_above_them():
+  """`objectives` and `models` are the house's ground floor: they import no data, training,
+  storage or application module (the γ kinds, which read W_p, live in `training.gamma`)."""
+  upper = ("wsae_jax.data", "wsae_jax.training", "wsae_jax.storage", "wsae_jax.app", "wsae_jax.lm")
+  for name, (_, tree) in MODULES.items():
+    if name.startswith(("wsae_jax.objectives", "wsae_jax.models")):
+      up = sorted(m for m in _imports(name, tree) if m.startswith(upper))
+      assert not up, (name, up)

@@ -7,6 +7,7 @@ from helpers import assert_close
 
 import wsae_jax as w
 from wsae_jax.objectives import weights
+from wsae_jax.training import gamma as gamma_lib
 
 RNG = np.random.default_rng(0)
 
@@ -34,10 +35,10 @@ def test_only_the_variance_kinds_take_a_negative_alpha(tmp_path, capsys):
   from wsae_jax.training import run
 
   for kind in ("variance", "robust-variance"):
-    assert weights.check_kind(kind, -0.5, synthetic=False).signed_alpha
+    assert gamma_lib.check_kind(kind, -0.5, synthetic=False).signed_alpha
   for kind in ("kurtosis", "zero-fraction", "oracle", "decoder"):
     with pytest.raises(w.WSAEInputError, match="alpha must lie in"):
-      weights.check_kind(kind, -0.5, synthetic=True)
+      gamma_lib.check_kind(kind, -0.5, synthetic=True)
   base = ["train", "--planes", "4", "--mono", "2", "--steps", "4", "--batch-size", "64"]
   base += ["--no-progress", "--data-seed", "3"]
   assert (
@@ -246,8 +247,8 @@ def test_robust_variance_ignores_massive_rows():
   with pytest.warns(RuntimeWarning, match="dimension 2 holds"):
     weights.variance_weights(x, 1.0)
   assert_close(weights.robust_variance_weights(x, 1.0), plain, rtol=0.02, atol=0)
-  for kind in weights.GAMMA_KINDS[:3]:
-    assert weights.gamma_from_sample(kind, x, 0.5).shape == (10,)
+  for kind in gamma_lib.SAMPLE_KINDS[:3]:
+    assert gamma_lib.gamma_from_sample(kind, x, 0.5).shape == (10,)
 
 
 @pytest.mark.parametrize("kind", ["robust-variance", "kurtosis", "zero-fraction", "oracle", "file"])
@@ -320,28 +321,41 @@ def test_bad_gamma_options_are_refused(tmp_path, capsys):
   assert "needs the synthetic W_p" in capsys.readouterr().err
 
 
-def test_gamma_kinds_have_one_home():
-  """Every kind the CLI, sweeps and `make_gamma` know is in `weights.KINDS`; each makes its γ."""
+def test_gamma_kinds_have_one_home(tmp_path):
+  """Every kind the CLI, sweeps and `make_gamma` know is in `gamma_lib.KINDS`; each makes its γ."""
   from wsae_jax.app import cli
   from wsae_jax.objectives import weights
 
-  assert set(weights.kind_names(synthetic=True)) == set(weights.KINDS)
-  assert "oracle" not in weights.kind_names(synthetic=False)
+  assert set(gamma_lib.kind_names(synthetic=True)) == set(gamma_lib.KINDS)
+  assert "oracle" not in gamma_lib.kind_names(synthetic=False)
   W = w.polygon_matrix(2, 3, n_mono=2)
   x = np.asarray(w.SyntheticSource(W, 0.7, 1, seed=0).sample(0, 4096)[1])
-  for name, kind in weights.KINDS.items():
-    g = weights.make_gamma(name, 1.0, sample=x, W_p=W, every=7)
-    if kind.needs == "decoder":
+  for name, kind in gamma_lib.KINDS.items():
+    g = gamma_lib.make_gamma(name, 1.0, sample=x, W_p=W, every=7)
+    if kind.re_estimated:
       assert isinstance(g, weights.DecoderGamma) and g.every == 7
     else:
       assert g.shape == (6,) and np.isclose(np.mean(np.asarray(g, np.float64) ** 2), 1.0)
   pr = w.data.superposition.participation_ratio(W)
   np.testing.assert_allclose(
-    weights.make_gamma("oracle", 1.0, W_p=W), weights.weights_from_scores(1.0 / pr, 1.0), rtol=1e-6
+    gamma_lib.make_gamma("oracle", 1.0, W_p=W),
+    weights.weights_from_scores(1.0 / pr, 1.0),
+    rtol=1e-6,
   )
+  # A .npy file is a kind too: γ itself, checked against d_in, no α.
+  f = gamma_lib.kind_of(str(tmp_path / "g.npy"))
+  assert not f.takes_alpha and f.needs == "file"
+  with pytest.raises(w.WSAEInputError, match="is not a file"):
+    f.check(None, synthetic=False)
+  np.save(tmp_path / "g.npy", np.arange(1.0, 7.0))
+  np.testing.assert_array_equal(f.check(None, synthetic=False).make(d_in=6), np.arange(1.0, 7.0))
+  with pytest.raises(w.WSAEInputError, match="g.npy"):
+    f.make(d_in=5)
+  with pytest.raises(w.WSAEInputError, match="unknown γ kind 'g.txt'"):
+    gamma_lib.kind_of("g.txt")
   parser = cli.build_parser(only="train")
   text = parser._subparsers._group_actions[0].choices["train"].format_help()
-  for name in weights.KINDS:
+  for name in gamma_lib.KINDS:
     assert name in text
 
 

@@ -18,10 +18,10 @@ from wsae_jax.app import plots
 from wsae_jax.data import problems, store
 from wsae_jax.data import superposition as sp
 from wsae_jax.evaluation import scoring
-from wsae_jax.objectives import weights as weights_lib
 from wsae_jax.storage import records
 from wsae_jax.storage.checkpoint import Checkpointer
 from wsae_jax.storage.run_folder import RunFolder
+from wsae_jax.training import gamma as gamma_lib
 from wsae_jax.training import sweep
 from wsae_jax.training.config import TrainConfig
 
@@ -72,7 +72,7 @@ A sweep file is TOML (or the same structure in JSON) with these tables:
              (seed = data stream seed), scored by SynthSAEBench's metrics (F1, MCC, ...).
   [grid]     axes to cross, each a list: seed, data_seed, sparsity, alpha, gamma_kind
              ({gamma_kinds}: the kinds of
-             `objectives.weights.KINDS`), learning_rate, and the
+             `training.gamma.KINDS`), learning_rate, and the
              architecture's own: l1_coefficient (relu, gated), k (topk, batchtopk,
              matryoshka_batchtopk), l0_coefficient (jumprelu).
   [output]   dir = "sweep_out" (sweep.json, sweep.csv, sweep.png and checkpoints/ go there),
@@ -98,7 +98,7 @@ Example (experiments/configs/sweep_small.toml):
   alpha = [0.0, 1.0]
   [output]
   dir = "sweep_out"
-""".format(gamma_kinds=" | ".join(weights_lib.KINDS))
+""".format(gamma_kinds=" | ".join(gamma_lib.KINDS))
 
 
 # Each table's fields, checked before anything runs (an unknown key is a typo, not a default).

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from typing import Any, Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -241,7 +241,7 @@ def consistency_weights(
 
 def as_gamma(gamma, d_in: int):
   """Validates an explicit γ and returns it as a float32 device array (None stays None)."""
-  import jax.numpy as jnp  # here, not at the top: `wsae train --help` reads KINDS without JAX
+  import jax.numpy as jnp  # here, not at the top: `wsae train --help` reads the γ kinds without JAX
 
   if gamma is None:
     return None
@@ -355,120 +355,6 @@ def weights_from_polysemanticity(
   V.check_range("max_m", max_m, low=1.0)
   m = np.clip(np.asarray(m_D, np.float64), 1.0, max_m)
   return weights_from_scores(1.0 / m, alpha, normalize=normalize, name="1 / polysemanticity")
-
-
-@dataclasses.dataclass(frozen=True)
-class GammaKind:
-  """A named way to make γ (`wsae train --gamma NAME`, a sweep member's `gamma_kind`)."""
-
-  name: str
-  needs: str
-  """What it is made from: "sample" (a sample of the training activations), "W_p" (the synthetic
-  problem's superposition matrix: an oracle) or "decoder" (the SAE's own decoder, re-estimated
-  while training)."""
-  help: str
-  """One line for `--help` and the docs."""
-  from_sample: Callable[[Any, float], np.ndarray] | None = None
-  """`(x_sample_BxD, alpha) -> γ` for the "sample" kinds."""
-  signed_alpha: bool = False
-  """α < 0 is meaningful too (the variance kinds: low-variance dimensions weighted up)."""
-
-
-KINDS: dict[str, GammaKind] = {
-  k.name: k
-  for k in (
-    GammaKind(
-      "variance",
-      "sample",
-      "the paper's γ = Var^α (α < 0: low-variance dimensions weighted up, towards whitening)",
-      variance_weights,
-      signed_alpha=True,
-    ),
-    GammaKind(
-      "robust-variance",
-      "sample",
-      "Var over typical rows (without massive-norm ones), γ = Var^α (α may be < 0)",
-      robust_variance_weights,
-      signed_alpha=True,
-    ),
-    GammaKind(
-      "kurtosis",
-      "sample",
-      "γ = m̂^−α, m̂ the features per dimension estimated from the "
-      "kurtosis (monosemantic dimensions weighted up)",
-      lambda x, a: weights_from_polysemanticity(kurtosis_polysemanticity(x), a),
-    ),
-    GammaKind(
-      "zero-fraction",
-      "sample",
-      "γ = m̂^−α, m̂ estimated from the fraction of exact zeros",
-      lambda x, a: weights_from_polysemanticity(zero_fraction_polysemanticity(x), a),
-    ),
-    GammaKind(
-      "oracle",
-      "W_p",
-      "synthetic data only: γ = PR^−α, PR the participation ratio of each row of W_p",
-    ),
-    GammaKind(
-      "decoder",
-      "decoder",
-      "γ = m̂^−α, m̂ the number of live latents writing to each "
-      "dimension, re-estimated from the SAE's own decoder while training",
-    ),
-  )
-}
-"""Every γ kind, in one place: the CLI, sweeps and studies read their names and needs here."""
-GAMMA_KINDS = tuple(k for k, v in KINDS.items() if v.needs == "sample")
-"""The kinds made from a data sample (`gamma_from_sample`)."""
-
-
-def kind_names(*, synthetic: bool) -> tuple[str, ...]:
-  """The kinds a run can use: "oracle" needs a synthetic W_p."""
-  return tuple(k for k, v in KINDS.items() if synthetic or v.needs != "W_p")
-
-
-def check_kind(name: str, alpha, *, synthetic: bool) -> GammaKind:
-  """The kind called `name`, checked for this run (known, usable on its data, given an α)."""
-  if name not in KINDS:
-    raise V.WSAEInputError(
-      f"unknown γ kind {name!r}; choose one of {kind_names(synthetic=synthetic)} or a .npy file."
-    )
-  kind = KINDS[name]
-  if kind.needs == "W_p" and not synthetic:
-    raise V.WSAEInputError(
-      f"γ kind {name!r} needs the synthetic W_p; it is not known for real activations."
-    )
-  if alpha is None:
-    raise V.WSAEInputError(f"γ kind {name!r} needs alpha (the exponent of γ).")
-  V.check_range("alpha", alpha, low=None if kind.signed_alpha else 0.0)
-  return kind
-
-
-def make_gamma(name: str, alpha: float, *, sample=None, W_p=None, every: int = 100):
-  """γ of kind `name`: an array from `sample` (sample kinds) or `W_p` (the oracle), or a
-  `DecoderGamma` schedule re-estimated every `every` steps (the decoder kind)."""
-  kind = KINDS[name] if name in KINDS else check_kind(name, alpha, synthetic=W_p is not None)
-  if kind.needs == "decoder":
-    return DecoderGamma(alpha, every=every)
-  if kind.needs == "W_p":
-    if W_p is None:
-      raise V.WSAEInputError(f"γ kind {name!r} needs the synthetic W_p.")
-    from wsae_jax.data.superposition import participation_ratio
-
-    return weights_from_polysemanticity(participation_ratio(np.asarray(W_p)), alpha)
-  if sample is None:
-    raise V.WSAEInputError(f"γ kind {name!r} needs a sample of the activations.")
-  return gamma_from_sample(name, sample, alpha)
-
-
-def gamma_from_sample(kind: str, x_sample_BxD, alpha: float):
-  """γ of a named kind from a sample of activations (what `wsae train --gamma` uses)."""
-  k = KINDS.get(kind)
-  if k is None or k.from_sample is None:
-    raise V.WSAEInputError(
-      f"unknown γ kind {kind!r} for a data sample; choose one of {GAMMA_KINDS}."
-    )
-  return k.from_sample(x_sample_BxD, alpha)
 
 
 # -- decoder-based, iterative γ --------------------------------------------------------------------

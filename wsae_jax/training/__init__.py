@@ -7,6 +7,7 @@ trainer  the jitted step (`apply_step`, `make_train_step`) and the loop `train`
 sweep    many SAEs as one compiled program (`train_sweep`)
 run      the run lifecycle: records, resume-or-start, reading a checkpoint's SAE back
 workdir  a run as a library object: the run folder's layout, `start_run`, `open_run`
+gamma    γ kinds: each checks itself for a run and makes its γ (sample, W_p, decoder, file)
 preemption  SIGTERM / Ctrl-C stop a run at a step boundary, after saving it (`Interrupted`)
 """
 
@@ -17,6 +18,7 @@ from wsae_jax import _lazy
 if TYPE_CHECKING:
   from wsae_jax.training import (  # noqa: F401
     config,
+    gamma,
     optim,
     preemption,
     run,
@@ -29,5 +31,15 @@ if TYPE_CHECKING:
 __getattr__, __dir__ = _lazy.attach(
   __name__,
   globals(),
-  ("config", "optim", "preemption", "run", "state", "sweep", "trainer", "workdir"),
+  (
+    "config",
+    "gamma",
+    "optim",
+    "preemption",
+    "run",
+    "state",
+    "sweep",
+    "trainer",
+    "workdir",
+  ),
 )

@@ -41,6 +41,7 @@ from wsae_jax.data import superposition as sp
 from wsae_jax.data.problems import HELD_OUT_STEP, SyntheticProblem
 from wsae_jax.objectives import weights as weights_lib
 from wsae_jax.parallel import DATA_AXIS
+from wsae_jax.training import gamma as gamma_lib
 from wsae_jax.training import optim, preemption, trainer
 from wsae_jax.training import run as run_lib
 from wsae_jax.training.config import TrainConfig, resolve_run_defaults
@@ -127,7 +128,7 @@ def resolve_members(sae_cfg, train_cfg, members, *, synthetic: bool) -> list[dic
         raise V.WSAEInputError("give alpha or gamma, not both.")
       if r["alpha"] is not None or "gamma_kind" in m:
         try:
-          weights_lib.check_kind(r["gamma_kind"], r["alpha"], synthetic=synthetic)
+          gamma_lib.check_kind(r["gamma_kind"], r["alpha"], synthetic=synthetic)
         except V.WSAEInputError as e:
           raise V.WSAEInputError(f"gamma_kind: {e}") from None
       if r["gamma"] is not None:
@@ -143,32 +144,34 @@ def resolve_members(sae_cfg, train_cfg, members, *, synthetic: bool) -> list[dic
 def member_gammas(members, sae_cfg, problem, source, num_samples=8192) -> np.ndarray:
   """γ per member: explicit, of its `gamma_kind` with its α (from a held-out sample of the
   member's own data, or for "oracle" from W_p's participation ratios), or ones."""
-  cache = {}
+  cache: dict = {}
+
+  def sample(m):
+    key = (m["data_seed"], m["sparsity"])
+    if key not in cache:
+      if problem is not None:
+        cache[key] = np.asarray(
+          problem.source(m["sparsity"], m["data_seed"]).sample(HELD_OUT_STEP, num_samples)[1]
+        )
+      else:
+        steps = max(1, num_samples // source.batch_size)
+        cache[key] = np.concatenate([np.asarray(source.batch(t)) for t in range(steps)])
+    return cache[key]
+
   gam = np.ones((len(members), sae_cfg.d_in), np.float32)
   for i, m in enumerate(members):
     if m["gamma"] is not None:
       gam[i] = np.asarray(m["gamma"], np.float32)
-    elif (
-      m["alpha"] is not None
-      and weights_lib.KINDS[m.get("gamma_kind", "variance")].needs == "decoder"
-    ):
-      gam[i] = 1.0  # starts as the plain SAE; re-estimated from the decoder while training
     elif m["alpha"] is not None:
-      key = (m["data_seed"], m["sparsity"])
-      if key not in cache:
-        if problem is not None:
-          cache[key] = np.asarray(
-            problem.source(m["sparsity"], m["data_seed"]).sample(HELD_OUT_STEP, num_samples)[1]
-          )
-        else:
-          steps = max(1, num_samples // source.batch_size)
-          cache[key] = np.concatenate([np.asarray(source.batch(t)) for t in range(steps)])
-      gam[i] = weights_lib.make_gamma(
-        m.get("gamma_kind", "variance"),
+      g = gamma_lib.kind_of(m.get("gamma_kind", "variance")).make(
         m["alpha"],
-        sample=cache[key],
+        sample=lambda m=m: sample(m),  # drawn only by the kinds made from a sample
         W_p=None if problem is None else problem.W_p,
+        d_in=sae_cfg.d_in,
       )
+      schedule = weights_lib.schedule_of(g)
+      # A re-estimated γ starts at its initial value (the plain SAE for the decoder's).
+      gam[i] = schedule.initial(sae_cfg.d_in) if schedule else g
   return gam
 
 
@@ -615,7 +618,7 @@ def _decoder_members(res, every: int, steps_per_call: int) -> list[int]:
   decoder = [
     i
     for i, m in enumerate(res)
-    if weights_lib.KINDS[m["gamma_kind"]].needs == "decoder" and m["alpha"] is not None
+    if gamma_lib.kind_of(m["gamma_kind"]).re_estimated and m["alpha"] is not None
   ]
   if decoder and every % steps_per_call:
     raise V.WSAEInputError(

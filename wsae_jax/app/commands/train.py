@@ -185,13 +185,13 @@ def _add_train_model(p) -> None:
   m.add_argument(
     "--alpha", type=float, default=None, help="WSAE: the exponent of γ (default: plain SAE)"
   )
-  from wsae_jax.objectives import weights
+  from wsae_jax.training import gamma as gamma_lib
 
   m.add_argument(
     "--gamma",
     default="variance",
     help="WSAE weights (with --alpha): "
-    + "; ".join(f"{k.name}: {k.help}" for k in weights.KINDS.values())
+    + "; ".join(f"{k.name}: {k.help}" for k in gamma_lib.KINDS.values())
     + " (every --gamma-every steps); or a .npy file holding γ itself (then --alpha "
     "is not used)",
   )
@@ -298,21 +298,6 @@ def _add_train_training(p) -> None:
     "install -e '.[log]'); offline into OUT/wandb unless WANDB_MODE says otherwise",
   )
   t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-
-def _load_gamma(path, d_in: int):
-  import numpy as np
-
-  try:
-    gamma = np.load(path)
-  except (OSError, ValueError) as e:
-    raise V.WSAEInputError(f"--gamma {path!r} cannot be read as a .npy array ({e}).") from None
-  V.check_gamma(
-    np.asarray(gamma, np.float32) if np.issubdtype(gamma.dtype, np.number) else gamma,
-    d_in,
-    name=f"--gamma {path}",
-  )
-  return np.asarray(gamma, np.float32)
 
 
 def _hyperparameters(args) -> dict:
@@ -451,37 +436,41 @@ def _width(args, d_in: int, default: int) -> int:
 
 def _check_gamma_option(args) -> None:
   """--gamma / --alpha, checked before any data is read."""
-  from wsae_jax.objectives import weights
+  from wsae_jax.training import gamma as gamma_lib
 
-  if not args.gamma.endswith(".npy") and (args.alpha is not None or args.gamma != "variance"):
-    try:  # a γ kind named without --alpha would silently train the plain SAE: said instead
-      weights.check_kind(args.gamma, args.alpha, synthetic=not (args.activations or args.model))
-    except V.WSAEInputError as e:
-      raise V.WSAEInputError(f"--gamma: {e}") from None
+  synthetic = not (args.activations or args.model)
+  try:
+    kind = gamma_lib.kind_of(args.gamma, synthetic=synthetic)
+    # A γ kind named without --alpha would silently train the plain SAE: said instead.
+    if not kind.takes_alpha or args.alpha is not None or args.gamma != "variance":
+      kind.check(args.alpha, synthetic=synthetic)
+  except V.WSAEInputError as e:
+    raise V.WSAEInputError(f"--gamma: {e}") from None
 
 
 def _train_gamma(args, d_in: int, sample, W):
-  """`wsae train`'s γ: none, a file's, one of `weights.KINDS`; reported, and refused past
-  --gamma-max-share."""
+  """`wsae train`'s γ: none, or its kind's (`training.gamma.kind_of(--gamma)`: named or a .npy file);
+  reported, and refused past --gamma-max-share."""
   import warnings
 
-  from wsae_jax.objectives import weights
-
-  from_file = args.gamma.endswith(".npy")
-  if args.alpha is None and not from_file:
-    return None
-  if not from_file and weights.KINDS[args.gamma].needs == "decoder":
-    print(f"γ from the decoder: γ = m̂^-{args.alpha:g}, re-estimated every {args.gamma_every} steps")
-    return weights.make_gamma(args.gamma, args.alpha, every=args.gamma_every)
-  with warnings.catch_warnings():  # reported once, below, with the refusal option
-    warnings.simplefilter("ignore", RuntimeWarning)
-    gamma = (
-      _load_gamma(args.gamma, d_in)
-      if from_file
-      else weights.make_gamma(args.gamma, args.alpha, sample=sample, W_p=W)
-    )
   import numpy as np
 
+  from wsae_jax.objectives import weights
+  from wsae_jax.training import gamma as gamma_lib
+
+  kind = gamma_lib.kind_of(args.gamma)
+  if args.alpha is None and kind.takes_alpha:
+    return None
+  with warnings.catch_warnings():  # reported once, below, with the refusal option
+    warnings.simplefilter("ignore", RuntimeWarning)
+    gamma = kind.make(args.alpha, sample=sample, W_p=W, every=args.gamma_every, d_in=d_in)
+  schedule = weights.schedule_of(gamma)
+  if schedule is not None:
+    print(
+      f"γ ({kind.name}, α = {args.alpha:g}): {kind.help}; re-estimated every "
+      f"{args.gamma_every} steps"
+    )
+    return gamma
   # With the sample's variance: a γ that starves the highest-variance dimension is said too.
   report = weights.gamma_report(gamma, np.var(np.asarray(sample, np.float64), axis=0))
   print(report.summary())
