@@ -81,6 +81,18 @@ def test_help_and_version_do_not_import_jax():
   assert "wsae 0.1.0" in out
 
 
+def test_reading_a_store_or_a_record_loads_no_checkpointer_or_architecture():
+  """`storage` imports its modules on first use like the other package faces: a notebook that
+  reads an activation store or writes a record does not load orbax or the SAE registry."""
+  code = (
+    "import sys\nimport wsae_jax.data.store, wsae_jax.storage.records\n"
+    "from wsae_jax import storage\nstorage.records\n"
+    "print('orbax.checkpoint' in sys.modules, 'wsae_jax.models' in sys.modules)"
+  )
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "False False"
+
+
 def test_cli_architecture_names_are_the_registry():
   from wsae_jax import models
 
