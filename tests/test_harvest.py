@@ -497,3 +497,111 @@ def test_wsae_train_from_a_model_resumes_bit_identically_after_an_interruption(t
     assert np.array_equal(ref[k], res[k]), k
   hist = json.loads((cut / "history.json").read_text())["records"]
   assert hist[0]["step"] > 10  # it did resume, not start again
+
+
+# -- several hook points from one forward pass (#40) -------------------------------------------
+
+HOOKS = [(1, "resid_post"), (LAYER, "mlp_in"), (LAYER, "mlp_out"), (1, "attn_out")]
+
+
+def test_hook_activations_read_every_point_from_one_pass(tiny_llama):
+  """Each hook point read together equals it read alone; the MLP's input is what its MLP maps to
+  its output (a transcoder's pair); the pass stops after the deepest point."""
+  ids = np.random.default_rng(4).integers(0, VOCAB, (3, CTX))
+  ran = []
+  handle = hv.decoder_blocks(tiny_llama)[LAYER + 1].register_forward_hook(lambda *a: ran.append(1))
+  try:
+    got = hv.hook_activations(tiny_llama, ids, HOOKS)
+  finally:
+    handle.remove()
+  assert not ran and set(got) == set(HOOKS)
+  for layer, point in HOOKS:
+    np.testing.assert_array_equal(
+      got[(layer, point)], hv.layer_activations(tiny_llama, ids, layer, point)
+    )
+  mlp = hv.decoder_blocks(tiny_llama)[LAYER].mlp
+  with torch.no_grad():
+    out = mlp(torch.as_tensor(got[(LAYER, "mlp_in")])).numpy()
+  np.testing.assert_allclose(out, got[(LAYER, "mlp_out")], rtol=1e-5, atol=1e-6)
+  with pytest.raises(w.WSAEInputError, match="replace its module's output instead"):
+    hv.next_token_loss(tiny_llama, ids, layer=LAYER, replace=lambda h: h, point="mlp_in")
+
+
+def test_harvest_hooks_writes_one_aligned_store_per_point_and_resumes(tiny_llama, tmp_path):
+  ids = np.random.default_rng(1).integers(0, VOCAB, (10, CTX)).astype(np.int32)
+  kw = dict(
+    contexts_per_shard=4, batch_size=3, dtype="float32", progress=False, info={"model": "tiny"}
+  )
+  metas = hv.harvest_hooks(tiny_llama, ids, HOOKS, tmp_path / "all", **kw)
+  assert set(metas) == set(HOOKS)
+  for layer, point in HOOKS:
+    folder = tmp_path / "all" / hv.store_name(layer, point)
+    one = hv.harvest_to_store(
+      tiny_llama, ids, layer, tmp_path / f"{layer}{point}", point=point, **kw
+    )
+    assert (
+      metas[(layer, point)]["layer"] == layer
+      and metas[(layer, point)]["n_tokens"] == one["n_tokens"]
+    )
+    read = lambda f: ActivationStore(
+      f, 4, shuffle=False, drop_first_position=False, prefetch=0
+    ).read_all(with_tokens=True)  # noqa: E731
+    (x, tok), (x1, _) = read(folder), read(tmp_path / f"{layer}{point}")
+    np.testing.assert_array_equal(x, x1)  # the same activations as a harvest of it alone
+    np.testing.assert_array_equal(tok, ids.reshape(-1))  # row r is token r in every store
+  # Resume: one store lost a shard; only that file is written again.
+  target = tmp_path / "all" / hv.store_name(LAYER, "mlp_out") / "acts_00001.npy"
+  before = target.read_bytes()
+  target.unlink()
+  other = tmp_path / "all" / hv.store_name(1, "resid_post") / "acts_00001.npy"
+  mtime = other.stat().st_mtime_ns
+  hv.harvest_hooks(tiny_llama, ids, HOOKS, tmp_path / "all", **kw)
+  assert target.read_bytes() == before and other.stat().st_mtime_ns == mtime
+  # Another set of hook points into the same folder: refused, naming both, before any work.
+  manifest = (tmp_path / "all" / hv.HOOKS_FILE).read_text()
+  with pytest.raises(
+    w.WSAEInputError,
+    match=r"hook points blocks\.1\.hook_resid_post, .* asks for blocks\.0\.hook_resid_post",
+  ):
+    hv.harvest_hooks(tiny_llama, ids, [(0, "resid_post")], tmp_path / "all", **kw)
+  assert (tmp_path / "all" / hv.HOOKS_FILE).read_text() == manifest
+  assert not (tmp_path / "all" / hv.store_name(0, "resid_post")).exists()
+
+
+def test_wsae_harvest_several_layers_and_hooks_from_one_pass(tmp_path, capsys):
+  from wsae_jax.app import cli
+
+  folder, corpus = _tiny_llama_with_tokenizer(tmp_path)
+  out = tmp_path / "all"
+  base = ["harvest", "--model", str(folder), "--corpus", str(corpus), "--context-len", "16"]
+  base += ["--contexts-per-shard", "16", "--loss-contexts", "4", "--no-progress"]
+  assert (
+    cli.main([*base, "--out", str(out), "--layers", "0-1", "--hook", "resid_post,mlp_in,mlp_out"])
+    == 0
+  )
+  names = {f"blocks.{b}.hook_{p}" for b in (0, 1) for p in ("resid_post", "mlp_in", "mlp_out")}
+  assert {p.name for p in out.iterdir() if p.is_dir()} == names
+  summary = json.loads((out / "harvest.json").read_text())
+  assert set(summary["stores"]) == names
+  for name in names:
+    meta = json.loads((out / name / "metadata.json").read_text())
+    assert f"blocks.{meta['layer']}.hook_{meta.get('hook_point', 'resid_post')}" == name
+    assert meta["lm_loss_nats"] == summary["lm_loss_nats"]
+  assert "one store per hook point: 6" in capsys.readouterr().out
+  # Each store trains like any other.
+  run = tmp_path / "run"
+  args = ["train", "--out", str(run), "--activations", str(out / "blocks.1.hook_mlp_in")]
+  assert cli.main([*args, "--steps", "2", "--batch-size", "32", "--no-progress"]) == 0
+  # Bad input, each said before any work.
+  for extra, said in (
+    (["--layers", "0-9"], "block 3 is out of range: the model has 3 blocks"),
+    (["--layers", "0-1", "--layer", "1"], "not both"),
+    (["--layers", "0-1", "--hook", "resid_post"], "was harvested with the hook points"),
+  ):
+    assert (
+      cli.main([*base, "--out", str(out if "--hook" in extra else tmp_path / "x"), *extra]) == 2
+    )
+    assert said in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    cli.main([*base, "--out", str(tmp_path / "y"), "--hook", "resid_pre"])
+  assert "unknown hook point 'resid_pre'" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import time
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -48,9 +49,15 @@ def write_store(
   progress: bool = True,
   echo=print,
   hook: str = "resid_post",
+  layers: str | Sequence[int] | None = None,
+  hooks: Sequence[str] | None = None,
 ) -> dict:
   """Harvests `model`'s hook point `hook` of block `layer` (default: the block's output) on
-  `corpus` into the store `out`; returns the summary written to OUT/harvest.json."""
+  `corpus` into the store `out`; returns the summary written to OUT/harvest.json.
+
+  With `layers` ('all', '0-29', '0,5,10' or a list) or several `hooks`, every hook point of
+  every such block is read from one forward pass and written as its own store,
+  OUT/blocks.L.hook_<point> (`lm.harvest.harvest_hooks`), all with the same token ids."""
   # Over 80 lines on purpose: one linear script of the harvest's stages (check, read, load,
   # tokenize, harvest, LM loss, summary); its length is the options and the summary's fields.
   from wsae_jax.lm import harvest as hv
@@ -71,8 +78,21 @@ def write_store(
   except FileNotFoundError as e:
     raise V.WSAEInputError(str(e)) from None
   model_path = model or str(hv.smollm2_gguf_path())
-  lm, tok, load_s = _load_lm(model_path, layer, hook, threads)
+  multi = layers is not None or (hooks is not None and len(hooks) > 1)
+  points = list(hooks) if hooks else [hook]
+  lm, tok, load_s = _load_lm(model_path, threads)
   n_layers = len(hv.decoder_blocks(lm))
+  try:
+    blocks = parse_layers(layers, n_layers) if layers is not None else [layer]
+  except ValueError as e:
+    raise V.WSAEInputError(f"--layers: {e}") from None
+  if layer >= n_layers and layers is None:
+    raise V.WSAEInputError(
+      f"--layer {layer}: the model has {n_layers} decoder blocks (0 … {n_layers - 1})."
+    )
+  keys = [(b, p) for b in blocks for p in points]
+  for b, p in keys:
+    hv.hook_module(lm, b, p)  # every hook point exists, before any work
   t0 = time.perf_counter()
   contexts = _shuffled_contexts(tok, text, context_len, max_tokens, loss_contexts, seed)
   tokenize_s = time.perf_counter() - t0
@@ -88,21 +108,23 @@ def write_store(
     "context_seed": seed,
     "prefix_token_id": getattr(tok, "bos_token_id", None),
   }
-  meta = hv.harvest_to_store(
-    lm,
-    contexts,
-    layer,
-    out,
+  common: dict[str, Any] = dict(
     contexts_per_shard=contexts_per_shard,
     batch_size=batch_size,
     dtype=dtype,
     progress=progress,
     info=info,
-    point=hook,
   )
+  if multi:
+    metas = hv.harvest_hooks(lm, contexts, keys, out, **common)
+    stores = [out / hv.store_name(b, p) for b, p in keys]
+  else:
+    metas = {keys[0]: hv.harvest_to_store(lm, contexts, layer, out, point=points[0], **common)}
+    stores = [out]
+  meta = metas[keys[0]]
   loss_ctx = contexts[-loss_contexts:] if loss_contexts else contexts[:0]
   t0 = time.perf_counter()
-  lm_loss = _record_lm_loss(out, lm, loss_ctx, batch_size)
+  lm_loss = _record_lm_loss(stores, lm, loss_ctx, batch_size)
   uniform = float(np.log(lm.config.vocab_size))
   summary = {
     "n_tokens": meta["n_tokens"],
@@ -117,10 +139,13 @@ def write_store(
     "lm_loss_s": time.perf_counter() - t0,
     "total_s": time.perf_counter() - t_start,
     "pid": os.getpid(),
+    **({"stores": [st.name for st in stores]} if multi else {}),
   }
   records.write_json(out / "harvest.json", summary)
   echo(
-    f"wrote {meta['n_tokens']:,} tokens in {len(meta['shards'])} shards to {out}; "
+    f"wrote {meta['n_tokens']:,} tokens in {len(meta['shards'])} shards to {out}"
+    + (f" (one store per hook point: {len(stores)}, from one forward pass)" if multi else "")
+    + "; "
     f"{summary['tokens_per_s'] or float('nan'):.0f} tokens/s"
     + (
       f"; next-token loss {lm_loss:.3f} nats on {len(loss_ctx)} contexts (uniform over the "
@@ -132,9 +157,8 @@ def write_store(
   return summary
 
 
-def _load_lm(model_path: str, layer: int, hook: str, threads):
-  """`(model, tokenizer, seconds)`; a layer or hook point the model lacks is refused here,
-  before any harvesting."""
+def _load_lm(model_path: str, threads):
+  """`(model, tokenizer, seconds)`."""
   from wsae_jax.lm import harvest as hv
 
   t0 = time.perf_counter()
@@ -143,12 +167,6 @@ def _load_lm(model_path: str, layer: int, hook: str, threads):
     import torch  # loaded by load_model (the harvest extra)
 
     torch.set_num_threads(threads)
-  n_layers = len(hv.decoder_blocks(lm))
-  if layer >= n_layers:
-    raise V.WSAEInputError(
-      f"--layer {layer}: the model has {n_layers} decoder blocks (0 … {n_layers - 1})."
-    )
-  hv.hook_module(lm, layer, hook)  # the hook point exists in this model, before any work
   return lm, tok, time.perf_counter() - t0
 
 
@@ -167,13 +185,43 @@ def _shuffled_contexts(tok, text, context_len, max_tokens, loss_contexts, seed) 
   return contexts[np.random.default_rng(seed).permutation(len(contexts))]
 
 
-def _record_lm_loss(out: pathlib.Path, lm, loss_ctx, batch_size: int):
+def _record_lm_loss(stores, lm, loss_ctx, batch_size: int):
   """The model's next-token loss on the kept-aside contexts (None without any), also recorded in
-  the store's metadata.json (`wsae eval --lm-loss` compares against it)."""
+  each store's metadata.json (`wsae eval --lm-loss` compares against it)."""
   from wsae_jax.lm import harvest as hv
 
   lm_loss = hv.next_token_loss(lm, loss_ctx, batch_size=batch_size) if len(loss_ctx) else None
-  store_meta = json.loads((out / "metadata.json").read_text())
-  store_meta["lm_loss_nats"] = lm_loss
-  records.write_json(out / "metadata.json", store_meta, indent=1)
+  for store in stores:
+    store_meta = json.loads((store / "metadata.json").read_text())
+    store_meta["lm_loss_nats"] = lm_loss
+    records.write_json(store / "metadata.json", store_meta, indent=1)
   return lm_loss
+
+
+def parse_layers(spec, n_layers: int | None) -> list[int]:
+  """Blocks from 'all', '3-7' (inclusive), '0,5,10' or a list; checked against `n_layers` when
+  known. Raises ValueError naming the problem."""
+  if not isinstance(spec, str):
+    out = [int(b) for b in spec]
+  elif spec.strip() == "all":
+    out = list(range(n_layers)) if n_layers is not None else []
+  else:
+    out = []
+    for part in (t.strip() for t in spec.split(",") if t.strip()):
+      lo, sep, hi = part.partition("-")
+      try:
+        out += list(range(int(lo), int(hi) + 1)) if sep else [int(part)]
+      except ValueError:
+        raise ValueError(
+          f"{spec!r} is not 'all', a range like 0-29 or a list like 0,5,10"
+        ) from None
+    if not out:
+      raise ValueError(f"{spec!r} names no block")
+  out = list(dict.fromkeys(out))
+  if n_layers is not None:
+    bad = [b for b in out if not 0 <= b < n_layers]
+    if bad:
+      raise ValueError(
+        f"block {bad[0]} is out of range: the model has {n_layers} blocks (0..{n_layers - 1})"
+      )
+  return out

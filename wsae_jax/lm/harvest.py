@@ -245,10 +245,17 @@ def decoder_blocks(model):
 HOOK_POINTS = {
   "resid_post": "output of decoder block {L} (hidden_states[{L1}])",
   "attn_out": "attention output of decoder block {L} (before it is added to the residual)",
+  "mlp_in": "MLP input of decoder block {L} (after its norm): a transcoder's input",
   "mlp_out": "MLP output of decoder block {L} (before it is added to the residual)",
 }
 """Where in block L activations are read: TransformerLens's `blocks.L.hook_<point>`."""
-_SUBMODULES = {"attn_out": ("self_attn", "attn", "attention"), "mlp_out": ("mlp",)}
+_SUBMODULES = {
+  "attn_out": ("self_attn", "attn", "attention"),
+  "mlp_in": ("mlp",),
+  "mlp_out": ("mlp",),
+}
+_READS_INPUT = frozenset({"mlp_in"})
+"""Hook points read as their module's input rather than its output."""
 
 
 def hook_module(model, layer: int, point: str = "resid_post"):
@@ -285,23 +292,47 @@ def _check_layer(model, layer: int) -> None:
 def layer_activations(model, ids_BxT, layer: int, point: str = "resid_post") -> np.ndarray:
   """Hook point ``point`` of block ``layer`` (default its output) for token ids ``(B, T)`` as
   float32 numpy; the forward pass stops there."""
+  return hook_activations(model, ids_BxT, [(layer, point)])[(layer, point)]
+
+
+def hook_activations(model, ids_BxT, hooks) -> dict[tuple[int, str], np.ndarray]:
+  """Every hook point in `hooks` (`(layer, point)` pairs) for token ids `(B, T)`, from one forward
+  pass that stops as soon as the last of them is read: `{(layer, point): float32 (B, T, d)}`."""
   torch = _torch()
-  module = hook_module(model, layer, point)
-  captured = {}
+  keys = list(dict.fromkeys((int(layer), str(point)) for layer, point in hooks))
+  modules = [hook_module(model, layer, point) for layer, point in keys]  # all checked first
+  captured: dict[tuple[int, str], np.ndarray] = {}
 
-  def hook(module, inputs, output):
-    captured["h"] = output[0] if isinstance(output, tuple) else output
-    raise _Stop
+  def reader(key):
+    def hook(module, inputs, output):
+      h = inputs[0] if key[1] in _READS_INPUT else output
+      h = h[0] if isinstance(h, tuple) else h
+      captured[key] = h.float().cpu().numpy()
+      if len(captured) == len(keys):
+        raise _Stop
 
-  handle = module.register_forward_hook(hook)
+    return hook
+
+  handles = [m.register_forward_hook(reader(k)) for m, k in zip(modules, keys)]
   try:
     with torch.no_grad():
       model(input_ids=torch.as_tensor(np.asarray(ids_BxT), dtype=torch.long), use_cache=False)
   except _Stop:
     pass
   finally:
-    handle.remove()
-  return captured["h"].float().cpu().numpy()
+    for handle in handles:
+      handle.remove()
+  return captured
+
+
+def store_name(layer: int, point: str) -> str:
+  """The folder of hook point `point` of block `layer` in a multi-hook harvest (`harvest_hooks`):
+  TransformerLens's / SAELens's hook name, `blocks.L.hook_<point>`."""
+  return f"blocks.{int(layer)}.hook_{point}"
+
+
+HOOKS_FILE = "hooks.json"
+"""A multi-hook harvest's record of its hook points (a resume with others is refused)."""
 
 
 def harvest_to_store(
@@ -323,53 +354,140 @@ def harvest_to_store(
   Resumable: shards already written are skipped. Returns the metadata (with ``tokens_per_s``
   of the shards written by this call).
   """
-  from tqdm.auto import tqdm
+  contexts = _check_harvest(model, contexts_NxT, [(layer, point)], contexts_per_shard, batch_size)
+  writer = _writer(model, out_dir, contexts, layer, point, dtype, info)
+  metas = _harvest(
+    model,
+    contexts,
+    {(layer, point): writer},
+    out_dir,
+    contexts_per_shard=contexts_per_shard,
+    batch_size=batch_size,
+    progress=progress,
+    desc=f"harvest L{layer}",
+  )
+  return metas[(layer, point)]
 
+
+def harvest_hooks(
+  model,
+  contexts_NxT,
+  hooks,
+  out_dir,
+  *,
+  contexts_per_shard: int = 64,
+  batch_size: int = 16,
+  dtype: str = "float16",
+  progress: bool = True,
+  info: dict | None = None,
+) -> dict[tuple[int, str], dict]:
+  """Writes every hook point in `hooks` (`(layer, point)` pairs) from one forward pass per batch:
+  one store per hook point in `out_dir / store_name(layer, point)`, each with the same token ids,
+  so row r of one is the same token as row r of another (a transcoder's input and target).
+
+  Resumable as `harvest_to_store` (a shard index is computed again only where some store lacks
+  it); `out_dir/hooks.json` records the hook points, and a resume asking for others is refused
+  before any work. Returns each store's metadata."""
+  import json
+
+  from wsae_jax.storage import records
+
+  keys = list(dict.fromkeys((int(layer), str(point)) for layer, point in hooks))
+  contexts = _check_harvest(model, contexts_NxT, keys, contexts_per_shard, batch_size)
+  root = pathlib.Path(out_dir)
+  manifest = {"hooks": [[layer, point] for layer, point in keys]}
+  if (root / HOOKS_FILE).exists():
+    there = json.loads((root / HOOKS_FILE).read_text())
+    if there != manifest:
+      raise V.WSAEInputError(
+        f"{root} was harvested with the hook points {_hook_list(there['hooks'])}; this harvest "
+        f"asks for {_hook_list(manifest['hooks'])}. Resume with the same --layers and --hook, "
+        f"or choose another --out."
+      )
+  writers = {
+    (layer, point): _writer(
+      model, root / store_name(layer, point), contexts, layer, point, dtype, info
+    )
+    for layer, point in keys
+  }
+  records.write_json(root / HOOKS_FILE, manifest)
+  return _harvest(
+    model,
+    contexts,
+    writers,
+    root,
+    contexts_per_shard=contexts_per_shard,
+    batch_size=batch_size,
+    progress=progress,
+    desc=f"harvest {len(keys)} hooks",
+  )
+
+
+def _hook_list(pairs) -> str:
+  return ", ".join(store_name(layer, point) for layer, point in pairs)
+
+
+def _check_harvest(model, contexts_NxT, keys, contexts_per_shard, batch_size) -> np.ndarray:
   contexts = np.asarray(contexts_NxT)
   V.check_rank("contexts", contexts, 2, hint="Pass token ids (n_contexts, context_len).")
-  hook_module(model, layer, point)  # the layer and the hook point exist
+  for layer, point in keys:
+    hook_module(model, layer, point)  # the layer and the hook point exist
   V.check_int("contexts_per_shard", contexts_per_shard, low=1)
   V.check_int("batch_size", batch_size, low=1)
-  n_ctx, ctx_len = contexts.shape
-  d_in = int(model.config.hidden_size)
+  return contexts
+
+
+def _writer(model, out_dir, contexts, layer, point, dtype, info) -> ActivationWriter:
   # Older stores have no hook_point: theirs is resid_post, recorded as None so they still extend.
-  writer = ActivationWriter(
+  return ActivationWriter(
     out_dir,
-    d_in=d_in,
+    d_in=int(model.config.hidden_size),
     dtype=dtype,
-    context_len=ctx_len,
+    context_len=int(contexts.shape[1]),
     layer=layer,
     hook=hook_description(layer, point),
     **({} if point == "resid_post" else {"hook_point": point}),
     **(info or {}),
   )
+
+
+def _harvest(
+  model, contexts, writers, out_dir, *, contexts_per_shard, batch_size, progress, desc
+) -> dict:
+  """The harvest loop shared by one store and many: shard by shard, one forward pass per batch
+  for every hook point, each store's shard written where it is missing."""
+  from tqdm.auto import tqdm
+
+  n_ctx, ctx_len = contexts.shape
+  keys = list(writers)
   n_shards = -(-n_ctx // contexts_per_shard)
-  todo = [i for i in range(n_shards) if not writer.has_shard(i)]
+  todo = [i for i in range(n_shards) if not all(wr.has_shard(i) for wr in writers.values())]
   done_tokens, seconds = 0, 0.0
   bar = tqdm(
     total=n_shards * contexts_per_shard * ctx_len,
     initial=(n_shards - len(todo)) * contexts_per_shard * ctx_len,
     unit="tok",
     unit_scale=True,
-    desc=f"harvest L{layer}",
+    desc=desc,
     disable=not progress,
     dynamic_ncols=True,
   )
-  # A signal finishes the shard in flight, then stops: the store holds only complete shards and
-  # resumes to the same bytes.
+  # A signal finishes the shard in flight, then stops: the stores hold only complete shards and
+  # resume to the same bytes.
   with preemption.deferred() as stop:
     for n, i in enumerate(todo):
       ids = contexts[i * contexts_per_shard : (i + 1) * contexts_per_shard]
       t0 = time.perf_counter()
-      acts = np.concatenate(
-        [
-          layer_activations(model, ids[j : j + batch_size], layer, point)
-          for j in range(0, len(ids), batch_size)
-        ]
-      )
+      parts = [
+        hook_activations(model, ids[j : j + batch_size], keys)
+        for j in range(0, len(ids), batch_size)
+      ]
       seconds += time.perf_counter() - t0
       done_tokens += ids.size
-      writer.write_shard(i, acts.reshape(-1, d_in), tokens=ids.reshape(-1))
+      for key, writer in writers.items():
+        if not writer.has_shard(i):
+          acts = np.concatenate([p[key] for p in parts])
+          writer.write_shard(i, acts.reshape(-1, acts.shape[-1]), tokens=ids.reshape(-1))
       bar.update(ids.size)
       if stop.requested and n + 1 < len(todo):
         bar.close()
@@ -384,7 +502,7 @@ def harvest_to_store(
   extra = {"n_contexts": n_ctx}
   if done_tokens:
     extra["tokens_per_s"] = done_tokens / seconds
-  return writer.finish(**extra)
+  return {key: writer.finish(**extra) for key, writer in writers.items()}
 
 
 def next_token_loss(
@@ -410,6 +528,11 @@ def next_token_loss(
   if replace is not None:
     if layer is None:
       raise V.WSAEInputError("replace= needs layer= (the block whose output it replaces).")
+    if point in _READS_INPUT:
+      raise V.WSAEInputError(
+        f"hook point {point!r} is a module's input; replace its module's output instead "
+        f"(a transcoder reading mlp_in replaces mlp_out)."
+      )
     module = hook_module(model, layer, point)
 
     def hook(module, inputs, output):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from wsae_jax import _validate as V
 from wsae_jax.app.commands import COMMAND_HELP
-from wsae_jax.app.commands.options import Help, add_hook
+from wsae_jax.app.commands.options import Help, add_hook, layer_spec
 
 
 def add(sub):
@@ -36,9 +36,18 @@ def add(sub):
     help="an unpacked r-cran-janeaustenr (default: the Debian location)",
   )
   p.add_argument(
-    "--layer", type=int, default=15, help="decoder block (0-based) whose output is stored"
+    "--layer", type=int, default=None, help="decoder block (0-based) to store (default 15)"
   )
-  add_hook(p)
+  p.add_argument(
+    "--layers",
+    type=layer_spec,
+    default=None,
+    metavar="SPEC",
+    help="several blocks from one forward pass: 'all', a range '0-29' or a list '0,5,10' "
+    "(instead of --layer); OUT then holds one store per block and hook point, "
+    "OUT/blocks.L.hook_<point>, all with the same token ids",
+  )
+  add_hook(p, several=True)
   p.add_argument(
     "--context-len",
     type=int,
@@ -74,6 +83,9 @@ def add(sub):
 def execute(args):
   from wsae_jax.app import harvest
 
+  if args.layers is not None and args.layer is not None:
+    raise V.WSAEInputError("give --layer (one block) or --layers (several), not both.")
+
   try:
     import transformers  # noqa: F401  # the harvest extra, said before any work
   except ImportError:
@@ -86,7 +98,7 @@ def execute(args):
     model=args.model,
     corpus=args.corpus,
     janeausten_root=args.janeausten_root,
-    layer=args.layer,
+    layer=15 if args.layer is None else args.layer,
     context_len=args.context_len,
     max_tokens=args.max_tokens,
     contexts_per_shard=args.contexts_per_shard,
@@ -96,6 +108,7 @@ def execute(args):
     seed=args.seed,
     threads=args.threads,
     progress=not args.no_progress,
-    hook=args.hook,
+    hooks=args.hook,
+    layers=args.layers,
   )
   return 0

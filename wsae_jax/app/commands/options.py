@@ -123,16 +123,46 @@ EXIT_WRITE_FAILED = 3
 HOOK_POINTS = (
   "resid_post",
   "attn_out",
+  "mlp_in",
   "mlp_out",
-)  # lm.harvest.HOOK_POINTS (tested), not imported:
+)  # lm.harvest.HOOK_POINTS (tested), not imported: it would load torch for --help
+HOOK_HELP = (
+  "what of the block to store: its output (the residual stream, TransformerLens's "
+  "blocks.L.hook_resid_post), its attention output, its MLP's input (after the norm: a "
+  "transcoder's input) or its MLP output (hook_attn_out, hook_mlp_in, hook_mlp_out)"
+)
 
 
-def add_hook(group) -> None:
-  group.add_argument(
-    "--hook",
-    choices=HOOK_POINTS,
-    default="resid_post",
-    help="what of the block to store: its output (the residual stream, "
-    "TransformerLens's blocks.L.hook_resid_post), its attention output or its "
-    "MLP output (hook_attn_out, hook_mlp_out)",
-  )
+def add_hook(group, *, several: bool = False) -> None:
+  """--hook: one hook point, or (`several`) a comma-separated list of them."""
+  if several:
+    group.add_argument(
+      "--hook",
+      type=hook_list,
+      default=("resid_post",),
+      metavar="POINT[,POINT...]",
+      help=HOOK_HELP
+      + f"; several, comma-separated, from one forward pass ({', '.join(HOOK_POINTS)})",
+    )
+    return
+  group.add_argument("--hook", choices=HOOK_POINTS, default="resid_post", help=HOOK_HELP)
+
+
+def hook_list(text: str) -> tuple[str, ...]:
+  """`resid_post,mlp_out` -> the hook points, each one of `HOOK_POINTS`, in order, once each."""
+  points = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+  bad = [p for p in points if p not in HOOK_POINTS]
+  if bad or not points:
+    raise argparse.ArgumentTypeError(
+      f"unknown hook point {', '.join(map(repr, bad)) or repr(text)}; choose from "
+      f"{', '.join(HOOK_POINTS)} (comma-separated)"
+    )
+  return points
+
+
+def layer_spec(text: str) -> str:
+  """`--layers`: 'all', a range '0-29' or a list '0,5,10' (checked against the model later)."""
+  from wsae_jax.app.harvest import parse_layers
+
+  parse_layers(text, None)  # the syntax now; the range once the model is loaded
+  return text
