@@ -160,7 +160,7 @@ def test_harvest_keeps_only_complete_shards_and_resumes_to_the_same_bytes(
   model = transformers.LlamaForCausalLM.from_pretrained(model_dir).eval()
   ids = np.random.default_rng(0).integers(0, 64, (48, 16)).astype(np.int32)
   calls = []
-  real = hv.layer_activations
+  real = hv.hook_activations  # the harvest's one forward pass per batch
 
   def signalled_in_shard_two(*a, **k):
     calls.append(1)
@@ -168,14 +168,14 @@ def test_harvest_keeps_only_complete_shards_and_resumes_to_the_same_bytes(
       os.kill(os.getpid(), signal.SIGTERM)
     return real(*a, **k)
 
-  monkeypatch.setattr(hv, "layer_activations", signalled_in_shard_two)
+  monkeypatch.setattr(hv, "hook_activations", signalled_in_shard_two)
   out = tmp_path / "again"  # the fixture's own store is tmp_path / "store"
   kw = dict(contexts_per_shard=8, progress=False, info={"model": "tiny"})
   with pytest.raises(preemption.Interrupted, match="2 of 6 shards complete"):
     hv.harvest_to_store(model, ids, 1, out, **kw)
   assert sorted(p.name for p in out.glob("acts_*")) == ["acts_00000.npy", "acts_00001.npy"]
   assert not [p for p in out.iterdir() if "tmp" in p.name]  # nothing half-written
-  monkeypatch.setattr(hv, "layer_activations", real)
+  monkeypatch.setattr(hv, "hook_activations", real)
   hv.harvest_to_store(model, ids, 1, out, **kw)
   for f in sorted(reference.glob("*.npy")):
     assert (out / f.name).read_bytes() == f.read_bytes(), f.name
