@@ -62,12 +62,9 @@ def _read_json(path):
     raise V.WSAEInputError(f"{path} cannot be read ({e}).") from None
 
 
-def _history(run: pathlib.Path) -> dict | None:
-  from wsae_jax.training import workdir
-
-  if not (run / workdir.HISTORY).exists():
-    return None
-  records = _read_json(run / workdir.HISTORY).get("records", [])
+def _history(history: dict | None) -> dict | None:
+  """The curves of a run's history.json content (`workdir.OpenedRun.history`)."""
+  records = (history or {}).get("records", [])
   if not records:
     return None
   keys = [k for k in ("loss", "mse", "fvu", "l0", "dead_frac") if k in records[0]]
@@ -282,7 +279,7 @@ def run_report(
       "sae": cfg.to_dict(),
       **{k: run_meta[k] for k in ("train_config", "data", "normalization_scale") if k in run_meta},
     },
-    "curves": _history(run),
+    "curves": _history(opened.history),
     "gamma": _gamma(opened.gamma, run_meta.get("gamma_schedule")),
     "notes": [],
   }

@@ -289,23 +289,12 @@ class OpenedRun:
   def held_out(self, num_samples: int = 8192):
     """`(x, x_p)`: `num_samples` held-out features and their observations of a synthetic run's
     own problem (drawn at `problems.HELD_OUT_STEP`, a step no run trains on)."""
-    from wsae_jax.data import problems, sources
-
     d = self.data
     if d.get("kind") != "synthetic":
       raise V.WSAEInputError(f"{self.path} did not train on synthetic data; pass --activations.")
     if self.W_p is None:
       raise V.WSAEInputError(f"{self.path} has no {W_P}: its problem cannot be sampled again.")
-    source = sources.SyntheticSource(
-      self.W_p,
-      d["sparsity"],
-      num_samples,
-      seed=d["seed"],
-      magnitude=d.get("magnitude", "uniform"),
-      rates=d.get("rates"),
-      prng_impl=d.get("prng_impl", "threefry2x32"),
-    )
-    return tuple(np.asarray(a) for a in source.sample(problems.HELD_OUT_STEP, num_samples))
+    return _draw_held_out(d, self.W_p, num_samples)
 
   def trained_on(self, store) -> list[str]:
     """The shards of the activation store `store` this run trained on (same model, layer and
@@ -323,7 +312,10 @@ class OpenedRun:
 
 def read_run_record(path) -> dict:
   """run.json of the run at `path`, or a `WSAEInputError` naming the file."""
-  f = run_dir_of(path) / RECORD
+  return _read_json(run_dir_of(path) / RECORD)
+
+
+def _read_json(f: pathlib.Path) -> dict:
   try:
     return json.loads(f.read_text())
   except (OSError, UnicodeDecodeError, ValueError) as e:
@@ -355,7 +347,7 @@ def open_run(path, *, from_checkpoint: bool = False) -> OpenedRun:
     if meta is None:
       meta = _newest_meta(run_dir / CHECKPOINTS)
     gamma = None if meta is None else meta.get("gamma_current")
-  history = json.loads((run_dir / HISTORY).read_text()) if (run_dir / HISTORY).exists() else None
+  history = _read_json(run_dir / HISTORY) if (run_dir / HISTORY).exists() else None
   return OpenedRun(
     run_dir,
     cfg,
@@ -412,7 +404,23 @@ def synthetic_held_out(run_dir, num_samples: int = 8192):
       f"{run_dir} has no {W_P} (older `wsae train` did not write it); retrain the run to "
       f"evaluate it on its own data."
     )
-  opened = OpenedRun(run_dir, None, {}, record, None, None, W)
-  x, x_p = opened.held_out(num_samples)
+  x, x_p = _draw_held_out(record["data"], W, num_samples)
   gamma = record.get("gamma") if isinstance(record.get("gamma"), list) else None
   return x, x_p, W, None if gamma is None else np.asarray(gamma, np.float32)
+
+
+def _draw_held_out(data: dict, W_p, num_samples: int):
+  """`(x, x_p)` of the synthetic stream a run's record `data` describes, at the held-out step."""
+  from wsae_jax.data import problems, sources
+
+  source = sources.SyntheticSource(
+    W_p,
+    data["sparsity"],
+    num_samples,
+    seed=data["seed"],
+    magnitude=data.get("magnitude", "uniform"),
+    rates=data.get("rates"),
+    prng_impl=data.get("prng_impl", "threefry2x32"),
+  )
+  x, x_p = source.sample(problems.HELD_OUT_STEP, num_samples)
+  return np.asarray(x), np.asarray(x_p)
